@@ -1,0 +1,71 @@
+"""httptrack: see, price, cache and cap every LLM API call a Python program makes.
+
+An HTTP transport for ``httpx`` and ``httpx2`` that records each call to OpenAI,
+Anthropic, Ollama, Gemini, Mistral, Groq and other LLM APIs as one row in SQLite.
+
+```python
+import httpx2, httptrack
+from openai import OpenAI
+
+client = OpenAI(http_client=httpx2.Client(transport=httptrack.TrackingTransport()))
+with httptrack.attribute(user="alice", service="summarizer"):
+    client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+```
+
+Importing httptrack is light: price data, token encodings, pydantic and the database
+library load on first use, in the background writer where possible.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._context import attribute
+from ._faults import fault_counts
+from ._settings import Settings, SettingsError
+from ._store import flush
+from ._transport import AsyncTrackingTransport, TrackingTransport
+from .providers import register_provider
+
+if TYPE_CHECKING:
+    from ._log import Log, open_log
+    from ._records import CallRecord
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncTrackingTransport",
+    "CallRecord",
+    "Log",
+    "Settings",
+    "SettingsError",
+    "TrackingTransport",
+    "__version__",
+    "attribute",
+    "fault_counts",
+    "flush",
+    "open_log",
+    "register_provider",
+]
+
+# Public names whose modules are heavy (pydantic, sqlite-utils): imported on first access.
+_LAZY = {
+    "CallRecord": "._records",
+    "Log": "._log",
+    "open_log": "._log",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'httptrack' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

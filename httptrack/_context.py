@@ -1,0 +1,169 @@
+"""Who made a call: ``attribute()`` (contextvars) and the ``X-Httptrack-*`` control headers.
+
+Attribution is carried in a ``ContextVar``, so it follows the code that runs inside
+``with attribute(...)``: across ``await`` points, into tasks created inside the block (they
+copy the context), and never leaks between threads or concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+__all__ = ["CONTROL_PREFIX", "Attribution", "ControlHeaders", "attribute", "current_attribution"]
+
+CONTROL_PREFIX = b"x-httptrack-"
+_PROPERTY_PREFIX = "property-"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    user: str | None = None
+    service: str | None = None
+    session: str | None = None
+    properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def merged(self, inner: Attribution) -> Attribution:
+        """``inner`` (the more specific scope) wins field by field; properties merge."""
+        props = dict(self.properties)
+        props.update(inner.properties)
+        return Attribution(
+            user=inner.user if inner.user is not None else self.user,
+            service=inner.service if inner.service is not None else self.service,
+            session=inner.session if inner.session is not None else self.session,
+            properties=MappingProxyType(props),
+        )
+
+
+_EMPTY = Attribution()
+_current: ContextVar[Attribution] = ContextVar("httptrack_attribution", default=_EMPTY)
+
+
+def current_attribution() -> Attribution:
+    """The attribution in force here (empty when no ``attribute()`` block is active)."""
+    return _current.get()
+
+
+class attribute:  # noqa: N801 - used like a function: `with httptrack.attribute(user=...)`
+    """Attribute every tracked call made inside a block (or decorated function).
+
+    ```python
+    with httptrack.attribute(user="alice", service="summarizer", feature="digest"):
+        client.chat.completions.create(...)
+
+    @httptrack.attribute(service="nightly-report")
+    async def build_report(): ...
+    ```
+
+    Nested blocks refine the outer one: inner values win, properties are merged. Extra
+    keyword arguments become ``properties`` (stored as JSON in the ``calls`` table).
+    """
+
+    __slots__ = ("_attribution", "_tokens")
+
+    def __init__(
+        self,
+        user: str | None = None,
+        service: str | None = None,
+        session: str | None = None,
+        **properties: Any,
+    ) -> None:
+        self._attribution = Attribution(
+            user=None if user is None else str(user),
+            service=None if service is None else str(service),
+            session=None if session is None else str(session),
+            properties=MappingProxyType({str(k): str(v) for k, v in properties.items()}),
+        )
+        # A stack, so one `attribute` object can be re-entered (nested or re-used).
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> Attribution:
+        merged = _current.get().merged(self._attribution)
+        self._tokens.append(_current.set(merged))
+        return merged
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._tokens.pop())
+
+    def __call__(self, func: F) -> F:
+        attribution = self._attribution
+
+        # Each call gets its own scope; the decorator object itself is never entered, so it
+        # is safe to call the decorated function from many threads or tasks at once.
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with _scope(attribution):
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _scope(attribution):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _scope(attribution: Attribution) -> Iterator[None]:
+    token = _current.set(_current.get().merged(attribution))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@dataclass(slots=True)
+class ControlHeaders:
+    """What the app asked for with ``X-Httptrack-*`` request headers."""
+
+    user: str | None = None
+    service: str | None = None
+    session: str | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+    cache: str | None = None  # "no-cache" | "no-store" | "off"
+    cache_ttl: str | None = None
+
+    @classmethod
+    def pop_from(cls, headers: Any) -> ControlHeaders | None:
+        """Remove every ``X-Httptrack-*`` header from an httpx/httpx2 ``Headers`` object and
+        return what they said (``None`` when there were none: the common, cheap case)."""
+        raw = headers.raw
+        if not any(name[:12].lower() == CONTROL_PREFIX for name, _ in raw):
+            return None
+        found = cls()
+        names: set[str] = set()
+        for name_b, value_b in raw:
+            name = name_b.decode("latin-1").lower()
+            if not name.startswith("x-httptrack-"):
+                continue
+            names.add(name)
+            key = name[len("x-httptrack-") :]
+            value = value_b.decode("utf-8", "replace").strip()
+            if key in ("user", "service", "session"):
+                setattr(found, key, value)
+            elif key == "cache":
+                found.cache = value.lower()
+            elif key == "cache-ttl":
+                found.cache_ttl = value
+            elif key.startswith(_PROPERTY_PREFIX) and len(key) > len(_PROPERTY_PREFIX):
+                found.properties[key[len(_PROPERTY_PREFIX) :]] = value
+        for name in names:
+            del headers[name]
+        return found
+
+    def apply_to(self, attribution: Attribution) -> Attribution:
+        return attribution.merged(
+            Attribution(self.user, self.service, self.session, MappingProxyType(self.properties))
+        )

@@ -1,0 +1,116 @@
+"""The tracking pipeline, shared by every transport: sync and async, httpx and httpx2.
+
+It knows nothing of either HTTP library beyond the request/response attributes they have
+in common (``method``, ``url.host/port/path/query``, ``headers``), so each transport shell
+in ``_transport`` is a few lines around these steps:
+
+1. ``begin``: match the host to a provider (unknown host → ``None``: pass through
+   untouched), take the ``X-Httptrack-*`` control headers off the request, capture
+   attribution. Cheap: dictionary lookups and a clock read.
+2. ``lookup``: the response cache, when enabled (a hit is replayed chunk by chunk).
+3. ``respond``: note status and headers, label the response for the app.
+4. ``finish``: hand the finished exchange to the background writer (from the tee's
+   close, or ``failed`` when no response came at all).
+
+Any fault in steps 1–4 is httptrack's problem, never the app's: it is reported once and the
+call goes on as if httptrack were not there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._context import ControlHeaders, current_attribution
+from ._exchange import Exchange
+from ._faults import report_fault
+from ._settings import Settings
+from ._store import writer
+from .providers import provider_for_host
+
+__all__ = ["CALL_ID_HEADER", "CACHE_HEADER", "Tracker"]
+
+CALL_ID_HEADER = "X-Httptrack-Call-Id"
+CACHE_HEADER = "X-Httptrack-Cache"
+
+
+class Tracker:
+    """One per transport: its settings, its cache, the shared writer."""
+
+    __slots__ = ("_hosts", "_writer", "cache", "settings")
+
+    def __init__(self, settings: Settings, cache: Any = None) -> None:
+        self.settings = settings
+        self._hosts = settings.hosts or None
+        self.cache = cache
+        self._writer = writer()
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    def begin(self, request: Any) -> Exchange | None:
+        """Start tracking ``request``, or ``None`` when it is not an LLM call."""
+        try:
+            url = request.url
+            host = url.host
+            port = url.port
+            provider = provider_for_host(host, port, self._hosts)
+            control = ControlHeaders.pop_from(request.headers)
+            if provider is None:
+                return None
+            method = request.method
+            path = url.path
+            attribution = current_attribution()
+            if control is not None:
+                attribution = control.apply_to(attribution)
+            query = url.query
+            return Exchange(
+                provider=provider,
+                operation=provider.operation(method, path),
+                settings=self.settings,
+                sink=self,
+                method=method,
+                scheme=url.scheme,
+                host=host,
+                port=port,
+                path=path,
+                query=query.decode("ascii", "replace") if isinstance(query, bytes) else str(query),
+                request_headers=request.headers.raw,
+                request_body=b"",
+                attribution=attribution,
+                control=control,
+            )
+        except Exception as exc:
+            report_fault("begin", "a request could not be tracked", exc)
+            return None
+
+    def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
+        """Note the response's status and headers, label it for the app, and wrap its
+        stream in ``tee`` so the body is captured as the app reads it."""
+        try:
+            exchange.received_headers(response.status_code, response.headers.raw)
+            response.headers[CALL_ID_HEADER] = exchange.call_id
+            response.stream = tee(response.stream, exchange, self.finish)
+        except Exception as exc:
+            report_fault("respond", "a response could not be tracked", exc)
+
+    def failed(self, exchange: Exchange, exc: BaseException) -> None:
+        """No response at all (connect error, timeout ...): record it; the caller re-raises."""
+        try:
+            if exchange.end("transport_error", exc):
+                self._writer.submit(exchange)
+        except Exception as fault:
+            report_fault("record", "a failed call could not be recorded", fault)
+
+    def finish(self, exchange: Exchange) -> None:
+        """The tee's end-of-stream callback (the exchange has just been marked ended)."""
+        try:
+            self._writer.submit(exchange)
+        except Exception as exc:
+            report_fault("record", "a call could not be queued for recording", exc)
+
+    def after_record(self, exchange: Exchange, row: dict[str, Any]) -> None:
+        """Called by the writer thread once the row exists (the cache stores from here)."""
+        cache = self.cache
+        if cache is not None:
+            cache.after_record(exchange, row)

@@ -1,0 +1,312 @@
+"""Incremental decoders for the stream formats LLM APIs use.
+
+Each decoder is fed bytes in whatever pieces the network delivered — split mid-line,
+mid-event or mid-UTF-8 character — and returns the complete events found so far. Feeding
+the same bytes split any other way yields the same events; that property is fuzzed.
+
+- ``SSEDecoder``: Server-Sent Events (OpenAI, Anthropic, Gemini ``alt=sse``, Mistral ...),
+  per the WHATWG spec: ``\\r\\n``, ``\\r`` or ``\\n`` line ends, multi-line ``data:``,
+  comments, a leading BOM.
+- ``NDJSONDecoder``: one JSON value per line (Ollama).
+- ``JSONArrayDecoder``: one JSON array whose elements arrive over time (Gemini's
+  ``streamGenerateContent`` without ``alt=sse``).
+- ``ContentDecoder``: undoes ``Content-Encoding`` (gzip, deflate, br, zstd) incrementally;
+  the transport sees the bytes as they came off the wire.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ContentDecoder",
+    "JSONArrayDecoder",
+    "NDJSONDecoder",
+    "SSEDecoder",
+    "SSEEvent",
+    "StreamDecoder",
+    "decoder_for",
+]
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str | None
+    data: str
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class StreamDecoder:
+    """Base: ``feed(bytes) -> events``, ``close() -> events`` (what a final partial line held)."""
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> list[Any]:
+        raise NotImplementedError
+
+    def close(self) -> list[Any]:
+        raise NotImplementedError
+
+
+class SSEDecoder(StreamDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = ""
+        self._started = False
+        self._pending_cr = False
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        return self._push(self._text.decode(data))
+
+    def close(self) -> list[SSEEvent]:
+        events = self._push(self._text.decode(b"", final=True))
+        if self._buffer:
+            # A last line with no terminator: the spec drops an unterminated event, but a
+            # stream cut short is exactly when we want whatever arrived; keep it.
+            self._line(self._buffer, events)
+            self._buffer = ""
+        self._dispatch(events)
+        return events
+
+    def _push(self, text: str) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if not text:
+            return events
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        if self._pending_cr:
+            # The previous piece ended with "\r": a following "\n" belongs to that line end.
+            self._pending_cr = False
+            if text.startswith("\n"):
+                text = text[1:]
+        buffer = self._buffer + text
+        start = 0
+        length = len(buffer)
+        while start < length:
+            cr = buffer.find("\r", start)
+            lf = buffer.find("\n", start)
+            if cr == -1 and lf == -1:
+                break
+            if cr == -1 or (lf != -1 and lf < cr):
+                end, after = lf, lf + 1
+            elif cr + 1 < length:
+                end, after = cr, cr + 2 if buffer[cr + 1] == "\n" else cr + 1
+            else:
+                end, after = cr, cr + 1
+                self._pending_cr = True
+            self._line(buffer[start:end], events)
+            start = after
+        self._buffer = buffer[start:]
+        return events
+
+    def _line(self, line: str, events: list[SSEEvent]) -> None:
+        if not line:
+            self._dispatch(events)
+            return
+        if line.startswith(":"):
+            return
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+
+    def _dispatch(self, events: list[SSEEvent]) -> None:
+        if self._data:
+            events.append(SSEEvent(self._event, "\n".join(self._data), self._id))
+        self._event = None
+        self._data = []
+
+
+class NDJSONDecoder(StreamDecoder):
+    """Yields each line's JSON value, or the raw line text when it is not valid JSON."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = ""
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += self._text.decode(data)
+        if "\n" not in self._buffer:
+            return []
+        *lines, self._buffer = self._buffer.split("\n")
+        return [_json_or_text(line) for line in lines if line.strip()]
+
+    def close(self) -> list[Any]:
+        rest = self._buffer + self._text.decode(b"", final=True)
+        self._buffer = ""
+        return [_json_or_text(line) for line in rest.split("\n") if line.strip()]
+
+
+class JSONArrayDecoder(StreamDecoder):
+    """Elements of a top-level JSON array, each as soon as it is complete."""
+
+    _decoder = json.JSONDecoder()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = ""
+        self._opened = False
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += self._text.decode(data)
+        return self._drain()
+
+    def close(self) -> list[Any]:
+        self._buffer += self._text.decode(b"", final=True)
+        return self._drain()
+
+    def _drain(self) -> list[Any]:
+        items: list[Any] = []
+        buffer = self._buffer
+        pos = 0
+        while True:
+            pos = _skip(buffer, pos, " \t\r\n,")
+            if not self._opened:
+                if pos < len(buffer) and buffer[pos] == "[":
+                    self._opened = True
+                    pos += 1
+                    continue
+                if pos < len(buffer) and buffer[pos] in "{\"":
+                    self._opened = True  # a bare object or sequence: read it all the same
+                else:
+                    break
+            if pos >= len(buffer) or buffer[pos] == "]":
+                break
+            try:
+                item, end = self._decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                break  # incomplete: wait for more
+            items.append(item)
+            pos = end
+        self._buffer = buffer[pos:]
+        return items
+
+
+def _skip(text: str, pos: int, chars: str) -> int:
+    while pos < len(text) and text[pos] in chars:
+        pos += 1
+    return pos
+
+
+def _json_or_text(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return line
+
+
+def decoder_for(fmt: str) -> StreamDecoder:
+    if fmt == "sse":
+        return SSEDecoder()
+    if fmt == "ndjson":
+        return NDJSONDecoder()
+    if fmt == "json-array":
+        return JSONArrayDecoder()
+    raise ValueError(f"unknown stream format {fmt!r}")
+
+
+class ContentDecoder:
+    """Undo a ``Content-Encoding`` incrementally. Unknown or unavailable encodings raise
+    ``ValueError`` at construction so the caller can note it and store the raw bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        self._steps: list[Any] = []
+        # Encodings apply in the order listed, so decoding runs in reverse.
+        for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
+            if name in ("identity", ""):
+                continue
+            if name in ("gzip", "x-gzip"):
+                self._steps.append(zlib.decompressobj(zlib.MAX_WBITS | 16))
+            elif name == "deflate":
+                self._steps.append(_Deflate())
+            elif name == "br":
+                self._steps.append(_brotli())
+            elif name == "zstd":
+                self._steps.append(_zstd())
+            else:
+                raise ValueError(f"unsupported content-encoding {name!r}")
+
+    def decode(self, data: bytes) -> bytes:
+        for step in self._steps:
+            data = step.decompress(data)
+        return data
+
+    def flush(self) -> bytes:
+        data = b""
+        for step in self._steps:
+            if data:
+                data = step.decompress(data)
+            flush = getattr(step, "flush", None)
+            if flush is not None:
+                data += flush()
+        return data
+
+
+class _Deflate:
+    """``deflate`` is zlib-wrapped by the spec but raw in the wild: try one, then the other."""
+
+    def __init__(self) -> None:
+        self._obj = zlib.decompressobj()
+        self._first = True
+
+    def decompress(self, data: bytes) -> bytes:
+        if self._first and data:
+            self._first = False
+            try:
+                return self._obj.decompress(data)
+            except zlib.error:
+                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._obj.decompress(data)
+
+    def flush(self) -> bytes:
+        return self._obj.flush()
+
+
+def _brotli() -> Any:
+    try:
+        import brotli  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            import brotlicffi as brotli  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            raise ValueError("content-encoding br needs the brotli package") from None
+    decompressor = brotli.Decompressor()
+    if not hasattr(decompressor, "decompress"):  # Google's brotli calls it `process`
+        return _Renamed(decompressor.process)
+    return decompressor
+
+
+class _Renamed:
+    def __init__(self, decompress: Any) -> None:
+        self.decompress = decompress
+
+
+def _zstd() -> Any:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+
+        return zstd.ZstdDecompressor()
+    except ImportError:
+        pass
+    try:
+        import zstandard  # type: ignore[import-not-found]
+    except ImportError:
+        raise ValueError("content-encoding zstd needs the zstandard package") from None
+    return zstandard.ZstdDecompressor().decompressobj()

@@ -1,0 +1,209 @@
+"""The raw exchange: what the app's thread captures about one call, for the recorder.
+
+Everything here is cheap by design. The app's thread only copies references and reads the
+clock; decoding, parsing, pricing and writing happen later in the background writer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._context import Attribution, ControlHeaders
+    from ._settings import Settings
+    from .providers import Provider
+
+__all__ = ["TAIL_BYTES", "Exchange", "new_call_id"]
+
+#: When a body is longer than the storage cap, the last bytes are still kept (apart from
+#: the stored head) so the figures at the end of a long body or stream can be read.
+TAIL_BYTES = 1024 * 1024
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+_id_lock = threading.Lock()
+_last_id = [0, 0]  # (milliseconds, random part) of the last id made in this process
+
+
+def new_call_id(now: float | None = None) -> str:
+    """A monotonic ULID: 48 bits of milliseconds + 80 random bits in Crockford base32, so
+    ids sort by time as text. Within one millisecond the random part counts up, so calls
+    made by one process also sort in the order they were made."""
+    ms = int((time.time() if now is None else now) * 1000)
+    with _id_lock:
+        if ms <= _last_id[0]:
+            ms, rand = _last_id[0], _last_id[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for counting up
+        _last_id[0], _last_id[1] = ms, rand
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def _reset_ids_after_fork() -> None:
+    # A forked child must not count up from its parent's last id (they would collide).
+    global _id_lock
+    _id_lock = threading.Lock()
+    _last_id[0] = _last_id[1] = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids_after_fork)
+
+
+class Exchange:
+    """One call, as seen from the transport. Filled on the app's thread, then handed to the
+    writer exactly once (``finished``), whatever way the call ended."""
+
+    __slots__ = (
+        "attribution",
+        "cache_key",
+        "cache_ttl",
+        "cached",
+        "call_id",
+        "chunks",
+        "control",
+        "error_message",
+        "error_type",
+        "finished",
+        "host",
+        "limit",
+        "method",
+        "operation",
+        "outcome",
+        "path",
+        "port",
+        "provider",
+        "query",
+        "received",
+        "replayed_row",
+        "request_body",
+        "request_headers",
+        "response_headers",
+        "scheme",
+        "settings",
+        "sink",
+        "started_at",
+        "status",
+        "t0",
+        "t_end",
+        "t_first",
+        "t_headers",
+        "tail",
+        "tail_bytes",
+    )
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        operation: str,
+        settings: Settings,
+        sink: Any,
+        method: str,
+        scheme: str,
+        host: str,
+        port: int | None,
+        path: str,
+        query: str,
+        request_headers: list[tuple[bytes, bytes]],
+        request_body: bytes,
+        attribution: Attribution,
+        control: ControlHeaders | None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.started_at = time.time()
+        self.call_id = new_call_id(self.started_at)
+        self.provider = provider
+        self.operation = operation
+        self.settings = settings
+        self.sink = sink
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.path = path
+        self.query = query
+        self.request_headers = request_headers
+        self.request_body = request_body
+        self.attribution = attribution
+        self.control = control
+        self.status: int | None = None
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.received = 0
+        # Keep the whole body up to the storage cap (and never less than the tail window,
+        # so figures at the end of a moderately long body are read from the body itself).
+        self.limit = max(settings.max_body_bytes, TAIL_BYTES)
+        self.tail: deque[bytes] | None = None
+        self.tail_bytes = 0
+        self.t_headers: float | None = None
+        self.t_first: float | None = None
+        self.t_end: float | None = None
+        #: "complete" | "cut_short" (the app closed the stream early) | "failed" (the stream
+        #: raised) | "transport_error" (no response at all) | "cache_miss" (replay mode)
+        self.outcome = "complete"
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.cached = False
+        self.cache_key: str | None = None
+        self.cache_ttl: float | None = None
+        self.replayed_row: dict[str, Any] | None = None
+        self.finished = False
+
+    def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.t_headers = time.perf_counter()
+        self.status = status
+        self.response_headers = headers
+
+    def add_chunk(self, chunk: bytes) -> None:
+        """Called for every chunk the app receives: O(1), no copy."""
+        size = len(chunk)
+        if not size:
+            return
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        self.received += size
+        if self.received <= self.limit:
+            self.chunks.append(chunk)
+            return
+        # Past the cap: keep only a rolling tail (the figures live at the end).
+        if self.tail is None:
+            self.tail = deque()
+            kept = self.limit - (self.received - size)
+            if kept > 0:
+                self.chunks.append(chunk[:kept])
+                chunk = chunk[kept:]
+        self.tail.append(chunk)
+        self.tail_bytes += len(chunk)
+        while self.tail_bytes - len(self.tail[0]) >= TAIL_BYTES:
+            self.tail_bytes -= len(self.tail.popleft())
+
+    @property
+    def truncated(self) -> bool:
+        return self.tail is not None
+
+    def end(self, outcome: str | None = None, exc: BaseException | None = None) -> bool:
+        """Mark the exchange finished; ``True`` the first time only (so it is recorded
+        once, whichever of close(), an error or garbage collection got here first)."""
+        if self.finished:
+            return False
+        self.finished = True
+        self.t_end = time.perf_counter()
+        if outcome is not None:
+            self.outcome = outcome
+        if exc is not None:
+            # "httpx.ConnectError", "httpx2.ReadTimeout": the public name, not the private module.
+            package = type(exc).__module__.partition(".")[0]
+            self.error_type = f"{package}.{type(exc).__qualname__}".removeprefix("builtins.")
+            self.error_message = str(exc)[:2000] or None
+        return True

@@ -1,0 +1,439 @@
+"""From a raw exchange to a ``calls`` row: decode, parse, estimate, price, redact.
+
+Runs in the background writer only. Every step is guarded: a payload no parser
+understands still yields a row with what could be read, and a note saying what could not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from ._decoders import ContentDecoder, SSEEvent, decoder_for
+from ._exchange import Exchange
+from ._faults import report_fault
+from ._usage import Usage
+from .providers import Parsed
+
+__all__ = ["build_row", "redact_headers", "redact_query", "salvage_json"]
+
+REDACTED = "[redacted]"
+
+#: Request/response headers whose values are credentials. Never written anywhere.
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+        "x-amz-security-token",
+        "ocp-apim-subscription-key",
+    }
+)
+_SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth")
+#: Query parameters that carry credentials (Gemini's ``key=``, SAS signatures, tokens).
+SECRET_PARAMS = frozenset(
+    {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "secret", "password"}
+)
+
+
+def is_secret_header(name: str) -> bool:
+    name = name.lower()
+    return name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS)
+
+
+def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name_b, value_b in raw:
+        name = name_b.decode("latin-1").lower()
+        value = REDACTED if is_secret_header(name) else value_b.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def redact_query(query: str) -> str:
+    if not query:
+        return ""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(k.lower() in SECRET_PARAMS for k, _ in pairs):
+        return query
+    return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _decode_json(data: bytes) -> Any:
+    stripped = data.lstrip()
+    if not stripped or stripped[:1] not in b"{[":
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+_KEY = re.compile(r'"([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*')
+
+
+def salvage_json(text: str) -> dict[str, Any]:
+    """Whatever ``"key": value`` pairs can be read from a fragment of JSON (the tail of a
+    body too long to keep whole): the figures providers put at the end of a body are
+    usually found this way. Later occurrences of a key win."""
+    found: dict[str, Any] = {}
+    decoder = json.JSONDecoder()
+    for match in _KEY.finditer(text):
+        try:
+            value, _ = decoder.raw_decode(text, match.end())
+        except ValueError:
+            continue
+        found[match.group(1)] = value
+    return found
+
+
+class _Body:
+    """A response body decompressed once, split into the head (up to the cap) and the
+    tail (the last bytes of a body longer than the cap)."""
+
+    def __init__(self, ex: Exchange, encoding: str | None, notes: list[str]) -> None:
+        self.head: list[bytes] = ex.chunks
+        self.tail: list[bytes] = list(ex.tail) if ex.tail is not None else []
+        if encoding and encoding.strip().lower() != "identity":
+            try:
+                decoder = ContentDecoder(encoding)
+                decoded = [decoder.decode(chunk) for chunk in self.head]
+                if ex.tail is None:
+                    decoded.append(decoder.flush())
+                self.head = [chunk for chunk in decoded if chunk]
+            except Exception as exc:
+                notes.append(f"could not decode content-encoding {encoding}: {exc}")
+            if self.tail:
+                notes.append("body longer than the cap and compressed: its end could not be read")
+                self.tail = []
+
+
+def build_row(ex: Exchange) -> dict[str, Any]:
+    """The ``calls`` row for one finished exchange."""
+    settings = ex.settings
+    provider = ex.provider
+    parsed = Parsed(operation=ex.operation)
+    notes = parsed.notes
+
+    request_json = _decode_json(ex.request_body)
+    try:
+        provider.read_request(parsed, ex.method, ex.path, ex.query, request_json)
+    except Exception as exc:
+        notes.append(f"request parser error: {exc!r}")
+
+    response_headers = redact_headers(ex.response_headers) if ex.status is not None else {}
+    content_type = response_headers.get("content-type", "").lower()
+    body = _Body(ex, response_headers.get("content-encoding"), notes) if ex.status is not None else None
+
+    if body is not None and ex.status is not None:
+        _read_response(ex, parsed, body, content_type)
+        try:
+            provider.finish(parsed)
+        except Exception as exc:
+            notes.append(f"parser error: {exc!r}")
+
+    status, error_code, error_message = _status(ex, parsed)
+    usage = parsed.usage
+    if status == "success" or ex.outcome == "cut_short":
+        usage = _with_estimates(ex, parsed, request_json, usage)
+
+    row: dict[str, Any] = {
+        "id": ex.call_id,
+        "started_at": _iso(ex.started_at),
+        "provider": provider.name,
+        "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
+        "method": ex.method,
+        "endpoint": ex.path,
+        "url": _url(ex),
+        "operation": ex.operation,
+        "model": parsed.model,
+        "response_model": parsed.response_model,
+        "stream": int(parsed.stream),
+        "status": status,
+        "outcome": ex.outcome,
+        "http_status": ex.status,
+        "error_code": error_code,
+        "error_message": error_message,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "tokens_estimated": int(usage.estimated),
+        "latency_ms": _ms(ex.t0, ex.t_end),
+        "ttft_ms": _ms(ex.t0, ex.t_first) if parsed.stream else None,
+        "cached": int(ex.cached),
+        "cache_key": ex.cache_key,
+        "user": ex.attribution.user or parsed.user or settings.user,
+        "service": ex.attribution.service or settings.service,
+        "session": ex.attribution.session,
+        "properties": json.dumps(dict(ex.attribution.properties), sort_keys=True)
+        if ex.attribution.properties
+        else None,
+        "request_id": _request_id(provider.request_id_headers, response_headers),
+        "response_id": parsed.response_id,
+        "finish_reason": parsed.finish_reason,
+        "request_headers": json.dumps(redact_headers(ex.request_headers)),
+        "request_bytes": len(ex.request_body),
+        "response_headers": json.dumps(response_headers) if ex.status is not None else None,
+        "response_bytes": ex.received if ex.status is not None else None,
+        "pid": os.getpid(),
+    }
+    _price(row, ex, parsed, usage, status)
+    _bodies(row, ex, body, parsed, content_type, request_content_type(ex))
+    row["parse_notes"] = "; ".join(notes) if notes else None
+    return row
+
+
+def request_content_type(ex: Exchange) -> str:
+    for name, value in ex.request_headers:
+        if name.lower() == b"content-type":
+            return value.decode("latin-1").lower()
+    return ""
+
+
+def _url(ex: Exchange) -> str:
+    default_port = {"http": 80, "https": 443}.get(ex.scheme)
+    netloc = ex.host if ex.port in (None, default_port) else f"{ex.host}:{ex.port}"
+    if ":" in ex.host and not ex.host.startswith("["):
+        netloc = f"[{ex.host}]" if ex.port in (None, default_port) else f"[{ex.host}]:{ex.port}"
+    query = redact_query(ex.query)
+    return f"{ex.scheme}://{netloc}{ex.path}" + (f"?{query}" if query else "")
+
+
+def _ms(start: float, end: float | None) -> float | None:
+    return None if end is None else round((end - start) * 1000.0, 3)
+
+
+def _request_id(names: tuple[str, ...], headers: dict[str, str]) -> str | None:
+    for name in names:
+        if headers.get(name):
+            return headers[name]
+    return None
+
+
+def _read_response(ex: Exchange, parsed: Parsed, body: _Body, content_type: str) -> None:
+    provider = ex.provider
+    status = ex.status or 0
+    fmt = None
+    try:
+        fmt = provider.stream_format(parsed, content_type) if status < 400 else None
+    except Exception as exc:
+        parsed.notes.append(f"parser error: {exc!r}")
+    if fmt is not None:
+        parsed.stream = True
+        _read_events(provider, parsed, fmt, body.head)
+        if body.tail:
+            # The tail starts mid-event; a fresh decoder skips the broken first piece.
+            _read_events(provider, parsed, fmt, body.tail)
+        return
+    data = b"".join(body.head)
+    if not data:
+        return
+    if ex.tail is None:
+        decoded = _decode_json(data)
+        if decoded is None:
+            if content_type.startswith("application/json") or status >= 400:
+                parsed.notes.append("response body is not valid JSON")
+            if status >= 400:
+                text = data.decode("utf-8", "replace").strip()
+                parsed.fail(None, text[:500] or None)
+            return
+    else:
+        # Too long to keep whole: read the figures from the start and the end.
+        decoded = salvage_json(data[:65536].decode("utf-8", "replace"))
+        decoded.update(salvage_json(b"".join(body.tail).decode("utf-8", "replace")))
+        parsed.notes.append("body longer than the cap: figures read from its start and end")
+    try:
+        provider.read_body(parsed, status, decoded)
+    except Exception as exc:
+        parsed.notes.append(f"parser error: {exc!r}")
+
+
+def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -> None:
+    decoder = decoder_for(fmt)
+    errors = 0
+    for chunk in [*chunks, None]:
+        events = decoder.feed(chunk) if chunk is not None else decoder.close()
+        for item in events:
+            if isinstance(item, SSEEvent):
+                name: str | None = item.event
+                if item.data == "[DONE]":
+                    continue
+                try:
+                    data: Any = json.loads(item.data)
+                except ValueError:
+                    data = item.data
+            else:
+                name, data = None, item
+            try:
+                provider.read_event(parsed, name, data)
+            except Exception as exc:
+                errors += 1
+                if errors == 1:
+                    parsed.notes.append(f"parser error on a stream event: {exc!r}")
+
+
+def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:
+    if ex.outcome in ("transport_error", "cache_miss"):
+        return "error", ex.error_type, ex.error_message
+    status = ex.status or 0
+    if status >= 400:
+        return "error", parsed.error_code or f"http_{status}", parsed.error_message
+    if parsed.stream_error:
+        return "error", parsed.error_code or "stream_error", parsed.error_message
+    if ex.outcome == "failed":
+        return "error", ex.error_type, ex.error_message
+    return "success", parsed.error_code, parsed.error_message
+
+
+def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usage) -> Usage:
+    """Count tokens locally where the provider sent none (streams without a usage chunk,
+    streams cut short), and flag the figures as estimated."""
+    if parsed.operation not in ("chat", "completion", "embeddings"):
+        return usage
+    cut_short = ex.outcome == "cut_short" and parsed.stream
+    if not usage.is_empty and not cut_short and usage.input_tokens is not None:
+        return usage
+    try:
+        from . import _tokens
+    except ImportError:  # pragma: no cover - encodings missing from a broken install
+        return usage
+    model = parsed.response_model or parsed.model
+    estimated = Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        estimated=usage.estimated,
+        extra=dict(usage.extra),
+    )
+    try:
+        if estimated.input_tokens is None and request_json is not None:
+            count = _tokens.estimate_prompt_tokens(ex.provider.name, parsed.operation, request_json, model)
+            if count is not None:
+                estimated.input_tokens = count
+                estimated.estimated = True
+        if parsed.operation != "embeddings":
+            text = parsed.text
+            counted = _tokens.count_output_text(text, model) if text else 0
+            # A stream cut short reports (at best) a provisional output figure: what was
+            # actually received is the better number.
+            if estimated.output_tokens is None or (cut_short and counted > estimated.output_tokens):
+                estimated.output_tokens = counted
+                estimated.estimated = True
+    except Exception as exc:
+        report_fault("estimate", "could not count tokens locally", exc)
+        return usage
+    return estimated
+
+
+def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: str) -> None:
+    row["cost_usd"] = None
+    row["cost_saved_usd"] = None
+    row["cost_note"] = None
+    if usage.is_empty:
+        if status == "error" and not parsed.stream:
+            row["cost_usd"] = 0.0
+            row["cost_note"] = "not billed: the call failed" if ex.status is None else "not billed: HTTP error"
+            return
+        if parsed.operation == "models" or parsed.operation == "other":
+            row["cost_usd"] = 0.0
+            row["cost_note"] = "not a billed operation"
+            return
+    from ._pricing import price_usage
+
+    overrides = ex.settings.prices or None
+    result = price_usage(
+        ex.provider.name,
+        parsed.response_model or parsed.model,
+        usage,
+        host=ex.host,
+        at=datetime.fromtimestamp(ex.started_at, UTC),
+        overrides=overrides,
+        batch=parsed.batch,
+    )
+    if result.cost_usd is None and parsed.response_model and parsed.model and parsed.model != parsed.response_model:
+        retry = price_usage(
+            ex.provider.name,
+            parsed.model,
+            usage,
+            host=ex.host,
+            at=datetime.fromtimestamp(ex.started_at, UTC),
+            overrides=overrides,
+            batch=parsed.batch,
+        )
+        if retry.cost_usd is not None:
+            result = retry
+    if ex.cached:
+        row["cost_usd"] = 0.0
+        row["cost_saved_usd"] = result.cost_usd
+        row["cost_note"] = "served from httptrack's cache" + (f"; {result.reason}" if result.reason else "")
+    else:
+        row["cost_usd"] = result.cost_usd
+        row["cost_note"] = result.reason
+
+
+def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:
+    truncated = len(data) > cap
+    if truncated:
+        data = data[:cap]
+    try:
+        text = data.decode("utf-8", "strict" if not truncated else "ignore")
+    except UnicodeDecodeError:
+        if content_type.startswith(("text/", "application/json")) or "json" in content_type:
+            text = data.decode("utf-8", "replace")
+        else:
+            return f"[binary body: {len(data)} bytes, {content_type or 'unknown type'}]", truncated
+    return text, truncated
+
+
+def _bodies(
+    row: dict[str, Any], ex: Exchange, body: _Body | None, parsed: Parsed, content_type: str, request_type: str
+) -> None:
+    settings = ex.settings
+    if not settings.store_bodies:
+        row.update(request_body=None, response_body=None, response_text=None, body_truncated=0)
+        return
+    cap = settings.max_body_bytes
+    request_text, request_cut = _text_of(ex.request_body, request_type, cap)
+    response_text = None
+    response_cut = False
+    if body is not None:
+        data = b"".join(body.head)
+        response_text, response_cut = _text_of(data, content_type, cap)
+        response_cut = response_cut or ex.truncated
+        if response_cut:
+            response_text += f"\n[httptrack: truncated; {ex.received} bytes received in all]"
+    if request_cut:
+        request_text += f"\n[httptrack: truncated; {len(ex.request_body)} bytes sent in all]"
+    generated = parsed.text or None
+    if generated is not None and len(generated) > cap:
+        generated = generated[:cap]
+    redact = settings.redact
+    if redact is not None:
+        try:
+            request_text = redact(request_text) if request_text else request_text
+            response_text = redact(response_text) if response_text else response_text
+            generated = redact(generated) if generated else generated
+        except Exception as exc:
+            report_fault("redact", "the redact hook raised; bodies of this call were not stored", exc)
+            request_text = response_text = generated = "[not stored: the redact hook failed]"
+    row["request_body"] = request_text or None
+    row["response_body"] = response_text or None
+    row["response_text"] = generated
+    row["body_truncated"] = int(request_cut or response_cut)

@@ -1,0 +1,344 @@
+"""Settings: constructor arguments > ``HTTPTRACK_*`` environment variables > defaults.
+
+Every value is resolved and validated once, when a ``Settings`` is made (normally when a
+transport is constructed), so a bad value is a clear error right there, naming the setting,
+instead of a surprise on the hundredth call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
+
+#: Cache modes: ``on`` read and write; ``off`` neither; ``refresh`` always call, then store;
+#: ``replay`` serve only from the cache (a miss is an error and nothing is sent).
+CACHE_MODES = ("on", "off", "refresh", "replay")
+OPERATIONS = ("chat", "completion", "embeddings", "models", "other")
+
+_DEFAULT_TTL: dict[str, float] = {
+    "embeddings": 7 * 86400.0,
+    "models": 86400.0,
+    "chat": 3600.0,
+    "completion": 1800.0,
+    "other": 1800.0,
+}
+_DEFAULT_MAX_BODY = 10 * 1024 * 1024
+_DEFAULT_CACHE_SIZE = 1024 * 1024 * 1024
+_DEFAULT_MAX_QUEUE = 200_000
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+}  # fmt: skip
+_DURATIONS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class SettingsError(ValueError):
+    """A setting (argument or ``HTTPTRACK_*`` variable) has a value httptrack cannot use."""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def parse_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingsError(f"{name}: expected on/off (1/0, true/false), got {value!r}")
+
+
+def parse_size(value: object, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match.group(2).lower() if match else ""
+        if not match or unit not in _UNITS:
+            raise SettingsError(f"{name}: expected a size in bytes such as 10485760 or 10MiB, got {value!r}")
+        size = int(float(match.group(1)) * _UNITS[unit])
+    if size < 0:
+        raise SettingsError(f"{name}: must not be negative, got {value!r}")
+    return size
+
+
+def parse_duration(value: object, name: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``30m``, ``1h``, ``7d`` or ``1w``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*", str(value))
+        unit = match.group(2).lower() if match else ""
+        if not match or unit not in _DURATIONS:
+            raise SettingsError(f"{name}: expected a duration such as 3600, 30m, 1h or 7d, got {value!r}")
+        seconds = float(match.group(1)) * _DURATIONS[unit]
+    if seconds < 0:
+        raise SettingsError(f"{name}: must not be negative, got {value!r}")
+    return seconds
+
+
+def parse_cache_mode(value: object, name: str) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value).strip().lower()
+    if text in CACHE_MODES:
+        return text
+    if text in _TRUE:
+        return "on"
+    if text in _FALSE:
+        return "off"
+    raise SettingsError(f"{name}: expected one of {', '.join(CACHE_MODES)}, got {value!r}")
+
+
+def parse_hosts(value: object, name: str) -> dict[str, str]:
+    """``host[:port]=provider`` pairs, comma separated (or a mapping)."""
+    if isinstance(value, Mapping):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        items = []
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            host, sep, provider = part.partition("=")
+            if not sep or not host.strip() or not provider.strip():
+                raise SettingsError(f"{name}: expected host[:port]=provider pairs, got {part!r}")
+            items.append((host, provider))
+    hosts: dict[str, str] = {}
+    for host, provider in items:
+        host = host.strip().lower()
+        if "://" in host:
+            host = host.split("://", 1)[1]
+        hosts[host.rstrip("/")] = provider.strip().lower()
+    return hosts
+
+
+def parse_ttls(value: object, name: str) -> dict[str, float]:
+    """``operation=duration`` pairs (``chat=2h,embeddings=30d``) or a mapping."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        items = []
+        for part in str(value).split(","):
+            if part.strip():
+                op, sep, ttl = part.partition("=")
+                if not sep:
+                    raise SettingsError(f"{name}: expected operation=duration pairs, got {part!r}")
+                items.append((op, ttl))
+    ttls: dict[str, float] = {}
+    for op, ttl in items:
+        op = str(op).strip().lower()
+        if op not in OPERATIONS:
+            raise SettingsError(f"{name}: unknown operation {op!r} (known: {', '.join(OPERATIONS)})")
+        ttls[op] = parse_duration(ttl, f"{name}[{op}]")
+    return ttls
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    base = os.environ.get(var)
+    return Path(base) if base else Path.home() / fallback
+
+
+def default_db_path() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "httptrack" / "httptrack.db"
+
+
+def default_cache_dir() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "httptrack"
+
+
+class Settings:
+    """How httptrack behaves. Arguments win over ``HTTPTRACK_*`` variables, which win over
+    defaults. Immutable: use :meth:`replace` to derive a changed copy.
+
+    ``enabled``         ``HTTPTRACK_ENABLED``         ``False``: every transport passes calls through untouched
+    ``db``              ``HTTPTRACK_DB``              SQLite file (default ``$XDG_DATA_HOME/httptrack/httptrack.db``)
+    ``cache``           ``HTTPTRACK_CACHE``           ``on`` | ``off`` | ``refresh`` | ``replay`` (or True/False)
+    ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default ``$XDG_CACHE_HOME/httptrack``)
+    ``cache_size_limit````HTTPTRACK_CACHE_SIZE``      bytes before the cache evicts (default 1 GiB)
+    ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs, e.g. ``chat=2h,embeddings=30d``
+    ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies in the database
+    ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (default 10 MiB); longer ones are truncated
+    ``user``            ``HTTPTRACK_USER``            default user for calls with no other attribution
+    ``service``         ``HTTPTRACK_SERVICE``         default service
+    ``hosts``           ``HTTPTRACK_HOSTS``           extra ``host[:port]=provider`` mappings
+    ``prices``          (code only)                   per-model price overrides, USD per million tokens
+    ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape as ``prices``
+    ``include_usage``   ``HTTPTRACK_INCLUDE_USAGE``   ask OpenAI-style streams for their usage chunk
+    ``max_queue``       ``HTTPTRACK_MAX_QUEUE``       calls waiting for the writer before new ones are dropped
+    ``redact``          (code only)                   ``callable(text) -> text`` applied to bodies before storing
+    """
+
+    __slots__ = (
+        "cache",
+        "cache_dir",
+        "cache_size_limit",
+        "cache_ttl",
+        "db",
+        "enabled",
+        "hosts",
+        "include_usage",
+        "max_body_bytes",
+        "max_queue",
+        "prices",
+        "prices_file",
+        "redact",
+        "service",
+        "store_bodies",
+        "user",
+    )
+
+    enabled: bool
+    db: Path
+    cache: str
+    cache_dir: Path
+    cache_size_limit: int
+    cache_ttl: dict[str, float]
+    store_bodies: bool
+    max_body_bytes: int
+    user: str | None
+    service: str | None
+    hosts: dict[str, str]
+    prices: dict[str, dict[str, float]]
+    prices_file: Path | None
+    include_usage: bool
+    max_queue: int
+    redact: Callable[[str], str] | None
+
+    def __init__(
+        self,
+        *,
+        enabled: bool | str | None = None,
+        db: str | os.PathLike[str] | None = None,
+        cache: bool | str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size_limit: int | str | None = None,
+        cache_ttl: Mapping[str, float | str] | str | None = None,
+        store_bodies: bool | str | None = None,
+        max_body_bytes: int | str | None = None,
+        user: str | None = None,
+        service: str | None = None,
+        hosts: Mapping[str, str] | str | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+        prices_file: str | os.PathLike[str] | None = None,
+        include_usage: bool | str | None = None,
+        max_queue: int | str | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        def pick(arg: Any, env: str) -> tuple[Any, str]:
+            if arg is not None:
+                return arg, env.removeprefix("HTTPTRACK_").lower()
+            return _env(env), env
+
+        set_ = object.__setattr__
+        value, name = pick(enabled, "HTTPTRACK_ENABLED")
+        set_(self, "enabled", True if value in (None, "") else parse_bool(value, name))
+
+        value, name = pick(db, "HTTPTRACK_DB")
+        set_(self, "db", Path(value).expanduser() if value else default_db_path())
+
+        value, name = pick(cache, "HTTPTRACK_CACHE")
+        set_(self, "cache", "on" if value in (None, "") else parse_cache_mode(value, name))
+
+        value, name = pick(cache_dir, "HTTPTRACK_CACHE_DIR")
+        set_(self, "cache_dir", Path(value).expanduser() if value else default_cache_dir())
+
+        value, name = pick(cache_size_limit, "HTTPTRACK_CACHE_SIZE")
+        set_(self, "cache_size_limit", _DEFAULT_CACHE_SIZE if value in (None, "") else parse_size(value, name))
+
+        value, name = pick(cache_ttl, "HTTPTRACK_CACHE_TTL")
+        ttl = dict(_DEFAULT_TTL)
+        if value not in (None, ""):
+            ttl.update(parse_ttls(value, name))
+        set_(self, "cache_ttl", ttl)
+
+        value, name = pick(store_bodies, "HTTPTRACK_STORE_BODIES")
+        set_(self, "store_bodies", True if value in (None, "") else parse_bool(value, name))
+
+        value, name = pick(max_body_bytes, "HTTPTRACK_MAX_BODY_BYTES")
+        set_(self, "max_body_bytes", _DEFAULT_MAX_BODY if value in (None, "") else parse_size(value, name))
+
+        value, _ = pick(user, "HTTPTRACK_USER")
+        set_(self, "user", value or None)
+        value, _ = pick(service, "HTTPTRACK_SERVICE")
+        set_(self, "service", value or None)
+
+        value, name = pick(hosts, "HTTPTRACK_HOSTS")
+        set_(self, "hosts", {} if value in (None, "") else parse_hosts(value, name))
+
+        set_(self, "prices", _check_prices(prices or {}, "prices"))
+        value, name = pick(prices_file, "HTTPTRACK_PRICES")
+        set_(self, "prices_file", Path(value).expanduser() if value else None)
+
+        value, name = pick(include_usage, "HTTPTRACK_INCLUDE_USAGE")
+        set_(self, "include_usage", True if value in (None, "") else parse_bool(value, name))
+
+        value, name = pick(max_queue, "HTTPTRACK_MAX_QUEUE")
+        queue = _DEFAULT_MAX_QUEUE if value in (None, "") else parse_size(value, name)
+        if queue < 1:
+            raise SettingsError(f"{name}: must be at least 1, got {value!r}")
+        set_(self, "max_queue", queue)
+
+        if redact is not None and not callable(redact):
+            raise SettingsError(f"redact: expected a function taking and returning text, got {redact!r}")
+        set_(self, "redact", redact)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Settings are immutable; use settings.replace(...)")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (``None`` leaves a value as it is)."""
+        current = {name: getattr(self, name) for name in self.__slots__}
+        current.update({k: v for k, v in changes.items() if v is not None})
+        return Settings(**current)
+
+    def ttl_for(self, operation: str) -> float:
+        return self.cache_ttl.get(operation, self.cache_ttl["other"])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n != "redact")
+        return f"Settings({shown})"
+
+
+def _check_prices(prices: Mapping[str, Mapping[str, float]], name: str) -> dict[str, dict[str, float]]:
+    checked: dict[str, dict[str, float]] = {}
+    for model, entry in prices.items():
+        if not isinstance(entry, Mapping):
+            raise SettingsError(f"{name}[{model!r}]: expected a mapping such as {{'input_mtok': 1.0}}")
+        values: dict[str, float] = {}
+        for key, price in entry.items():
+            if not str(key).endswith(("_mtok", "_kcount")):
+                raise SettingsError(
+                    f"{name}[{model!r}]: unknown price {key!r} "
+                    "(use input_mtok, output_mtok, cache_read_mtok, cache_write_mtok ...)"
+                )
+            try:
+                number = float(price)
+            except (TypeError, ValueError):
+                raise SettingsError(f"{name}[{model!r}][{key!r}]: expected a number, got {price!r}") from None
+            if number < 0:
+                raise SettingsError(f"{name}[{model!r}][{key!r}]: must not be negative")
+            values[str(key)] = number
+        checked[str(model).lower()] = values
+    return checked

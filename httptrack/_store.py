@@ -1,0 +1,353 @@
+"""The call log: SQLite schema, migrations, and the per-process background writer.
+
+The app's thread only appends a finished exchange to a queue (``submit``). One daemon
+thread per process turns exchanges into rows (parse, price — see ``_recorder``) and writes
+them in batches: one transaction per batch, WAL journal, a busy timeout, so many threads
+and processes can share one database without slowing each other down.
+
+- ``flush()`` waits until everything submitted before it is written; the same runs at
+  interpreter exit (``atexit``), and transports call it on ``close()``.
+- After ``fork()`` the child starts with an empty queue and no connections (the parent
+  keeps writing its own rows); its writer thread starts on its first call.
+- A database that is locked, read-only or full is a tracking fault: rows wait (bounded by
+  ``max_queue``) and are retried, the app is never blocked, and the fault is logged once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ._exchange import Exchange
+from ._faults import logger, report_fault
+from ._schema import COLUMN_NAMES, COLUMNS
+
+__all__ = ["SCHEMA_VERSION", "Store", "Writer", "connect", "flush", "migrate", "writer"]
+
+#: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
+#: so opening an up-to-date database costs one pragma instead of the migration machinery.
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+BATCH_SIZE = 1000
+#: Rows kept in memory per database while it cannot be written (locked, full, read-only).
+MAX_PENDING_ROWS = 200_000
+_INSERT = f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file (and folder) readable by its owner only: it holds prompts."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection set up the way httptrack uses SQLite (WAL, busy timeout, autocommit so
+    transactions are explicit)."""
+    path = Path(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)  # fmt: skip
+    else:
+        _create_private_file(path)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def _migrations() -> Any:
+    from sqlite_utils import Migrations
+
+    migrations = Migrations("httptrack")
+
+    @migrations(name="m001_create_calls")
+    def m001_create_calls(db: Any) -> None:
+        # Later migrations add columns only if missing, so a database created by any version
+        # ends up with the same table.
+        columns = ",\n  ".join(f'"{name}" {sqltype}' for name, sqltype, _ in COLUMNS)
+        db.execute(f"CREATE TABLE IF NOT EXISTS calls (\n  {columns},\n  PRIMARY KEY (id)\n)")
+        for index, cols in _INDEXES.items():
+            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
+
+    return migrations
+
+
+#: Indexes for the questions people ask of the log: recent calls, per provider/model/user/
+#: service over time, errors, cache hits.
+_INDEXES = {
+    "idx_calls_started_at": "started_at",
+    "idx_calls_provider": "provider, started_at",
+    "idx_calls_model": "model, started_at",
+    "idx_calls_user": "user, started_at",
+    "idx_calls_service": "service, started_at",
+    "idx_calls_status": "status, started_at",
+    "idx_calls_session": "session",
+}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database to the current schema, in place, losing nothing. Safe against
+    several processes doing it at once (the first takes the write lock, the rest find the
+    work done)."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version >= SCHEMA_VERSION:
+        return
+    from sqlite_utils import Database
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version < SCHEMA_VERSION:
+            _migrations().apply(Database(conn))
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class Store:
+    """One database file, as the writer thread sees it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self._conn
+        if conn is None:
+            conn = connect(self.path)
+            try:
+                migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def forget(self) -> None:
+        """Drop the connection without closing it (after fork: it belongs to the parent)."""
+        self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+class _FlushMarker:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Writer:
+    """The per-process background writer. Use the module's ``writer()``."""
+
+    def __init__(self) -> None:
+        self._reset()
+        self.dropped = 0
+        self.written = 0
+
+    def _reset(self) -> None:
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stores: dict[Path, Store] = {}
+        #: Rows that could not be written yet (database locked, disk full), per store.
+        self._pending: dict[Path, list[tuple[Any, ...]]] = {}
+        self._retry_at = 0.0
+        self._closed = False
+
+    # -- the app's side (cheap) -------------------------------------------------------------
+
+    def submit(self, exchange: Exchange) -> None:
+        queue = self._queue
+        if len(queue) >= exchange.settings.max_queue:
+            self.dropped += 1
+            report_fault("queue_full", f"the writer is {len(queue)} calls behind; a call was not recorded")
+            return
+        queue.append(exchange)
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="httptrack-writer", daemon=True)
+                self._thread = thread
+                thread.start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is written. ``False`` on timeout."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._drain()  # no writer running (never started, or interpreter shutting down)
+            return not self._queue
+        marker = _FlushMarker()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        warmed = False
+        while True:
+            self._wake.wait(timeout=1.0 if self._pending else None)
+            self._wake.clear()
+            if not warmed:
+                warmed = True
+                _warm_up()
+            try:
+                self._drain()
+            except Exception as exc:  # pragma: no cover - a bug in httptrack: keep running
+                report_fault("writer", "the writer hit an unexpected error", exc)
+
+    def _drain(self) -> None:
+        """Process everything queued (runs in the writer thread, or inline at exit)."""
+        with self._lock:  # one drainer at a time (writer thread vs. a flush at exit)
+            while True:
+                batch: list[Any] = []
+                markers: list[_FlushMarker] = []
+                queue = self._queue
+                while queue and len(batch) < BATCH_SIZE:
+                    item = queue.popleft()
+                    if isinstance(item, _FlushMarker):
+                        markers.append(item)
+                        break
+                    batch.append(item)
+                if batch:
+                    self._write(batch)
+                if markers:
+                    self._write_pending(force=True)
+                    for marker in markers:
+                        marker.done.set()
+                if not queue:
+                    break
+            self._write_pending(force=False)
+
+    def _write(self, batch: list[Exchange]) -> None:
+        from ._recorder import build_row
+
+        by_store: dict[Path, list[tuple[Any, ...]]] = {}
+        built: list[tuple[Exchange, dict[str, Any]]] = []
+        for exchange in batch:
+            try:
+                row = build_row(exchange)
+            except Exception as exc:
+                report_fault("record", "a call could not be turned into a row", exc)
+                continue
+            built.append((exchange, row))
+            by_store.setdefault(Path(exchange.settings.db), []).append(tuple(row[c] for c in COLUMN_NAMES))
+        for path, rows in by_store.items():
+            self._pending.setdefault(path, []).extend(rows)
+        self._write_pending(force=True)
+        for exchange, row in built:
+            hook = getattr(exchange.sink, "after_record", None)
+            if hook is not None:
+                try:
+                    hook(exchange, row)
+                except Exception as exc:
+                    report_fault("after_record", "a post-record hook failed", exc)
+
+    def _write_pending(self, *, force: bool) -> None:
+        if not self._pending or (not force and time.monotonic() < self._retry_at):
+            return
+        for path in list(self._pending):
+            rows = self._pending[path]
+            store = self._stores.get(path)
+            if store is None:
+                store = self._stores[path] = Store(path)
+            try:
+                store.write(rows)
+            except sqlite3.Error as exc:
+                store.close()
+                self._retry_at = time.monotonic() + 1.0
+                report_fault("database", f"could not write to {path}: {exc}; will retry", exc)
+                if len(rows) > MAX_PENDING_ROWS:  # bounded: the oldest wait, the newest are lost
+                    self.dropped += len(rows) - MAX_PENDING_ROWS
+                    del rows[MAX_PENDING_ROWS:]
+                continue
+            except OSError as exc:
+                self._retry_at = time.monotonic() + 1.0
+                report_fault("database", f"could not open {path}: {exc}; will retry", exc)
+                continue
+            self.written += len(rows)
+            del self._pending[path]
+
+    def close_connections(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its connections must not be used.
+        for store in self._stores.values():
+            store.forget()
+        dropped, written = self.dropped, self.written
+        self._reset()
+        self.dropped, self.written = dropped, written
+
+
+def _warm_up() -> None:
+    """Load the price data in the writer thread before the first row needs it, off the
+    app's thread."""
+    try:
+        from ._pricing import warm_up
+
+        warm_up()
+    except Exception as exc:
+        report_fault("pricing", "price data could not be loaded", exc)
+
+
+_writer = Writer()
+
+
+def writer() -> Writer:
+    return _writer
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Write every pending record of this process to its database now. Returns ``False``
+    if that did not finish within ``timeout`` seconds."""
+    return _writer.flush(timeout)
+
+
+def _at_exit() -> None:
+    try:
+        if not _writer.flush(timeout=10.0):
+            logger.warning("httptrack: not every call was recorded before exit (timed out)")
+    except Exception:  # pragma: no cover
+        pass
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_writer._after_fork_in_child)

@@ -1,0 +1,124 @@
+"""The provider registry: which host belongs to which provider family.
+
+Lookups run on the app's thread for every request, so they are dictionary hits: an exact
+``host:port`` entry, then the bare host, then suffix rules (``*.openai.azure.com``), with
+the answer for each host memoized — including "not an LLM provider", the common case for
+an app's other HTTP traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ._base import Parsed, Provider
+from .anthropic import Anthropic
+from .gemini import Gemini
+from .ollama import Ollama
+from .openai import OpenAI, OpenAICompatible
+
+__all__ = [
+    "Parsed",
+    "Provider",
+    "provider_by_name",
+    "provider_for_host",
+    "register_provider",
+    "registered_providers",
+]
+
+_lock = threading.Lock()
+#: Provider families by name. ``generic`` is any OpenAI-compatible endpoint mapped in by hand.
+_BY_NAME: dict[str, Provider] = {}
+#: ``host`` / ``host:port`` → provider, from the families' own host lists and registrations.
+_BY_HOST: dict[str, Provider] = {}
+#: ``.suffix`` → provider, for hosts named per customer (Azure OpenAI deployments ...).
+_BY_SUFFIX: dict[str, Provider] = {}
+_memo: dict[tuple[str, int | None], Provider | None] = {}
+
+
+def _add(provider: Provider) -> None:
+    _BY_NAME[provider.name] = provider
+    for host in provider.hosts:
+        if host.startswith("*."):
+            _BY_SUFFIX[host[1:]] = provider
+        else:
+            _BY_HOST[host] = provider
+
+
+for _provider in (OpenAI(), Anthropic(), Ollama(), Gemini(), OpenAICompatible()):
+    _add(_provider)
+
+
+def provider_by_name(name: str) -> Provider:
+    """The provider family called ``name`` (``openai``, ``anthropic``, ``generic`` ...);
+    unknown names are treated as OpenAI-compatible endpoints of that name."""
+    provider = _BY_NAME.get(name)
+    if provider is None:
+        with _lock:
+            provider = _BY_NAME.get(name)
+            if provider is None:
+                provider = type(f"{name.title()}Compatible", (OpenAICompatible,), {"name": name})()
+                _BY_NAME[name] = provider
+    return provider
+
+
+def register_provider(host: str, provider: str | Provider) -> None:
+    """Track calls to ``host`` (``"llm.internal"`` or ``"127.0.0.1:8000"``) as ``provider``:
+    a family name (``"openai"``, ``"anthropic"``, ``"ollama"`` ... ; any other name is read as
+    an OpenAI-compatible API) or a ``Provider`` instance. Applies process-wide; a transport's
+    ``hosts`` setting (``HTTPTRACK_HOSTS``) takes precedence for that transport."""
+    if isinstance(provider, str):
+        provider = provider_by_name(provider.strip().lower())
+    elif not isinstance(provider, Provider):
+        raise TypeError(f"provider must be a name or a Provider instance, got {provider!r}")
+    key = host.strip().lower()
+    if "://" in key:
+        key = key.split("://", 1)[1]
+    key = key.rstrip("/")
+    with _lock:
+        if key.startswith("*."):
+            _BY_SUFFIX[key[1:]] = provider
+        else:
+            _BY_HOST[key] = provider
+        _BY_NAME.setdefault(provider.name, provider)
+        _memo.clear()
+
+
+def registered_providers() -> dict[str, Provider]:
+    return dict(_BY_NAME)
+
+
+def provider_for_host(host: str, port: int | None, extra: dict[str, str] | None = None) -> Provider | None:
+    """The provider serving ``host[:port]``, or ``None`` for any other host."""
+    if extra:
+        name = extra.get(f"{host}:{port}") if port is not None else None
+        name = name or extra.get(host)
+        if name:
+            return provider_by_name(name)
+    key = (host, port)
+    try:
+        return _memo[key]
+    except KeyError:
+        pass
+    found = _lookup(host, port)
+    if len(_memo) > 4096:  # an app talking to many hosts: don't grow without bound
+        _memo.clear()
+    _memo[key] = found
+    return found
+
+
+def _lookup(host: str, port: int | None) -> Provider | None:
+    if port is not None:
+        provider = _BY_HOST.get(f"{host}:{port}")
+        if provider is not None:
+            return provider
+        if ":" in host:  # IPv6 literal: registered as [::1]:port
+            provider = _BY_HOST.get(f"[{host}]:{port}")
+            if provider is not None:
+                return provider
+    provider = _BY_HOST.get(host)
+    if provider is not None:
+        return provider
+    for suffix, provider in _BY_SUFFIX.items():
+        if host.endswith(suffix):
+            return provider
+    return None

@@ -1,0 +1,140 @@
+"""Anthropic: the Messages API (plain and streaming), token counting, model lists, batches.
+
+Usage, normalized: Anthropic's ``input_tokens`` counts only the *uncached* input, with
+``cache_read_input_tokens`` and ``cache_creation_input_tokens`` reported beside it; all three
+are billed input, so ``input_tokens`` here is their sum, with the cache figures kept as
+breakdowns (priced at the cache-read and cache-write rates, never as plain input, never
+twice). Thinking tokens are already inside ``output_tokens``.
+
+Streams: ``message_start`` carries the input figures and a provisional ``output_tokens``;
+each ``message_delta`` carries cumulative figures that replace earlier ones (recent API
+versions repeat the input figures there too). An ``error`` event ends the stream in error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._usage import Usage
+from ._base import Parsed, Provider, as_int, dig, first_str
+
+__all__ = ["Anthropic", "read_anthropic_usage"]
+
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def read_anthropic_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    uncached = as_int(raw.get("input_tokens"))
+    output = as_int(raw.get("output_tokens"))
+    cache_read = as_int(raw.get("cache_read_input_tokens"))
+    cache_write = as_int(raw.get("cache_creation_input_tokens"))
+    if uncached is None and output is None and cache_read is None and cache_write is None:
+        return None
+    input_tokens = None
+    if uncached is not None or cache_read is not None or cache_write is not None:
+        input_tokens = (uncached or 0) + (cache_read or 0) + (cache_write or 0)
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+    # One-hour cache writes cost more than five-minute ones: keep the split for pricing.
+    one_hour = as_int(dig(raw, "cache_creation", "ephemeral_1h_input_tokens"))
+    if one_hour:
+        usage.extra["cache_write_1h_tokens"] = one_hour
+        usage.extra["cache_write_5m_tokens"] = max((cache_write or 0) - one_hour, 0)
+    searches = as_int(dig(raw, "server_tool_use", "web_search_requests"))
+    if searches:
+        usage.extra["web_searches"] = searches
+    return usage
+
+
+class Anthropic(Provider):
+    name = "anthropic"
+    hosts = ("api.anthropic.com",)
+    request_id_headers = ("request-id", "x-request-id")
+
+    def operation(self, method: str, path: str) -> str:
+        path = path.rstrip("/")
+        if path.endswith("/messages"):
+            return "chat"
+        if path.endswith("/complete"):
+            return "completion"
+        if path.endswith("/models") or "/models/" in path:
+            return "models"
+        return "other"  # count_tokens, message batches, files ...
+
+    def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
+        super().read_request(parsed, method, path, query, body)
+        if isinstance(body, dict):
+            parsed.user = first_str(dig(body, "metadata", "user_id"))
+        if "/batches" in path:
+            parsed.batch = True
+
+    def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
+        if not isinstance(body, dict):
+            return
+        if body.get("type") == "error" or status >= 400:
+            self._read_error(parsed, body)
+            return
+        self._read_message(parsed, body)
+        for block in body.get("content") or ():
+            self._take_block_text(parsed, block)
+
+    def _read_message(self, parsed: Parsed, message: dict[str, Any]) -> None:
+        parsed.response_model = first_str(message.get("model")) or parsed.response_model
+        parsed.response_id = first_str(message.get("id")) or parsed.response_id
+        parsed.finish_reason = first_str(message.get("stop_reason")) or parsed.finish_reason
+        raw = message.get("usage")
+        if isinstance(raw, dict):
+            parsed.state["usage"] = {**parsed.state.get("usage", {}), **_present(raw)}
+
+    def _take_block_text(self, parsed: Parsed, block: Any) -> None:
+        if not isinstance(block, dict):
+            return
+        for key in ("text", "thinking"):
+            if isinstance(block.get(key), str):
+                parsed.output.append(block[key])
+        if block.get("type") == "tool_use" and block.get("input") is not None:
+            parsed.output.append(str(block.get("name") or "") + str(block["input"]))
+
+    def _read_error(self, parsed: Parsed, body: dict[str, Any]) -> None:
+        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        parsed.fail(first_str(dig(error, "type")), first_str(dig(error, "message")))
+
+    def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event
+        if kind == "message_start" and isinstance(data.get("message"), dict):
+            self._read_message(parsed, data["message"])
+        elif kind == "content_block_start":
+            self._take_block_text(parsed, data.get("content_block"))
+        elif kind == "content_block_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict):
+                for key in ("text", "thinking", "partial_json"):
+                    if isinstance(delta.get(key), str):
+                        parsed.output.append(delta[key])
+        elif kind == "message_delta":
+            parsed.finish_reason = first_str(dig(data, "delta", "stop_reason")) or parsed.finish_reason
+            raw = data.get("usage")
+            if isinstance(raw, dict):
+                # Cumulative figures: later values replace earlier ones key by key.
+                parsed.state["usage"] = {**parsed.state.get("usage", {}), **_present(raw)}
+        elif kind == "error":
+            parsed.stream_error = True
+            self._read_error(parsed, data)
+
+    def finish(self, parsed: Parsed) -> None:
+        usage = read_anthropic_usage(parsed.state.get("usage"))
+        if usage is not None:
+            parsed.usage = usage
+
+
+def _present(raw: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a usage object that carry a value (``null`` never erases a figure)."""
+    return {k: v for k, v in raw.items() if v is not None}

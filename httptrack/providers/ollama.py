@@ -1,0 +1,105 @@
+"""Ollama: the native API (``/api/chat``, ``/api/generate``, ``/api/embed``,
+``/api/embeddings``, ``/api/tags``) on a local server or ollama.com, and its
+OpenAI-compatible ``/v1/...`` paths (read by the OpenAI parser).
+
+Usage, normalized: ``prompt_eval_count`` → input, ``eval_count`` → output (thinking
+included). Native chat and generate stream NDJSON *by default* (unless ``"stream": false``);
+the figures arrive on the last line, the one with ``"done": true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._usage import Usage
+from ._base import Parsed, Provider, as_int, dig, first_str
+from .openai import OpenAICompatible
+
+__all__ = ["Ollama"]
+
+_NATIVE_OPERATIONS = {
+    "/api/chat": "chat",
+    "/api/generate": "completion",
+    "/api/embed": "embeddings",
+    "/api/embeddings": "embeddings",
+    "/api/tags": "models",
+    "/api/ps": "models",
+    "/api/show": "models",
+}
+
+
+class Ollama(Provider):
+    name = "ollama"
+    hosts = ("localhost:11434", "127.0.0.1:11434", "[::1]:11434", "::1:11434", "0.0.0.0:11434", "ollama.com")
+
+    def __init__(self) -> None:
+        self._compat = OpenAICompatible()
+
+    @staticmethod
+    def _is_compat(path: str) -> bool:
+        return path.startswith("/v1/")
+
+    def operation(self, method: str, path: str) -> str:
+        if self._is_compat(path):
+            return self._compat.operation(method, path)
+        return _NATIVE_OPERATIONS.get(path.rstrip("/"), "other")
+
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "models" and path.rstrip("/") == "/api/show":
+            return method == "POST"
+        return super().cacheable(method, path, operation)
+
+    def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
+        if self._is_compat(path):
+            parsed.state["compat"] = True
+            self._compat.read_request(parsed, method, path, query, body)
+            return
+        if isinstance(body, dict):
+            parsed.model = first_str(body.get("model"))
+            if parsed.operation in ("chat", "completion"):
+                parsed.stream = body.get("stream", True) is not False  # Ollama streams by default
+            else:
+                parsed.stream = body.get("stream") is True
+
+    def stream_format(self, parsed: Parsed, content_type: str) -> str | None:
+        fmt = super().stream_format(parsed, content_type)
+        if fmt is None and parsed.stream and not parsed.state.get("compat"):
+            return "ndjson"  # some Ollama versions label NDJSON streams application/json
+        return fmt
+
+    def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
+        if parsed.state.get("compat"):
+            self._compat.read_body(parsed, status, body)
+        elif isinstance(body, dict):
+            self._read_line(parsed, body)
+
+    def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
+        if parsed.state.get("compat"):
+            self._compat.read_event(parsed, event, data)
+        elif isinstance(data, dict):
+            self._read_line(parsed, data)
+
+    def _read_line(self, parsed: Parsed, line: dict[str, Any]) -> None:
+        if "error" in line and line["error"]:
+            if parsed.stream:
+                parsed.stream_error = True
+            error = line["error"]
+            parsed.fail(None, error if isinstance(error, str) else str(error))
+            return
+        parsed.response_model = first_str(line.get("model")) or parsed.response_model
+        text = dig(line, "message", "content")
+        if not isinstance(text, str):
+            text = line.get("response")
+        if isinstance(text, str) and text:
+            parsed.output.append(text)
+        thinking = dig(line, "message", "thinking")
+        if not isinstance(thinking, str):
+            thinking = line.get("thinking")
+        if isinstance(thinking, str) and thinking:
+            parsed.output.append(thinking)
+        if line.get("done") is True or "prompt_eval_count" in line or "eval_count" in line:
+            parsed.finish_reason = first_str(line.get("done_reason")) or parsed.finish_reason
+            input_tokens = as_int(line.get("prompt_eval_count"))
+            output_tokens = as_int(line.get("eval_count"))
+            if input_tokens is not None or output_tokens is not None:
+                parsed.usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+
+import httptrack
+from httptrack._faults import reset_faults
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "provider-samples"
+LIBS = pytest.mark.parametrize("lib", [httpx, httpx2], ids=["httpx", "httpx2"])
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's HTTPTRACK_* settings or writes to their home."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("HTTPTRACK"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    reset_faults()
+    yield
+    httptrack.flush()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "calls.db"
+
+
+def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Every ``calls`` row (oldest first), after flushing the writer."""
+    assert httptrack.flush(10)
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
+    finally:
+        conn.close()
+
+
+def one_row(db: Path) -> dict[str, Any]:
+    rows = read_rows(db)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def responder(
+    lib: Any,
+    body: bytes | list[bytes],
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    seen: list[Any] | None = None,
+) -> Callable[[Any], Any]:
+    """A MockTransport handler answering every request with ``body`` (a list = chunks)."""
+    chunks = body if isinstance(body, list) else [body]
+
+    def handler(request: Any) -> Any:
+        if seen is not None:
+            seen.append(request)
+        return lib.Response(status, headers=headers or {"content-type": "application/json"},
+                            stream=chunk_stream(lib, chunks))  # fmt: skip
+
+    return handler
+
+
+class ChunkStream:
+    """A response stream (sync and async) yielding fixed chunks, recording closes."""
+
+    def __init__(self, chunks: list[bytes], fail_after: int | None = None) -> None:
+        self.chunks = chunks
+        self.fail_after = fail_after
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i, chunk in enumerate(self.chunks):
+            if self.fail_after is not None and i == self.fail_after:
+                raise httpx.ReadError("connection reset mid-stream")
+            yield chunk
+
+    async def __aiter__(self) -> Any:
+        for chunk in self:
+            yield chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def chunk_stream(lib: Any, chunks: list[bytes], fail_after: int | None = None) -> ChunkStream:
+    """A ``ChunkStream`` that is also ``lib``'s sync and async byte stream type."""
+    kind = type("LibChunkStream", (ChunkStream, lib.SyncByteStream, lib.AsyncByteStream), {})
+    return kind(chunks, fail_after)  # type: ignore[no-any-return]
+
+
+def load_sample(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    folder = SAMPLES / name
+    return tuple(json.loads((folder / f).read_text()) for f in ("request.json", "response.json", "expected.json"))  # type: ignore[return-value]
+
+
+def sample_names() -> list[str]:
+    return sorted(p.name for p in SAMPLES.iterdir() if (p / "expected.json").exists())
