@@ -144,6 +144,8 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         except Exception as exc:
             notes.append(f"parser error: {exc!r}")
 
+    if ex.outcome == "cut_short" and parsed.stream_done:
+        ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
     status, error_code, error_message = _status(ex, parsed)
     usage = parsed.usage
     if status == "success" or ex.outcome == "cut_short":
@@ -272,6 +274,7 @@ def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -
             if isinstance(item, SSEEvent):
                 name: str | None = item.event
                 if item.data == "[DONE]":
+                    parsed.stream_done = True
                     continue
                 try:
                     data: Any = json.loads(item.data)

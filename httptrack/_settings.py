@@ -177,7 +177,9 @@ class Settings:
     ``service``         ``HTTPTRACK_SERVICE``         default service
     ``hosts``           ``HTTPTRACK_HOSTS``           extra ``host[:port]=provider`` mappings
     ``prices``          (code only)                   per-model price overrides, USD per million tokens
-    ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape as ``prices``
+                                                      (``{"my-model": {"input_mtok": 1.0, "output_mtok": 2.0}}``)
+    ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape; merged
+                                                      under ``prices`` when the settings are made
     ``include_usage``   ``HTTPTRACK_INCLUDE_USAGE``   ask OpenAI-style streams for their usage chunk
     ``max_queue``       ``HTTPTRACK_MAX_QUEUE``       calls waiting for the writer before new ones are dropped
     ``redact``          (code only)                   ``callable(text) -> text`` applied to bodies before storing
@@ -280,9 +282,15 @@ class Settings:
         value, name = pick(hosts, "HTTPTRACK_HOSTS")
         set_(self, "hosts", {} if value in (None, "") else parse_hosts(value, name))
 
-        set_(self, "prices", _check_prices(prices or {}, "prices"))
         value, name = pick(prices_file, "HTTPTRACK_PRICES")
         set_(self, "prices_file", Path(value).expanduser() if value else None)
+        merged: dict[str, dict[str, float]] = {}
+        if self.prices_file is not None:
+            from ._pricing import load_price_file  # read once, here: a bad file fails now
+
+            merged.update(load_price_file(self.prices_file))
+        merged.update(_check_prices(prices or {}, "prices"))  # entries given in code win, whole
+        set_(self, "prices", merged)
 
         value, name = pick(include_usage, "HTTPTRACK_INCLUDE_USAGE")
         set_(self, "include_usage", True if value in (None, "") else parse_bool(value, name))
@@ -321,6 +329,11 @@ class Settings:
         return f"Settings({shown})"
 
 
+#: How genai-prices names prices: per million tokens/characters, per thousand requests or
+#: pages, per billion pixels, per hour of audio.
+_PRICE_SUFFIXES = ("_mtok", "_kcount", "_kpages", "_mchars", "_gpixels", "_hours")
+
+
 def _check_prices(prices: Mapping[str, Mapping[str, float]], name: str) -> dict[str, dict[str, float]]:
     checked: dict[str, dict[str, float]] = {}
     for model, entry in prices.items():
@@ -328,7 +341,7 @@ def _check_prices(prices: Mapping[str, Mapping[str, float]], name: str) -> dict[
             raise SettingsError(f"{name}[{model!r}]: expected a mapping such as {{'input_mtok': 1.0}}")
         values: dict[str, float] = {}
         for key, price in entry.items():
-            if not str(key).endswith(("_mtok", "_kcount")):
+            if not str(key).endswith(_PRICE_SUFFIXES):
                 raise SettingsError(
                     f"{name}[{model!r}]: unknown price {key!r} "
                     "(use input_mtok, output_mtok, cache_read_mtok, cache_write_mtok ...)"

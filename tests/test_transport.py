@@ -412,3 +412,25 @@ def test_bad_settings_fail_at_construction_naming_the_setting(monkeypatch: pytes
         httptrack.TrackingTransport(cache="sometimes")
     with pytest.raises(TypeError, match="unknown option"):
         httptrack.TrackingTransport(colour="blue")
+
+
+@LIBS
+def test_price_file_and_overrides_price_unknown_models(lib: Any, db: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"in-house-llm": {"input_mtok": 1.0, "output_mtok": 4.0}}))
+    monkeypatch.setenv("HTTPTRACK_PRICES", str(prices))
+    in_house = {**CHAT_BODY, "model": "in-house-llm"}
+    unknown = {**CHAT_BODY, "model": "nobody-knows-this-model"}
+    with client_for(lib, responder(lib, json.dumps(in_house).encode()), db) as client:
+        client.post(CHAT, json={"model": "in-house-llm"})
+    with client_for(lib, responder(lib, json.dumps(unknown).encode()), db) as client:
+        client.post(CHAT, json={"model": "nobody-knows-this-model"})
+    with client_for(lib, responder(lib, json.dumps(unknown).encode()), db,
+                    prices={"nobody-knows-this-model": {"input_mtok": 2.0, "output_mtok": 2.0}}) as client:  # fmt: skip
+        client.post(CHAT, json={"model": "nobody-knows-this-model"})
+    rows = read_rows(db)
+    assert rows[0]["cost_usd"] == pytest.approx((9 * 1.0 + 3 * 4.0) / 1e6, rel=1e-12)
+    assert rows[1]["cost_usd"] is None  # never a silent $0
+    assert "nobody-knows-this-model" in rows[1]["cost_note"]
+    assert rows[2]["cost_usd"] == pytest.approx(12 * 2.0 / 1e6, rel=1e-12)

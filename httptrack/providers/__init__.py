@@ -12,6 +12,7 @@ import threading
 
 from ._base import Parsed, Provider
 from .anthropic import Anthropic
+from .compatible import COMPATIBLE
 from .gemini import Gemini
 from .ollama import Ollama
 from .openai import OpenAI, OpenAICompatible
@@ -44,7 +45,7 @@ def _add(provider: Provider) -> None:
             _BY_HOST[host] = provider
 
 
-for _provider in (OpenAI(), Anthropic(), Ollama(), Gemini(), OpenAICompatible()):
+for _provider in (OpenAI(), Anthropic(), Ollama(), Gemini(), OpenAICompatible(), *(c() for c in COMPATIBLE)):
     _add(_provider)
 
 

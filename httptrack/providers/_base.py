@@ -38,6 +38,10 @@ class Parsed:
     notes: list[str] = field(default_factory=list)
     #: The stream carried an error event (an error even under HTTP 200).
     stream_error: bool = False
+    #: The stream's own end marker arrived (``[DONE]``, ``message_stop``, ``done: true``):
+    #: the response is complete even if the app closed it before the connection's end,
+    #: as SDKs do once they see that marker.
+    stream_done: bool = False
     #: The request went to a batch API (priced at the batch discount).
     batch: bool = False
     #: Parser scratch space for stream state (e.g. usage seen so far).

@@ -125,6 +125,8 @@ class Anthropic(Provider):
             if isinstance(raw, dict):
                 # Cumulative figures: later values replace earlier ones key by key.
                 parsed.state["usage"] = {**parsed.state.get("usage", {}), **_present(raw)}
+        elif kind == "message_stop":
+            parsed.stream_done = True
         elif kind == "error":
             parsed.stream_error = True
             self._read_error(parsed, data)

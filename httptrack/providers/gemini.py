@@ -114,7 +114,10 @@ class Gemini(Provider):
             parsed.usage = usage
         candidate = dig(chunk, "candidates", 0)
         if isinstance(candidate, dict):
-            parsed.finish_reason = first_str(candidate.get("finishReason")) or parsed.finish_reason
+            finish = first_str(candidate.get("finishReason"))
+            if finish:
+                parsed.finish_reason = finish
+                parsed.stream_done = True
             for part in dig(candidate, "content", "parts") or ():
                 if isinstance(dig(part, "text"), str):
                     parsed.output.append(part["text"])

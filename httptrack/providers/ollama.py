@@ -97,6 +97,8 @@ class Ollama(Provider):
             thinking = line.get("thinking")
         if isinstance(thinking, str) and thinking:
             parsed.output.append(thinking)
+        if line.get("done") is True:
+            parsed.stream_done = True
         if line.get("done") is True or "prompt_eval_count" in line or "eval_count" in line:
             parsed.finish_reason = first_str(line.get("done_reason")) or parsed.finish_reason
             input_tokens = as_int(line.get("prompt_eval_count"))

@@ -199,6 +199,8 @@ class OpenAICompatible(Provider):
             response = data.get("response")
             if isinstance(response, dict):
                 self._read_response_object(parsed, response)
+            if kind != "response.created" and kind != "response.in_progress":
+                parsed.stream_done = True
             if kind == "response.failed":
                 parsed.stream_error = True
                 if parsed.error_code is None:

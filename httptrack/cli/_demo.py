@@ -1,0 +1,46 @@
+"""``httptrack demo``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+__all__ = ["demo"]
+
+
+@click.command()
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Record into this database (default: a new temporary one, so your own log stays clean).")  # fmt: skip
+def demo(db: Path | None) -> None:
+    """Make a few OpenAI, Anthropic and Ollama calls against a built-in fake provider
+    (in-process: no API key, no network), record them, and print what was recorded."""
+    from .._demo import run_demo
+    from .._log import open_log
+
+    if db is None:
+        db = Path(tempfile.mkdtemp(prefix="httptrack-demo-")) / "demo.db"
+    click.echo(f"Recording demo calls into {db}:")
+    run_demo(db, echo=click.echo)
+    click.echo("")
+    with open_log(db) as log:
+        records = list(log.calls(newest_first=False))
+        click.echo(f"{'provider':<10} {'model':<28} {'status':<7} {'in':>6} {'out':>5} {'cached':>6} "
+                   f"{'cost $':>11} {'ms':>7}  user")  # fmt: skip
+        for r in records:
+            cost = "n/a" if r.cost_usd is None else f"{r.cost_usd:.7f}"
+            click.echo(
+                f"{r.provider:<10} {(r.response_model or r.model or '-')[:28]:<28} {r.status:<7} "
+                f"{_n(r.input_tokens):>6} {_n(r.output_tokens):>5} {_n(r.cached_input_tokens):>6} "
+                f"{cost:>11} {r.latency_ms or 0:>7.1f}  {r.user or '-'}"
+            )
+        total = log.stats()[0]
+    click.echo("")
+    click.echo(f"{total['calls']} calls, {total['errors']} error(s), {total['total_tokens']} tokens, "
+               f"${total['cost_usd'] or 0:.6f} in all.")  # fmt: skip
+    click.echo(f"Look closer: httptrack calls --db {db}   |   datasette {db}")
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else str(value)
