@@ -84,6 +84,19 @@ class Tracker:
             report_fault("begin", "a request could not be tracked", exc)
             return None
 
+    def lookup(self, exchange: Exchange) -> Any:
+        """The response cache's answer for this request (replayed by :meth:`replay`), or
+        ``None`` to send it. In ``replay`` mode a miss raises (nothing is sent)."""
+        return None
+
+    def replay(self, exchange: Exchange, entry: Any, response_class: type, tee: type) -> Any:
+        """A response built from a cache entry, its stream replayed chunk by chunk."""
+        raise NotImplementedError
+
+    def rewrite(self, exchange: Exchange, request: Any) -> None:
+        """Adjust the request on its way out where tracking needs it (e.g. ask an
+        OpenAI-style stream for its usage chunk). The app's view must not change."""
+
     def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
         """Note the response's status and headers, label it for the app, and wrap its
         stream in ``tee`` so the body is captured as the app reads it."""

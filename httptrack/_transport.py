@@ -113,6 +113,10 @@ class TrackingTransport(_Shell):
         if exchange is None:
             return inner.handle_request(request)
         exchange.request_body = request.read()
+        cached = tracker.lookup(exchange)
+        if cached is not None:
+            return tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
+        tracker.rewrite(exchange, request)
         try:
             response = inner.handle_request(request)
         except BaseException as exc:
@@ -159,6 +163,10 @@ class AsyncTrackingTransport(_Shell):
         if exchange is None:
             return await inner.handle_async_request(request)
         exchange.request_body = await request.aread()
+        cached = tracker.lookup(exchange)
+        if cached is not None:
+            return tracker.replay(exchange, cached, library.module.Response, library.async_tee)
+        tracker.rewrite(exchange, request)
         try:
             response = await inner.handle_async_request(request)
         except BaseException as exc:
