@@ -28,7 +28,7 @@ from ._exchange import Exchange
 from ._faults import logger, report_fault
 from ._schema import COLUMN_NAMES, COLUMNS
 
-__all__ = ["SCHEMA_VERSION", "Store", "Writer", "connect", "flush", "migrate", "writer"]
+__all__ = ["SCHEMA_VERSION", "Store", "Writer", "add_missing_columns", "connect", "flush", "migrate", "writer"]
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
@@ -78,6 +78,7 @@ def _migrations() -> Any:
         # ends up with the same table.
         columns = ",\n  ".join(f'"{name}" {sqltype}' for name, sqltype, _ in COLUMNS)
         db.execute(f"CREATE TABLE IF NOT EXISTS calls (\n  {columns},\n  PRIMARY KEY (id)\n)")
+        add_missing_columns(db)
         for index, cols in _INDEXES.items():
             db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
 
@@ -95,6 +96,15 @@ _INDEXES = {
     "idx_calls_status": "status, started_at",
     "idx_calls_session": "session",
 }
+
+
+def add_missing_columns(db: Any) -> None:
+    """Add any column of ``_schema.COLUMNS`` the ``calls`` table lacks (a table made by an
+    earlier version). Adding a column keeps every row; it reads NULL there."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(calls)").fetchall()}
+    for name, sqltype, _ in COLUMNS:
+        if name not in present:
+            db.execute(f'ALTER TABLE calls ADD COLUMN "{name}" {sqltype}')
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -342,6 +352,9 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 def _at_exit() -> None:
     try:
+        from ._streams import finish_open_streams
+
+        finish_open_streams()
         if not _writer.flush(timeout=10.0):
             logger.warning("httptrack: not every call was recorded before exit (timed out)")
     except Exception:  # pragma: no cover

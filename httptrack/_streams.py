@@ -18,12 +18,24 @@ response stream is an instance of *their* ``SyncByteStream``/``AsyncByteStream``
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ._exchange import Exchange
 
-__all__ = ["AsyncTee", "ReplayChunks", "SyncTee"]
+__all__ = ["AsyncTee", "ReplayChunks", "SyncTee", "finish_open_streams"]
+
+
+#: Streams handed to the app and not finished yet, so that what they received is still
+#: recorded when the interpreter exits with responses left open.
+_open: weakref.WeakSet[_Tee] = weakref.WeakSet()
+
+
+def finish_open_streams() -> None:
+    """Record every stream still open as ``cut_short`` (called at interpreter exit)."""
+    for tee in list(_open):
+        tee._end("cut_short")
 
 
 class _Tee:
@@ -31,9 +43,11 @@ class _Tee:
         self._inner = inner
         self._exchange = exchange
         self._on_end = on_end
+        _open.add(self)
 
     def _end(self, outcome: str, exc: BaseException | None = None) -> None:
         if self._exchange.end(outcome, exc):
+            _open.discard(self)
             self._on_end(self._exchange)
 
     def __del__(self) -> None:
