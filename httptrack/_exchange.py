@@ -28,6 +28,11 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 _id_lock = threading.Lock()
 _last_id = [0, 0]  # (milliseconds, random part) of the last id made in this process
+_last_prefix = [-1, ""]  # (milliseconds, its 10 encoded characters)
+#: Every pair of base32 digits (10 bits → 2 characters): 13 lookups encode a ULID.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_RANDOM_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
+_TIME_SHIFTS = (40, 30, 20, 10, 0)
 
 
 def new_call_id(now: float | None = None) -> str:
@@ -41,12 +46,10 @@ def new_call_id(now: float | None = None) -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for counting up
         _last_id[0], _last_id[1] = ms, rand
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+        if _last_prefix[0] != ms:
+            _last_prefix[0], _last_prefix[1] = ms, "".join([_PAIRS[(ms >> s) & 1023] for s in _TIME_SHIFTS])
+        prefix = _last_prefix[1]
+    return prefix + "".join([_PAIRS[(rand >> s) & 1023] for s in _RANDOM_SHIFTS])
 
 
 def _reset_ids_after_fork() -> None:
@@ -54,6 +57,7 @@ def _reset_ids_after_fork() -> None:
     global _id_lock
     _id_lock = threading.Lock()
     _last_id[0] = _last_id[1] = 0
+    _last_prefix[0] = -1
 
 
 if hasattr(os, "register_at_fork"):
