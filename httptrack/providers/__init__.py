@@ -12,8 +12,9 @@ import threading
 
 from ._base import Parsed, Provider
 from .anthropic import Anthropic
+from .azure import AzureOpenAI
 from .compatible import COMPATIBLE
-from .gemini import Gemini
+from .gemini import Gemini, VertexAI
 from .ollama import Ollama
 from .openai import OpenAI, OpenAICompatible
 
@@ -45,7 +46,8 @@ def _add(provider: Provider) -> None:
             _BY_HOST[host] = provider
 
 
-for _provider in (OpenAI(), Anthropic(), Ollama(), Gemini(), OpenAICompatible(), *(c() for c in COMPATIBLE)):
+_FAMILIES: tuple[type[Provider], ...] = (OpenAI, Anthropic, Ollama, Gemini, VertexAI, AzureOpenAI, OpenAICompatible, *COMPATIBLE)
+for _provider in (family() for family in _FAMILIES):
     _add(_provider)
 
 
