@@ -40,7 +40,7 @@ _memo: dict[tuple[str, int | None], Provider | None] = {}
 def _add(provider: Provider) -> None:
     _BY_NAME[provider.name] = provider
     for host in provider.hosts:
-        if host.startswith("*."):
+        if host.startswith("*"):  # "*.openai.azure.com", "*-aiplatform.googleapis.com"
             _BY_SUFFIX[host[1:]] = provider
         else:
             _BY_HOST[host] = provider
@@ -78,7 +78,7 @@ def register_provider(host: str, provider: str | Provider) -> None:
         key = key.split("://", 1)[1]
     key = key.rstrip("/")
     with _lock:
-        if key.startswith("*."):
+        if key.startswith("*"):
             _BY_SUFFIX[key[1:]] = provider
         else:
             _BY_HOST[key] = provider
