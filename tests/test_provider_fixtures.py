@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from conftest import chunk_stream, one_row
 
 import httptrack
-from conftest import chunk_stream, one_row
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "providers"
 FIGURES = (
