@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .._usage import Usage
 
-__all__ = ["Parsed", "Provider", "as_int", "dig", "first_str", "form_fields", "merge_usage"]
+__all__ = ["Parsed", "Provider", "as_int", "dig", "first_str", "form_fields", "items", "merge_usage"]
 
 
 @dataclass(slots=True)
@@ -157,6 +157,12 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return as_int(int(value))
     return None
+
+
+def items(value: Any) -> list[Any]:
+    """``value`` if it is a list, else an empty one (so a loop never trips on a payload that
+    puts a string, a number or an object where the reference has an array)."""
+    return value if isinstance(value, list) else []
 
 
 def first_str(value: Any) -> str | None:

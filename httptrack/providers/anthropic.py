@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, items
 from .openai import add_usage, finish_batch_results
 
 __all__ = ["ANTHROPIC_PARSER", "Anthropic", "read_anthropic_usage"]
@@ -107,7 +107,7 @@ class Anthropic(Provider):
             parsed.response_id = first_str(body.get("id"))
             return
         self._read_message(parsed, body)
-        for block in body.get("content") or ():
+        for block in items(body.get("content")):
             self._take_block_text(parsed, block)
         if isinstance(body.get("completion"), str):  # legacy text completions
             parsed.output.append(body["completion"])

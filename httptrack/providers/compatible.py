@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Parsed
+from ._base import Parsed, first_str, items
 from .openai import OpenAICompatible, endpoint_kind
 
 __all__ = [
@@ -63,9 +63,9 @@ class Mistral(OpenAICompatible):
     def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
         super().read_body(parsed, status, body)
         if isinstance(body, dict) and parsed.state.get("conversations"):
-            for output in body.get("outputs") or ():
+            for output in items(body.get("outputs")):
                 if isinstance(output, dict):
-                    parsed.response_model = output.get("model") or parsed.response_model
+                    parsed.response_model = first_str(output.get("model")) or parsed.response_model
                     if isinstance(output.get("content"), str):
                         parsed.output.append(output["content"])
 
@@ -75,7 +75,7 @@ class Mistral(OpenAICompatible):
             return
         kind = data.get("type") or event
         if kind == "message.output.delta":
-            parsed.response_model = data.get("model") or parsed.response_model
+            parsed.response_model = first_str(data.get("model")) or parsed.response_model
             if isinstance(data.get("content"), str):
                 parsed.output.append(data["content"])
         elif kind == "conversation.response.done":
@@ -83,7 +83,7 @@ class Mistral(OpenAICompatible):
             parsed.stream_done = parsed.usage_final = True
         elif kind == "conversation.response.error":
             parsed.stream_error = True
-            parsed.fail(str(data.get("code")) if data.get("code") is not None else None, data.get("message"))
+            parsed.fail(str(data.get("code")) if data.get("code") is not None else None, first_str(data.get("message")))
 
 
 class Groq(OpenAICompatible):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, items
 
 __all__ = ["Gemini", "VertexAI", "read_gemini_usage"]
 
@@ -67,7 +67,7 @@ def read_gemini_usage(raw: Any) -> Usage | None:
         reasoning_tokens=thoughts,
     )
     for (details, modality), key in _MODALITIES.items():
-        for item in raw.get(details) or ():
+        for item in items(raw.get(details)):
             if dig(item, "modality") == modality:
                 count = as_int(dig(item, "tokenCount"))
                 if count:
@@ -164,7 +164,7 @@ class Gemini(Provider):
                 parsed.finish_reason = finish
                 parsed.stream_done = True
                 parsed.usage_final = usage is not None
-            for part in dig(candidate, "content", "parts") or ():
+            for part in items(dig(candidate, "content", "parts")):
                 if isinstance(dig(part, "text"), str):
                     parsed.output.append(part["text"])
                 elif isinstance(dig(part, "functionCall"), dict):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str, merge_usage
+from ._base import Parsed, Provider, as_int, dig, first_str, items, merge_usage
 
 __all__ = [
     "OpenAI",
@@ -266,7 +266,7 @@ class OpenAICompatible(Provider):
         for key in ("reasoning_content", "reasoning", "content", "refusal"):
             if isinstance(message.get(key), str):
                 parsed.output.append(message[key])
-        for call in message.get("tool_calls") or ():
+        for call in items(message.get("tool_calls")):
             function = dig(call, "function")
             if isinstance(function, dict):
                 parsed.output.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
@@ -283,8 +283,8 @@ class OpenAICompatible(Provider):
             parsed.stream_error = True
             self._read_error(parsed, response.get("error") or {"code": "response_failed"})
         if not parsed.stream:
-            for item in response.get("output") or ():
-                for part in dig(item, "content") or dig(item, "summary") or ():
+            for item in items(response.get("output")):
+                for part in items(dig(item, "content")) + items(dig(item, "summary")):
                     if isinstance(dig(part, "text"), str):
                         parsed.output.append(part["text"])
                 if dig(item, "type") == "function_call":
@@ -332,7 +332,7 @@ class OpenAICompatible(Provider):
         if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
             self._take_usage(parsed, groq["usage"], merge=True)
             parsed.usage_final = True
-        for choice in choices or ():
+        for choice in items(choices):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             reason = first_str(choice.get("finish_reason"))
@@ -349,7 +349,7 @@ class OpenAICompatible(Provider):
             text = delta.get(key)
             if isinstance(text, str) and text:
                 parsed.output.append(text)
-        for call in delta.get("tool_calls") or ():
+        for call in items(delta.get("tool_calls")):
             function = dig(call, "function")
             if isinstance(function, dict):
                 parsed.output.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
