@@ -124,14 +124,21 @@ class Tracker:
         except Exception as exc:
             report_fault("rewrite", "a request could not be adjusted; it was sent as it was", exc)
 
+    @staticmethod
+    def hide_injected_usage(exchange: Exchange, status: int, content_type: str) -> None:
+        """When :meth:`rewrite` asked for the usage chunk (``exchange.rewritten``) and the
+        answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
+        app. A replayed cache entry recorded from such a request needs the same: set
+        ``exchange.rewritten`` from the entry, then call this before wrapping the stream."""
+        if exchange.rewritten is not None and 200 <= status < 300 and content_type.startswith("text/event-stream"):
+            exchange.chunk_filter = UsageChunkFilter()
+
     def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
         """Note the response's status and headers, label it for the app, and wrap its
         stream in ``tee`` so the body is captured as the app reads it."""
         try:
             exchange.received_headers(response.status_code, response.headers.raw)
-            if exchange.rewritten is not None and 200 <= response.status_code < 300:
-                if response.headers.get("content-type", "").startswith("text/event-stream"):
-                    exchange.chunk_filter = UsageChunkFilter()
+            self.hide_injected_usage(exchange, response.status_code, response.headers.get("content-type", ""))
             response.headers[CALL_ID_HEADER] = exchange.call_id
             response.stream = tee(response.stream, exchange, self.finish)
         except Exception as exc:

@@ -33,7 +33,6 @@ __all__ = ["AsyncTee", "ReplayChunks", "SyncTee", "UsageChunkFilter"]
 
 # The end of an SSE event: a blank line, whatever the line endings.
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
-_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\n\n")
 
 
 class UsageChunkFilter:
@@ -56,27 +55,26 @@ class UsageChunkFilter:
     def feed(self, chunk: bytes) -> bytes:
         """The bytes of ``chunk`` (with what was held back) that the app may have now."""
         data = self._buffer + chunk if self._buffer else chunk
-        end = -1
-        for marker in _ENDS:
-            found = data.rfind(marker)
-            if found >= 0 and found + len(marker) > end:
-                end = found + len(marker)
-        if end < 0:
-            self._buffer = data
-            return b""
-        if end == len(data):
+        if data.endswith(b"\n\n"):  # the common case: servers flush whole events
             self._buffer = b""
         else:
+            # The last blank line: LF, CRLF or CR line ends (one server uses one kind; a
+            # stream mixing them within one blank line only waits longer, nothing is lost).
+            lf, crlf, cr = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"), data.rfind(b"\r\r")
+            end = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1, cr + 2 if cr >= 0 else -1)
+            if end < 0:
+                self._buffer = data
+                return b""
             self._buffer = data[end:]
             data = data[:end]
-        if not self.removed and (b'"usage":{' in data or b'"usage": {' in data):
+        if not self.removed and _has_usage_object(data):
             data = self._drop_usage_event(data)
         return data
 
     def flush(self) -> bytes:
         """What is left at the end of the stream (an event with no closing blank line)."""
         data, self._buffer = self._buffer, b""
-        if data and not self.removed and b'"usage"' in data:
+        if data and not self.removed and _has_usage_object(data):
             data = self._drop_usage_event(data)
         return data
 
@@ -91,6 +89,18 @@ class UsageChunkFilter:
                 continue
             kept.append(event + end)
         return b"".join(kept)
+
+
+def _has_usage_object(data: bytes) -> bool:
+    """Whether ``data`` has ``"usage":`` followed by an object (every chunk of a stream that
+    asked for usage carries ``"usage":null``: that one costs a single scan)."""
+    start = data.find(b'"usage":')
+    while start >= 0:
+        rest = data[start + 8 : start + 10].lstrip()
+        if rest.startswith(b"{"):
+            return True
+        start = data.find(b'"usage":', start + 8)
+    return False
 
 
 def _is_usage_event(event: bytes) -> bool:
