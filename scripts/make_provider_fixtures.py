@@ -25,10 +25,21 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "providers"
 def from_cassette(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     interaction = yaml.safe_load(text)["interactions"][0]
     req, resp = interaction["request"], interaction["response"]
-    headers = {k.lower(): v[0] for k, v in (req.get("headers") or {}).items() if k.lower() in ("accept", "content-type")}
+    headers = {
+        k.lower(): v[0]
+        for k, v in (req.get("headers") or {}).items()
+        if k.lower() in ("accept", "content-type")
+    }
     body = req.get("body") or None
-    request = {"method": req["method"], "url": req["url"], "headers": headers, "body": json.loads(body) if body else None}
-    response_headers = {k.lower(): v[0] for k, v in (resp.get("headers") or {}).items() if k.lower() == "content-type"}
+    request = {
+        "method": req["method"],
+        "url": req["url"],
+        "headers": headers,
+        "body": json.loads(body) if body else None,
+    }
+    response_headers = {
+        k.lower(): v[0] for k, v in (resp.get("headers") or {}).items() if k.lower() == "content-type"
+    }
     response = {"status": resp["code"], "headers": response_headers, "body_text": resp["body"]}
     return request, response
 

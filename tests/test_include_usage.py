@@ -121,7 +121,9 @@ def openai_like(lib: Any, seen: list[Any]) -> Any:
         seen.append(request)
         data = json.loads(request.content)
         base = {"id": "c1", "model": "gpt-4o-mini-2024-07-18"}
-        events = [{**base, "choices": [{"index": 0, "delta": {"content": w}}]} for w in ("Paris", " it", " is ✓")]
+        events = [
+            {**base, "choices": [{"index": 0, "delta": {"content": w}}]} for w in ("Paris", " it", " is ✓")
+        ]
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (data.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}
@@ -275,8 +277,11 @@ def test_async_openai_sdk_stream(db: Path) -> None:
 def test_the_app_asking_itself_sees_its_usage_chunk(db: Path) -> None:
     transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False)
     client = openai.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=transport))
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True,
-                                                 stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=QUESTION, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     row = one_row(db)
     assert row["output_tokens"] == chunks[-1].usage.completion_tokens

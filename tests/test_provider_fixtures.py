@@ -39,8 +39,9 @@ def fixture_names() -> list[str]:
 
 def load(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     folder = FIXTURES / name
-    request, response, expected = (json.loads((folder / f).read_text()) for f in
-                                   ("request.json", "response.json", "expected.json"))  # fmt: skip
+    request, response, expected = (
+        json.loads((folder / f).read_text()) for f in ("request.json", "response.json", "expected.json")
+    )
     return request, response, expected
 
 
@@ -81,8 +82,14 @@ def check_row(row: dict[str, Any], expected: dict[str, Any]) -> None:
         assert row["endpoint"] == expected["endpoint"]
 
 
-def transport_for(lib: Any, request: dict[str, Any], response: dict[str, Any], chunks: list[bytes], db: Path,
-                  asynchronous: bool = False) -> Any:  # fmt: skip
+def transport_for(
+    lib: Any,
+    request: dict[str, Any],
+    response: dict[str, Any],
+    chunks: list[bytes],
+    db: Path,
+    asynchronous: bool = False,
+) -> Any:
     def handler(sent: Any) -> Any:
         return lib.Response(response["status"], headers=response["headers"], stream=chunk_stream(lib, chunks))
 
@@ -99,8 +106,9 @@ def test_fixture_sync(name: str, lib: Any, piece: int, db: Path) -> None:
     body = response["body_text"].encode()
     chunks = split(body, piece)
     with lib.Client(transport=transport_for(lib, request, response, chunks, db)) as client:
-        sent = client.build_request(request["method"], request["url"], headers=request["headers"],
-                                    content=request_content(request))  # fmt: skip
+        sent = client.build_request(
+            request["method"], request["url"], headers=request["headers"], content=request_content(request)
+        )
         reply = client.send(sent, stream=True)
         try:
             received = list(reply.iter_raw())
@@ -122,8 +130,12 @@ def test_fixture_async(name: str, lib: Any, db: Path) -> None:
     async def run() -> bytes:
         transport = transport_for(lib, request, response, chunks, db, asynchronous=True)
         async with lib.AsyncClient(transport=transport) as client:
-            sent = client.build_request(request["method"], request["url"], headers=request["headers"],
-                                        content=request_content(request))  # fmt: skip
+            sent = client.build_request(
+                request["method"],
+                request["url"],
+                headers=request["headers"],
+                content=request_content(request),
+            )
             reply = await client.send(sent, stream=True)
             try:
                 return b"".join([chunk async for chunk in reply.aiter_raw()])
@@ -137,8 +149,21 @@ def test_fixture_async(name: str, lib: Any, db: Path) -> None:
 def test_every_provider_family_has_fixtures() -> None:
     families = {name.split("/")[0] for name in fixture_names()}
     assert families >= {
-        "openai", "azure_openai", "anthropic", "ollama", "gemini", "vertex_ai", "mistral", "groq", "deepseek",
-        "together", "openrouter", "xai", "fireworks", "perplexity", "generic",
-    }  # fmt: skip
+        "openai",
+        "azure_openai",
+        "anthropic",
+        "ollama",
+        "gemini",
+        "vertex_ai",
+        "mistral",
+        "groq",
+        "deepseek",
+        "together",
+        "openrouter",
+        "xai",
+        "fireworks",
+        "perplexity",
+        "generic",
+    }
     for name in fixture_names():
         assert load(name)[2]["source"], name

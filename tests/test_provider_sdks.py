@@ -31,8 +31,15 @@ from httptrack._fake import mock_transport
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def price(provider_id: str, model: str, *, input_tokens: int, output_tokens: int, cache_read: int = 0,
-          batch: bool = False) -> float:  # fmt: skip
+def price(
+    provider_id: str,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int = 0,
+    batch: bool = False,
+) -> float:
     usage = genai_prices.Usage(
         input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read
     )
@@ -59,16 +66,44 @@ def mistral_handler(request: httpx2.Request) -> httpx2.Response:
     base = {"id": "cmpl-m1", "object": "chat.completion.chunk", "created": 1735689600, "model": MISTRAL_MODEL}
     usage = {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}
     if request.url.path == "/v1/embeddings":
-        return reply(httpx2, [json.dumps({"id": "e1", "object": "list", "model": "mistral-embed",
-                                          "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-                                          "usage": {"prompt_tokens": 6, "total_tokens": 6}}).encode()])  # fmt: skip
+        return reply(
+            httpx2,
+            [
+                json.dumps(
+                    {
+                        "id": "e1",
+                        "object": "list",
+                        "model": "mistral-embed",
+                        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                        "usage": {"prompt_tokens": 6, "total_tokens": 6},
+                    }
+                ).encode()
+            ],
+        )
     if data.get("stream"):
-        events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
-                  {**base, "choices": [{"index": 0, "delta": {"content": "Paris."}, "finish_reason": None}]},
-                  {**base, "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}], "usage": usage}]  # fmt: skip
+        events = [
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            },
+            {**base, "choices": [{"index": 0, "delta": {"content": "Paris."}, "finish_reason": None}]},
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}],
+                "usage": usage,
+            },
+        ]
         return reply(httpx2, sse(*events), content_type="text/event-stream")
-    body = {**base, "object": "chat.completion", "usage": usage,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}]}  # fmt: skip
+    body = {
+        **base,
+        "object": "chat.completion",
+        "usage": usage,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+        ],
+    }
     return reply(httpx2, [json.dumps(body).encode()])
 
 
@@ -84,14 +119,20 @@ def test_mistral_sdk_chat_stream_and_embeddings(db: Path) -> None:
     embedding = client.embeddings.create(model="mistral-embed", inputs=["Paris"])
     rows = read_rows(db)
     assert [(r["provider"], r["operation"], r["stream"]) for r in rows] == [
-        ("mistral", "chat", 0), ("mistral", "chat", 1), ("mistral", "embeddings", 0)]  # fmt: skip
+        ("mistral", "chat", 0),
+        ("mistral", "chat", 1),
+        ("mistral", "embeddings", 0),
+    ]
     assert (rows[0]["input_tokens"], rows[0]["output_tokens"]) == (
         plain.usage.prompt_tokens,
         plain.usage.completion_tokens,
     )
     final = events[-1].data.usage
     assert (rows[1]["input_tokens"], rows[1]["output_tokens"], rows[1]["tokens_estimated"]) == (
-        final.prompt_tokens, final.completion_tokens, 0)  # fmt: skip
+        final.prompt_tokens,
+        final.completion_tokens,
+        0,
+    )
     assert "stream_options" not in rows[1]["request_body"]  # Mistral rejects unknown fields: nothing added
     assert rows[2]["input_tokens"] == embedding.usage.prompt_tokens
     assert rows[0]["cost_usd"] == price("mistral", MISTRAL_MODEL, input_tokens=10, output_tokens=8)
@@ -108,11 +149,18 @@ GEMINI_USAGE = {
 
 
 def gemini_handler(request: httpx.Request) -> httpx.Response:
-    chunk = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Paris."}]}, "finishReason": "STOP"}],
-             "usageMetadata": GEMINI_USAGE, "modelVersion": "gemini-2.5-flash", "responseId": "r1"}  # fmt: skip
+    chunk = {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Paris."}]}, "finishReason": "STOP"}],
+        "usageMetadata": GEMINI_USAGE,
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "r1",
+    }
     if ":streamGenerateContent" in request.url.path:
-        early = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Par"}]}}],
-                 "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}, "modelVersion": "gemini-2.5-flash"}  # fmt: skip
+        early = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "Par"}]}}],
+            "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
+            "modelVersion": "gemini-2.5-flash",
+        }
         body = [f"data: {json.dumps(c)}\r\n\r\n".encode() for c in (early, chunk)]
         return reply(httpx, body, content_type="text/event-stream")
     return reply(httpx, [json.dumps(chunk).encode()])
@@ -120,8 +168,10 @@ def gemini_handler(request: httpx.Request) -> httpx.Response:
 
 def test_google_genai_sdk_generate_and_stream(db: Path) -> None:
     transport = httptrack.TrackingTransport(httpx.MockTransport(gemini_handler), db=db, cache=False)
-    client = genai.Client(api_key="test-key",
-                          http_options=genai_types.HttpOptions(httpx_client=httpx.Client(transport=transport)))  # fmt: skip
+    client = genai.Client(
+        api_key="test-key",
+        http_options=genai_types.HttpOptions(httpx_client=httpx.Client(transport=transport)),
+    )
     plain = client.models.generate_content(
         model="gemini-2.5-flash", contents="What is the capital of France?"
     )
@@ -130,7 +180,9 @@ def test_google_genai_sdk_generate_and_stream(db: Path) -> None:
     )
     rows = read_rows(db)
     assert [(r["provider"], r["model"], r["stream"]) for r in rows] == [
-        ("gemini", "gemini-2.5-flash", 0), ("gemini", "gemini-2.5-flash", 1)]  # fmt: skip
+        ("gemini", "gemini-2.5-flash", 0),
+        ("gemini", "gemini-2.5-flash", 1),
+    ]
     meta = plain.usage_metadata
     for row in rows:
         assert row["input_tokens"] == meta.prompt_token_count
@@ -147,13 +199,35 @@ def test_google_genai_sdk_generate_and_stream(db: Path) -> None:
 
 
 def groq_handler(request: httpx.Request) -> httpx.Response:
-    base = {"id": "chatcmpl-g", "object": "chat.completion.chunk", "created": 1735689600,
-            "model": "llama-3.3-70b-versatile", "system_fingerprint": "fp_g"}  # fmt: skip
-    usage = {"queue_time": 0.01, "prompt_tokens": 18, "prompt_time": 0.002, "completion_tokens": 3,
-             "completion_time": 0.01, "total_tokens": 21, "total_time": 0.012}  # fmt: skip
-    events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "x_groq": {"id": "req_1"}},
-              {**base, "choices": [{"index": 0, "delta": {"content": "Paris."}}]},
-              {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "x_groq": {"id": "req_1", "usage": usage}}]  # fmt: skip
+    base = {
+        "id": "chatcmpl-g",
+        "object": "chat.completion.chunk",
+        "created": 1735689600,
+        "model": "llama-3.3-70b-versatile",
+        "system_fingerprint": "fp_g",
+    }
+    usage = {
+        "queue_time": 0.01,
+        "prompt_tokens": 18,
+        "prompt_time": 0.002,
+        "completion_tokens": 3,
+        "completion_time": 0.01,
+        "total_tokens": 21,
+        "total_time": 0.012,
+    }
+    events = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+            "x_groq": {"id": "req_1"},
+        },
+        {**base, "choices": [{"index": 0, "delta": {"content": "Paris."}}]},
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "x_groq": {"id": "req_1", "usage": usage},
+        },
+    ]
     return reply(httpx, sse(*events), content_type="text/event-stream")
 
 
@@ -182,19 +256,48 @@ def azure_handler(seen: list[httpx2.Request]) -> Any:
         seen.append(request)
         data = json.loads(request.content)
         model = "gpt-4o-2024-11-20"
-        usage = {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16,
-                 "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
+        usage = {
+            "prompt_tokens": 14,
+            "completion_tokens": 2,
+            "total_tokens": 16,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
         if not data.get("stream"):
-            body = {"id": "chatcmpl-az", "object": "chat.completion", "created": 1735689600, "model": model, "usage": usage,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-                    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}  # fmt: skip
+            body = {
+                "id": "chatcmpl-az",
+                "object": "chat.completion",
+                "created": 1735689600,
+                "model": model,
+                "usage": usage,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Paris."},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+            }
             return reply(httpx2, [json.dumps(body).encode()])
         base = {"id": "chatcmpl-az", "object": "chat.completion.chunk", "created": 1735689600, "model": model}
         events: list[Any] = [
-            {"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": [{"prompt_index": 0}]},
-            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Paris."}, "finish_reason": None}]},
+            {
+                "choices": [],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+                "prompt_filter_results": [{"prompt_index": 0}],
+            },
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": "Paris."}, "finish_reason": None}
+                ],
+            },
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-        ]  # fmt: skip
+        ]
         if (data.get("stream_options") or {}).get("include_usage"):
             events.append({**base, "choices": [], "usage": usage})
         return reply(httpx2, sse(*events), content_type="text/event-stream")
@@ -206,8 +309,12 @@ def azure_handler(seen: list[httpx2.Request]) -> Any:
 def test_azure_openai_sdk_deployment_and_stream_usage(api_version: str, exact: bool, db: Path) -> None:
     seen: list[httpx2.Request] = []
     transport = httptrack.TrackingTransport(httpx2.MockTransport(azure_handler(seen)), db=db, cache=False)
-    client = openai.AzureOpenAI(api_key="azure-key", api_version=api_version, azure_endpoint="https://contoso.openai.azure.com",
-                                http_client=httpx2.Client(transport=transport))  # fmt: skip
+    client = openai.AzureOpenAI(
+        api_key="azure-key",
+        api_version=api_version,
+        azure_endpoint="https://contoso.openai.azure.com",
+        http_client=httpx2.Client(transport=transport),
+    )
     plain = client.chat.completions.create(model="prod-gpt4o", messages=QUESTION)
     chunks = list(client.chat.completions.create(model="prod-gpt4o", messages=QUESTION, stream=True))
     assert all(c.usage is None for c in chunks)  # the app's stream is as Azure sends it without usage
@@ -233,17 +340,31 @@ def test_azure_openai_sdk_deployment_and_stream_usage(api_version: str, exact: b
 
 def batch_handler(request: httpx2.Request) -> httpx2.Response:
     path = request.url.path
-    batch = {"id": "msgbatch_01", "type": "message_batch", "processing_status": "ended",
-             "request_counts": {"processing": 0, "succeeded": 2, "errored": 0, "canceled": 0, "expired": 0},
-             "ended_at": "2025-01-01T00:10:00Z", "created_at": "2025-01-01T00:00:00Z",
-             "expires_at": "2025-01-02T00:00:00Z", "archived_at": None, "cancel_initiated_at": None,
-             "results_url": "https://api.anthropic.com/v1/messages/batches/msgbatch_01/results"}  # fmt: skip
+    batch = {
+        "id": "msgbatch_01",
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {"processing": 0, "succeeded": 2, "errored": 0, "canceled": 0, "expired": 0},
+        "ended_at": "2025-01-01T00:10:00Z",
+        "created_at": "2025-01-01T00:00:00Z",
+        "expires_at": "2025-01-02T00:00:00Z",
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": "https://api.anthropic.com/v1/messages/batches/msgbatch_01/results",
+    }
     if path.endswith("/results"):
         lines = []
         for i, (inp, out) in enumerate(((120, 30), (80, 20))):
-            message = {"id": f"msg_{i}", "type": "message", "role": "assistant", "model": "claude-haiku-4-5-20251001",
-                       "content": [{"type": "text", "text": "Paris."}], "stop_reason": "end_turn", "stop_sequence": None,
-                       "usage": {"input_tokens": inp, "output_tokens": out, "service_tier": "batch"}}  # fmt: skip
+            message = {
+                "id": f"msg_{i}",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-haiku-4-5-20251001",
+                "content": [{"type": "text", "text": "Paris."}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": inp, "output_tokens": out, "service_tier": "batch"},
+            }
             lines.append(
                 json.dumps(
                     {"custom_id": f"q{i}", "result": {"type": "succeeded", "message": message}}
@@ -260,10 +381,18 @@ def test_anthropic_sdk_count_tokens_and_batches(db: Path) -> None:
     transport = httptrack.TrackingTransport(httpx2.MockTransport(batch_handler), db=db, cache=False)
     client = anthropic.Anthropic(api_key="sk-ant-test", http_client=httpx2.Client(transport=transport))
     counted = client.messages.count_tokens(model="claude-haiku-4-5", messages=QUESTION)
-    created = client.messages.batches.create(requests=[
-        {"custom_id": "q0", "params": {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": QUESTION}},
-        {"custom_id": "q1", "params": {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": QUESTION}},
-    ])  # fmt: skip
+    created = client.messages.batches.create(
+        requests=[
+            {
+                "custom_id": "q0",
+                "params": {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": QUESTION},
+            },
+            {
+                "custom_id": "q1",
+                "params": {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": QUESTION},
+            },
+        ]
+    )
     results = list(client.messages.batches.results(created.id))
     rows = read_rows(db)
     assert counted.input_tokens == 14 and len(results) == 2
@@ -280,8 +409,15 @@ def test_anthropic_sdk_count_tokens_and_batches(db: Path) -> None:
     assert (results_row["input_tokens"], results_row["output_tokens"]) == (total_in, total_out)
     assert results_row["stream"] == 0 and results_row["response_model"] == "claude-haiku-4-5-20251001"
     assert results_row["cost_usd"] == pytest.approx(
-        price("anthropic", "claude-haiku-4-5-20251001", input_tokens=total_in, output_tokens=total_out, batch=True),
-        rel=1e-12)  # fmt: skip
+        price(
+            "anthropic",
+            "claude-haiku-4-5-20251001",
+            input_tokens=total_in,
+            output_tokens=total_out,
+            batch=True,
+        ),
+        rel=1e-12,
+    )
 
 
 def test_anthropic_sdk_count_tokens_against_the_fake(db: Path) -> None:
@@ -290,4 +426,8 @@ def test_anthropic_sdk_count_tokens_against_the_fake(db: Path) -> None:
     client.messages.count_tokens(model="claude-sonnet-4-6", messages=QUESTION)
     row = one_row(db)
     assert (row["operation"], row["model"], row["cost_usd"], row["cost_note"]) == (
-        "other", "claude-sonnet-4-6", 0.0, "not a billed operation")  # fmt: skip
+        "other",
+        "claude-sonnet-4-6",
+        0.0,
+        "not a billed operation",
+    )

@@ -94,15 +94,33 @@ def test_registered_and_mapped_hosts() -> None:
         ("localhost", "GET", "/api/tags", "models"),
         ("localhost", "POST", "/v1/chat/completions", "chat"),
         ("localhost", "POST", "/v1/messages", "chat"),
-        ("generativelanguage.googleapis.com", "POST", "/v1beta/models/gemini-2.5-flash:generateContent", "chat"),
+        (
+            "generativelanguage.googleapis.com",
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            "chat",
+        ),
         ("generativelanguage.googleapis.com", "POST", "/v1beta/models/gemini-2.5-flash:countTokens", "other"),
-        ("generativelanguage.googleapis.com", "POST", "/v1beta/models/text-embedding-004:batchEmbedContents", "embeddings"),
+        (
+            "generativelanguage.googleapis.com",
+            "POST",
+            "/v1beta/models/text-embedding-004:batchEmbedContents",
+            "embeddings",
+        ),
         ("generativelanguage.googleapis.com", "GET", "/v1beta/models", "models"),
         ("generativelanguage.googleapis.com", "POST", "/v1beta/openai/chat/completions", "chat"),
-        ("us-central1-aiplatform.googleapis.com", "POST",
-         "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:streamGenerateContent", "chat"),
-        ("us-east5-aiplatform.googleapis.com", "POST",
-         "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict", "chat"),
+        (
+            "us-central1-aiplatform.googleapis.com",
+            "POST",
+            "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
+            "chat",
+        ),
+        (
+            "us-east5-aiplatform.googleapis.com",
+            "POST",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict",
+            "chat",
+        ),
         ("api.mistral.ai", "POST", "/v1/fim/completions", "completion"),
         ("api.mistral.ai", "POST", "/v1/agents/completions", "chat"),
         ("api.mistral.ai", "POST", "/v1/conversations", "chat"),
@@ -111,7 +129,7 @@ def test_registered_and_mapped_hosts() -> None:
         ("api.fireworks.ai", "POST", "/inference/v1/chat/completions", "chat"),
         ("api.x.ai", "POST", "/v1/messages", "chat"),
     ],
-)  # fmt: skip
+)
 def test_operations(host: str, method: str, path: str, operation: str) -> None:
     provider = provider_for_host(host, 11434 if host == "localhost" else None)
     assert provider is not None
@@ -124,11 +142,15 @@ def test_operations(host: str, method: str, path: str, operation: str) -> None:
         ("localhost", "/v1/messages", Anthropic),
         ("api.x.ai", "/v1/messages", Anthropic),
         ("contoso.services.ai.azure.com", "/anthropic/v1/messages", Anthropic),
-        ("us-east5-aiplatform.googleapis.com", "/v1/projects/p/locations/l/publishers/anthropic/models/c:rawPredict", Anthropic),
+        (
+            "us-east5-aiplatform.googleapis.com",
+            "/v1/projects/p/locations/l/publishers/anthropic/models/c:rawPredict",
+            Anthropic,
+        ),
         ("generativelanguage.googleapis.com", "/v1beta/openai/chat/completions", OpenAICompatible),
         ("api.openai.com", "/v1/threads/t1/messages", OpenAICompatible),
     ],
-)  # fmt: skip
+)
 def test_a_host_serving_a_second_api_shape_is_read_by_that_shapes_parser(
     host: str, path: str, parser: type
 ) -> None:
@@ -175,27 +197,52 @@ MESSAGES = "https://api.anthropic.com/v1/messages"
 
 def anthropic_events(*, final: bool) -> list[bytes]:
     events = [
-        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-                                              "model": "claude-sonnet-4-5-20250929", "content": [],
-                                              "usage": {"input_tokens": 21, "output_tokens": 1}}},
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5-20250929",
+                "content": [],
+                "usage": {"input_tokens": 21, "output_tokens": 1},
+            },
+        },
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Paris is the capital"}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " of France, and"}},
-    ]  # fmt: skip
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Paris is the capital"},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": " of France, and"},
+        },
+    ]
     if final:
-        events += [{"type": "content_block_stop", "index": 0},
-                   {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 40}}]  # fmt: skip
+        events += [
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 40}},
+        ]
     return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
 
 
 def read_some(db: Path, chunks: list[bytes], keep: int, fail_after: int | None = None) -> None:
     def handler(request: Any) -> Any:
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                               stream=chunk_stream(httpx2, chunks, fail_after=fail_after))  # fmt: skip
+        return httpx2.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            stream=chunk_stream(httpx2, chunks, fail_after=fail_after),
+        )
 
     transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}]}  # fmt: skip
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    }
     with httpx2.Client(transport=transport) as client, client.stream("POST", MESSAGES, json=body) as reply:
         try:
             for i, _ in enumerate(reply.iter_raw()):
@@ -218,7 +265,11 @@ def test_stream_cut_short_after_the_final_figure_keeps_it(db: Path) -> None:
     read_some(db, anthropic_events(final=True), keep=6)  # the app stopped before message_stop
     row = one_row(db)
     assert (row["outcome"], row["input_tokens"], row["output_tokens"], row["tokens_estimated"]) == (
-        "cut_short", 21, 40, 0)  # fmt: skip
+        "cut_short",
+        21,
+        40,
+        0,
+    )
 
 
 def test_stream_broken_by_the_network_is_estimated_from_what_arrived(db: Path) -> None:
@@ -251,15 +302,53 @@ def test_error_event_before_any_output_is_not_estimated(db: Path) -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["usage", "choices", "delta", "message", "type", "error", "model", "candidates",
-                         "usageMetadata", "x_groq", "response", "done", "prompt_tokens", "input_tokens",
-                         "output_tokens", "content", "text", "cost", "result", "data", "errors"]), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "usage",
+                    "choices",
+                    "delta",
+                    "message",
+                    "type",
+                    "error",
+                    "model",
+                    "candidates",
+                    "usageMetadata",
+                    "x_groq",
+                    "response",
+                    "done",
+                    "prompt_tokens",
+                    "input_tokens",
+                    "output_tokens",
+                    "content",
+                    "text",
+                    "cost",
+                    "result",
+                    "data",
+                    "errors",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=20,
-)  # fmt: skip
-PARSERS = [(provider, path) for provider in registered_providers().values() for path in
-           ("/v1/chat/completions", "/v1/messages", "/v1/responses", "/api/chat", "/graphql",
-            "/v1beta/models/m:streamGenerateContent", "/v1/files/f/content")]  # fmt: skip
+)
+PARSERS = [
+    (provider, path)
+    for provider in registered_providers().values()
+    for path in (
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/responses",
+        "/api/chat",
+        "/graphql",
+        "/v1beta/models/m:streamGenerateContent",
+        "/v1/files/f/content",
+    )
+]
 
 
 @settings(max_examples=300, deadline=None)

@@ -46,7 +46,16 @@ def _add(provider: Provider) -> None:
             _BY_HOST[host] = provider
 
 
-_FAMILIES: tuple[type[Provider], ...] = (OpenAI, Anthropic, Ollama, Gemini, VertexAI, AzureOpenAI, OpenAICompatible, *COMPATIBLE)
+_FAMILIES: tuple[type[Provider], ...] = (
+    OpenAI,
+    Anthropic,
+    Ollama,
+    Gemini,
+    VertexAI,
+    AzureOpenAI,
+    OpenAICompatible,
+    *COMPATIBLE,
+)
 for _provider in (family() for family in _FAMILIES):
     _add(_provider)
 

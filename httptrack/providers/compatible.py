@@ -83,7 +83,10 @@ class Mistral(OpenAICompatible):
             parsed.stream_done = parsed.usage_final = True
         elif kind == "conversation.response.error":
             parsed.stream_error = True
-            parsed.fail(str(data.get("code")) if data.get("code") is not None else None, first_str(data.get("message")))
+            parsed.fail(
+                str(data.get("code")) if data.get("code") is not None else None,
+                first_str(data.get("message")),
+            )
 
 
 class Groq(OpenAICompatible):
