@@ -23,8 +23,10 @@ from typing import Any
 from ._context import ControlHeaders, current_attribution
 from ._exchange import Exchange
 from ._faults import report_fault
+from ._rewrite import INCLUDE_USAGE, with_include_usage
 from ._settings import Settings
 from ._store import writer
+from ._streams import UsageChunkFilter
 from .providers import provider_for_host
 
 __all__ = ["CALL_ID_HEADER", "CACHE_HEADER", "Tracker"]
@@ -94,8 +96,42 @@ class Tracker:
         raise NotImplementedError
 
     def rewrite(self, exchange: Exchange, request: Any) -> None:
-        """Adjust the request on its way out where tracking needs it (e.g. ask an
-        OpenAI-style stream for its usage chunk). The app's view must not change."""
+        """Adjust the request on its way out where tracking needs it: ask an OpenAI-style
+        stream for its usage chunk (``_rewrite``). The app's view does not change (the
+        extra event is filtered out in :meth:`respond`), the recorded request and the cache
+        key stay the app's own (``exchange.request_body``)."""
+        try:
+            if not self.settings.include_usage or exchange.operation not in ("chat", "completion"):
+                return
+            if exchange.method != "POST" or not exchange.provider.include_usage(exchange.path, exchange.query):
+                return
+            headers = request.headers
+            if headers.get("content-encoding") or "json" not in headers.get("content-type", "json"):
+                return
+            body = with_include_usage(exchange.request_body)
+            if body is None:
+                return
+            # What httpx's Request.read() leaves: the body in `_content` and a ByteStream
+            # over it (the transport already read it). Both libraries build it that way.
+            stream_type = type(request.stream)
+            if stream_type.__name__ != "ByteStream":
+                return
+            request.stream = stream_type(body)
+            request._content = body
+            if "Content-Length" in headers:
+                headers["Content-Length"] = str(len(body))
+            exchange.rewritten = INCLUDE_USAGE
+        except Exception as exc:
+            report_fault("rewrite", "a request could not be adjusted; it was sent as it was", exc)
+
+    @staticmethod
+    def hide_injected_usage(exchange: Exchange, status: int, content_type: str) -> None:
+        """When :meth:`rewrite` asked for the usage chunk (``exchange.rewritten``) and the
+        answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
+        app. A replayed cache entry recorded from such a request needs the same: set
+        ``exchange.rewritten`` from the entry, then call this before wrapping the stream."""
+        if exchange.rewritten is not None and 200 <= status < 300 and content_type.startswith("text/event-stream"):
+            exchange.chunk_filter = UsageChunkFilter()
 
     def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
         """Note the response's status and headers, label it for the app, and wrap its
@@ -113,6 +149,7 @@ class Tracker:
                     self.finish(exchange)
                 return
             exchange.received_headers(response.status_code, raw_headers)
+            self.hide_injected_usage(exchange, response.status_code, response.headers.get("content-type", ""))
             response.stream = tee(response.stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)

@@ -74,6 +74,7 @@ class Exchange:
         "cache_ttl",
         "cached",
         "call_id",
+        "chunk_filter",
         "chunks",
         "control",
         "error_message",
@@ -93,6 +94,7 @@ class Exchange:
         "request_body",
         "request_headers",
         "response_headers",
+        "rewritten",
         "scheme",
         "settings",
         "sink",
@@ -162,6 +164,10 @@ class Exchange:
         self.cache_key: str | None = None
         self.cache_ttl: float | None = None
         self.replayed_row: dict[str, Any] | None = None
+        #: What ``Tracker.rewrite`` changed in the request on its way out (for the record),
+        #: and the filter that keeps the app's view of the response as it would have been.
+        self.rewritten: str | None = None
+        self.chunk_filter: Any = None
         self.finished = False
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
