@@ -67,6 +67,7 @@ class Exchange:
     __slots__ = (
         "attribution",
         "cache_key",
+        "cache_status",
         "cache_ttl",
         "cached",
         "call_id",
@@ -156,7 +157,11 @@ class Exchange:
         self.error_message: str | None = None
         self.cached = False
         self.cache_key: str | None = None
+        #: ``"HIT"`` / ``"MISS"`` when the cache was consulted (the app sees it as a header).
+        self.cache_status: str | None = None
+        #: The TTL the response is to be stored with; ``None``: it is not to be stored.
         self.cache_ttl: float | None = None
+        #: For a cache hit: the original call's token figures and cost (recorded as is).
         self.replayed_row: dict[str, Any] | None = None
         self.finished = False
 

@@ -148,7 +148,8 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
     status, error_code, error_message = _status(ex, parsed)
     usage = parsed.usage
-    if status == "success" or ex.outcome == "cut_short":
+    replayed = ex.replayed_row
+    if replayed is None and (status == "success" or ex.outcome == "cut_short"):
         usage = _with_estimates(ex, parsed, request_json, usage)
 
     row: dict[str, Any] = {
@@ -194,7 +195,10 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": os.getpid(),
     }
-    _price(row, ex, parsed, usage, status)
+    if replayed is not None:
+        _replayed_figures(row, replayed)
+    else:
+        _price(row, ex, parsed, usage, status)
     _bodies(row, ex, body, parsed, content_type, request_content_type(ex))
     row["parse_notes"] = "; ".join(notes) if notes else None
     return row
@@ -389,6 +393,23 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
     else:
         row["cost_usd"] = result.cost_usd
         row["cost_note"] = result.reason
+
+
+#: Columns a cache hit takes from the call that fetched the response it replays.
+_REPLAYED_USAGE = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+                   "cache_write_tokens", "reasoning_tokens", "tokens_estimated")  # fmt: skip
+
+
+def _replayed_figures(row: dict[str, Any], original: dict[str, Any]) -> None:
+    """A cache hit: the original call's token figures, as recorded then (not re-counted);
+    nothing billed, and what the original cost is what the hit saved (not re-priced, so
+    the saving always equals the cost once recorded)."""
+    for name in _REPLAYED_USAGE:
+        row[name] = original.get(name)
+    note = original.get("cost_note")
+    row["cost_usd"] = 0.0
+    row["cost_saved_usd"] = original.get("cost_usd")
+    row["cost_note"] = "served from httptrack's cache" + (f"; {note}" if note else "")
 
 
 def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:

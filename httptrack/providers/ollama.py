@@ -45,7 +45,12 @@ class Ollama(Provider):
         return _NATIVE_OPERATIONS.get(path.rstrip("/"), "other")
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
-        if operation == "models" and path.rstrip("/") == "/api/show":
+        if self._is_compat(path):
+            return self._compat.cacheable(method, path, operation)
+        path = path.rstrip("/")
+        if path == "/api/ps":  # the models loaded right now: live state, never a stored answer
+            return False
+        if operation == "models" and path == "/api/show":
             return method == "POST"
         return super().cacheable(method, path, operation)
 

@@ -82,6 +82,11 @@ class OpenAICompatible(Provider):
     def operation(self, method: str, path: str) -> str:
         return _suffix_operation(path)
 
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # moderations: free and read-only, worth answering locally
+            return method == "POST" and path.rstrip("/").endswith("/moderations")
+        return super().cacheable(method, path, operation)
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
         if isinstance(body, dict):
