@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CacheMiss", "ResponseCache"]
 
-#: The ``calls`` columns a stored entry keeps from the original call, so a hit is recorded
-#: with the same figures (not re-counted, not re-priced).
-FIGURES = (
+#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
+#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
+#: cost once recorded), and, when the app reads it to the end, with the same reading of the
+#: response (model, finish reason, text ...) without parsing it again.
+ORIGINAL_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
@@ -44,6 +46,13 @@ FIGURES = (
     "tokens_estimated",
     "cost_usd",
     "cost_note",
+    "stream",
+    "response_model",
+    "response_id",
+    "finish_reason",
+    "response_text",
+    "parse_notes",
+    "response_bytes",
 )
 #: Response states of a job that is still running (a Responses API ``background`` call):
 #: a 200, but not an answer to keep.
@@ -191,7 +200,7 @@ class ResponseCache:
             status=exchange.status or 0,
             headers=_stored_headers(exchange.response_headers),
             chunks=tuple(exchange.chunks),
-            figures={name: row.get(name) for name in FIGURES},
+            figures={name: row.get(name) for name in ORIGINAL_COLUMNS},
             created=self.clock(),
             ttl=ttl,
             info={

@@ -83,6 +83,9 @@ class CacheEntry:
     #: What the request was, for messages and listings: method, url (no credentials),
     #: model, provider, operation, call_id of the original call, stream.
     info: dict[str, Any] = field(default_factory=dict)
+    #: The headers as a ready ``Headers`` object, per response class (httpx's or httpx2's),
+    #: so each hit copies a list instead of normalizing every header again.
+    prepared: dict[type, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:

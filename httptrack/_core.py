@@ -33,7 +33,6 @@ __all__ = ["CALL_ID_HEADER", "CACHE_HEADER", "Tracker"]
 
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
-_CALL_ID_HEADER_B = CALL_ID_HEADER.encode()
 _CACHE_HEADER_B = CACHE_HEADER.encode()
 
 
@@ -111,10 +110,13 @@ class Tracker:
         ``tee`` so the hit is recorded like any call. ``None`` if it cannot be built (the
         request is then sent)."""
         try:
-            call_id = exchange.call_id.encode()
-            headers = [*entry.headers, (_CACHE_HEADER_B, b"HIT"), (_CALL_ID_HEADER_B, call_id)]
+            headers = entry.prepared.get(response_class)
+            if headers is None:
+                headers = response_class(200, headers=[*entry.headers, (_CACHE_HEADER_B, b"HIT")]).headers
+                entry.prepared[response_class] = headers
             # `stream=`, never `content=`: the client times the body (response.elapsed).
             response = response_class(entry.status, headers=headers, stream=ReplayChunks(()))
+            response.headers[CALL_ID_HEADER] = exchange.call_id
         except Exception as exc:
             report_fault("cache_replay", "a cached response could not be replayed; the request is sent", exc)
             if self.settings.cache != "replay":
@@ -142,6 +144,14 @@ class Tracker:
             response.headers[CALL_ID_HEADER] = exchange.call_id
             if exchange.cache_status is not None:
                 response.headers[CACHE_HEADER] = exchange.cache_status
+            content = getattr(response, "_content", None)
+            if content is not None:
+                # Built already read (`Response(content=...)` from a MockTransport handler):
+                # the client will not stream it, so no tee would see the body. Record it now.
+                exchange.add_chunk(content)
+                if exchange.end("complete"):
+                    self.finish(exchange)
+                return
             response.stream = tee(response.stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)

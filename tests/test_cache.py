@@ -917,3 +917,52 @@ def test_entries_round_trip_and_damage_is_detected() -> None:
     for cut in (0, 5, 12, len(blob) - 1):
         with pytest.raises(_cache_store.CorruptEntry):
             decode_entry(blob[:cut])
+
+
+@LIBS
+def test_a_response_built_already_read_is_recorded_and_cached(lib: Any, db: Path, cache_dir: Path) -> None:
+    """``Response(content=...)`` from a MockTransport handler: the client never streams it."""
+    body = json.dumps(chat_completion("Paris.")).encode()
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        return lib.Response(200, headers={"content-type": "application/json"}, content=body)
+
+    with lib.Client(transport=tracking(lib.MockTransport(handler), db, cache_dir)) as client:
+        for expected in ("MISS", "HIT"):
+            response = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION})
+            assert (response.headers["x-httptrack-cache"], response.content) == (expected, body)
+            httptrack.flush()
+    assert len(seen) == 1
+    original, hit = read_rows(db)
+    assert (original["outcome"], original["response_body"], original["input_tokens"]) == (
+        "complete",
+        body.decode(),
+        14,
+    )
+    assert_hit_row(hit, original)
+
+
+def test_a_hit_the_app_stops_reading_keeps_the_original_figures(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir)
+    client = openai.OpenAI(api_key="sk-test-a", http_client=httpx2.Client(transport=transport))
+    full = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True))
+    httptrack.flush()
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+    first = next(iter(stream))
+    stream.close()
+    assert first.model_dump() == full[0].model_dump()
+    original, hit = read_rows(db)
+    assert (hit["cached"], hit["outcome"], hit["status"]) == (1, "cut_short", "success")
+    assert [hit[c] for c in FIGURES] == [original[c] for c in FIGURES]
+    assert (hit["cost_usd"], hit["cost_saved_usd"]) == (0.0, original["cost_usd"])
+    assert hit["response_bytes"] < original["response_bytes"]
+    assert hit["response_text"] is None  # the first chunk carries the role only: what the app read
+    # The entry is untouched: the next reader gets all of it.
+    assert [
+        c.model_dump()
+        for c in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+    ] == [c.model_dump() for c in full]
+    assert len(seen) == 1
