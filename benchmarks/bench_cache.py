@@ -270,8 +270,8 @@ def report(samples: Samples, summary: Callable[[list[int]], float] = statistics.
             elif column == "bare":
                 cells.append(f"{base:>15.1f} µs   ")
             else:
-                cells.append(f"{medians[column]:>8.1f} µs ({medians[column] / base:4.2f}×)")
-        vs = f"{medians['httptrack hit'] / medians['hishel hit']:.2f}×" if "hishel hit" in medians else "n/a"
+                cells.append(f"{medians[column]:>8.1f} µs ({medians[column] / base:4.2f}x)")
+        vs = f"{medians['httptrack hit'] / medians['hishel hit']:.2f}x" if "hishel hit" in medians else "n/a"
         lines.append(f"{scenario:38} " + " ".join(cells) + f" {vs:>13}")
     return "\n".join(lines)
 
@@ -291,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         for client in http.values():
             client.close()
     versions = f"httpx2 {httpx2.__version__}, openai {openai.__version__}, hishel {_version('hishel')}"
-    print(f"{rounds} rounds × {calls} calls per variant, interleaved.")
+    print(f"{rounds} rounds x {calls} calls per variant, interleaved.")
     print(f"Python {sys.version.split()[0]}, {versions}.\n")
     print("Median wall time per call:\n")
     print(report(wall))
     print("\nCPU time per call, whole process (the background recording included; the best round):\n")
     print(report(cpu, min))
-    print("\n(×: relative to bare; hit / hishel < 1 means httptrack's hit is the faster.)")
+    print("\n(x: relative to bare; hit / hishel < 1 means httptrack's hit is the faster.)")
     return 0
 
 
