@@ -7,6 +7,7 @@ clock; decoding, parsing, pricing and writing happen later in the background wri
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -24,15 +25,17 @@ __all__ = ["TAIL_BYTES", "Exchange", "new_call_id"]
 TAIL_BYTES = 1024 * 1024
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Two characters per 10 bits: 26 characters (130 bits, the top 2 always 0) in 13 steps.
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_PAIR_SHIFTS = range(120, -1, -10)
 
 
 _id_lock = threading.Lock()
 _last_id = [0, 0]  # (milliseconds, random part) of the last id made in this process
-_last_prefix = [-1, ""]  # (milliseconds, its 10 encoded characters)
-#: Every pair of base32 digits (10 bits → 2 characters): 13 lookups encode a ULID.
-_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
-_RANDOM_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
-_TIME_SHIFTS = (40, 30, 20, 10, 0)
+#: httptrack's own generator, seeded from os.urandom here and again in a forked child (an
+#: app's random.seed() must not make two processes draw the same ids). Not os.urandom per
+#: id: that call releases the GIL, and the app's thread then waits for the busy writer.
+_rng = random.Random()
 
 
 def new_call_id(now: float | None = None) -> str:
@@ -44,12 +47,10 @@ def new_call_id(now: float | None = None) -> str:
         if ms <= _last_id[0]:
             ms, rand = _last_id[0], _last_id[1] + 1
         else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for counting up
+            rand = _rng.getrandbits(79)  # 80 bits less one: headroom for counting up
         _last_id[0], _last_id[1] = ms, rand
-        if _last_prefix[0] != ms:
-            _last_prefix[0], _last_prefix[1] = ms, "".join([_PAIRS[(ms >> s) & 1023] for s in _TIME_SHIFTS])
-        prefix = _last_prefix[1]
-    return prefix + "".join([_PAIRS[(rand >> s) & 1023] for s in _RANDOM_SHIFTS])
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def _reset_ids_after_fork() -> None:
@@ -57,7 +58,7 @@ def _reset_ids_after_fork() -> None:
     global _id_lock
     _id_lock = threading.Lock()
     _last_id[0] = _last_id[1] = 0
-    _last_prefix[0] = -1
+    _rng.seed()
 
 
 if hasattr(os, "register_at_fork"):
@@ -71,6 +72,7 @@ class Exchange:
     __slots__ = (
         "attribution",
         "cache_key",
+        "cache_status",
         "cache_ttl",
         "cached",
         "call_id",
@@ -162,7 +164,11 @@ class Exchange:
         self.error_message: str | None = None
         self.cached = False
         self.cache_key: str | None = None
+        #: ``"HIT"`` / ``"MISS"`` when the cache was consulted (the app sees it as a header).
+        self.cache_status: str | None = None
+        #: The TTL the response is to be stored with; ``None``: it is not to be stored.
         self.cache_ttl: float | None = None
+        #: For a cache hit: the original call's token figures and cost (recorded as is).
         self.replayed_row: dict[str, Any] | None = None
         #: What ``Tracker.rewrite`` changed in the request on its way out (for the record),
         #: and the filter that keeps the app's view of the response as it would have been.

@@ -6,6 +6,7 @@ understands still yields a row with what could be read, and a note saying what c
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -45,6 +46,7 @@ SECRET_PARAMS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of names, asked about for every header of every call
 def is_secret_header(name: str) -> bool:
     name = name.lower()
     return name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS)
@@ -151,7 +153,14 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     content_type = response_headers.get("content-type", "").lower()
     body = _Body(ex, response_headers.get("content-encoding"), notes) if ex.status is not None else None
 
-    if body is not None and ex.status is not None:
+    replayed = ex.replayed_row
+    if replayed is not None and ex.received == replayed.get("response_bytes"):
+        # A cache hit read to its end: the response is the stored one, byte for byte, so what
+        # the original call's row read from it still holds. Nothing is parsed again.
+        _take_replayed_reading(parsed, replayed)
+        if ex.outcome == "cut_short":
+            ex.outcome = "complete"  # every byte was delivered
+    elif body is not None and ex.status is not None:
         _read_response(ex, parser, parsed, body, content_type)
         try:
             parser.finish(parsed)
@@ -161,7 +170,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     if ex.outcome == "cut_short" and parsed.stream_done:
         ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
     status, error_code, error_message = _status(ex, parsed)
-    usage = _with_estimates(ex, parsed, request_json, parsed.usage)
+    usage = parsed.usage if replayed is not None else _with_estimates(ex, parsed, request_json, parsed.usage)
 
     row: dict[str, Any] = {
         "id": ex.call_id,
@@ -206,7 +215,10 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": os.getpid(),
     }
-    _price(row, ex, parsed, usage, status)
+    if replayed is not None:
+        _replayed_figures(row, replayed)
+    else:
+        _price(row, ex, parsed, usage, status)
     _bodies(row, ex, body, parsed, content_type, request_content_type(ex))
     row["parse_notes"] = "; ".join(notes) if notes else None
     return row
@@ -423,6 +435,35 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
     else:
         row["cost_usd"] = result.cost_usd
         row["cost_note"] = result.reason
+
+
+#: Columns a cache hit takes from the call that fetched the response it replays.
+_REPLAYED_USAGE = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+                   "cache_write_tokens", "reasoning_tokens", "tokens_estimated")  # fmt: skip
+
+
+def _take_replayed_reading(parsed: Parsed, original: dict[str, Any]) -> None:
+    """What the original call's row read from the response (see ``_cache.ORIGINAL_COLUMNS``)."""
+    parsed.stream = bool(original.get("stream"))
+    parsed.response_model = original.get("response_model")
+    parsed.response_id = original.get("response_id")
+    parsed.finish_reason = original.get("finish_reason")
+    if original.get("response_text"):
+        parsed.output.append(original["response_text"])
+    if original.get("parse_notes"):
+        parsed.notes.append(original["parse_notes"])
+
+
+def _replayed_figures(row: dict[str, Any], original: dict[str, Any]) -> None:
+    """A cache hit: the original call's token figures, as recorded then (not re-counted);
+    nothing billed, and what the original cost is what the hit saved (not re-priced, so
+    the saving always equals the cost once recorded)."""
+    for name in _REPLAYED_USAGE:
+        row[name] = original.get(name)
+    note = original.get("cost_note")
+    row["cost_usd"] = 0.0
+    row["cost_saved_usd"] = original.get("cost_usd")
+    row["cost_note"] = "served from httptrack's cache" + (f"; {note}" if note else "")
 
 
 def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:

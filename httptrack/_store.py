@@ -16,6 +16,7 @@ and processes can share one database without slowing each other down.
 from __future__ import annotations
 
 import atexit
+import operator
 import os
 import sqlite3
 import threading
@@ -37,6 +38,8 @@ BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
 MAX_PENDING_ROWS = 200_000
+#: A row's values in column order (in C: this runs for every call).
+_row_values = operator.itemgetter(*COLUMN_NAMES)
 _INSERT = f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
 
 
@@ -274,7 +277,7 @@ class Writer:
                 report_fault("record", "a call could not be turned into a row", exc)
                 continue
             built.append((exchange, row))
-            by_store.setdefault(Path(exchange.settings.db), []).append(tuple(row[c] for c in COLUMN_NAMES))
+            by_store.setdefault(exchange.settings.db, []).append(_row_values(row))
         for path, rows in by_store.items():
             self._pending.setdefault(path, []).extend(rows)
         self._write_pending(force=True)

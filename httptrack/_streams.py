@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from ._exchange import Exchange
@@ -222,17 +222,27 @@ class AsyncTee(_Tee):
 
 class ReplayChunks:
     """Stored chunks as an inner stream (sync and async) for a cache hit: the same chunk
-    boundaries as the original response, so an SDK iterating it behaves as with a live one."""
+    boundaries as the original response, so an SDK iterating it behaves as with a live one.
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    Like a network stream it is a cursor, not a list: iterating it again continues where
+    the last iteration stopped (the async ``openai`` SDK drains ``response.stream`` anew
+    after ``[DONE]``; starting over would deliver the body twice)."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
         self._chunks = chunks
+        self._next = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
+        chunks = self._chunks
+        while self._next < len(chunks):
+            self._next += 1
+            yield chunks[self._next - 1]
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks:
-            yield chunk
+        chunks = self._chunks
+        while self._next < len(chunks):
+            self._next += 1
+            yield chunks[self._next - 1]
 
     def close(self) -> None:
         pass

@@ -131,7 +131,9 @@ class TrackingTransport(_Shell, _SyncBase):
         exchange.request_body = request.read()
         cached = tracker.lookup(exchange)
         if cached is not None:
-            return tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
+            replayed = tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
+            if replayed is not None:
+                return replayed
         tracker.rewrite(exchange, request)
         try:
             response = inner.handle_request(request)
@@ -181,7 +183,9 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         exchange.request_body = await request.aread()
         cached = tracker.lookup(exchange)
         if cached is not None:
-            return tracker.replay(exchange, cached, library.module.Response, library.async_tee)
+            replayed = tracker.replay(exchange, cached, library.module.Response, library.async_tee)
+            if replayed is not None:
+                return replayed
         tracker.rewrite(exchange, request)
         try:
             response = await inner.handle_async_request(request)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ._cache import cache
 from ._common import db_option, resolve_db
 from ._demo import demo
 
@@ -33,3 +34,4 @@ def path(db: Path | None) -> None:
 
 
 main.add_command(demo)
+main.add_command(cache)

@@ -75,6 +75,11 @@ class Anthropic(Provider):
             return "models"
         return "other"  # count_tokens, message batches, files ...
 
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # token counting: free and read-only; never batches or files
+            return method == "POST" and path.rstrip("/").endswith("/messages/count_tokens")
+        return super().cacheable(method, path, operation)
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
         if parsed.model is None and "/models/" in path:

@@ -107,6 +107,11 @@ class Gemini(Provider):
             return "models" if method == "GET" else "other"
         return "other"
 
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # countTokens: free and read-only; never batches or uploads
+            return method == "POST" and _split_path(path)[1] == "countTokens"
+        return super().cacheable(method, path, operation)
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         model, action = _split_path(path)
         if action is not None:

@@ -52,7 +52,13 @@ class Ollama(Provider):
         return path.startswith("/v1/") and endpoint_kind(path) in ("chat", "completion")
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
-        if operation == "models" and path.rstrip("/") == "/api/show":
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.cacheable(method, path, operation)
+        path = path.rstrip("/")
+        if path == "/api/ps":  # the models loaded right now: live state, never a stored answer
+            return False
+        if operation == "models" and path == "/api/show":
             return method == "POST"
         return super().cacheable(method, path, operation)
 

@@ -206,6 +206,11 @@ class OpenAICompatible(Provider):
             return GRAPHQL_PARSER
         return self
 
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # moderations: free and read-only, worth answering locally
+            return method == "POST" and path.rstrip("/").endswith("/moderations")
+        return super().cacheable(method, path, operation)
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
         kind = endpoint_kind(path)
