@@ -38,6 +38,11 @@ BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
 MAX_PENDING_ROWS = 200_000
+#: Memory bounds, whatever the number of calls: bodies of calls waiting for the writer, and
+#: of rows waiting for a database that cannot be written. Past them, calls are dropped
+#: (counted in ``Writer.dropped`` and logged once), never the app's memory.
+MAX_QUEUED_BYTES = 512 * 1024 * 1024
+MAX_PENDING_BYTES = 256 * 1024 * 1024
 #: A row's values in column order (in C: this runs for every call).
 _row_values = operator.itemgetter(*COLUMN_NAMES)
 _INSERT = f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
@@ -187,12 +192,15 @@ class Writer:
 
     def _reset(self) -> None:
         self._queue: deque[Any] = deque()
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stores: dict[Path, Store] = {}
         #: Rows that could not be written yet (database locked, disk full), per store.
         self._pending: dict[Path, list[tuple[Any, ...]]] = {}
+        self._pending_bytes: dict[Path, int] = {}
         self._retry_at = 0.0
         self._closed = False
 
@@ -200,10 +208,13 @@ class Writer:
 
     def submit(self, exchange: Exchange) -> None:
         queue = self._queue
-        if len(queue) >= exchange.settings.max_queue:
+        size = _held_bytes(exchange)
+        if len(queue) >= exchange.settings.max_queue or (queue and self._queued_bytes + size > MAX_QUEUED_BYTES):
             self.dropped += 1
             report_fault("queue_full", f"the writer is {len(queue)} calls behind; a call was not recorded")
             return
+        with self._bytes_lock:
+            self._queued_bytes += size
         queue.append(exchange)
         if self._thread is None:
             self._start()
@@ -256,6 +267,10 @@ class Writer:
                         break
                     batch.append(item)
                 if batch:
+                    released = sum(map(_held_bytes, batch))
+                    with self._bytes_lock:
+                        self._queued_bytes -= released
+                if batch:
                     self._write(batch)
                 if markers:
                     self._write_pending(force=True)
@@ -280,7 +295,10 @@ class Writer:
             by_store.setdefault(exchange.settings.db, []).append(_row_values(row))
         for path, rows in by_store.items():
             self._pending.setdefault(path, []).extend(rows)
-        self._write_pending(force=True)
+            self._pending_bytes[path] = self._pending_bytes.get(path, 0) + sum(map(_row_bytes, rows))
+        # Not forced: while a database is failing, retries wait for their back-off instead of
+        # holding every batch for the busy timeout.
+        self._write_pending(force=False)
         for exchange, row in built:
             hook = getattr(exchange.sink, "after_record", None)
             if hook is not None:
@@ -303,16 +321,32 @@ class Writer:
                 store.close()
                 self._retry_at = time.monotonic() + 1.0
                 report_fault("database", f"could not write to {path}: {exc}; will retry", exc)
-                if len(rows) > MAX_PENDING_ROWS:  # bounded: the oldest wait, the newest are lost
-                    self.dropped += len(rows) - MAX_PENDING_ROWS
-                    del rows[MAX_PENDING_ROWS:]
+                self._bound_pending(path)
                 continue
             except OSError as exc:
                 self._retry_at = time.monotonic() + 1.0
                 report_fault("database", f"could not open {path}: {exc}; will retry", exc)
+                self._bound_pending(path)
                 continue
             self.written += len(rows)
             del self._pending[path]
+            self._pending_bytes.pop(path, None)
+
+    def _bound_pending(self, path: Path) -> None:
+        """Keep the rows waiting for ``path`` within bounds: the oldest wait, the newest
+        beyond the bounds are lost (and counted)."""
+        rows = self._pending[path]
+        keep, total = 0, 0
+        for keep, row in enumerate(rows):  # noqa: B007 - `keep` is used after the loop
+            total += _row_bytes(row)
+            if keep >= MAX_PENDING_ROWS or total > MAX_PENDING_BYTES:
+                break
+        else:
+            return
+        self.dropped += len(rows) - keep
+        report_fault("pending_full", f"{path} could not be written for too long; newer calls were not recorded")
+        del rows[keep:]
+        self._pending_bytes[path] = sum(map(_row_bytes, rows))
 
     def close_connections(self) -> None:
         with self._lock:
@@ -327,6 +361,18 @@ class Writer:
         dropped, written = self.dropped, self.written
         self._reset()
         self.dropped, self.written = dropped, written
+
+
+def _held_bytes(exchange: Exchange) -> int:
+    """The body bytes an exchange holds in memory while it waits for the writer."""
+    return len(exchange.request_body) + min(exchange.received, exchange.limit) + exchange.tail_bytes
+
+
+_BODY_COLUMNS = tuple(COLUMN_NAMES.index(c) for c in ("request_body", "response_body", "response_text"))
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    return 512 + sum(len(row[i]) for i in _BODY_COLUMNS if row[i])
 
 
 def _warm_up() -> None:

@@ -189,3 +189,46 @@ def test_many_processes_writing_one_database_lose_nothing(db: Path) -> None:
     counts = dict(conn.execute("SELECT user, count(*) FROM calls GROUP BY user").fetchall())
     assert counts == {f"p{i}": 2000 for i in range(4)}
     assert conn.execute("SELECT count(DISTINCT id) FROM calls").fetchone()[0] == 8000
+
+
+def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from httptrack import _store
+
+    monkeypatch.setattr(_store, "MAX_QUEUED_BYTES", 1_000_000)
+    body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db,
+                                            cache=False)  # fmt: skip
+    writer = _store.writer()
+    dropped = writer.dropped
+    with httpx.Client(transport=transport) as client:
+        client.post(CHAT, json={"model": "gpt-4o-mini"})
+        httptrack.flush()
+        with writer._lock:  # the writer is stuck (a disk that does not answer)
+            for _ in range(30):  # 30 calls of ~100 kB: three times the bound
+                assert client.post(CHAT, json={"model": "gpt-4o-mini", "pad": "x" * 100_000}).text == body
+            assert writer._queued_bytes <= 1_000_000
+    assert writer.dropped - dropped == 21  # 9 calls fit under the bound
+    assert len(read_rows(db)) == 1 + 9
+    assert httptrack.fault_counts()["queue_full"] == 21
+    assert writer._queued_bytes == 0
+
+
+def test_rows_waiting_for_an_unwritable_database_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from httptrack import _store
+
+    monkeypatch.setattr(_store, "MAX_PENDING_BYTES", 300_000)
+    db = tmp_path / "not-a-dir" / "calls.db"
+    (tmp_path / "not-a-dir").write_text("a file where the folder should be")
+    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db,
+                                            cache=False)  # fmt: skip
+    writer = _store.writer()
+    dropped = writer.dropped
+    with httpx.Client(transport=transport) as client:
+        for _ in range(10):
+            client.post(CHAT, json={"model": "gpt-4o-mini", "pad": "x" * 100_000})
+            httptrack.flush()
+    pending = writer._pending.get(db, [])
+    assert 1 <= len(pending) <= 3 and writer.dropped - dropped == 10 - len(pending)
+    assert httptrack.fault_counts()["pending_full"] >= 1
+    writer._pending.pop(db, None)
+    writer._pending_bytes.pop(db, None)

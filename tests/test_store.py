@@ -243,3 +243,22 @@ def test_a_stream_left_open_at_exit_is_recorded_with_what_arrived(db: Path) -> N
     assert done.returncode == 0, done.stderr
     (row,) = read_rows(db)
     assert (row["outcome"], row["response_text"]) == ("cut_short", "Hel")
+
+
+def test_sigterm_handled_by_the_app_still_flushes(db: Path) -> None:
+    import signal
+
+    script = textwrap.dedent(CALLS_SCRIPT + """
+    import signal, time
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the app's own handler
+    for _ in range(20):
+        client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"})
+    print("ready", flush=True)
+    time.sleep(60)
+    """)
+    with subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "DB": str(db)},
+                          stdout=subprocess.PIPE, text=True) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert len(read_rows(db)) == 20
