@@ -11,6 +11,7 @@ import click
 
 from ._common import db_option, resolve_db
 from ._demo import demo
+from ._run import run
 
 __all__ = ["main"]
 
@@ -33,3 +34,4 @@ def path(db: Path | None) -> None:
 
 
 main.add_command(demo)
+main.add_command(run)
