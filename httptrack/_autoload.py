@@ -170,7 +170,10 @@ def _patch(module: ModuleType) -> None:
     """Patch ``module.Client`` and ``module.AsyncClient`` (once per class: under
     ``httpx2.alias_httpx()`` both names are the same module)."""
     with _lock:
-        for name, wrapper in (("Client", _AutoTrackingTransport), ("AsyncClient", _AutoAsyncTrackingTransport)):
+        for name, wrapper in (
+            ("Client", _AutoTrackingTransport),
+            ("AsyncClient", _AutoAsyncTrackingTransport),
+        ):
             cls = getattr(module, name, None)
             if not isinstance(cls, type) or cls in _originals:
                 continue
@@ -178,8 +181,11 @@ def _patch(module: ModuleType) -> None:
             if getattr(original, _ORIGINAL, None) is not None:
                 continue  # ours, left in place by uninstall() under someone else's patch
             if not callable(original):
-                report_fault("autoload", f"{module.__name__}.{name} has no _transport_for_url: "
-                                         "its clients cannot be tracked automatically")  # fmt: skip
+                report_fault(
+                    "autoload",
+                    f"{module.__name__}.{name} has no _transport_for_url: "
+                    "its clients cannot be tracked automatically",
+                )
                 continue
             _originals[cls] = original
             cls._transport_for_url = _patched(original, wrapper)  # type: ignore[attr-defined]
@@ -218,8 +224,8 @@ def _tracking_for(client: Any, transport: Any, installation: _Installation, wrap
 
 
 def _holds_tracking(transport: Any) -> bool:
-    """Whether a custom transport wraps the app's own tracking transport (looked for in its
-    attributes, and in lists/tuples/dicts of them, up to ``_SEARCH_DEPTH`` levels)."""
+    """Whether a custom transport wraps the app's own tracking transport: looked for in its
+    attributes (and in lists, tuples and dicts of them), then in theirs, ``_SEARCH_DEPTH`` deep."""
     seen: set[int] = set()
     level = [transport]
     for _ in range(_SEARCH_DEPTH):
@@ -228,16 +234,32 @@ def _holds_tracking(transport: Any) -> bool:
             if id(item) in seen:
                 continue
             seen.add(id(item))
-            try:
-                values = list(vars(item).values())
-            except TypeError:  # no __dict__
-                continue
-            for value in values:
-                candidates = value.values() if isinstance(value, dict) else value
-                for candidate in candidates if isinstance(value, list | tuple | dict) else (value,):
-                    if isinstance(candidate, _Shell):
-                        return True
-                    if not isinstance(candidate, type) and hasattr(candidate, "handle_request") or hasattr(candidate, "handle_async_request"):
-                        found.append(candidate)
+            for candidate in _attribute_values(item):
+                if isinstance(candidate, _Shell):
+                    return True
+                if _is_transport(candidate):
+                    found.append(candidate)
         level = found
     return False
+
+
+def _attribute_values(item: Any) -> list[Any]:
+    try:
+        values = list(vars(item).values())
+    except TypeError:  # no __dict__
+        return []
+    flat: list[Any] = []
+    for value in values:
+        if isinstance(value, dict):
+            flat.extend(value.values())
+        elif isinstance(value, list | tuple):
+            flat.extend(value)
+        else:
+            flat.append(value)
+    return flat
+
+
+def _is_transport(value: Any) -> bool:
+    if isinstance(value, type):
+        return False
+    return hasattr(value, "handle_request") or hasattr(value, "handle_async_request")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from importlib.machinery import ModuleSpec
     from types import ModuleType
+    from typing import Any
 
     Hook = Callable[[ModuleType], None]
 
@@ -51,7 +52,7 @@ def warn(message: str) -> None:
     """Print one ``httptrack: ...`` line on stderr (start-up problems have no logger yet)."""
     stream = sys.stderr
     if stream is not None:
-        try:
+        try:  # noqa: SIM105 - contextlib is not loaded at start-up
             print(f"httptrack: {message}", file=stream, flush=True)
         except Exception:  # a closed or broken stderr: nothing more to do
             pass
@@ -89,7 +90,7 @@ def cancel(hook: Hook) -> None:
 def _drop_finder_if_idle() -> None:
     global _finder
     if not _hooks and _finder is not None:
-        try:
+        try:  # noqa: SIM105 - contextlib is not loaded at start-up
             sys.meta_path.remove(_finder)
         except ValueError:  # someone else rebuilt sys.meta_path
             pass
@@ -120,22 +121,19 @@ class _Finder:
         if key in self._busy:
             return None
         self._busy.add(key)
+        spec: ModuleSpec | None = None
         try:
             for finder in list(sys.meta_path):
                 find = None if finder is self else getattr(finder, "find_spec", None)
-                if find is None:
-                    continue
-                spec = find(fullname, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
+                if find is not None:
+                    spec = find(fullname, path, target)
+                    if spec is not None:
+                        break
         finally:
             self._busy.discard(key)
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return None  # a namespace package or a legacy loader: leave it to the import system
-        spec.loader = _HookedLoader(loader)  # type: ignore[assignment]
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None  # not found, a namespace package or a legacy loader: leave it to the import system
+        spec.loader = _HookedLoader(spec.loader)  # type: ignore[assignment]
         return spec
 
 
@@ -143,20 +141,20 @@ class _HookedLoader:
     """Runs the real loader, then the hooks. Puts the real loader back on the module first,
     so ``__loader__`` / ``__spec__.loader`` (importlib.resources, inspect ...) never see us."""
 
-    def __init__(self, loader: object) -> None:
+    def __init__(self, loader: Any) -> None:
         self._loader = loader
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         create = getattr(self._loader, "create_module", None)
-        return None if create is None else create(spec)  # type: ignore[no-any-return]
+        return None if create is None else create(spec)
 
     def exec_module(self, module: ModuleType) -> None:
         spec = module.__spec__
-        if spec is not None and spec.loader is self:
-            spec.loader = self._loader  # type: ignore[assignment]
+        if spec is not None and getattr(spec, "loader", None) is self:
+            spec.loader = self._loader
         if getattr(module, "__loader__", None) is self:
-            module.__loader__ = self._loader  # type: ignore[assignment]
-        self._loader.exec_module(module)  # type: ignore[attr-defined]
+            module.__loader__ = self._loader
+        self._loader.exec_module(module)
         name = spec.name if spec is not None else module.__name__
         for hook in _take_hooks(name):
             try:

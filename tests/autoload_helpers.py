@@ -1,17 +1,21 @@
 """Run unmodified programs in a fresh interpreter, as ``HTTPTRACK=1 python app.py`` does.
 
 The start-up hook is the ``httptrack.pth`` + ``_httptrack_boot.py`` pair that installing
-httptrack puts in site-packages (``pip install .`` and ``pip install -e .`` alike). When this
-interpreter has them, and they match the source, programs run with the real hook
-(``python app.py``). When it has none (an environment installed before the hook existed),
-the hook is reproduced as site.py would run it — ``site.addsitedir`` on a folder holding a
-copy of both files — and ``test_startup_hook_is_installed`` fails to say the environment
-needs reinstalling. A stale installed hook (files that differ from the source) fails every
-program test with the same advice, rather than testing old code.
+httptrack puts at the top of site-packages (``pip install .`` and ``pip install -e .`` alike).
+
+- This interpreter has them and they match this checkout: programs run with the real hook
+  (``python app.py``). This is what CI does.
+- It has none, or an environment installed from another checkout: the hook is reproduced as
+  site.py runs it (``site.addsitedir`` on a folder holding copies of this checkout's two
+  files, any other installed copy stepped aside). ``test_startup_hook_is_installed`` then
+  fails if httptrack was installed from this checkout (reinstall it), or skips.
+- Installed from this checkout but different (edited since): every program test fails with
+  the advice to reinstall, rather than test old code.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import site
@@ -21,6 +25,7 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httptrack
 
@@ -31,20 +36,28 @@ __all__ = [
     "Hook",
     "child_env",
     "find_hook",
+    "installed_from_this_checkout",
     "rows_in",
     "run_python",
 ]
 
-PACKAGE_DIR = Path(httptrack.__file__).resolve().parent
-PACKAGE_ROOT = PACKAGE_DIR.parent
-PTH_SOURCE = PACKAGE_DIR / "_boot.pth"
-BOOT_SOURCE = PACKAGE_DIR / "_boot.py"
+#: Where the httptrack under test was imported from (the child interpreters import it too).
+PACKAGE_ROOT = Path(httptrack.__file__).resolve().parents[1]
+#: The hook's sources in this checkout (a wheel has them only at the top of site-packages).
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "httptrack"
+PTH_SOURCE = SOURCE_DIR / "_boot.pth"
+BOOT_SOURCE = SOURCE_DIR / "_boot.py"
 
 _EMULATE = textwrap.dedent("""\
     import os, runpy, site, sys
-    site.addsitedir(os.environ.pop("HTTPTRACK_TEST_SITE"))
+    folder = os.environ.pop("HTTPTRACK_TEST_SITE")
+    other = sys.modules.pop("_httptrack_boot", None)  # installed from another checkout
+    if other is not None:
+        other.stop()
     del sys.argv[0]
-    sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as `python app.py` has it
+    sys.path.insert(1, folder)  # before site-packages
+    site.addsitedir(folder)
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
 
@@ -71,18 +84,35 @@ def site_folders() -> list[Path]:
     return folders
 
 
+def installed_from_this_checkout() -> bool:
+    """Whether the installed httptrack distribution was installed from this source tree."""
+    try:
+        text = importlib.metadata.distribution("httptrack").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    url = json.loads(text)["url"] if text else ""
+    if not url.startswith("file:"):
+        return False
+    return Path(unquote(urlsplit(url).path)).resolve() == SOURCE_DIR.parent
+
+
 def find_hook(scratch: Path) -> Hook:
     for folder in site_folders():
         pth, boot = folder / "httptrack.pth", folder / "_httptrack_boot.py"
-        if pth.exists() or boot.exists():
-            stale = [f.name for f, src in ((pth, PTH_SOURCE), (boot, BOOT_SOURCE))
-                     if not f.exists() or f.read_bytes() != src.read_bytes()]  # fmt: skip
-            if stale:
-                raise AssertionError(
-                    f"the installed start-up hook in {folder} is stale ({', '.join(stale)} differ from "
-                    f"{PACKAGE_DIR}): reinstall httptrack (pip install -e .) before running these tests"
-                )
+        if not (pth.exists() or boot.exists()):
+            continue
+        stale = [
+            f.name
+            for f, src in ((pth, PTH_SOURCE), (boot, BOOT_SOURCE))
+            if not f.exists() or f.read_bytes() != src.read_bytes()
+        ]
+        if not stale:
             return Hook([sys.executable], folder, None)
+        if installed_from_this_checkout():
+            raise AssertionError(
+                f"the start-up hook installed in {folder} is stale ({', '.join(stale)} differ from "
+                f"{SOURCE_DIR}): reinstall httptrack (pip install -e .) before running these tests"
+            )
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "httptrack.pth").write_bytes(PTH_SOURCE.read_bytes())
     (scratch / "_httptrack_boot.py").write_bytes(BOOT_SOURCE.read_bytes())
@@ -103,8 +133,14 @@ def child_env(**changes: str | None) -> dict[str, str]:
 
 
 def run_python(hook: Hook, script: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*hook.python, str(script), *args], env=hook.env(env), capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [*hook.python, str(script), *args],
+        env=hook.env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def rows_in(db: Path) -> list[dict[str, Any]]:

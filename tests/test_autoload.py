@@ -20,15 +20,18 @@ import httpx2
 import openai
 import pytest
 from autoload_helpers import PTH_SOURCE
+from conftest import LIBS, read_rows
 
 import httptrack
-from conftest import LIBS, read_rows
-from httptrack import SettingsError, _boot, _settings
+from httptrack import SettingsError, _autoload, _settings
 from httptrack._autoload import _AutoTrackingTransport, installed_settings
 from httptrack._fake import FakeProviderServer, mock_transport
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 CLIENT_CLASSES = (httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient)
+#: The import-hook module in use: the installed `_httptrack_boot` (from a source tree never
+#: installed, `httptrack._boot`).
+_boot = _autoload._boot()
 
 
 @pytest.fixture(autouse=True)
@@ -58,9 +61,13 @@ def test_clients_created_before_and_after_install(lib: Any, server: FakeProvider
         first = before.post("/v1/chat/completions", json=BODY)
         second = after.post("/v1/chat/completions", json=BODY)
     rows = read_rows(db)
-    assert [r["id"] for r in rows] == [first.headers["x-httptrack-call-id"], second.headers["x-httptrack-call-id"]]
+    assert [r["id"] for r in rows] == [
+        first.headers["x-httptrack-call-id"],
+        second.headers["x-httptrack-call-id"],
+    ]
     assert [(r["provider"], r["model"], r["input_tokens"]) for r in rows] == [
-        ("openai", "gpt-4o-mini", first.json()["usage"]["prompt_tokens"])] * 2  # fmt: skip
+        ("openai", "gpt-4o-mini", first.json()["usage"]["prompt_tokens"])
+    ] * 2
 
     httptrack.uninstall()
     third = before.post("/v1/chat/completions", json=BODY)
@@ -71,13 +78,17 @@ def test_clients_created_before_and_after_install(lib: Any, server: FakeProvider
 
 
 @LIBS
-def test_async_clients_created_before_and_after_install(lib: Any, server: FakeProviderServer, db: Path) -> None:
+def test_async_clients_created_before_and_after_install(
+    lib: Any, server: FakeProviderServer, db: Path
+) -> None:
     async def main() -> list[Any]:
         before = lib.AsyncClient(base_url=server.url)
         install(db, server)
         async with lib.AsyncClient(base_url=server.url) as after:
             replies = [await before.post("/v1/chat/completions", json=BODY)]
-            async with after.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as response:
+            async with after.stream(
+                "POST", "/v1/chat/completions", json={**BODY, "stream": True}
+            ) as response:
                 replies.append(b"".join([chunk async for chunk in response.aiter_bytes()]))
         await before.aclose()
         return replies
@@ -96,7 +107,11 @@ def test_sdk_client_created_before_install(server: FakeProviderServer, db: Path)
         reply = client.chat.completions.create(**BODY)
     (row,) = read_rows(db)
     assert (row["user"], row["response_id"], row["input_tokens"], row["output_tokens"]) == (
-        "alice", reply.id, reply.usage.prompt_tokens, reply.usage.completion_tokens)  # fmt: skip
+        "alice",
+        reply.id,
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    )
 
 
 @LIBS
@@ -104,9 +119,14 @@ def test_custom_transport_and_mounts_keep_working(lib: Any, db: Path) -> None:
     # The app's own transports (here the fake provider in-process) receive every request;
     # the app gets the same bytes with and without tracking.
     def call(client: Any, url: str) -> Any:
-        return client.post(url, json=BODY, headers={"anthropic-version": "2023-06-01"} if "anthropic" in url else {})
+        return client.post(
+            url, json=BODY, headers={"anthropic-version": "2023-06-01"} if "anthropic" in url else {}
+        )
 
-    openai_url, anthropic_url = "https://api.openai.com/v1/chat/completions", "https://api.anthropic.com/v1/messages"
+    openai_url, anthropic_url = (
+        "https://api.openai.com/v1/chat/completions",
+        "https://api.anthropic.com/v1/messages",
+    )
     plain = lib.Client(transport=mock_transport(lib))
     mounted = lib.Client(mounts={"https://api.anthropic.com": mock_transport(lib)})
     expected = [call(plain, openai_url).content, call(mounted, anthropic_url).content]
@@ -116,8 +136,9 @@ def test_custom_transport_and_mounts_keep_working(lib: Any, db: Path) -> None:
 
 
 @LIBS
-def test_environment_proxy_keeps_working(lib: Any, server: FakeProviderServer, db: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_environment_proxy_keeps_working(
+    lib: Any, server: FakeProviderServer, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HTTP_PROXY", server.url)  # llm.invalid cannot resolve: only the proxy can answer
     client = lib.Client()
     own = (client._transport, dict(client._mounts))
@@ -134,7 +155,9 @@ def test_environment_proxy_keeps_working(lib: Any, server: FakeProviderServer, d
 
 def test_requests_to_other_hosts_pass_through(db: Path) -> None:
     httptrack.install(db=db)
-    with httpx2.Client(transport=httpx2.MockTransport(lambda request: httpx2.Response(200, text="hello"))) as client:
+    with httpx2.Client(
+        transport=httpx2.MockTransport(lambda request: httpx2.Response(200, text="hello"))
+    ) as client:
         response = client.get("https://example.org/")
     assert (response.text, "x-httptrack-call-id" in response.headers) == ("hello", False)
     assert read_rows(db) == []
@@ -157,7 +180,9 @@ class Wrapping:
 
 
 @LIBS
-def test_the_apps_own_tracking_transport_wins(lib: Any, server: FakeProviderServer, db: Path, tmp_path: Path) -> None:
+def test_the_apps_own_tracking_transport_wins(
+    lib: Any, server: FakeProviderServer, db: Path, tmp_path: Path
+) -> None:
     own = tmp_path / "own.db"
 
     def tracking() -> httptrack.TrackingTransport:
@@ -196,8 +221,9 @@ def test_a_transport_forwarding_to_another_client_records_once(server: FakeProvi
 # -- install / uninstall --------------------------------------------------------------------------
 
 
-def test_install_is_idempotent_and_replaces_settings(server: FakeProviderServer, db: Path, tmp_path: Path,
-                                                     request: pytest.FixtureRequest) -> None:  # fmt: skip
+def test_install_is_idempotent_and_replaces_settings(
+    server: FakeProviderServer, db: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     client = httpx2.Client(base_url=server.url)
     request.addfinalizer(client.close)
     install(db, server)
@@ -234,8 +260,9 @@ def test_bad_settings_raise_from_code_and_install_nothing() -> None:
     assert not hasattr(httpx2.Client._transport_for_url, "__httptrack_original__")
 
 
-def test_a_tracking_fault_never_stops_the_request(server: FakeProviderServer, db: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_tracking_fault_never_stops_the_request(
+    server: FakeProviderServer, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("no tracking today")
 
@@ -268,15 +295,23 @@ _seen: list[Any] = []
 
 
 def finders() -> list[Any]:
-    return [f for f in sys.meta_path if type(f).__name__ == "_Finder" and type(f).__module__ == _boot.__name__]
+    return [
+        f for f in sys.meta_path if type(f).__name__ == "_Finder" and type(f).__module__ == _boot.__name__
+    ]
 
 
 def test_hook_runs_once_the_module_has_executed(library: str) -> None:
     seen: list[tuple[Any, ...]] = []
 
     def hook(module: Any) -> None:
-        seen.append((module.__name__, module.VALUE, type(module.__loader__).__name__,
-                     type(module.__spec__.loader).__name__))  # fmt: skip
+        seen.append(
+            (
+                module.__name__,
+                module.VALUE,
+                type(module.__loader__).__name__,
+                type(module.__spec__.loader).__name__,
+            )
+        )
 
     _boot.when_imported(library, hook)
     _boot.when_imported(library, hook)  # registered once
@@ -307,7 +342,10 @@ def test_failing_hook_warns_and_the_import_succeeds(library: str, capsys: pytest
 
     _boot.when_imported(library, hook)
     assert importlib.import_module(library).VALUE == 42
-    assert capsys.readouterr().err == f"httptrack: could not hook into {library} (RuntimeError: nope); its calls are not tracked\n"  # fmt: skip
+    assert (
+        capsys.readouterr().err
+        == f"httptrack: could not hook into {library} (RuntimeError: nope); its calls are not tracked\n"
+    )
 
 
 def test_module_that_fails_to_import_keeps_its_hook(library: str, tmp_path: Path) -> None:

@@ -15,17 +15,36 @@ __all__ = ["run"]
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Record into this database (sets HTTPTRACK_DB).")  # fmt: skip
-@click.option("--cache", type=click.Choice(CACHE_MODES, case_sensitive=False), default=None,
-              help="Response cache mode (sets HTTPTRACK_CACHE).")  # fmt: skip
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Response cache folder (sets HTTPTRACK_CACHE_DIR).")  # fmt: skip
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Record into this database (sets HTTPTRACK_DB).",
+)
+@click.option(
+    "--cache",
+    type=click.Choice(CACHE_MODES, case_sensitive=False),
+    default=None,
+    help="Response cache mode (sets HTTPTRACK_CACHE).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Response cache folder (sets HTTPTRACK_CACHE_DIR).",
+)
 @click.option("--user", default=None, help="Attribute every call to this user (sets HTTPTRACK_USER).")
-@click.option("--service", default=None, help="Attribute every call to this service (sets HTTPTRACK_SERVICE).")
-@click.option("--hosts", "hosts", multiple=True, metavar="HOST[:PORT]=PROVIDER",
-              help="Also track this self-hosted or proxied endpoint (sets HTTPTRACK_HOSTS); repeatable, "
-                   "or comma-separated.")  # fmt: skip
+@click.option(
+    "--service", default=None, help="Attribute every call to this service (sets HTTPTRACK_SERVICE)."
+)
+@click.option(
+    "--hosts",
+    "hosts",
+    multiple=True,
+    metavar="HOST[:PORT]=PROVIDER",
+    help="Also track this self-hosted or proxied endpoint (sets HTTPTRACK_HOSTS); repeatable, "
+    "or comma-separated.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     db: Path | None,
@@ -47,25 +66,29 @@ def run(
     rest. Python programs are tracked if they run in an environment where httptrack is
     installed (its start-up hook reads HTTPTRACK=1).
     """
-    changes = {
-        "HTTPTRACK": "1",
-        "HTTPTRACK_DB": db and str(db.expanduser().resolve()),
-        "HTTPTRACK_CACHE": cache and cache.lower(),
-        "HTTPTRACK_CACHE_DIR": cache_dir and str(cache_dir.expanduser().resolve()),
-        "HTTPTRACK_USER": user,
-        "HTTPTRACK_SERVICE": service,
-        "HTTPTRACK_HOSTS": ",".join(hosts) or None,
-    }
+    host_pairs = ",".join(hosts) or None
     try:  # fail here, once, rather than as a warning in every program COMMAND starts
-        Settings(db=db, cache=cache, cache_dir=cache_dir, user=user, service=service, hosts=changes["HTTPTRACK_HOSTS"])
+        Settings(db=db, cache=cache, cache_dir=cache_dir, user=user, service=service, hosts=host_pairs)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+    changes = {
+        "HTTPTRACK": "1",
+        "HTTPTRACK_DB": str(db.expanduser().resolve()) if db else None,
+        "HTTPTRACK_CACHE": cache.lower() if cache else None,
+        "HTTPTRACK_CACHE_DIR": str(cache_dir.expanduser().resolve()) if cache_dir else None,
+        "HTTPTRACK_USER": user,
+        "HTTPTRACK_SERVICE": service,
+        "HTTPTRACK_HOSTS": host_pairs,
+    }
     env = dict(os.environ)
     env.update({name: value for name, value in changes.items() if value is not None})
     if not _hook_installed():
-        click.echo("httptrack run: the start-up hook (httptrack.pth) is not installed in this Python "
-                   "environment; reinstall httptrack (pip install httptrack) or call httptrack.install() "
-                   "in the program.", err=True)  # fmt: skip
+        click.echo(
+            "httptrack run: the start-up hook (httptrack.pth) is not installed in this Python "
+            "environment; reinstall httptrack (pip install httptrack) or call httptrack.install() "
+            "in the program.",
+            err=True,
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "nt":  # no real exec on Windows: run it and pass its exit status on
