@@ -91,13 +91,13 @@ def uninstall() -> None:
         boot = _boot()
         boot.stop()
         boot.cancel(_patch)
-        for cls, original in list(_originals.items()):
+        for cls, original in _originals.items():
             current = cls.__dict__.get("_transport_for_url")
             if getattr(current, _ORIGINAL, None) is original:
                 cls._transport_for_url = original  # type: ignore[attr-defined]
-                del _originals[cls]
-            # Otherwise someone patched over us (respx does): ours stays in their chain,
-            # inert while nothing is installed, and is never applied twice.
+            # Otherwise someone patched over ours (respx does, while it mocks): ours stays
+            # in their chain, inert while nothing is installed.
+        _originals.clear()
 
 
 def installed_settings() -> Settings | None:
@@ -167,19 +167,24 @@ class _AutoAsyncTrackingTransport(AsyncTrackingTransport):
 
 
 def _patch(module: ModuleType) -> None:
-    """Patch ``module.Client`` and ``module.AsyncClient`` (once per class: under
-    ``httpx2.alias_httpx()`` both names are the same module)."""
+    """Patch ``module.Client`` and ``module.AsyncClient``, unless ours is already on top
+    (under ``httpx2.alias_httpx()`` both names are the same module).
+
+    Whatever is there now is what ours calls. If that is someone else's patch around ours
+    (a mock library's), the outer one of ours finds a tracking transport already chosen and
+    returns it as it is: a call is never tracked twice. If it is the original again (that
+    library, stopping, put back what it found), tracking resumes."""
     with _lock:
         for name, wrapper in (
             ("Client", _AutoTrackingTransport),
             ("AsyncClient", _AutoAsyncTrackingTransport),
         ):
             cls = getattr(module, name, None)
-            if not isinstance(cls, type) or cls in _originals:
+            if not isinstance(cls, type):
                 continue
             original = cls.__dict__.get("_transport_for_url")
             if getattr(original, _ORIGINAL, None) is not None:
-                continue  # ours, left in place by uninstall() under someone else's patch
+                continue
             if not callable(original):
                 report_fault(
                     "autoload",

@@ -17,8 +17,8 @@ price of httpx, and could shadow ``httpx2.alias_httpx()``.
 registry of hooks serves both paths.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here, unlike the rest of httptrack: importing
+# __future__ costs a third of this module's start-up time. Annotations are quoted instead.
 import os
 import sys
 from _thread import allocate_lock, get_ident
@@ -43,8 +43,8 @@ ON_VALUES = frozenset({"1", "true", "yes", "on", "y", "t"})
 OFF_VALUES = frozenset({"", "0", "false", "no", "off", "n", "f"})
 
 _lock = allocate_lock()  # guards _hooks / _finder; never held while a hook runs
-_hooks: dict[str, list[Hook]] = {}
-_finder: _Finder | None = None
+_hooks: "dict[str, list[Hook]]" = {}
+_finder: "_Finder | None" = None
 _started = False
 
 
@@ -58,7 +58,7 @@ def warn(message: str) -> None:
             pass
 
 
-def when_imported(name: str, hook: Hook) -> None:
+def when_imported(name: str, hook: "Hook") -> None:
     """Call ``hook(module)`` once ``name`` is imported: now if it already is, else right after
     the import executes the module (before the importer gets it)."""
     module = sys.modules.get(name)
@@ -75,7 +75,7 @@ def when_imported(name: str, hook: Hook) -> None:
             sys.meta_path.insert(0, _finder)
 
 
-def cancel(hook: Hook) -> None:
+def cancel(hook: "Hook") -> None:
     """Forget ``hook`` for every library; the finder leaves ``sys.meta_path`` once idle."""
     with _lock:
         for name in list(_hooks):
@@ -97,7 +97,7 @@ def _drop_finder_if_idle() -> None:
         _finder = None
 
 
-def _take_hooks(name: str) -> list[Hook]:
+def _take_hooks(name: str) -> "list[Hook]":
     with _lock:
         hooks = _hooks.pop(name, [])
         _drop_finder_if_idle()
@@ -113,8 +113,8 @@ class _Finder:
         self._busy: set[tuple[int, str]] = set()  # (thread, name) being resolved, against re-entry
 
     def find_spec(
-        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
-    ) -> ModuleSpec | None:
+        self, fullname: str, path: "Sequence[str] | None" = None, target: "ModuleType | None" = None
+    ) -> "ModuleSpec | None":
         if fullname not in _hooks:
             return None
         key = (get_ident(), fullname)
@@ -141,14 +141,14 @@ class _HookedLoader:
     """Runs the real loader, then the hooks. Puts the real loader back on the module first,
     so ``__loader__`` / ``__spec__.loader`` (importlib.resources, inspect ...) never see us."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: "Any") -> None:
         self._loader = loader
 
-    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: "ModuleSpec") -> "ModuleType | None":
         create = getattr(self._loader, "create_module", None)
         return None if create is None else create(spec)
 
-    def exec_module(self, module: ModuleType) -> None:
+    def exec_module(self, module: "ModuleType") -> None:
         spec = module.__spec__
         if spec is not None and getattr(spec, "loader", None) is self:
             spec.loader = self._loader
@@ -191,7 +191,7 @@ def stop() -> None:
     cancel(_start_tracking)
 
 
-def _start_tracking(module: ModuleType) -> None:
+def _start_tracking(module: "ModuleType") -> None:
     # The first of httpx/httpx2 is being imported: now httptrack may load. It reads the
     # settings (a bad one prints one warning) and patches both libraries.
     cancel(_start_tracking)

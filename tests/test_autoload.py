@@ -253,11 +253,58 @@ def test_uninstall_restores_every_client_class() -> None:
     assert installed_settings() is None
 
 
+def test_install_again_after_another_patch(server: FakeProviderServer, db: Path) -> None:
+    # A mock library patches _transport_for_url over ours, or puts back what it found when it
+    # stops (respx does both): install() again tracks every call once, uninstall() stops it.
+    original = httpx2.Client.__dict__["_transport_for_url"]
+    install(db, server)
+    ours = httpx2.Client.__dict__["_transport_for_url"]
+    with httpx2.Client(base_url=server.url) as client:
+        httpx2.Client._transport_for_url = lambda self, url: ours(self, url)  # type: ignore[method-assign]
+        install(db, server)
+        client.post("/v1/chat/completions", json=BODY)
+        assert len(read_rows(db)) == 1
+        httpx2.Client._transport_for_url = original  # type: ignore[method-assign]
+        client.post("/v1/chat/completions", json=BODY)
+        assert len(read_rows(db)) == 1  # not tracked: the patch is gone
+        install(db, server)
+        client.post("/v1/chat/completions", json=BODY)
+        assert len(read_rows(db)) == 2
+        httptrack.uninstall()
+        client.post("/v1/chat/completions", json=BODY)
+        assert len(read_rows(db)) == 2
+    assert httpx2.Client.__dict__["_transport_for_url"] is original
+
+
 def test_bad_settings_raise_from_code_and_install_nothing() -> None:
     with pytest.raises(SettingsError, match="max_body_bytes"):
         httptrack.install(max_body_bytes="abc")
     assert installed_settings() is None
     assert not hasattr(httpx2.Client._transport_for_url, "__httptrack_original__")
+
+
+def test_start_from_environment(
+    monkeypatch: pytest.MonkeyPatch, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What HTTPTRACK=1 runs when httpx or httpx2 is first imported.
+    monkeypatch.setenv("HTTPTRACK_DB", str(db))
+    monkeypatch.setenv("HTTPTRACK_USER", "env-user")
+    _autoload.start_from_environment()
+    settings = installed_settings()
+    assert settings is not None and (settings.db, settings.user) == (db, "env-user")
+    httptrack.uninstall()
+
+    monkeypatch.setenv("HTTPTRACK_ENABLED", "0")  # wins over HTTPTRACK=1
+    _autoload.start_from_environment()
+    assert installed_settings() is None
+    monkeypatch.setenv("HTTPTRACK_ENABLED", "1")
+    monkeypatch.setenv("HTTPTRACK_CACHE", "sometimes")
+    _autoload.start_from_environment()
+    assert installed_settings() is None
+    assert capsys.readouterr().err == (
+        "httptrack: HTTPTRACK_CACHE: expected one of on, off, refresh, replay, got 'sometimes'; "
+        "this program runs untracked\n"
+    )
 
 
 def test_a_tracking_fault_never_stops_the_request(
