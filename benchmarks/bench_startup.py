@@ -41,6 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HOOK_PTH = ROOT / "httptrack" / "_boot.pth"
 HOOK_MODULE = ROOT / "httptrack" / "_boot.py"
+#: `python -c` puts the working directory first on sys.path: run where no httptrack is (not
+#: in this checkout, whose uncompiled sources would be imported instead of the installed copy).
+NEUTRAL_DIR = tempfile.gettempdir()
 
 
 def make_env(folder: Path, *, hook: bool) -> Path:
@@ -81,7 +84,7 @@ def children_cpu() -> float:
 def time_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall, cpu) milliseconds of one process."""
     cpu, started = children_cpu(), time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, cwd=NEUTRAL_DIR)
     return (time.perf_counter() - started) * 1000, (children_cpu() - cpu) * 1000
 
 
@@ -102,7 +105,7 @@ def import_times(python: Path, env: dict[str, str], code: str, module: str, runs
     found: list[float] = []
     for _ in range(runs):
         result = subprocess.run([str(python), "-X", "importtime", "-c", code], env=env, check=True,
-                                capture_output=True, text=True)  # fmt: skip
+                                capture_output=True, text=True, cwd=NEUTRAL_DIR)  # fmt: skip
         for line in result.stderr.splitlines():
             parts = line.removeprefix("import time:").split("|")
             if len(parts) == 3 and parts[2].strip() == module:

@@ -21,8 +21,10 @@ client, so the per-request cost is one dictionary lookup.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib
+import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -41,6 +43,8 @@ _MEMO = "_httptrack_transports"
 #: transport (``RetryTransport(transport=CacheTransport(TrackingTransport()))`` is 2).
 _SEARCH_DEPTH = 3
 _ORIGINAL = "__httptrack_original__"
+#: The version of ``_boot``'s functions this module calls.
+_BOOT_API = 1
 
 
 class _Installation:
@@ -127,14 +131,20 @@ def start_from_environment() -> None:
 
 
 def _boot() -> Any:
-    # The installed top-level copy when there is one: it is the one httptrack.pth started,
-    # and one registry of import hooks per process keeps install() and HTTPTRACK=1 in step.
+    """The import-hook module: the one ``httptrack.pth`` started, if it did (one registry of
+    hooks per process keeps ``install()`` and ``HTTPTRACK=1`` in step); else this package's
+    copy; in a wheel, which has only the top-level copy, that one."""
+    started = sys.modules.get("_httptrack_boot")
+    if started is not None and getattr(started, "API", None) == _BOOT_API:
+        return started
     try:
+        from . import _boot as own
+    except ImportError:  # installed from a wheel: the hook lives at the top of site-packages
         return importlib.import_module("_httptrack_boot")
-    except ImportError:  # running from a source tree that was never installed
-        from . import _boot
-
-        return _boot
+    if started is not None:  # an older hook started this process (another httptrack on the path)
+        with contextlib.suppress(Exception):
+            started.stop()
+    return own
 
 
 # -- the patch ------------------------------------------------------------------------------

@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 
     Hook = Callable[[ModuleType], None]
 
-__all__ = ["LIBRARIES", "cancel", "start", "stop", "warn", "when_imported"]
+__all__ = ["API", "LIBRARIES", "cancel", "start", "stop", "warn", "when_imported"]
+
+#: Bumped when these functions change in a way ``httptrack._autoload`` notices: a process may
+#: have been started by the hook of another installed httptrack than the one it imports.
+API = 1
 
 #: The libraries whose clients are tracked.
 LIBRARIES = ("httpx", "httpx2")

@@ -29,8 +29,7 @@ from httptrack._fake import FakeProviderServer, mock_transport
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 CLIENT_CLASSES = (httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient)
-#: The import-hook module in use: the installed `_httptrack_boot` (from a source tree never
-#: installed, `httptrack._boot`).
+#: The import-hook module in use: `httptrack._boot` in a source tree, `_httptrack_boot` in a wheel.
 _boot = _autoload._boot()
 
 
@@ -408,6 +407,10 @@ def test_module_that_fails_to_import_keeps_its_hook(library: str, tmp_path: Path
     sys.modules.pop(library, None)
     module = importlib.import_module(library)
     assert seen == [module]
+
+
+def test_the_hook_module_in_use_speaks_this_version() -> None:
+    assert _boot.API == _autoload._BOOT_API
 
 
 def test_on_and_off_spellings_agree_with_settings() -> None:

@@ -317,6 +317,20 @@ def test_program_with_its_own_tracking_transport_gets_one_row_per_call(
     assert rows_in(tmp_path / "calls.db") == []  # the app's own transports recorded them, once
 
 
+@pytest.mark.parametrize("call", ["install", "uninstall"])
+def test_code_overrides_the_variable(hook: Hook, env: dict[str, str], tmp_path: Path, call: str) -> None:
+    # install()/uninstall() before httpx is imported: the pending HTTPTRACK=1 start-up stands down.
+    code = tmp_path / "code.db"
+    arguments = f"db={str(code)!r}" if call == "install" else ""
+    script = program(
+        tmp_path, f"import httptrack\nhttptrack.{call}({arguments})\n" + textwrap.dedent(PROGRAMS["ollama"])
+    )
+    result = run_python(hook, script, "sync", env={**env, "HTTPTRACK": "1"})
+    assert (result.returncode, result.stderr) == (0, "")
+    assert rows_in(tmp_path / "calls.db") == []
+    assert len(rows_in(code)) == (2 if call == "install" else 0)
+
+
 def test_broken_configuration_warns_once_and_leaves_the_program_untouched(
     hook: Hook, env: dict[str, str], tmp_path: Path
 ) -> None:
