@@ -74,6 +74,9 @@ def install(*, settings: Settings | None = None, **options: Any) -> None:
     fill in the rest. Idempotent: calling it again only replaces the settings. Clients that
     already use a tracking transport keep theirs. Raises :class:`SettingsError` for a bad value.
     """
+    unknown = sorted(set(options) - set(Settings.__slots__))
+    if unknown:
+        raise TypeError(f"install() got an unexpected keyword argument {unknown[0]!r}")
     resolved = _make_settings(settings, {k: v for k, v in options.items() if v is not None})
     global _installation
     with _lock:

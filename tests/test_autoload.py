@@ -278,6 +278,8 @@ def test_install_again_after_another_patch(server: FakeProviderServer, db: Path)
 def test_bad_settings_raise_from_code_and_install_nothing() -> None:
     with pytest.raises(SettingsError, match="max_body_bytes"):
         httptrack.install(max_body_bytes="abc")
+    with pytest.raises(TypeError, match="install\\(\\) got an unexpected keyword argument 'database'"):
+        httptrack.install(database="calls.db")
     assert installed_settings() is None
     assert not hasattr(httpx2.Client._transport_for_url, "__httptrack_original__")
 
