@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._autoload import install, uninstall
 from ._cache import CacheMiss
 from ._context import attribute
 from ._faults import fault_counts
@@ -46,8 +47,10 @@ __all__ = [
     "attribute",
     "fault_counts",
     "flush",
+    "install",
     "open_log",
     "register_provider",
+    "uninstall",
 ]
 
 # Public names whose modules are heavy (pydantic, sqlite-utils): imported on first access.

@@ -12,6 +12,7 @@ import click
 from ._cache import cache
 from ._common import db_option, resolve_db
 from ._demo import demo
+from ._run import run
 
 __all__ = ["main"]
 
@@ -35,3 +36,4 @@ def path(db: Path | None) -> None:
 
 main.add_command(demo)
 main.add_command(cache)
+main.add_command(run)
