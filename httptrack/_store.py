@@ -24,6 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from . import _views
 from ._exchange import Exchange
 from ._faults import logger, report_fault
 from ._schema import COLUMN_NAMES, COLUMNS
@@ -32,7 +33,7 @@ __all__ = ["SCHEMA_VERSION", "Store", "Writer", "connect", "flush", "migrate", "
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
@@ -81,6 +82,19 @@ def _migrations() -> Any:
         for index, cols in _INDEXES.items():
             db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
 
+    @migrations(name="m002_call_log_views")
+    def m002_call_log_views(db: Any) -> None:
+        # Daily rollups, full-text search, reporting views and the indexes behind
+        # `httptrack stats` and datasette's facets: see _rollup and _views. Existing rows
+        # are rolled up and indexed here, once.
+        from . import _rollup
+
+        for index, cols in _views.INDEXES.items():
+            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
+        _rollup.create_rollups(db.conn)
+        _views.create_views(db.conn)
+        _views.create_search_index(db.conn)
+
     return migrations
 
 
@@ -125,6 +139,8 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._searchable = False
+        self._rolled_up = False
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._conn
@@ -136,14 +152,32 @@ class Store:
                 conn.close()
                 raise
             self._conn = conn
+            self._searchable = _views.search_index_exists(conn)
+            self._rolled_up = _views.rollups_exist(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, rows)
+            self._derive(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _derive(self, conn: sqlite3.Connection) -> None:
+        """Bring the search index and the daily rollups up to date with the batch, in its
+        transaction (see _views, _rollup); a failure here must never cost the rows."""
+        for wanted, name, update in ((self._searchable, "search_index", _views.index_new_rows),
+                                     (self._rolled_up, "rollup", _views.roll_up_new_rows)):  # fmt: skip
+            if not wanted:
+                continue
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                update(conn)
+            except sqlite3.Error as exc:
+                conn.execute(f"ROLLBACK TO {name}")
+                report_fault(name, f"could not update the {name.replace('_', ' ')} (the calls are recorded)", exc)
+            conn.execute(f"RELEASE {name}")
 
     def forget(self) -> None:
         """Drop the connection without closing it (after fork: it belongs to the parent)."""
