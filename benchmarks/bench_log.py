@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +42,53 @@ from httptrack._store import connect, migrate  # noqa: E402
 
 #: provider -> [(model, weight, $ per 1M input tokens, $ per 1M output tokens)]
 MODELS: dict[str, list[tuple[str, float, float, float]]] = {
-    "openai": [("gpt-4o-mini", 40, 0.15, 0.60), ("gpt-4o", 12, 2.5, 10.0), ("gpt-4.1-mini", 10, 0.4, 1.6),
-               ("o4-mini", 4, 1.1, 4.4), ("text-embedding-3-small", 20, 0.02, 0.0), ("gpt-5", 3, 1.25, 10.0)],
-    "anthropic": [("claude-sonnet-4-6", 20, 3.0, 15.0), ("claude-haiku-4-5", 25, 1.0, 5.0),
-                  ("claude-opus-4-1", 2, 15.0, 75.0)],
+    "openai": [
+        ("gpt-4o-mini", 40, 0.15, 0.60),
+        ("gpt-4o", 12, 2.5, 10.0),
+        ("gpt-4.1-mini", 10, 0.4, 1.6),
+        ("o4-mini", 4, 1.1, 4.4),
+        ("text-embedding-3-small", 20, 0.02, 0.0),
+        ("gpt-5", 3, 1.25, 10.0),
+    ],
+    "anthropic": [
+        ("claude-sonnet-4-6", 20, 3.0, 15.0),
+        ("claude-haiku-4-5", 25, 1.0, 5.0),
+        ("claude-opus-4-1", 2, 15.0, 75.0),
+    ],
     "gemini": [("gemini-2.5-flash", 15, 0.3, 2.5), ("gemini-2.5-pro", 3, 1.25, 10.0)],
     "ollama": [("llama3.2", 10, 0.0, 0.0), ("qwen2.5-coder", 5, 0.0, 0.0), ("nomic-embed-text", 5, 0.0, 0.0)],
     "mistral": [("mistral-small-latest", 5, 0.1, 0.3), ("mistral-large-latest", 1, 2.0, 6.0)],
     "groq": [("llama-3.3-70b-versatile", 4, 0.59, 0.79)],
-}  # fmt: skip
+}
 PROVIDER_WEIGHTS = {"openai": 45, "anthropic": 28, "gemini": 10, "ollama": 8, "mistral": 5, "groq": 4}
-HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "gemini": "generativelanguage.googleapis.com",
-         "ollama": "localhost:11434", "mistral": "api.mistral.ai", "groq": "api.groq.com"}  # fmt: skip
-SERVICES = ["summarizer", "support-bot", "search", "ingest", "code-review", "translator", "reports", "chat-ui",
-            "classifier", "eval", "digest", None]  # fmt: skip
-WORDS = (
-    "the a of to and in is it you that for on with as are this be at or from have not by an they we can "
-    "invoice customer refund order shipping delay summary meeting notes quarterly revenue forecast python "
-    "function error traceback database query index migration latency budget contract clause translate "
-    "french german spanish recipe garden weather paris london berlin tokyo model prompt answer question "
-    "explain write review code test deploy server cache memory thread async stream token cost price "
-    "report chart table column row schedule email reply draft policy security password account login"
-).split()
+HOSTS = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "gemini": "generativelanguage.googleapis.com",
+    "ollama": "localhost:11434",
+    "mistral": "api.mistral.ai",
+    "groq": "api.groq.com",
+}
+SERVICES = [
+    "summarizer",
+    "support-bot",
+    "search",
+    "ingest",
+    "code-review",
+    "translator",
+    "reports",
+    "chat-ui",
+    "classifier",
+    "eval",
+    "digest",
+    None,
+]
+WORDS = """the a of to and in is it you that for on with as are this be at or from have not by an they we can
+invoice customer refund order shipping delay summary meeting notes quarterly revenue forecast python
+function error traceback database query index migration latency budget contract clause translate
+french german spanish recipe garden weather paris london berlin tokyo model prompt answer question
+explain write review code test deploy server cache memory thread async stream token cost price
+report chart table column row schedule email reply draft policy security password account login""".split()  # noqa: SIM905
 DAYS = 90
 BODY_POOL = 5000
 
@@ -83,7 +108,9 @@ def _bodies(rng: random.Random) -> tuple[list[str], list[str]]:
         system = _sentence(rng, rng.randint(10, 60))
         turns = [{"role": "system", "content": system}]
         for i in range(rng.choice([1, 1, 1, 3, 5])):
-            turns.append({"role": "user" if i % 2 == 0 else "assistant", "content": _sentence(rng, rng.randint(8, 80))})
+            turns.append(
+                {"role": "user" if i % 2 == 0 else "assistant", "content": _sentence(rng, rng.randint(8, 80))}
+            )
         requests.append(json.dumps({"model": "MODEL", "messages": turns, "temperature": 0.2}))
         texts.append(" ".join(_sentence(rng, rng.randint(6, 25)) for _ in range(rng.randint(2, 10))))
     return requests, texts
@@ -114,40 +141,71 @@ def _rows(n: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
         roll = rng.random()
         error = roll < 0.025
         cached = not error and roll < 0.10
-        latency = (rng.lognormvariate(4.0, 0.5) if embeddings else
-                   rng.lognormvariate(6.0, 0.4) + output_tokens * rng.uniform(8, 25))  # fmt: skip
+        latency = (
+            rng.lognormvariate(4.0, 0.5)
+            if embeddings
+            else rng.lognormvariate(6.0, 0.4) + output_tokens * rng.uniform(8, 25)
+        )
         cost = (input_tokens * price_in + output_tokens * price_out) / 1e6
         body = requests[rng.randrange(BODY_POOL)].replace("MODEL", model)
         values = {
             "id": new_call_id(ts),
             "started_at": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            "provider": provider, "host": HOSTS[provider], "method": "POST",
+            "provider": provider,
+            "host": HOSTS[provider],
+            "method": "POST",
             "endpoint": "/v1/embeddings" if embeddings else "/v1/chat/completions",
             "operation": "embeddings" if embeddings else "chat",
-            "model": model, "response_model": f"{model}-2025-01-01" if provider == "openai" else model,
-            "stream": int(stream), "user": rng.choices(users, cum_weights=user_cum)[0] if rng.random() > 0.08 else None,
-            "service": rng.choice(SERVICES), "session": f"s-{rng.randrange(200_000)}" if rng.random() < 0.3 else None,
-            "request_body": body, "request_bytes": len(body), "pid": 4242, "tokens_estimated": 0,
-            "cached": int(cached), "body_truncated": 0,
-        }  # fmt: skip
+            "model": model,
+            "response_model": f"{model}-2025-01-01" if provider == "openai" else model,
+            "stream": int(stream),
+            "user": rng.choices(users, cum_weights=user_cum)[0] if rng.random() > 0.08 else None,
+            "service": rng.choice(SERVICES),
+            "session": f"s-{rng.randrange(200_000)}" if rng.random() < 0.3 else None,
+            "request_body": body,
+            "request_bytes": len(body),
+            "pid": 4242,
+            "tokens_estimated": 0,
+            "cached": int(cached),
+            "body_truncated": 0,
+        }
         if error:
             status = rng.choice([429, 429, 500, 503, 400])
-            values.update(status="error", outcome="complete", http_status=status, error_code=f"http_{status}",
-                          error_message="Rate limit reached" if status == 429 else "Server error",
-                          cost_usd=0.0, latency_ms=round(rng.lognormvariate(5.0, 0.6), 3))  # fmt: skip
+            values.update(
+                status="error",
+                outcome="complete",
+                http_status=status,
+                error_code=f"http_{status}",
+                error_message="Rate limit reached" if status == 429 else "Server error",
+                cost_usd=0.0,
+                latency_ms=round(rng.lognormvariate(5.0, 0.6), 3),
+            )
         else:
             text = None if embeddings else texts[rng.randrange(BODY_POOL)]
             values.update(
-                status="success", outcome="complete", http_status=200, finish_reason=None if embeddings else "stop",
-                input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens,
+                status="success",
+                outcome="complete",
+                http_status=200,
+                finish_reason=None if embeddings else "stop",
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=input_tokens + output_tokens,
                 cached_input_tokens=int(input_tokens * 0.6) if rng.random() < 0.2 else 0,
-                cost_usd=0.0 if cached else round(cost, 10), cost_saved_usd=round(cost, 10) if cached else None,
+                cost_usd=0.0 if cached else round(cost, 10),
+                cost_saved_usd=round(cost, 10) if cached else None,
                 latency_ms=round(rng.uniform(2, 9) if cached else latency, 3),
                 ttft_ms=round(latency * rng.uniform(0.05, 0.3), 3) if stream and not cached else None,
                 response_text=text,
-                response_body=json.dumps({"id": "chatcmpl-x", "model": model, "choices": [
-                    {"message": {"role": "assistant", "content": text}}]}) if text else '{"data": []}',
-            )  # fmt: skip
+                response_body=json.dumps(
+                    {
+                        "id": "chatcmpl-x",
+                        "model": model,
+                        "choices": [{"message": {"role": "assistant", "content": text}}],
+                    }
+                )
+                if text
+                else '{"data": []}',
+            )
         for key, value in values.items():
             row[index[key]] = value
         yield tuple(row)
@@ -169,8 +227,12 @@ def generate(path: Path, n: int) -> float:
     migrate(conn)
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-1000000")
-    indexes = [sql for (sql,) in conn.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls' AND sql IS NOT NULL")]  # fmt: skip
+    indexes = [
+        sql
+        for (sql,) in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls' AND sql IS NOT NULL"
+        )
+    ]
     for sql in indexes:
         conn.execute(f"DROP INDEX {sql.split()[5] if sql.split()[2] == 'IF' else sql.split()[2]}")
     insert = f"INSERT INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
@@ -211,8 +273,13 @@ def _cli(db: Path, *args: str) -> Callable[[], Any]:
     command = [exe] if exe else [sys.executable, "-m", "httptrack.cli"]
 
     def run() -> None:
-        subprocess.run([*command, *args, "--db", str(db)], check=True, stdout=subprocess.DEVNULL,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        subprocess.run(
+            [*command, *args, "--db", str(db)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
     return run
 
@@ -222,8 +289,15 @@ def bench_queries(db: Path, repeat: int) -> list[tuple[str, float, float]]:
 
     log = httptrack.open_log(db)
     cases: list[tuple[str, Callable[[], Any]]] = [
-        ("cli: httptrack --version (startup)", lambda: subprocess.run(
-            [sys.executable, "-m", "httptrack.cli", "--version"], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)),
+        (
+            "cli: httptrack --version (startup)",
+            lambda: subprocess.run(
+                [sys.executable, "-m", "httptrack.cli", "--version"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                cwd=ROOT,
+            ),
+        ),
         ("cli: httptrack stats", _cli(db, "stats")),
         ("cli: httptrack stats --by model", _cli(db, "stats", "--by", "model")),
         ("cli: httptrack stats --by day", _cli(db, "stats", "--by", "day")),
@@ -237,7 +311,7 @@ def bench_queries(db: Path, repeat: int) -> list[tuple[str, float, float]]:
         ("api: list(calls(since='1d', limit=50))", lambda: list(log.calls(since="1d", limit=50))),
         ("api: count of calls(since='1d')", lambda: sum(1 for _ in log.calls(since="1d"))),
         ("api: list(calls(status='error', limit=50))", lambda: list(log.calls(status="error", limit=50))),
-    ]  # fmt: skip
+    ]
     results = []
     for name, fn in cases:
         fn()  # warm: the OS page cache, as on any machine that used the log before
@@ -248,12 +322,46 @@ def bench_queries(db: Path, repeat: int) -> list[tuple[str, float, float]]:
     return results
 
 
+def bench_writer(rows_per_case: int = 3000) -> list[tuple[str, float, float]]:
+    """What the search index and the daily rollup cost the writer: ``Store.write`` (one
+    transaction per batch, as the background writer does) per call, with them and without."""
+    import tempfile
+
+    from httptrack._store import Store
+
+    rows = list(_rows(rows_per_case, seed=11))
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for batch in (1, 10, 100):
+            timings = {}
+            for derived in (False, True):
+                path = Path(folder) / f"w-{batch}-{derived}.db"
+                store = Store(path)
+                store.write(rows[:1])  # create and migrate
+                store._searchable = store._rolled_up = derived
+                t0 = time.perf_counter()
+                for i in range(1, len(rows), batch):
+                    store.write(rows[i : i + batch])
+                timings[derived] = (time.perf_counter() - t0) / (len(rows) - 1)
+                store.close()
+            results.append((f"writer, batches of {batch}", timings[False], timings[True]))
+            print(
+                f"  batches of {batch:>3}: {timings[False] * 1e6:6.0f} us/call without, "
+                f"{timings[True] * 1e6:6.0f} us/call with search index + rollup",
+                file=sys.stderr,
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, default=None, help="where the generated database goes")
     parser.add_argument("--fresh", action="store_true", help="generate again even if the database exists")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--writer", action="store_true", help="also measure what indexing costs the writer")
     args = parser.parse_args(argv)
     db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -262,12 +370,26 @@ def main(argv: list[str] | None = None) -> None:
         seconds = generate(db, args.rows)
         print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
     results = bench_queries(db, args.repeat)
-    print(f"\nCall log: {args.rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {os.cpu_count()} CPUs, "
-          f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}\n")  # fmt: skip
+    print(
+        f"\nCall log: {args.rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {os.cpu_count()} CPUs, "
+        f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}\n"
+    )
     print(f"| {'query':<46} | {'best':>8} | {'median':>8} | {'< 1 s':>5} |")
-    print(f"|{'-' * 48}|{'-' * 10}:|{'-' * 10}:|{'-' * 6}:|")
+    print("|" + "-" * 48 + "|" + "-" * 10 + ":|" + "-" * 10 + ":|" + "-" * 6 + ":|")
     for name, best, median in results:
-        print(f"| {name:<46} | {best * 1000:6.0f} ms | {median * 1000:6.0f} ms | {'yes' if median < 1 else 'NO':>5} |")
+        print(
+            f"| {name:<46} | {best * 1000:6.0f} ms | {median * 1000:6.0f} ms | {'yes' if median < 1 else 'NO':>5} |"
+        )
+    if args.writer:
+        print(
+            "\nWriter (Store.write, per call; the search index and the daily rollup are updated per batch):\n"
+        )
+        print(f"| {'case':<24} | {'without':>10} | {'with':>10} | {'extra':>7} |")
+        print("|" + "-" * 26 + "|" + "-" * 11 + ":|" + "-" * 11 + ":|" + "-" * 8 + ":|")
+        for name, without, with_ in bench_writer():
+            print(
+                f"| {name:<24} | {without * 1e6:7.0f} us | {with_ * 1e6:7.0f} us | {(with_ / without - 1) * 100:+5.0f}% |"
+            )
 
 
 if __name__ == "__main__":

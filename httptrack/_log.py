@@ -46,10 +46,21 @@ STATS_GROUPS = {
 }
 #: What each ``stats()`` row holds (after the group's own key, if any).
 STAT_FIELDS = (
-    "calls", "errors", "error_rate", "cache_hits", "input_tokens", "output_tokens", "total_tokens",
-    "cached_input_tokens", "cost_usd", "cost_saved_usd", "unpriced", "avg_latency_ms", "p50_latency_ms",
+    "calls",
+    "errors",
+    "error_rate",
+    "cache_hits",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "cost_saved_usd",
+    "unpriced",
+    "avg_latency_ms",
+    "p50_latency_ms",
     "p95_latency_ms",
-)  # fmt: skip
+)
 #: Columns that hold JSON text; ``rows(decode_json=True)`` returns them decoded.
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 
@@ -98,7 +109,9 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> str:
             try:
                 moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise ValueError(f"not a time: {value!r} (use e.g. 2h, 7d, 2026-01-31 or 2026-01-31T12:00)") from None
+                raise ValueError(
+                    f"not a time: {value!r} (use e.g. 2h, 7d, 2026-01-31 or 2026-01-31T12:00)"
+                ) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -130,8 +143,9 @@ class Log:
         else:
             self._owned = False  # someone else's (datasette's): used as it is, never closed here
         self._conn = connection
-        self._searchable = self._execute(
-            "SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None  # fmt: skip
+        self._searchable = (
+            self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
+        )
         self._rolled_up = _rollup.rollups_exist(self._conn)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -167,7 +181,7 @@ class Log:
             clauses.append("started_at < ?")
             params.append(parse_when(filters["until"]))
         for column in _EQUALITY_FILTERS:
-            values = _values(filters.get(column))
+            values = _values(filters.get(column))  # type: ignore[arg-type]
             if values:
                 clauses.append(f'"{column}" IN ({", ".join("?" * len(values))})')
                 params.extend(values)
@@ -217,8 +231,10 @@ class Log:
             # Walk the matches newest first (rowids grow with time) and stop at the limit,
             # instead of collecting every match of a common word and sorting them.
             where, params = self._where(filters, search=False)
-            sql = (f"SELECT {select} FROM {FTS_TABLE} JOIN calls ON calls.rowid = {FTS_TABLE}.rowid "
-                   f"WHERE {FTS_TABLE} MATCH ? AND {where} ORDER BY {FTS_TABLE}.rowid {order}")  # fmt: skip
+            sql = (
+                f"SELECT {select} FROM {FTS_TABLE} JOIN calls ON calls.rowid = {FTS_TABLE}.rowid "
+                f"WHERE {FTS_TABLE} MATCH ? AND {where} ORDER BY {FTS_TABLE}.rowid {order}"
+            )
             params = [fts_query(query), *params]
         else:
             where, params = self._where(filters)
@@ -241,7 +257,9 @@ class Log:
         finally:
             cursor.close()
 
-    def calls(self, *, limit: int | None = None, newest_first: bool = True, **filters: Unpack[Filters]) -> Iterator[CallRecord]:
+    def calls(
+        self, *, limit: int | None = None, newest_first: bool = True, **filters: Unpack[Filters]
+    ) -> Iterator[CallRecord]:
         """Matching calls as ``CallRecord`` objects, newest first (see ``Filters`` for the
         filters: ``since``, ``until``, ``provider``, ``model``, ``user``, ``service``,
         ``session``, ``status``, ``operation``, ``cached``, ``query``)."""
@@ -264,8 +282,9 @@ class Log:
         row = self._execute("SELECT * FROM calls WHERE id = ?", [call_id]).fetchone()
         if row is None and len(call_id) >= 4:
             # Ids are upper-case Crockford base32: a prefix range uses the primary key.
-            rows = self._execute("SELECT * FROM calls WHERE id >= ? AND id < ? LIMIT 2",
-                                      [call_id, call_id + "\x7f"]).fetchall()  # fmt: skip
+            rows = self._execute(
+                "SELECT * FROM calls WHERE id >= ? AND id < ? LIMIT 2", [call_id, call_id + "\x7f"]
+            ).fetchall()
             row = rows[0] if len(rows) == 1 else None
         return None if row is None else CallRecord.from_row(dict(row))
 
@@ -300,7 +319,9 @@ class Log:
                 self._add_calls(groups, by, f"{where} AND started_at < ?", [*params, full_start])
             if until is not None and full_end is not None and full_end < until:
                 self._add_calls(groups, by, f"{where} AND started_at >= ?", [*params, full_end])
-            span = "".join([" AND started_at >= ?" if full_start else "", " AND started_at < ?" if full_end else ""])
+            span = "".join(
+                [" AND started_at >= ?" if full_start else "", " AND started_at < ?" if full_end else ""]
+            )
             bounds = [b for b in (full_start, full_end) if b]
             self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [self._bookmark(), *params, *bounds])
         if by is None and not groups:
@@ -319,7 +340,9 @@ class Log:
     def _bookmark(self) -> int:
         return _rollup.bookmark(self._conn) if self._rolled_up else 0
 
-    def _rollup_plan(self, by: str | None, filters: Filters) -> tuple[str, list[str] | None, str | None, str | None] | None:
+    def _rollup_plan(
+        self, by: str | None, filters: Filters
+    ) -> tuple[str, list[str] | None, str | None, str | None] | None:
         """(dimension, its wanted values or None, first full day, end of the last full day)
         when the daily rollup can answer, else ``None``. It can when at most one
         dimension is involved: grouped by, or filtered on, but not two different ones."""
@@ -343,8 +366,15 @@ class Log:
             full_end = parse_when(filters["until"])[:10]
         return dim, values, full_start, full_end
 
-    def _add_rollup(self, groups: dict[Any, Totals], by: str | None, dim: str, values: list[str] | None,
-                    full_start: str | None, full_end: str | None) -> None:  # fmt: skip
+    def _add_rollup(
+        self,
+        groups: dict[Any, Totals],
+        by: str | None,
+        dim: str,
+        values: list[str] | None,
+        full_start: str | None,
+        full_end: str | None,
+    ) -> None:
         clauses, params = ["dim = ?"], [dim]
         if values is not None:
             clauses.append(f"value IN ({', '.join('?' * len(values))})")
@@ -355,19 +385,24 @@ class Log:
         if full_end:
             clauses.append("day < ?")
             params.append(full_end)
-        measures = ", ".join(_rollup.MEASURE_NAMES)
-        sql = f"SELECT day, value, {measures}, latency_hist FROM {_rollup.ROLLUP_TABLE} WHERE {' AND '.join(clauses)}"
-        for row in self._conn.execute(sql, params):
-            if by == "day":
-                key = row[0]
-            elif by is not None:
-                key = None if row[1] == "" else row[1]
-            else:
-                key = None
+        where = " AND ".join(clauses)
+        key_sql = {"day": "day", None: "NULL"}.get(by, "nullif(value, '')")
+        sums = ", ".join(f"sum({m})" for m in _rollup.MEASURE_NAMES)
+
+        def totals_for(key: Any) -> Totals:
             totals = groups.get(key)
             if totals is None:
                 totals = groups[key] = Totals()
-            totals.add_totals(dict(zip(_rollup.MEASURE_NAMES, row[2:-1], strict=True)), _rollup.parse_hist(row[-1]))
+            return totals
+
+        sql = f"SELECT {key_sql} AS k, {sums} FROM {_rollup.ROLLUP_TABLE} WHERE {where} GROUP BY k"
+        for row in self._conn.execute(sql, params):
+            totals_for(row[0]).add(row[1:])
+        table = _rollup.LATENCY_TABLE
+        sql = f"SELECT {key_sql} AS k, bucket, sum(n) FROM {table} WHERE {where} GROUP BY k, bucket"
+        for key, bucket, n in self._conn.execute(sql, params):
+            hist = totals_for(key).hist
+            hist[bucket] = hist.get(bucket, 0) + n
 
     def _add_calls(self, groups: dict[Any, Totals], by: str | None, where: str, params: list[Any]) -> None:
         key_sql = STATS_GROUPS[by] if by else "NULL"
@@ -386,14 +421,20 @@ class Log:
     def status(self) -> dict[str, Any]:
         """What is in the database: path, size on disk, calls, oldest and newest call,
         schema version, whether full-text search is available."""
-        size = sum(Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.path}{s}").exists())
+        size = sum(
+            Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.path}{s}").exists()
+        )
         calls = self._execute("SELECT count(*) FROM calls").fetchone()[0]
         oldest = self._execute("SELECT min(started_at) FROM calls").fetchone()[0]
         newest = self._execute("SELECT max(started_at) FROM calls").fetchone()[0]
         (version,) = self._execute("PRAGMA user_version").fetchone()
-        bodies = self._execute(
-            "SELECT count(*) FROM calls WHERE request_body IS NOT NULL OR response_body IS NOT NULL"
-        ).fetchone()[0] if calls < 200_000 else None  # fmt: skip
+        bodies = (
+            self._execute(
+                "SELECT count(*) FROM calls WHERE request_body IS NOT NULL OR response_body IS NOT NULL"
+            ).fetchone()[0]
+            if calls < 200_000
+            else None
+        )
         return {
             "path": str(self.path),
             "size_bytes": size,
@@ -407,7 +448,7 @@ class Log:
 
 
 def _finish(by: str | None, key: Any, totals: Totals) -> dict[str, Any]:
-    v = totals.values
+    v = totals
     calls = v["calls"] or 0
     errors = v["errors"] or 0
     latency_n = v["latency_n"] or 0

@@ -7,9 +7,10 @@ totals (``dim = ''``), and one row per provider, model (the one that answered), 
 service, operation and status seen that day. A million calls over 90 days make a few
 tens of thousands of rows; a breakdown by one dimension reads a few hundred of them.
 
-Each row has the counts and sums ``stats`` shows and a latency histogram (``latency_hist``,
-JSON ``{bucket: count}``, buckets 2% wide, cache hits left out), from which p50/p95 are
-estimated to within 1% (the DDSketch method). A ``NULL`` value (no user) is stored as ``''``.
+Each row has the counts and sums ``stats`` shows; ``calls_rollup_latency`` holds a latency
+histogram per row (buckets 2% wide, cache hits left out), from which p50/p95 are estimated
+to within 1% (the DDSketch method). A ``NULL`` value (no user) is stored as ``''``. Both
+tables are updated with SQL upserts, so rolling up a batch costs the writer little.
 
 The writer rolls up each batch inside its transaction (``roll_up_new_rows``), up to a
 bookmark (the highest ``calls`` rowid rolled up, in ``httptrack_state``). Readers add, from
@@ -20,24 +21,23 @@ and the partial days at the edges of a time range, so answers are always exact s
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "DIMENSIONS",
     "GAMMA",
+    "LATENCY_TABLE",
     "ROLLUP_TABLE",
     "Totals",
     "bookmark",
+    "contribution",
     "create_rollups",
     "estimate_quantile",
-    "rebuild_rollups",
     "next_day",
-    "parse_hist",
+    "rebuild_rollups",
     "recompute_days",
     "roll_up_new_rows",
     "rollups_exist",
@@ -62,17 +62,34 @@ DIMENSIONS: dict[str, str] = {
 }
 #: Summed measures, as (rollup column, SQL type).
 _MEASURES = (
-    ("calls", "INTEGER"), ("errors", "INTEGER"), ("cache_hits", "INTEGER"), ("input_tokens", "INTEGER"),
-    ("output_tokens", "INTEGER"), ("total_tokens", "INTEGER"), ("cached_input_tokens", "INTEGER"),
-    ("cost_usd", "REAL"), ("cost_saved_usd", "REAL"), ("unpriced", "INTEGER"), ("latency_sum", "REAL"),
+    ("calls", "INTEGER"),
+    ("errors", "INTEGER"),
+    ("cache_hits", "INTEGER"),
+    ("input_tokens", "INTEGER"),
+    ("output_tokens", "INTEGER"),
+    ("total_tokens", "INTEGER"),
+    ("cached_input_tokens", "INTEGER"),
+    ("cost_usd", "REAL"),
+    ("cost_saved_usd", "REAL"),
+    ("unpriced", "INTEGER"),
+    ("latency_sum", "REAL"),
     ("latency_n", "INTEGER"),
-)  # fmt: skip
+)
 MEASURE_NAMES = tuple(name for name, _ in _MEASURES)
 _STATE = "httptrack_state"
 _BOOKMARK = "rollup_rowid"
 #: The ``calls`` columns a row contributes (``RAW_COLUMNS`` order is what ``Totals.add_call`` takes).
-RAW_COLUMNS = ("status", "cached", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
-               "cost_usd", "cost_saved_usd", "latency_ms")  # fmt: skip
+RAW_COLUMNS = (
+    "status",
+    "cached",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "cost_saved_usd",
+    "latency_ms",
+)
 
 
 def _bucket(ms: float) -> int:
@@ -95,69 +112,85 @@ def estimate_quantile(hist: dict[int, int], q: float) -> float | None:
     return None  # pragma: no cover
 
 
-def _add(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
+def contribution(row: Sequence[Any]) -> tuple[list[Any], int | None]:
+    """What one call (its ``RAW_COLUMNS``) adds to each measure, and its latency bucket
+    (``None`` when it has no latency or was a cache hit: those would flatter the provider)."""
+    status, cached, inp, out, total, cached_in, cost, saved, latency = row
+    timed = latency is not None and not cached
+    vector = [
+        1,
+        int(status == "error"),
+        1 if cached else 0,
+        inp,
+        out,
+        total,
+        cached_in,
+        cost,
+        saved,
+        int(cost is None and status == "success"),
+        latency if timed else None,
+        1 if timed else 0,
+    ]
+    return vector, (_bucket(latency) if timed else None)
 
 
-@dataclass
 class Totals:
-    """Sums for one group, from rollup rows and/or raw calls."""
+    """Sums for one group (``MEASURE_NAMES`` order; ``None`` = nothing reported) and its
+    latency histogram, from rollup rows and/or calls."""
 
-    values: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(MEASURE_NAMES))
-    hist: dict[int, int] = field(default_factory=dict)
+    __slots__ = ("hist", "values")
+
+    def __init__(self) -> None:
+        self.values: list[Any] = [None] * len(MEASURE_NAMES)
+        self.hist: dict[int, int] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[_INDEX[name]]
+
+    def add(self, vector: Sequence[Any], bucket: int | None = None) -> None:
+        values = self.values
+        for i, x in enumerate(vector):
+            if x is not None:
+                old = values[i]
+                values[i] = x if old is None else old + x
+        if bucket is not None:
+            self.hist[bucket] = self.hist.get(bucket, 0) + 1
 
     def add_call(self, row: Sequence[Any]) -> None:
-        status, cached, inp, out, total, cached_in, cost, saved, latency = row
-        v = self.values
-        v["calls"] = (v["calls"] or 0) + 1
-        v["errors"] = (v["errors"] or 0) + (status == "error")
-        v["cache_hits"] = (v["cache_hits"] or 0) + (1 if cached else 0)
-        v["unpriced"] = (v["unpriced"] or 0) + (cost is None and status == "success")
-        for key, value in (("input_tokens", inp), ("output_tokens", out), ("total_tokens", total),
-                           ("cached_input_tokens", cached_in), ("cost_usd", cost), ("cost_saved_usd", saved)):  # fmt: skip
-            if value is not None:
-                v[key] = _add(v[key], value)
-        if latency is not None and not cached:  # cache hits would flatter the provider
-            v["latency_sum"] = _add(v["latency_sum"], latency)
-            v["latency_n"] = (v["latency_n"] or 0) + 1
-            b = _bucket(latency)
-            self.hist[b] = self.hist.get(b, 0) + 1
-
-    def add_totals(self, values: dict[str, Any], hist: dict[int, int]) -> None:
-        for key in MEASURE_NAMES:
-            self.values[key] = _add(self.values[key], values.get(key))
-        for b, n in hist.items():
-            self.hist[b] = self.hist.get(b, 0) + n
-
-    def hist_json(self) -> str | None:
-        return json.dumps({str(b): n for b, n in sorted(self.hist.items())}) if self.hist else None
+        self.add(*contribution(row))
 
 
-def parse_hist(text: str | None) -> dict[int, int]:
-    return {int(b): int(n) for b, n in json.loads(text).items()} if text else {}
+_INDEX = {name: i for i, name in enumerate(MEASURE_NAMES)}
 
 
 # -- schema -------------------------------------------------------------------------------
 
+LATENCY_TABLE = "calls_rollup_latency"
+
 
 def create_rollups(conn: sqlite3.Connection) -> None:
-    """Create the rollup table and roll up the rows already there."""
+    """Create the rollup tables and roll up the rows already there."""
     conn.execute(f"CREATE TABLE IF NOT EXISTS {_STATE} (key TEXT PRIMARY KEY, value)")
     measures = ", ".join(f"{name} {sqltype}" for name, sqltype in _MEASURES)
     conn.execute(f"""CREATE TABLE IF NOT EXISTS {ROLLUP_TABLE} (
-        day TEXT NOT NULL, dim TEXT NOT NULL, value TEXT NOT NULL, {measures}, latency_hist TEXT,
-        PRIMARY KEY (dim, value, day))""")
+        dim TEXT NOT NULL, value TEXT NOT NULL, day TEXT NOT NULL, {measures},
+        PRIMARY KEY (dim, value, day)) WITHOUT ROWID""")
+    # The histograms: how many calls of that day and value took about GAMMA**bucket ms.
+    conn.execute(f"""CREATE TABLE IF NOT EXISTS {LATENCY_TABLE} (
+        dim TEXT NOT NULL, value TEXT NOT NULL, day TEXT NOT NULL,
+        bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (dim, value, day, bucket)) WITHOUT ROWID""")
     roll_up_new_rows(conn)
 
 
 def rollups_exist(conn: sqlite3.Connection) -> bool:
-    names = {r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE name IN (?, ?)", [ROLLUP_TABLE, _STATE])}  # fmt: skip
-    return len(names) == 2
+    names = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?)", [ROLLUP_TABLE, LATENCY_TABLE, _STATE]
+        )
+    }
+    return len(names) == 3
 
 
 def bookmark(conn: sqlite3.Connection) -> int:
@@ -172,40 +205,60 @@ _DIM_NAMES = [d for d in DIMENSIONS if d]
 _SELECT_CALLS = (
     "SELECT rowid, substr(started_at, 1, 10), "
     + ", ".join(DIMENSIONS[d] for d in _DIM_NAMES)
-    + ", " + ", ".join(RAW_COLUMNS) + " FROM calls WHERE "
-)  # fmt: skip
+    + ", "
+    + ", ".join(RAW_COLUMNS)
+    + " FROM calls WHERE "
+)
 
 
 def _accumulate(rows: Iterable[Sequence[Any]]) -> tuple[dict[tuple[str, str, str], Totals], int]:
-    """(day, dim, value) -> Totals for these ``_SELECT_CALLS`` rows, and their top rowid."""
+    """(dim, value, day) -> Totals for these ``_SELECT_CALLS`` rows, and their top rowid."""
     groups: dict[tuple[str, str, str], Totals] = {}
     first_raw = 2 + len(_DIM_NAMES)
     top = 0
     for row in rows:
         top = max(top, row[0])
         day = row[1]
-        raw = row[first_raw:]
-        keys = [(day, "", "")]
-        keys.extend((day, dim, "" if row[2 + i] is None else str(row[2 + i])) for i, dim in enumerate(_DIM_NAMES))
+        vector, bucket = contribution(row[first_raw:])
+        keys = [("", "", day)]
+        keys.extend(
+            (dim, "" if row[2 + i] is None else str(row[2 + i]), day) for i, dim in enumerate(_DIM_NAMES)
+        )
         for key in keys:
             totals = groups.get(key)
             if totals is None:
                 totals = groups[key] = Totals()
-            totals.add_call(raw)
+            totals.add(vector, bucket)
     return groups, top
 
 
+def _upsert_sql() -> tuple[str, str]:
+    def plus(m: str) -> str:  # NULL + NULL stays NULL ("not reported"), NULL + x is x
+        return (
+            f"{m} = CASE WHEN excluded.{m} IS NULL THEN {ROLLUP_TABLE}.{m} "
+            f"ELSE coalesce({ROLLUP_TABLE}.{m}, 0) + excluded.{m} END"
+        )
+
+    columns = ", ".join(("dim", "value", "day", *MEASURE_NAMES))
+    marks = ", ".join("?" * (3 + len(MEASURE_NAMES)))
+    measures = (
+        f"INSERT INTO {ROLLUP_TABLE} ({columns}) VALUES ({marks}) ON CONFLICT (dim, value, day) "
+        f"DO UPDATE SET {', '.join(plus(m) for m in MEASURE_NAMES)}"
+    )
+    latency = (
+        f"INSERT INTO {LATENCY_TABLE} (dim, value, day, bucket, n) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (dim, value, day, bucket) DO UPDATE SET n = n + excluded.n"
+    )
+    return measures, latency
+
+
+_UPSERT_MEASURES, _UPSERT_LATENCY = _upsert_sql()
+
+
 def _merge_into(conn: sqlite3.Connection, groups: dict[tuple[str, str, str], Totals]) -> None:
-    columns = ", ".join(("day", "dim", "value", *MEASURE_NAMES, "latency_hist"))
-    marks = ", ".join("?" * (3 + len(MEASURE_NAMES) + 1))
-    select = f"SELECT {', '.join(MEASURE_NAMES)}, latency_hist FROM {ROLLUP_TABLE} WHERE dim = ? AND value = ? AND day = ?"
-    rows = []
-    for (day, dim, value), totals in groups.items():
-        old = conn.execute(select, [dim, value, day]).fetchone()
-        if old is not None:
-            totals.add_totals(dict(zip(MEASURE_NAMES, old, strict=False)), parse_hist(old[-1]))
-        rows.append([day, dim, value, *(totals.values[m] for m in MEASURE_NAMES), totals.hist_json()])
-    conn.executemany(f"INSERT OR REPLACE INTO {ROLLUP_TABLE} ({columns}) VALUES ({marks})", rows)
+    # Additions done by SQLite in two executemany calls: no read-modify-write in Python.
+    conn.executemany(_UPSERT_MEASURES, [[*key, *t.values] for key, t in groups.items()])
+    conn.executemany(_UPSERT_LATENCY, [[*key, b, n] for key, t in groups.items() for b, n in t.hist.items()])
 
 
 def _set_bookmark(conn: sqlite3.Connection, rowid: int) -> None:
@@ -232,7 +285,8 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
     """Roll up the days from ``first_day`` (``None``: the beginning) to ``last_day``
     (inclusive) again from ``calls``, after rows of those days were deleted."""
     span = "day <= ?" + (" AND day >= ?" if first_day else "")
-    conn.execute(f"DELETE FROM {ROLLUP_TABLE} WHERE {span}", [last_day] + ([first_day] if first_day else []))
+    for table in (ROLLUP_TABLE, LATENCY_TABLE):
+        conn.execute(f"DELETE FROM {table} WHERE {span}", [last_day] + ([first_day] if first_day else []))
     where = "rowid <= ? AND started_at < ?" + (" AND started_at >= ?" if first_day else "")
     params = [bookmark(conn), next_day(last_day)] + ([first_day] if first_day else [])
     groups, _ = _accumulate(conn.execute(_SELECT_CALLS + where, params).fetchall())
@@ -241,7 +295,8 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
 
 def rebuild_rollups(conn: sqlite3.Connection) -> None:
     """Roll everything up again from ``calls`` (after the table was edited by hand)."""
-    conn.execute(f"DELETE FROM {ROLLUP_TABLE}")
+    for table in (ROLLUP_TABLE, LATENCY_TABLE):
+        conn.execute(f"DELETE FROM {table}")
     _set_bookmark(conn, 0)
     roll_up_new_rows(conn)
 

@@ -146,11 +146,21 @@ FROM {ROLLUP_TABLE} WHERE dim = '' GROUP BY day ORDER BY day DESC""",
     ),
     "cost_by_model": (
         "Calls, tokens and cost per model (the model that answered), most expensive first",
-        _by("model", "model", ",\n    round(sum(cost_usd) / nullif(sum(calls) - sum(unpriced), 0), 8) AS avg_cost_usd"),
+        _by(
+            "model",
+            "model",
+            ",\n    round(sum(cost_usd) / nullif(sum(calls) - sum(unpriced), 0), 8) AS avg_cost_usd",
+        ),
     ),
     "cost_by_user": ("Calls, tokens and cost per user, most expensive first", _by("user", "user")),
-    "cost_by_service": ("Calls, tokens and cost per service, most expensive first", _by("service", "service")),
-    "cost_by_provider": ("Calls, tokens and cost per provider, most expensive first", _by("provider", "provider")),
+    "cost_by_service": (
+        "Calls, tokens and cost per service, most expensive first",
+        _by("service", "service"),
+    ),
+    "cost_by_provider": (
+        "Calls, tokens and cost per provider, most expensive first",
+        _by("provider", "provider"),
+    ),
     "errors": (
         "Failed calls, newest first: HTTP errors, error events in streams, transport errors",
         f"""SELECT id, started_at, provider, {_MODEL} AS model, operation, http_status, error_code,

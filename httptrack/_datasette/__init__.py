@@ -18,6 +18,7 @@ It only reads: the database is opened by datasette in read-only mode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from typing import Any
@@ -45,8 +46,12 @@ def is_call_log(path: str | None) -> bool:
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
-                names = {r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE name IN ('calls', 'cost_per_day')")}  # fmt: skip
+                names = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE name IN ('calls', 'cost_per_day')"
+                    )
+                }
             finally:
                 conn.close()
             _detected[key] = names == {"calls", "cost_per_day"}
@@ -73,16 +78,17 @@ def render_cell(value: Any, column: str, table: str | None, database: str, datas
     if table != "calls" or not isinstance(value, str) or not value:
         return None
     if column == "response_text":
-        return Markup(f'<div class="httptrack-text" style="white-space: pre-wrap; max-width: 60em">{escape(value)}</div>')
+        return Markup(
+            '<div class="httptrack-text" style="white-space: pre-wrap; max-width: 60em">'
+            f"{escape(value)}</div>"
+        )
     if column not in BODY_COLUMNS or database not in log_databases(datasette):
         return None
     text = value
     stripped = value.lstrip()
     if stripped[:1] in ("{", "["):
-        try:
+        with contextlib.suppress(ValueError):  # not JSON after all: shown as it is
             text = json.dumps(json.loads(value), indent=2, ensure_ascii=False)
-        except ValueError:
-            pass
     summary = " ".join(value.split())
     if len(summary) > _SUMMARY_CHARS:
         summary = summary[:_SUMMARY_CHARS] + "…"

@@ -10,7 +10,7 @@ from html import escape
 
 __all__ = ["PALETTE", "column_chart", "stacked_bar_chart"]
 
-#: Colour-blind-safe (Okabe–Ito).
+#: Colour-blind-safe (Okabe and Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
 _FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
@@ -40,22 +40,31 @@ def column_chart(
     peak = _nice_max(max(v for _, v in points))
     slot = plot_w / len(points)
     bar = max(1.0, slot * 0.8)
-    parts = [f'<svg class="httptrack-chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
-             f'style="max-width:{width}px" xmlns="http://www.w3.org/2000/svg" {_FONT}>',
-             f"<title>{escape(title)}</title>"]  # fmt: skip
+    parts = [
+        f'<svg class="httptrack-chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
+        f'style="max-width:{width}px" xmlns="http://www.w3.org/2000/svg" {_FONT}>',
+        f"<title>{escape(title)}</title>",
+    ]
     for i in range(5):  # gridlines with their value
         y = top + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{escape(fmt(peak * i / 4))}</text>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
+            f"{escape(fmt(peak * i / 4))}</text>"
+        )
     every = max(1, round(len(points) / 8))  # at most ~8 labels under the bars
     for i, (label, value) in enumerate(points):
         h = plot_h * value / peak
         x = left + i * slot + (slot - bar) / 2
-        parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
-                     f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>")  # fmt: skip
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
+            f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>"
+        )
         if i % every == 0 or i == len(points) - 1:
-            parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="#555">'
-                         f"{escape(label)}</text>")  # fmt: skip
+            parts.append(
+                f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="#555">'
+                f"{escape(label)}</text>"
+            )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -76,27 +85,35 @@ def stacked_bar_chart(
     plot_w = width - label_w - right
     height = top + row_h * len(rows) + 8
     peak = max(sum(values) for _, values in rows) or 1.0
-    parts = [f'<svg class="httptrack-chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
-             f'style="max-width:{width}px" xmlns="http://www.w3.org/2000/svg" {_FONT}>',
-             f"<title>{escape(title)}</title>"]  # fmt: skip
+    parts = [
+        f'<svg class="httptrack-chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
+        f'style="max-width:{width}px" xmlns="http://www.w3.org/2000/svg" {_FONT}>',
+        f"<title>{escape(title)}</title>",
+    ]
     x = label_w
     for i, name in enumerate(series):  # legend
         color = PALETTE[i % len(PALETTE)]
-        parts.append(f'<rect x="{x}" y="4" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{x + 14}" y="13" fill="#333">{escape(name)}</text>')  # fmt: skip
+        parts.append(
+            f'<rect x="{x}" y="4" width="10" height="10" fill="{color}"/>'
+            f'<text x="{x + 14}" y="13" fill="#333">{escape(name)}</text>'
+        )
         x += 18 + 7 * len(name) + 16
     for r, (label, values) in enumerate(rows):
         y = top + r * row_h
         shown = label if len(label) <= 32 else label[:31] + "…"
-        parts.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end" fill="#333">{escape(shown)}</text>')
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end" fill="#333">{escape(shown)}</text>'
+        )
         x0 = float(label_w)
         for i, value in enumerate(values):
             w = plot_w * value / peak
             if w <= 0:
                 continue
-            parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
-                         f'fill="{PALETTE[i % len(PALETTE)]}"><title>{escape(label)}, {escape(series[i])}: '
-                         f"{escape(fmt(value))}</title></rect>")  # fmt: skip
+            parts.append(
+                f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
+                f'fill="{PALETTE[i % len(PALETTE)]}"><title>{escape(label)}, {escape(series[i])}: '
+                f"{escape(fmt(value))}</title></rect>"
+            )
             x0 += w
         parts.append(f'<text x="{x0 + 6:.1f}" y="{y + 14}" fill="#555">{escape(fmt(sum(values)))}</text>')
     parts.append("</svg>")

@@ -35,24 +35,55 @@ def dashboard_context(conn: sqlite3.Connection, path: str, days: int) -> dict[st
             ("Saved by the cache", money(totals["cost_saved_usd"] or 0)),
             ("Tokens", count(totals["total_tokens"])),
             ("Error rate", percent(totals["error_rate"])),
-            ("Latency p50 / p95", f"{duration(totals['p50_latency_ms'])} / {duration(totals['p95_latency_ms'])}"),
+            (
+                "Latency p50 / p95",
+                f"{duration(totals['p50_latency_ms'])} / {duration(totals['p95_latency_ms'])}",
+            ),
         ],
-        "cost_per_day": Markup(column_chart(
-            [(g["day"], g["cost_usd"] or 0.0) for g in per_day], fmt=money, title="Cost per day (USD)")),
-        "calls_per_day": Markup(stacked_bar_chart(
-            [(g["day"], [g["calls"] - g["errors"] - g["cache_hits"], g["cache_hits"], g["errors"]])
-             for g in reversed(per_day[-14:])],
-            series=["answered", "from cache", "errors"], fmt=lambda v: count(v), title="Calls per day")),
-        "tokens_per_model": Markup(stacked_bar_chart(
-            [(g["model"] or "(unknown)", [g["input_tokens"] or 0, g["output_tokens"] or 0]) for g in by_tokens],
-            series=["input tokens", "output tokens"], fmt=lambda v: count(v), title="Tokens per model")),
-        "cost_per_user": Markup(stacked_bar_chart(
-            [(g["user"] or "(none)", [g["cost_usd"] or 0.0]) for g in per_user[:TOP]],
-            series=["cost"], fmt=money, title="Cost per user")),
+        "cost_per_day": Markup(
+            column_chart(
+                [(g["day"], g["cost_usd"] or 0.0) for g in per_day], fmt=money, title="Cost per day (USD)"
+            )
+        ),
+        "calls_per_day": Markup(
+            stacked_bar_chart(
+                [
+                    (g["day"], [g["calls"] - g["errors"] - g["cache_hits"], g["cache_hits"], g["errors"]])
+                    for g in reversed(per_day[-14:])
+                ],
+                series=["answered", "from cache", "errors"],
+                fmt=lambda v: count(v),
+                title="Calls per day",
+            )
+        ),
+        "tokens_per_model": Markup(
+            stacked_bar_chart(
+                [
+                    (g["model"] or "(unknown)", [g["input_tokens"] or 0, g["output_tokens"] or 0])
+                    for g in by_tokens
+                ],
+                series=["input tokens", "output tokens"],
+                fmt=lambda v: count(v),
+                title="Tokens per model",
+            )
+        ),
+        "cost_per_user": Markup(
+            stacked_bar_chart(
+                [(g["user"] or "(none)", [g["cost_usd"] or 0.0]) for g in per_user[:TOP]],
+                series=["cost"],
+                fmt=money,
+                title="Cost per user",
+            )
+        ),
         "models": [
-            {"model": g["model"] or "(unknown)", "calls": count(g["calls"]), "cost": money(g["cost_usd"]),
-             "errors": percent(g["error_rate"]), "p50": duration(g["p50_latency_ms"]),
-             "p95": duration(g["p95_latency_ms"])}
+            {
+                "model": g["model"] or "(unknown)",
+                "calls": count(g["calls"]),
+                "cost": money(g["cost_usd"]),
+                "errors": percent(g["error_rate"]),
+                "p50": duration(g["p50_latency_ms"]),
+                "p95": duration(g["p95_latency_ms"]),
+            }
             for g in per_model[:TOP]
         ],
-    }  # fmt: skip
+    }

@@ -66,7 +66,7 @@ FROM ranked GROUP BY model ORDER BY calls DESC""",
     },
     "search": {
         "title": "Search prompts and responses",
-        "description": "Full-text search: every word must occur (\"a phrase\" in quotes, pref* for a prefix).",
+        "description": 'Full-text search: every word must occur ("a phrase" in quotes, pref* for a prefix).',
         "sql": f"""SELECT id, started_at, provider, coalesce(response_model, model) AS model, user, service,
   substr(response_text, 1, 300) AS response
 FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q)

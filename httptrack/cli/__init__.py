@@ -10,7 +10,7 @@ import click
 from ._calls import calls
 from ._demo import demo
 from ._export import export
-from ._prune import prune
+from ._maintenance import prune, reindex
 from ._show import show
 from ._stats import stats
 from ._status import path, status
@@ -34,6 +34,7 @@ main.add_command(show)
 main.add_command(stats)
 main.add_command(export)
 main.add_command(prune)
+main.add_command(reindex)
 main.add_command(status)
 main.add_command(path)
 main.add_command(ui)

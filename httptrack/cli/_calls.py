@@ -15,17 +15,49 @@ __all__ = ["LIST_COLUMNS", "calls"]
 #: What ``calls --json`` gives per call: everything but the bodies and headers (``show``
 #: and ``export`` have those).
 LIST_COLUMNS = (
-    "id", "started_at", "provider", "host", "operation", "model", "response_model", "stream", "status",
-    "outcome", "http_status", "error_code", "error_message", "input_tokens", "output_tokens", "total_tokens",
-    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_usd",
-    "cost_saved_usd", "cost_note", "latency_ms", "ttft_ms", "cached", "user", "service", "session", "properties",
+    "id",
+    "started_at",
+    "provider",
+    "host",
+    "operation",
+    "model",
+    "response_model",
+    "stream",
+    "status",
+    "outcome",
+    "http_status",
+    "error_code",
+    "error_message",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "tokens_estimated",
+    "cost_usd",
+    "cost_saved_usd",
+    "cost_note",
+    "latency_ms",
+    "ttft_ms",
+    "cached",
+    "user",
+    "service",
+    "session",
+    "properties",
     "finish_reason",
-)  # fmt: skip
+)
 
 
 @click.command()
-@click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True,
-              help="How many calls to show (0: all).")  # fmt: skip
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many calls to show (0: all).",
+)
 @filter_options
 @json_option
 @db_option
@@ -90,7 +122,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
         status,
         estimated + count(row["input_tokens"]) if row["input_tokens"] is not None else "-",
         estimated + count(row["output_tokens"]) if row["output_tokens"] is not None else "-",
-        money(row["cost_usd"]) if row["cost_usd"] is not None else ("?" if row["status"] == "success" else "-"),
+        money(row["cost_usd"])
+        if row["cost_usd"] is not None
+        else ("?" if row["status"] == "success" else "-"),
         duration(row["latency_ms"]),
         row["user"] or "-",
         row["service"] or "-",

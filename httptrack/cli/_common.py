@@ -66,7 +66,7 @@ def open_log_or_fail(db: Path | None) -> Log:
         raise click.ClickException(f"cannot read {target}: {exc}") from None
 
 
-class _When(click.ParamType):
+class _When(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     """``2h``, ``7d``, ``30m``, ``1w`` ago, or an ISO date/datetime (UTC unless it says)."""
 
     name = "when"
@@ -89,21 +89,39 @@ WHEN = _When()
 def filter_options(func: F) -> F:
     """The options that pick calls, shared by ``calls``, ``stats`` and ``export``."""
     options = [
-        click.option("--since", type=WHEN, help="Only calls since: 2h, 7d, 30m, 1w ago, or a date (2026-01-31)."),
+        click.option(
+            "--since", type=WHEN, help="Only calls since: 2h, 7d, 30m, 1w ago, or a date (2026-01-31)."
+        ),
         click.option("--until", type=WHEN, help="Only calls before this (same forms as --since)."),
-        click.option("--provider", multiple=True, help="Only this provider (openai, anthropic, ...). Repeatable."),
-        click.option("-m", "--model", multiple=True, help="Only this model (asked for or answering). Repeatable."),
+        click.option(
+            "--provider", multiple=True, help="Only this provider (openai, anthropic, ...). Repeatable."
+        ),
+        click.option(
+            "-m", "--model", multiple=True, help="Only this model (asked for or answering). Repeatable."
+        ),
         click.option("-u", "--user", multiple=True, help="Only calls attributed to this user. Repeatable."),
         click.option("-s", "--service", multiple=True, help="Only calls from this service. Repeatable."),
         click.option("--session", multiple=True, help="Only calls in this session. Repeatable."),
-        click.option("--operation", multiple=True,
-                     type=click.Choice(["chat", "completion", "embeddings", "models", "other"]),
-                     help="Only this kind of call. Repeatable."),  # fmt: skip
-        click.option("--status", type=click.Choice(["success", "error"]), help="Only successful or only failed calls."),
-        click.option("--cached/--not-cached", default=None,
-                     help="Only calls served from httptrack's cache, or only real ones."),  # fmt: skip
-        click.option("-q", "--query", help='Full-text search of prompts and responses: all words must occur; '
-                     '"a phrase" in quotes, pref* for a prefix.'),  # fmt: skip
+        click.option(
+            "--operation",
+            multiple=True,
+            type=click.Choice(["chat", "completion", "embeddings", "models", "other"]),
+            help="Only this kind of call. Repeatable.",
+        ),
+        click.option(
+            "--status", type=click.Choice(["success", "error"]), help="Only successful or only failed calls."
+        ),
+        click.option(
+            "--cached/--not-cached",
+            default=None,
+            help="Only calls served from httptrack's cache, or only real ones.",
+        ),
+        click.option(
+            "-q",
+            "--query",
+            help="Full-text search of prompts and responses: all words must occur; "
+            '"a phrase" in quotes, pref* for a prefix.',
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -113,8 +131,19 @@ def filter_options(func: F) -> F:
 def filters_from(params: dict[str, Any]) -> Filters:
     """The ``Filters`` for ``Log`` methods from a command's filter options (popped off)."""
     filters: dict[str, Any] = {}
-    for name in ("since", "until", "provider", "model", "user", "service", "session", "operation", "status",
-                 "cached", "query"):  # fmt: skip
+    for name in (
+        "since",
+        "until",
+        "provider",
+        "model",
+        "user",
+        "service",
+        "session",
+        "operation",
+        "status",
+        "cached",
+        "query",
+    ):
         value = params.pop(name, None)
         if value is None or value == ():
             continue

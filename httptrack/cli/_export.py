@@ -20,16 +20,33 @@ BODY_COLUMNS = ("request_headers", "request_body", "response_headers", "response
 
 
 @click.command()
-@click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
-              help="JSON lines (one object per call) or CSV (one row per call, with a header).")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default="-",
-              help="Write to this file (default: standard output).")  # fmt: skip
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON lines (one object per call) or CSV (one row per call, with a header).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default="-",
+    help="Write to this file (default: standard output).",
+)
 @click.option("-c", "--columns", help="Comma-separated columns to export, in this order (default: all).")
 @click.option("--no-bodies", is_flag=True, help="Leave out the bodies and headers (much smaller).")
 @click.option("--newest-first", is_flag=True, help="Newest call first (default: oldest first).")
-@click.option("-n", "--limit", type=click.IntRange(min=0), default=0, help="At most this many calls (0: all).")
-@click.option("--progress/--no-progress", default=None,
-              help="A progress bar on standard error (default: when it is a terminal and the output is not).")  # fmt: skip
+@click.option(
+    "-n", "--limit", type=click.IntRange(min=0), default=0, help="At most this many calls (0: all)."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on standard error (default: when it is a terminal and the output is not).",
+)
 @filter_options
 @db_option
 def export(
@@ -45,7 +62,8 @@ def export(
 ) -> None:
     """Export calls as JSON lines or CSV.
 
-    Oldest first, with the same filters as `calls`. Rows are streamed: memory stays flat however many calls there are.
+    Oldest first, with the same filters as `calls`. Rows are streamed: memory stays
+    flat however many calls there are.
 
     \b
     Examples:
@@ -59,8 +77,9 @@ def export(
     chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else list(COLUMN_NAMES)
     unknown = [c for c in chosen if c not in COLUMN_NAMES]
     if unknown:
-        raise click.BadParameter(f"no such column: {', '.join(unknown)} (see `httptrack export --help`)",
-                                 param_hint="--columns")  # fmt: skip
+        raise click.BadParameter(
+            f"no such column: {', '.join(unknown)} (see `httptrack export --help`)", param_hint="--columns"
+        )
     if no_bodies:
         chosen = [c for c in chosen if c not in BODY_COLUMNS]
     to_stdout = str(output) == "-"
@@ -71,15 +90,27 @@ def export(
             raise click.BadParameter(str(exc)) from None
         if limit:
             total = min(total, limit)
-        rows = log.rows(limit=limit or None, newest_first=newest_first, columns=chosen,
-                        decode_json=fmt == "jsonl", **filters)  # fmt: skip
+        rows = log.rows(
+            limit=limit or None,
+            newest_first=newest_first,
+            columns=chosen,
+            decode_json=fmt == "jsonl",
+            **filters,
+        )
         if progress is None:
             progress = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
         stream: IO[str]
-        with (click.open_file("-", "w") if to_stdout else output.open("w", encoding="utf-8", newline="")) as stream:
+        with (
+            click.open_file("-", "w") if to_stdout else output.open("w", encoding="utf-8", newline="")
+        ) as stream:
             if progress:
-                with click.progressbar(length=total, label=f"Exporting {total:,} calls", file=sys.stderr,
-                                       show_pos=True, show_eta=True) as bar:  # fmt: skip
+                with click.progressbar(
+                    length=total,
+                    label=f"Exporting {total:,} calls",
+                    file=sys.stderr,
+                    show_pos=True,
+                    show_eta=True,
+                ) as bar:
                     written = _write(stream, fmt, chosen, _ticking(rows, bar))
             else:
                 written = _write(stream, fmt, chosen, rows)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,9 @@ def money(value: Any) -> str:
         return f"${value:,.3f}"
     if abs(value) >= 0.01:
         return f"${value:.4f}"
-    return f"${value:.6f}".rstrip("0") if abs(value) >= 0.000001 else f"${value:.2e}"
+    # Three significant digits, however small: $0.000348, $0.0000093.
+    decimals = min(12, 2 - math.floor(math.log10(abs(value))))
+    return f"${value:.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def duration(ms: Any) -> str:
@@ -62,7 +65,9 @@ class Column:
         self.min_width = min_width
 
 
-def render_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, width: int | None = None) -> str:
+def render_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], *, width: int | None = None
+) -> str:
     """The rows as an aligned table. When it is wider than ``width`` (default: the
     terminal's, when there is one), the shrinkable columns are cut, longest first."""
     widths = [max([len(c.header), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
@@ -71,7 +76,9 @@ def render_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, wi
     gap = 2
     excess = sum(widths) + gap * (len(widths) - 1) - width
     while excess > 0:
-        candidates = [i for i, c in enumerate(columns) if c.shrink and widths[i] > max(c.min_width, len(c.header))]
+        candidates = [
+            i for i, c in enumerate(columns) if c.shrink and widths[i] > max(c.min_width, len(c.header))
+        ]
         if not candidates:
             break
         widest = max(candidates, key=lambda i: widths[i])

@@ -26,9 +26,9 @@ __all__ = ["pretty_body", "show"]
 def show(call_id: str | None, no_bodies: bool, with_headers: bool, as_json: bool, db: Path | None) -> None:
     """Show one call in full.
 
-    Its figures, attribution, timings, request and response. ID is a call id as `httptrack calls` lists it, or a unique start of one; without
-    it, the newest call. Streams are shown reassembled into the text they generated, and
-    as received.
+    Its figures, attribution, timings, request and response. ID is a call id as
+    `httptrack calls` lists it, or a unique start of one; without it, the newest call.
+    Streams are shown reassembled into the text they generated, and as received.
 
     \b
     Examples:
@@ -57,7 +57,10 @@ def show(call_id: str | None, no_bodies: bool, with_headers: bool, as_json: bool
         return
     click.echo(describe(record))
     if with_headers:
-        for title, headers in (("Request headers", record.request_headers), ("Response headers", record.response_headers)):
+        for title, headers in (
+            ("Request headers", record.request_headers),
+            ("Response headers", record.response_headers),
+        ):
             click.echo(_rule(title))
             for name, value in (headers or {}).items():
                 click.echo(f"{name}: {value}")
@@ -78,9 +81,17 @@ def _rule(title: str) -> str:
 
 def describe(r: CallRecord) -> str:
     """The figures of one call, one topic per line."""
-    lines = [click.style(f"Call {r.id}", bold=True) + f"  {r.started_at.isoformat(sep=' ', timespec='milliseconds')}"]
+    lines = [
+        click.style(f"Call {r.id}", bold=True)
+        + f"  {r.started_at.isoformat(sep=' ', timespec='milliseconds')}"
+    ]
     lines.append(_line("request", f"{r.method or ''} {r.url or r.endpoint or ''}".strip()))
-    lines.append(_line("provider", f"{r.provider} ({r.host}), {r.operation or 'other'}" + (", stream" if r.stream else "")))
+    lines.append(
+        _line(
+            "provider",
+            f"{r.provider} ({r.host}), {r.operation or 'other'}" + (", stream" if r.stream else ""),
+        )
+    )
     model = r.model or "-"
     if r.response_model and r.response_model != r.model:
         model += f" → {r.response_model}"
@@ -94,11 +105,21 @@ def describe(r: CallRecord) -> str:
         status += f", finished: {r.finish_reason}"
     lines.append(_line("status", status))
     if r.error_code or r.error_message:
-        lines.append(_line("error", " ".join(x for x in (f"[{r.error_code}]" if r.error_code else "", r.error_message or "") if x)))
+        lines.append(
+            _line(
+                "error",
+                " ".join(
+                    x for x in (f"[{r.error_code}]" if r.error_code else "", r.error_message or "") if x
+                ),
+            )
+        )
     if r.input_tokens is not None or r.output_tokens is not None:
         tokens = f"{count(r.input_tokens)} in"
-        parts = [f"{count(v)} {name}" for name, v in (("cache read", r.cached_input_tokens),
-                 ("cache write", r.cache_write_tokens)) if v]  # fmt: skip
+        parts = [
+            f"{count(v)} {name}"
+            for name, v in (("cache read", r.cached_input_tokens), ("cache write", r.cache_write_tokens))
+            if v
+        ]
         if parts:
             tokens += f" ({', '.join(parts)})"
         tokens += f" + {count(r.output_tokens)} out"
@@ -120,8 +141,12 @@ def describe(r: CallRecord) -> str:
         if r.output_tokens and r.latency_ms and r.latency_ms > r.ttft_ms:
             timing += f", {r.output_tokens * 1000 / (r.latency_ms - r.ttft_ms):.0f} tokens/s"
     lines.append(_line("latency", timing))
-    lines.append(_line("cache", "hit (served by httptrack, not sent)" if r.cached else
-                       ("miss" if r.cache_key else "not used")))  # fmt: skip
+    lines.append(
+        _line(
+            "cache",
+            "hit (served by httptrack, not sent)" if r.cached else ("miss" if r.cache_key else "not used"),
+        )
+    )
     who = [f"{k} {v}" for k, v in (("user", r.user), ("service", r.service), ("session", r.session)) if v]
     who += [f"{k}={v}" for k, v in (r.properties or {}).items()]
     lines.append(_line("attribution", ", ".join(who) or "-"))

@@ -56,8 +56,13 @@ def summary(t: dict[str, Any]) -> str:
     lines = [
         f"calls       {count(t['calls'])}   errors {count(t['errors'])} ({percent(t['error_rate'])})"
         f"   served from cache {count(t['cache_hits'])}",
-        f"tokens      {count(t['input_tokens'])} in + {count(t['output_tokens'])} out = {count(t['total_tokens'])}"
-        + (f"   ({count(t['cached_input_tokens'])} read from prompt caches)" if t["cached_input_tokens"] else ""),
+        f"tokens      {count(t['input_tokens'])} in + {count(t['output_tokens'])} out"
+        f" = {count(t['total_tokens'])}"
+        + (
+            f"   ({count(t['cached_input_tokens'])} read from prompt caches)"
+            if t["cached_input_tokens"]
+            else ""
+        ),
         f"cost        {money(t['cost_usd'] or 0)}"
         + (f"   saved by httptrack's cache {money(t['cost_saved_usd'])}" if t["cost_saved_usd"] else "")
         + (f"   ({count(t['unpriced'])} calls could not be priced)" if t["unpriced"] else ""),

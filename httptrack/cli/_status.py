@@ -42,5 +42,7 @@ def status(as_json: bool, db: Path | None) -> None:
     if info["calls"]:
         click.echo(f"oldest      {short_time(info['oldest'])} UTC")
         click.echo(f"newest      {short_time(info['newest'])} UTC")
-    click.echo(f"schema      version {info['schema_version']}, full-text search "
-               f"{'on' if info['search_index'] else 'unavailable (SQLite without FTS5)'}")  # fmt: skip
+    click.echo(
+        f"schema      version {info['schema_version']}, full-text search "
+        f"{'on' if info['search_index'] else 'unavailable (SQLite without FTS5)'}"
+    )

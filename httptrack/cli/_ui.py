@@ -34,10 +34,20 @@ def make_datasette(path: Path) -> Any:
 
 
 @click.command()
-@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
-              help="Port to serve on (0: any free port).")  # fmt: skip
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on. The log holds prompts: think before exposing it.")  # fmt: skip
+@click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8001,
+    show_default=True,
+    help="Port to serve on (0: any free port).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on. The log holds prompts: think before exposing it.",
+)
 @click.option("--no-browser", is_flag=True, help="Do not open a browser window.")
 @db_option
 def ui(port: int, host: str, no_browser: bool, db: Path | None) -> None:

@@ -1,4 +1,5 @@
-"""Removing old calls, or only their bodies, from the call log (``httptrack prune``).
+"""Looking after the call log: removing old calls or only their bodies (``httptrack
+prune``), and rebuilding what is derived from the calls (``httptrack reindex``).
 
 Works beside a live writer: each step is one short write transaction (the writer waits
 out its busy timeout, then retries; nothing is lost). The full-text index forgets what
@@ -17,7 +18,7 @@ from . import _rollup, _views
 from ._log import parse_when
 from ._store import connect, migrate
 
-__all__ = ["BODY_COLUMNS", "PruneResult", "count_prunable", "prune"]
+__all__ = ["BODY_COLUMNS", "PruneResult", "count_prunable", "prune", "reindex"]
 
 #: What ``bodies_only`` clears: the content of a call, not its figures.
 BODY_COLUMNS = ("request_body", "response_body", "response_text")
@@ -42,18 +43,24 @@ def _where(cutoff: str, bodies_only: bool) -> str:
     return where
 
 
-def count_prunable(path: str | Path, older_than: str | datetime, *, bodies_only: bool = False) -> tuple[str, int]:
+def count_prunable(
+    path: str | Path, older_than: str | datetime, *, bodies_only: bool = False
+) -> tuple[str, int]:
     """(cutoff, how many calls ``prune`` would touch), read-only."""
     cutoff = parse_when(older_than)
     conn = connect(path, readonly=True)
     try:
-        (n,) = conn.execute(f"SELECT count(*) FROM calls WHERE {_where(cutoff, bodies_only)}", [cutoff]).fetchone()
+        (n,) = conn.execute(
+            f"SELECT count(*) FROM calls WHERE {_where(cutoff, bodies_only)}", [cutoff]
+        ).fetchone()
     finally:
         conn.close()
     return cutoff, int(n)
 
 
-def prune(path: str | Path, older_than: str | datetime, *, bodies_only: bool = False, vacuum: bool = False) -> PruneResult:
+def prune(
+    path: str | Path, older_than: str | datetime, *, bodies_only: bool = False, vacuum: bool = False
+) -> PruneResult:
     """Delete the calls that started before ``older_than`` (``30d``, an ISO date, a
     ``datetime``), or with ``bodies_only`` keep them and clear their request and response
     bodies and generated text. ``vacuum`` then gives the freed space back to the disk (it
@@ -100,7 +107,9 @@ def prune(path: str | Path, older_than: str | datetime, *, bodies_only: bool = F
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         conn.close()
-    return PruneResult(cutoff=cutoff, calls=total, bodies_only=bodies_only, bytes_before=before, bytes_after=_size(path))
+    return PruneResult(
+        cutoff=cutoff, calls=total, bodies_only=bodies_only, bytes_before=before, bytes_after=_size(path)
+    )
 
 
 def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:
@@ -118,3 +127,25 @@ def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def reindex(path: str | Path) -> int:
+    """Rebuild the full-text search index and the daily rollups from ``calls`` (after the
+    table was edited with another tool). Returns how many calls there are."""
+    conn = connect(path)
+    try:
+        migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if _views.search_index_exists(conn):
+                _views.rebuild_search_index(conn)
+            if _rollup.rollups_exist(conn):
+                _rollup.rebuild_rollups(conn)
+            (n,) = conn.execute("SELECT count(*) FROM calls").fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return int(n)
