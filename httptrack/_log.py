@@ -290,7 +290,9 @@ class Log:
 
     # -- figures ------------------------------------------------------------------------------
 
-    def stats(self, *, by: str | None = None, **filters: Unpack[Filters]) -> list[dict[str, Any]]:
+    def stats(
+        self, *, by: str | None = None, percentiles: bool = True, **filters: Unpack[Filters]
+    ) -> list[dict[str, Any]]:
         """Totals of the matching calls (one row), or per ``by`` group: ``provider``,
         ``model`` (the model that answered), ``user``, ``service``, ``operation``,
         ``status`` or ``day`` (UTC). Groups come most expensive first (days newest first).
@@ -300,9 +302,14 @@ class Log:
         have cost), unpriced (successful calls with no known price), and latency over the
         calls that reached the provider: average, p50 and p95 (estimated within 1%).
         Answered from the daily rollups where the question allows (see ``_rollup``).
+        ``percentiles=False`` skips p50/p95 (``None``), which is quicker for many groups.
         """
         if by is not None and by not in STATS_GROUPS:
             raise ValueError(f"cannot group by {by!r} (choose from {', '.join(STATS_GROUPS)})")
+        # "7d" means the same moment in every query below.
+        for key in ("since", "until"):
+            if filters.get(key) is not None:
+                filters[key] = parse_when(filters[key])
         where, params = self._where(filters)
         groups: dict[Any, Totals] = {}
         plan = self._rollup_plan(by, filters)
@@ -310,7 +317,7 @@ class Log:
             self._add_calls(groups, by, where, params)
         else:
             dim, values, full_start, full_end = plan
-            self._add_rollup(groups, by, dim, values, full_start, full_end)
+            self._add_rollup(groups, by, dim, values, full_start, full_end, percentiles)
             # What the rollup does not hold: the partial days at the edges of the range,
             # and calls past the bookmark (written by something that does not roll up).
             since = parse_when(filters["since"]) if filters.get("since") is not None else None
@@ -326,6 +333,9 @@ class Log:
             self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [self._bookmark(), *params, *bounds])
         if by is None and not groups:
             groups[None] = Totals()
+        if not percentiles:
+            for totals in groups.values():
+                totals.hist.clear()  # the calls' own buckets too: all or nothing
         rows = [_finish(by, key, totals) for key, totals in groups.items()]
         if by == "day":
             rows.sort(key=lambda r: r["day"] or "", reverse=True)
@@ -374,6 +384,7 @@ class Log:
         values: list[str] | None,
         full_start: str | None,
         full_end: str | None,
+        percentiles: bool = True,
     ) -> None:
         clauses, params = ["dim = ?"], [dim]
         if values is not None:
@@ -398,6 +409,8 @@ class Log:
         sql = f"SELECT {key_sql} AS k, {sums} FROM {_rollup.ROLLUP_TABLE} WHERE {where} GROUP BY k"
         for row in self._conn.execute(sql, params):
             totals_for(row[0]).add(row[1:])
+        if not percentiles:
+            return
         table = _rollup.LATENCY_TABLE
         sql = f"SELECT {key_sql} AS k, bucket, sum(n) FROM {table} WHERE {where} GROUP BY k, bucket"
         for key, bucket, n in self._conn.execute(sql, params):

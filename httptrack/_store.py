@@ -36,6 +36,10 @@ __all__ = ["SCHEMA_VERSION", "Store", "Writer", "connect", "flush", "migrate", "
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
+#: The search index and the daily rollup are brought up to date at least this often
+#: (seconds), or after this many rows, and at every flush().
+DERIVE_SECONDS = 1.0
+DERIVE_ROWS = 200
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
 MAX_PENDING_ROWS = 200_000
 _INSERT = f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
@@ -141,6 +145,9 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._searchable = False
         self._rolled_up = False
+        #: Rows written since the search index and the rollup were last brought up to date.
+        self.behind = 0
+        self._derived_at = 0.0
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._conn
@@ -157,6 +164,31 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, rows)
+            self.behind += len(rows)
+            if self.due():
+                self._derive(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def due(self) -> bool:
+        # Indexing costs about a millisecond per transaction however few rows it covers:
+        # under a steady stream of calls it is done every DERIVE_SECONDS or DERIVE_ROWS,
+        # not for each small batch. (Readers add rows past the rollup's bookmark
+        # themselves; a call is searchable within DERIVE_SECONDS, or at flush().)
+        return self.behind > 0 and (
+            self.behind >= DERIVE_ROWS or time.monotonic() - self._derived_at >= DERIVE_SECONDS
+        )
+
+    def catch_up(self) -> None:
+        """Index what is behind now, in a transaction of its own (flush, idle writer)."""
+        conn = self._conn
+        if conn is None or not self.behind:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             self._derive(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -165,8 +197,10 @@ class Store:
             raise
 
     def _derive(self, conn: sqlite3.Connection) -> None:
-        """Bring the search index and the daily rollups up to date with the batch, in its
+        """Bring the search index and the daily rollups up to date, in the current
         transaction (see _views, _rollup); a failure here must never cost the rows."""
+        self.behind = 0
+        self._derived_at = time.monotonic()
         for wanted, name, update in ((self._searchable, "search_index", _views.index_new_rows),
                                      (self._rolled_up, "rollup", _views.roll_up_new_rows)):  # fmt: skip
             if not wanted:
@@ -253,7 +287,8 @@ class Writer:
     def _run(self) -> None:
         warmed = False
         while True:
-            self._wake.wait(timeout=1.0 if self._pending else None)
+            behind = any(store.behind for store in self._stores.values())
+            self._wake.wait(timeout=1.0 if self._pending or behind else None)
             self._wake.clear()
             if not warmed:
                 warmed = True
@@ -280,11 +315,22 @@ class Writer:
                     self._write(batch)
                 if markers:
                     self._write_pending(force=True)
+                    self._catch_up(force=True)
                     for marker in markers:
                         marker.done.set()
                 if not queue:
                     break
             self._write_pending(force=False)
+            self._catch_up(force=False)
+
+    def _catch_up(self, *, force: bool) -> None:
+        """Bring each database's search index and rollup up to date if due (or now)."""
+        for store in list(self._stores.values()):
+            if store.behind and (force or store.due()):
+                try:
+                    store.catch_up()
+                except sqlite3.Error as exc:  # locked: the next write or flush tries again
+                    report_fault("database", f"could not index new calls in {store.path}: {exc}", exc)
 
     def _write(self, batch: list[Exchange]) -> None:
         from ._recorder import build_row

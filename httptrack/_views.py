@@ -197,11 +197,16 @@ def drop_views(conn: sqlite3.Connection) -> None:
 
 
 #: Indexes added for the CLI, the Python API and datasette's facets (m001 made the
-#: per-column ``(column, started_at)`` ones). ``idx_calls_usage`` covers every figure
-#: ``stats`` sums, so totals and breakdowns read the index, not the rows with their bodies.
+#: per-column ``(column, started_at)`` ones, which serve the facets on those columns).
 INDEXES: dict[str, str] = {
+    # Covers every figure `stats` sums: what the daily rollup cannot answer (two dimensions
+    # at once, the partial days at the edges of a range) reads this, not the rows and
+    # their bodies.
     "idx_calls_usage": "started_at, provider, model, response_model, user, service, operation, status, "
     "cached, input_tokens, output_tokens, total_tokens, cached_input_tokens, cost_usd, cost_saved_usd, "
     "latency_ms",
+    # The slowest_calls view.
     "idx_calls_latency": "cached, latency_ms",
+    # datasette's facet by day (date(started_at)): 1.1 s -> 0.1 s on a million calls.
+    "idx_calls_day": "date(started_at)",
 }

@@ -60,6 +60,7 @@ async def test_calls_page_shows_column_descriptions_and_search(ds: Datasette, id
     for column in ("cost_usd", "cached_input_tokens", "response_text"):
         assert DESCRIPTIONS[column] in html.unescape(page), column
     assert 'name="_search"' in page
+    assert "What each column means" in page  # the long list of descriptions is folded
     found = await get_json(ds, "/log/calls.json?_search=umbrellas&_shape=array")
     assert [r["id"] for r in found] == [ids[5], ids[2]]
 

@@ -243,6 +243,17 @@ def copy_call(db: Path, call_id: str, new_id: str) -> None:
     conn.close()
 
 
+def test_stats_without_percentiles(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log:
+        full = log.stats(by="user")
+        lean = log.stats(by="user", percentiles=False)
+    assert [g["p50_latency_ms"] for g in lean] == [None] * 3 == [g["p95_latency_ms"] for g in lean]
+    strip = ("p50_latency_ms", "p95_latency_ms")
+    assert [{k: v for k, v in g.items() if k not in strip} for g in lean] == [
+        {k: v for k, v in g.items() if k not in strip} for g in full
+    ]
+
+
 def test_calls_past_the_rollup_bookmark_are_counted(db: Path, ids: list[str]) -> None:
     copy_call(db, ids[2], "01ZZZZZZZZZZZZZZZZZZZZZZZZ")
     with httptrack.open_log(db) as log:

@@ -98,6 +98,28 @@ def render_cell(value: Any, column: str, table: str | None, database: str, datas
     )
 
 
+#: The calls table has ~50 described columns: datasette lists them all above the table.
+#: Folded into a <details>, the table comes first (descriptions also show in each
+#: column's menu).
+_FOLD_DESCRIPTIONS = """
+const descriptions = document.querySelector("dl.column-descriptions");
+if (descriptions) {
+  const folded = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = "What each column means";
+  descriptions.replaceWith(folded);
+  folded.append(summary, descriptions);
+}
+"""
+
+
+@hookimpl
+def extra_body_script(template: str, database: str | None, table: str | None, datasette: Any) -> str | None:
+    if template == "table.html" and table == "calls" and database in log_databases(datasette):
+        return _FOLD_DESCRIPTIONS
+    return None
+
+
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
     return [(r"^/-/httptrack$", dashboard)]

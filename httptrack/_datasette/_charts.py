@@ -28,11 +28,13 @@ def column_chart(
     *,
     fmt: Callable[[float], str],
     title: str,
+    axis: Callable[[float], str] | None = None,
     color: str = PALETTE[0],
     width: int = 760,
     height: int = 220,
 ) -> str:
-    """Vertical bars, one per point (e.g. cost per day, oldest on the left)."""
+    """Vertical bars, one per point (e.g. cost per day, oldest on the left). ``fmt``
+    formats each bar's figure, ``axis`` (default ``fmt``) the gridlines' values."""
     if not points:
         return f'<p class="httptrack-empty">{escape(title)}: nothing to show yet.</p>'
     left, right, top, bottom = 64, 8, 20, 34
@@ -50,7 +52,7 @@ def column_chart(
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         parts.append(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
-            f"{escape(fmt(peak * i / 4))}</text>"
+            f"{escape((axis or fmt)(peak * i / 4))}</text>"
         )
     every = max(1, round(len(points) / 8))  # at most ~8 labels under the bars
     for i, (label, value) in enumerate(points):
@@ -60,10 +62,12 @@ def column_chart(
             f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
             f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>"
         )
-        if i % every == 0 or i == len(points) - 1:
+        # Every few bars, counting from the newest, so the latest day is always labelled.
+        if (len(points) - 1 - i) % every == 0:
+            last = i == len(points) - 1  # kept inside the chart: aligned on its bar's right edge
             parts.append(
-                f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="#555">'
-                f"{escape(label)}</text>"
+                f'<text x="{x + (bar if last else bar / 2):.1f}" y="{height - bottom + 16}" '
+                f'text-anchor="{"end" if last else "middle"}" fill="#555">{escape(label)}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)

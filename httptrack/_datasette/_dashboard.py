@@ -23,9 +23,9 @@ def dashboard_context(conn: sqlite3.Connection, path: str, days: int) -> dict[st
     since = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d") if days else None
     filters: dict[str, Any] = {"since": since} if since else {}
     totals = log.totals(**filters)
-    per_day = sorted(log.stats(by="day", **filters), key=lambda g: g["day"] or "")
+    per_day = sorted(log.stats(by="day", percentiles=False, **filters), key=lambda g: g["day"] or "")
     per_model = log.stats(by="model", **filters)
-    per_user = log.stats(by="user", **filters)
+    per_user = log.stats(by="user", percentiles=False, **filters)
     by_tokens = sorted(per_model, key=lambda g: -((g["input_tokens"] or 0) + (g["output_tokens"] or 0)))[:TOP]
     return {
         "since": since,
@@ -42,7 +42,10 @@ def dashboard_context(conn: sqlite3.Connection, path: str, days: int) -> dict[st
         ],
         "cost_per_day": Markup(
             column_chart(
-                [(g["day"], g["cost_usd"] or 0.0) for g in per_day], fmt=money, title="Cost per day (USD)"
+                [(g["day"], g["cost_usd"] or 0.0) for g in per_day],
+                fmt=money,
+                axis=_dollars,
+                title="Cost per day (USD)",
             )
         ),
         "calls_per_day": Markup(
@@ -87,3 +90,8 @@ def dashboard_context(conn: sqlite3.Connection, path: str, days: int) -> dict[st
             for g in per_model[:TOP]
         ],
     }
+
+
+def _dollars(value: float) -> str:
+    """An axis value: ``$0.5``, ``$1.25``, ``$2,000``."""
+    return "$" + f"{value:,.4f}".rstrip("0").rstrip(".")

@@ -14,6 +14,7 @@ __all__ = ["CANNED_QUERIES", "SETTINGS", "database_metadata"]
 #: the default 200 ms, and bodies are long.
 SETTINGS = {
     "facet_time_limit_ms": 2000,
+    "suggest_facets": False,
     "sql_time_limit_ms": 5000,
     "default_page_size": 50,
     "truncate_cells_html": 0,
