@@ -210,7 +210,8 @@ class Store:
                 update(conn)
             except sqlite3.Error as exc:
                 conn.execute(f"ROLLBACK TO {name}")
-                report_fault(name, f"could not update the {name.replace('_', ' ')} (the calls are recorded)", exc)
+                what = name.replace("_", " ")
+                report_fault(name, f"could not update the {what} (the calls are recorded)", exc)
             conn.execute(f"RELEASE {name}")
 
     def forget(self) -> None:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from recorded_log import record_calls
 
 import httptrack
 from httptrack import _store
-from recorded_log import record_calls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
