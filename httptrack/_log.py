@@ -441,13 +441,6 @@ class Log:
         oldest = self._execute("SELECT min(started_at) FROM calls").fetchone()[0]
         newest = self._execute("SELECT max(started_at) FROM calls").fetchone()[0]
         (version,) = self._execute("PRAGMA user_version").fetchone()
-        bodies = (
-            self._execute(
-                "SELECT count(*) FROM calls WHERE request_body IS NOT NULL OR response_body IS NOT NULL"
-            ).fetchone()[0]
-            if calls < 200_000
-            else None
-        )
         return {
             "path": str(self.path),
             "size_bytes": size,
@@ -456,7 +449,6 @@ class Log:
             "newest": newest,
             "schema_version": version,
             "search_index": self._searchable,
-            "calls_with_bodies": bodies,
         }
 
 
