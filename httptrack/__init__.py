@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._cache import CacheMiss
 from ._context import attribute
 from ._faults import fault_counts
 from ._settings import Settings, SettingsError
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncTrackingTransport",
+    "CacheMiss",
     "CallRecord",
     "Log",
     "Settings",

@@ -20,17 +20,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._cache import CacheMiss
 from ._context import ControlHeaders, current_attribution
 from ._exchange import Exchange
 from ._faults import report_fault
+from ._rewrite import INCLUDE_USAGE, with_include_usage
 from ._settings import Settings
 from ._store import writer
+from ._streams import UsageChunkFilter
+from ._streams import ReplayChunks
 from .providers import provider_for_host
 
 __all__ = ["CALL_ID_HEADER", "CACHE_HEADER", "Tracker"]
 
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
+_CACHE_HEADER_B = CACHE_HEADER.encode()
 
 
 class Tracker:
@@ -86,23 +91,110 @@ class Tracker:
 
     def lookup(self, exchange: Exchange) -> Any:
         """The response cache's answer for this request (replayed by :meth:`replay`), or
-        ``None`` to send it. In ``replay`` mode a miss raises (nothing is sent)."""
-        return None
+        ``None`` to send it. In ``replay`` mode a miss is recorded and raises
+        :class:`~httptrack.CacheMiss` (nothing is sent)."""
+        cache = self.cache
+        if cache is None:
+            return None
+        try:
+            return cache.lookup(exchange)
+        except CacheMiss as miss:
+            if exchange.end("cache_miss", miss):
+                self.finish(exchange)
+            raise
+        except Exception as exc:
+            report_fault("cache_read", "the response cache could not be consulted; the request is sent", exc)
+            return None
 
     def replay(self, exchange: Exchange, entry: Any, response_class: type, tee: type) -> Any:
-        """A response built from a cache entry, its stream replayed chunk by chunk."""
-        raise NotImplementedError
+        """A response built from a cache entry: the stored status and headers (plus
+        ``X-Httptrack-Cache: HIT`` and the call id), its body replayed chunk by chunk through
+        ``tee`` so the hit is recorded like any call. ``None`` if it cannot be built (the
+        request is then sent)."""
+        try:
+            headers = entry.prepared.get(response_class)
+            if headers is None:
+                headers = response_class(200, headers=[*entry.headers, (_CACHE_HEADER_B, b"HIT")]).headers
+                entry.prepared[response_class] = headers
+            # `stream=`, never `content=`: the client times the body (response.elapsed).
+            response = response_class(entry.status, headers=headers, stream=ReplayChunks(()))
+            response.headers[CALL_ID_HEADER] = exchange.call_id
+        except Exception as exc:
+            report_fault("cache_replay", "a cached response could not be replayed; the request is sent", exc)
+            if self.settings.cache != "replay":
+                return None
+            miss = self.cache.miss(exchange, f"the cached response could not be replayed ({exc!r})")
+            if exchange.end("cache_miss", miss):
+                self.finish(exchange)
+            raise miss from exc
+        exchange.cached = True
+        exchange.cache_status = "HIT"
+        exchange.replayed_row = entry.figures
+        exchange.received_headers(entry.status, list(entry.headers))
+        exchange.rewritten = entry.info.get("rewritten")
+        if exchange.rewritten is not None:
+            content_type = next((v for k, v in entry.headers if k.lower() == b"content-type"), b"")
+            self.hide_injected_usage(exchange, entry.status, content_type.decode("latin-1").lower())
+        response.stream = tee(ReplayChunks(entry.chunks), exchange, self.finish)
+        return response
 
     def rewrite(self, exchange: Exchange, request: Any) -> None:
-        """Adjust the request on its way out where tracking needs it (e.g. ask an
-        OpenAI-style stream for its usage chunk). The app's view must not change."""
+        """Adjust the request on its way out where tracking needs it: ask an OpenAI-style
+        stream for its usage chunk (``_rewrite``). The app's view does not change (the
+        extra event is filtered out in :meth:`respond`), the recorded request and the cache
+        key stay the app's own (``exchange.request_body``)."""
+        try:
+            if not self.settings.include_usage or exchange.operation not in ("chat", "completion"):
+                return
+            if exchange.method != "POST" or not exchange.provider.include_usage(exchange.path, exchange.query):
+                return
+            headers = request.headers
+            if headers.get("content-encoding") or "json" not in headers.get("content-type", "json"):
+                return
+            body = with_include_usage(exchange.request_body)
+            if body is None:
+                return
+            # What httpx's Request.read() leaves: the body in `_content` and a ByteStream
+            # over it (the transport already read it). Both libraries build it that way.
+            stream_type = type(request.stream)
+            if stream_type.__name__ != "ByteStream":
+                return
+            request.stream = stream_type(body)
+            request._content = body
+            if "Content-Length" in headers:
+                headers["Content-Length"] = str(len(body))
+            exchange.rewritten = INCLUDE_USAGE
+        except Exception as exc:
+            report_fault("rewrite", "a request could not be adjusted; it was sent as it was", exc)
+
+    @staticmethod
+    def hide_injected_usage(exchange: Exchange, status: int, content_type: str) -> None:
+        """When :meth:`rewrite` asked for the usage chunk (``exchange.rewritten``) and the
+        answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
+        app. A replayed cache entry recorded from such a request needs the same: set
+        ``exchange.rewritten`` from the entry, then call this before wrapping the stream."""
+        if exchange.rewritten is not None and 200 <= status < 300 and content_type.startswith("text/event-stream"):
+            exchange.chunk_filter = UsageChunkFilter()
 
     def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
         """Note the response's status and headers, label it for the app, and wrap its
         stream in ``tee`` so the body is captured as the app reads it."""
         try:
-            exchange.received_headers(response.status_code, response.headers.raw)
+            raw_headers = response.headers.raw
             response.headers[CALL_ID_HEADER] = exchange.call_id
+            if exchange.cache_status is not None:
+                response.headers[CACHE_HEADER] = exchange.cache_status
+            if response.is_stream_consumed:
+                # Built with `content=` (mock transports, test doubles): the body is already in
+                # memory, decoded, and the stream will never be read. Record it right away.
+                exchange.received_headers(response.status_code,
+                                          [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"])  # fmt: skip
+                exchange.add_chunk(response.content)
+                if exchange.end("complete"):
+                    self.finish(exchange)
+                return
+            exchange.received_headers(response.status_code, raw_headers)
+            self.hide_injected_usage(exchange, response.status_code, response.headers.get("content-type", ""))
             response.stream = tee(response.stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)

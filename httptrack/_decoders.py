@@ -284,7 +284,7 @@ def _brotli() -> Any:
         import brotli  # type: ignore[import-not-found]
     except ImportError:
         try:
-            import brotlicffi as brotli  # type: ignore[import-not-found,no-redef]
+            import brotlicffi as brotli  # type: ignore[import-not-found]
         except ImportError:
             raise ValueError("content-encoding br needs the brotli package") from None
     decompressor = brotli.Decompressor()

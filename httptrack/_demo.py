@@ -66,8 +66,8 @@ def run_demo(db: Path, *, echo: Callable[[str], Any] = print, cache_dir: Path | 
                     pass
             step("Anthropic message, streamed (message_start + message_delta usage)")
         with attribute(user="carol", service="demo"):
-            with ollama.stream("POST", f"{OLLAMA}/chat", json={"model": "llama3.2", "messages": question}) as reply:
-                for _ in reply.iter_lines():
+            with ollama.stream("POST", f"{OLLAMA}/chat", json={"model": "llama3.2", "messages": question}) as lines:
+                for _ in lines.iter_lines():
                     pass
             step("Ollama chat on localhost, streamed (NDJSON): local models cost $0")
             ollama.post(f"{OLLAMA}/embed", json={"model": "nomic-embed-text", "input": ["Paris", "France"]})

@@ -7,6 +7,7 @@ clock; decoding, parsing, pricing and writing happen later in the background wri
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -24,10 +25,17 @@ __all__ = ["TAIL_BYTES", "Exchange", "new_call_id"]
 TAIL_BYTES = 1024 * 1024
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Two characters per 10 bits: 26 characters (130 bits, the top 2 always 0) in 13 steps.
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_PAIR_SHIFTS = range(120, -1, -10)
 
 
 _id_lock = threading.Lock()
 _last_id = [0, 0]  # (milliseconds, random part) of the last id made in this process
+#: httptrack's own generator, seeded from os.urandom here and again in a forked child (an
+#: app's random.seed() must not make two processes draw the same ids). Not os.urandom per
+#: id: that call releases the GIL, and the app's thread then waits for the busy writer.
+_rng = random.Random()
 
 
 def new_call_id(now: float | None = None) -> str:
@@ -39,14 +47,10 @@ def new_call_id(now: float | None = None) -> str:
         if ms <= _last_id[0]:
             ms, rand = _last_id[0], _last_id[1] + 1
         else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for counting up
+            rand = _rng.getrandbits(79)  # 80 bits less one: headroom for counting up
         _last_id[0], _last_id[1] = ms, rand
     value = (ms << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def _reset_ids_after_fork() -> None:
@@ -54,6 +58,7 @@ def _reset_ids_after_fork() -> None:
     global _id_lock
     _id_lock = threading.Lock()
     _last_id[0] = _last_id[1] = 0
+    _rng.seed()
 
 
 if hasattr(os, "register_at_fork"):
@@ -67,9 +72,11 @@ class Exchange:
     __slots__ = (
         "attribution",
         "cache_key",
+        "cache_status",
         "cache_ttl",
         "cached",
         "call_id",
+        "chunk_filter",
         "chunks",
         "control",
         "error_message",
@@ -89,6 +96,7 @@ class Exchange:
         "request_body",
         "request_headers",
         "response_headers",
+        "rewritten",
         "scheme",
         "settings",
         "sink",
@@ -156,8 +164,16 @@ class Exchange:
         self.error_message: str | None = None
         self.cached = False
         self.cache_key: str | None = None
+        #: ``"HIT"`` / ``"MISS"`` when the cache was consulted (the app sees it as a header).
+        self.cache_status: str | None = None
+        #: The TTL the response is to be stored with; ``None``: it is not to be stored.
         self.cache_ttl: float | None = None
+        #: For a cache hit: the original call's token figures and cost (recorded as is).
         self.replayed_row: dict[str, Any] | None = None
+        #: What ``Tracker.rewrite`` changed in the request on its way out (for the record),
+        #: and the filter that keeps the app's view of the response as it would have been.
+        self.rewritten: str | None = None
+        self.chunk_filter: Any = None
         self.finished = False
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:

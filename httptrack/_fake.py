@@ -1128,6 +1128,9 @@ def _stream_class(lib: ModuleType) -> type:
         def __init__(self, response: FakeResponse, request: Any) -> None:
             self._response = response
             self._request = request
+            # A cursor, as a connection is: iterating again continues where the last
+            # iteration stopped (SDKs drain a response's stream after its end marker).
+            self._next = 0
 
         def _broken(self) -> Exception:
             message = "peer closed connection without sending complete message body"
@@ -1136,22 +1139,24 @@ def _stream_class(lib: ModuleType) -> type:
             return lib.RemoteProtocolError(message, request=self._request)  # type: ignore[no-any-return]
 
         def __iter__(self) -> Iterator[bytes]:
-            delay = self._response.delay
-            for index, chunk in enumerate(self._response.chunks):
-                if index and delay > 0:
+            delay, chunks = self._response.delay, self._response.chunks
+            while self._next < len(chunks):
+                if self._next and delay > 0:
                     time.sleep(delay)
-                yield chunk
+                self._next += 1
+                yield chunks[self._next - 1]
             if self._response.abort:
                 raise self._broken()
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            delay = self._response.delay
-            for index, chunk in enumerate(self._response.chunks):
-                if index and delay > 0:
+            delay, chunks = self._response.delay, self._response.chunks
+            while self._next < len(chunks):
+                if self._next and delay > 0:
                     import anyio
 
                     await anyio.sleep(delay)
-                yield chunk
+                self._next += 1
+                yield chunks[self._next - 1]
             if self._response.abort:
                 raise self._broken()
 

@@ -69,6 +69,7 @@ PROVIDER_IDS: Final[Mapping[str, str | None]] = {
     "openai": "openai",
     "anthropic": "anthropic",
     "gemini": "google",
+    "vertex_ai": "google",  # Gemini and (through google's fallback) Claude on Vertex AI
     "mistral": "mistral",
     "groq": "groq",
     "azure_openai": "azure",  # genai-prices' azure falls back to openai/anthropic/deepseek/x-ai prices

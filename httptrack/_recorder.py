@@ -6,6 +6,7 @@ understands still yields a row with what could be read, and a note saying what c
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,7 +18,8 @@ from ._decoders import ContentDecoder, SSEEvent, decoder_for
 from ._exchange import Exchange
 from ._faults import report_fault
 from ._usage import Usage
-from .providers import Parsed
+from .providers import Parsed, Provider
+from .providers._base import form_fields
 
 __all__ = ["build_row", "redact_headers", "redact_query", "salvage_json"]
 
@@ -44,6 +46,7 @@ SECRET_PARAMS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of names, asked about for every header of every call
 def is_secret_header(name: str) -> bool:
     name = name.lower()
     return name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS)
@@ -126,30 +129,48 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     provider = ex.provider
     parsed = Parsed(operation=ex.operation)
     notes = parsed.notes
+    parser: Provider = provider
+    try:
+        # The host's family may hand this path to another family's parser (Anthropic's
+        # API on Ollama or Azure, GraphQL on a generic host); the row keeps the family.
+        parser = provider.parser_for(ex.method, ex.path)
+    except Exception as exc:
+        notes.append(f"parser selection error: {exc!r}")
 
     request_json = _decode_json(ex.request_body)
+    if request_json is None and ex.request_body:
+        request_type = request_content_type(ex)
+        if request_type.startswith("multipart/form-data"):
+            request_json = form_fields(ex.request_body, request_type) or None
     try:
-        provider.read_request(parsed, ex.method, ex.path, ex.query, request_json)
+        parser.read_request(parsed, ex.method, ex.path, ex.query, request_json)
     except Exception as exc:
         notes.append(f"request parser error: {exc!r}")
+    if ex.rewritten:
+        notes.append(f"httptrack added {ex.rewritten} to the request; the app did not see what it added")
 
     response_headers = redact_headers(ex.response_headers) if ex.status is not None else {}
     content_type = response_headers.get("content-type", "").lower()
     body = _Body(ex, response_headers.get("content-encoding"), notes) if ex.status is not None else None
 
-    if body is not None and ex.status is not None:
-        _read_response(ex, parsed, body, content_type)
+    replayed = ex.replayed_row
+    if replayed is not None and ex.received == replayed.get("response_bytes"):
+        # A cache hit read to its end: the response is the stored one, byte for byte, so what
+        # the original call's row read from it still holds. Nothing is parsed again.
+        _take_replayed_reading(parsed, replayed)
+        if ex.outcome == "cut_short":
+            ex.outcome = "complete"  # every byte was delivered
+    elif body is not None and ex.status is not None:
+        _read_response(ex, parser, parsed, body, content_type)
         try:
-            provider.finish(parsed)
+            parser.finish(parsed)
         except Exception as exc:
             notes.append(f"parser error: {exc!r}")
 
     if ex.outcome == "cut_short" and parsed.stream_done:
         ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
     status, error_code, error_message = _status(ex, parsed)
-    usage = parsed.usage
-    if status == "success" or ex.outcome == "cut_short":
-        usage = _with_estimates(ex, parsed, request_json, usage)
+    usage = parsed.usage if replayed is not None else _with_estimates(ex, parsed, request_json, parsed.usage)
 
     row: dict[str, Any] = {
         "id": ex.call_id,
@@ -157,7 +178,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "provider": provider.name,
         "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
         "method": ex.method,
-        "endpoint": ex.path,
+        "endpoint": ex.path if not parsed.endpoint_detail else f"{ex.path}#{parsed.endpoint_detail}",
         "url": _url(ex),
         "operation": ex.operation,
         "model": parsed.model,
@@ -185,7 +206,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "properties": json.dumps(dict(ex.attribution.properties), sort_keys=True)
         if ex.attribution.properties
         else None,
-        "request_id": _request_id(provider.request_id_headers, response_headers),
+        "request_id": _request_id(provider.request_id_headers + parser.request_id_headers, response_headers),
         "response_id": parsed.response_id,
         "finish_reason": parsed.finish_reason,
         "request_headers": json.dumps(redact_headers(ex.request_headers)),
@@ -194,7 +215,10 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": os.getpid(),
     }
-    _price(row, ex, parsed, usage, status)
+    if replayed is not None:
+        _replayed_figures(row, replayed)
+    else:
+        _price(row, ex, parsed, usage, status)
     _bodies(row, ex, body, parsed, content_type, request_content_type(ex))
     row["parse_notes"] = "; ".join(notes) if notes else None
     return row
@@ -227,8 +251,7 @@ def _request_id(names: tuple[str, ...], headers: dict[str, str]) -> str | None:
     return None
 
 
-def _read_response(ex: Exchange, parsed: Parsed, body: _Body, content_type: str) -> None:
-    provider = ex.provider
+def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body, content_type: str) -> None:
     status = ex.status or 0
     fmt = None
     try:
@@ -305,11 +328,20 @@ def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:
 
 def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usage) -> Usage:
     """Count tokens locally where the provider sent none (streams without a usage chunk,
-    streams cut short), and flag the figures as estimated."""
-    if parsed.operation not in ("chat", "completion", "embeddings"):
+    streams cut short or broken off, bodies without usage), and flag the figures as
+    estimated. Only for generations and embeddings that reached the app: a call refused with
+    an HTTP error produced nothing to count."""
+    if parsed.operation not in ("chat", "completion", "embeddings") or parsed.billed is False:
         return usage
-    cut_short = ex.outcome == "cut_short" and parsed.stream
-    if not usage.is_empty and not cut_short and usage.input_tokens is not None:
+    if ex.status is None or ex.status >= 400 or ex.cached:
+        return usage
+    # A stream that ended before its end: what arrived was generated (and billed) all the same.
+    incomplete = parsed.stream and (ex.outcome in ("cut_short", "failed") or parsed.stream_error)
+    if parsed.stream_error and not parsed.output and usage.is_empty:
+        return usage  # an error event before any output: nothing was generated
+    if not incomplete and usage.input_tokens is not None and (
+        usage.output_tokens is not None or parsed.operation == "embeddings"
+    ):
         return usage
     try:
         from . import _tokens
@@ -335,8 +367,9 @@ def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usag
             text = parsed.text
             counted = _tokens.count_output_text(text, model) if text else 0
             # A stream cut short reports (at best) a provisional output figure: what was
-            # actually received is the better number.
-            if estimated.output_tokens is None or (cut_short and counted > estimated.output_tokens):
+            # actually received is the better number, unless the final figure had arrived.
+            provisional = incomplete and not parsed.usage_final
+            if estimated.output_tokens is None or (provisional and counted > estimated.output_tokens):
                 estimated.output_tokens = counted
                 estimated.estimated = True
     except Exception as exc:
@@ -349,15 +382,28 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
     row["cost_usd"] = None
     row["cost_saved_usd"] = None
     row["cost_note"] = None
+    billed = parsed.billed
+    if billed is None:
+        billed = parsed.operation in ("chat", "completion", "embeddings")
     if usage.is_empty:
         if status == "error" and not parsed.stream:
             row["cost_usd"] = 0.0
             row["cost_note"] = "not billed: the call failed" if ex.status is None else "not billed: HTTP error"
             return
-        if parsed.operation == "models" or parsed.operation == "other":
+        if not billed:
             row["cost_usd"] = 0.0
             row["cost_note"] = "not a billed operation"
             return
+    if parsed.reported_cost_usd is not None and not usage.estimated:
+        # The provider's own bill for the call (OpenRouter, xAI, Perplexity): exact by definition.
+        if ex.cached:
+            row["cost_usd"] = 0.0
+            row["cost_saved_usd"] = parsed.reported_cost_usd
+            row["cost_note"] = "served from httptrack's cache; cost as reported by the provider"
+        else:
+            row["cost_usd"] = parsed.reported_cost_usd
+            row["cost_note"] = "as reported by the provider"
+        return
     from ._pricing import price_usage
 
     overrides = ex.settings.prices or None
@@ -389,6 +435,35 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
     else:
         row["cost_usd"] = result.cost_usd
         row["cost_note"] = result.reason
+
+
+#: Columns a cache hit takes from the call that fetched the response it replays.
+_REPLAYED_USAGE = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+                   "cache_write_tokens", "reasoning_tokens", "tokens_estimated")  # fmt: skip
+
+
+def _take_replayed_reading(parsed: Parsed, original: dict[str, Any]) -> None:
+    """What the original call's row read from the response (see ``_cache.ORIGINAL_COLUMNS``)."""
+    parsed.stream = bool(original.get("stream"))
+    parsed.response_model = original.get("response_model")
+    parsed.response_id = original.get("response_id")
+    parsed.finish_reason = original.get("finish_reason")
+    if original.get("response_text"):
+        parsed.output.append(original["response_text"])
+    if original.get("parse_notes"):
+        parsed.notes.append(original["parse_notes"])
+
+
+def _replayed_figures(row: dict[str, Any], original: dict[str, Any]) -> None:
+    """A cache hit: the original call's token figures, as recorded then (not re-counted);
+    nothing billed, and what the original cost is what the hit saved (not re-priced, so
+    the saving always equals the cost once recorded)."""
+    for name in _REPLAYED_USAGE:
+        row[name] = original.get(name)
+    note = original.get("cost_note")
+    row["cost_usd"] = 0.0
+    row["cost_saved_usd"] = original.get("cost_usd")
+    row["cost_note"] = "served from httptrack's cache" + (f"; {note}" if note else "")
 
 
 def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:

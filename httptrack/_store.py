@@ -16,6 +16,7 @@ and processes can share one database without slowing each other down.
 from __future__ import annotations
 
 import atexit
+import operator
 import os
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ from ._exchange import Exchange
 from ._faults import logger, report_fault
 from ._schema import COLUMN_NAMES, COLUMNS
 
-__all__ = ["SCHEMA_VERSION", "Store", "Writer", "connect", "flush", "migrate", "writer"]
+__all__ = ["SCHEMA_VERSION", "Store", "Writer", "add_missing_columns", "connect", "flush", "migrate", "writer"]
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
@@ -42,6 +43,8 @@ DERIVE_SECONDS = 1.0
 DERIVE_ROWS = 200
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
 MAX_PENDING_ROWS = 200_000
+#: A row's values in column order (in C: this runs for every call).
+_row_values = operator.itemgetter(*COLUMN_NAMES)
 _INSERT = f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
 
 
@@ -83,6 +86,7 @@ def _migrations() -> Any:
         # ends up with the same table.
         columns = ",\n  ".join(f'"{name}" {sqltype}' for name, sqltype, _ in COLUMNS)
         db.execute(f"CREATE TABLE IF NOT EXISTS calls (\n  {columns},\n  PRIMARY KEY (id)\n)")
+        add_missing_columns(db)
         for index, cols in _INDEXES.items():
             db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
 
@@ -113,6 +117,15 @@ _INDEXES = {
     "idx_calls_status": "status, started_at",
     "idx_calls_session": "session",
 }
+
+
+def add_missing_columns(db: Any) -> None:
+    """Add any column of ``_schema.COLUMNS`` the ``calls`` table lacks (a table made by an
+    earlier version). Adding a column keeps every row; it reads NULL there."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(calls)").fetchall()}
+    for name, sqltype, _ in COLUMNS:
+        if name not in present:
+            db.execute(f'ALTER TABLE calls ADD COLUMN "{name}" {sqltype}')
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -345,7 +358,7 @@ class Writer:
                 report_fault("record", "a call could not be turned into a row", exc)
                 continue
             built.append((exchange, row))
-            by_store.setdefault(Path(exchange.settings.db), []).append(tuple(row[c] for c in COLUMN_NAMES))
+            by_store.setdefault(exchange.settings.db, []).append(_row_values(row))
         for path, rows in by_store.items():
             self._pending.setdefault(path, []).extend(rows)
         self._write_pending(force=True)
@@ -423,6 +436,9 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 def _at_exit() -> None:
     try:
+        from ._streams import finish_open_streams
+
+        finish_open_streams()
         if not _writer.flush(timeout=10.0):
             logger.warning("httptrack: not every call was recorded before exit (timed out)")
     except Exception:  # pragma: no cover

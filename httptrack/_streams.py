@@ -14,16 +14,117 @@ The record is finished exactly once, whichever comes first:
 ``SyncTee``/``AsyncTee`` hold the logic; the httpx and httpx2 clients assert that a
 response stream is an instance of *their* ``SyncByteStream``/``AsyncByteStream``, so
 ``_transport`` mixes these into per-library subclasses.
+
+One exception to "the same chunks": when httptrack itself asked an OpenAI-style stream for
+its usage chunk (``_rewrite``), the exchange carries a :class:`UsageChunkFilter` and the
+app receives the stream without that one event. The recorder still gets every byte.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import json
+import re
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from ._exchange import Exchange
 
-__all__ = ["AsyncTee", "ReplayChunks", "SyncTee"]
+__all__ = ["AsyncTee", "ReplayChunks", "SyncTee", "UsageChunkFilter", "finish_open_streams"]
+
+# The end of an SSE event: a blank line, whatever the line endings.
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
+
+
+class UsageChunkFilter:
+    """Cuts an SSE stream at event boundaries and drops the one usage-only event
+    (``"choices": []`` with a ``usage`` object) that httptrack asked for.
+
+    The app's SSE parser acts on complete events only, so forwarding each complete event as
+    soon as its blank line arrives delays nothing it could act on; only the bytes of an
+    unfinished event wait (for the rest of that event). Per chunk: a few ``rfind`` calls and
+    a substring test; an event is parsed only when it holds a usage object.
+    """
+
+    __slots__ = ("_buffer", "removed")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        #: The usage event was found and kept from the app.
+        self.removed = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes of ``chunk`` (with what was held back) that the app may have now."""
+        data = self._buffer + chunk if self._buffer else chunk
+        if data.endswith(b"\n\n"):  # the common case: servers flush whole events
+            self._buffer = b""
+        else:
+            # The last blank line: LF, CRLF or CR line ends (one server uses one kind; a
+            # stream mixing them within one blank line only waits longer, nothing is lost).
+            lf, crlf, cr = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"), data.rfind(b"\r\r")
+            end = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1, cr + 2 if cr >= 0 else -1)
+            if end < 0:
+                self._buffer = data
+                return b""
+            self._buffer = data[end:]
+            data = data[:end]
+        if not self.removed and _has_usage_object(data):
+            data = self._drop_usage_event(data)
+        return data
+
+    def flush(self) -> bytes:
+        """What is left at the end of the stream (an event with no closing blank line)."""
+        data, self._buffer = self._buffer, b""
+        if data and not self.removed and _has_usage_object(data):
+            data = self._drop_usage_event(data)
+        return data
+
+    def _drop_usage_event(self, data: bytes) -> bytes:
+        pieces = _EVENT_END.split(data)
+        ends = _EVENT_END.findall(data)
+        kept: list[bytes] = []
+        for index, event in enumerate(pieces):
+            end = ends[index] if index < len(ends) else b""
+            if not self.removed and _is_usage_event(event):
+                self.removed = True
+                continue
+            kept.append(event + end)
+        return b"".join(kept)
+
+
+def _has_usage_object(data: bytes) -> bool:
+    """Whether ``data`` has ``"usage":`` followed by an object (every chunk of a stream that
+    asked for usage carries ``"usage":null``: that one costs a single scan)."""
+    start = data.find(b'"usage":')
+    while start >= 0:
+        rest = data[start + 8 : start + 10].lstrip()
+        if rest.startswith(b"{"):
+            return True
+        start = data.find(b'"usage":', start + 8)
+    return False
+
+
+def _is_usage_event(event: bytes) -> bool:
+    lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line.startswith(b"data:")]
+    if not lines:
+        return False
+    payload = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and not data.get("choices") and isinstance(data.get("usage"), dict)
+
+
+#: Streams handed to the app and not finished yet, so that what they received is still
+#: recorded when the interpreter exits with responses left open.
+_open: weakref.WeakSet[_Tee] = weakref.WeakSet()
+
+
+def finish_open_streams() -> None:
+    """Record every stream still open as ``cut_short`` (called at interpreter exit)."""
+    for tee in list(_open):
+        tee._end("cut_short")
 
 
 class _Tee:
@@ -31,9 +132,11 @@ class _Tee:
         self._inner = inner
         self._exchange = exchange
         self._on_end = on_end
+        _open.add(self)
 
     def _end(self, outcome: str, exc: BaseException | None = None) -> None:
         if self._exchange.end(outcome, exc):
+            _open.discard(self)
             self._on_end(self._exchange)
 
     def __del__(self) -> None:
@@ -48,10 +151,20 @@ class _Tee:
 class SyncTee(_Tee):
     def __iter__(self) -> Iterator[bytes]:
         add = self._exchange.add_chunk
+        chunk_filter = self._exchange.chunk_filter
         try:
-            for chunk in self._inner:
-                add(chunk)
-                yield chunk
+            if chunk_filter is None:
+                for chunk in self._inner:
+                    add(chunk)
+                    yield chunk
+            else:
+                feed = chunk_filter.feed
+                for chunk in self._inner:
+                    add(chunk)
+                    if out := feed(chunk):
+                        yield out
+                if out := chunk_filter.flush():
+                    yield out
         except GeneratorExit:
             raise
         except Exception as exc:
@@ -74,10 +187,20 @@ class SyncTee(_Tee):
 class AsyncTee(_Tee):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         add = self._exchange.add_chunk
+        chunk_filter = self._exchange.chunk_filter
         try:
-            async for chunk in self._inner:
-                add(chunk)
-                yield chunk
+            if chunk_filter is None:
+                async for chunk in self._inner:
+                    add(chunk)
+                    yield chunk
+            else:
+                feed = chunk_filter.feed
+                async for chunk in self._inner:
+                    add(chunk)
+                    if out := feed(chunk):
+                        yield out
+                if out := chunk_filter.flush():
+                    yield out
         except GeneratorExit:
             raise
         except Exception as exc:
@@ -99,17 +222,27 @@ class AsyncTee(_Tee):
 
 class ReplayChunks:
     """Stored chunks as an inner stream (sync and async) for a cache hit: the same chunk
-    boundaries as the original response, so an SDK iterating it behaves as with a live one."""
+    boundaries as the original response, so an SDK iterating it behaves as with a live one.
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    Like a network stream it is a cursor, not a list: iterating it again continues where
+    the last iteration stopped (the async ``openai`` SDK drains ``response.stream`` anew
+    after ``[DONE]``; starting over would deliver the body twice)."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
         self._chunks = chunks
+        self._next = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
+        chunks = self._chunks
+        while self._next < len(chunks):
+            self._next += 1
+            yield chunks[self._next - 1]
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks:
-            yield chunk
+        chunks = self._chunks
+        while self._next < len(chunks):
+            self._next += 1
+            yield chunks[self._next - 1]
 
     def close(self) -> None:
         pass

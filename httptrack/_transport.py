@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 from types import ModuleType, TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ._core import Tracker
 from ._settings import Settings
@@ -28,6 +28,22 @@ class _Library:
         self.sync_tee: type[SyncTee] = type("TrackedSyncStream", (SyncTee, module.SyncByteStream), {})
         self.async_tee: type[AsyncTee] = type("TrackedAsyncStream", (AsyncTee, module.AsyncByteStream), {})
 
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
+
+    # For type checkers only: a tracking transport is a transport of either library, so
+    # `httpx2.Client(transport=TrackingTransport())` type-checks. At run time neither
+    # library is imported here.
+    class _SyncBase(httpx.BaseTransport, httpx2.BaseTransport):  # type: ignore[misc]
+        pass
+
+    class _AsyncBase(httpx.AsyncBaseTransport, httpx2.AsyncBaseTransport):  # type: ignore[misc]
+        pass
+
+else:
+    _SyncBase = _AsyncBase = object
 
 _libraries: dict[type, _Library] = {}
 
@@ -89,7 +105,7 @@ def _make_cache(settings: Settings) -> Any:
     return ResponseCache.for_settings(settings)
 
 
-class TrackingTransport(_Shell):
+class TrackingTransport(_Shell, _SyncBase):
     """A transport for ``httpx.Client`` and ``httpx2.Client`` that records every LLM API
     call into SQLite (and serves repeats from a local cache).
 
@@ -115,7 +131,9 @@ class TrackingTransport(_Shell):
         exchange.request_body = request.read()
         cached = tracker.lookup(exchange)
         if cached is not None:
-            return tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
+            replayed = tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
+            if replayed is not None:
+                return replayed
         tracker.rewrite(exchange, request)
         try:
             response = inner.handle_request(request)
@@ -149,7 +167,7 @@ class TrackingTransport(_Shell):
         self.close()
 
 
-class AsyncTrackingTransport(_Shell):
+class AsyncTrackingTransport(_Shell, _AsyncBase):
     """The ``httpx.AsyncClient`` / ``httpx2.AsyncClient`` counterpart of
     :class:`TrackingTransport`; same arguments, same behaviour."""
 
@@ -165,7 +183,9 @@ class AsyncTrackingTransport(_Shell):
         exchange.request_body = await request.aread()
         cached = tracker.lookup(exchange)
         if cached is not None:
-            return tracker.replay(exchange, cached, library.module.Response, library.async_tee)
+            replayed = tracker.replay(exchange, cached, library.module.Response, library.async_tee)
+            if replayed is not None:
+                return replayed
         tracker.rewrite(exchange, request)
         try:
             response = await inner.handle_async_request(request)

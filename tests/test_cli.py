@@ -129,6 +129,33 @@ def test_db_defaults_to_httptrack_db(db: Path, ids: list[str], monkeypatch: pyte
     assert [c["id"] for c in json.loads(run("calls", "--json").stdout)] == ids[::-1]
 
 
+def test_cache_hits_are_listed_and_counted(db: Path, tmp_path: Path) -> None:
+    """A repeated call served from httptrack's response cache: listed with --cached, free,
+    and what it would have cost counted as saved."""
+    import httpx2
+
+    from httptrack._fake import mock_transport
+
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache_dir=tmp_path / "cache")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Cache me"}]}
+    with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-x"}) as client:
+        first = client.post("https://api.openai.com/v1/chat/completions", json=body)
+        httptrack.flush()  # stored in the cache once recorded
+        second = client.post("https://api.openai.com/v1/chat/completions", json=body)
+    assert second.headers["x-httptrack-cache"] == "HIT"
+    assert httptrack.flush(10)
+    hit = json.loads(run("calls", "--cached", "--json", "--db", db).stdout)
+    assert [c["id"] for c in hit] == [second.headers["x-httptrack-call-id"]]
+    paid = rows(db, "id = ?", (first.headers["x-httptrack-call-id"],))[0]
+    assert (hit[0]["cached"], hit[0]["cost_usd"], hit[0]["cost_saved_usd"]) == (1, 0.0, paid["cost_usd"])
+    totals = json.loads(run("stats", "--json", "--db", db).stdout)["totals"]
+    assert (totals["calls"], totals["cache_hits"], totals["cost_usd"]) == (2, 1, paid["cost_usd"])
+    assert totals["cost_saved_usd"] == paid["cost_usd"]
+    out = run("stats", "--db", db).stdout
+    assert "served from cache 1" in out and "saved by httptrack's cache $" in out
+    assert "cached" in run("calls", "--db", db).stdout.splitlines()[2]
+
+
 # -- show -------------------------------------------------------------------------------------
 
 

@@ -64,7 +64,7 @@ def test_sample_sync(name: str, lib: Any, piece: int, db: Path) -> None:
     request, response, expected = load_sample(name)
     body = response["body_text"].encode()
     chunks = split(body, piece)
-    transport = httptrack.TrackingTransport(lib.MockTransport(handler_for(lib, response, chunks)), db=db, cache=False)
+    transport = httptrack.TrackingTransport(lib.MockTransport(handler_for(lib, response, chunks)), db=db, cache=False, include_usage=False)
     with lib.Client(transport=transport) as client:
         sent = client.build_request(
             request["method"], request["url"], headers=request["headers"], content=json.dumps(request["body"])
@@ -94,7 +94,7 @@ def test_sample_async(name: str, lib: Any, db: Path) -> None:
 
     async def run() -> list[bytes]:
         inner = lib.MockTransport(handler_for(lib, response, chunks))
-        transport = httptrack.AsyncTrackingTransport(inner, db=db, cache=False)
+        transport = httptrack.AsyncTrackingTransport(inner, db=db, cache=False, include_usage=False)
         async with lib.AsyncClient(transport=transport) as client:
             sent = client.build_request(
                 request["method"], request["url"], headers=request["headers"], content=json.dumps(request["body"])

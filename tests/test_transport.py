@@ -201,7 +201,9 @@ def test_stream_reaches_app_chunk_by_chunk_and_is_recorded(lib: Any, db: Path) -
     chunks = chat_stream_chunks(4)
     handler = responder(lib, chunks, headers={"content-type": "text/event-stream"})
     with client_for(lib, handler, db) as client:
-        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True}) as reply:
+        # The app asks for the usage chunk itself (httptrack adds nothing, hides nothing).
+        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True,
+                                               "stream_options": {"include_usage": True}}) as reply:  # fmt: skip
             received = list(reply.iter_raw())
     assert received == chunks
     row = one_row(db)
@@ -318,7 +320,8 @@ def test_bodies_over_the_cap_are_truncated_but_figures_still_read(lib: Any, db: 
     total = sum(map(len, chunks))
     handler = responder(lib, chunks, headers={"content-type": "text/event-stream"})
     with client_for(lib, handler, db, max_body_bytes=65536) as client:
-        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True}) as reply:
+        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True,
+                                               "stream_options": {"include_usage": True}}) as reply:  # fmt: skip
             assert sum(len(c) for c in reply.iter_raw()) == total
     row = one_row(db)
     assert row["body_truncated"] == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from ._cache import cache
 from ._calls import calls
 from ._demo import demo
 from ._export import export
@@ -39,3 +40,4 @@ main.add_command(status)
 main.add_command(path)
 main.add_command(ui)
 main.add_command(demo)
+main.add_command(cache)

@@ -12,8 +12,9 @@ import threading
 
 from ._base import Parsed, Provider
 from .anthropic import Anthropic
+from .azure import AzureOpenAI
 from .compatible import COMPATIBLE
-from .gemini import Gemini
+from .gemini import Gemini, VertexAI
 from .ollama import Ollama
 from .openai import OpenAI, OpenAICompatible
 
@@ -39,13 +40,23 @@ _memo: dict[tuple[str, int | None], Provider | None] = {}
 def _add(provider: Provider) -> None:
     _BY_NAME[provider.name] = provider
     for host in provider.hosts:
-        if host.startswith("*."):
+        if host.startswith("*"):  # "*.openai.azure.com", "*-aiplatform.googleapis.com"
             _BY_SUFFIX[host[1:]] = provider
         else:
             _BY_HOST[host] = provider
 
 
-for _provider in (OpenAI(), Anthropic(), Ollama(), Gemini(), OpenAICompatible(), *(c() for c in COMPATIBLE)):
+_FAMILIES: tuple[type[Provider], ...] = (
+    OpenAI,
+    Anthropic,
+    Ollama,
+    Gemini,
+    VertexAI,
+    AzureOpenAI,
+    OpenAICompatible,
+    *COMPATIBLE,
+)
+for _provider in (family() for family in _FAMILIES):
     _add(_provider)
 
 
@@ -76,7 +87,7 @@ def register_provider(host: str, provider: str | Provider) -> None:
         key = key.split("://", 1)[1]
     key = key.rstrip("/")
     with _lock:
-        if key.startswith("*."):
+        if key.startswith("*"):
             _BY_SUFFIX[key[1:]] = provider
         else:
             _BY_HOST[key] = provider

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .._usage import Usage
 
-__all__ = ["Parsed", "Provider", "as_int", "dig", "first_str"]
+__all__ = ["Parsed", "Provider", "as_int", "dig", "first_str", "form_fields", "items", "merge_usage"]
 
 
 @dataclass(slots=True)
@@ -36,14 +36,29 @@ class Parsed:
     output: list[str] = field(default_factory=list)
     #: Things a parser could not read, for the ``parse_notes`` column.
     notes: list[str] = field(default_factory=list)
-    #: The stream carried an error event (an error even under HTTP 200).
+    #: The response says the call failed even under HTTP 200: a stream's error event, a
+    #: GraphQL reply with errors and no data, a failed Responses API object.
     stream_error: bool = False
     #: The stream's own end marker arrived (``[DONE]``, ``message_stop``, ``done: true``):
     #: the response is complete even if the app closed it before the connection's end,
     #: as SDKs do once they see that marker.
     stream_done: bool = False
+    #: The usage read is the call's final figure (a usage chunk, ``message_delta``, the
+    #: ``done`` line ...), not a provisional one from early in a stream: a stream cut short
+    #: after it needs no local count.
+    usage_final: bool = False
     #: The request went to a batch API (priced at the batch discount).
     batch: bool = False
+    #: Whether the call is billed. ``None``: as its operation says (generations and
+    #: embeddings are, model lists and ``other`` are not); parsers set it for the rest
+    #: (images and audio are billed, moderations and token counts are free).
+    billed: bool | None = None
+    #: The cost the provider itself reported (OpenRouter's ``usage.cost``, xAI's
+    #: ``cost_in_usd_ticks``, Perplexity's ``usage.cost.total_cost``), in USD.
+    reported_cost_usd: float | None = None
+    #: Appended to the ``endpoint`` column as ``#detail`` where the path alone does not
+    #: say what was called (a GraphQL operation name).
+    endpoint_detail: str | None = None
     #: Parser scratch space for stream state (e.g. usage seen so far).
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +87,18 @@ class Provider:
     def operation(self, method: str, path: str) -> str:
         """``chat`` | ``completion`` | ``embeddings`` | ``models`` | ``other``."""
         return "other"
+
+    def parser_for(self, method: str, path: str) -> Provider:
+        """The parser for this path's wire format: ``self``, or another family's parser
+        where a host serves a second API shape (Anthropic's Messages API on Ollama, xAI,
+        Azure AI Foundry or a LiteLLM proxy; OpenAI's chat completions on Gemini's host).
+        The row keeps this provider's name (and so its prices)."""
+        return self
+
+    def include_usage(self, path: str, query: str) -> bool:
+        """Whether this endpoint accepts ``stream_options.include_usage`` on an
+        OpenAI-style streaming request (so httptrack may ask for the usage chunk)."""
+        return False
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
         """Whether a response may be served from the response cache. Only reads that are
@@ -132,7 +159,62 @@ def as_int(value: Any) -> int | None:
     return None
 
 
+def items(value: Any) -> list[Any]:
+    """``value`` if it is a list, else an empty one (so a loop never trips on a payload that
+    puts a string, a number or an object where the reference has an array)."""
+    return value if isinstance(value, list) else []
+
+
 def first_str(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return value
     return None
+
+
+def merge_usage(old: Usage, new: Usage) -> Usage:
+    """``new`` over ``old`` figure by figure: a later chunk's figures supersede earlier
+    (provisional) ones, and a figure a later chunk leaves out is kept, not erased."""
+    if old.is_empty and not old.extra:
+        return new
+
+    def pick(a: int | None, b: int | None) -> int | None:
+        return a if b is None else b
+
+    return Usage(
+        input_tokens=pick(old.input_tokens, new.input_tokens),
+        output_tokens=pick(old.output_tokens, new.output_tokens),
+        cached_input_tokens=pick(old.cached_input_tokens, new.cached_input_tokens),
+        cache_write_tokens=pick(old.cache_write_tokens, new.cache_write_tokens),
+        reasoning_tokens=pick(old.reasoning_tokens, new.reasoning_tokens),
+        estimated=old.estimated or new.estimated,
+        extra={**old.extra, **new.extra},
+    )
+
+
+def form_fields(body: bytes, content_type: str, limit: int = 64) -> dict[str, str]:
+    """The short text fields of a ``multipart/form-data`` body (``model``, ``prompt``,
+    ``response_format`` ... of an audio or image upload), so a parser can read them as it
+    reads a JSON body. File parts and anything unreadable are skipped."""
+    _, _, params = content_type.partition(";")
+    boundary = ""
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        return {}
+    fields: dict[str, str] = {}
+    for part in body.split(b"--" + boundary.encode("latin-1")):
+        head, sep, raw = part.partition(b"\r\n\r\n")
+        if not sep or b"filename=" in head:
+            continue
+        marker = head.find(b'name="')
+        if marker < 0:
+            continue
+        name = head[marker + 6 : head.find(b'"', marker + 6)].decode("utf-8", "replace")
+        if len(raw) > 64 * 1024:
+            continue
+        fields[name] = raw.removesuffix(b"\r\n").decode("utf-8", "replace")
+        if len(fields) >= limit:
+            break
+    return fields

@@ -1,4 +1,6 @@
-"""Anthropic: the Messages API (plain and streaming), token counting, model lists, batches.
+"""Anthropic: the Messages API (plain and streaming), token counting, model lists, message
+batches (creation is free; the results file carries every request's usage, at batch prices),
+and the legacy text completions API.
 
 Usage, normalized: Anthropic's ``input_tokens`` counts only the *uncached* input, with
 ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` reported beside it; all three
@@ -9,6 +11,10 @@ twice). Thinking tokens are already inside ``output_tokens``.
 Streams: ``message_start`` carries the input figures and a provisional ``output_tokens``;
 each ``message_delta`` carries cumulative figures that replace earlier ones (recent API
 versions repeat the input figures there too). An ``error`` event ends the stream in error.
+
+The same parser reads Anthropic's API wherever it is served: on Vertex AI (model in the
+path), Azure AI Foundry, and the Anthropic-compatible endpoints of Ollama, xAI or a LiteLLM
+proxy (see ``Provider.parser_for``).
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, items
+from .openai import add_usage, finish_batch_results
 
-__all__ = ["Anthropic", "read_anthropic_usage"]
+__all__ = ["ANTHROPIC_PARSER", "Anthropic", "read_anthropic_usage"]
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
@@ -49,6 +56,7 @@ def read_anthropic_usage(raw: Any) -> Usage | None:
     searches = as_int(dig(raw, "server_tool_use", "web_search_requests"))
     if searches:
         usage.extra["web_searches"] = searches
+    usage.reasoning_tokens = as_int(dig(raw, "output_tokens_details", "thinking_tokens"))
     return usage
 
 
@@ -59,20 +67,40 @@ class Anthropic(Provider):
 
     def operation(self, method: str, path: str) -> str:
         path = path.rstrip("/")
-        if path.endswith("/messages"):
+        if path.endswith(("/messages", ":rawPredict", ":streamRawPredict")):
             return "chat"
         if path.endswith("/complete"):
             return "completion"
-        if path.endswith("/models") or "/models/" in path:
+        if path.endswith("/models") or ("/models/" in path and ":" not in path.rpartition("/")[2]):
             return "models"
         return "other"  # count_tokens, message batches, files ...
 
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # token counting: free and read-only; never batches or files
+            return method == "POST" and path.rstrip("/").endswith("/messages/count_tokens")
+        return super().cacheable(method, path, operation)
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
+        if parsed.model is None and "/models/" in path:
+            # Vertex AI and Bedrock name the model in the path: .../models/claude-...:rawPredict
+            model = path.rpartition("/models/")[2].partition(":")[0]
+            parsed.model = model or None
+            parsed.stream = parsed.stream or path.endswith(":streamRawPredict")
         if isinstance(body, dict):
             parsed.user = first_str(dig(body, "metadata", "user_id"))
+        path = path.rstrip("/")
         if "/batches" in path:
             parsed.batch = True
+            parsed.billed = False  # creating, listing or cancelling a batch costs nothing
+            parsed.state["results"] = path.endswith("/results")
+        elif path.endswith("/count_tokens") or parsed.operation == "models":
+            parsed.billed = False
+
+    def stream_format(self, parsed: Parsed, content_type: str) -> str | None:
+        if parsed.state.get("results"):
+            return "ndjson"  # served as application/binary (.jsonl)
+        return super().stream_format(parsed, content_type)
 
     def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
         if not isinstance(body, dict):
@@ -80,9 +108,14 @@ class Anthropic(Provider):
         if body.get("type") == "error" or status >= 400:
             self._read_error(parsed, body)
             return
+        if body.get("type") in ("message_batch", "model") or parsed.billed is False:
+            parsed.response_id = first_str(body.get("id"))
+            return
         self._read_message(parsed, body)
-        for block in body.get("content") or ():
+        for block in items(body.get("content")):
             self._take_block_text(parsed, block)
+        if isinstance(body.get("completion"), str):  # legacy text completions
+            parsed.output.append(body["completion"])
 
     def _read_message(self, parsed: Parsed, message: dict[str, Any]) -> None:
         parsed.response_model = first_str(message.get("model")) or parsed.response_model
@@ -98,7 +131,7 @@ class Anthropic(Provider):
         for key in ("text", "thinking"):
             if isinstance(block.get(key), str):
                 parsed.output.append(block[key])
-        if block.get("type") == "tool_use" and block.get("input") is not None:
+        if block.get("type") in ("tool_use", "server_tool_use") and block.get("input") is not None:
             parsed.output.append(str(block.get("name") or "") + str(block["input"]))
 
     def _read_error(self, parsed: Parsed, body: dict[str, Any]) -> None:
@@ -107,6 +140,9 @@ class Anthropic(Provider):
 
     def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
         if not isinstance(data, dict):
+            return
+        if parsed.state.get("results"):
+            self._read_result_line(parsed, data)
             return
         kind = data.get("type") or event
         if kind == "message_start" and isinstance(data.get("message"), dict):
@@ -125,18 +161,50 @@ class Anthropic(Provider):
             if isinstance(raw, dict):
                 # Cumulative figures: later values replace earlier ones key by key.
                 parsed.state["usage"] = {**parsed.state.get("usage", {}), **_present(raw)}
+                parsed.usage_final = True
         elif kind == "message_stop":
             parsed.stream_done = True
+        elif kind == "completion":  # legacy text completions stream
+            if isinstance(data.get("completion"), str):
+                parsed.output.append(data["completion"])
+            parsed.finish_reason = first_str(data.get("stop_reason")) or parsed.finish_reason
+            if data.get("stop_reason"):
+                parsed.stream_done = True
         elif kind == "error":
             parsed.stream_error = True
             self._read_error(parsed, data)
 
+    def _read_result_line(self, parsed: Parsed, line: dict[str, Any]) -> None:
+        """One line of a batch's results: ``{"custom_id", "result": {"type": "succeeded",
+        "message": {...}}}`` (errored, canceled and expired requests are not billed)."""
+        message = dig(line, "result", "message")
+        if dig(line, "result", "type") != "succeeded" or not isinstance(message, dict):
+            return
+        parsed.billed = True
+        models: set[str] = parsed.state.setdefault("batch_models", set())
+        if first_str(message.get("model")):
+            models.add(message["model"])
+        usage = read_anthropic_usage(message.get("usage"))
+        if usage is not None:
+            parsed.usage = add_usage(parsed.usage, usage)
+        parsed.state["batch_lines"] = parsed.state.get("batch_lines", 0) + 1
+
     def finish(self, parsed: Parsed) -> None:
-        usage = read_anthropic_usage(parsed.state.get("usage"))
+        if "batch_lines" in parsed.state:
+            finish_batch_results(parsed)
+            return
+        raw = parsed.state.get("usage")
+        usage = read_anthropic_usage(raw)
         if usage is not None:
             parsed.usage = usage
+        if isinstance(raw, dict) and raw.get("service_tier") == "batch":
+            parsed.batch = True
 
 
 def _present(raw: dict[str, Any]) -> dict[str, Any]:
     """The keys of a usage object that carry a value (``null`` never erases a figure)."""
     return {k: v for k, v in raw.items() if v is not None}
+
+
+#: The parser other families hand Anthropic-format calls to.
+ANTHROPIC_PARSER = Anthropic()

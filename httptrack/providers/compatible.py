@@ -1,19 +1,92 @@
 """Hosted APIs that speak OpenAI's wire format. They share the OpenAI parser; each has its
-own name (so its own prices in genai-prices) and hosts. Their quirks are read by the shared
-parser: Groq's ``x_groq.usage`` on the last chunk, DeepSeek's ``prompt_cache_hit_tokens``,
-Mistral's usage on the finish-reason chunk.
+own name (so its own prices in genai-prices) and hosts, and the shared parser reads their
+quirks:
+
+- Mistral: usage on the finish-reason chunk; FIM (``/v1/fim/completions``), agents
+  (``/v1/agents/completions``) and the Conversations API (``/v1/conversations``, usage in
+  ``conversation.response.done``); OCR is billed per page (not priced here).
+- Groq: ``x_groq.usage`` on the last chunk (``x_groq.error`` when a stream stops early).
+- DeepSeek: ``prompt_cache_hit_tokens`` for cached input; accepts ``stream_options``.
+- Together, Fireworks: usage on the last chunk, always.
+- OpenRouter: usage always in the last chunk, with the cost it billed (``usage.cost``),
+  ``: OPENROUTER PROCESSING`` keep-alive comments, errors as a chunk with ``error``.
+- xAI: reasoning tokens reported beside ``completion_tokens``, the cost in
+  ``cost_in_usd_ticks``; accepts ``stream_options``; also serves ``/v1/messages``.
+- Perplexity: usage (with ``citation_tokens``, ``num_search_queries`` and a ``cost`` object)
+  on the chunks.
+
+Where a provider is documented or recorded to accept ``stream_options.include_usage`` and
+does not send usage without it, :meth:`include_usage` says so; the others report usage
+on their own.
 """
 
 from __future__ import annotations
 
-from .openai import OpenAICompatible
+from typing import Any
 
-__all__ = ["COMPATIBLE", "DeepSeek", "Fireworks", "Groq", "Mistral", "OpenRouter", "Perplexity", "Together", "XAI"]
+from ._base import Parsed, first_str, items
+from .openai import OpenAICompatible, endpoint_kind
+
+__all__ = [
+    "COMPATIBLE",
+    "XAI",
+    "DeepSeek",
+    "Fireworks",
+    "Groq",
+    "Mistral",
+    "OpenRouter",
+    "Perplexity",
+    "Together",
+]
 
 
 class Mistral(OpenAICompatible):
     name = "mistral"
     hosts = ("api.mistral.ai", "codestral.mistral.ai")
+
+    def operation(self, method: str, path: str) -> str:
+        path = path.rstrip("/")
+        if path.endswith("/agents/completions") or ("/conversations" in path and method == "POST"):
+            return "chat"
+        return super().operation(method, path)
+
+    def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
+        super().read_request(parsed, method, path, query, body)
+        path = path.rstrip("/")
+        if path.endswith("/ocr"):
+            parsed.billed = True
+        if "/conversations" in path:
+            parsed.state["conversations"] = True
+            if parsed.model is None and isinstance(body, dict) and isinstance(body.get("agent_id"), str):
+                parsed.notes.append(f"agent {body['agent_id']}: its model is not named in the request")
+
+    def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
+        super().read_body(parsed, status, body)
+        if isinstance(body, dict) and parsed.state.get("conversations"):
+            for output in items(body.get("outputs")):
+                if isinstance(output, dict):
+                    parsed.response_model = first_str(output.get("model")) or parsed.response_model
+                    if isinstance(output.get("content"), str):
+                        parsed.output.append(output["content"])
+
+    def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
+        if not parsed.state.get("conversations") or not isinstance(data, dict):
+            super().read_event(parsed, event, data)
+            return
+        kind = data.get("type") or event
+        if kind == "message.output.delta":
+            parsed.response_model = first_str(data.get("model")) or parsed.response_model
+            if isinstance(data.get("content"), str):
+                parsed.output.append(data["content"])
+        elif kind == "conversation.response.done":
+            self._take_usage(parsed, data.get("usage"))
+            parsed.stream_done = parsed.usage_final = True
+        elif kind == "conversation.response.error":
+            parsed.stream_error = True
+            parsed.fail(
+                str(data.get("code")) if data.get("code") is not None else None,
+                first_str(data.get("message")),
+            )
 
 
 class Groq(OpenAICompatible):
@@ -24,6 +97,9 @@ class Groq(OpenAICompatible):
 class DeepSeek(OpenAICompatible):
     name = "deepseek"
     hosts = ("api.deepseek.com",)
+
+    def include_usage(self, path: str, query: str) -> bool:
+        return endpoint_kind(path) == "chat"
 
 
 class Together(OpenAICompatible):
@@ -39,6 +115,9 @@ class OpenRouter(OpenAICompatible):
 class XAI(OpenAICompatible):
     name = "xai"
     hosts = ("api.x.ai",)
+
+    def include_usage(self, path: str, query: str) -> bool:
+        return endpoint_kind(path) == "chat"
 
 
 class Fireworks(OpenAICompatible):

@@ -1,31 +1,51 @@
-"""Google Gemini (``generativelanguage.googleapis.com``): generateContent,
-streamGenerateContent (SSE with ``alt=sse``, otherwise one JSON array delivered over time),
-embedContent / batchEmbedContents, countTokens and model lists.
+"""Google: the Gemini API (``generativelanguage.googleapis.com``) and Vertex AI
+(``{region}-aiplatform.googleapis.com``, ``aiplatform.googleapis.com``).
 
-The model is named in the path (``/v1beta/models/gemini-2.5-flash:generateContent``).
+Gemini API: generateContent, streamGenerateContent (SSE with ``alt=sse``, otherwise one JSON
+array delivered over time), embedContent / batchEmbedContents, countTokens (free) and model
+lists; the model is named in the path (``/v1beta/models/gemini-2.5-flash:generateContent``).
+Its OpenAI-compatible endpoint (``/v1beta/openai/chat/completions``) is read by the OpenAI
+parser.
+
+Vertex AI: the same methods under ``/v1/projects/{p}/locations/{l}/publishers/google/models/
+{model}:{method}``, plus ``:predict`` for text embeddings (token counts in
+``predictions[].embeddings.statistics``); Claude models under ``publishers/anthropic``
+(``:rawPredict`` / ``:streamRawPredict``, read by the Anthropic parser) and the
+OpenAI-compatible ``endpoints/openapi/chat/completions``.
 
 Usage, normalized from ``usageMetadata``: Gemini reports thoughts and tool-use prompt tokens
 *apart* from the prompt and candidate counts, so
 - input  = ``promptTokenCount`` + ``toolUsePromptTokenCount`` (cached content is already
   inside ``promptTokenCount``; ``cachedContentTokenCount`` is its breakdown);
 - output = ``candidatesTokenCount`` + ``thoughtsTokenCount`` (reasoning = thoughts).
+Audio prompts and image/audio outputs are priced apart by some models: their counts (from
+the per-modality details) go to the usage's extra figures.
 Streams repeat ``usageMetadata`` on every chunk with provisional figures: the last wins.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, items
 
-__all__ = ["Gemini", "read_gemini_usage"]
+__all__ = ["Gemini", "VertexAI", "read_gemini_usage"]
 
 _ACTIONS = {
     "generateContent": "chat",
     "streamGenerateContent": "chat",
     "embedContent": "embeddings",
     "batchEmbedContents": "embeddings",
+    "asyncBatchEmbedContent": "other",
+    "countTokens": "other",
+    "batchGenerateContent": "other",
+}
+#: Per-modality figures priced apart: (details key, modality) -> genai-prices usage key.
+_MODALITIES = {
+    ("promptTokensDetails", "AUDIO"): "input_audio_tokens",
+    ("candidatesTokensDetails", "AUDIO"): "output_audio_tokens",
+    ("candidatesTokensDetails", "IMAGE"): "output_image_tokens",
 }
 
 
@@ -40,17 +60,24 @@ def read_gemini_usage(raw: Any) -> Usage | None:
         return None
     input_tokens = None if prompt is None and tool_prompt is None else (prompt or 0) + (tool_prompt or 0)
     output_tokens = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
-    return Usage(
+    usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cached_input_tokens=as_int(raw.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
     )
+    for (details, modality), key in _MODALITIES.items():
+        for item in items(raw.get(details)):
+            if dig(item, "modality") == modality:
+                count = as_int(dig(item, "tokenCount"))
+                if count:
+                    usage.extra[key] = usage.extra.get(key, 0) + count
+    return usage
 
 
 def _split_path(path: str) -> tuple[str | None, str | None]:
     """``(model, action)`` from ``.../models/<model>:<action>``."""
-    _, sep, rest = path.partition("/models/")
+    _, sep, rest = path.rpartition("/models/")
     if not sep:
         return None, None
     model, _, action = rest.partition(":")
@@ -59,24 +86,44 @@ def _split_path(path: str) -> tuple[str | None, str | None]:
 
 class Gemini(Provider):
     name = "gemini"
-    hosts = ("generativelanguage.googleapis.com",)
+    hosts: ClassVar[tuple[str, ...]] = ("generativelanguage.googleapis.com",)
     request_id_headers = ("x-request-id", "x-goog-request-id")
 
+    def parser_for(self, method: str, path: str) -> Provider:
+        if "/openai/" in path or "/endpoints/openapi/" in path:
+            return _OPENAI_STYLE
+        return self
+
     def operation(self, method: str, path: str) -> str:
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.operation(method, path)
         model, action = _split_path(path)
         if action is not None:
+            if action == "predict":
+                return "embeddings" if model and "embedding" in model else "other"
             return _ACTIONS.get(action, "other")
         if path.rstrip("/").endswith("/models") or model is not None:
             return "models" if method == "GET" else "other"
         return "other"
+
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # countTokens: free and read-only; never batches or uploads
+            return method == "POST" and _split_path(path)[1] == "countTokens"
+        return super().cacheable(method, path, operation)
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         model, action = _split_path(path)
         if action is not None:
             parsed.model = model
         parsed.stream = action == "streamGenerateContent"
-        if "batchGenerateContent" in path or "/batches" in path:
+        if action in ("batchGenerateContent", "asyncBatchEmbedContent") or "/batches" in path:
             parsed.batch = True
+            parsed.billed = False  # creating a batch; its results are billed, not this call
+        elif action == "countTokens" or parsed.operation == "models":
+            parsed.billed = False
+        elif action == "predict" and parsed.operation == "other":
+            parsed.billed = True  # Imagen and other predict models: billed per image
         parsed.state["sse"] = "alt=sse" in query
 
     def stream_format(self, parsed: Parsed, content_type: str) -> str | None:
@@ -94,6 +141,9 @@ class Gemini(Provider):
             return
         if "error" in body:
             self._read_error(parsed, body["error"])
+            return
+        if isinstance(body.get("predictions"), list):
+            self._read_predictions(parsed, body)
             return
         self._read_chunk(parsed, body)
 
@@ -118,7 +168,8 @@ class Gemini(Provider):
             if finish:
                 parsed.finish_reason = finish
                 parsed.stream_done = True
-            for part in dig(candidate, "content", "parts") or ():
+                parsed.usage_final = usage is not None
+            for part in items(dig(candidate, "content", "parts")):
                 if isinstance(dig(part, "text"), str):
                     parsed.output.append(part["text"])
                 elif isinstance(dig(part, "functionCall"), dict):
@@ -126,6 +177,13 @@ class Gemini(Provider):
         feedback = dig(chunk, "promptFeedback", "blockReason")
         if isinstance(feedback, str):
             parsed.finish_reason = feedback
+
+    def _read_predictions(self, parsed: Parsed, body: dict[str, Any]) -> None:
+        """Vertex AI ``:predict``: text embeddings carry their token counts per input."""
+        counts = [as_int(dig(p, "embeddings", "statistics", "token_count")) for p in body["predictions"]]
+        if counts and all(c is not None for c in counts):
+            parsed.usage = Usage(input_tokens=sum(c for c in counts if c is not None))
+        parsed.response_model = first_str(body.get("deployedModelId")) or parsed.response_model
 
     def _read_error(self, parsed: Parsed, error: Any) -> None:
         if isinstance(error, dict):
@@ -135,3 +193,26 @@ class Gemini(Provider):
             parsed.fail(code, first_str(error.get("message")))
         elif isinstance(error, str):
             parsed.fail(None, error)
+
+
+class VertexAI(Gemini):
+    """Google's models on Vertex AI; Claude on Vertex is read as Anthropic's API."""
+
+    name = "vertex_ai"
+    hosts = ("aiplatform.googleapis.com", "*-aiplatform.googleapis.com")
+
+    def parser_for(self, method: str, path: str) -> Provider:
+        if "/publishers/anthropic/" in path:
+            from .anthropic import ANTHROPIC_PARSER
+
+            return ANTHROPIC_PARSER
+        return super().parser_for(method, path)
+
+
+def _openai_style() -> Provider:
+    from .openai import OpenAICompatible
+
+    return OpenAICompatible()
+
+
+_OPENAI_STYLE = _openai_style()

@@ -1,6 +1,8 @@
 """Ollama: the native API (``/api/chat``, ``/api/generate``, ``/api/embed``,
-``/api/embeddings``, ``/api/tags``) on a local server or ollama.com, and its
-OpenAI-compatible ``/v1/...`` paths (read by the OpenAI parser).
+``/api/embeddings``, ``/api/tags``) on a local server or ollama.com, its OpenAI-compatible
+``/v1/...`` paths (read by the OpenAI parser; ``stream_options.include_usage`` is accepted
+since Ollama 0.5.2 and ignored before, so httptrack asks for the usage chunk) and its
+Anthropic-compatible ``/v1/messages`` (read by the Anthropic parser).
 
 Usage, normalized: ``prompt_eval_count`` → input, ``eval_count`` → output (thinking
 included). Native chat and generate stream NDJSON *by default* (unless ``"stream": false``);
@@ -13,7 +15,7 @@ from typing import Any
 
 from .._usage import Usage
 from ._base import Parsed, Provider, as_int, dig, first_str
-from .openai import OpenAICompatible
+from .openai import OpenAICompatible, endpoint_kind
 
 __all__ = ["Ollama"]
 
@@ -33,27 +35,34 @@ class Ollama(Provider):
     hosts = ("localhost:11434", "127.0.0.1:11434", "[::1]:11434", "::1:11434", "0.0.0.0:11434", "ollama.com")
 
     def __init__(self) -> None:
-        self._compat = OpenAICompatible()
+        self._compat = _OllamaCompatible()
 
-    @staticmethod
-    def _is_compat(path: str) -> bool:
-        return path.startswith("/v1/")
+    def parser_for(self, method: str, path: str) -> Provider:
+        if path.startswith("/v1/"):
+            return self._compat.parser_for(method, path)
+        return self
 
     def operation(self, method: str, path: str) -> str:
-        if self._is_compat(path):
-            return self._compat.operation(method, path)
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.operation(method, path)
         return _NATIVE_OPERATIONS.get(path.rstrip("/"), "other")
 
+    def include_usage(self, path: str, query: str) -> bool:
+        return path.startswith("/v1/") and endpoint_kind(path) in ("chat", "completion")
+
     def cacheable(self, method: str, path: str, operation: str) -> bool:
-        if operation == "models" and path.rstrip("/") == "/api/show":
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.cacheable(method, path, operation)
+        path = path.rstrip("/")
+        if path == "/api/ps":  # the models loaded right now: live state, never a stored answer
+            return False
+        if operation == "models" and path == "/api/show":
             return method == "POST"
         return super().cacheable(method, path, operation)
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
-        if self._is_compat(path):
-            parsed.state["compat"] = True
-            self._compat.read_request(parsed, method, path, query, body)
-            return
         if isinstance(body, dict):
             parsed.model = first_str(body.get("model"))
             if parsed.operation in ("chat", "completion"):
@@ -63,24 +72,20 @@ class Ollama(Provider):
 
     def stream_format(self, parsed: Parsed, content_type: str) -> str | None:
         fmt = super().stream_format(parsed, content_type)
-        if fmt is None and parsed.stream and not parsed.state.get("compat"):
+        if fmt is None and parsed.stream:
             return "ndjson"  # some Ollama versions label NDJSON streams application/json
         return fmt
 
     def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
-        if parsed.state.get("compat"):
-            self._compat.read_body(parsed, status, body)
-        elif isinstance(body, dict):
+        if isinstance(body, dict):
             self._read_line(parsed, body)
 
     def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
-        if parsed.state.get("compat"):
-            self._compat.read_event(parsed, event, data)
-        elif isinstance(data, dict):
+        if isinstance(data, dict):
             self._read_line(parsed, data)
 
     def _read_line(self, parsed: Parsed, line: dict[str, Any]) -> None:
-        if "error" in line and line["error"]:
+        if line.get("error"):
             if parsed.stream:
                 parsed.stream_error = True
             error = line["error"]
@@ -98,10 +103,16 @@ class Ollama(Provider):
         if isinstance(thinking, str) and thinking:
             parsed.output.append(thinking)
         if line.get("done") is True:
-            parsed.stream_done = True
+            parsed.stream_done = parsed.usage_final = True
         if line.get("done") is True or "prompt_eval_count" in line or "eval_count" in line:
             parsed.finish_reason = first_str(line.get("done_reason")) or parsed.finish_reason
             input_tokens = as_int(line.get("prompt_eval_count"))
             output_tokens = as_int(line.get("eval_count"))
             if input_tokens is not None or output_tokens is not None:
                 parsed.usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+class _OllamaCompatible(OpenAICompatible):
+    """Ollama's OpenAI-compatible paths (the name only matters for ``Provider`` subclasses)."""
+
+    name = "ollama"

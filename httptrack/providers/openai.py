@@ -1,17 +1,26 @@
 """OpenAI, and the parser every OpenAI-compatible API shares.
 
 Surfaces: chat completions (``/chat/completions``), the Responses API (``/responses``),
-legacy completions (``/completions``), embeddings and model lists; plain JSON and SSE.
+legacy completions (``/completions``), embeddings, model lists, images (generations, edits,
+variations), audio (transcriptions, translations, speech), moderations, and the output
+files of the Batch API; plain JSON and SSE.
 
 Usage, normalized:
 - chat/completions/embeddings: ``prompt_tokens`` → input (OpenAI's count already includes
   ``prompt_tokens_details.cached_tokens``); ``completion_tokens`` → output (already includes
-  ``completion_tokens_details.reasoning_tokens``).
-- Responses API: ``input_tokens`` / ``output_tokens`` with ``input_tokens_details.cached_tokens``
-  and ``output_tokens_details.reasoning_tokens``, in the body or in ``response.completed``.
+  ``completion_tokens_details.reasoning_tokens``). Some compatible APIs (xAI) report the
+  reasoning tokens *beside* ``completion_tokens``; their ``total_tokens`` gives it away
+  (prompt + completion + reasoning) and the reasoning is then added to the output.
+- Responses API, images and token-billed transcriptions: ``input_tokens`` / ``output_tokens``
+  with ``input_tokens_details.cached_tokens`` and ``output_tokens_details.reasoning_tokens``,
+  in the body or in the stream's closing event (``response.completed``,
+  ``image_generation.completed``, ``transcript.text.done``).
 - Streams: the usage chunk (``stream_options.include_usage``: a last chunk with
   ``choices: []``), or usage carried on the finish-reason chunk (several compatible
-  providers), or Groq's ``x_groq.usage``; a later figure replaces an earlier one.
+  providers), or Groq's ``x_groq.usage``; a later figure supersedes an earlier one, figure
+  by figure.
+- Costs some providers report themselves (OpenRouter ``usage.cost``, xAI
+  ``cost_in_usd_ticks``, Perplexity ``usage.cost.total_cost``) are kept as reported.
 """
 
 from __future__ import annotations
@@ -19,36 +28,77 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, items, merge_usage
 
-__all__ = ["OpenAI", "OpenAICompatible", "read_openai_usage"]
+__all__ = [
+    "OpenAI",
+    "OpenAICompatible",
+    "add_usage",
+    "endpoint_kind",
+    "finish_batch_results",
+    "read_openai_usage",
+    "read_reported_cost",
+]
+
+#: What each kind of endpoint counts as in the ``operation`` column.
+_OPERATIONS = {
+    "chat": "chat",
+    "responses": "chat",
+    "completion": "completion",
+    "embeddings": "embeddings",
+    "models": "models",
+}
+#: Endpoints billed without being generations (their usage, when reported, is priced) and
+#: endpoints that are free whatever they return.
+_BILLED = {"images": True, "audio": True, "moderations": False, "batches": False, "files": False,
+           "response_item": False, "models": False}  # fmt: skip
+
+# xAI reports cost in "ticks" of 1e-10 USD (checked against its own prices: 739000 ticks for
+# 1 + 164 cached input and 2 + 129 reasoning output tokens of grok-4-fast is $0.0000739).
+_XAI_TICK_USD = 1e-10
 
 
-def _suffix_operation(path: str) -> str:
+def endpoint_kind(path: str) -> str:
+    """What an OpenAI-style path is: ``chat`` | ``responses`` | ``response_item`` |
+    ``completion`` | ``embeddings`` | ``models`` | ``images`` | ``audio`` | ``moderations`` |
+    ``batches`` | ``files`` | ``other``. Matched on the path's end, so any prefix works
+    (``/v1``, ``/openai/v1``, ``/openai/deployments/{name}``, ``/api/v1``, ``/inference/v1``)."""
     path = path.rstrip("/")
     if path.endswith("/chat/completions"):
         return "chat"
     if path.endswith("/responses"):
-        return "chat"
+        return "responses"
+    if "/responses/" in path:
+        return "response_item"  # retrieve, cancel, input_items, input_tokens
     if path.endswith("/completions"):
         return "completion"
     if path.endswith("/embeddings"):
         return "embeddings"
+    if path.endswith("/moderations"):
+        return "moderations"
+    if "/images/" in path:
+        return "images"
+    if "/audio/" in path:
+        return "audio"
     if path.endswith("/models") or "/models/" in path:
         return "models"
+    if "/batches" in path:
+        return "batches"
+    if "/files" in path:
+        return "files"
     return "other"
 
 
 def read_openai_usage(raw: Any) -> Usage | None:
-    """Normalize an OpenAI-style ``usage`` object (chat, completions, embeddings or
-    Responses API naming). ``None`` when ``raw`` carries no token figure."""
+    """Normalize an OpenAI-style ``usage`` object (chat, completions, embeddings, Responses
+    API, images or transcriptions naming). ``None`` when ``raw`` carries no token figure."""
     if not isinstance(raw, dict):
         return None
-    if "input_tokens" in raw or "output_tokens" in raw:  # Responses API naming
+    if "input_tokens" in raw or "output_tokens" in raw:  # Responses API / images / audio naming
         input_tokens = as_int(raw.get("input_tokens"))
         output_tokens = as_int(raw.get("output_tokens"))
-        input_details = raw.get("input_tokens_details")
-        output_details = raw.get("output_tokens_details")
+        input_details = raw.get("input_tokens_details") or raw.get("input_token_details")
+        output_details = raw.get("output_tokens_details") or raw.get("output_token_details")
     else:
         input_tokens = as_int(raw.get("prompt_tokens"))
         output_tokens = as_int(raw.get("completion_tokens"))
@@ -56,17 +106,33 @@ def read_openai_usage(raw: Any) -> Usage | None:
         output_details = raw.get("completion_tokens_details")
     if input_tokens is None and output_tokens is None:
         return None
+    reasoning = as_int(dig(output_details, "reasoning_tokens"))
+    if reasoning is None:
+        reasoning = as_int(raw.get("reasoning_tokens"))  # Perplexity puts it at the top level
+    total = as_int(raw.get("total_tokens"))
+    if (
+        reasoning
+        and output_tokens is not None
+        and total is not None
+        and total == (input_tokens or 0) + output_tokens + reasoning
+    ):
+        # Reported beside the completion tokens, not inside them (xAI): every one is billed.
+        output_tokens += reasoning
+    cached = as_int(dig(input_details, "cached_tokens"))
+    if cached is None:
+        cached = as_int(raw.get("prompt_cache_hit_tokens"))  # DeepSeek's naming
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cached_input_tokens=as_int(dig(input_details, "cached_tokens")),
-        reasoning_tokens=as_int(dig(output_details, "reasoning_tokens")),
+        cached_input_tokens=cached,
+        cache_write_tokens=as_int(dig(input_details, "cache_write_tokens")),  # OpenRouter
+        reasoning_tokens=reasoning,
     )
-    if usage.cached_input_tokens is None and "prompt_cache_hit_tokens" in raw:
-        usage.cached_input_tokens = as_int(raw.get("prompt_cache_hit_tokens"))  # DeepSeek's naming
     for source, key, extra in (
         (input_details, "audio_tokens", "input_audio_tokens"),
         (output_details, "audio_tokens", "output_audio_tokens"),
+        (input_details, "image_tokens", "input_image_tokens"),
+        (output_details, "image_tokens", "output_image_tokens"),
     ):
         value = as_int(dig(source, key))
         if value:
@@ -74,37 +140,116 @@ def read_openai_usage(raw: Any) -> Usage | None:
     return usage
 
 
+def read_reported_cost(raw: Any) -> float | None:
+    """The cost a provider put in its ``usage`` object, in USD, or ``None``."""
+    if not isinstance(raw, dict):
+        return None
+    ticks = raw.get("cost_in_usd_ticks")  # xAI
+    if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0:
+        return ticks * _XAI_TICK_USD
+    cost = raw.get("cost")
+    if isinstance(cost, dict):  # Perplexity: {"input_tokens_cost", ..., "total_cost"}
+        cost = cost.get("total_cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+        total = float(cost)
+        # OpenRouter with the user's own provider key: its fee plus what the upstream billed.
+        upstream = dig(raw, "cost_details", "upstream_inference_cost")
+        if raw.get("is_byok") is True and isinstance(upstream, int | float) and upstream is not True:
+            total += float(upstream)
+        return total
+    return None
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    """The sum of two calls' usage (for batch result files)."""
+
+    def plus(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    extra = dict(a.extra)
+    for key, value in b.extra.items():
+        extra[key] = extra.get(key, 0) + value
+    return Usage(
+        input_tokens=plus(a.input_tokens, b.input_tokens),
+        output_tokens=plus(a.output_tokens, b.output_tokens),
+        cached_input_tokens=plus(a.cached_input_tokens, b.cached_input_tokens),
+        cache_write_tokens=plus(a.cache_write_tokens, b.cache_write_tokens),
+        reasoning_tokens=plus(a.reasoning_tokens, b.reasoning_tokens),
+        extra=extra,
+    )
+
+
 class OpenAICompatible(Provider):
-    """Any API speaking OpenAI's wire format. Subclasses only change ``name``/``hosts``."""
+    """Any API speaking OpenAI's wire format. Subclasses only change ``name``/``hosts``
+    (and, where verified, :meth:`include_usage`)."""
 
     name: ClassVar[str] = "generic"
 
     def operation(self, method: str, path: str) -> str:
-        return _suffix_operation(path)
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.operation(method, path)
+        return _OPERATIONS.get(endpoint_kind(path), "other")
+
+    def parser_for(self, method: str, path: str) -> Provider:
+        path = path.rstrip("/")
+        # A proxy or server that also speaks Anthropic's Messages API on the same host
+        # (Ollama, xAI, LiteLLM, Azure AI Foundry ...); OpenAI's own Assistants API has
+        # /threads/{id}/messages, which is not this.
+        if path.endswith(("/v1/messages", "/v1/messages/count_tokens")) and "/threads/" not in path:
+            from .anthropic import ANTHROPIC_PARSER
+
+            return ANTHROPIC_PARSER
+        if path.endswith("/graphql"):
+            from .graphql import GRAPHQL_PARSER
+
+            return GRAPHQL_PARSER
+        return self
+
+    def cacheable(self, method: str, path: str, operation: str) -> bool:
+        if operation == "other":  # moderations: free and read-only, worth answering locally
+            return method == "POST" and path.rstrip("/").endswith("/moderations")
+        return super().cacheable(method, path, operation)
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
+        kind = endpoint_kind(path)
+        parsed.state["kind"] = kind
+        if kind in _BILLED:
+            parsed.billed = _BILLED[kind]
         if isinstance(body, dict):
-            parsed.user = first_str(body.get("user"))
-        if "/batches" in path:
+            parsed.user = first_str(body.get("user")) or first_str(body.get("safety_identifier"))
+        if kind in ("batches",) or "/batch" in path:
             parsed.batch = True
+
+    def stream_format(self, parsed: Parsed, content_type: str) -> str | None:
+        if parsed.state.get("kind") == "files" and not content_type.startswith("application/json"):
+            # A file's content: the output file of a batch is JSON Lines, whatever its type says.
+            return "ndjson"
+        return super().stream_format(parsed, content_type)
 
     # -- whole bodies -------------------------------------------------------------------
 
     def read_body(self, parsed: Parsed, status: int, body: Any) -> None:
         if not isinstance(body, dict):
             return
-        if status >= 400 or "error" in body and body.get("error"):
+        if status >= 400 or ("error" in body and body.get("error")):
             self._read_error(parsed, body.get("error", body))
+            return
+        if parsed.state.get("kind") == "response_item":
+            # A stored response read back: its usage was counted when it was created.
+            parsed.response_id = first_str(body.get("id"))
             return
         parsed.response_model = first_str(body.get("model")) or parsed.response_model
         parsed.response_id = first_str(body.get("id")) or parsed.response_id
-        usage = read_openai_usage(body.get("usage"))
-        if usage is not None:
-            parsed.usage = usage
-        if body.get("object") == "response" or "output" in body and "choices" not in body:
+        self._take_usage(parsed, body.get("usage"))
+        if body.get("object") == "response" or ("output" in body and "choices" not in body):
             self._read_response_object(parsed, body)
             return
+        if isinstance(body.get("text"), str) and "choices" not in body:  # a transcription
+            parsed.output.append(body["text"])
+        if dig(body, "usage", "type") == "duration":
+            parsed.notes.append(f"billed by duration: {dig(body, 'usage', 'seconds')} s of audio, not priced")
         choice = dig(body, "choices", 0)
         if isinstance(choice, dict):
             parsed.finish_reason = first_str(choice.get("finish_reason"))
@@ -114,11 +259,19 @@ class OpenAICompatible(Provider):
             elif isinstance(choice.get("text"), str):  # legacy completions
                 parsed.output.append(choice["text"])
 
+    def _take_usage(self, parsed: Parsed, raw: Any, *, merge: bool = False) -> None:
+        usage = read_openai_usage(raw)
+        if usage is not None:
+            parsed.usage = merge_usage(parsed.usage, usage) if merge else usage
+        cost = read_reported_cost(raw)
+        if cost is not None:
+            parsed.reported_cost_usd = cost
+
     def _take_message_text(self, parsed: Parsed, message: dict[str, Any]) -> None:
-        for key in ("content", "refusal"):
+        for key in ("reasoning_content", "reasoning", "content", "refusal"):
             if isinstance(message.get(key), str):
                 parsed.output.append(message[key])
-        for call in message.get("tool_calls") or ():
+        for call in items(message.get("tool_calls")):
             function = dig(call, "function")
             if isinstance(function, dict):
                 parsed.output.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
@@ -127,26 +280,28 @@ class OpenAICompatible(Provider):
         """A Responses API ``response`` object (the body, or inside a stream event)."""
         parsed.response_model = first_str(response.get("model")) or parsed.response_model
         parsed.response_id = first_str(response.get("id")) or parsed.response_id
-        usage = read_openai_usage(response.get("usage"))
-        if usage is not None:
-            parsed.usage = usage
+        self._take_usage(parsed, response.get("usage"))
         status = first_str(response.get("status"))
         reason = first_str(dig(response, "incomplete_details", "reason"))
         parsed.finish_reason = reason or status or parsed.finish_reason
         if status == "failed" or response.get("error"):
+            parsed.stream_error = True
             self._read_error(parsed, response.get("error") or {"code": "response_failed"})
         if not parsed.stream:
-            for item in response.get("output") or ():
-                for part in dig(item, "content") or ():
+            for item in items(response.get("output")):
+                for part in items(dig(item, "content")) + items(dig(item, "summary")):
                     if isinstance(dig(part, "text"), str):
                         parsed.output.append(part["text"])
+                if dig(item, "type") == "function_call":
+                    parsed.output.append(str(item.get("name") or "") + str(item.get("arguments") or ""))
 
     def _read_error(self, parsed: Parsed, error: Any) -> None:
         if isinstance(error, dict):
             code = first_str(error.get("code")) or first_str(error.get("type"))
             if code is None and error.get("code") is not None:
                 code = str(error["code"])
-            parsed.fail(code, first_str(error.get("message")))
+            message = error.get("message")
+            parsed.fail(code, message if isinstance(message, str) and message else None)
         elif isinstance(error, str):
             parsed.fail(None, error)
 
@@ -155,20 +310,34 @@ class OpenAICompatible(Provider):
     def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
         if not isinstance(data, dict):
             return  # "[DONE]", keep-alives
-        kind = data.get("type")
-        if isinstance(kind, str) and kind.startswith("response.") or event and event.startswith("response."):
-            self._read_responses_event(parsed, kind or event or "", data)
+        if parsed.state.get("kind") == "files":
+            self._read_batch_line(parsed, data)
             return
-        if kind == "error" or event == "error" or "error" in data and data.get("error"):
+        kind = data.get("type")
+        if not isinstance(kind, str):
+            kind = event or ""
+        if kind.startswith(("response.", "image_generation.", "image_edit.", "transcript.")):
+            self._read_typed_event(parsed, kind, data)
+            return
+        groq = data.get("x_groq")
+        if kind == "error" or data.get("error") or (isinstance(groq, dict) and groq.get("error")):
             parsed.stream_error = True
-            self._read_error(parsed, data.get("error") or data)
+            error = data.get("error") or (groq.get("error") if isinstance(groq, dict) else None)
+            self._read_error(parsed, error or data)
             return
         parsed.response_model = first_str(data.get("model")) or parsed.response_model
         parsed.response_id = first_str(data.get("id")) or parsed.response_id
-        usage = read_openai_usage(data.get("usage")) or read_openai_usage(dig(data, "x_groq", "usage"))
-        if usage is not None:
-            parsed.usage = usage
-        for choice in data.get("choices") or ():
+        choices = data.get("choices")
+        if isinstance(data.get("usage"), dict):
+            self._take_usage(parsed, data["usage"], merge=True)
+            # The usage chunk (no choices) or the finish-reason chunk carries the final figures;
+            # usage on other chunks (continuous usage stats) is a running count.
+            if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+                parsed.usage_final = True
+        if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+            self._take_usage(parsed, groq["usage"], merge=True)
+            parsed.usage_final = True
+        for choice in items(choices):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             reason = first_str(choice.get("finish_reason"))
@@ -181,26 +350,29 @@ class OpenAICompatible(Provider):
                 parsed.output.append(choice["text"])
 
     def _take_delta_text(self, parsed: Parsed, delta: dict[str, Any]) -> None:
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            parsed.output.append(content)
-        for call in delta.get("tool_calls") or ():
+        for key in ("reasoning_content", "reasoning", "content"):
+            text = delta.get(key)
+            if isinstance(text, str) and text:
+                parsed.output.append(text)
+        for call in items(delta.get("tool_calls")):
             function = dig(call, "function")
             if isinstance(function, dict):
                 parsed.output.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
 
-    def _read_responses_event(self, parsed: Parsed, kind: str, data: dict[str, Any]) -> None:
-        if kind == "response.output_text.delta" and isinstance(data.get("delta"), str):
-            parsed.output.append(data["delta"])
-        elif kind == "response.function_call_arguments.delta" and isinstance(data.get("delta"), str):
-            parsed.output.append(data["delta"])
-        elif kind in ("response.created", "response.in_progress", "response.completed",
-                      "response.incomplete", "response.failed"):  # fmt: skip
+    def _read_typed_event(self, parsed: Parsed, kind: str, data: dict[str, Any]) -> None:
+        """Events named by their ``type``: the Responses API, image and transcript streams."""
+        if kind.endswith(".delta") and isinstance(data.get("delta"), str):
+            if kind != "response.audio.delta":  # base64 audio is not text
+                parsed.output.append(data["delta"])
+        elif kind in ("response.created", "response.in_progress", "response.queued"):
             response = data.get("response")
             if isinstance(response, dict):
                 self._read_response_object(parsed, response)
-            if kind != "response.created" and kind != "response.in_progress":
-                parsed.stream_done = True
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            response = data.get("response")
+            if isinstance(response, dict):
+                self._read_response_object(parsed, response)
+            parsed.stream_done = parsed.usage_final = True
             if kind == "response.failed":
                 parsed.stream_error = True
                 if parsed.error_code is None:
@@ -208,8 +380,49 @@ class OpenAICompatible(Provider):
         elif kind == "response.error":
             parsed.stream_error = True
             self._read_error(parsed, data.get("error") or data)
+        elif kind.endswith((".completed", ".done")) and kind.startswith(("image_", "transcript.")):
+            self._take_usage(parsed, data.get("usage"))
+            parsed.stream_done = parsed.usage_final = True
+
+    # -- batch output files -------------------------------------------------------------
+
+    def _read_batch_line(self, parsed: Parsed, line: dict[str, Any]) -> None:
+        """One line of a Batch API output file: ``{"custom_id", "response": {"status_code",
+        "body"}}``. The file's usage is every request's usage, at batch prices."""
+        body = dig(line, "response", "body")
+        if not isinstance(body, dict):
+            return
+        parsed.batch = True
+        parsed.billed = True
+        models: set[str] = parsed.state.setdefault("batch_models", set())
+        model = first_str(body.get("model"))
+        if model:
+            models.add(model)
+        usage = read_openai_usage(body.get("usage"))
+        if usage is not None:
+            parsed.usage = add_usage(parsed.usage, usage)
+        parsed.state["batch_lines"] = parsed.state.get("batch_lines", 0) + 1
+
+    def finish(self, parsed: Parsed) -> None:
+        if "batch_lines" in parsed.state:
+            finish_batch_results(parsed)
+
+
+def finish_batch_results(parsed: Parsed) -> None:
+    """Close the reading of a batch results file (OpenAI or Anthropic)."""
+    parsed.stream = False  # read line by line, but a file download, not a stream
+    models = sorted(parsed.state.get("batch_models", ()))
+    count = parsed.state.get("batch_lines", 0)
+    parsed.notes.append(f"batch results: {count} requests; their usage is counted where the results are read")
+    if len(models) == 1:
+        parsed.response_model = models[0]
+    elif models:
+        parsed.notes.append(f"batch results for several models ({', '.join(models)}): not priced as one")
 
 
 class OpenAI(OpenAICompatible):
     name = "openai"
     hosts = ("api.openai.com",)
+
+    def include_usage(self, path: str, query: str) -> bool:
+        return endpoint_kind(path) in ("chat", "completion")

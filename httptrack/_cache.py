@@ -1,0 +1,252 @@
+"""The response cache: identical requests answered locally, streams replayed chunk by chunk.
+
+The policy lives here (what is looked up, what is stored, for how long, in which mode); keys
+are made in ``_cache_key`` and entries kept in ``_cache_store``. The pipeline calls it twice:
+
+- ``lookup`` on the app's thread, before the request is rewritten or sent: computes the key
+  (so control headers and httptrack's own request changes never change it), then answers
+  from the cache, or marks the call a ``MISS``. In ``replay`` mode a request the cache cannot
+  answer raises :class:`CacheMiss` and nothing is sent.
+- ``after_record`` in the background writer, once the call's row exists: stores the
+  response if it is a complete, successful answer from a cacheable endpoint.
+
+Modes (``HTTPTRACK_CACHE`` / ``cache=``): ``on`` read and store; ``off`` neither; ``refresh``
+always call, then store; ``replay`` serve only from the cache. Per request, the
+``X-Httptrack-Cache`` header: ``no-cache`` (do not read), ``no-store`` (do not store),
+``off`` (neither); ``X-Httptrack-Cache-Ttl`` sets the TTL (seconds, or ``30m``, ``2h`` ...).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._cache_key import body_digest, request_key
+from ._cache_store import CacheEntry, EntryStore, shared_store
+from ._faults import report_fault
+from ._settings import Settings, SettingsError, parse_duration
+
+if TYPE_CHECKING:
+    from ._exchange import Exchange
+
+__all__ = ["CacheMiss", "ResponseCache"]
+
+#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
+#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
+#: cost once recorded), and, when the app reads it to the end, with the same reading of the
+#: response (model, finish reason, text ...) without parsing it again.
+ORIGINAL_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "tokens_estimated",
+    "cost_usd",
+    "cost_note",
+    "stream",
+    "response_model",
+    "response_id",
+    "finish_reason",
+    "response_text",
+    "parse_notes",
+    "response_bytes",
+)
+#: Response states of a job that is still running (a Responses API ``background`` call):
+#: a 200, but not an answer to keep.
+_UNFINISHED = frozenset({"queued", "in_progress"})
+
+
+class CacheMiss(Exception):
+    """The cache is in ``replay`` mode (``HTTPTRACK_CACHE=replay``) and cannot answer this
+    request; nothing was sent.
+
+    It is a plain exception, not one of httpx's transport errors, on purpose: SDKs retry
+    transport errors (pointless here) and re-raise them as a generic "connection error".
+    ``openai`` and ``ollama`` let it through as it is; SDKs that wrap every exception
+    (``anthropic``, ``groq``) raise their ``APIConnectionError`` with this as its
+    ``__cause__``. Attributes: ``method``, ``url`` (credentials removed), ``model``
+    (``None`` when the body names none) and ``reason``.
+    """
+
+    def __init__(
+        self, method: str, url: str, model: str | None = None, reason: str = "no cached response"
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.model = model
+        self.reason = reason
+        named = f"{method} {url}" + (f" (model {model!r})" if model else "")
+        super().__init__(
+            f"httptrack cache is in replay mode and {reason} for {named}; nothing was sent. "
+            "Run once with HTTPTRACK_CACHE=on (or refresh) to record it."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.method, self.url, self.model, self.reason)
+
+
+def _directive(value: str) -> tuple[bool, bool]:
+    """``(read, write)`` allowed by an ``X-Httptrack-Cache`` value."""
+    read = write = True
+    for token in value.replace(" ", "").split(","):
+        if token == "no-cache":
+            read = False
+        elif token == "no-store":
+            write = False
+        elif token == "off":
+            read = write = False
+        elif token not in ("", "on"):
+            report_fault("control_header", f"X-Httptrack-Cache: unknown value {token!r} ignored "
+                         "(use no-cache, no-store or off)")  # fmt: skip
+    return read, write
+
+
+class ResponseCache:
+    """The response cache as one transport uses it: its mode and TTLs, over the store its
+    cache folder shares with every other transport and process using that folder.
+
+    ``clock`` (default :func:`time.time`) decides expiry; tests pass their own.
+    """
+
+    __slots__ = ("clock", "mode", "settings", "store")
+
+    def __init__(
+        self, settings: Settings, store: EntryStore, clock: Callable[[], float] | None = None
+    ) -> None:
+        self.settings = settings
+        self.mode = settings.cache
+        self.store = store
+        self.clock: Callable[[], float] = clock or time.time
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> ResponseCache:
+        """A cache for a transport with these settings (no disk access until first use)."""
+        return cls(settings, shared_store(settings.cache_dir, settings.cache_size_limit), clock)
+
+    # -- the app's thread -----------------------------------------------------------------
+
+    def lookup(self, exchange: Exchange) -> CacheEntry | None:
+        """The stored response for this request, if fresh; ``None`` to send it. Sets
+        ``exchange.cache_key`` (and ``cache_ttl`` when the answer may be stored)."""
+        mode = self.mode
+        read = mode in ("on", "replay")
+        write = mode in ("on", "refresh")
+        control = exchange.control
+        directive = control.cache if control is not None else None
+        if directive:
+            allowed_read, allowed_write = _directive(directive)
+            read, write = read and allowed_read, write and allowed_write
+        if not exchange.provider.cacheable(exchange.method, exchange.path, exchange.operation):
+            if mode == "replay":
+                raise self.miss(exchange, "this endpoint is never cached (uploads, batches, deletes ...)")
+            return None
+        if not read and not write:
+            if mode == "replay":
+                raise self.miss(exchange, f"X-Httptrack-Cache: {directive} asks to bypass the cache")
+            return None
+        ttl = self._ttl(exchange)
+        store = self.store
+        key, _ = request_key(store.salt(), exchange)
+        exchange.cache_key = key
+        exchange.cache_ttl = ttl if write and ttl > 0 else None
+        if not read:  # refresh, or no-cache: send it (replay mode never gets here: it never writes)
+            return None
+        entry = store.get(key)
+        if entry is not None and entry.fresh(self.clock(), ttl):
+            return entry
+        if mode == "replay":
+            if store.broken is not None:
+                raise self.miss(exchange, f"the cache folder cannot be used ({store.broken})")
+            raise self.miss(
+                exchange, "the cached response has expired" if entry else "there is no cached response"
+            )
+        exchange.cache_status = "MISS"
+        return None
+
+    def _ttl(self, exchange: Exchange) -> float:
+        control = exchange.control
+        if control is not None and control.cache_ttl:
+            try:
+                return parse_duration(control.cache_ttl, "X-Httptrack-Cache-Ttl")
+            except SettingsError as exc:
+                report_fault("control_header", f"{exc}; the default TTL applies")
+        return self.settings.ttl_for(exchange.operation)
+
+    def miss(self, exchange: Exchange, reason: str) -> CacheMiss:
+        """The :class:`CacheMiss` naming this request (method, URL without credentials, model)."""
+        from ._recorder import redact_query
+
+        default_port = {"http": 80, "https": 443}.get(exchange.scheme)
+        netloc = (
+            exchange.host if exchange.port in (None, default_port) else f"{exchange.host}:{exchange.port}"
+        )
+        query = redact_query(exchange.query)
+        url = f"{exchange.scheme}://{netloc}{exchange.path}" + (f"?{query}" if query else "")
+        _, model = body_digest(exchange.request_body)
+        return CacheMiss(exchange.method, url, model, reason)
+
+    # -- the background writer ------------------------------------------------------------
+
+    def after_record(self, exchange: Exchange, row: dict[str, Any]) -> None:
+        """Store the response of a finished call, if it is one to keep."""
+        key = exchange.cache_key
+        ttl = exchange.cache_ttl
+        if key is None or ttl is None or exchange.cached or not _storable(exchange, row):
+            return
+        entry = CacheEntry(
+            status=exchange.status or 0,
+            headers=_stored_headers(exchange.response_headers),
+            chunks=tuple(exchange.chunks),
+            figures={name: row.get(name) for name in ORIGINAL_COLUMNS},
+            created=self.clock(),
+            ttl=ttl,
+            info={
+                "method": exchange.method,
+                "url": row.get("url"),
+                "model": row.get("model"),
+                "provider": row.get("provider"),
+                "operation": exchange.operation,
+                "call_id": exchange.call_id,
+                "stream": bool(row.get("stream")),
+                # The stored chunks are what the provider sent: for a request httptrack
+                # rewrote (asking for the usage chunk) that includes an event the app never
+                # saw, so a replay must hide it again.
+                "rewritten": exchange.rewritten,
+            },
+        )
+        self.store.put(key, entry)
+
+
+def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
+    """Only complete, successful answers: a 2xx (not a partial 206) whose body arrived whole
+    and in full (not cut short, not failed, not over the size cap), with no error inside
+    (an error event in a 200 stream makes the row an error), that the provider did not
+    mark ``Cache-Control: no-store``, and that is not a job still running."""
+    status = exchange.status or 0
+    if not 200 <= status < 300 or status == 206 or exchange.truncated:
+        return False
+    if row.get("status") != "success" or row.get("outcome") != "complete":
+        return False
+    if row.get("finish_reason") in _UNFINISHED:
+        return False
+    for name, value in exchange.response_headers:
+        if name.lower() == b"cache-control" and b"no-store" in value.lower():
+            return False
+    return True
+
+
+def _stored_headers(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """The response headers as received, minus cookies and anything credential-like (a
+    replayed cookie would also be stale). Rate-limit headers that merely mention tokens stay."""
+    from ._recorder import is_secret_header
+
+    kept = []
+    for name, value in raw:
+        lower = name.decode("latin-1").lower()
+        if is_secret_header(lower) and ("ratelimit" not in lower or "cookie" in lower):
+            continue
+        kept.append((bytes(name), bytes(value)))
+    return tuple(kept)

@@ -1,0 +1,214 @@
+"""Response cache keys: which requests are "the same request".
+
+A key covers the method, the URL, the request body in canonical form (JSON with sorted keys
+and no insignificant whitespace, so the same request written differently gets the same key),
+the request headers that change a provider's answer (:data:`KEY_HEADERS`) and the
+credential. Everything goes through a keyed hash (BLAKE2b-256 in keyed mode, a MAC like
+HMAC) under a random salt kept in the cache folder (:func:`load_salt`), so:
+
+- one API key's answers are never served to another (the credential is part of the key);
+- a key contains no credential, and means nothing outside its folder: no precomputed table
+  applies, and two folders that saw the same API key have nothing in common. (Provider API
+  keys are long random strings: even with the salt, one cannot be guessed from a cache key.)
+
+The key is computed on the app's thread, so the expensive part is memoized: the canonical
+digest of a body is remembered by the body's exact bytes (an SDK sends the same request as
+the same bytes), and header names are classified once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._exchange import Exchange
+
+__all__ = ["KEY_HEADERS", "KEY_VERSION", "SALT_FILE", "body_digest", "load_salt", "request_key"]
+
+#: Bumped when what goes into a key changes, so old entries are simply never found again.
+KEY_VERSION = b"httptrack-cache-key-1"
+SALT_FILE = "httptrack.salt"
+_SALT_BYTES = 32
+
+#: Request headers that select what a provider answers (API version, beta features, the
+#: account it bills, the encoding the body comes back in). All others (user agent, SDK
+#: telemetry, retry counters, tracing ids) are left out, or no request would ever repeat.
+KEY_HEADERS = frozenset(
+    {
+        b"accept",
+        b"accept-encoding",
+        b"anthropic-beta",
+        b"anthropic-version",
+        b"openai-beta",
+        b"openai-organization",
+        b"openai-project",
+        b"x-goog-user-project",
+    }
+)
+
+#: Secret-looking headers that do not say who is calling. Cookies: LLM APIs authenticate
+#: with keys, while the cookies a client's jar sends back (Cloudflare's ``__cf_bm``,
+#: rotated every half hour) would make every request unique.
+_NOT_CREDENTIALS = frozenset({b"cookie", b"cookie2"})
+
+_IGNORED, _KEYED, _SECRET = 0, 1, 2
+#: Raw header name (as the app spelled it) → how it counts in a key.
+_header_kinds: dict[bytes, int] = {}
+
+
+def _classify(name: bytes) -> int:
+    from ._recorder import is_secret_header
+
+    lower = name.lower()
+    if lower in KEY_HEADERS:
+        kind = _KEYED
+    elif lower in _NOT_CREDENTIALS:
+        kind = _IGNORED
+    elif is_secret_header(lower.decode("latin-1")):
+        kind = _SECRET
+    else:
+        kind = _IGNORED
+    if len(_header_kinds) > 4096:  # headers named by the app without end: don't grow forever
+        _header_kinds.clear()
+    _header_kinds[name] = kind
+    return kind
+
+
+# -- bodies -------------------------------------------------------------------------------
+
+_JSON_START = re.compile(rb"\s*[{\[]")
+#: Bodies up to this size have their digest remembered, up to this many bytes in all.
+_MEMO_BODY_BYTES = 256 * 1024
+_MEMO_TOTAL_BYTES = 8 * 1024 * 1024
+_memo: dict[bytes, tuple[bytes, str | None]] = {}
+_memo_bytes = 0
+_memo_lock = threading.Lock()
+
+
+def _canonical_digest(body: bytes) -> tuple[bytes, str | None]:
+    """``(digest, model)``: the SHA-256 of the body's canonical JSON form (or of the raw
+    bytes when it is not JSON), and the ``model`` it names, if any."""
+    if not body:
+        return hashlib.sha256(b"empty").digest(), None
+    if _JSON_START.match(body):
+        try:
+            data: Any = json.loads(body)
+        except ValueError:
+            pass
+        else:
+            canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            digest = hashlib.sha256(b"json\n")
+            digest.update(canonical.encode("utf-8", "surrogatepass"))
+            model = data.get("model") if isinstance(data, dict) else None
+            return digest.digest(), model if isinstance(model, str) else None
+    digest = hashlib.sha256(b"raw\n")
+    digest.update(body)
+    return digest.digest(), None
+
+
+def body_digest(body: bytes) -> tuple[bytes, str | None]:
+    """:func:`_canonical_digest`, remembered by the exact bytes of small bodies (an exact
+    match: dict lookup compares the bytes, so there is no collision to worry about)."""
+    global _memo_bytes
+    found = _memo.get(body)
+    if found is not None:
+        return found
+    result = _canonical_digest(body)
+    size = len(body)
+    if size <= _MEMO_BODY_BYTES:
+        with _memo_lock:
+            if body not in _memo:
+                while _memo and _memo_bytes + size > _MEMO_TOTAL_BYTES:
+                    oldest = next(iter(_memo))
+                    del _memo[oldest]
+                    _memo_bytes -= len(oldest)
+                _memo[body] = result
+                _memo_bytes += size
+    return result
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def request_key(salt: bytes, exchange: Exchange) -> tuple[str, str | None]:
+    """``(key, model)`` for a request: the cache key (hex keyed BLAKE2b-256) and the model the
+    body names (for messages)."""
+    digest, model = body_digest(exchange.request_body)
+    keyed: list[bytes] = []
+    secret: list[bytes] = []
+    kinds = _header_kinds
+    for name, value in exchange.request_headers:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _classify(name)
+        if kind == _KEYED:
+            keyed.append(name.lower() + b":" + value)
+        elif kind == _SECRET:
+            secret.append(name.lower() + b":" + value)
+    if len(keyed) > 1:
+        keyed.sort()
+    if len(secret) > 1:
+        secret.sort()
+    port = "" if exchange.port is None else str(exchange.port)
+    url = f"{exchange.method}\n{exchange.scheme}://{exchange.host}:{port}{exchange.path}?{exchange.query}"
+    material = b"\n".join(
+        (KEY_VERSION, url.encode("utf-8", "surrogatepass"), b"\x00".join(keyed), b"\x00".join(secret), digest)
+    )
+    # BLAKE2b in keyed mode is a MAC (as HMAC-SHA256 is) at half the cost, and it keeps the
+    # GIL for inputs this small (hmac.digest releases it, handing the app's thread over to
+    # the background writer mid-call).
+    return hashlib.blake2b(material, digest_size=32, key=salt, person=b"httptrack-key").hexdigest(), model
+
+
+# -- the salt -----------------------------------------------------------------------------
+
+
+def load_salt(directory: Path) -> bytes:
+    """The folder's salt, created (readable by its owner only) on first use. Several
+    processes may race to create it: the file appears whole or not at all (it is written
+    aside, then hard-linked into place), and every process ends up with the same salt."""
+    path = directory / SALT_FILE
+    salt = _read_salt(path)
+    if salt is not None:
+        return salt
+    temp = directory / f".{SALT_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(os.urandom(_SALT_BYTES))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its salt
+        except OSError:  # a file system without hard links
+            if _read_salt(path) is None:
+                os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+    salt = _read_salt(path)
+    if salt is None:  # damaged (wrong length): replace it; old entries become unreachable
+        fresh = os.urandom(_SALT_BYTES)
+        temp.write_bytes(fresh)
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+        return fresh
+    return salt
+
+
+def _read_salt(path: Path) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return data if len(data) == _SALT_BYTES else None

@@ -1,0 +1,522 @@
+"""Where cached responses live: a diskcache folder shared by processes, and a small
+in-process memory of recent entries in front of it.
+
+- Entries are stored as bytes in httptrack's own format (:func:`encode_entry`), never
+  pickled: a cache folder someone else can write to cannot run code in the app. A
+  checksum covers every byte, so a damaged entry is noticed, treated as a miss and dropped.
+- One :class:`EntryStore` per folder per process (:func:`shared_store`), opened on first
+  use (a transport that never calls an LLM API never touches the disk).
+- Reads happen on the app's thread: diskcache's SQLite waits at most :data:`READ_TIMEOUT`
+  for a lock held by another process, then the read is a miss. Writes happen in the
+  background writer and retry a little longer.
+- A folder that cannot be used (unwritable, disk full) is a tracking fault, reported once:
+  calls go to the provider as if there were no cache, and the store tries again later.
+- ``httptrack cache clear`` / ``prune`` bump a generation file; every process checks it at
+  most once a second and then forgets what it remembered in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import struct
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._faults import report_fault
+
+__all__ = [
+    "GENERATION_FILE",
+    "CacheEntry",
+    "CorruptEntry",
+    "EntryStore",
+    "bump_generation",
+    "cache_stats",
+    "clear_cache",
+    "decode_entry",
+    "encode_entry",
+    "prune_cache",
+    "shared_store",
+]
+
+#: Seconds a read on the app's thread waits for a lock held by another process.
+READ_TIMEOUT = 0.1
+#: A write (in the background writer) retries this many times, ``READ_TIMEOUT`` each.
+WRITE_ATTEMPTS = 20
+#: After the folder fails to open or a write fails, wait this long before trying again.
+RETRY_AFTER = 30.0
+#: The in-process memory of recent entries: total bytes, and the largest entry kept.
+MEMORY_BYTES = 16 * 1024 * 1024
+MEMORY_ENTRY_BYTES = 1024 * 1024
+GENERATION_FILE = "httptrack.generation"
+GENERATION_CHECK_INTERVAL = 1.0
+
+_MAGIC = b"HTC\x01"
+_HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
+
+
+class CorruptEntry(ValueError):
+    """A stored entry that cannot be read back."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One stored response: exactly what the inner transport gave (status, headers, body
+    chunks, still content-encoded), the figures of the call that fetched it, and when."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    chunks: tuple[bytes, ...]
+    #: Token figures and cost of the original call (``calls`` column names).
+    figures: dict[str, Any]
+    #: When it was stored (the cache's clock) and for how many seconds it may be served.
+    created: float
+    ttl: float
+    #: What the request was, for messages and listings: method, url (no credentials),
+    #: model, provider, operation, call_id of the original call, stream.
+    info: dict[str, Any] = field(default_factory=dict)
+    #: The headers as a ready ``Headers`` object, per response class (httpx's or httpx2's),
+    #: so each hit copies a list instead of normalizing every header again.
+    prepared: dict[type, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.chunks)) + sum(len(k) + len(v) for k, v in self.headers) + 256
+
+    def fresh(self, now: float, ttl: float) -> bool:
+        """Younger than both the TTL it was stored with and ``ttl`` (the one that applies
+        to the request now: a shorter TTL configured later takes effect at once)."""
+        return now < self.created + min(self.ttl, ttl)
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    meta = json.dumps(
+        {
+            "status": entry.status,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in entry.headers],
+            "chunks": [len(c) for c in entry.chunks],
+            "figures": entry.figures,
+            "created": entry.created,
+            "ttl": entry.ttl,
+            "info": entry.info,
+        },
+        separators=(",", ":"),
+    ).encode("utf-8")
+    body = b"".join(entry.chunks)
+    crc = zlib.crc32(body, zlib.crc32(meta))
+    return b"".join((_HEAD.pack(_MAGIC, crc, len(meta)), meta, body))
+
+
+def decode_entry(blob: object) -> CacheEntry:
+    """The entry in ``blob``; :class:`CorruptEntry` for anything but an intact one."""
+    if not isinstance(blob, bytes) or len(blob) < _HEAD.size:
+        raise CorruptEntry("not an httptrack cache entry")
+    magic, crc, meta_len = _HEAD.unpack_from(blob)
+    if magic != _MAGIC:
+        raise CorruptEntry("not an httptrack cache entry (or written by another version)")
+    view = memoryview(blob)[_HEAD.size :]
+    if zlib.crc32(view) != crc:
+        raise CorruptEntry("checksum mismatch")
+    try:
+        meta = json.loads(bytes(view[:meta_len]))
+        sizes = meta["chunks"]
+        start = _HEAD.size + meta_len
+        if sum(sizes) != len(blob) - start or any(not isinstance(n, int) or n < 0 for n in sizes):
+            raise CorruptEntry("chunk sizes do not add up")
+        chunks = []
+        for size in sizes:
+            chunks.append(blob[start : start + size])
+            start += size
+        headers = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in meta["headers"])
+        return CacheEntry(
+            status=int(meta["status"]),
+            headers=headers,
+            chunks=tuple(chunks),
+            figures=dict(meta["figures"]),
+            created=float(meta["created"]),
+            ttl=float(meta["ttl"]),
+            info=dict(meta.get("info") or {}),
+        )
+    except CorruptEntry:
+        raise
+    except Exception as exc:  # a checksum-valid blob of the wrong shape: treat alike
+        raise CorruptEntry(f"unreadable entry: {exc!r}") from None
+
+
+class _Memory:
+    """Recent entries by key, least recently used dropped first, bounded by bytes."""
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: str, entry: CacheEntry) -> None:
+        size = entry.size
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            if size > self.max_entry_bytes:
+                return
+            self._entries[key] = entry
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.size
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_UNSET: Any = object()
+
+
+class EntryStore:
+    """One cache folder, as this process uses it. Use :func:`shared_store`."""
+
+    def __init__(self, directory: Path, size_limit: int) -> None:
+        self.directory = directory
+        self.size_limit = size_limit
+        self.memory = _Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
+        self._lock = threading.Lock()
+        self._disk: Any = None
+        self._salt: bytes | None = None
+        #: Why the folder cannot be used right now (``None``: it can, or it was not tried).
+        self.broken: str | None = None
+        self._open_after = 0.0
+        self._write_after = 0.0
+        self._generation: Any = _UNSET
+        self._generation_due = 0.0
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        """The diskcache ``Cache``, opened on first use; ``None`` while the folder is unusable."""
+        disk = self._disk
+        if disk is not None or time.monotonic() < self._open_after:
+            return disk
+        with self._lock:
+            if self._disk is not None or time.monotonic() < self._open_after:
+                return self._disk
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                salt = _load_salt(self.directory)
+                self._disk = _diskcache().Cache(
+                    str(self.directory),
+                    timeout=READ_TIMEOUT,
+                    size_limit=self.size_limit,
+                    eviction_policy="least-recently-stored",  # reads stay reads (no access-time writes)
+                    statistics=False,
+                    tag_index=False,
+                )
+                self._salt = salt
+                self.broken = None
+            except Exception as exc:
+                self._open_after = time.monotonic() + RETRY_AFTER
+                self.broken = f"{type(exc).__name__}: {exc}"
+                report_fault(
+                    "cache_open",
+                    f"the response cache at {self.directory} cannot be used ({self.broken}); calls go to "
+                    "the provider uncached until it can",
+                    exc,
+                )
+            return self._disk
+
+    def salt(self) -> bytes:
+        """The folder's key salt (a process-private one while the folder is unusable: keys
+        are then still computed, for the log, but nothing is found or stored under them)."""
+        if self._salt is None:
+            self._open()
+            if self._salt is None:
+                with self._lock:
+                    if self._salt is None:
+                        self._salt = os.urandom(32)
+        return self._salt
+
+    # -- reading (the app's thread) -------------------------------------------------------
+
+    def get(self, key: str) -> CacheEntry | None:
+        self._check_generation()
+        entry = self.memory.get(key)
+        if entry is not None:
+            return entry
+        disk = self._open()
+        if disk is None:
+            return None
+        try:
+            blob = disk.get(key, default=None, retry=False)
+        except Exception as exc:  # locked by another process past the timeout, I/O error
+            report_fault("cache_read", f"the response cache at {self.directory} could not be read; "
+                         "treated as a miss", exc)  # fmt: skip
+            return None
+        if blob is None:
+            return None
+        try:
+            entry = decode_entry(blob)
+        except CorruptEntry as exc:
+            report_fault("cache_corrupt", f"a damaged response cache entry was dropped ({exc})")
+            self.drop(key)
+            return None
+        self.memory.put(key, entry)
+        return entry
+
+    def drop(self, key: str) -> None:
+        self.memory.discard(key)
+        disk = self._open()
+        if disk is None:
+            return
+        try:
+            disk.delete(key, retry=False)
+        except Exception as exc:
+            report_fault("cache_write", f"could not delete an entry from {self.directory}", exc)
+
+    def _check_generation(self) -> None:
+        now = time.monotonic()
+        if now < self._generation_due:
+            return
+        self._generation_due = now + GENERATION_CHECK_INTERVAL
+        token = _generation_token(self.directory)
+        if token != self._generation:
+            if self._generation is not _UNSET:
+                self.memory.clear()
+            self._generation = token
+
+    # -- writing (the background writer) --------------------------------------------------
+
+    def put(self, key: str, entry: CacheEntry) -> bool:
+        """Store ``entry`` (on disk and in memory); ``False`` when it could not be."""
+        if time.monotonic() < self._write_after:
+            return False
+        disk = self._open()
+        if disk is None:
+            return False
+        blob = encode_entry(entry)
+        if len(blob) > self.size_limit:
+            return False
+        timeout = _diskcache().Timeout
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                disk.set(key, blob, expire=entry.ttl, retry=False)
+                break
+            except timeout as exc:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    report_fault("cache_write", f"the response cache at {self.directory} stayed locked; "
+                                 "a response was not stored", exc)  # fmt: skip
+                    return False
+            except Exception as exc:  # disk full, read-only, removed folder
+                self._write_after = time.monotonic() + RETRY_AFTER
+                report_fault(
+                    "cache_write",
+                    f"could not store a response in {self.directory}: {exc}; storing pauses for "
+                    f"{RETRY_AFTER:.0f}s (calls are unaffected)",
+                    exc,
+                )
+                return False
+        self.memory.put(key, entry)
+        return True
+
+    def reset_size_limit(self, size_limit: int) -> None:
+        if size_limit == self.size_limit:
+            return
+        self.size_limit = size_limit
+        disk = self._disk
+        if disk is not None:
+            try:
+                disk.reset("size_limit", size_limit)
+            except Exception as exc:
+                report_fault("cache_write", "could not change the cache size limit", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._disk is not None:
+                self._disk.close()
+                self._disk = None
+
+
+def _diskcache() -> Any:
+    # Imported on first use: it is not needed until a cached call, and it imports Django
+    # when Django is installed (a tenth of a second).
+    import diskcache  # type: ignore[import-untyped]
+
+    return diskcache
+
+
+def _load_salt(directory: Path) -> bytes:
+    from ._cache_key import load_salt
+
+    return load_salt(directory)
+
+
+def _generation_token(directory: Path) -> Any:
+    try:
+        st = os.stat(directory / GENERATION_FILE)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def bump_generation(directory: Path) -> None:
+    """Tell every process using ``directory`` to forget the entries it holds in memory
+    (written aside and renamed into place: a new inode each time)."""
+    path = directory / GENERATION_FILE
+    temp = directory / f".{GENERATION_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    temp.write_bytes(secrets.token_bytes(16))
+    os.replace(temp, path)
+    store = _stores.get(_key(directory))
+    if store is not None:
+        store.memory.clear()
+
+
+_stores: dict[str, EntryStore] = {}
+_stores_lock = threading.Lock()
+
+
+def _key(directory: Path) -> str:
+    return os.path.abspath(os.path.expanduser(directory))
+
+
+def shared_store(directory: Path, size_limit: int) -> EntryStore:
+    """The process's one :class:`EntryStore` for ``directory``."""
+    key = _key(directory)
+    store = _stores.get(key)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None:
+                store = _stores[key] = EntryStore(Path(key), size_limit)
+    store.reset_size_limit(size_limit)
+    return store
+
+
+def _forget_after_fork() -> None:
+    # Locks may have been held by another thread at fork time; diskcache reopens its own
+    # connections after a fork (it checks the pid), the stores only need fresh locks.
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    for store in _stores.values():
+        store._lock = threading.Lock()
+        store.memory._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# -- administration (the CLI) ---------------------------------------------------------------
+
+_DB_FILE = "cache.db"  # diskcache's index
+
+
+def _open_admin(directory: Path) -> Any:
+    """diskcache's ``Cache`` on an existing folder (its stored settings, such as the size
+    limit, are kept), or ``None`` when there is no cache there yet."""
+    if not (directory / _DB_FILE).exists():
+        return None
+    return _diskcache().Cache(str(directory), timeout=5.0)
+
+
+def cache_stats(directory: Path, *, now: float | None = None) -> dict[str, Any]:
+    """What is in the cache folder: entries (and how many have expired), bytes on disk,
+    the size limit, and when the oldest and newest entries were stored."""
+    stats: dict[str, Any] = {
+        "directory": str(directory),
+        "exists": False,
+        "entries": 0,
+        "expired": 0,
+        "size_bytes": 0,
+        "size_limit": None,
+        "oldest": None,
+        "newest": None,
+    }
+    disk = _open_admin(directory)
+    if disk is None:
+        return stats
+    try:
+        stats.update(exists=True, size_bytes=disk.volume(), size_limit=disk.size_limit)
+        # Counts straight from diskcache's index (its documented `Cache` table): no entry read.
+        with contextlib.closing(
+            sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
+        ) as conn:
+            count, expired, oldest, newest = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(expire_time IS NOT NULL AND expire_time <= ?), 0),"
+                " MIN(store_time), MAX(store_time) FROM Cache",
+                (time.time() if now is None else now,),
+            ).fetchone()
+        stats.update(entries=count, expired=expired, oldest=oldest, newest=newest)
+    finally:
+        disk.close()
+    return stats
+
+
+def clear_cache(directory: Path) -> int:
+    """Remove every entry; every process using the folder forgets its in-memory copies
+    (within a second). Returns how many entries were removed."""
+    disk = _open_admin(directory)
+    if disk is None:
+        return 0
+    try:
+        removed = int(disk.clear(retry=True))
+    finally:
+        disk.close()
+    bump_generation(directory)
+    return removed
+
+
+def prune_cache(
+    directory: Path, *, older_than: float | None = None, now: float | None = None
+) -> dict[str, int]:
+    """Remove expired entries, and with ``older_than`` (seconds) also every entry stored
+    longer ago than that. Returns ``{"expired": n, "old": m}``."""
+    disk = _open_admin(directory)
+    if disk is None:
+        return {"expired": 0, "old": 0}
+    now = time.time() if now is None else now
+    old = 0
+    try:
+        expired = int(disk.expire(now=now, retry=True))
+        if older_than is not None:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
+            ) as conn:
+                keys = [
+                    k
+                    for (k,) in conn.execute(
+                        "SELECT key FROM Cache WHERE store_time < ?", (now - older_than,)
+                    )
+                ]
+            for key in keys:
+                old += bool(disk.delete(key, retry=True))
+    finally:
+        disk.close()
+    if expired or old:
+        bump_generation(directory)
+    return {"expired": expired, "old": old}

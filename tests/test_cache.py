@@ -1,0 +1,991 @@
+"""The response cache, driven as users drive it: the real ``openai`` (httpx2), ``anthropic``
+(httpx2) and ``ollama`` (httpx) SDKs, sync and async, against the built-in fake provider,
+whose requests are counted to prove what was (not) sent. Expiry runs on an injected clock,
+never on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gzip
+import json
+import os
+import pickle
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import diskcache
+import httpx
+import httpx2
+import ollama
+import openai
+import pytest
+from conftest import LIBS, chunk_stream, read_rows, responder
+
+import httptrack
+from httptrack import _cache_store
+from httptrack._cache import ResponseCache
+from httptrack._cache_store import CacheEntry, decode_entry, encode_entry, shared_store
+from httptrack._fake import RecordedRequest, mock_transport
+from httptrack._faults import fault_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+CHAT_URL = "https://api.openai.com/v1/chat/completions"
+SAME_IN_HITS = (
+    "provider",
+    "operation",
+    "model",
+    "response_model",
+    "stream",
+    "status",
+    "outcome",
+    "http_status",
+    "response_text",
+    "response_body",
+    "finish_reason",
+    "request_id",
+    "response_id",
+)
+FIGURES = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens", "cache_write_tokens",
+           "reasoning_tokens", "tokens_estimated")  # fmt: skip
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def chat_completion(content: str, *, model: str = "gpt-4o-mini", id: str = "chatcmpl-1") -> dict[str, Any]:
+    """An OpenAI chat completion body (14 prompt tokens, 2 completion tokens)."""
+    message = {"role": "assistant", "content": content}
+    return {"id": id, "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16}}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stores() -> Iterator[None]:
+    """Each test starts with no cache folder open in this process (and none left open)."""
+    _cache_store._stores.clear()
+    yield
+    httptrack.flush()
+    for store in _cache_store._stores.values():
+        store.close()
+    _cache_store._stores.clear()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def tracking(inner: Any, db: Path, cache_dir: Path, *, asynchronous: bool = False, clock: Clock | None = None,
+             **options: Any) -> Any:  # fmt: skip
+    """A tracking transport over ``inner``, its cache on ``clock`` when given."""
+    kind = httptrack.AsyncTrackingTransport if asynchronous else httptrack.TrackingTransport
+    transport = kind(inner, db=db, cache_dir=cache_dir, **options)
+    if clock is not None:
+        transport._tracker.cache = ResponseCache.for_settings(transport.settings, clock=clock)
+    return transport
+
+
+def fake(lib: Any, seen: list[RecordedRequest]) -> Any:
+    return mock_transport(lib, record=seen)
+
+
+def forget_memory(cache_dir: Path) -> None:
+    """Make the next lookup read the disk (as another process would)."""
+    shared_store(cache_dir, 1 << 30).memory.clear()
+
+
+def assert_hit_row(hit: dict[str, Any], original: dict[str, Any]) -> None:
+    """A hit is recorded exactly like the call it replays, except what a hit changes."""
+    assert (original["cached"], hit["cached"]) == (0, 1)
+    assert hit["cost_usd"] == 0.0
+    assert hit["cost_saved_usd"] == original["cost_usd"] and original["cost_saved_usd"] is None
+    assert [hit[c] for c in FIGURES] == [original[c] for c in FIGURES]
+    assert hit["cache_key"] == original["cache_key"] and len(hit["cache_key"]) == 64
+    for column in SAME_IN_HITS:
+        assert hit[column] == original[column], column
+    assert (hit["status"], hit["outcome"]) == ("success", "complete")
+    assert hit["cost_note"].startswith("served from httptrack's cache")
+    assert hit["latency_ms"] is not None and hit["id"] != original["id"]
+
+
+# -- hits through the SDKs ------------------------------------------------------------------
+
+
+def test_openai_repeat_is_served_from_the_cache(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    client = openai.OpenAI(
+        api_key="sk-test-a", http_client=httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir))
+    )
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+    httptrack.flush()
+    second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+    assert len(seen) == 1
+    assert (first.headers["x-httptrack-cache"], second.headers["x-httptrack-cache"]) == ("MISS", "HIT")
+    assert second.parse().model_dump() == first.parse().model_dump()
+    assert second.http_response.elapsed.total_seconds() >= 0  # built with stream=: elapsed works
+    assert second.headers["x-request-id"] == first.headers["x-request-id"] == "req_fake0001"
+    original, hit = read_rows(db)
+    assert (original["id"], hit["id"]) == (
+        first.headers["x-httptrack-call-id"],
+        second.headers["x-httptrack-call-id"],
+    )
+    assert original["cost_usd"] > 0
+    assert_hit_row(hit, original)
+
+
+def test_openai_async_stream_replays_the_same_chunks(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+
+    async def main() -> list[list[dict[str, Any]]]:
+        transport = tracking(fake(httpx2, seen), db, cache_dir, asynchronous=True)
+        client = openai.AsyncOpenAI(api_key="sk-test-a", http_client=httpx2.AsyncClient(transport=transport))
+        runs = []
+        for _ in range(2):
+            stream = await client.chat.completions.create(model="gpt-4o", messages=QUESTION, stream=True,
+                                                          stream_options={"include_usage": True})  # fmt: skip
+            runs.append([chunk.model_dump() async for chunk in stream])
+            await asyncio.to_thread(httptrack.flush)
+        await client.close()
+        return runs
+
+    live, replayed = asyncio.run(main())
+    assert len(seen) == 1
+    assert replayed == live and len(live) > 5
+    text = "".join(c["choices"][0]["delta"]["content"] or "" for c in live if c["choices"])
+    original, hit = read_rows(db)
+    assert original["response_text"] == text and original["stream"] == 1
+    assert_hit_row(hit, original)
+    assert hit["ttft_ms"] is not None
+
+
+def test_a_stream_httptrack_asked_usage_for_replays_exactly_what_the_app_saw(db: Path, cache_dir: Path) -> None:
+    """The app did not ask for usage; httptrack did (and hid the usage chunk). The cached
+    stream holds that chunk, so the replay must hide it again: the app sees the same bytes."""
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir)
+    with httpx2.Client(transport=transport) as client:
+        runs = []
+        for _ in range(2):
+            with client.stream("POST", "https://api.openai.com/v1/chat/completions",
+                               json={"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}) as reply:  # fmt: skip
+                runs.append((reply.headers["x-httptrack-cache"], b"".join(reply.iter_raw())))
+            httptrack.flush()
+    assert len(seen) == 1
+    assert seen[0].json()["stream_options"] == {"include_usage": True}  # asked on the wire
+    (live_status, live), (hit_status, replayed) = runs
+    assert (live_status, hit_status) == ("MISS", "HIT")
+    assert replayed == live
+    assert b'"usage":{' not in live.replace(b" ", b"")  # never shown to the app
+    original, hit = read_rows(db)
+    assert original["tokens_estimated"] == 0 and original["output_tokens"] > 0
+    assert_hit_row(hit, original)
+
+
+@LIBS
+def test_raw_chunk_boundaries_are_kept(lib: Any, db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    runs = []
+    with lib.Client(transport=tracking(fake(lib, seen), db, cache_dir)) as client:
+        for _ in range(2):
+            with client.stream(
+                "POST", CHAT_URL, json=body, headers={"authorization": "Bearer sk-a"}
+            ) as response:
+                runs.append((response.headers["x-httptrack-cache"], list(response.iter_raw())))
+            httptrack.flush()
+    (live_status, live), (hit_status, hit) = runs
+    assert (live_status, hit_status) == ("MISS", "HIT")
+    assert hit == live and len(live) > 5 and all(chunk.endswith(b"\n\n") for chunk in live)
+    assert len(seen) == 1
+
+
+def test_ollama_sync_and_async_stream_and_plain(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    client = ollama.Client(transport=tracking(fake(httpx, seen), db, cache_dir))
+    live = [p.model_dump() for p in client.chat(model="llama3.2", messages=QUESTION, stream=True)]
+    httptrack.flush()
+    replayed = [p.model_dump() for p in client.chat(model="llama3.2", messages=QUESTION, stream=True)]
+    assert replayed == live and len(live) > 3 and len(seen) == 1
+
+    async def main() -> tuple[Any, Any]:
+        aclient = ollama.AsyncClient(transport=tracking(fake(httpx, seen), db, cache_dir, asynchronous=True))
+        first = await aclient.embed(model="nomic-embed-text", input=["Paris", "France"])
+        await asyncio.to_thread(httptrack.flush)
+        second = await aclient.embed(model="nomic-embed-text", input=["Paris", "France"])
+        # The sync client's stream is in the same folder: served to the async client too.
+        parts = [
+            p.model_dump() async for p in await aclient.chat(model="llama3.2", messages=QUESTION, stream=True)
+        ]
+        assert parts == live
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert second.model_dump() == first.model_dump()
+    assert len(seen) == 2  # the stream once, the embeddings once
+    rows = read_rows(db)
+    assert [(r["operation"], r["cached"]) for r in rows] == [
+        ("chat", 0), ("chat", 1), ("embeddings", 0), ("embeddings", 1), ("chat", 1)]  # fmt: skip
+    assert_hit_row(rows[1], rows[0])
+    assert_hit_row(rows[3], rows[2])
+    assert_hit_row(rows[4], rows[0])
+
+
+def test_anthropic_stream_hit(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    client = anthropic.Anthropic(
+        api_key="sk-ant-a", http_client=httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir))
+    )
+    texts = []
+    for _ in range(2):
+        with client.messages.stream(model="claude-sonnet-4-6", max_tokens=100, messages=QUESTION) as stream:
+            texts.append((stream.get_final_text(), stream.get_final_message().model_dump()))
+        httptrack.flush()
+    assert texts[0] == texts[1] and len(seen) == 1
+    assert_hit_row(*reversed(read_rows(db)))
+
+
+def test_model_list_is_cached(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    client = openai.OpenAI(
+        api_key="sk-test-a", http_client=httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir))
+    )
+    first = [m.id for m in client.models.list()]
+    httptrack.flush()
+    assert [m.id for m in client.models.list()] == first and len(seen) == 1
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def test_another_api_key_misses_and_no_key_is_stored(db: Path, cache_dir: Path, tmp_path: Path) -> None:
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir)
+    alice = openai.OpenAI(api_key="sk-alice-0123456789", http_client=httpx2.Client(transport=transport))
+    bob = openai.OpenAI(api_key="sk-bob-9876543210", http_client=httpx2.Client(transport=transport))
+    alice.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+    httptrack.flush()
+    raw = bob.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+    assert raw.headers["x-httptrack-cache"] == "MISS" and len(seen) == 2
+    httptrack.flush()
+    alice.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+    bob.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+    assert len(seen) == 2
+    rows = read_rows(db)
+    assert rows[0]["cache_key"] != rows[1]["cache_key"]
+    assert [r["cache_key"] for r in rows[2:]] == [rows[0]["cache_key"], rows[1]["cache_key"]]
+    # Neither key is anywhere in the cache folder; the salt and folder are private.
+    for path in cache_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"sk-alice" not in data and b"sk-bob" not in data, path
+    assert stat.S_IMODE((cache_dir / "httptrack.salt").stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+    # Another folder has another salt: the same request gets another key.
+    elsewhere = openai.OpenAI(api_key="sk-alice-0123456789", http_client=httpx2.Client(
+        transport=tracking(fake(httpx2, seen), db, tmp_path / "other-cache")))  # fmt: skip
+    elsewhere.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+    assert read_rows(db)[-1]["cache_key"] not in {r["cache_key"] for r in rows}
+
+
+@LIBS
+def test_equivalent_json_written_differently_hits(lib: Any, db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    bodies = [
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Caf\xc3\xa9?"}],"temperature":0.5}',
+        b'{ "temperature": 0.5,\n  "messages": [ {"content": "Caf\\u00e9?", "role": "user"} ],\n'
+        b'  "model": "gpt-4o-mini" }',
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Caf\xc3\xa9?"}],"temperature":0.7}',
+    ]
+    statuses = []
+    with lib.Client(transport=tracking(fake(lib, seen), db, cache_dir)) as client:
+        for body in bodies:
+            response = client.post(CHAT_URL, content=body, headers={"content-type": "application/json"})
+            statuses.append(response.headers["x-httptrack-cache"])
+            httptrack.flush()
+    assert statuses == ["MISS", "HIT", "MISS"] and len(seen) == 2
+
+
+def test_headers_in_and_out_of_the_key(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    body = {"model": "gpt-4o-mini", "messages": QUESTION}
+    asks = [
+        ({}, "MISS"),
+        ({"X-Httptrack-User": "bob", "X-Httptrack-Property-Team": "x"}, "HIT"),  # control headers
+        ({"x-stainless-retry-count": "1", "user-agent": "other/1.0"}, "HIT"),  # telemetry
+        ({"OpenAI-Organization": "org-2"}, "MISS"),  # another account
+        ({"OpenAI-Project": "proj-2"}, "MISS"),
+        ({"Accept-Encoding": "identity"}, "MISS"),  # the stored bytes could not be read back
+    ]
+    with httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir)) as client:
+        for headers, expected in asks:
+            response = client.post(CHAT_URL, json=body, headers={"authorization": "Bearer sk-a", **headers})
+            assert response.headers["x-httptrack-cache"] == expected, headers
+            httptrack.flush()
+    assert len(seen) == 4
+    assert not any(k.startswith("x-httptrack") for r in seen for k in r.headers)
+
+
+# -- what is stored, what is not ------------------------------------------------------------
+
+
+def test_errors_are_never_stored(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir)
+    client = openai.OpenAI(api_key="sk-test-a", max_retries=0, http_client=httpx2.Client(transport=transport))
+    errors = {"rate-limited": openai.RateLimitError, "server-error": openai.InternalServerError,
+              "missing-model": openai.NotFoundError}  # fmt: skip
+    for model, error in errors.items():
+        for _ in range(2):
+            with pytest.raises(error):
+                client.chat.completions.create(model=model, messages=QUESTION)
+            httptrack.flush()
+    assert len(seen) == 6
+    rows = read_rows(db)
+    assert {(r["status"], r["cached"]) for r in rows} == {("error", 0)}
+    assert all(r["cache_key"] for r in rows)
+
+
+@LIBS
+def test_an_error_event_inside_a_200_stream_is_not_stored(lib: Any, db: Path, cache_dir: Path) -> None:
+    chunks = [
+        b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini",'
+        b'"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+        b'data: {"error":{"message":"The server had an error","type":"server_error"}}\n\n',
+    ]
+    seen: list[Any] = []
+    handler = responder(lib, chunks, headers={"content-type": "text/event-stream"}, seen=seen)
+    with lib.Client(transport=tracking(lib.MockTransport(handler), db, cache_dir)) as client:
+        for _ in range(2):
+            response = client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+            )
+            assert response.status_code == 200 and response.headers["x-httptrack-cache"] == "MISS"
+            httptrack.flush()
+    assert len(seen) == 2
+    assert [(r["status"], r["http_status"]) for r in read_rows(db)] == [("error", 200)] * 2
+
+
+def test_streams_cut_short_are_not_stored(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir)
+    client = openai.OpenAI(api_key="sk-test-a", max_retries=0, http_client=httpx2.Client(transport=transport))
+    for _ in range(2):  # the connection drops half-way
+        with pytest.raises(openai.APIError):
+            list(client.chat.completions.create(model="cut-stream", messages=QUESTION, stream=True))
+        httptrack.flush()
+    for _ in range(2):  # the app stops reading after the first chunk
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+        next(iter(stream))
+        stream.close()
+        httptrack.flush()
+    assert len(seen) == 4
+    assert [r["outcome"] for r in read_rows(db)] == ["failed", "failed", "cut_short", "cut_short"]
+
+
+@LIBS
+def test_a_response_over_the_size_cap_is_not_stored(lib: Any, db: Path, cache_dir: Path) -> None:
+    big = json.dumps({"object": "list", "data": [{"id": "x" * 1000}] * 1600}).encode()  # > 1.5 MiB
+    seen: list[Any] = []
+    with lib.Client(transport=tracking(lib.MockTransport(responder(lib, big, seen=seen)), db, cache_dir,
+                                       max_body_bytes=1000)) as client:  # fmt: skip
+        for _ in range(2):
+            assert client.get("https://api.openai.com/v1/models").content == big
+            httptrack.flush()
+    assert len(seen) == 2
+    assert [r["body_truncated"] for r in read_rows(db)] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("POST", "https://api.openai.com/v1/files"),
+        ("POST", "https://api.openai.com/v1/batches"),
+        ("POST", "https://api.openai.com/v1/fine_tuning/jobs"),
+        ("DELETE", "https://api.openai.com/v1/models/ft:gpt-4o-mini:acme"),
+        ("POST", "https://api.anthropic.com/v1/messages/batches"),
+        ("GET", "http://localhost:11434/api/ps"),
+        ("POST", "http://localhost:11434/api/pull"),
+        (
+            "POST",
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+        ),
+    ],
+)
+def test_private_and_non_idempotent_endpoints_are_never_cached(
+    method: str, url: str, db: Path, cache_dir: Path
+) -> None:
+    seen: list[Any] = []
+    with httpx.Client(
+        transport=tracking(httpx.MockTransport(responder(httpx, b'{"id": "x"}', seen=seen)), db, cache_dir)
+    ) as client:
+        for _ in range(2):
+            response = client.request(method, url, json={"model": "m"} if method == "POST" else None)
+            assert "x-httptrack-cache" not in response.headers
+            httptrack.flush()
+    assert len(seen) == 2
+    assert [r["cache_key"] for r in read_rows(db)] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.anthropic.com/v1/messages/count_tokens", "https://api.openai.com/v1/moderations"],
+)
+def test_free_read_only_endpoints_are_cached(url: str, db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    with httpx.Client(
+        transport=tracking(
+            httpx.MockTransport(responder(httpx, b'{"input_tokens": 3}', seen=seen)), db, cache_dir
+        )
+    ) as client:
+        statuses = []
+        for _ in range(2):
+            statuses.append(client.post(url, json={"model": "m", "input": "x"}).headers["x-httptrack-cache"])
+            httptrack.flush()
+    assert statuses == ["MISS", "HIT"] and len(seen) == 1
+
+
+@LIBS
+def test_gzip_bodies_are_stored_as_received_and_decode_on_replay(lib: Any, db: Path, cache_dir: Path) -> None:
+    payload = chat_completion("Paris.", model="gpt-4o-mini-2024-07-18")
+    gz = gzip.compress(json.dumps(payload).encode(), mtime=0)
+    headers = {"content-type": "application/json", "content-encoding": "gzip", "content-length": str(len(gz)),
+               "set-cookie": "__cf_bm=abc; path=/", "x-request-id": "req_gz"}  # fmt: skip
+    seen: list[Any] = []
+    transport = tracking(lib.MockTransport(responder(lib, gz, headers=headers, seen=seen)), db, cache_dir)
+    bodies = []
+    with lib.Client(transport=transport) as client:
+        for _ in range(2):
+            response = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION})
+            bodies.append(
+                (response.headers["x-httptrack-cache"], response.json(), response.headers.get("set-cookie"))
+            )
+            httptrack.flush()
+    assert bodies == [("MISS", payload, "__cf_bm=abc; path=/"), ("HIT", payload, None)]
+    key = read_rows(db)[0]["cache_key"]
+    forget_memory(cache_dir)
+    entry = shared_store(cache_dir, 1 << 30).get(key)
+    assert entry is not None and entry.chunks == (gz,)
+    assert dict(entry.headers)[b"content-encoding"] == b"gzip" and b"set-cookie" not in dict(entry.headers)
+    assert dict(entry.headers)[b"x-request-id"] == b"req_gz"
+    assert entry.figures["input_tokens"] == 14 and entry.info["model"] == "gpt-4o-mini"
+
+
+def test_openai_sdk_reads_a_gzip_hit(db: Path, cache_dir: Path) -> None:
+    payload = chat_completion("Paris.")
+    gz = gzip.compress(json.dumps(payload).encode(), mtime=0)
+    seen: list[Any] = []
+    handler = responder(
+        httpx2, gz, headers={"content-type": "application/json", "content-encoding": "gzip"}, seen=seen
+    )
+    client = openai.OpenAI(
+        api_key="sk-a",
+        http_client=httpx2.Client(transport=tracking(httpx2.MockTransport(handler), db, cache_dir)),
+    )
+    replies = []
+    for _ in range(2):
+        replies.append(
+            client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION).choices[0].message.content
+        )
+        httptrack.flush()
+    assert replies == ["Paris.", "Paris."] and len(seen) == 1
+
+
+def test_response_marked_no_store_or_unfinished_is_not_stored(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    queued = json.dumps(
+        {"id": "resp_1", "object": "response", "status": "queued", "model": "gpt-4o", "output": []}
+    )
+    cases = [
+        ("https://api.openai.com/v1/responses", queued.encode(), {"content-type": "application/json"}),
+        (
+            CHAT_URL,
+            b'{"id": "c", "choices": []}',
+            {"content-type": "application/json", "cache-control": "no-store"},
+        ),
+    ]
+    for url, body, headers in cases:
+        handler = responder(httpx2, body, headers=headers, seen=seen)
+        with httpx2.Client(transport=tracking(httpx2.MockTransport(handler), db, cache_dir)) as client:
+            for _ in range(2):
+                assert (
+                    client.post(url, json={"model": "gpt-4o", "input": "hi"}).headers["x-httptrack-cache"]
+                    == "MISS"
+                )
+                httptrack.flush()
+    assert len(seen) == 4
+
+
+# -- modes ----------------------------------------------------------------------------------
+
+
+def counting_handler(lib: Any, seen: list[Any]) -> Any:
+    """An OpenAI chat endpoint whose answer names how many requests it has answered."""
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        body = chat_completion(f"answer {len(seen)}", id=f"chatcmpl-{len(seen)}")
+        return lib.Response(200, headers={"content-type": "application/json"},
+                            stream=chunk_stream(lib, [json.dumps(body).encode()]))  # fmt: skip
+
+    return handler
+
+
+def ask(client: Any, headers: dict[str, str] | None = None) -> tuple[str | None, str]:
+    response = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION},
+                           headers={"authorization": "Bearer sk-a", **(headers or {})})  # fmt: skip
+    httptrack.flush()
+    return response.headers.get("x-httptrack-cache"), response.json()["choices"][0]["message"]["content"]
+
+
+def test_mode_off_neither_reads_nor_stores(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    with httpx2.Client(transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir,
+                                          cache=False)) as client:  # fmt: skip
+        assert [ask(client), ask(client)] == [(None, "answer 1"), (None, "answer 2")]
+    assert not cache_dir.exists()
+    assert [r["cache_key"] for r in read_rows(db)] == [None, None]
+
+
+def test_mode_refresh_always_calls_then_stores(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    on = httpx2.Client(transport=tracking(inner, db, cache_dir))
+    refresh = httpx2.Client(transport=tracking(inner, db, cache_dir, cache="refresh"))
+    assert ask(on) == ("MISS", "answer 1")
+    assert [ask(refresh), ask(refresh)] == [(None, "answer 2"), (None, "answer 3")]
+    assert ask(on) == ("HIT", "answer 3")
+
+
+def test_mode_replay_serves_hits_and_refuses_misses(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    inner = fake(httpx2, seen)
+    recorder = openai.OpenAI(
+        api_key="sk-a", http_client=httpx2.Client(transport=tracking(inner, db, cache_dir))
+    )
+    recorded = recorder.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+    httptrack.flush()
+    replayer = openai.OpenAI(
+        api_key="sk-a", http_client=httpx2.Client(transport=tracking(inner, db, cache_dir, cache="replay"))
+    )
+    assert (
+        replayer.chat.completions.create(model="gpt-4o-mini", messages=QUESTION).model_dump()
+        == recorded.model_dump()
+    )
+    # A miss is raised as it is (no retries, not wrapped as a connection error); nothing is sent.
+    with pytest.raises(httptrack.CacheMiss) as caught:
+        replayer.chat.completions.create(model="gpt-4o", messages=QUESTION)
+    miss = caught.value
+    assert (miss.method, miss.url, miss.model) == ("POST", CHAT_URL, "gpt-4o")
+    assert str(miss) == ("httptrack cache is in replay mode and there is no cached response for POST "
+                         f"{CHAT_URL} (model 'gpt-4o'); nothing was sent. Run once with HTTPTRACK_CACHE=on "
+                         "(or refresh) to record it.")  # fmt: skip
+    assert pickle.loads(pickle.dumps(miss)).args == miss.args
+    assert len(seen) == 1
+    rows = read_rows(db)
+    assert [(r["cached"], r["status"], r["outcome"]) for r in rows] == [
+        (0, "success", "complete"), (1, "success", "complete"), (0, "error", "cache_miss")]  # fmt: skip
+    assert (rows[2]["error_code"], rows[2]["error_message"], rows[2]["http_status"]) == (
+        "httptrack.CacheMiss",
+        str(miss),
+        None,
+    )
+    assert (rows[2]["model"], rows[2]["cost_usd"], rows[2]["cache_key"] is not None) == ("gpt-4o", 0.0, True)
+
+
+def test_replay_mode_is_strict(db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPTRACK_CACHE", "replay")
+    seen: list[Any] = []
+    with httpx.Client(
+        transport=tracking(httpx.MockTransport(responder(httpx, b"{}", seen=seen)), db, cache_dir)
+    ) as client:
+        with pytest.raises(httptrack.CacheMiss, match="this endpoint is never cached"):
+            client.post("https://api.openai.com/v1/files", content=b"x")
+        with pytest.raises(httptrack.CacheMiss, match="X-Httptrack-Cache: no-cache asks to bypass"):
+            client.post(CHAT_URL, json={"model": "m"}, headers={"X-Httptrack-Cache": "no-cache"})
+        with pytest.raises(
+            httptrack.CacheMiss, match=r"generateContent\?key=\[redacted\]; nothing was sent"
+        ) as caught:
+            client.post("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
+                        params={"key": "AIza-secret"}, json={"contents": []})  # fmt: skip
+        assert "AIza-secret" not in str(caught.value)
+    assert seen == []
+    assert [r["outcome"] for r in read_rows(db)] == ["cache_miss"] * 3
+
+
+def test_replay_miss_through_sdks_that_wrap_every_error(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir, cache="replay")
+    client = anthropic.Anthropic(
+        api_key="sk-ant-a", max_retries=0, http_client=httpx2.Client(transport=transport)
+    )
+    with pytest.raises(anthropic.APIConnectionError) as caught:
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=QUESTION)
+    assert isinstance(caught.value.__cause__, httptrack.CacheMiss)
+    with pytest.raises(httptrack.CacheMiss):
+        ollama.Client(transport=tracking(fake(httpx, seen), db, cache_dir, cache="replay")).list()
+    assert seen == []
+
+
+def test_control_headers_per_request(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+        assert ask(client, {"X-Httptrack-Cache": "no-store"}) == ("MISS", "answer 1")  # read, not stored
+        assert ask(client) == ("MISS", "answer 2")  # stored
+        assert ask(client, {"X-Httptrack-Cache": "no-store"}) == ("HIT", "answer 2")  # reads
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 3")  # sent, then stored
+        assert ask(client) == ("HIT", "answer 3")
+        assert ask(client, {"X-Httptrack-Cache": "off"}) == (None, "answer 4")  # neither
+        assert ask(client, {"X-Httptrack-Cache": "no-cache, no-store"}) == (None, "answer 5")
+        assert ask(client) == ("HIT", "answer 3")
+        assert ask(client, {"X-Httptrack-Cache": "sometimes"}) == ("HIT", "answer 3")  # unknown: ignored
+    assert fault_counts().get("control_header") == 1
+    assert [r["cached"] for r in read_rows(db)] == [0, 0, 1, 0, 1, 0, 0, 1, 1]
+
+
+# -- expiry ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "ttl"),
+    [
+        ("POST", CHAT_URL, {"model": "gpt-4o-mini", "messages": QUESTION}, 3600),
+        (
+            "POST",
+            "https://api.openai.com/v1/embeddings",
+            {"model": "text-embedding-3-small", "input": "x"},
+            7 * 86400,
+        ),
+        ("GET", "https://api.openai.com/v1/models", None, 86400),
+        (
+            "POST",
+            "https://api.openai.com/v1/completions",
+            {"model": "gpt-3.5-turbo-instruct", "prompt": "x"},
+            1800,
+        ),
+        (
+            "POST",
+            "https://api.anthropic.com/v1/messages/count_tokens",
+            {"model": "claude-sonnet-4-6", "messages": QUESTION},
+            1800,
+        ),
+    ],
+    ids=["chat", "embeddings", "models", "completion", "other"],
+)
+def test_default_ttl_by_operation(
+    method: str, url: str, body: Any, ttl: float, db: Path, cache_dir: Path
+) -> None:
+    seen: list[RecordedRequest] = []
+    clock = Clock()
+    headers = (
+        {"x-api-key": "sk-ant-a", "anthropic-version": "2023-06-01"}
+        if "anthropic" in url
+        else {"authorization": "Bearer sk-a"}
+    )
+    with httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir, clock=clock)) as client:
+
+        def status() -> str:
+            response = client.request(method, url, json=body, headers=headers)
+            assert response.status_code == 200, response.text
+            httptrack.flush()
+            return str(response.headers["x-httptrack-cache"])
+
+        assert status() == "MISS"
+        clock.advance(ttl - 1)
+        assert status() == "HIT"
+        clock.advance(1)
+        assert status() == "MISS"  # expired: fetched and stored again
+        clock.advance(ttl - 1)
+        assert status() == "HIT"
+    assert len(seen) == 2
+
+
+def test_ttl_settings_env_and_per_request(db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    clock = Clock()
+    monkeypatch.setenv("HTTPTRACK_CACHE_TTL", "chat=2m")
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as client:
+        assert ask(client) == ("MISS", "answer 1")
+        clock.advance(119)
+        assert ask(client) == ("HIT", "answer 1")
+        clock.advance(1)
+        assert ask(client) == ("MISS", "answer 2")
+        # A request asking for younger answers than the entry is: a miss (then stored for 10 s).
+        clock.advance(30)
+        assert ask(client, {"X-Httptrack-Cache-Ttl": "10"}) == ("MISS", "answer 3")
+        clock.advance(9)
+        assert ask(client) == ("HIT", "answer 3")
+        clock.advance(1)
+        assert ask(client) == ("MISS", "answer 4")  # its own 10 s TTL is over
+        assert ask(client, {"X-Httptrack-Cache-Ttl": "0"}) == ("MISS", "answer 5")  # never fresh, not stored
+        assert ask(client) == ("HIT", "answer 4")
+        assert ask(client, {"X-Httptrack-Cache-Ttl": "soon"}) == ("HIT", "answer 4")  # bad value: default TTL
+    assert fault_counts().get("control_header") == 1
+    # Given in code, a TTL wins over the environment.
+    transport = tracking(inner, db, cache_dir, clock=clock, cache_ttl={"chat": "1h"})
+    assert transport.settings.ttl_for("chat") == 3600
+
+
+def test_memory_copy_honours_expiry_and_clear(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    clock = Clock()
+    with httpx2.Client(transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir,
+                                          clock=clock)) as client:  # fmt: skip
+        assert ask(client) == ("MISS", "answer 1")
+        store = shared_store(cache_dir, 1 << 30)
+        assert ask(client) == ("HIT", "answer 1") and len(store.memory) == 1
+        clock.advance(3600)
+        assert ask(client) == ("MISS", "answer 2")
+        assert _cache_store.clear_cache(cache_dir) == 1
+        assert len(store.memory) == 0
+        assert ask(client) == ("MISS", "answer 3")
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def stored_key(db: Path) -> str:
+    return str(read_rows(db)[0]["cache_key"])
+
+
+def test_a_corrupted_entry_is_a_miss_and_is_dropped(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+        assert ask(client) == ("MISS", "answer 1")
+        key = stored_key(db)
+        for damage in (
+            b"garbage",
+            encode_entry(CacheEntry(200, (), (b"{}",), {}, 0.0, 60.0))[:-1] + b"]",
+            {"x": 1},
+        ):
+            with diskcache.Cache(str(cache_dir)) as disk:
+                disk.set(key, damage)
+            forget_memory(cache_dir)
+            assert ask(client, {"X-Httptrack-Cache": "no-store"})[0] == "MISS"
+            with diskcache.Cache(str(cache_dir)) as disk:
+                assert key not in disk
+    assert len(seen) == 4
+    assert fault_counts()["cache_corrupt"] == 3
+
+
+def test_a_damaged_entry_file_is_a_miss(db: Path, cache_dir: Path) -> None:
+    big = json.dumps(
+        {"object": "list", "data": [{"id": f"model-{i}"} for i in range(3000)]}
+    ).encode()  # > 32 KiB: a file
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(responder(httpx2, big, seen=seen)), db, cache_dir)
+    ) as client:
+        for expected in ("MISS", "HIT"):
+            assert client.get("https://api.openai.com/v1/models").headers["x-httptrack-cache"] == expected
+            httptrack.flush()
+        (value_file,) = cache_dir.rglob("*.val")
+        data = bytearray(value_file.read_bytes())
+        data[-10] ^= 0xFF
+        value_file.write_bytes(bytes(data))
+        forget_memory(cache_dir)
+        response = client.get("https://api.openai.com/v1/models")
+        assert (response.headers["x-httptrack-cache"], response.content) == ("MISS", big)
+        httptrack.flush()
+        forget_memory(cache_dir)
+        assert client.get("https://api.openai.com/v1/models").headers["x-httptrack-cache"] == "HIT"
+    assert len(seen) == 2 and fault_counts()["cache_corrupt"] == 1
+
+
+def test_an_unusable_cache_folder_stops_storing_not_calling(db: Path, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("in the way")
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, not_a_folder)
+    ) as client:
+        assert [ask(client), ask(client)] == [("MISS", "answer 1"), ("MISS", "answer 2")]
+    assert fault_counts()["cache_open"] == 1
+    assert [r["status"] for r in read_rows(db)] == ["success", "success"]
+
+
+def test_a_full_disk_stops_storing_not_calling(
+    db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(diskcache.Cache, "set", full)
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+        assert [ask(client), ask(client), ask(client)] == [("MISS", f"answer {n}") for n in (1, 2, 3)]
+    assert fault_counts()["cache_write"] == 1  # then storing pauses instead of failing again
+
+
+def test_a_locked_cache_never_blocks_or_breaks_the_call(
+    db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cache_store, "WRITE_ATTEMPTS", 2)
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+        assert ask(client) == ("MISS", "answer 1")
+        locker = sqlite3.connect(cache_dir / "cache.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another process writing, for a long time
+        forget_memory(cache_dir)
+        assert ask(client) == ("HIT", "answer 1")  # readers are not blocked (WAL)
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")  # its store gives up
+        assert fault_counts()["cache_write"] == 1
+        locker.execute("ROLLBACK")
+        locker.close()
+        forget_memory(cache_dir)
+        assert ask(client) == ("HIT", "answer 1")
+
+
+# -- several processes ----------------------------------------------------------------------
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys, httpx2, httptrack
+    from httptrack._fake import mock_transport
+
+    cache_dir, db, *prompts = sys.argv[1:]
+    seen = []
+    transport = httptrack.TrackingTransport(mock_transport(httpx2, record=seen), db=db, cache_dir=cache_dir)
+    client = httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-a"})
+    statuses = []
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}]
+        response = client.post("https://api.openai.com/v1/chat/completions",
+                               json={"model": "gpt-4o-mini", "messages": messages})
+        statuses.append(response.headers["x-httptrack-cache"])
+    httptrack.flush()
+    print(json.dumps({"requests": len(seen), "statuses": statuses}))
+    """
+)
+
+
+def run_children(cache_dir: Path, db: Path, prompt_lists: list[list[str]]) -> list[dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(cache_dir), str(db), *prompts],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for prompts in prompt_lists
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def test_processes_share_the_cache_folder(db: Path, cache_dir: Path) -> None:
+    (first,) = run_children(cache_dir, db, [["shared question"]])
+    (second,) = run_children(cache_dir, db, [["shared question"]])
+    assert first == {"requests": 1, "statuses": ["MISS"]}
+    assert second == {"requests": 0, "statuses": ["HIT"]}
+    # Four processes at once, each storing its own answers and reading the shared one.
+    prompts = [[f"process {p} question {q}" for q in range(5)] + ["shared question"] for p in range(4)]
+    for result in run_children(cache_dir, db, prompts):
+        assert result == {"requests": 5, "statuses": ["MISS"] * 5 + ["HIT"]}
+    (everything,) = run_children(cache_dir, db, [[p for ps in prompts for p in ps]])
+    assert everything == {"requests": 0, "statuses": ["HIT"] * 24}
+    rows = read_rows(db)
+    assert len(rows) == 2 + 24 + 24 and len({r["pid"] for r in rows}) == 7
+
+
+# -- the entry format -----------------------------------------------------------------------
+
+
+def test_entries_round_trip_and_damage_is_detected() -> None:
+    entry = CacheEntry(200, ((b"content-type", b"text/event-stream"), (b"x-caf\xe9", b"\xff")),
+                       (b"data: 1\n\n", b"", b"data: 2\n\n"), {"input_tokens": 3, "cost_usd": 1e-06},
+                       1.5, 60.0, {"model": "m"})  # fmt: skip
+    blob = encode_entry(entry)
+    assert decode_entry(blob) == entry
+    for position in range(len(blob)):
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x01
+        with pytest.raises(_cache_store.CorruptEntry):
+            decode_entry(bytes(damaged))
+    for cut in (0, 5, 12, len(blob) - 1):
+        with pytest.raises(_cache_store.CorruptEntry):
+            decode_entry(blob[:cut])
+
+
+@LIBS
+def test_a_response_built_already_read_is_recorded_and_cached(lib: Any, db: Path, cache_dir: Path) -> None:
+    """``Response(content=...)`` from a MockTransport handler: the client never streams it."""
+    body = json.dumps(chat_completion("Paris.")).encode()
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        return lib.Response(200, headers={"content-type": "application/json"}, content=body)
+
+    with lib.Client(transport=tracking(lib.MockTransport(handler), db, cache_dir)) as client:
+        for expected in ("MISS", "HIT"):
+            response = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION})
+            assert (response.headers["x-httptrack-cache"], response.content) == (expected, body)
+            httptrack.flush()
+    assert len(seen) == 1
+    original, hit = read_rows(db)
+    assert (original["outcome"], original["response_body"], original["input_tokens"]) == (
+        "complete",
+        body.decode(),
+        14,
+    )
+    assert_hit_row(hit, original)
+
+
+def test_a_hit_the_app_stops_reading_keeps_the_original_figures(db: Path, cache_dir: Path) -> None:
+    seen: list[RecordedRequest] = []
+    transport = tracking(fake(httpx2, seen), db, cache_dir)
+    client = openai.OpenAI(api_key="sk-test-a", http_client=httpx2.Client(transport=transport))
+    full = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True))
+    httptrack.flush()
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+    first = next(iter(stream))
+    stream.close()
+    assert first.model_dump() == full[0].model_dump()
+    original, hit = read_rows(db)
+    assert (hit["cached"], hit["outcome"], hit["status"]) == (1, "cut_short", "success")
+    assert [hit[c] for c in FIGURES] == [original[c] for c in FIGURES]
+    assert (hit["cost_usd"], hit["cost_saved_usd"]) == (0.0, original["cost_usd"])
+    assert hit["response_bytes"] < original["response_bytes"]
+    assert hit["response_text"] is None  # the first chunk carries the role only: what the app read
+    # The entry is untouched: the next reader gets all of it.
+    assert [
+        c.model_dump()
+        for c in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+    ] == [c.model_dump() for c in full]
+    assert len(seen) == 1

@@ -1,0 +1,191 @@
+"""Faults in httptrack's own work never reach the app: the same bytes, status and exceptions
+as without httptrack; each fault kind is logged once and counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import httptrack
+from conftest import LIBS, chunk_stream, one_row, read_rows
+
+CHAT = "https://api.openai.com/v1/chat/completions"
+
+ODD_PAYLOADS = {
+    "invalid json": (b'{"id": "x", "usage": {"prompt_tokens": 3,', "application/json"),
+    "binary": (bytes(range(256)) * 4, "application/octet-stream"),
+    "html error page": (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
+    "truncated sse": (b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: {"choi', "text/event-stream"),
+    "absurd numbers": (json.dumps({"model": "gpt-4o", "usage": {"prompt_tokens": -5, "completion_tokens": 1e308,
+                                                                "total_tokens": "many"}}).encode(), "application/json"),  # fmt: skip
+    "wrong types": (json.dumps({"model": ["not", "a", "string"], "choices": "nope", "usage": [1, 2]}).encode(),
+                    "application/json"),  # fmt: skip
+    "empty": (b"", "application/json"),
+    "json array": (b"[1, 2, 3]", "application/json"),
+    "sse of garbage": (b"data: \xff\xfe\x00\n\nevent: ??\ndata: {]\n\n", "text/event-stream"),
+}
+
+
+@LIBS
+@pytest.mark.parametrize("name", sorted(ODD_PAYLOADS))
+def test_payloads_no_parser_understands(lib: Any, name: str, db: Path) -> None:
+    body, content_type = ODD_PAYLOADS[name]
+    pieces = [body[i : i + 5] for i in range(0, len(body), 5)] or [b""]
+
+    def handler(request: Any) -> Any:
+        return lib.Response(200, headers={"content-type": content_type}, stream=chunk_stream(lib, pieces))
+
+    transport = httptrack.TrackingTransport(lib.MockTransport(handler), db=db, cache=False)
+    with lib.Client(transport=transport) as client:
+        reply = client.post(CHAT, json={"model": "gpt-4o", "stream": content_type == "text/event-stream"})
+    assert reply.status_code == 200
+    assert reply.content == body  # the app's view is untouched
+    row = one_row(db)
+    assert (row["provider"], row["http_status"]) == ("openai", 200)
+    for figure in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
+        assert row[figure] is None or (isinstance(row[figure], int) and row[figure] >= 0)
+
+
+def test_html_error_page_is_recorded_as_an_error_with_its_text(db: Path) -> None:
+    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+    def handler(request: Any) -> Any:
+        return httpx.Response(502, headers={"content-type": "text/html"}, content=page)
+
+    with httpx.Client(transport=httptrack.TrackingTransport(httpx.MockTransport(handler), db=db, cache=False)) as c:
+        reply = c.post(CHAT, json={"model": "gpt-4o"})
+    assert (reply.status_code, reply.content) == (502, page)
+    row = one_row(db)
+    assert (row["status"], row["error_code"], row["error_message"]) == ("error", "http_502", page.decode())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=3000), cut=st.integers(min_value=1, max_value=64),
+       content_type=st.sampled_from(["application/json", "text/event-stream", "application/x-ndjson", "text/plain"]),
+       host=st.sampled_from(["api.openai.com", "api.anthropic.com", "localhost:11434",
+                             "generativelanguage.googleapis.com"]))  # fmt: skip
+def test_fuzzed_responses_never_break_the_call(tmp_path_factory: Any, body: bytes, cut: int, content_type: str,
+                                               host: str) -> None:  # fmt: skip
+    db = tmp_path_factory.mktemp("fuzz") / "calls.db"
+    pieces = [body[i : i + cut] for i in range(0, len(body), cut)] or [b""]
+
+    def handler(request: Any) -> Any:
+        return httpx2.Response(200, headers={"content-type": content_type}, stream=chunk_stream(httpx2, pieces))
+
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
+    with httpx2.Client(transport=transport) as client:
+        reply = client.post(f"http://{host}/v1/chat/completions", json={"model": "m", "stream": True})
+    assert reply.content == body
+    assert len(read_rows(db)) == 1
+    assert httptrack.fault_counts().get("record", 0) == 0  # a row, not a crash in the recorder
+
+
+def test_a_full_disk_stops_recording_not_calling(db: Path) -> None:
+    body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db,
+                                            cache=False)  # fmt: skip
+    with httpx.Client(transport=transport) as client:
+        client.post(CHAT, json={"model": "gpt-4o-mini"})
+        assert len(read_rows(db)) == 1
+        # Make the database "full": SQLite refuses to grow it past its current size.
+        conn = sqlite3.connect(db)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.close()
+        from httptrack import _store
+
+        _store.writer().close_connections()
+        original = _store.connect
+
+        def full(path: Any, **kw: Any) -> sqlite3.Connection:
+            c = original(path, **kw)
+            c.execute(f"PRAGMA max_page_count={pages}")
+            return c
+
+        _store.connect = full  # type: ignore[assignment]
+        try:
+            big = "x" * 200_000
+            for _ in range(3):
+                assert client.post(CHAT, json={"model": "gpt-4o-mini", "pad": big}).text == body
+            httptrack.flush(5)
+        finally:
+            _store.connect = original  # type: ignore[assignment]
+            _store.writer().close_connections()
+    assert httptrack.fault_counts().get("database", 0) >= 1
+    # Once there is room again the waiting rows are written: nothing lost.
+    assert len(read_rows(db)) == 4
+
+
+def test_a_corrupted_database_never_breaks_the_call(db: Path) -> None:
+    db.write_bytes(b"this is not a database" * 100)
+    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db,
+                                            cache=False)  # fmt: skip
+    with httpx.Client(transport=transport) as client:
+        for _ in range(3):
+            assert client.post(CHAT, json={"model": "gpt-4o"}).status_code == 200
+    httptrack.flush(5)
+    assert httptrack.fault_counts().get("database", 0) >= 1
+
+
+def test_redact_hook_scrubs_bodies_before_they_are_stored(db: Path) -> None:
+    import re
+
+    def no_emails(text: str) -> str:
+        return re.sub(r"[\w.]+@[\w.]+", "[email]", text)
+
+    reply_body = json.dumps({"model": "gpt-4o-mini", "choices": [{"index": 0, "message": {
+        "content": "Write to bob@example.com"}}], "usage": {"prompt_tokens": 4, "completion_tokens": 4}})  # fmt: skip
+    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=reply_body)), db=db,
+                                            cache=False, redact=no_emails)  # fmt: skip
+    with httpx.Client(transport=transport) as client:
+        client.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"content": "mail alice@example.com"}]})
+    row = one_row(db)
+    assert "alice@example.com" not in row["request_body"] and "[email]" in row["request_body"]
+    assert "bob@example.com" not in row["response_body"] and row["response_text"] == "Write to [email]"
+    assert row["input_tokens"] == 4  # figures are read before redaction
+    assert b"@example.com" not in db.read_bytes()
+
+
+def test_a_failing_redact_hook_stores_no_body(db: Path) -> None:
+    def broken(text: str) -> str:
+        raise ValueError("bug in the user's hook")
+
+    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db,
+                                            cache=False, redact=broken)  # fmt: skip
+    with httpx.Client(transport=transport) as client:
+        assert client.post(CHAT, json={"model": "gpt-4o-mini", "messages": "private"}).status_code == 200
+    row = one_row(db)
+    assert "private" not in (row["request_body"] or "")
+    assert httptrack.fault_counts()["redact"] == 1
+
+
+@pytest.mark.slow
+def test_many_processes_writing_one_database_lose_nothing(db: Path) -> None:
+    script = textwrap.dedent("""
+        import json, sys, httpx, httptrack
+        body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+        t = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=body)),
+                                        db=sys.argv[1], cache=False)
+        with httpx.Client(transport=t) as client, httptrack.attribute(user=sys.argv[2]):
+            for _ in range(int(sys.argv[3])):
+                client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"})
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db), f"p{i}", "2000"],
+                              env={**os.environ}) for i in range(4)]  # fmt: skip
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    conn = sqlite3.connect(db)
+    counts = dict(conn.execute("SELECT user, count(*) FROM calls GROUP BY user").fetchall())
+    assert counts == {f"p{i}": 2000 for i in range(4)}
+    assert conn.execute("SELECT count(DISTINCT id) FROM calls").fetchone()[0] == 8000

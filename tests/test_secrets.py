@@ -1,0 +1,66 @@
+"""No credential, in any header or query parameter, is ever written to the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+
+import httptrack
+from conftest import read_rows
+from httptrack._fake import mock_transport
+
+SECRETS = {
+    "openai": "sk-proj-SECRETopenaiKEY0123456789",
+    "anthropic": "sk-ant-SECRETanthropicKEY0123456789",
+    "azure": "SECRETazureKEY0123456789abcdef",
+    "google_header": "AIzaSECRETgoogleHEADERkey012345",
+    "google_query": "AIzaSECRETgoogleQUERYkey0123456",
+    "cookie": "session=SECRETcookieVALUE0123456789",
+    "set_cookie": "SECRETsetCOOKIE0123456789",
+    "custom": "SECRETcustomTOKEN0123456789",
+}
+
+
+def all_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def test_no_credential_reaches_the_database(db: Path) -> None:
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False)
+    oai = openai.OpenAI(api_key=SECRETS["openai"], http_client=httpx2.Client(transport=transport))
+    oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    ant = anthropic.Anthropic(api_key=SECRETS["anthropic"], http_client=httpx2.Client(transport=transport))
+    ant.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+    def gemini(request: Any) -> Any:
+        body = {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1}, "modelVersion": "gemini-2.5-flash"}  # fmt: skip
+        return httpx.Response(200, json=body, headers={"set-cookie": f"NID={SECRETS['set_cookie']}; Path=/"})
+
+    with httpx.Client(transport=httptrack.TrackingTransport(httpx.MockTransport(gemini), db=db, cache=False)) as c:
+        url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+        c.post(url, params={"key": SECRETS["google_query"]}, json={"contents": [{"parts": [{"text": "hi"}]}]},
+               headers={"x-goog-api-key": SECRETS["google_header"], "cookie": SECRETS["cookie"],
+                        "x-custom-auth-token": SECRETS["custom"]})  # fmt: skip
+        c.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o"},
+               headers={"api-key": SECRETS["azure"]})  # fmt: skip
+    rows = read_rows(db)
+    assert len(rows) == 4
+    data = all_bytes(db)
+    for name, secret in SECRETS.items():
+        assert secret.encode() not in data, name
+    gemini_row = rows[2]
+    assert gemini_row["url"].endswith("?key=%5Bredacted%5D") or "key=[redacted]" in gemini_row["url"]
+    headers = json.loads(gemini_row["request_headers"])
+    assert headers["x-goog-api-key"] == "[redacted]"
+    assert headers["cookie"] == "[redacted]"
+    assert json.loads(gemini_row["response_headers"])["set-cookie"] == "[redacted]"
+    assert json.loads(rows[0]["request_headers"])["authorization"] == "[redacted]"
+    ant_headers = json.loads(rows[1]["request_headers"])  # this SDK version sends Authorization, older x-api-key
+    assert ant_headers.get("x-api-key", ant_headers.get("authorization")) == "[redacted]"
