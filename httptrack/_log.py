@@ -4,26 +4,35 @@
 log = httptrack.open_log()                      # HTTPTRACK_DB or the default path
 for call in log.calls(since="1d", user="alice"):
     print(call.model, call.total_tokens, call.cost_usd)
-log.stats(by="model")                           # totals per model
+log.stats(by="model")                           # totals per model, as dicts
+log.totals(since="7d")["cost_usd"]
 ```
 
-The database is opened read-only, so reading never blocks the app's writer.
+The database is opened read-only, so reading never blocks the app's writer and never
+takes a write lock. Every query here is answered from an index (see ``_views``), so it
+stays fast on millions of calls.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from ._records import CallRecord
+from . import _rollup
+from ._rollup import Totals
 from ._settings import Settings
-from ._store import connect, migrate
+from ._store import SCHEMA_VERSION, connect, migrate
+from ._views import FTS_TABLE
 
-__all__ = ["STATS_GROUPS", "Log", "open_log", "parse_when"]
+if TYPE_CHECKING:
+    from ._records import CallRecord
+
+__all__ = ["JSON_COLUMNS", "STATS_GROUPS", "STAT_FIELDS", "Filters", "Log", "open_log", "parse_when"]
 
 #: ``stats(by=...)`` groupings and the SQL expression each groups on.
 STATS_GROUPS = {
@@ -35,9 +44,55 @@ STATS_GROUPS = {
     "status": "status",
     "day": "substr(started_at, 1, 10)",
 }
+#: What each ``stats()`` row holds (after the group's own key, if any).
+STAT_FIELDS = (
+    "calls",
+    "errors",
+    "error_rate",
+    "cache_hits",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "cost_saved_usd",
+    "unpriced",
+    "avg_latency_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+)
+#: Columns that hold JSON text; ``rows(decode_json=True)`` returns them decoded.
+JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_EQUALITY_FILTERS = ("provider", "user", "service", "session", "status", "operation")
+
+
+class Filters(TypedDict, total=False):
+    """Which calls to read. Every filter is optional; they combine with AND. A list for a
+    text filter matches any of its values."""
+
+    since: str | datetime
+    """Calls that started at or after this: ``2h``, ``7d``, ``30m``, ``1w`` ago, an ISO date
+    (``2026-01-31``) or datetime, or a ``datetime`` (naive means UTC)."""
+    until: str | datetime
+    """Calls that started before this (same forms as ``since``)."""
+    provider: str | Sequence[str]
+    model: str | Sequence[str]
+    """The model asked for or the model that answered."""
+    user: str | Sequence[str]
+    service: str | Sequence[str]
+    session: str | Sequence[str]
+    status: str | Sequence[str]
+    """``success`` or ``error``."""
+    operation: str | Sequence[str]
+    """``chat``, ``completion``, ``embeddings``, ``models`` or ``other``."""
+    cached: bool
+    """Only calls served from httptrack's cache (``True``) or only real ones (``False``)."""
+    query: str
+    """Full-text search over prompts and generated text: every word must occur (words are
+    matched whole, case and accents ignored; ``"a phrase"`` in quotes, ``pref*`` for a prefix)."""
 
 
 def parse_when(value: str | datetime, *, now: datetime | None = None) -> str:
@@ -54,24 +109,53 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> str:
             try:
                 moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise ValueError(f"not a time: {value!r} (use e.g. 2h, 7d, 2026-01-31 or 2026-01-31T12:00)") from None
+                raise ValueError(
+                    f"not a time: {value!r} (use e.g. 2h, 7d, 2026-01-31 or 2026-01-31T12:00)"
+                ) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class Log:
-    """A call log database, opened for reading."""
+def fts_query(text: str) -> str:
+    """A user's search words → an FTS5 query that cannot be a syntax error: each word (or
+    ``"quoted phrase"``) must occur; a trailing ``*`` keeps prefix matching."""
+    terms = []
+    for phrase, word in re.findall(r'"([^"]*)"|(\S+)', text):
+        term = phrase or word
+        prefix = not phrase and term.endswith("*") and len(term) > 1
+        term = term.rstrip("*") if prefix else term
+        if term:
+            terms.append('"' + term.replace('"', '""') + '"' + ("*" if prefix else ""))
+    return " ".join(terms)
 
-    def __init__(self, path: str | Path) -> None:
+
+class Log:
+    """A call log database, opened for reading. Use ``httptrack.open_log()``."""
+
+    def __init__(self, path: str | Path, *, connection: sqlite3.Connection | None = None) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"no httptrack database at {self.path}")
-        self._conn = connect(self.path, readonly=True)
-        self._conn.row_factory = sqlite3.Row
+        if connection is None:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no httptrack database at {self.path}")
+            connection = connect(self.path, readonly=True)
+            self._owned = True
+        else:
+            self._owned = False  # someone else's (datasette's): used as it is, never closed here
+        self._conn = connection
+        self._searchable = (
+            self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
+        )
+        self._rolled_up = _rollup.rollups_exist(self._conn)
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        cursor = self._conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, params)
 
     def close(self) -> None:
-        self._conn.close()
+        if self._owned:
+            self._conn.close()
 
     def __enter__(self) -> Log:
         return self
@@ -79,96 +163,341 @@ class Log:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _where(
-        self,
-        *,
-        since: str | datetime | None = None,
-        until: str | datetime | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        user: str | None = None,
-        service: str | None = None,
-        session: str | None = None,
-        status: str | None = None,
-        operation: str | None = None,
-        cached: bool | None = None,
-        query: str | None = None,
-    ) -> tuple[str, list[Any]]:
+    def __repr__(self) -> str:
+        return f"<httptrack.Log {str(self.path)!r}>"
+
+    # -- filters --------------------------------------------------------------------------
+
+    def _where(self, filters: Filters, *, search: bool = True) -> tuple[str, list[Any]]:
+        unknown = set(filters) - set(Filters.__annotations__)
+        if unknown:
+            raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
         clauses: list[str] = []
         params: list[Any] = []
-        if since is not None:
+        if filters.get("since") is not None:
             clauses.append("started_at >= ?")
-            params.append(parse_when(since))
-        if until is not None:
+            params.append(parse_when(filters["since"]))
+        if filters.get("until") is not None:
             clauses.append("started_at < ?")
-            params.append(parse_when(until))
-        for column, value in (("provider", provider), ("user", user), ("service", service),
-                              ("session", session), ("status", status), ("operation", operation)):  # fmt: skip
-            if value is not None:
-                clauses.append(f'"{column}" = ?')
-                params.append(value)
-        if model is not None:
-            clauses.append("(model = ? OR response_model = ?)")
-            params.extend([model, model])
-        if cached is not None:
+            params.append(parse_when(filters["until"]))
+        for column in _EQUALITY_FILTERS:
+            values = _values(filters.get(column))  # type: ignore[arg-type]
+            if values:
+                clauses.append(f'"{column}" IN ({", ".join("?" * len(values))})')
+                params.extend(values)
+        models = _values(filters.get("model"))
+        if models:
+            marks = ", ".join("?" * len(models))
+            clauses.append(f"(model IN ({marks}) OR response_model IN ({marks}))")
+            params.extend([*models, *models])
+        if filters.get("cached") is not None:
             clauses.append("cached = ?")
-            params.append(int(cached))
-        if query:
-            clauses.append("(request_body LIKE ? OR response_text LIKE ? OR response_body LIKE ?)")
-            params.extend([f"%{query}%"] * 3)
+            params.append(int(bool(filters["cached"])))
+        query = (filters.get("query") or "").strip()
+        if query and search:
+            if self._searchable:
+                clauses.append(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
+                params.append(fts_query(query))
+            else:  # an SQLite without FTS5: slower, substring semantics
+                clauses.append("(request_body LIKE ? OR response_text LIKE ?)")
+                params.extend([f"%{query}%"] * 2)
         return (" AND ".join(clauses) or "1"), params
 
-    def calls(self, *, limit: int | None = None, newest_first: bool = True, **filters: Any) -> Iterator[CallRecord]:
-        """Recorded calls matching the filters (``since``, ``until``, ``provider``, ``model``,
-        ``user``, ``service``, ``session``, ``status``, ``operation``, ``cached``, ``query``)."""
-        where, params = self._where(**filters)
-        sql = f"SELECT * FROM calls WHERE {where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
+    # -- reading calls ----------------------------------------------------------------------
+
+    def rows(
+        self,
+        *,
+        limit: int | None = None,
+        newest_first: bool = True,
+        columns: Sequence[str] | None = None,
+        decode_json: bool = False,
+        **filters: Unpack[Filters],
+    ) -> Iterator[dict[str, Any]]:
+        """Matching calls as plain dicts (column → value), read lazily: constant memory
+        however many there are. ``columns`` picks and orders the columns (default: all)."""
+        if columns is not None:
+            from ._schema import COLUMN_NAMES
+
+            bad = [c for c in columns if c not in COLUMN_NAMES]
+            if bad:
+                raise ValueError(f"no such column: {', '.join(bad)}")
+            select = ", ".join(f'calls."{c}"' for c in columns)
+        else:
+            select = "calls.*"
+        order = "DESC" if newest_first else "ASC"
+        query = (filters.get("query") or "").strip()
+        if query and self._searchable:
+            # Walk the matches newest first (rowids grow with time) and stop at the limit,
+            # instead of collecting every match of a common word and sorting them.
+            where, params = self._where(filters, search=False)
+            sql = (
+                f"SELECT {select} FROM {FTS_TABLE} JOIN calls ON calls.rowid = {FTS_TABLE}.rowid "
+                f"WHERE {FTS_TABLE} MATCH ? AND {where} ORDER BY {FTS_TABLE}.rowid {order}"
+            )
+            params = [fts_query(query), *params]
+        else:
+            where, params = self._where(filters)
+            sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        for row in self._conn.execute(sql, params):
-            yield CallRecord.from_row(dict(row))
+        cursor = self._execute(sql, params)
+        try:
+            while True:
+                batch = cursor.fetchmany(500)
+                if not batch:
+                    return
+                for row in batch:
+                    data = dict(row)
+                    if decode_json:
+                        for key in JSON_COLUMNS:
+                            if isinstance(data.get(key), str):
+                                data[key] = _loads(data[key])
+                    yield data
+        finally:
+            cursor.close()
+
+    def calls(
+        self, *, limit: int | None = None, newest_first: bool = True, **filters: Unpack[Filters]
+    ) -> Iterator[CallRecord]:
+        """Matching calls as ``CallRecord`` objects, newest first (see ``Filters`` for the
+        filters: ``since``, ``until``, ``provider``, ``model``, ``user``, ``service``,
+        ``session``, ``status``, ``operation``, ``cached``, ``query``)."""
+        from ._records import CallRecord
+
+        for row in self.rows(limit=limit, newest_first=newest_first, **filters):
+            yield CallRecord.from_row(row)
+
+    def count(self, **filters: Unpack[Filters]) -> int:
+        """How many calls match."""
+        where, params = self._where(filters)
+        (n,) = self._execute(f"SELECT count(*) FROM calls WHERE {where}", params).fetchone()
+        return int(n)
 
     def get(self, call_id: str) -> CallRecord | None:
-        """One call by id (or by a unique prefix of its id)."""
-        rows = self._conn.execute("SELECT * FROM calls WHERE id = ? OR id LIKE ? LIMIT 2",
-                                  [call_id, f"{call_id}%"]).fetchall()  # fmt: skip
-        exact = [r for r in rows if r["id"] == call_id]
-        if exact:
-            return CallRecord.from_row(dict(exact[0]))
-        return CallRecord.from_row(dict(rows[0])) if len(rows) == 1 else None
+        """One call by id, or by a unique prefix of its id (at least 4 characters)."""
+        from ._records import CallRecord
 
-    def stats(self, *, by: str | None = None, **filters: Any) -> list[dict[str, Any]]:
-        """Totals (one row), or totals per ``by`` group (see ``STATS_GROUPS``), largest cost
-        first."""
-        where, params = self._where(**filters)
-        group = STATS_GROUPS.get(by) if by else None
-        if by and group is None:
-            raise ValueError(f"cannot group by {by!r} (choose from {', '.join(STATS_GROUPS)})")
-        select = f"{group} AS {by}, " if group else ""
-        sql = f"""
-            SELECT {select}
-                count(*) AS calls,
-                sum(status = 'error') AS errors,
-                sum(cached) AS cache_hits,
-                sum(input_tokens) AS input_tokens,
-                sum(output_tokens) AS output_tokens,
-                sum(total_tokens) AS total_tokens,
-                sum(cached_input_tokens) AS cached_input_tokens,
-                round(sum(cost_usd), 10) AS cost_usd,
-                round(sum(cost_saved_usd), 10) AS cost_saved_usd,
-                sum(cost_usd IS NULL AND status = 'success') AS unpriced,
-                round(avg(latency_ms), 3) AS avg_latency_ms
-            FROM calls WHERE {where}
-            {f"GROUP BY {group} ORDER BY cost_usd DESC, calls DESC" if group else ""}
+        call_id = call_id.strip().upper()
+        row = self._execute("SELECT * FROM calls WHERE id = ?", [call_id]).fetchone()
+        if row is None and len(call_id) >= 4:
+            # Ids are upper-case Crockford base32: a prefix range uses the primary key.
+            rows = self._execute(
+                "SELECT * FROM calls WHERE id >= ? AND id < ? LIMIT 2", [call_id, call_id + "\x7f"]
+            ).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return None if row is None else CallRecord.from_row(dict(row))
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def stats(
+        self, *, by: str | None = None, percentiles: bool = True, **filters: Unpack[Filters]
+    ) -> list[dict[str, Any]]:
+        """Totals of the matching calls (one row), or per ``by`` group: ``provider``,
+        ``model`` (the model that answered), ``user``, ``service``, ``operation``,
+        ``status`` or ``day`` (UTC). Groups come most expensive first (days newest first).
+
+        Each row holds ``STAT_FIELDS``: calls, errors, error_rate, cache_hits (calls served
+        by httptrack's cache), tokens, cost_usd, cost_saved_usd (what the cache hits would
+        have cost), unpriced (successful calls with no known price), and latency over the
+        calls that reached the provider: average, p50 and p95 (estimated within 1%).
+        Answered from the daily rollups where the question allows (see ``_rollup``).
+        ``percentiles=False`` skips p50/p95 (``None``), which is quicker for many groups.
         """
-        return [dict(row) for row in self._conn.execute(sql, params)]
+        if by is not None and by not in STATS_GROUPS:
+            raise ValueError(f"cannot group by {by!r} (choose from {', '.join(STATS_GROUPS)})")
+        # "7d" means the same moment in every query below.
+        for key in ("since", "until"):
+            if filters.get(key) is not None:
+                filters[key] = parse_when(filters[key])
+        where, params = self._where(filters)
+        groups: dict[Any, Totals] = {}
+        plan = self._rollup_plan(by, filters)
+        if plan is None:
+            self._add_calls(groups, by, where, params)
+        else:
+            dim, values, full_start, full_end = plan
+            self._add_rollup(groups, by, dim, values, full_start, full_end, percentiles)
+            # What the rollup does not hold: the partial days at the edges of the range,
+            # and calls past the bookmark (written by something that does not roll up).
+            since = parse_when(filters["since"]) if filters.get("since") is not None else None
+            until = parse_when(filters["until"]) if filters.get("until") is not None else None
+            if since is not None and full_start is not None and since < full_start:
+                self._add_calls(groups, by, f"{where} AND started_at < ?", [*params, full_start])
+            if until is not None and full_end is not None and full_end < until:
+                self._add_calls(groups, by, f"{where} AND started_at >= ?", [*params, full_end])
+            span = "".join(
+                [" AND started_at >= ?" if full_start else "", " AND started_at < ?" if full_end else ""]
+            )
+            bounds = [b for b in (full_start, full_end) if b]
+            self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [self._bookmark(), *params, *bounds])
+        if by is None and not groups:
+            groups[None] = Totals()
+        if not percentiles:
+            for totals in groups.values():
+                totals.hist.clear()  # the calls' own buckets too: all or nothing
+        rows = [_finish(by, key, totals) for key, totals in groups.items()]
+        if by == "day":
+            rows.sort(key=lambda r: r["day"] or "", reverse=True)
+        elif by is not None:
+            rows.sort(key=lambda r: (-(r["cost_usd"] or 0), -r["calls"], "" if r[by] is None else str(r[by])))
+        return rows
+
+    def totals(self, **filters: Unpack[Filters]) -> dict[str, Any]:
+        """``stats()`` of the matching calls as one dict."""
+        return self.stats(**filters)[0]
+
+    def _bookmark(self) -> int:
+        return _rollup.bookmark(self._conn) if self._rolled_up else 0
+
+    def _rollup_plan(
+        self, by: str | None, filters: Filters
+    ) -> tuple[str, list[str] | None, str | None, str | None] | None:
+        """(dimension, its wanted values or None, first full day, end of the last full day)
+        when the daily rollup can answer, else ``None``. It can when at most one
+        dimension is involved: grouped by, or filtered on, but not two different ones."""
+        if not self._rolled_up:
+            return None
+        dims = {k for k, v in filters.items() if v not in (None, "", []) and k not in ("since", "until")}
+        if dims - set(_rollup.DIMENSIONS) or "model" in dims:  # model filters also match the model asked for
+            return None
+        group_dim = by if by not in (None, "day") else None
+        involved = dims | ({group_dim} if group_dim else set())
+        if len(involved) > 1:
+            return None
+        dim = next(iter(involved), "")
+        values = _values(filters.get(dim)) if dim in dims else None  # type: ignore[arg-type]
+        full_start = full_end = None
+        if filters.get("since") is not None:
+            since = parse_when(filters["since"])
+            day = since[:10]
+            full_start = day if since.endswith("T00:00:00.000Z") else _rollup.next_day(day)
+        if filters.get("until") is not None:
+            full_end = parse_when(filters["until"])[:10]
+        return dim, values, full_start, full_end
+
+    def _add_rollup(
+        self,
+        groups: dict[Any, Totals],
+        by: str | None,
+        dim: str,
+        values: list[str] | None,
+        full_start: str | None,
+        full_end: str | None,
+        percentiles: bool = True,
+    ) -> None:
+        clauses, params = ["dim = ?"], [dim]
+        if values is not None:
+            clauses.append(f"value IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+        if full_start:
+            clauses.append("day >= ?")
+            params.append(full_start)
+        if full_end:
+            clauses.append("day < ?")
+            params.append(full_end)
+        where = " AND ".join(clauses)
+        key_sql = {"day": "day", None: "NULL"}.get(by, "nullif(value, '')")
+        sums = ", ".join(f"sum({m})" for m in _rollup.MEASURE_NAMES)
+
+        def totals_for(key: Any) -> Totals:
+            totals = groups.get(key)
+            if totals is None:
+                totals = groups[key] = Totals()
+            return totals
+
+        sql = f"SELECT {key_sql} AS k, {sums} FROM {_rollup.ROLLUP_TABLE} WHERE {where} GROUP BY k"
+        for row in self._conn.execute(sql, params):
+            totals_for(row[0]).add(row[1:])
+        if not percentiles:
+            return
+        table = _rollup.LATENCY_TABLE
+        sql = f"SELECT {key_sql} AS k, bucket, sum(n) FROM {table} WHERE {where} GROUP BY k, bucket"
+        for key, bucket, n in self._conn.execute(sql, params):
+            hist = totals_for(key).hist
+            hist[bucket] = hist.get(bucket, 0) + n
+
+    def _add_calls(self, groups: dict[Any, Totals], by: str | None, where: str, params: list[Any]) -> None:
+        key_sql = STATS_GROUPS[by] if by else "NULL"
+        sql = f"SELECT {key_sql}, {', '.join(_rollup.RAW_COLUMNS)} FROM calls WHERE {where}"
+        cursor = self._conn.execute(sql, params)
+        while True:
+            batch = cursor.fetchmany(10_000)
+            if not batch:
+                break
+            for row in batch:
+                totals = groups.get(row[0])
+                if totals is None:
+                    totals = groups[row[0]] = Totals()
+                totals.add_call(row[1:])
+
+    def status(self) -> dict[str, Any]:
+        """What is in the database: path, size on disk, calls, oldest and newest call,
+        schema version, whether full-text search is available."""
+        size = sum(
+            Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.path}{s}").exists()
+        )
+        calls = self._execute("SELECT count(*) FROM calls").fetchone()[0]
+        oldest = self._execute("SELECT min(started_at) FROM calls").fetchone()[0]
+        newest = self._execute("SELECT max(started_at) FROM calls").fetchone()[0]
+        (version,) = self._execute("PRAGMA user_version").fetchone()
+        return {
+            "path": str(self.path),
+            "size_bytes": size,
+            "calls": calls,
+            "oldest": oldest,
+            "newest": newest,
+            "schema_version": version,
+            "search_index": self._searchable,
+        }
+
+
+def _finish(by: str | None, key: Any, totals: Totals) -> dict[str, Any]:
+    v = totals
+    calls = v["calls"] or 0
+    errors = v["errors"] or 0
+    latency_n = v["latency_n"] or 0
+    row: dict[str, Any] = {by: key} if by else {}
+    row.update(
+        calls=calls,
+        errors=errors,
+        error_rate=round(errors / calls, 4) if calls else None,
+        cache_hits=v["cache_hits"] or 0,
+        input_tokens=v["input_tokens"],
+        output_tokens=v["output_tokens"],
+        total_tokens=v["total_tokens"],
+        cached_input_tokens=v["cached_input_tokens"],
+        cost_usd=None if v["cost_usd"] is None else round(v["cost_usd"], 9),
+        cost_saved_usd=None if v["cost_saved_usd"] is None else round(v["cost_saved_usd"], 9),
+        unpriced=v["unpriced"] or 0,
+        avg_latency_ms=round(v["latency_sum"] / latency_n, 1) if latency_n else None,
+        p50_latency_ms=_rollup.estimate_quantile(totals.hist, 0.50),
+        p95_latency_ms=_rollup.estimate_quantile(totals.hist, 0.95),
+    )
+    return row
+
+
+def _values(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def open_log(path: str | Path | None = None) -> Log:
     """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
-    for reading, bringing an older database's schema up to date first."""
+    for reading, bringing an older database's schema up to date first (the only time this
+    writes: once per schema change)."""
     target = Path(path) if path is not None else Settings().db
-    if target.exists():
+    if target.exists() and _needs_migration(target):
         try:
             conn = connect(target)
             try:
@@ -178,3 +507,17 @@ def open_log(path: str | Path | None = None) -> Log:
         except (sqlite3.Error, OSError):
             pass  # a read-only copy: read it as it is
     return Log(target)
+
+
+def _needs_migration(path: Path) -> bool:
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.Error:
+        return False
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        return int(version) < SCHEMA_VERSION
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()

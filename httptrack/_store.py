@@ -25,6 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from . import _views
 from ._exchange import Exchange
 from ._faults import logger, report_fault
 from ._schema import COLUMN_NAMES, COLUMNS
@@ -33,9 +34,13 @@ __all__ = ["SCHEMA_VERSION", "Store", "Writer", "add_missing_columns", "connect"
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
+#: The search index and the daily rollup are brought up to date at least this often
+#: (seconds), or after this many rows, and at every flush().
+DERIVE_SECONDS = 1.0
+DERIVE_ROWS = 200
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
 MAX_PENDING_ROWS = 200_000
 #: Memory bounds, whatever the number of calls: bodies of calls waiting for the writer, and
@@ -90,6 +95,19 @@ def _migrations() -> Any:
         for index, cols in _INDEXES.items():
             db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
 
+    @migrations(name="m002_call_log_views")
+    def m002_call_log_views(db: Any) -> None:
+        # Daily rollups, full-text search, reporting views and the indexes behind
+        # `httptrack stats` and datasette's facets: see _rollup and _views. Existing rows
+        # are rolled up and indexed here, once.
+        from . import _rollup
+
+        for index, cols in _views.INDEXES.items():
+            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
+        _rollup.create_rollups(db.conn)
+        _views.create_views(db.conn)
+        _views.create_search_index(db.conn)
+
     return migrations
 
 
@@ -143,6 +161,11 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._searchable = False
+        self._rolled_up = False
+        #: Rows written since the search index and the rollup were last brought up to date.
+        self.behind = 0
+        self._derived_at = 0.0
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._conn
@@ -154,14 +177,60 @@ class Store:
                 conn.close()
                 raise
             self._conn = conn
+            self._searchable = _views.search_index_exists(conn)
+            self._rolled_up = _views.rollups_exist(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, rows)
+            self.behind += len(rows)
+            if self.due():
+                self._derive(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def due(self) -> bool:
+        # Indexing costs about a millisecond per transaction however few rows it covers:
+        # under a steady stream of calls it is done every DERIVE_SECONDS or DERIVE_ROWS,
+        # not for each small batch. (Readers add rows past the rollup's bookmark
+        # themselves; a call is searchable within DERIVE_SECONDS, or at flush().)
+        return self.behind > 0 and (
+            self.behind >= DERIVE_ROWS or time.monotonic() - self._derived_at >= DERIVE_SECONDS
+        )
+
+    def catch_up(self) -> None:
+        """Index what is behind now, in a transaction of its own (flush, idle writer)."""
+        conn = self._conn
+        if conn is None or not self.behind:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._derive(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _derive(self, conn: sqlite3.Connection) -> None:
+        """Bring the search index and the daily rollups up to date, in the current
+        transaction (see _views, _rollup); a failure here must never cost the rows."""
+        self.behind = 0
+        self._derived_at = time.monotonic()
+        for wanted, name, update in ((self._searchable, "search_index", _views.index_new_rows),
+                                     (self._rolled_up, "rollup", _views.roll_up_new_rows)):  # fmt: skip
+            if not wanted:
+                continue
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                update(conn)
+            except sqlite3.Error as exc:
+                conn.execute(f"ROLLBACK TO {name}")
+                what = name.replace("_", " ")
+                report_fault(name, f"could not update the {what} (the calls are recorded)", exc)
+            conn.execute(f"RELEASE {name}")
 
     def forget(self) -> None:
         """Drop the connection without closing it (after fork: it belongs to the parent)."""
@@ -243,7 +312,8 @@ class Writer:
     def _run(self) -> None:
         warmed = False
         while True:
-            self._wake.wait(timeout=1.0 if self._pending else None)
+            behind = any(store.behind for store in self._stores.values())
+            self._wake.wait(timeout=1.0 if self._pending or behind else None)
             self._wake.clear()
             if not warmed:
                 warmed = True
@@ -274,11 +344,22 @@ class Writer:
                     self._write(batch)
                 if markers:
                     self._write_pending(force=True)
+                    self._catch_up(force=True)
                     for marker in markers:
                         marker.done.set()
                 if not queue:
                     break
             self._write_pending(force=False)
+            self._catch_up(force=False)
+
+    def _catch_up(self, *, force: bool) -> None:
+        """Bring each database's search index and rollup up to date if due (or now)."""
+        for store in list(self._stores.values()):
+            if store.behind and (force or store.due()):
+                try:
+                    store.catch_up()
+                except sqlite3.Error as exc:  # locked: the next write or flush tries again
+                    report_fault("database", f"could not index new calls in {store.path}: {exc}", exc)
 
     def _write(self, batch: list[Exchange]) -> None:
         from ._recorder import build_row

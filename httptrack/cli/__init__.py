@@ -5,14 +5,18 @@ Every command takes ``--db PATH`` (default: ``HTTPTRACK_DB`` or the default loca
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ._cache import cache
-from ._common import db_option, resolve_db
+from ._calls import calls
 from ._demo import demo
+from ._export import export
+from ._maintenance import prune, reindex
+from ._show import show
+from ._stats import stats
+from ._status import path, status
 from ._run import run
+from ._ui import ui
 
 __all__ = ["main"]
 
@@ -27,13 +31,15 @@ def main() -> None:
     """
 
 
-@main.command()
-@db_option
-def path(db: Path | None) -> None:
-    """Print the path of the call log database."""
-    click.echo(str(resolve_db(db)))
-
-
+main.add_command(calls)
+main.add_command(show)
+main.add_command(stats)
+main.add_command(export)
+main.add_command(prune)
+main.add_command(reindex)
+main.add_command(status)
+main.add_command(path)
+main.add_command(ui)
 main.add_command(demo)
 main.add_command(cache)
 main.add_command(run)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import sys
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-__all__ = ["db_option", "open_log_or_fail", "resolve_db"]
+if TYPE_CHECKING:
+    from .._log import Filters, Log
+
+__all__ = [
+    "WHEN",
+    "db_option",
+    "echo_json",
+    "filter_options",
+    "filters_from",
+    "json_option",
+    "open_log_or_fail",
+    "resolve_db",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,6 +37,10 @@ def db_option(func: F) -> F:
     )(func)
 
 
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(func)
+
+
 def resolve_db(db: Path | None) -> Path:
     if db is not None:
         return db
@@ -33,7 +52,7 @@ def resolve_db(db: Path | None) -> Path:
         raise click.UsageError(str(exc)) from None
 
 
-def open_log_or_fail(db: Path | None) -> Any:
+def open_log_or_fail(db: Path | None) -> Log:
     from .._log import open_log
 
     target = resolve_db(db)
@@ -41,5 +60,108 @@ def open_log_or_fail(db: Path | None) -> Any:
         return open_log(target)
     except FileNotFoundError:
         raise click.ClickException(
-            f"no call log at {target} yet: make a tracked call first (or try `httptrack demo`)"
+            f"no call log at {target} yet: make a tracked call first (or try `httptrack demo --db {target}`)"
         ) from None
+    except Exception as exc:  # not a database, or not httptrack's
+        raise click.ClickException(f"cannot read {target}: {exc}") from None
+
+
+class _When(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """``2h``, ``7d``, ``30m``, ``1w`` ago, or an ISO date/datetime (UTC unless it says)."""
+
+    name = "when"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        from .._log import parse_when
+
+        try:
+            parse_when(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+WHEN = _When()
+
+
+def filter_options(func: F) -> F:
+    """The options that pick calls, shared by ``calls``, ``stats`` and ``export``."""
+    options = [
+        click.option(
+            "--since", type=WHEN, help="Only calls since: 2h, 7d, 30m, 1w ago, or a date (2026-01-31)."
+        ),
+        click.option("--until", type=WHEN, help="Only calls before this (same forms as --since)."),
+        click.option(
+            "--provider", multiple=True, help="Only this provider (openai, anthropic, ...). Repeatable."
+        ),
+        click.option(
+            "-m", "--model", multiple=True, help="Only this model (asked for or answering). Repeatable."
+        ),
+        click.option("-u", "--user", multiple=True, help="Only calls attributed to this user. Repeatable."),
+        click.option("-s", "--service", multiple=True, help="Only calls from this service. Repeatable."),
+        click.option("--session", multiple=True, help="Only calls in this session. Repeatable."),
+        click.option(
+            "--operation",
+            multiple=True,
+            type=click.Choice(["chat", "completion", "embeddings", "models", "other"]),
+            help="Only this kind of call. Repeatable.",
+        ),
+        click.option(
+            "--status", type=click.Choice(["success", "error"]), help="Only successful or only failed calls."
+        ),
+        click.option(
+            "--cached/--not-cached",
+            default=None,
+            help="Only calls served from httptrack's cache, or only real ones.",
+        ),
+        click.option(
+            "-q",
+            "--query",
+            help="Full-text search of prompts and responses: all words must occur; "
+            '"a phrase" in quotes, pref* for a prefix.',
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def filters_from(params: dict[str, Any]) -> Filters:
+    """The ``Filters`` for ``Log`` methods from a command's filter options (popped off)."""
+    filters: dict[str, Any] = {}
+    for name in (
+        "since",
+        "until",
+        "provider",
+        "model",
+        "user",
+        "service",
+        "session",
+        "operation",
+        "status",
+        "cached",
+        "query",
+    ):
+        value = params.pop(name, None)
+        if value is None or value == ():
+            continue
+        filters[name] = list(value) if isinstance(value, tuple) else value
+    return filters  # type: ignore[return-value]
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def echo_json_array(items: Iterable[Any]) -> None:
+    """A JSON array written item by item: constant memory however long it is."""
+    out = sys.stdout
+    first = True
+    for item in items:
+        out.write("[\n  " if first else ",\n  ")
+        out.write(json.dumps(item, ensure_ascii=False, default=str).replace("\n", "\n  "))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+    out.flush()

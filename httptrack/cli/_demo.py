@@ -14,8 +14,10 @@ __all__ = ["demo"]
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record into this database (default: a new temporary one, so your own log stays clean).")  # fmt: skip
 def demo(db: Path | None) -> None:
-    """Make a few OpenAI, Anthropic and Ollama calls against a built-in fake provider
-    (in-process: no API key, no network), record them, and print what was recorded."""
+    """Record a few demo calls against a built-in fake provider.
+
+    OpenAI, Anthropic and Ollama calls, in-process: no API key, no network. Prints
+    what was recorded."""
     from .._demo import run_demo
     from .._log import open_log
 

@@ -1,0 +1,492 @@
+"""How fast the call log answers on a big database.
+
+Generates a database of N calls (default one million) with realistic distributions —
+a few providers and many models with skewed popularity, a long tail of users, bursts of
+errors, cache hits, log-normal tokens and latencies, prompts and answers drawn from a word
+list — through direct SQL inserts into the real schema (migrations, FTS triggers and all),
+then times what people run: the CLI commands (each a fresh process, as a user types them)
+and the Python API calls behind them, and prints a table.
+
+    python benchmarks/bench_log.py                 # 1,000,000 calls, reuses the generated DB
+    python benchmarks/bench_log.py --rows 100000 --fresh
+    python benchmarks/bench_log.py --writer        # also: writer throughput with/without the FTS triggers
+
+The database is kept (default ``benchmarks/.data/log-<rows>.db``) so reruns skip generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from httptrack._exchange import new_call_id  # noqa: E402
+from httptrack._schema import COLUMN_NAMES  # noqa: E402
+from httptrack._store import connect, migrate  # noqa: E402
+
+#: provider -> [(model, weight, $ per 1M input tokens, $ per 1M output tokens)]
+MODELS: dict[str, list[tuple[str, float, float, float]]] = {
+    "openai": [
+        ("gpt-4o-mini", 40, 0.15, 0.60),
+        ("gpt-4o", 12, 2.5, 10.0),
+        ("gpt-4.1-mini", 10, 0.4, 1.6),
+        ("o4-mini", 4, 1.1, 4.4),
+        ("text-embedding-3-small", 20, 0.02, 0.0),
+        ("gpt-5", 3, 1.25, 10.0),
+    ],
+    "anthropic": [
+        ("claude-sonnet-4-6", 20, 3.0, 15.0),
+        ("claude-haiku-4-5", 25, 1.0, 5.0),
+        ("claude-opus-4-1", 2, 15.0, 75.0),
+    ],
+    "gemini": [("gemini-2.5-flash", 15, 0.3, 2.5), ("gemini-2.5-pro", 3, 1.25, 10.0)],
+    "ollama": [("llama3.2", 10, 0.0, 0.0), ("qwen2.5-coder", 5, 0.0, 0.0), ("nomic-embed-text", 5, 0.0, 0.0)],
+    "mistral": [("mistral-small-latest", 5, 0.1, 0.3), ("mistral-large-latest", 1, 2.0, 6.0)],
+    "groq": [("llama-3.3-70b-versatile", 4, 0.59, 0.79)],
+}
+PROVIDER_WEIGHTS = {"openai": 45, "anthropic": 28, "gemini": 10, "ollama": 8, "mistral": 5, "groq": 4}
+HOSTS = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "gemini": "generativelanguage.googleapis.com",
+    "ollama": "localhost:11434",
+    "mistral": "api.mistral.ai",
+    "groq": "api.groq.com",
+}
+SERVICES = [
+    "summarizer",
+    "support-bot",
+    "search",
+    "ingest",
+    "code-review",
+    "translator",
+    "reports",
+    "chat-ui",
+    "classifier",
+    "eval",
+    "digest",
+    None,
+]
+WORDS = """the a of to and in is it you that for on with as are this be at or from have not by an they we can
+invoice customer refund order shipping delay summary meeting notes quarterly revenue forecast python
+function error traceback database query index migration latency budget contract clause translate
+french german spanish recipe garden weather paris london berlin tokyo model prompt answer question
+explain write review code test deploy server cache memory thread async stream token cost price
+report chart table column row schedule email reply draft policy security password account login""".split()  # noqa: SIM905
+DAYS = 90
+BODY_POOL = 5000
+
+
+def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
+    return [1.0 / (k**s) for k in range(1, n + 1)]
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(WORDS, k=n)).capitalize() + "."
+
+
+def _bodies(rng: random.Random) -> tuple[list[str], list[str]]:
+    """Pools of request bodies (chat JSON, ~0.5-3 KB) and generated texts (~0.2-1.5 KB)."""
+    requests, texts = [], []
+    for _ in range(BODY_POOL):
+        system = _sentence(rng, rng.randint(10, 60))
+        turns = [{"role": "system", "content": system}]
+        for i in range(rng.choice([1, 1, 1, 3, 5])):
+            turns.append(
+                {"role": "user" if i % 2 == 0 else "assistant", "content": _sentence(rng, rng.randint(8, 80))}
+            )
+        requests.append(json.dumps({"model": "MODEL", "messages": turns, "temperature": 0.2}))
+        texts.append(" ".join(_sentence(rng, rng.randint(6, 25)) for _ in range(rng.randint(2, 10))))
+    return requests, texts
+
+
+def _rows(n: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
+    rng = random.Random(seed)
+    requests, texts = _bodies(rng)
+    providers = list(PROVIDER_WEIGHTS)
+    provider_cum = list(itertools.accumulate(PROVIDER_WEIGHTS.values()))
+    model_cum = {p: list(itertools.accumulate(m[1] for m in models)) for p, models in MODELS.items()}
+    users = [f"user-{i:03d}" for i in range(300)]
+    user_cum = list(itertools.accumulate(_zipf_weights(len(users))))
+    end = datetime.now(UTC).timestamp()
+    start = end - DAYS * 86400
+    # More calls lately (a product that grows): times drawn from a rising density.
+    times = sorted(start + (end - start) * math.sqrt(rng.random()) for _ in range(n))
+    index = {name: i for i, name in enumerate(COLUMN_NAMES)}
+    blank = [None] * len(COLUMN_NAMES)
+    for ts in times:
+        provider = rng.choices(providers, cum_weights=provider_cum)[0]
+        model, _, price_in, price_out = rng.choices(MODELS[provider], cum_weights=model_cum[provider])[0]
+        embeddings = "embed" in model
+        stream = not embeddings and rng.random() < 0.55
+        row = list(blank)
+        input_tokens = int(rng.lognormvariate(6.7, 0.9))
+        output_tokens = 0 if embeddings else int(rng.lognormvariate(5.5, 0.8))
+        roll = rng.random()
+        error = roll < 0.025
+        cached = not error and roll < 0.10
+        latency = (
+            rng.lognormvariate(4.0, 0.5)
+            if embeddings
+            else rng.lognormvariate(6.0, 0.4) + output_tokens * rng.uniform(8, 25)
+        )
+        cost = (input_tokens * price_in + output_tokens * price_out) / 1e6
+        body = requests[rng.randrange(BODY_POOL)].replace("MODEL", model)
+        values = {
+            "id": new_call_id(ts),
+            "started_at": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "provider": provider,
+            "host": HOSTS[provider],
+            "method": "POST",
+            "endpoint": "/v1/embeddings" if embeddings else "/v1/chat/completions",
+            "operation": "embeddings" if embeddings else "chat",
+            "model": model,
+            "response_model": f"{model}-2025-01-01" if provider == "openai" else model,
+            "stream": int(stream),
+            "user": rng.choices(users, cum_weights=user_cum)[0] if rng.random() > 0.08 else None,
+            "service": rng.choice(SERVICES),
+            "session": f"s-{rng.randrange(200_000)}" if rng.random() < 0.3 else None,
+            "request_body": body,
+            "request_bytes": len(body),
+            "pid": 4242,
+            "tokens_estimated": 0,
+            "cached": int(cached),
+            "body_truncated": 0,
+        }
+        if error:
+            status = rng.choice([429, 429, 500, 503, 400])
+            values.update(
+                status="error",
+                outcome="complete",
+                http_status=status,
+                error_code=f"http_{status}",
+                error_message="Rate limit reached" if status == 429 else "Server error",
+                cost_usd=0.0,
+                latency_ms=round(rng.lognormvariate(5.0, 0.6), 3),
+            )
+        else:
+            text = None if embeddings else texts[rng.randrange(BODY_POOL)]
+            values.update(
+                status="success",
+                outcome="complete",
+                http_status=200,
+                finish_reason=None if embeddings else "stop",
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=input_tokens + output_tokens,
+                cached_input_tokens=int(input_tokens * 0.6) if rng.random() < 0.2 else 0,
+                cost_usd=0.0 if cached else round(cost, 10),
+                cost_saved_usd=round(cost, 10) if cached else None,
+                latency_ms=round(rng.uniform(2, 9) if cached else latency, 3),
+                ttft_ms=round(latency * rng.uniform(0.05, 0.3), 3) if stream and not cached else None,
+                response_text=text,
+                response_body=json.dumps(
+                    {
+                        "id": "chatcmpl-x",
+                        "model": model,
+                        "choices": [{"message": {"role": "assistant", "content": text}}],
+                    }
+                )
+                if text
+                else '{"data": []}',
+            )
+        for key, value in values.items():
+            row[index[key]] = value
+        yield tuple(row)
+
+
+def generate(path: Path, n: int) -> float:
+    """Create ``path`` with ``n`` calls through the real schema. Returns the seconds it took.
+
+    As a bulk load does: the secondary indexes are dropped while rows go in and built
+    again after (from sorted data: much faster), and the search index and the daily
+    rollup are brought up to date in one pass with the functions the writer calls after
+    each batch."""
+    from httptrack import _rollup, _views
+
+    t0 = time.perf_counter()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = connect(path)
+    migrate(conn)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-1000000")
+    indexes = [
+        sql
+        for (sql,) in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls' AND sql IS NOT NULL"
+        )
+    ]
+    for sql in indexes:
+        conn.execute(f"DROP INDEX {sql.split()[5] if sql.split()[2] == 'IF' else sql.split()[2]}")
+    insert = f"INSERT INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
+    rows = _rows(n)
+    done = 0
+    while done < n:
+        batch = [row for _, row in zip(range(100_000), rows, strict=False)]
+        conn.execute("BEGIN")
+        conn.executemany(insert, batch)
+        conn.execute("COMMIT")
+        done += len(batch)
+        print(f"\r  inserted {done:,}/{n:,} calls", end="", file=sys.stderr, flush=True)
+    print(f"\n  indexing ({time.perf_counter() - t0:.0f} s so far)", file=sys.stderr)
+    conn.execute("BEGIN")
+    for sql in indexes:
+        conn.execute(sql)
+    _views.index_new_rows(conn)
+    _rollup.roll_up_new_rows(conn)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.perf_counter() - t0
+
+
+def _time(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """(best, median) seconds over ``repeat`` runs."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def _cli(db: Path, *args: str) -> Callable[[], Any]:
+    exe = shutil.which("httptrack")
+    command = [exe] if exe else [sys.executable, "-m", "httptrack.cli"]
+
+    def run() -> None:
+        subprocess.run(
+            [*command, *args, "--db", str(db)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    return run
+
+
+def _datasette_cases(db: Path) -> list[tuple[str, Callable[[], Any]]]:
+    """Pages of ``httptrack ui``, served in-process (no HTTP): what datasette itself takes."""
+    try:
+        from httptrack.cli._ui import make_datasette
+    except ImportError:  # pragma: no cover - datasette not installed
+        return []
+    import asyncio
+
+    ds = make_datasette(db)
+    name = db.stem
+
+    def page(path: str) -> Callable[[], Any]:
+        def get() -> None:
+            response = asyncio.run(ds.client.get(path))
+            assert response.status_code == 200, (path, response.status_code)
+            assert "timed out" not in response.text.lower() or path.endswith(".json"), path
+
+        return get
+
+    def facets() -> None:
+        response = asyncio.run(ds.client.get(f"/{name}/calls.json?_size=50"))
+        data = response.json()
+        timed_out = data.get("facets_timed_out") or []
+        assert not timed_out, f"facets timed out: {timed_out}"
+        assert len(data["facet_results"]) == 6, list(data["facet_results"])
+
+    return [
+        ("ui: calls table, 50 rows + 6 facets", facets),
+        # A phrase: about 0.5% of the prompts (single words of the small vocabulary are in most).
+        (
+            'ui: calls?_search="refund policy"',
+            page(f"/{name}/calls.json?_search=%22refund+policy%22&_size=50"),
+        ),
+        ("ui: cost_per_day view", page(f"/{name}/cost_per_day.json")),
+        ("ui: cost_by_user view", page(f"/{name}/cost_by_user.json")),
+        ("ui: errors view", page(f"/{name}/errors.json")),
+        ("ui: dashboard, last 30 days", page("/-/httptrack")),
+    ]
+
+
+def bench_queries(db: Path, repeat: int) -> list[tuple[str, float, float]]:
+    import httptrack
+
+    log = httptrack.open_log(db)
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        (
+            "cli: httptrack --version (startup)",
+            lambda: subprocess.run(
+                [sys.executable, "-m", "httptrack.cli", "--version"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                cwd=ROOT,
+            ),
+        ),
+        ("cli: httptrack stats", _cli(db, "stats")),
+        ("cli: httptrack stats --by model", _cli(db, "stats", "--by", "model")),
+        ("cli: httptrack stats --by day", _cli(db, "stats", "--by", "day")),
+        ("cli: httptrack stats --since 1d --by user", _cli(db, "stats", "--since", "1d", "--by", "user")),
+        ("cli: httptrack calls --since 1d", _cli(db, "calls", "--since", "1d")),
+        ("cli: httptrack calls --user user-250", _cli(db, "calls", "--user", "user-250")),
+        ("cli: httptrack calls -q refund (in most calls)", _cli(db, "calls", "-q", "refund")),
+        ("cli: httptrack calls -q '\"refund policy\"'", _cli(db, "calls", "-q", '"refund policy"')),
+        ("cli: httptrack status", _cli(db, "status")),
+        ("api: stats()", lambda: log.stats()),
+        ("api: stats(by='model')", lambda: log.stats(by="model")),
+        ("api: list(calls(since='1d', limit=50))", lambda: list(log.calls(since="1d", limit=50))),
+        ("api: every calls(since='1d') as CallRecord", lambda: sum(1 for _ in log.calls(since="1d"))),
+        ("api: every rows(since='1d') as dict", lambda: sum(1 for _ in log.rows(since="1d"))),
+        (
+            "cli: httptrack calls --since 1d -n 0 --json",
+            _cli(db, "calls", "--since", "1d", "-n", "0", "--json"),
+        ),
+        ("api: list(calls(status='error', limit=50))", lambda: list(log.calls(status="error", limit=50))),
+    ]
+    cases += _datasette_cases(db)
+    results = []
+    for name, fn in cases:
+        fn()  # warm: the OS page cache, as on any machine that used the log before
+        best, median = _time(fn, repeat)
+        results.append((name, best, median))
+        print(f"  {name:<46} {best * 1000:8.0f} ms  (median {median * 1000:.0f} ms)", file=sys.stderr)
+    log.close()
+    return results
+
+
+def _captured_exchanges(n: int) -> list[Any]:
+    """``n`` real exchanges (OpenAI chat, plain and streamed; Anthropic messages), captured
+    where the transport hands them to the background writer."""
+    import httpx2
+
+    import httptrack
+    from httptrack._fake import mock_transport
+    from httptrack._store import writer
+
+    captured: list[Any] = []
+    w = writer()
+    w.submit = captured.append  # type: ignore[method-assign]
+    try:
+        client = httpx2.Client(
+            transport=httptrack.TrackingTransport(mock_transport(httpx2), cache=False),
+            headers={"authorization": "Bearer sk-x", "anthropic-version": "2023-06-01"},
+        )
+        with client:
+            for i in range(n):
+                ask = [{"role": "user", "content": f"Question {i}: {WORDS[i % len(WORDS)]} and more words"}]
+                if i % 3 == 0:
+                    with client.stream(
+                        "POST",
+                        "https://api.openai.com/v1/chat/completions",
+                        json={
+                            "model": "gpt-4o-mini",
+                            "messages": ask,
+                            "stream": True,
+                            "stream_options": {"include_usage": True},
+                        },
+                    ) as reply:
+                        reply.read()
+                elif i % 3 == 1:
+                    client.post(
+                        "https://api.openai.com/v1/chat/completions",
+                        json={"model": "gpt-4o-mini", "messages": ask},
+                    )
+                else:
+                    client.post(
+                        "https://api.anthropic.com/v1/messages",
+                        json={"model": "claude-haiku-4-5", "max_tokens": 50, "messages": ask},
+                    )
+    finally:
+        del w.submit
+    return captured
+
+
+def bench_writer(calls: int = 1500) -> list[tuple[str, float, float]]:
+    """What the search index and the daily rollup cost the background writer, end to end:
+    real exchanges turned into rows (parse, price, redact) and written one transaction per
+    batch, as the writer does, into a database with them and one without; per call."""
+    import tempfile
+
+    from httptrack import _store
+
+    exchanges = _captured_exchanges(calls)
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for batch in (1, 10, 100):
+            timings = {}
+            for derived in (False, True):
+                path = Path(folder) / f"w-{batch}-{derived}.db"
+                settings = exchanges[0].settings.replace(db=path)
+                for exchange in exchanges:
+                    exchange.settings = settings
+                writer = _store.Writer()
+                writer._write(exchanges[:1])  # create and migrate
+                store = writer._stores[path]
+                store._searchable = store._rolled_up = derived
+                t0 = time.perf_counter()
+                for i in range(1, len(exchanges), batch):
+                    writer._write(exchanges[i : i + batch])
+                timings[derived] = (time.perf_counter() - t0) / (len(exchanges) - 1)
+                writer.close_connections()
+            results.append((f"writer, batches of {batch}", timings[False], timings[True]))
+            print(
+                f"  batches of {batch:>3}: {timings[False] * 1e6:6.0f} us/call without, "
+                f"{timings[True] * 1e6:6.0f} us/call with search index + rollup",
+                file=sys.stderr,
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--db", type=Path, default=None, help="where the generated database goes")
+    parser.add_argument("--fresh", action="store_true", help="generate again even if the database exists")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--writer", action="store_true", help="also measure what indexing costs the writer")
+    args = parser.parse_args(argv)
+    db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh or not db.exists():
+        print(f"Generating {args.rows:,} calls into {db} ...", file=sys.stderr)
+        seconds = generate(db, args.rows)
+        print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
+    results = bench_queries(db, args.repeat)
+    print(
+        f"\nCall log: {args.rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {os.cpu_count()} CPUs, "
+        f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}\n"
+    )
+    print(f"| {'query':<46} | {'best':>8} | {'median':>8} | {'< 1 s':>5} |")
+    print("|" + "-" * 48 + "|" + "-" * 10 + ":|" + "-" * 10 + ":|" + "-" * 6 + ":|")
+    for name, best, median in results:
+        verdict = "yes" if median < 1 else "NO"
+        print(f"| {name:<46} | {best * 1000:6.0f} ms | {median * 1000:6.0f} ms | {verdict:>5} |")
+    if args.writer:
+        print("\nBackground writer, per call: build the row (parse, price), write it; with and without")
+        print("the search index and daily rollup updates (made once per batch, in its transaction):\n")
+        print(f"| {'case':<24} | {'without':>10} | {'with':>10} | {'extra':>7} |")
+        print("|" + "-" * 26 + "|" + "-" * 11 + ":|" + "-" * 11 + ":|" + "-" * 8 + ":|")
+        for name, without, with_ in bench_writer():
+            extra = (with_ / without - 1) * 100
+            print(f"| {name:<24} | {without * 1e6:7.0f} us | {with_ * 1e6:7.0f} us | {extra:+5.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

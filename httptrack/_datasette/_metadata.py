@@ -1,0 +1,103 @@
+"""The datasette metadata for a call log database: table settings and canned queries."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from .._schema import DESCRIPTIONS
+from .._views import FTS_TABLE, VIEWS
+
+__all__ = ["CANNED_QUERIES", "SETTINGS", "database_metadata"]
+
+#: datasette settings ``httptrack ui`` runs with: facets over a million rows need more than
+#: the default 200 ms, and bodies are long.
+SETTINGS = {
+    "facet_time_limit_ms": 2000,
+    "suggest_facets": False,
+    "sql_time_limit_ms": 5000,
+    "default_page_size": 50,
+    "truncate_cells_html": 0,
+    "allow_download": False,
+}
+
+CANNED_QUERIES: dict[str, dict[str, Any]] = {
+    "cost_for_user": {
+        "title": "Cost per day for one user",
+        "description": "Calls, tokens and cost per day for the user you name.",
+        "sql": """SELECT substr(started_at, 1, 10) AS day, count(*) AS calls, sum(status = 'error') AS errors,
+  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+  round(sum(cost_usd), 6) AS cost_usd, round(sum(cost_saved_usd), 6) AS cost_saved_usd
+FROM calls WHERE user = :user GROUP BY day ORDER BY day DESC""",
+    },
+    "session_calls": {
+        "title": "Calls of one session",
+        "description": "Every call of a session (conversation), in order, with what it said.",
+        "sql": """SELECT id, started_at, provider, coalesce(response_model, model) AS model, status,
+  input_tokens, output_tokens, cost_usd, latency_ms, response_text
+FROM calls WHERE session = :session ORDER BY started_at""",
+    },
+    "cost_per_hour": {
+        "title": "Cost per hour, last 48 hours",
+        "description": "Calls, errors and cost per hour (UTC) over the last two days.",
+        "sql": """SELECT substr(started_at, 1, 13) || ':00' AS hour, count(*) AS calls,
+  sum(status = 'error') AS errors, sum(total_tokens) AS tokens, round(sum(cost_usd), 6) AS cost_usd
+FROM calls WHERE started_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-48 hours')
+GROUP BY hour ORDER BY hour DESC""",
+    },
+    "latency_by_model": {
+        "title": "Latency percentiles per model",
+        "description": "p50 / p95 / max latency and time to first token per model over the last :days days "
+        "(cache hits left out).",
+        "sql": """WITH recent AS (
+  SELECT coalesce(response_model, model) AS model, latency_ms, ttft_ms FROM calls
+  WHERE cached = 0 AND latency_ms IS NOT NULL
+    AND started_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || :days || ' days')
+), ranked AS (
+  SELECT model, latency_ms, ttft_ms,
+    row_number() OVER (PARTITION BY model ORDER BY latency_ms) AS rank,
+    count(*) OVER (PARTITION BY model) AS n
+  FROM recent
+)
+SELECT model, n AS calls,
+  max(CASE WHEN rank = CAST(ceil(n * 0.50) AS INTEGER) THEN latency_ms END) AS p50_ms,
+  max(CASE WHEN rank = CAST(ceil(n * 0.95) AS INTEGER) THEN latency_ms END) AS p95_ms,
+  max(latency_ms) AS max_ms, round(avg(ttft_ms), 1) AS avg_ttft_ms
+FROM ranked GROUP BY model ORDER BY calls DESC""",
+    },
+    "search": {
+        "title": "Search prompts and responses",
+        "description": 'Full-text search: every word must occur ("a phrase" in quotes, pref* for a prefix).',
+        "sql": f"""SELECT id, started_at, provider, coalesce(response_model, model) AS model, user, service,
+  substr(response_text, 1, 300) AS response
+FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q)
+ORDER BY started_at DESC LIMIT 200""",
+    },
+}
+
+
+@cache
+def database_metadata() -> dict[str, Any]:
+    """Metadata for one call log database (the same for every one)."""
+    tables: dict[str, Any] = {
+        "calls": {
+            "description": "One row per LLM API call recorded by httptrack, newest first. "
+            "The search box searches prompts and generated text.",
+            "sort_desc": "started_at",
+            "facets": ["provider", "model", "user", "service", "status", {"date": "started_at"}],
+            "columns": dict(DESCRIPTIONS),
+            "fts_table": FTS_TABLE,
+            "fts_pk": "rowid",
+            "size": 50,
+        },
+        FTS_TABLE: {"hidden": True},
+        "_sqlite_migrations": {"hidden": True},
+    }
+    for name, (description, _) in VIEWS.items():
+        tables[name] = {"description": description}
+    return {
+        "title": "httptrack call log",
+        "description": "Every LLM API call, its tokens, cost and latency. Dashboard: /-/httptrack",
+        "tables": tables,
+        "queries": CANNED_QUERIES,
+    }

@@ -1,0 +1,472 @@
+"""The ``httptrack`` command, run on a database filled through the transport: JSON output
+checked exactly against the rows, tables by their content."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from recorded_log import age_calls, record_calls, rows, unique_prefix
+
+import httptrack
+from httptrack._schema import COLUMN_NAMES
+from httptrack.cli import main
+from httptrack.cli._calls import LIST_COLUMNS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+JSON_COLUMNS = ("properties", "request_headers", "response_headers")
+
+
+@pytest.fixture
+def ids(db: Path) -> list[str]:
+    return record_calls(db)
+
+
+def run(*args: Any, ok: bool = True, input: str | None = None) -> Result:
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def decoded(row: dict[str, Any], columns: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    out = {c: row[c] for c in columns}
+    for key in JSON_COLUMNS:
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+# -- calls ------------------------------------------------------------------------------------
+
+
+def test_calls_table(db: Path, ids: list[str]) -> None:
+    out = run("calls", "--db", db).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "id",
+        "started",
+        "(UTC)",
+        "provider",
+        "model",
+        "op",
+        "status",
+        "in",
+        "out",
+        "cost",
+        "latency",
+        "user",
+        "service",
+    ]
+    listed = [line.split()[0] for line in lines[2:]]
+    assert listed == ids[::-1]
+    by_id = {line.split()[0]: line for line in lines[2:]}
+    assert re.search(
+        r"openai\s+gpt-4o-mini\s+chat\s+success\s+14\s+12\s+\$0\.0000093\s+\S+ ms\s+alice\s+summarizer",
+        by_id[ids[0]],
+    )
+    assert re.search(r"openai\s+rate-limited\s+chat\s+error 429\s+-\s+-\s+\$0\s", by_id[ids[7]])
+    assert re.search(
+        r"ollama\s+nomic-embed-text\s+embeddings\s+success\s+2\s+-\s+\$0\s.*carol\s+indexer", by_id[ids[4]]
+    )
+
+
+def test_calls_json_is_every_column_but_bodies(db: Path, ids: list[str]) -> None:
+    data = json.loads(run("calls", "--json", "--db", db).stdout)
+    assert data == [decoded(r, LIST_COLUMNS) for r in reversed(rows(db))]
+    assert "request_body" not in data[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "picked"),
+    [
+        (["-n", "3"], [7, 6, 5]),
+        (["-n", "0"], [7, 6, 5, 4, 3, 2, 1, 0]),
+        (["--provider", "anthropic"], [3, 2]),
+        (["-m", "llama3.2", "-m", "claude-haiku-4-5"], [5, 2]),
+        (["-u", "alice", "--status", "error"], [6]),
+        (["-s", "indexer", "--operation", "embeddings"], [4]),
+        (["--session", "s-1"], [1, 0]),
+        (["--not-cached", "-n", "2"], [7, 6]),
+        (["--cached"], []),
+        (["-q", "umbrellas"], [5, 2]),
+        (["-q", "france capital"], [0]),
+        (["--since", "2h"], [7, 6, 5, 4, 3]),
+        (["--until", "2h"], [2, 1, 0]),
+    ],
+)
+def test_calls_filters(db: Path, ids: list[str], args: list[str], picked: list[int]) -> None:
+    age_calls(db, {ids[0]: timedelta(days=2), ids[1]: timedelta(hours=5), ids[2]: timedelta(hours=3)})
+    data = json.loads(run("calls", *args, "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == [ids[i] for i in picked]
+
+
+def test_calls_messages(db: Path, tmp_path: Path) -> None:
+    result = run("calls", "--db", tmp_path / "missing.db", ok=False)
+    assert result.exit_code == 1
+    assert "no call log at" in result.stderr and "httptrack demo" in result.stderr
+    record_calls(db)
+    result = run("calls", "-u", "nobody", "--db", db)
+    assert result.stdout == "" and "No calls match." in result.stderr
+    result = run("calls", "-n", "2", "--db", db)
+    assert "(the newest 2; -n 0 for all)" in result.stderr
+    result = run("calls", "--since", "yesterday", "--db", db, ok=False)
+    assert result.exit_code == 2 and "not a time: 'yesterday'" in result.stderr
+
+
+def test_db_defaults_to_httptrack_db(db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPTRACK_DB", str(db))
+    assert run("path").stdout == f"{db}\n"
+    assert [c["id"] for c in json.loads(run("calls", "--json").stdout)] == ids[::-1]
+
+
+def test_cache_hits_are_listed_and_counted(db: Path, tmp_path: Path) -> None:
+    """A repeated call served from httptrack's response cache: listed with --cached, free,
+    and what it would have cost counted as saved."""
+    import httpx2
+
+    from httptrack._fake import mock_transport
+
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache_dir=tmp_path / "cache")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Cache me"}]}
+    with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-x"}) as client:
+        first = client.post("https://api.openai.com/v1/chat/completions", json=body)
+        httptrack.flush()  # stored in the cache once recorded
+        second = client.post("https://api.openai.com/v1/chat/completions", json=body)
+    assert second.headers["x-httptrack-cache"] == "HIT"
+    assert httptrack.flush(10)
+    hit = json.loads(run("calls", "--cached", "--json", "--db", db).stdout)
+    assert [c["id"] for c in hit] == [second.headers["x-httptrack-call-id"]]
+    paid = rows(db, "id = ?", (first.headers["x-httptrack-call-id"],))[0]
+    assert (hit[0]["cached"], hit[0]["cost_usd"], hit[0]["cost_saved_usd"]) == (1, 0.0, paid["cost_usd"])
+    totals = json.loads(run("stats", "--json", "--db", db).stdout)["totals"]
+    assert (totals["calls"], totals["cache_hits"], totals["cost_usd"]) == (2, 1, paid["cost_usd"])
+    assert totals["cost_saved_usd"] == paid["cost_usd"]
+    out = run("stats", "--db", db).stdout
+    assert "served from cache 1" in out and "saved by httptrack's cache $" in out
+    assert "cached" in run("calls", "--db", db).stdout.splitlines()[2]
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+def test_show(db: Path, ids: list[str]) -> None:
+    out = run("show", ids[1], "--db", db).stdout
+    raw = rows(db, "id = ?", (ids[1],))[0]
+    assert out.startswith(f"Call {ids[1]}  ")
+    assert "request     POST https://api.openai.com/v1/chat/completions" in out
+    assert "provider    openai (api.openai.com), chat, stream" in out
+    assert "status      success, HTTP 200, finished: stop" in out
+    assert f"tokens      {raw['input_tokens']} in + {raw['output_tokens']} out = {raw['total_tokens']}" in out
+    assert "attribution user alice, service summarizer, session s-1" in out
+    # The request pretty-printed, the stream reassembled into its text, then as received.
+    request = json.dumps(json.loads(raw["request_body"]), indent=2)
+    assert request in out
+    assert "── Generated text" in out and "\nHello! You said: Tell me about Lyon\n" in out
+    assert "── Response (as streamed)" in out and out.rstrip().endswith("data: [DONE]")
+    assert "sk-test-not-real" not in out
+
+
+def test_show_error_call_and_options(db: Path, ids: list[str]) -> None:
+    out = run("show", ids[6], "--no-bodies", "--headers", "--db", db).stdout
+    assert "status      error, HTTP 404" in out
+    assert "error       [model_not_found]" in out
+    assert "── Request headers" in out and "── Request ─" not in out
+    assert "authorization: [redacted]" in out
+    assert run("show", unique_prefix(ids[6], ids), "--db", db).stdout.startswith(f"Call {ids[6]}")
+    assert run("show", "--db", db).stdout.startswith(f"Call {ids[7]}")  # the newest
+    result = run("show", "01ZZZZ", "--db", db, ok=False)
+    assert result.exit_code == 1 and "no call with id '01ZZZZ'" in result.stderr
+
+
+def test_show_json(db: Path, ids: list[str]) -> None:
+    data = json.loads(run("show", ids[2], "--json", "--db", db).stdout)
+    raw = rows(db, "id = ?", (ids[2],))[0]
+    expected = decoded(raw, [c for c in COLUMN_NAMES if c not in ("request_headers", "response_headers")])
+    for key in ("stream", "tokens_estimated", "cached", "body_truncated"):
+        expected[key] = bool(expected[key])
+    expected["started_at"] = raw["started_at"].replace("Z", "Z")
+    assert data.pop("started_at").replace("+00:00", "Z")[:23] == raw["started_at"][:23]
+    expected.pop("started_at")
+    assert data == expected
+    lean = json.loads(run("show", ids[2], "--json", "--no-bodies", "--db", db).stdout)
+    assert "request_body" not in lean and "response_text" not in lean and lean["id"] == ids[2]
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def test_stats_json(db: Path, ids: list[str]) -> None:
+    data = json.loads(run("stats", "--json", "--db", db).stdout)
+    all_rows = rows(db)
+    totals = data["totals"]
+    assert list(data) == ["totals"]
+    assert (totals["calls"], totals["errors"], totals["error_rate"], totals["cache_hits"]) == (8, 2, 0.25, 0)
+    assert totals["input_tokens"] == sum(r["input_tokens"] or 0 for r in all_rows)
+    assert totals["output_tokens"] == sum(r["output_tokens"] or 0 for r in all_rows)
+    assert totals["cost_usd"] == round(sum(r["cost_usd"] for r in all_rows), 9)
+    with httptrack.open_log(db) as log:
+        assert totals == log.totals()
+        by_user = json.loads(run("stats", "--by", "user", "--json", "--db", db).stdout)
+        assert by_user == {"totals": log.totals(), "by": "user", "groups": log.stats(by="user")}
+    assert [(g["user"], g["calls"], g["errors"]) for g in by_user["groups"]] == [
+        ("bob", 3, 1),
+        ("alice", 3, 1),
+        ("carol", 2, 0),
+    ]
+
+
+def test_stats_tables(db: Path, ids: list[str]) -> None:
+    all_rows = rows(db)
+    out = run("stats", "--db", db).stdout
+    assert "calls       8   errors 2 (25.0%)   served from cache 0" in out
+    tokens_in = sum(r["input_tokens"] or 0 for r in all_rows)
+    tokens_out = sum(r["output_tokens"] or 0 for r in all_rows)
+    assert f"tokens      {tokens_in} in + {tokens_out} out = {tokens_in + tokens_out}" in out
+    assert re.search(r"latency     p50 \d+ ms   p95 \d+ ms", out)
+    out = run("stats", "--by", "provider", "--db", db).stdout
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == [
+        "provider",
+        "calls",
+        "errors",
+        "cached",
+        "in",
+        "out",
+        "cost",
+        "share",
+        "saved",
+        "p50",
+        "p95",
+    ]
+    cells = {line.split()[0]: line.split() for line in table[2:]}
+    assert set(cells) == {"anthropic", "openai", "ollama", "total"}
+    assert cells["openai"][1:3] == ["4", "50.0%"]
+    assert cells["ollama"][1:3] == ["2", "0.0%"]
+    assert cells["total"][1] == "8" and cells["total"][7] == "100.0%"
+    assert table[2].split()[0] == "anthropic"  # the most expensive first
+
+
+def test_stats_by_day_since(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[0]: timedelta(days=3), ids[1]: timedelta(days=2)})
+    days = {r["started_at"][:10]: 0 for r in rows(db)}
+    for r in rows(db):
+        days[r["started_at"][:10]] += 1
+    data = json.loads(run("stats", "--by", "day", "--json", "--db", db).stdout)
+    assert [(g["day"], g["calls"]) for g in data["groups"]] == sorted(days.items(), reverse=True)
+    recent = json.loads(run("stats", "--since", "36h", "--json", "--db", db).stdout)
+    assert recent["totals"]["calls"] == 6
+    result = run("stats", "--by", "colour", "--db", db, ok=False)
+    assert result.exit_code == 2 and "'colour' is not one of" in result.stderr
+
+
+def test_stats_on_an_empty_selection(db: Path, ids: list[str]) -> None:
+    assert run("stats", "-u", "nobody", "--db", db).stdout == "No calls match.\n"
+    data = json.loads(run("stats", "-u", "nobody", "--json", "--db", db).stdout)
+    assert data["totals"]["calls"] == 0 and data["totals"]["cost_usd"] is None
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def test_export_jsonl(db: Path, ids: list[str]) -> None:
+    lines = run("export", "--db", db).stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [decoded(r, COLUMN_NAMES) for r in rows(db)]
+
+
+def test_export_csv(db: Path, ids: list[str]) -> None:
+    out = run("export", "--format", "csv", "--db", db).stdout
+    table = list(csv.reader(io.StringIO(out)))
+    assert table[0] == list(COLUMN_NAMES)
+    expected = [["" if r[c] is None else str(r[c]) for c in COLUMN_NAMES] for r in rows(db)]
+    assert table[1:] == expected
+
+
+def test_export_options(db: Path, ids: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    result = run(
+        "export",
+        "-f",
+        "csv",
+        "-c",
+        "id,model,cost_usd",
+        "-u",
+        "bob",
+        "--newest-first",
+        "-o",
+        target,
+        "--db",
+        db,
+    )
+    assert result.stderr == f"Exported 3 calls to {target}\n"
+    assert list(csv.reader(io.StringIO(target.read_text()))) == [["id", "model", "cost_usd"]] + [
+        [r["id"], r["model"], str(r["cost_usd"])] for r in reversed(rows(db, "user = 'bob'"))
+    ]
+    lean = [
+        json.loads(line) for line in run("export", "--no-bodies", "-n", "2", "--db", db).stdout.splitlines()
+    ]
+    assert [r["id"] for r in lean] == ids[:2]
+    assert not {"request_body", "response_body", "response_text", "request_headers"} & set(lean[0])
+    result = run("export", "-c", "id,nope", "--db", db, ok=False)
+    assert result.exit_code == 2 and "no such column: nope" in result.stderr
+
+
+def test_export_progress_bar(db: Path, ids: list[str], tmp_path: Path) -> None:
+    result = run("export", "--progress", "-o", tmp_path / "x.jsonl", "--db", db)
+    assert "Exporting 8 calls" in result.stderr
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 8
+
+
+def test_export_streams_in_constant_memory(tmp_path: Path) -> None:
+    """Exporting 20,000 calls (about 30 MB of bodies) holds a few hundred of them at a time."""
+    import sys
+    import tracemalloc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_log
+
+    db = tmp_path / "big.db"
+    bench_log.generate(db, 20_000)
+    conn = sqlite3.connect(db)
+    (total_bytes,) = conn.execute(
+        "SELECT sum(length(request_body) + coalesce(length(response_body), 0)) FROM calls"
+    ).fetchone()
+    conn.close()
+    tracemalloc.start()
+    try:
+        out = tmp_path / "big.jsonl"
+        run("export", "-o", out, "--db", db)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(out.read_text().splitlines()) == 20_000
+    assert total_bytes > 25_000_000
+    assert peak < total_bytes / 5, (peak, total_bytes)
+
+
+# -- prune, status, path, demo, ui ------------------------------------------------------------
+
+
+def test_prune_deletes_old_calls_everywhere(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[2]: timedelta(days=40), ids[5]: timedelta(days=31), ids[0]: timedelta(days=5)})
+    assert run("prune", "--older-than", "30d", "--dry-run", "--db", db).stdout.startswith(
+        "Would prune the 2 calls that started before "
+    )
+    result = run("prune", "--older-than", "30d", "--db", db, ok=False)  # no terminal: needs --yes
+    assert result.exit_code == 2 and "pass --yes" in result.stderr
+    assert len(rows(db)) == 8
+    out = run("prune", "--older-than", "30d", "--yes", "--db", db).stdout
+    assert out.startswith("Deleted 2 calls that started before ")
+    assert {r["id"] for r in rows(db)} == set(ids) - {ids[2], ids[5]}
+    with httptrack.open_log(db) as log:
+        assert list(log.calls(query="umbrellas")) == []  # both were the only umbrella calls
+        assert log.totals()["calls"] == 6
+        assert {g["user"]: g["calls"] for g in log.stats(by="user")} == {"alice": 3, "bob": 2, "carol": 1}
+    assert run("prune", "--older-than", "30d", "--yes", "--db", db).stdout.startswith("Nothing to prune")
+
+
+def test_prune_bodies_only(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[2]: timedelta(days=10)})
+    out = run("prune", "--older-than", "7d", "--bodies-only", "-y", "--db", db).stdout
+    assert out.startswith("Dropped the bodies of 1 call that started before ")
+    pruned = rows(db, "id = ?", (ids[2],))[0]
+    assert (pruned["request_body"], pruned["response_body"], pruned["response_text"]) == (None, None, None)
+    assert pruned["input_tokens"] == 16 and pruned["user"] == "bob"
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="umbrellas")] == [ids[5]]
+        assert log.totals()["calls"] == 8
+
+
+def test_prune_vacuum(db: Path, ids: list[str]) -> None:
+    age_calls(db, {i: timedelta(days=100) for i in ids[:4]})
+    out = run("prune", "--older-than", "90d", "--vacuum", "--yes", "--db", db).stdout
+    assert "Deleted 4 calls" in out and "MB →" in out
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="umbrellas")] == [ids[5]]
+        assert log.totals()["calls"] == 4
+
+
+def test_reindex_after_editing_by_hand(db: Path, ids: list[str]) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM calls WHERE id = ?", [ids[2]])
+        conn.execute("UPDATE calls SET user = 'zoe' WHERE id = ?", [ids[0]])
+    conn.close()
+    out = run("reindex", "--db", db).stdout
+    assert out == "Rebuilt the search index and the daily totals of 7 calls.\n"
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="umbrellas")] == [ids[5]]
+        assert {g["user"]: g["calls"] for g in log.stats(by="user")} == {
+            "zoe": 1,
+            "alice": 2,
+            "bob": 2,
+            "carol": 2,
+        }
+        assert log.totals()["calls"] == 7
+    assert run("reindex", "--db", db.parent / "none.db", ok=False).exit_code == 1
+
+
+def test_status_and_path(db: Path, ids: list[str]) -> None:
+    info = json.loads(run("status", "--json", "--db", db).stdout)
+    all_rows = rows(db)
+    assert info["path"] == str(db) and info["calls"] == 8
+    assert (info["oldest"], info["newest"]) == (all_rows[0]["started_at"], all_rows[-1]["started_at"])
+    assert info["schema_version"] == 2 and info["search_index"] is True
+    out = run("status", "--db", db).stdout
+    assert f"database    {db}\n" in out and "calls       8\n" in out and "full-text search on" in out
+    assert run("path", "--db", db).stdout == f"{db}\n"
+
+
+def test_demo_records_into_its_own_database(tmp_path: Path) -> None:
+    target = tmp_path / "demo.db"
+    out = run("demo", "--db", target).stdout
+    assert "7 calls, 1 error(s)" in out
+    assert len(rows(target)) == 7
+
+
+def test_ui_without_datasette(db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasette.app", None)
+    result = run("ui", "--no-browser", "--db", db, ok=False)
+    assert result.exit_code == 1
+    assert "pip install 'httptrack[ui]'" in result.stderr
+
+
+# -- every command: help, --db, README ----------------------------------------------------------
+
+
+def commands() -> dict[str, click.Command]:
+    return dict(main.commands)
+
+
+def test_every_command_has_help_and_a_db_option() -> None:
+    for name, command in commands().items():
+        help_text = run(name, "--help").stdout
+        assert command.help and len(command.help.split()) >= 5, name
+        assert "--db" in help_text or isinstance(command, click.Group), name
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden and param.name != "help":
+                assert param.help, f"httptrack {name} {param.opts[0]} has no help"
+
+
+def test_every_command_is_in_the_readme() -> None:
+    text = README.read_text()
+    section = text.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`httptrack ([a-z-]+)", section))
+    assert set(commands()) <= listed, set(commands()) - listed
+
+
+def test_every_command_is_in_the_cli_docs() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for name in commands():
+        assert f"## `httptrack {name}" in text, name

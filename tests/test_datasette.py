@@ -1,0 +1,195 @@
+"""``httptrack ui`` and plain datasette over the call log, through datasette's in-process
+test client, on a database filled through the transport."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from datasette.app import Datasette
+from datasette.plugins import pm
+from recorded_log import record_calls, rows
+
+import httptrack
+from httptrack import _datasette
+from httptrack._schema import DESCRIPTIONS
+from httptrack._views import VIEWS
+from httptrack.cli._ui import make_datasette
+
+
+@pytest.fixture
+def log_db(tmp_path: Path) -> Path:
+    return tmp_path / "log.db"
+
+
+@pytest.fixture
+def ids(log_db: Path) -> list[str]:
+    return record_calls(log_db)
+
+
+@pytest.fixture
+def ds(log_db: Path, ids: list[str]) -> Datasette:
+    return make_datasette(log_db)
+
+
+async def get_json(ds: Datasette, path: str) -> Any:
+    response = await ds.client.get(path)
+    assert response.status_code == 200, (path, response.text[:500])
+    return response.json()
+
+
+async def test_calls_newest_first_with_facets(ds: Datasette, ids: list[str]) -> None:
+    data = await get_json(ds, "/log/calls.json?_shape=objects")
+    assert [r["id"] for r in data["rows"]] == ids[::-1]
+    facets = data["facet_results"]
+    assert list(facets) == ["provider", "model", "user", "service", "status", "started_at"]
+    counts = {f: {v["value"]: v["count"] for v in facets[f]["results"]} for f in facets}
+    assert counts["provider"] == {"openai": 4, "anthropic": 2, "ollama": 2}
+    assert counts["user"] == {"alice": 3, "bob": 3, "carol": 2}
+    assert counts["status"] == {"success": 6, "error": 2}
+    assert sum(counts["started_at"].values()) == 8  # by day
+
+
+async def test_calls_page_shows_column_descriptions_and_search(ds: Datasette, ids: list[str]) -> None:
+    page = (await ds.client.get("/log/calls")).text
+    for column in ("cost_usd", "cached_input_tokens", "response_text"):
+        assert DESCRIPTIONS[column] in html.unescape(page), column
+    assert 'name="_search"' in page
+    assert "What each column means" in page  # the long list of descriptions is folded
+    found = await get_json(ds, "/log/calls.json?_search=umbrellas&_shape=array")
+    assert [r["id"] for r in found] == [ids[5], ids[2]]
+
+
+async def test_bodies_render_readably(ds: Datasette, ids: list[str], log_db: Path) -> None:
+    page = (await ds.client.get(f"/log/calls/{ids[2]}")).text
+    raw = rows(log_db, "id = ?", (ids[2],))[0]
+    assert '<details class="httptrack-body">' in page
+    pretty = json.dumps(json.loads(raw["request_body"]), indent=2, ensure_ascii=False)
+    assert pretty in html.unescape(page)
+    assert 'class="httptrack-text"' in page and "Hello! You said: What is the refund policy" in page
+    assert "sk-ant-test-not-real" not in page
+    streamed = (await ds.client.get(f"/log/calls/{ids[3]}")).text
+    assert "event: message_start" in streamed  # a stream is shown as received, as text
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+async def test_views_answer(ds: Datasette, ids: list[str], view: str, log_db: Path) -> None:
+    data = await get_json(ds, f"/log/{view}.json?_shape=array")
+    all_rows = rows(log_db)
+    with httptrack.open_log(log_db) as log:
+        if view == "cost_per_day":
+            (day,) = log.stats(by="day")
+            assert data == [
+                {
+                    "day": day["day"],
+                    "calls": 8,
+                    "errors": 2,
+                    "input_tokens": day["input_tokens"],
+                    "output_tokens": day["output_tokens"],
+                    "cost_usd": round(day["cost_usd"], 6),
+                    "cost_saved_usd": None,
+                    "cache_hits": 0,
+                }
+            ]
+        elif view.startswith("cost_by_"):
+            by = view.removeprefix("cost_by_")
+            want = {g[by]: (g["calls"], g["errors"], round(g["cost_usd"], 6)) for g in log.stats(by=by)}
+            assert {r[by]: (r["calls"], r["errors"], r["cost_usd"]) for r in data} == want
+            costs = [r["cost_usd"] for r in data]
+            assert costs == sorted(costs, reverse=True)
+        elif view == "errors":
+            assert [(r["id"], r["http_status"]) for r in data] == [(ids[7], 429), (ids[6], 404)]
+        elif view == "slowest_calls":
+            latencies = sorted((r["latency_ms"] for r in all_rows), reverse=True)
+            assert [r["latency_ms"] for r in data] == latencies
+        elif view == "cache_savings":
+            assert [(r["calls"], r["cache_hits"], r["hit_rate_pct"]) for r in data] == [(8, 0, 0.0)]
+        else:  # pragma: no cover
+            raise AssertionError(f"untested view {view}")
+
+
+async def test_canned_queries(ds: Datasette, ids: list[str], log_db: Path) -> None:
+    alice = await get_json(ds, "/log/cost_for_user.json?user=alice&_shape=array")
+    alice_rows = rows(log_db, "user = 'alice'")
+    assert [(r["calls"], r["errors"], r["input_tokens"]) for r in alice] == [
+        (3, 1, sum(r["input_tokens"] or 0 for r in alice_rows))
+    ]
+    session = await get_json(ds, "/log/session_calls.json?session=s-1&_shape=array")
+    assert [r["id"] for r in session] == ids[:2]
+    found = await get_json(ds, "/log/search.json?q=shipping&_shape=array")
+    assert [r["id"] for r in found] == [ids[3]]
+    hourly = await get_json(ds, "/log/cost_per_hour.json?_shape=array")
+    assert sum(r["calls"] for r in hourly) == 8
+    latency = await get_json(ds, "/log/latency_by_model.json?days=7&_shape=array")
+    assert {r["model"]: r["calls"] for r in latency}["gpt-4o-mini"] == 2
+
+
+async def test_dashboard(ds: Datasette, ids: list[str], log_db: Path) -> None:
+    response = await ds.client.get("/-/httptrack")
+    assert response.status_code == 200
+    page = response.text
+    with httptrack.open_log(log_db) as log:
+        totals = log.totals()
+        (day,) = log.stats(by="day")
+    assert re.search(r'<div class="label">Calls</div><div class="value">8</div>', page)
+    assert re.search(r'<div class="label">Error rate</div><div class="value">25.0%</div>', page)
+    # Charts are inline SVG, a <title> on every bar with its figure.
+    assert page.count('<svg class="httptrack-chart"') == 4
+    assert f"<title>{day['day']}: $" in page
+    for model in ("gpt-4o-mini", "claude-haiku-4-5", "llama3.2", "nomic-embed-text"):
+        assert f"<title>{model}, input tokens: " in page
+    assert "<title>bob, cost: $" in page
+    assert f"{totals['calls']}" in page
+    everything = await ds.client.get("/-/httptrack?days=0")
+    assert everything.status_code == 200 and "Everything recorded." in everything.text
+    assert (await ds.client.get("/-/httptrack?db=nope")).status_code == 404
+    home = (await ds.client.get("/")).text
+    assert 'href="/-/httptrack"' in home  # in the menu
+
+
+async def test_ui_reads_alongside_a_live_writer(ds: Datasette, ids: list[str], log_db: Path) -> None:
+    """The app keeps writing while the UI reads: datasette sees new calls (not immutable)
+    and never opens a connection that could write."""
+    writer = sqlite3.connect(log_db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # the writer holds the write lock ...
+        writer.execute("UPDATE calls SET user = 'dave' WHERE id = ?", [ids[0]])
+        data = await get_json(ds, "/log/calls.json?_shape=array&user=dave")
+        assert data == []  # ... and the UI still reads, the last committed state
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+    data = await get_json(ds, "/log/calls.json?_shape=array&user=dave")
+    assert [r["id"] for r in data] == [ids[0]]
+    db = ds.get_database("log")
+    assert db.is_mutable and db._write_connection is None
+
+
+async def test_plain_datasette_gets_the_views(log_db: Path, ids: list[str]) -> None:
+    """``datasette "$(httptrack path)"`` without httptrack's plugin: the views live in the
+    database."""
+    registered = pm.is_registered(_datasette)
+    if registered:
+        pm.unregister(_datasette)
+    try:
+        plain = Datasette([str(log_db)])
+        data = await get_json(plain, "/log/cost_by_user.json?_shape=array")
+        assert {r["user"]: r["calls"] for r in data} == {"alice": 3, "bob": 3, "carol": 2}
+        assert (await plain.client.get("/-/httptrack")).status_code == 404
+    finally:
+        if registered:
+            pm.register(_datasette, name="httptrack")
+
+
+def test_datasette_plugin_only_touches_call_logs(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE calls (request_body TEXT)")
+    conn.close()
+    assert not _datasette.is_call_log(str(other))
+    assert not _datasette.is_call_log(str(tmp_path / "missing.db"))

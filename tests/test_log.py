@@ -1,0 +1,313 @@
+"""``httptrack.open_log()``: reading the call log from Python, on a database filled through
+the transport (see ``recorded_log``), checked against the rows themselves."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from recorded_log import age_calls, record_calls, rows, unique_prefix
+
+import httptrack
+from httptrack._log import fts_query, parse_when
+
+
+@pytest.fixture
+def ids(db: Path) -> list[str]:
+    return record_calls(db)
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def expected_stats(selected: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``stats`` must say about these rows, computed here from scratch."""
+
+    def total(key: str) -> Any:
+        values = [r[key] for r in selected if r[key] is not None]
+        return sum(values) if values else None
+
+    timed = [r["latency_ms"] for r in selected if r["latency_ms"] is not None and not r["cached"]]
+    errors = sum(r["status"] == "error" for r in selected)
+    return {
+        "calls": len(selected),
+        "errors": errors,
+        "error_rate": round(errors / len(selected), 4),
+        "cache_hits": sum(bool(r["cached"]) for r in selected),
+        "input_tokens": total("input_tokens"),
+        "output_tokens": total("output_tokens"),
+        "total_tokens": total("total_tokens"),
+        "cached_input_tokens": total("cached_input_tokens"),
+        "cost_usd": None if total("cost_usd") is None else round(total("cost_usd"), 9),
+        "cost_saved_usd": total("cost_saved_usd"),
+        "unpriced": sum(r["cost_usd"] is None and r["status"] == "success" for r in selected),
+        "avg_latency_ms": round(sum(timed) / len(timed), 1) if timed else None,
+        "p50": nearest_rank(timed, 0.5) if timed else None,
+        "p95": nearest_rank(timed, 0.95) if timed else None,
+    }
+
+
+def check_stats(got: dict[str, Any], selected: list[dict[str, Any]]) -> None:
+    want = expected_stats(selected)
+    p50, p95 = want.pop("p50"), want.pop("p95")
+    assert {k: got[k] for k in want} == want
+    # Latency percentiles come from 2%-wide histogram buckets: within 1% of the exact value.
+    for estimate, exact in ((got["p50_latency_ms"], p50), (got["p95_latency_ms"], p95)):
+        if exact is None:
+            assert estimate is None
+        else:
+            assert abs(estimate - exact) <= 0.01 * exact + 0.0001, (estimate, exact)
+
+
+def test_calls_are_records_newest_first(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log:
+        records = list(log.calls())
+        assert [r.id for r in records] == ids[::-1]
+        assert isinstance(records[0], httptrack.CallRecord)
+        first = records[-1]
+        raw = rows(db, "id = ?", (ids[0],))[0]
+        assert (first.provider, first.model, first.input_tokens, first.output_tokens, first.cost_usd) == (
+            "openai",
+            "gpt-4o-mini",
+            raw["input_tokens"],
+            raw["output_tokens"],
+            raw["cost_usd"],
+        )
+        assert (first.user, first.service, first.session) == ("alice", "summarizer", "s-1")
+        assert [r.id for r in log.calls(newest_first=False, limit=2)] == ids[:2]
+        assert [r.id for r in log.calls(limit=3)] == ids[::-1][:3]
+
+
+@pytest.mark.parametrize(
+    ("filters", "picked"),
+    [
+        ({"provider": "anthropic"}, [2, 3]),
+        ({"provider": ["anthropic", "ollama"]}, [2, 3, 4, 5]),
+        ({"user": "alice"}, [0, 1, 6]),
+        ({"service": "support"}, [2, 3]),
+        ({"session": "s-1"}, [0, 1]),
+        ({"status": "error"}, [6, 7]),
+        ({"operation": "embeddings"}, [4]),
+        ({"model": "claude-sonnet-4-6"}, [3]),
+        ({"model": ["llama3.2", "missing-model"]}, [5, 6]),
+        ({"user": "bob", "status": "error"}, [7]),
+        ({"cached": True}, []),
+        ({"cached": False}, [0, 1, 2, 3, 4, 5, 6, 7]),
+        ({"query": "umbrellas"}, [2, 5]),
+        ({"query": "refund umbrellas"}, [2]),
+        ({"query": "Lyon"}, [1, 4]),  # a chat prompt and an embeddings input
+        ({"query": '"shipping delays"'}, [3]),
+        ({"query": "umbrel*"}, [2, 5]),
+        ({"query": "user"}, []),  # a JSON key ("role": "user"), not prompt text
+        ({"query": "what's \"this"}, []),  # not an FTS5 syntax error
+        ({"query": "umbrellas", "user": "carol"}, [5]),
+    ],
+)
+def test_filters(db: Path, ids: list[str], filters: dict[str, Any], picked: list[int]) -> None:
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(**filters)] == [ids[i] for i in reversed(picked)]
+        assert log.count(**filters) == len(picked)
+        assert [r["id"] for r in log.rows(newest_first=False, columns=["id"], **filters)] == [
+            ids[i] for i in picked
+        ]
+
+
+def test_since_and_until(db: Path, ids: list[str]) -> None:
+    now = datetime.now(UTC)
+    age_calls(
+        db, {ids[0]: timedelta(days=10), ids[1]: timedelta(days=3), ids[2]: timedelta(hours=5)}, now=now
+    )
+    with httptrack.open_log(db) as log:
+        assert {r.id for r in log.calls(since="7d")} == set(ids[1:])
+        assert {r.id for r in log.calls(since="2h")} == set(ids[3:])
+        assert {r.id for r in log.calls(until="1d")} == set(ids[:2])
+        assert [r.id for r in log.calls(since="4d", until="4h")] == [ids[2], ids[1]]
+        day = (now - timedelta(days=3)).strftime("%Y-%m-%d")
+        assert [r.id for r in log.calls(since=day, until=f"{day}T23:59:59.999")] == [ids[1]]
+        assert [r.id for r in log.calls(since=now - timedelta(days=4), until=now - timedelta(days=2))] == [
+            ids[1]
+        ]
+        with pytest.raises(ValueError, match="not a time"):
+            list(log.calls(since="yesterday"))
+        with pytest.raises(TypeError, match="unknown filter"):
+            list(log.calls(costs_more_than=1))  # type: ignore[call-arg]
+
+
+def test_get_by_id_or_unique_prefix(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log:
+        record = log.get(ids[3])
+        assert record is not None and record.id == ids[3]
+        assert record.response_text == "Hello! You said: Explain shipping delays in winter"
+        got = log.get(ids[3].lower())
+        assert got is not None and got.id == ids[3]
+        prefix = unique_prefix(ids[3], ids)
+        got = log.get(prefix)
+        assert got is not None and got.id == ids[3]
+        # The first characters (the time) are shared by calls made together: ambiguous.
+        shared = ids[3][:6]
+        assert sum(i.startswith(shared) for i in ids) > 1
+        assert log.get(shared) is None
+        assert log.get("0000000000") is None
+        assert log.get("ABC") is None  # too short to be a prefix
+
+
+def test_totals_match_the_rows(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log:
+        totals = log.totals()
+    check_stats(totals, rows(db))
+    assert totals["calls"] == 8 and totals["errors"] == 2 and totals["error_rate"] == 0.25
+    assert totals["unpriced"] == 0
+
+
+@pytest.mark.parametrize("by", ["provider", "model", "user", "service", "operation", "status", "day"])
+def test_breakdowns_match_the_rows(db: Path, ids: list[str], by: str) -> None:
+    age_calls(db, {ids[0]: timedelta(days=2), ids[4]: timedelta(days=1)})
+    all_rows = rows(db)
+    key = {
+        "model": lambda r: r["response_model"] or r["model"],
+        "day": lambda r: r["started_at"][:10],
+    }.get(by, lambda r: r[by])
+    with httptrack.open_log(db) as log:
+        groups = log.stats(by=by)
+    assert sorted((g[by] for g in groups), key=str) == sorted({key(r) for r in all_rows}, key=str)
+    for group in groups:
+        check_stats(group, [r for r in all_rows if key(r) == group[by]])
+    if by == "day":
+        assert [g["day"] for g in groups] == sorted((g["day"] for g in groups), reverse=True)
+    else:
+        costs = [g["cost_usd"] or 0 for g in groups]
+        assert costs == sorted(costs, reverse=True)
+    with pytest.raises(ValueError, match="cannot group by"):
+        log.stats(by="colour")
+
+
+@pytest.mark.parametrize(
+    ("by", "filters"),
+    [
+        (None, {}),
+        ("model", {}),
+        ("day", {"since": "2d"}),
+        ("user", {"since": "36h", "until": "1h"}),
+        (None, {"user": "bob"}),
+        ("provider", {"provider": ["openai", "ollama"]}),
+        ("model", {"provider": "openai"}),  # two dimensions: answered from the calls
+        (None, {"model": "gpt-4o-mini", "since": "3d"}),
+        ("service", {"status": "error"}),
+        (None, {"query": "umbrellas"}),
+    ],
+)
+def test_rollups_and_calls_give_the_same_answers(
+    db: Path, ids: list[str], by: str | None, filters: dict[str, Any]
+) -> None:
+    """The daily rollup answers what it can, the calls table the rest, and the partial days
+    at the edges of a range and calls past the rollup's bookmark are added from the calls:
+    every way must give what summing the matching rows gives."""
+    now = datetime.now(UTC)
+    age_calls(
+        db,
+        {
+            ids[0]: timedelta(days=2, hours=1),
+            ids[1]: timedelta(hours=40),
+            ids[2]: timedelta(hours=30),
+            ids[4]: timedelta(days=1),
+        },
+        now=now,
+    )
+    copy_call(db, ids[5], "01ZZZZZZZZZZZZZZZZZZZZZZZZ")  # written by something that does not roll up
+    with httptrack.open_log(db) as log:
+        matching = {r.id for r in log.calls(**filters)}
+        got = log.stats(by=by, **filters)
+        log._rolled_up = False  # the same question, summed from the calls alone
+        assert log.stats(by=by, **filters) == got
+    selected = [r for r in rows(db) if r["id"] in matching]
+    assert len(selected) == sum(g["calls"] for g in got)
+    key = {"model": lambda r: r["response_model"] or r["model"], "day": lambda r: r["started_at"][:10]}.get(
+        by or "", lambda r: r[by] if by else None
+    )
+    for group in got:
+        check_stats(group, [r for r in selected if key(r) == (group[by] if by else None)])
+
+
+def copy_call(db: Path, call_id: str, new_id: str) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(calls)")]
+        select = ", ".join("?" if c == "id" else f'"{c}"' for c in columns)
+        conn.execute(f"INSERT INTO calls SELECT {select} FROM calls WHERE id = ?", [new_id, call_id])
+    conn.close()
+
+
+def test_stats_without_percentiles(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log:
+        full = log.stats(by="user")
+        lean = log.stats(by="user", percentiles=False)
+    assert [g["p50_latency_ms"] for g in lean] == [None] * 3 == [g["p95_latency_ms"] for g in lean]
+    strip = ("p50_latency_ms", "p95_latency_ms")
+    assert [{k: v for k, v in g.items() if k not in strip} for g in lean] == [
+        {k: v for k, v in g.items() if k not in strip} for g in full
+    ]
+
+
+def test_calls_past_the_rollup_bookmark_are_counted(db: Path, ids: list[str]) -> None:
+    copy_call(db, ids[2], "01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+    with httptrack.open_log(db) as log:
+        assert log.totals()["calls"] == 9
+        assert {g["provider"]: g["calls"] for g in log.stats(by="provider")} == {
+            "openai": 4,
+            "anthropic": 3,
+            "ollama": 2,
+        }
+        check_stats(log.totals(), rows(db))
+
+
+def test_open_log_reads_without_writing(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        log._conn.execute("DELETE FROM calls")
+    assert len(rows(db)) == 8
+
+
+def test_open_log_on_a_missing_database(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        httptrack.open_log(tmp_path / "nothing.db")
+
+
+def test_status(db: Path, ids: list[str]) -> None:
+    with httptrack.open_log(db) as log:
+        info = log.status()
+    all_rows = rows(db)
+    assert info["calls"] == 8
+    assert (info["oldest"], info["newest"]) == (all_rows[0]["started_at"], all_rows[-1]["started_at"])
+    assert info["schema_version"] == 2 and info["search_index"] is True
+    assert info["size_bytes"] >= db.stat().st_size
+
+
+def test_parse_when() -> None:
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    assert parse_when("2h", now=now) == "2026-03-10T10:00:00.000Z"
+    assert parse_when("7d", now=now) == "2026-03-03T12:00:00.000Z"
+    assert parse_when("1.5h", now=now) == "2026-03-10T10:30:00.000Z"
+    assert parse_when("30m", now=now) == "2026-03-10T11:30:00.000Z"
+    assert parse_when("1w", now=now) == "2026-03-03T12:00:00.000Z"
+    assert parse_when("2026-01-31") == "2026-01-31T00:00:00.000Z"
+    assert parse_when("2026-01-31T12:30") == "2026-01-31T12:30:00.000Z"
+    assert parse_when("2026-01-31T12:30:00+02:00") == "2026-01-31T10:30:00.000Z"
+    assert parse_when("2026-01-31T12:30:00Z") == "2026-01-31T12:30:00.000Z"
+    assert parse_when(datetime(2026, 1, 31, 8)) == "2026-01-31T08:00:00.000Z"
+    for bad in ("", "soon", "7 days", "-2h"):
+        with pytest.raises(ValueError):
+            parse_when(bad)
+
+
+def test_fts_query_quotes_every_term() -> None:
+    assert fts_query("refund policy") == '"refund" "policy"'
+    assert fts_query('"shipping delays" winter') == '"shipping delays" "winter"'
+    assert fts_query("umbrel*") == '"umbrel"*'
+    assert fts_query('say "hi') == '"say" """hi"'
+    assert fts_query("a OR b NOT c") == '"a" "OR" "b" "NOT" "c"'
+    assert fts_query("   ") == ""

@@ -1,0 +1,80 @@
+"""The writer keeps the search index and the daily rollup up to date: per batch under a
+steady stream (at most every DERIVE_SECONDS or DERIVE_ROWS), and always at flush()."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from recorded_log import record_calls
+
+import httptrack
+from httptrack import _store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def indexed(db: Path) -> tuple[int, int]:
+    """(calls in the search index, calls in the rollup's day totals)."""
+    conn = sqlite3.connect(db)
+    try:
+        fts = conn.execute("SELECT count(*) FROM calls_fts_docsize").fetchone()[0]
+        rolled = conn.execute("SELECT coalesce(sum(calls), 0) FROM calls_rollup WHERE dim = ''").fetchone()[0]
+        return fts, rolled
+    finally:
+        conn.close()
+
+
+def test_small_batches_are_indexed_together(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench_log
+
+    rows = list(bench_log._rows(10, seed=3))
+    monkeypatch.setattr(_store, "DERIVE_SECONDS", 3600.0)
+    monkeypatch.setattr(_store, "DERIVE_ROWS", 4)
+    store = _store.Store(db)
+    try:
+        store.write(rows[:1])  # the first write indexes at once (nothing done for a while)
+        assert indexed(db) == (1, 1) and store.behind == 0
+        store.write(rows[1:2])
+        store.write(rows[2:4])
+        assert indexed(db) == (1, 1) and store.behind == 3
+        with httptrack.open_log(db) as log:
+            assert log.totals()["calls"] == 4  # readers add what the rollup does not hold yet
+        store.write(rows[4:5])  # 4 behind: due
+        assert indexed(db) == (5, 5) and store.behind == 0
+        store.write(rows[5:6])
+        store.catch_up()
+        assert indexed(db) == (6, 6) and store.behind == 0
+    finally:
+        store.close()
+
+
+def test_flush_indexes_everything(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_store, "DERIVE_SECONDS", 3600.0)
+    monkeypatch.setattr(_store, "DERIVE_ROWS", 10_000)
+    ids = record_calls(db)  # ends with httptrack.flush()
+    assert indexed(db) == (8, 8)
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="umbrellas")] == [ids[5], ids[2]]
+
+
+def test_an_index_failure_never_costs_the_calls(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from httptrack import _faults, _views
+
+    record_calls(db)
+
+    def broken(conn: sqlite3.Connection) -> int:
+        raise sqlite3.OperationalError("database disk image is malformed")
+
+    monkeypatch.setattr(_views, "index_new_rows", broken)
+    _store.writer().close_connections()
+    record_calls(db)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 16
+    finally:
+        conn.close()
+    assert _faults.fault_counts().get("search_index", 0) >= 1
+    assert indexed(db) == (8, 16)  # the rollup went on
