@@ -78,9 +78,14 @@ CHAT_BODY = json.dumps(
     }
 ).encode()
 MODELS_BODY = json.dumps(
-    {"object": "list", "data": [{"id": m, "object": "model", "created": 1, "owned_by": "openai"}
-                                for m in ("gpt-4o-mini", "gpt-4o", "o3-mini", "text-embedding-3-small")]}
-).encode()  # fmt: skip
+    {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": 1, "owned_by": "openai"}
+            for m in ("gpt-4o-mini", "gpt-4o", "o3-mini", "text-embedding-3-small")
+        ],
+    }
+).encode()
 
 
 def _stream_chunks() -> list[bytes]:

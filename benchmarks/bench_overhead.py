@@ -24,13 +24,28 @@ import httpx2
 import httptrack
 
 CHAT = "https://api.openai.com/v1/chat/completions"
-REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-RESPONSE = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1735689600, "model": "gpt-4o-mini-2024-07-18",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16,
-              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}},
-}).encode()  # fmt: skip
+REQUEST = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+}
+RESPONSE = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1735689600,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": 14,
+            "completion_tokens": 2,
+            "total_tokens": 16,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+).encode()
 
 
 def inner(lib: Any) -> Any:
@@ -65,19 +80,25 @@ def measure(make_client: Any, calls: int, rounds: int, flush: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="httptrack-bench-"))
     results: list[tuple[str, float, float]] = []
     for lib in (httpx, httpx2):
-        bare = measure(lambda: lib.Client(transport=inner(lib)), args.calls, args.rounds, flush=False)
+        bare = measure(lambda lib=lib: lib.Client(transport=inner(lib)), args.calls, args.rounds, flush=False)
         db = folder / f"{lib.__name__}.db"
         tracked = measure(
-            lambda: lib.Client(transport=httptrack.TrackingTransport(inner(lib), db=db, cache=False)),
-            args.calls, args.rounds, flush=True,
-        )  # fmt: skip
+            lambda lib=lib, db=db: lib.Client(
+                transport=httptrack.TrackingTransport(inner(lib), db=db, cache=False)
+            ),
+            args.calls,
+            args.rounds,
+            flush=True,
+        )
         results.append((f"{lib.__name__}: bare client", bare, 1.0))
         results.append((f"{lib.__name__}: TrackingTransport (row written)", tracked, tracked / bare))
     print(f"{'variant':<48} {'µs/call':>10} {'ratio':>7}")

@@ -51,8 +51,12 @@ def make_env(folder: Path, *, hook: bool) -> Path:
     hook installed at the top of its site-packages when ``hook``."""
     venv.EnvBuilder(with_pip=False, symlinks=os.name != "nt").create(folder)
     python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     target = Path(purelib)
     paths = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
     (target / "bench_paths.pth").write_text("\n".join(dict.fromkeys(paths)) + "\n")
@@ -104,8 +108,14 @@ def import_times(python: Path, env: dict[str, str], code: str, module: str, runs
     """Median cumulative ``-X importtime`` microseconds of ``module`` while running ``code``."""
     found: list[float] = []
     for _ in range(runs):
-        result = subprocess.run([str(python), "-X", "importtime", "-c", code], env=env, check=True,
-                                capture_output=True, text=True, cwd=NEUTRAL_DIR)  # fmt: skip
+        result = subprocess.run(
+            [str(python), "-X", "importtime", "-c", code],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=NEUTRAL_DIR,
+        )
         for line in result.stderr.splitlines():
             parts = line.removeprefix("import time:").split("|")
             if len(parts) == 3 and parts[2].strip() == module:
@@ -150,8 +160,10 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"Interpreter start-up, {sys.implementation.name} {sys.version.split()[0]} ({sys.platform}): "
-          "median wall / CPU ms per process (difference to 'without httptrack').")  # fmt: skip
+    print(
+        f"Interpreter start-up, {sys.implementation.name} {sys.version.split()[0]} ({sys.platform}): "
+        "median wall / CPU ms per process (difference to 'without httptrack')."
+    )
     width = max(map(len, rows)) + 2
     names = list(conditions)
     print(" " * width + "".join(f"{name:<36}" for name in names))
@@ -160,8 +172,10 @@ def main() -> None:
         cells = [summary(times[name], None if name == names[0] else baseline) for name in names]
         print(f"{label:<{width}}" + "".join(f"{cell:<36}" for cell in cells))
     print(f"({args.runs} runs of `pass`, {args.import_runs} of `import httpx2`, per condition, interleaved.)")
-    print(f"-X importtime with HTTPTRACK=1: _httptrack_boot {boot_us / 1000:.2f} ms at start-up; "
-          f"httptrack {httptrack_us / 1000:.1f} ms at the first import of httpx2.")  # fmt: skip
+    print(
+        f"-X importtime with HTTPTRACK=1: _httptrack_boot {boot_us / 1000:.2f} ms at start-up; "
+        f"httptrack {httptrack_us / 1000:.1f} ms at the first import of httpx2."
+    )
 
 
 if __name__ == "__main__":

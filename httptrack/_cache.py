@@ -99,8 +99,10 @@ def _directive(value: str) -> tuple[bool, bool]:
         elif token == "off":
             read = write = False
         elif token not in ("", "on"):
-            report_fault("control_header", f"X-Httptrack-Cache: unknown value {token!r} ignored "
-                         "(use no-cache, no-store or off)")  # fmt: skip
+            report_fault(
+                "control_header",
+                f"X-Httptrack-Cache: unknown value {token!r} ignored (use no-cache, no-store or off)",
+            )
     return read, write
 
 

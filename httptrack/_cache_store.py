@@ -275,8 +275,11 @@ class EntryStore:
         try:
             blob = disk.get(key, default=None, retry=False)
         except Exception as exc:  # locked by another process past the timeout, I/O error
-            report_fault("cache_read", f"the response cache at {self.directory} could not be read; "
-                         "treated as a miss", exc)  # fmt: skip
+            report_fault(
+                "cache_read",
+                f"the response cache at {self.directory} could not be read; treated as a miss",
+                exc,
+            )
             return None
         if blob is None:
             return None
@@ -329,8 +332,11 @@ class EntryStore:
                 break
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
-                    report_fault("cache_write", f"the response cache at {self.directory} stayed locked; "
-                                 "a response was not stored", exc)  # fmt: skip
+                    report_fault(
+                        "cache_write",
+                        f"the response cache at {self.directory} stayed locked; a response was not stored",
+                        exc,
+                    )
                     return False
             except Exception as exc:  # disk full, read-only, removed folder
                 self._write_after = time.monotonic() + RETRY_AFTER

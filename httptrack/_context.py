@@ -52,7 +52,7 @@ def current_attribution() -> Attribution:
     return _current.get()
 
 
-class attribute:  # noqa: N801 - used like a function: `with httptrack.attribute(user=...)`
+class attribute:
     """Attribute every tracked call made inside a block (or decorated function).
 
     ```python

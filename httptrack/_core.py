@@ -27,11 +27,10 @@ from ._faults import report_fault
 from ._rewrite import INCLUDE_USAGE, with_include_usage
 from ._settings import Settings
 from ._store import writer
-from ._streams import UsageChunkFilter
-from ._streams import ReplayChunks
+from ._streams import ReplayChunks, UsageChunkFilter
 from .providers import provider_for_host
 
-__all__ = ["CALL_ID_HEADER", "CACHE_HEADER", "Tracker"]
+__all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker"]
 
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
@@ -146,7 +145,9 @@ class Tracker:
         try:
             if not self.settings.include_usage or exchange.operation not in ("chat", "completion"):
                 return
-            if exchange.method != "POST" or not exchange.provider.include_usage(exchange.path, exchange.query):
+            if exchange.method != "POST" or not exchange.provider.include_usage(
+                exchange.path, exchange.query
+            ):
                 return
             headers = request.headers
             if headers.get("content-encoding") or "json" not in headers.get("content-type", "json"):
@@ -173,7 +174,11 @@ class Tracker:
         answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
         app. A replayed cache entry recorded from such a request needs the same: set
         ``exchange.rewritten`` from the entry, then call this before wrapping the stream."""
-        if exchange.rewritten is not None and 200 <= status < 300 and content_type.startswith("text/event-stream"):
+        if (
+            exchange.rewritten is not None
+            and 200 <= status < 300
+            and content_type.startswith("text/event-stream")
+        ):
             exchange.chunk_filter = UsageChunkFilter()
 
     def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
@@ -187,8 +192,9 @@ class Tracker:
             if response.is_stream_consumed:
                 # Built with `content=` (mock transports, test doubles): the body is already in
                 # memory, decoded, and the stream will never be read. Record it right away.
-                exchange.received_headers(response.status_code,
-                                          [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"])  # fmt: skip
+                exchange.received_headers(
+                    response.status_code, [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"]
+                )
                 exchange.add_chunk(response.content)
                 if exchange.end("complete"):
                     self.finish(exchange)

@@ -183,7 +183,7 @@ class JSONArrayDecoder(StreamDecoder):
                     self._opened = True
                     pos += 1
                     continue
-                if pos < len(buffer) and buffer[pos] in "{\"":
+                if pos < len(buffer) and buffer[pos] in '{"':
                     self._opened = True  # a bare object or sequence: read it all the same
                 else:
                     break

@@ -38,35 +38,62 @@ def run_demo(db: Path, *, echo: Callable[[str], Any] = print, cache_dir: Path | 
     if cache_dir is not None:
         options["cache_dir"] = cache_dir
     # The SDKs of OpenAI and Anthropic use httpx2; Ollama's uses httpx. So does the demo.
-    openai = httpx2.Client(transport=TrackingTransport(mock_transport(httpx2), **options), headers=_OPENAI_HEADERS)
-    anthropic = httpx2.Client(transport=TrackingTransport(mock_transport(httpx2), **options),
-                              headers=_ANTHROPIC_HEADERS)  # fmt: skip
+    openai = httpx2.Client(
+        transport=TrackingTransport(mock_transport(httpx2), **options), headers=_OPENAI_HEADERS
+    )
+    anthropic = httpx2.Client(
+        transport=TrackingTransport(mock_transport(httpx2), **options), headers=_ANTHROPIC_HEADERS
+    )
     ollama = httpx.Client(transport=TrackingTransport(mock_transport(httpx), **options))
     question = [{"role": "user", "content": "What is the capital of France?"}]
     with openai, anthropic, ollama:
         with attribute(user="alice", service="demo"):
             openai.post(f"{OPENAI}/chat/completions", json={"model": "gpt-4o-mini", "messages": question})
             step("OpenAI chat completion (gpt-4o-mini), attributed to alice/demo")
-            with openai.stream("POST", f"{OPENAI}/chat/completions", json={
-                "model": "gpt-4o-mini", "messages": question, "stream": True,
-                "stream_options": {"include_usage": True}}) as reply:  # fmt: skip
+            with openai.stream(
+                "POST",
+                f"{OPENAI}/chat/completions",
+                json={
+                    "model": "gpt-4o-mini",
+                    "messages": question,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+            ) as reply:
                 for _ in reply.iter_lines():
                     pass
             step("OpenAI chat completion, streamed (SSE) with its usage chunk")
         with attribute(user="bob", service="demo"):
-            long_system = [{"type": "text", "text": "You are a geography tutor. " * 200,
-                            "cache_control": {"type": "ephemeral"}}]  # fmt: skip
-            anthropic.post(f"{ANTHROPIC}/messages", json={
-                "model": "claude-sonnet-4-6", "max_tokens": 200, "system": long_system, "messages": question},
-                headers={"x-fake-cache": "read"})  # fmt: skip
+            long_system = [
+                {
+                    "type": "text",
+                    "text": "You are a geography tutor. " * 200,
+                    "cache_control": {"type": "ephemeral"},
+                }
+            ]
+            anthropic.post(
+                f"{ANTHROPIC}/messages",
+                json={
+                    "model": "claude-sonnet-4-6",
+                    "max_tokens": 200,
+                    "system": long_system,
+                    "messages": question,
+                },
+                headers={"x-fake-cache": "read"},
+            )
             step("Anthropic message (claude-sonnet-4-6) reading a cached prompt: cache reads priced apart")
-            with anthropic.stream("POST", f"{ANTHROPIC}/messages", json={
-                "model": "claude-haiku-4-5", "max_tokens": 200, "messages": question, "stream": True}) as reply:  # fmt: skip
+            with anthropic.stream(
+                "POST",
+                f"{ANTHROPIC}/messages",
+                json={"model": "claude-haiku-4-5", "max_tokens": 200, "messages": question, "stream": True},
+            ) as reply:
                 for _ in reply.iter_lines():
                     pass
             step("Anthropic message, streamed (message_start + message_delta usage)")
         with attribute(user="carol", service="demo"):
-            with ollama.stream("POST", f"{OLLAMA}/chat", json={"model": "llama3.2", "messages": question}) as lines:
+            with ollama.stream(
+                "POST", f"{OLLAMA}/chat", json={"model": "llama3.2", "messages": question}
+            ) as lines:
                 for _ in lines.iter_lines():
                     pass
             step("Ollama chat on localhost, streamed (NDJSON): local models cost $0")

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from genai_prices.types import Usage as GenaiUsage
     from genai_prices.units import UnitRegistry
 
-    from httptrack._settings import Settings
 
 __all__ = [
     "BATCH_DISCOUNTS",

@@ -339,8 +339,10 @@ def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usag
     incomplete = parsed.stream and (ex.outcome in ("cut_short", "failed") or parsed.stream_error)
     if parsed.stream_error and not parsed.output and usage.is_empty:
         return usage  # an error event before any output: nothing was generated
-    if not incomplete and usage.input_tokens is not None and (
-        usage.output_tokens is not None or parsed.operation == "embeddings"
+    if (
+        not incomplete
+        and usage.input_tokens is not None
+        and (usage.output_tokens is not None or parsed.operation == "embeddings")
     ):
         return usage
     try:
@@ -388,7 +390,9 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
     if usage.is_empty:
         if status == "error" and not parsed.stream:
             row["cost_usd"] = 0.0
-            row["cost_note"] = "not billed: the call failed" if ex.status is None else "not billed: HTTP error"
+            row["cost_note"] = (
+                "not billed: the call failed" if ex.status is None else "not billed: HTTP error"
+            )
             return
         if not billed:
             row["cost_usd"] = 0.0
@@ -416,7 +420,12 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
         overrides=overrides,
         batch=parsed.batch,
     )
-    if result.cost_usd is None and parsed.response_model and parsed.model and parsed.model != parsed.response_model:
+    if (
+        result.cost_usd is None
+        and parsed.response_model
+        and parsed.model
+        and parsed.model != parsed.response_model
+    ):
         retry = price_usage(
             ex.provider.name,
             parsed.model,
@@ -438,8 +447,15 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
 
 
 #: Columns a cache hit takes from the call that fetched the response it replays.
-_REPLAYED_USAGE = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
-                   "cache_write_tokens", "reasoning_tokens", "tokens_estimated")  # fmt: skip
+_REPLAYED_USAGE = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "tokens_estimated",
+)
 
 
 def _take_replayed_reading(parsed: Parsed, original: dict[str, Any]) -> None:
@@ -481,7 +497,12 @@ def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:
 
 
 def _bodies(
-    row: dict[str, Any], ex: Exchange, body: _Body | None, parsed: Parsed, content_type: str, request_type: str
+    row: dict[str, Any],
+    ex: Exchange,
+    body: _Body | None,
+    parsed: Parsed,
+    content_type: str,
+    request_type: str,
 ) -> None:
     settings = ex.settings
     if not settings.store_bodies:

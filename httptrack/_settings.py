@@ -34,11 +34,18 @@ _DEFAULT_MAX_QUEUE = 200_000
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-}  # fmt: skip
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
 _DURATIONS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -165,24 +172,37 @@ class Settings:
     """How httptrack behaves. Arguments win over ``HTTPTRACK_*`` variables, which win over
     defaults. Immutable: use :meth:`replace` to derive a changed copy.
 
-    ``enabled``         ``HTTPTRACK_ENABLED``         ``False``: every transport passes calls through untouched
-    ``db``              ``HTTPTRACK_DB``              SQLite file (default ``$XDG_DATA_HOME/httptrack/httptrack.db``)
-    ``cache``           ``HTTPTRACK_CACHE``           ``on`` | ``off`` | ``refresh`` | ``replay`` (or True/False)
-    ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default ``$XDG_CACHE_HOME/httptrack``)
-    ``cache_size_limit````HTTPTRACK_CACHE_SIZE``      bytes before the cache evicts (default 1 GiB)
-    ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs, e.g. ``chat=2h,embeddings=30d``
-    ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies in the database
-    ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (default 10 MiB); longer ones are truncated
-    ``user``            ``HTTPTRACK_USER``            default user for calls with no other attribution
+    =================== ============================= ==========================================
+    argument            variable                      meaning
+    =================== ============================= ==========================================
+    ``enabled``         ``HTTPTRACK_ENABLED``         ``False``: every transport passes calls
+                                                      through untouched
+    ``db``              ``HTTPTRACK_DB``              SQLite file (default
+                                                      ``$XDG_DATA_HOME/httptrack/httptrack.db``)
+    ``cache``           ``HTTPTRACK_CACHE``           ``on`` | ``off`` | ``refresh`` | ``replay``
+                                                      (or True/False)
+    ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default
+                                                      ``$XDG_CACHE_HOME/httptrack``)
+    ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (1 GiB)
+    ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs: ``chat=2h,embeddings=30d``
+    ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies
+    ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (10 MiB); longer ones
+                                                      are truncated
+    ``user``            ``HTTPTRACK_USER``            default user for calls with no other
+                                                      attribution
     ``service``         ``HTTPTRACK_SERVICE``         default service
     ``hosts``           ``HTTPTRACK_HOSTS``           extra ``host[:port]=provider`` mappings
-    ``prices``          (code only)                   per-model price overrides, USD per million tokens
-                                                      (``{"my-model": {"input_mtok": 1.0, "output_mtok": 2.0}}``)
-    ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape; merged
-                                                      under ``prices`` when the settings are made
-    ``include_usage``   ``HTTPTRACK_INCLUDE_USAGE``   ask OpenAI-style streams for their usage chunk
-    ``max_queue``       ``HTTPTRACK_MAX_QUEUE``       calls waiting for the writer before new ones are dropped
-    ``redact``          (code only)                   ``callable(text) -> text`` applied to bodies before storing
+    ``prices``          (code only)                   per-model price overrides, USD per million
+                                                      tokens: ``{"my-model": {"input_mtok": 1.0}}``
+    ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape;
+                                                      merged under ``prices``
+    ``include_usage``   ``HTTPTRACK_INCLUDE_USAGE``   ask OpenAI-style streams for their usage
+                                                      chunk (hidden from the app)
+    ``max_queue``       ``HTTPTRACK_MAX_QUEUE``       calls waiting for the writer before new
+                                                      ones are dropped
+    ``redact``          (code only)                   ``callable(text) -> text`` applied to
+                                                      bodies before they are stored
+    =================== ============================= ==========================================
     """
 
     __slots__ = (
@@ -260,7 +280,9 @@ class Settings:
         set_(self, "cache_dir", Path(value).expanduser() if value else default_cache_dir())
 
         value, name = pick(cache_size_limit, "HTTPTRACK_CACHE_SIZE")
-        set_(self, "cache_size_limit", _DEFAULT_CACHE_SIZE if value in (None, "") else parse_size(value, name))
+        set_(
+            self, "cache_size_limit", _DEFAULT_CACHE_SIZE if value in (None, "") else parse_size(value, name)
+        )
 
         value, name = pick(cache_ttl, "HTTPTRACK_CACHE_TTL")
         ttl = dict(_DEFAULT_TTL)

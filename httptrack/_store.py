@@ -30,7 +30,16 @@ from ._exchange import Exchange
 from ._faults import logger, report_fault
 from ._schema import COLUMN_NAMES, COLUMNS
 
-__all__ = ["SCHEMA_VERSION", "Store", "Writer", "add_missing_columns", "connect", "flush", "migrate", "writer"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Store",
+    "Writer",
+    "add_missing_columns",
+    "connect",
+    "flush",
+    "migrate",
+    "writer",
+]
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
@@ -50,7 +59,9 @@ MAX_QUEUED_BYTES = 512 * 1024 * 1024
 MAX_PENDING_BYTES = 256 * 1024 * 1024
 #: A row's values in column order (in C: this runs for every call).
 _row_values = operator.itemgetter(*COLUMN_NAMES)
-_INSERT = f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
+_INSERT = (
+    f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
+)
 
 
 def _create_private_file(path: Path) -> None:
@@ -66,11 +77,18 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     transactions are explicit)."""
     path = Path(path)
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                               isolation_level=None, check_same_thread=False)  # fmt: skip
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro",
+            uri=True,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
     else:
         _create_private_file(path)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -219,8 +237,10 @@ class Store:
         transaction (see _views, _rollup); a failure here must never cost the rows."""
         self.behind = 0
         self._derived_at = time.monotonic()
-        for wanted, name, update in ((self._searchable, "search_index", _views.index_new_rows),
-                                     (self._rolled_up, "rollup", _views.roll_up_new_rows)):  # fmt: skip
+        for wanted, name, update in (
+            (self._searchable, "search_index", _views.index_new_rows),
+            (self._rolled_up, "rollup", _views.roll_up_new_rows),
+        ):
             if not wanted:
                 continue
             conn.execute(f"SAVEPOINT {name}")
@@ -278,7 +298,9 @@ class Writer:
     def submit(self, exchange: Exchange) -> None:
         queue = self._queue
         size = _held_bytes(exchange)
-        if len(queue) >= exchange.settings.max_queue or (queue and self._queued_bytes + size > MAX_QUEUED_BYTES):
+        if len(queue) >= exchange.settings.max_queue or (
+            queue and self._queued_bytes + size > MAX_QUEUED_BYTES
+        ):
             self.dropped += 1
             report_fault("queue_full", f"the writer is {len(queue)} calls behind; a call was not recorded")
             return
@@ -418,14 +440,16 @@ class Writer:
         beyond the bounds are lost (and counted)."""
         rows = self._pending[path]
         keep, total = 0, 0
-        for keep, row in enumerate(rows):  # noqa: B007 - `keep` is used after the loop
+        for keep, row in enumerate(rows):
             total += _row_bytes(row)
             if keep >= MAX_PENDING_ROWS or total > MAX_PENDING_BYTES:
                 break
         else:
             return
         self.dropped += len(rows) - keep
-        report_fault("pending_full", f"{path} could not be written for too long; newer calls were not recorded")
+        report_fault(
+            "pending_full", f"{path} could not be written for too long; newer calls were not recorded"
+        )
         del rows[keep:]
         self._pending_bytes[path] = sum(map(_row_bytes, rows))
 

@@ -249,4 +249,3 @@ class ReplayChunks:
 
     async def aclose(self) -> None:
         pass
-

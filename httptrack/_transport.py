@@ -201,10 +201,10 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
                 if inner is not None:
                     await inner.aclose()
         finally:
-            from ._store import flush
-
             # The flush waits on the writer thread: do it off the event loop.
             import anyio.to_thread
+
+            from ._store import flush
 
             await anyio.to_thread.run_sync(flush)
 

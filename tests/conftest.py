@@ -70,8 +70,9 @@ def responder(
     def handler(request: Any) -> Any:
         if seen is not None:
             seen.append(request)
-        return lib.Response(status, headers=headers or {"content-type": "application/json"},
-                            stream=chunk_stream(lib, chunks))  # fmt: skip
+        return lib.Response(
+            status, headers=headers or {"content-type": "application/json"}, stream=chunk_stream(lib, chunks)
+        )
 
     return handler
 
@@ -109,7 +110,9 @@ def chunk_stream(lib: Any, chunks: list[bytes], fail_after: int | None = None) -
 
 def load_sample(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     folder = SAMPLES / name
-    return tuple(json.loads((folder / f).read_text()) for f in ("request.json", "response.json", "expected.json"))  # type: ignore[return-value]
+    return tuple(
+        json.loads((folder / f).read_text()) for f in ("request.json", "response.json", "expected.json")
+    )  # type: ignore[return-value]
 
 
 def sample_names() -> list[str]:

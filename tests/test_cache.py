@@ -54,8 +54,15 @@ SAME_IN_HITS = (
     "request_id",
     "response_id",
 )
-FIGURES = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens", "cache_write_tokens",
-           "reasoning_tokens", "tokens_estimated")  # fmt: skip
+FIGURES = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "tokens_estimated",
+)
 
 
 class Clock:
@@ -74,9 +81,14 @@ class Clock:
 def chat_completion(content: str, *, model: str = "gpt-4o-mini", id: str = "chatcmpl-1") -> dict[str, Any]:
     """An OpenAI chat completion body (14 prompt tokens, 2 completion tokens)."""
     message = {"role": "assistant", "content": content}
-    return {"id": id, "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16}}  # fmt: skip
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -95,8 +107,15 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def tracking(inner: Any, db: Path, cache_dir: Path, *, asynchronous: bool = False, clock: Clock | None = None,
-             **options: Any) -> Any:  # fmt: skip
+def tracking(
+    inner: Any,
+    db: Path,
+    cache_dir: Path,
+    *,
+    asynchronous: bool = False,
+    clock: Clock | None = None,
+    **options: Any,
+) -> Any:
     """A tracking transport over ``inner``, its cache on ``clock`` when given."""
     kind = httptrack.AsyncTrackingTransport if asynchronous else httptrack.TrackingTransport
     transport = kind(inner, db=db, cache_dir=cache_dir, **options)
@@ -161,8 +180,9 @@ def test_openai_async_stream_replays_the_same_chunks(db: Path, cache_dir: Path) 
         client = openai.AsyncOpenAI(api_key="sk-test-a", http_client=httpx2.AsyncClient(transport=transport))
         runs = []
         for _ in range(2):
-            stream = await client.chat.completions.create(model="gpt-4o", messages=QUESTION, stream=True,
-                                                          stream_options={"include_usage": True})  # fmt: skip
+            stream = await client.chat.completions.create(
+                model="gpt-4o", messages=QUESTION, stream=True, stream_options={"include_usage": True}
+            )
             runs.append([chunk.model_dump() async for chunk in stream])
             await asyncio.to_thread(httptrack.flush)
         await client.close()
@@ -178,7 +198,9 @@ def test_openai_async_stream_replays_the_same_chunks(db: Path, cache_dir: Path) 
     assert hit["ttft_ms"] is not None
 
 
-def test_a_stream_httptrack_asked_usage_for_replays_exactly_what_the_app_saw(db: Path, cache_dir: Path) -> None:
+def test_a_stream_httptrack_asked_usage_for_replays_exactly_what_the_app_saw(
+    db: Path, cache_dir: Path
+) -> None:
     """The app did not ask for usage; httptrack did (and hid the usage chunk). The cached
     stream holds that chunk, so the replay must hide it again: the app sees the same bytes."""
     seen: list[RecordedRequest] = []
@@ -186,8 +208,11 @@ def test_a_stream_httptrack_asked_usage_for_replays_exactly_what_the_app_saw(db:
     with httpx2.Client(transport=transport) as client:
         runs = []
         for _ in range(2):
-            with client.stream("POST", "https://api.openai.com/v1/chat/completions",
-                               json={"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}) as reply:  # fmt: skip
+            with client.stream(
+                "POST",
+                "https://api.openai.com/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": QUESTION, "stream": True},
+            ) as reply:
                 runs.append((reply.headers["x-httptrack-cache"], b"".join(reply.iter_raw())))
             httptrack.flush()
     assert len(seen) == 1
@@ -244,7 +269,12 @@ def test_ollama_sync_and_async_stream_and_plain(db: Path, cache_dir: Path) -> No
     assert len(seen) == 2  # the stream once, the embeddings once
     rows = read_rows(db)
     assert [(r["operation"], r["cached"]) for r in rows] == [
-        ("chat", 0), ("chat", 1), ("embeddings", 0), ("embeddings", 1), ("chat", 1)]  # fmt: skip
+        ("chat", 0),
+        ("chat", 1),
+        ("embeddings", 0),
+        ("embeddings", 1),
+        ("chat", 1),
+    ]
     assert_hit_row(rows[1], rows[0])
     assert_hit_row(rows[3], rows[2])
     assert_hit_row(rows[4], rows[0])
@@ -301,8 +331,10 @@ def test_another_api_key_misses_and_no_key_is_stored(db: Path, cache_dir: Path, 
     assert stat.S_IMODE((cache_dir / "httptrack.salt").stat().st_mode) == 0o600
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
     # Another folder has another salt: the same request gets another key.
-    elsewhere = openai.OpenAI(api_key="sk-alice-0123456789", http_client=httpx2.Client(
-        transport=tracking(fake(httpx2, seen), db, tmp_path / "other-cache")))  # fmt: skip
+    elsewhere = openai.OpenAI(
+        api_key="sk-alice-0123456789",
+        http_client=httpx2.Client(transport=tracking(fake(httpx2, seen), db, tmp_path / "other-cache")),
+    )
     elsewhere.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
     assert read_rows(db)[-1]["cache_key"] not in {r["cache_key"] for r in rows}
 
@@ -352,8 +384,11 @@ def test_errors_are_never_stored(db: Path, cache_dir: Path) -> None:
     seen: list[RecordedRequest] = []
     transport = tracking(fake(httpx2, seen), db, cache_dir)
     client = openai.OpenAI(api_key="sk-test-a", max_retries=0, http_client=httpx2.Client(transport=transport))
-    errors = {"rate-limited": openai.RateLimitError, "server-error": openai.InternalServerError,
-              "missing-model": openai.NotFoundError}  # fmt: skip
+    errors = {
+        "rate-limited": openai.RateLimitError,
+        "server-error": openai.InternalServerError,
+        "missing-model": openai.NotFoundError,
+    }
     for model, error in errors.items():
         for _ in range(2):
             with pytest.raises(error):
@@ -406,8 +441,11 @@ def test_streams_cut_short_are_not_stored(db: Path, cache_dir: Path) -> None:
 def test_a_response_over_the_size_cap_is_not_stored(lib: Any, db: Path, cache_dir: Path) -> None:
     big = json.dumps({"object": "list", "data": [{"id": "x" * 1000}] * 1600}).encode()  # > 1.5 MiB
     seen: list[Any] = []
-    with lib.Client(transport=tracking(lib.MockTransport(responder(lib, big, seen=seen)), db, cache_dir,
-                                       max_body_bytes=1000)) as client:  # fmt: skip
+    with lib.Client(
+        transport=tracking(
+            lib.MockTransport(responder(lib, big, seen=seen)), db, cache_dir, max_body_bytes=1000
+        )
+    ) as client:
         for _ in range(2):
             assert client.get("https://api.openai.com/v1/models").content == big
             httptrack.flush()
@@ -468,8 +506,13 @@ def test_free_read_only_endpoints_are_cached(url: str, db: Path, cache_dir: Path
 def test_gzip_bodies_are_stored_as_received_and_decode_on_replay(lib: Any, db: Path, cache_dir: Path) -> None:
     payload = chat_completion("Paris.", model="gpt-4o-mini-2024-07-18")
     gz = gzip.compress(json.dumps(payload).encode(), mtime=0)
-    headers = {"content-type": "application/json", "content-encoding": "gzip", "content-length": str(len(gz)),
-               "set-cookie": "__cf_bm=abc; path=/", "x-request-id": "req_gz"}  # fmt: skip
+    headers = {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "content-length": str(len(gz)),
+        "set-cookie": "__cf_bm=abc; path=/",
+        "x-request-id": "req_gz",
+    }
     seen: list[Any] = []
     transport = tracking(lib.MockTransport(responder(lib, gz, headers=headers, seen=seen)), db, cache_dir)
     bodies = []
@@ -544,23 +587,30 @@ def counting_handler(lib: Any, seen: list[Any]) -> Any:
     def handler(request: Any) -> Any:
         seen.append(request)
         body = chat_completion(f"answer {len(seen)}", id=f"chatcmpl-{len(seen)}")
-        return lib.Response(200, headers={"content-type": "application/json"},
-                            stream=chunk_stream(lib, [json.dumps(body).encode()]))  # fmt: skip
+        return lib.Response(
+            200,
+            headers={"content-type": "application/json"},
+            stream=chunk_stream(lib, [json.dumps(body).encode()]),
+        )
 
     return handler
 
 
 def ask(client: Any, headers: dict[str, str] | None = None) -> tuple[str | None, str]:
-    response = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION},
-                           headers={"authorization": "Bearer sk-a", **(headers or {})})  # fmt: skip
+    response = client.post(
+        CHAT_URL,
+        json={"model": "gpt-4o-mini", "messages": QUESTION},
+        headers={"authorization": "Bearer sk-a", **(headers or {})},
+    )
     httptrack.flush()
     return response.headers.get("x-httptrack-cache"), response.json()["choices"][0]["message"]["content"]
 
 
 def test_mode_off_neither_reads_nor_stores(db: Path, cache_dir: Path) -> None:
     seen: list[Any] = []
-    with httpx2.Client(transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir,
-                                          cache=False)) as client:  # fmt: skip
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir, cache=False)
+    ) as client:
         assert [ask(client), ask(client)] == [(None, "answer 1"), (None, "answer 2")]
     assert not cache_dir.exists()
     assert [r["cache_key"] for r in read_rows(db)] == [None, None]
@@ -596,14 +646,19 @@ def test_mode_replay_serves_hits_and_refuses_misses(db: Path, cache_dir: Path) -
         replayer.chat.completions.create(model="gpt-4o", messages=QUESTION)
     miss = caught.value
     assert (miss.method, miss.url, miss.model) == ("POST", CHAT_URL, "gpt-4o")
-    assert str(miss) == ("httptrack cache is in replay mode and there is no cached response for POST "
-                         f"{CHAT_URL} (model 'gpt-4o'); nothing was sent. Run once with HTTPTRACK_CACHE=on "
-                         "(or refresh) to record it.")  # fmt: skip
+    assert str(miss) == (
+        "httptrack cache is in replay mode and there is no cached response for POST "
+        f"{CHAT_URL} (model 'gpt-4o'); nothing was sent. Run once with HTTPTRACK_CACHE=on "
+        "(or refresh) to record it."
+    )
     assert pickle.loads(pickle.dumps(miss)).args == miss.args
     assert len(seen) == 1
     rows = read_rows(db)
     assert [(r["cached"], r["status"], r["outcome"]) for r in rows] == [
-        (0, "success", "complete"), (1, "success", "complete"), (0, "error", "cache_miss")]  # fmt: skip
+        (0, "success", "complete"),
+        (1, "success", "complete"),
+        (0, "error", "cache_miss"),
+    ]
     assert (rows[2]["error_code"], rows[2]["error_message"], rows[2]["http_status"]) == (
         "httptrack.CacheMiss",
         str(miss),
@@ -625,8 +680,11 @@ def test_replay_mode_is_strict(db: Path, cache_dir: Path, monkeypatch: pytest.Mo
         with pytest.raises(
             httptrack.CacheMiss, match=r"generateContent\?key=\[redacted\]; nothing was sent"
         ) as caught:
-            client.post("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
-                        params={"key": "AIza-secret"}, json={"contents": []})  # fmt: skip
+            client.post(
+                "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
+                params={"key": "AIza-secret"},
+                json={"contents": []},
+            )
         assert "AIza-secret" not in str(caught.value)
     assert seen == []
     assert [r["outcome"] for r in read_rows(db)] == ["cache_miss"] * 3
@@ -751,8 +809,9 @@ def test_ttl_settings_env_and_per_request(db: Path, cache_dir: Path, monkeypatch
 def test_memory_copy_honours_expiry_and_clear(db: Path, cache_dir: Path) -> None:
     seen: list[Any] = []
     clock = Clock()
-    with httpx2.Client(transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir,
-                                          clock=clock)) as client:  # fmt: skip
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir, clock=clock)
+    ) as client:
         assert ask(client) == ("MISS", "answer 1")
         store = shared_store(cache_dir, 1 << 30)
         assert ask(client) == ("HIT", "answer 1") and len(store.memory) == 1
@@ -927,9 +986,15 @@ def test_processes_share_the_cache_folder(db: Path, cache_dir: Path) -> None:
 
 
 def test_entries_round_trip_and_damage_is_detected() -> None:
-    entry = CacheEntry(200, ((b"content-type", b"text/event-stream"), (b"x-caf\xe9", b"\xff")),
-                       (b"data: 1\n\n", b"", b"data: 2\n\n"), {"input_tokens": 3, "cost_usd": 1e-06},
-                       1.5, 60.0, {"model": "m"})  # fmt: skip
+    entry = CacheEntry(
+        200,
+        ((b"content-type", b"text/event-stream"), (b"x-caf\xe9", b"\xff")),
+        (b"data: 1\n\n", b"", b"data: 2\n\n"),
+        {"input_tokens": 3, "cost_usd": 1e-06},
+        1.5,
+        60.0,
+        {"model": "m"},
+    )
     blob = encode_entry(entry)
     assert decode_entry(blob) == entry
     for position in range(len(blob)):

@@ -170,7 +170,11 @@ def test_a_clear_from_another_process_is_noticed(
     command = [sys.executable, "-c", "from httptrack.cli import main; main()", "cache", "clear"]
     cleared = subprocess.run(
         [*command, "--cache-dir", str(cache_dir)],
-        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert cleared.stdout == f"Removed 1 cached response from {cache_dir}.\n"
     assert sdk.models.with_raw_response.list().headers["x-httptrack-cache"] == "MISS"

@@ -31,10 +31,10 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 SSE = (
-    "\ufeffevent: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
+    '\ufeffevent: message_start\r\ndata: {"a": 1}\r\n\r\n'
     ": a comment\n"
     "data: first line\ndata: second line\n\n"
-    "event: x\rdata: {\"t\": \"héllo – 世界 🌍\"}\r\r"
+    'event: x\rdata: {"t": "héllo – 世界 🌍"}\r\r'
     "id: 7\ndata:no-space\n\n"
     "data: [DONE]\n\n"
 ).encode()
@@ -60,8 +60,10 @@ def test_sse_split_anywhere(cuts: list[int]) -> None:
 def test_sse_byte_by_byte_and_cut_short() -> None:
     assert feed_all(SSEDecoder(), [bytes([b]) for b in SSE]) == SSE_EVENTS
     # A stream cut mid-event still yields what arrived.
-    assert feed_all(SSEDecoder(), [b"data: {\"a\": 1}\n\ndata: part"]) == [SSEEvent(None, '{"a": 1}'),
-                                                                           SSEEvent(None, "part")]  # fmt: skip
+    assert feed_all(SSEDecoder(), [b'data: {"a": 1}\n\ndata: part']) == [
+        SSEEvent(None, '{"a": 1}'),
+        SSEEvent(None, "part"),
+    ]
 
 
 NDJSON = "\n".join(json.dumps({"i": i, "text": "ünïcödé " * i}) for i in range(20)).encode() + b"\n"
@@ -75,11 +77,17 @@ def test_ndjson_split_anywhere(cuts: list[int]) -> None:
 
 
 def test_ndjson_without_final_newline_and_junk() -> None:
-    assert feed_all(NDJSONDecoder(), [b'{"a": 1}\nnot json\n{"b"', b': 2}']) == [{"a": 1}, "not json", {"b": 2}]
+    assert feed_all(NDJSONDecoder(), [b'{"a": 1}\nnot json\n{"b"', b": 2}"]) == [
+        {"a": 1},
+        "not json",
+        {"b": 2},
+    ]
 
 
-ARRAY = ('[{"candidates": [{"content": {"parts": [{"text": "a ]} tricky"}]}}]}\r\n,\r\n'
-         '{"usageMetadata": {"promptTokenCount": 3}}\r\n]').encode()  # fmt: skip
+ARRAY = (
+    b'[{"candidates": [{"content": {"parts": [{"text": "a ]} tricky"}]}}]}\r\n,\r\n'
+    b'{"usageMetadata": {"promptTokenCount": 3}}\r\n]'
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -98,8 +106,12 @@ def test_decoders_never_raise_on_garbage(data: bytes, cuts: list[int]) -> None:
 
 def test_content_decoder_gzip_and_deflate_in_pieces() -> None:
     body = json.dumps({"x": "y" * 5000}).encode()
-    for encoding, data in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body)),
-                           ("deflate", zlib.compress(body)[2:-4])):  # fmt: skip  # raw deflate, as some servers send
+    raw_deflate = zlib.compress(body)[2:-4]  # deflate without the zlib wrapper, as some servers send
+    for encoding, data in (
+        ("gzip", gzip.compress(body)),
+        ("deflate", zlib.compress(body)),
+        ("deflate", raw_deflate),
+    ):
         decoder = ContentDecoder(encoding)
         out = b"".join(decoder.decode(data[i : i + 7]) for i in range(0, len(data), 7)) + decoder.flush()
         assert out == body

@@ -40,10 +40,22 @@ def _exchange_with_limit(limit: int) -> _exchange.Exchange:
     from httptrack._settings import Settings
     from httptrack.providers import provider_by_name
 
-    return _exchange.Exchange(provider=provider_by_name("openai"), operation="chat",
-                              settings=Settings(max_body_bytes=limit), sink=None, method="POST", scheme="https",
-                              host="api.openai.com", port=None, path="/v1/chat/completions", query="",
-                              request_headers=[], request_body=b"", attribution=Attribution(), control=None)  # fmt: skip
+    return _exchange.Exchange(
+        provider=provider_by_name("openai"),
+        operation="chat",
+        settings=Settings(max_body_bytes=limit),
+        sink=None,
+        method="POST",
+        scheme="https",
+        host="api.openai.com",
+        port=None,
+        path="/v1/chat/completions",
+        query="",
+        request_headers=[],
+        request_body=b"",
+        attribution=Attribution(),
+        control=None,
+    )
 
 
 def test_body_is_kept_whole_up_to_the_cap_then_only_its_tail() -> None:

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from conftest import LIBS, chunk_stream, one_row, read_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import httptrack
-from conftest import LIBS, chunk_stream, one_row, read_rows
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 
@@ -27,11 +27,23 @@ ODD_PAYLOADS = {
     "invalid json": (b'{"id": "x", "usage": {"prompt_tokens": 3,', "application/json"),
     "binary": (bytes(range(256)) * 4, "application/octet-stream"),
     "html error page": (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
-    "truncated sse": (b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: {"choi', "text/event-stream"),
-    "absurd numbers": (json.dumps({"model": "gpt-4o", "usage": {"prompt_tokens": -5, "completion_tokens": 1e308,
-                                                                "total_tokens": "many"}}).encode(), "application/json"),  # fmt: skip
-    "wrong types": (json.dumps({"model": ["not", "a", "string"], "choices": "nope", "usage": [1, 2]}).encode(),
-                    "application/json"),  # fmt: skip
+    "truncated sse": (
+        b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: {"choi',
+        "text/event-stream",
+    ),
+    "absurd numbers": (
+        json.dumps(
+            {
+                "model": "gpt-4o",
+                "usage": {"prompt_tokens": -5, "completion_tokens": 1e308, "total_tokens": "many"},
+            }
+        ).encode(),
+        "application/json",
+    ),
+    "wrong types": (
+        json.dumps({"model": ["not", "a", "string"], "choices": "nope", "usage": [1, 2]}).encode(),
+        "application/json",
+    ),
     "empty": (b"", "application/json"),
     "json array": (b"[1, 2, 3]", "application/json"),
     "sse of garbage": (b"data: \xff\xfe\x00\n\nevent: ??\ndata: {]\n\n", "text/event-stream"),
@@ -64,7 +76,9 @@ def test_html_error_page_is_recorded_as_an_error_with_its_text(db: Path) -> None
     def handler(request: Any) -> Any:
         return httpx.Response(502, headers={"content-type": "text/html"}, content=page)
 
-    with httpx.Client(transport=httptrack.TrackingTransport(httpx.MockTransport(handler), db=db, cache=False)) as c:
+    with httpx.Client(
+        transport=httptrack.TrackingTransport(httpx.MockTransport(handler), db=db, cache=False)
+    ) as c:
         reply = c.post(CHAT, json={"model": "gpt-4o"})
     assert (reply.status_code, reply.content) == (502, page)
     row = one_row(db)
@@ -72,17 +86,26 @@ def test_html_error_page_is_recorded_as_an_error_with_its_text(db: Path) -> None
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(max_size=3000), cut=st.integers(min_value=1, max_value=64),
-       content_type=st.sampled_from(["application/json", "text/event-stream", "application/x-ndjson", "text/plain"]),
-       host=st.sampled_from(["api.openai.com", "api.anthropic.com", "localhost:11434",
-                             "generativelanguage.googleapis.com"]))  # fmt: skip
-def test_fuzzed_responses_never_break_the_call(tmp_path_factory: Any, body: bytes, cut: int, content_type: str,
-                                               host: str) -> None:  # fmt: skip
+@given(
+    body=st.binary(max_size=3000),
+    cut=st.integers(min_value=1, max_value=64),
+    content_type=st.sampled_from(
+        ["application/json", "text/event-stream", "application/x-ndjson", "text/plain"]
+    ),
+    host=st.sampled_from(
+        ["api.openai.com", "api.anthropic.com", "localhost:11434", "generativelanguage.googleapis.com"]
+    ),
+)
+def test_fuzzed_responses_never_break_the_call(
+    tmp_path_factory: Any, body: bytes, cut: int, content_type: str, host: str
+) -> None:
     db = tmp_path_factory.mktemp("fuzz") / "calls.db"
     pieces = [body[i : i + cut] for i in range(0, len(body), cut)] or [b""]
 
     def handler(request: Any) -> Any:
-        return httpx2.Response(200, headers={"content-type": content_type}, stream=chunk_stream(httpx2, pieces))
+        return httpx2.Response(
+            200, headers={"content-type": content_type}, stream=chunk_stream(httpx2, pieces)
+        )
 
     transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
     with httpx2.Client(transport=transport) as client:
@@ -94,8 +117,9 @@ def test_fuzzed_responses_never_break_the_call(tmp_path_factory: Any, body: byte
 
 def test_a_full_disk_stops_recording_not_calling(db: Path) -> None:
     body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db,
-                                            cache=False)  # fmt: skip
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db, cache=False
+    )
     with httpx.Client(transport=transport) as client:
         client.post(CHAT, json={"model": "gpt-4o-mini"})
         assert len(read_rows(db)) == 1
@@ -129,8 +153,9 @@ def test_a_full_disk_stops_recording_not_calling(db: Path) -> None:
 
 def test_a_corrupted_database_never_breaks_the_call(db: Path) -> None:
     db.write_bytes(b"this is not a database" * 100)
-    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db,
-                                            cache=False)  # fmt: skip
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db, cache=False
+    )
     with httpx.Client(transport=transport) as client:
         for _ in range(3):
             assert client.post(CHAT, json={"model": "gpt-4o"}).status_code == 200
@@ -144,10 +169,19 @@ def test_redact_hook_scrubs_bodies_before_they_are_stored(db: Path) -> None:
     def no_emails(text: str) -> str:
         return re.sub(r"[\w.]+@[\w.]+", "[email]", text)
 
-    reply_body = json.dumps({"model": "gpt-4o-mini", "choices": [{"index": 0, "message": {
-        "content": "Write to bob@example.com"}}], "usage": {"prompt_tokens": 4, "completion_tokens": 4}})  # fmt: skip
-    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=reply_body)), db=db,
-                                            cache=False, redact=no_emails)  # fmt: skip
+    reply_body = json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"content": "Write to bob@example.com"}}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 4},
+        }
+    )
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text=reply_body)),
+        db=db,
+        cache=False,
+        redact=no_emails,
+    )
     with httpx.Client(transport=transport) as client:
         client.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"content": "mail alice@example.com"}]})
     row = one_row(db)
@@ -161,8 +195,9 @@ def test_a_failing_redact_hook_stores_no_body(db: Path) -> None:
     def broken(text: str) -> str:
         raise ValueError("bug in the user's hook")
 
-    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db,
-                                            cache=False, redact=broken)  # fmt: skip
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db, cache=False, redact=broken
+    )
     with httpx.Client(transport=transport) as client:
         assert client.post(CHAT, json={"model": "gpt-4o-mini", "messages": "private"}).status_code == 200
     row = one_row(db)
@@ -181,8 +216,10 @@ def test_many_processes_writing_one_database_lose_nothing(db: Path) -> None:
             for _ in range(int(sys.argv[3])):
                 client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"})
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(db), f"p{i}", "2000"],
-                              env={**os.environ}) for i in range(4)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(db), f"p{i}", "2000"], env={**os.environ})
+        for i in range(4)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0
     conn = sqlite3.connect(db)
@@ -196,8 +233,9 @@ def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: 
 
     monkeypatch.setattr(_store, "MAX_QUEUED_BYTES", 1_000_000)
     body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db,
-                                            cache=False)  # fmt: skip
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db, cache=False
+    )
     writer = _store.writer()
     dropped = writer.dropped
     with httpx.Client(transport=transport) as client:
@@ -213,14 +251,17 @@ def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: 
     assert writer._queued_bytes == 0
 
 
-def test_rows_waiting_for_an_unwritable_database_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_waiting_for_an_unwritable_database_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from httptrack import _store
 
     monkeypatch.setattr(_store, "MAX_PENDING_BYTES", 300_000)
     db = tmp_path / "not-a-dir" / "calls.db"
     (tmp_path / "not-a-dir").write_text("a file where the folder should be")
-    transport = httptrack.TrackingTransport(httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db,
-                                            cache=False)  # fmt: skip
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db, cache=False
+    )
     writer = _store.writer()
     dropped = writer.dropped
     with httpx.Client(transport=transport) as client:

@@ -512,11 +512,13 @@ def test_settings_merge_the_price_file_under_prices_given_in_code(tmp_path: Path
     assert settings.prices == {"a": {"input_mtok": 1.0}, "b": {"input_mtok": 3.0}}
 
 
-def test_a_bad_price_file_fails_when_the_settings_are_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_price_file_fails_when_the_settings_are_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "prices.json"
     path.write_text('{"my-model": {"input_mtok": "cheap"}}')
     monkeypatch.setenv("HTTPTRACK_PRICES", str(path))
-    with pytest.raises(PriceFileError, match="prices.json"):
+    with pytest.raises(PriceFileError, match=r"prices\.json"):
         Settings()
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from conftest import chunk_stream, load_sample, one_row, sample_names
 
 import httptrack
-from conftest import chunk_stream, load_sample, one_row, sample_names
 
 FIGURES = (
     "input_tokens",
@@ -64,7 +64,9 @@ def test_sample_sync(name: str, lib: Any, piece: int, db: Path) -> None:
     request, response, expected = load_sample(name)
     body = response["body_text"].encode()
     chunks = split(body, piece)
-    transport = httptrack.TrackingTransport(lib.MockTransport(handler_for(lib, response, chunks)), db=db, cache=False, include_usage=False)
+    transport = httptrack.TrackingTransport(
+        lib.MockTransport(handler_for(lib, response, chunks)), db=db, cache=False, include_usage=False
+    )
     with lib.Client(transport=transport) as client:
         sent = client.build_request(
             request["method"], request["url"], headers=request["headers"], content=json.dumps(request["body"])
@@ -97,7 +99,10 @@ def test_sample_async(name: str, lib: Any, db: Path) -> None:
         transport = httptrack.AsyncTrackingTransport(inner, db=db, cache=False, include_usage=False)
         async with lib.AsyncClient(transport=transport) as client:
             sent = client.build_request(
-                request["method"], request["url"], headers=request["headers"], content=json.dumps(request["body"])
+                request["method"],
+                request["url"],
+                headers=request["headers"],
+                content=json.dumps(request["body"]),
             )
             reply = await client.send(sent, stream=True)
             try:

@@ -21,25 +21,38 @@ import httpx2
 import ollama
 import openai
 import pytest
+from conftest import one_row, read_rows
 
 import httptrack
-from conftest import one_row, read_rows
 from httptrack._fake import FakeProviderServer, mock_transport
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def price(provider_id: str, model: str, *, input_tokens: int, output_tokens: int, cache_read: int = 0,
-          cache_write: int = 0) -> float:  # fmt: skip
-    usage = genai_prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens,
-                               cache_read_tokens=cache_read, cache_write_tokens=cache_write)  # fmt: skip
+def price(
+    provider_id: str,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+) -> float:
+    usage = genai_prices.Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
     return float(genai_prices.calc_price(usage, model, provider_id=provider_id).total_price)
 
 
 def tracked(lib: Any, db: Path, *, asynchronous: bool = False) -> Any:
     """An httpx/httpx2 client whose tracking transport talks to the in-process fake."""
     if asynchronous:
-        return lib.AsyncClient(transport=httptrack.AsyncTrackingTransport(mock_transport(lib), db=db, cache=False))
+        return lib.AsyncClient(
+            transport=httptrack.AsyncTrackingTransport(mock_transport(lib), db=db, cache=False)
+        )
     return lib.Client(transport=httptrack.TrackingTransport(mock_transport(lib), db=db, cache=False))
 
 
@@ -56,10 +69,17 @@ def test_openai_chat_sync(db: Path) -> None:
     assert (row["provider"], row["operation"], row["model"]) == ("openai", "chat", "gpt-4o-mini")
     assert row["response_model"] == reply.model
     assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (
-        reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens)  # fmt: skip
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+        reply.usage.total_tokens,
+    )
     assert row["cached_input_tokens"] == reply.usage.prompt_tokens_details.cached_tokens
-    assert row["cost_usd"] == price("openai", "gpt-4o-mini", input_tokens=reply.usage.prompt_tokens,
-                                    output_tokens=reply.usage.completion_tokens)  # fmt: skip
+    assert row["cost_usd"] == price(
+        "openai",
+        "gpt-4o-mini",
+        input_tokens=reply.usage.prompt_tokens,
+        output_tokens=reply.usage.completion_tokens,
+    )
     assert (row["user"], row["service"], row["status"], row["stream"]) == ("alice", "qa", "success", 0)
     assert 0 < row["latency_ms"] <= wall_ms
     assert row["finish_reason"] == reply.choices[0].finish_reason == "stop"
@@ -71,9 +91,13 @@ def test_openai_chat_sync(db: Path) -> None:
 def test_openai_chat_stream_with_usage_sync(db: Path) -> None:
     client = openai.OpenAI(api_key="sk-test-openai", http_client=tracked(httpx2, db))
     text, usage = [], None
-    stream = client.chat.completions.create(model="gpt-4o", messages=QUESTION, stream=True,
-                                            stream_options={"include_usage": True},
-                                            extra_headers={"X-Httptrack-User": "bob"})  # fmt: skip
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=QUESTION,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"X-Httptrack-User": "bob"},
+    )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             text.append(chunk.choices[0].delta.content)
@@ -84,8 +108,9 @@ def test_openai_chat_stream_with_usage_sync(db: Path) -> None:
     assert row["tokens_estimated"] == 0
     assert row["response_text"] == "".join(text)
     assert row["user"] == "bob"
-    assert row["cost_usd"] == price("openai", "gpt-4o", input_tokens=usage.prompt_tokens,
-                                    output_tokens=usage.completion_tokens)  # fmt: skip
+    assert row["cost_usd"] == price(
+        "openai", "gpt-4o", input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens
+    )
     assert 0 <= row["ttft_ms"] <= row["latency_ms"]
 
 
@@ -97,19 +122,23 @@ def test_openai_embeddings_and_models(db: Path) -> None:
     assert [r["operation"] for r in rows] == ["embeddings", "models"]
     assert rows[0]["input_tokens"] == emb.usage.prompt_tokens
     assert rows[0]["output_tokens"] is None
-    assert rows[0]["cost_usd"] == price("openai", "text-embedding-3-small", input_tokens=emb.usage.prompt_tokens,
-                                        output_tokens=0)  # fmt: skip
+    assert rows[0]["cost_usd"] == price(
+        "openai", "text-embedding-3-small", input_tokens=emb.usage.prompt_tokens, output_tokens=0
+    )
     assert len(models.data) > 0
     assert (rows[1]["method"], rows[1]["cost_usd"]) == ("GET", 0.0)
 
 
 def test_openai_async_plain_and_stream(db: Path) -> None:
     async def main() -> tuple[Any, list[Any]]:
-        client = openai.AsyncOpenAI(api_key="sk-test-openai", http_client=tracked(httpx2, db, asynchronous=True))
+        client = openai.AsyncOpenAI(
+            api_key="sk-test-openai", http_client=tracked(httpx2, db, asynchronous=True)
+        )
         with httptrack.attribute(user="carol"):
             plain = await client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
-            stream = await client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True,
-                                                          stream_options={"include_usage": True})  # fmt: skip
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=QUESTION, stream=True, stream_options={"include_usage": True}
+            )
             chunks = [chunk async for chunk in stream]
         await client.close()
         return plain, chunks
@@ -135,9 +164,15 @@ def test_openai_stream_broken_midway(db: Path) -> None:
     with pytest.raises(openai.APIConnectionError) as info:
         for _ in client.chat.completions.create(model="cut-stream", messages=QUESTION, stream=True):
             pass
-    assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)  # as the SDK reports it without httptrack
+    assert isinstance(
+        info.value.__cause__, httpx2.RemoteProtocolError
+    )  # as the SDK reports it without httptrack
     row = one_row(db)
-    assert (row["status"], row["outcome"], row["error_code"]) == ("error", "failed", "httpx2.RemoteProtocolError")
+    assert (row["status"], row["outcome"], row["error_code"]) == (
+        "error",
+        "failed",
+        "httpx2.RemoteProtocolError",
+    )
 
 
 def test_openai_stream_abandoned_by_the_app(db: Path) -> None:
@@ -156,22 +191,44 @@ def test_openai_stream_abandoned_by_the_app(db: Path) -> None:
 
 def test_anthropic_messages_sync_with_cache_read(db: Path) -> None:
     client = anthropic.Anthropic(api_key="sk-ant-test", http_client=tracked(httpx2, db))
-    system = [{"type": "text", "text": "You answer geography questions. " * 100, "cache_control": {"type": "ephemeral"}}]
+    system = [
+        {
+            "type": "text",
+            "text": "You answer geography questions. " * 100,
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
     with httptrack.attribute(user="dave", service="tutor"):
-        msg = client.messages.create(model="claude-sonnet-4-6", max_tokens=100, system=system, messages=QUESTION,
-                                     extra_headers={"x-fake-cache": "read"})  # fmt: skip
+        msg = client.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=100,
+            system=system,
+            messages=QUESTION,
+            extra_headers={"x-fake-cache": "read"},
+        )
     row = one_row(db)
     u = msg.usage
     total_input = u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
     assert u.cache_read_input_tokens > 0
-    assert (row["provider"], row["model"], row["user"], row["service"]) == ("anthropic", "claude-sonnet-4-6", "dave",
-                                                                            "tutor")  # fmt: skip
+    assert (row["provider"], row["model"], row["user"], row["service"]) == (
+        "anthropic",
+        "claude-sonnet-4-6",
+        "dave",
+        "tutor",
+    )
     assert (row["input_tokens"], row["output_tokens"]) == (total_input, u.output_tokens)
-    assert (row["cached_input_tokens"], row["cache_write_tokens"]) == (u.cache_read_input_tokens,
-                                                                       u.cache_creation_input_tokens)  # fmt: skip
-    assert row["cost_usd"] == price("anthropic", "claude-sonnet-4-6", input_tokens=total_input,
-                                    output_tokens=u.output_tokens, cache_read=u.cache_read_input_tokens,
-                                    cache_write=u.cache_creation_input_tokens)  # fmt: skip
+    assert (row["cached_input_tokens"], row["cache_write_tokens"]) == (
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+    )
+    assert row["cost_usd"] == price(
+        "anthropic",
+        "claude-sonnet-4-6",
+        input_tokens=total_input,
+        output_tokens=u.output_tokens,
+        cache_read=u.cache_read_input_tokens,
+        cache_write=u.cache_creation_input_tokens,
+    )
     assert row["finish_reason"] == msg.stop_reason
     assert row["request_id"] == msg._request_id
 
@@ -183,18 +240,29 @@ def test_anthropic_stream_sync_and_async(db: Path) -> None:
         final = stream.get_final_message()
 
     async def main() -> Any:
-        aclient = anthropic.AsyncAnthropic(api_key="sk-ant-test", http_client=tracked(httpx2, db, asynchronous=True))
+        aclient = anthropic.AsyncAnthropic(
+            api_key="sk-ant-test", http_client=tracked(httpx2, db, asynchronous=True)
+        )
         with httptrack.attribute(user="erin"):
-            async with aclient.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=QUESTION) as s:
+            async with aclient.messages.stream(
+                model="claude-haiku-4-5", max_tokens=100, messages=QUESTION
+            ) as s:
                 return await s.get_final_message()
 
     afinal = asyncio.run(main())
     rows = read_rows(db)
     assert [(r["stream"], r["user"]) for r in rows] == [(1, None), (1, "erin")]
     for row, message in zip(rows, (final, afinal), strict=True):
-        assert (row["input_tokens"], row["output_tokens"]) == (message.usage.input_tokens, message.usage.output_tokens)
-        assert row["cost_usd"] == price("anthropic", "claude-haiku-4-5", input_tokens=message.usage.input_tokens,
-                                        output_tokens=message.usage.output_tokens)  # fmt: skip
+        assert (row["input_tokens"], row["output_tokens"]) == (
+            message.usage.input_tokens,
+            message.usage.output_tokens,
+        )
+        assert row["cost_usd"] == price(
+            "anthropic",
+            "claude-haiku-4-5",
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+        )
     assert rows[0]["response_text"] == text
 
 
@@ -202,18 +270,27 @@ def test_anthropic_stream_sync_and_async(db: Path) -> None:
 
 
 def test_ollama_chat_generate_embed_sync(db: Path) -> None:
-    client = ollama.Client(host="http://localhost:11434", transport=httptrack.TrackingTransport(
-        mock_transport(httpx), db=db, cache=False))  # fmt: skip
+    client = ollama.Client(
+        host="http://localhost:11434",
+        transport=httptrack.TrackingTransport(mock_transport(httpx), db=db, cache=False),
+    )
     with httptrack.attribute(user="frank"):
         chat = client.chat(model="llama3.2", messages=QUESTION, stream=False)
         parts = list(client.chat(model="llama3.2", messages=QUESTION, stream=True))
         gen = client.generate(model="llama3.2", prompt="Why is the sky blue?")
         emb = client.embed(model="nomic-embed-text", input=["Paris", "France"])
     rows = read_rows(db)
-    assert [(r["operation"], r["stream"]) for r in rows] == [("chat", 0), ("chat", 1), ("completion", 0),
-                                                             ("embeddings", 0)]  # fmt: skip
+    assert [(r["operation"], r["stream"]) for r in rows] == [
+        ("chat", 0),
+        ("chat", 1),
+        ("completion", 0),
+        ("embeddings", 0),
+    ]
     assert (rows[0]["input_tokens"], rows[0]["output_tokens"]) == (chat.prompt_eval_count, chat.eval_count)
-    assert (rows[1]["input_tokens"], rows[1]["output_tokens"]) == (parts[-1].prompt_eval_count, parts[-1].eval_count)
+    assert (rows[1]["input_tokens"], rows[1]["output_tokens"]) == (
+        parts[-1].prompt_eval_count,
+        parts[-1].eval_count,
+    )
     assert rows[1]["response_text"] == "".join(p.message.content for p in parts)
     assert (rows[2]["input_tokens"], rows[2]["output_tokens"]) == (gen.prompt_eval_count, gen.eval_count)
     assert rows[3]["input_tokens"] == emb.prompt_eval_count
@@ -224,8 +301,10 @@ def test_ollama_chat_generate_embed_sync(db: Path) -> None:
 
 def test_ollama_async_stream(db: Path) -> None:
     async def main() -> list[Any]:
-        client = ollama.AsyncClient(host="http://localhost:11434", transport=httptrack.AsyncTrackingTransport(
-            mock_transport(httpx), db=db, cache=False))  # fmt: skip
+        client = ollama.AsyncClient(
+            host="http://localhost:11434",
+            transport=httptrack.AsyncTrackingTransport(mock_transport(httpx), db=db, cache=False),
+        )
         return [part async for part in await client.chat(model="llama3.2", messages=QUESTION, stream=True)]
 
     parts = asyncio.run(main())
@@ -244,16 +323,24 @@ def test_groq_sync_and_async(db: Path) -> None:
 
     async def main() -> list[Any]:
         aclient = groq.AsyncGroq(api_key="gsk-test", http_client=tracked(httpx, db, asynchronous=True))
-        stream = await aclient.chat.completions.create(model="llama-3.3-70b-versatile", messages=QUESTION,
-                                                       stream=True)  # fmt: skip
+        stream = await aclient.chat.completions.create(
+            model="llama-3.3-70b-versatile", messages=QUESTION, stream=True
+        )
         return [chunk async for chunk in stream]
 
     chunks = asyncio.run(main())
     rows = read_rows(db)
-    assert [(r["provider"], r["stream"], r["service"]) for r in rows] == [("groq", 0, "groq-svc"), ("groq", 1, None)]
+    assert [(r["provider"], r["stream"], r["service"]) for r in rows] == [
+        ("groq", 0, "groq-svc"),
+        ("groq", 1, None),
+    ]
     assert rows[0]["input_tokens"] == reply.usage.prompt_tokens
-    assert rows[0]["cost_usd"] == price("groq", "llama-3.3-70b-versatile", input_tokens=reply.usage.prompt_tokens,
-                                        output_tokens=reply.usage.completion_tokens)  # fmt: skip
+    assert rows[0]["cost_usd"] == price(
+        "groq",
+        "llama-3.3-70b-versatile",
+        input_tokens=reply.usage.prompt_tokens,
+        output_tokens=reply.usage.completion_tokens,
+    )
     # This stream carries no usage: counted locally from the text the app received, flagged.
     assert rows[1]["tokens_estimated"] == 1
     assert rows[1]["response_text"] == "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -267,11 +354,18 @@ def test_real_http_server_with_default_inner_transport(db: Path) -> None:
     with FakeProviderServer(chunk_delay=0.01) as server:
         host = f"127.0.0.1:{server.port}"
         transport = httptrack.TrackingTransport(db=db, cache=False, hosts={host: "openai"})
-        client = openai.OpenAI(api_key="sk-live-looking-secret", base_url=f"{server.url}/v1",
-                               http_client=httpx2.Client(transport=transport))  # fmt: skip
-        stream = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True,
-                                                stream_options={"include_usage": True},
-                                                extra_headers={"X-Httptrack-Session": "sess-1"})  # fmt: skip
+        client = openai.OpenAI(
+            api_key="sk-live-looking-secret",
+            base_url=f"{server.url}/v1",
+            http_client=httpx2.Client(transport=transport),
+        )
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=QUESTION,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"X-Httptrack-Session": "sess-1"},
+        )
         chunks = list(stream)
         client.close()
         received = server.requests

@@ -10,9 +10,9 @@ import anthropic
 import httpx
 import httpx2
 import openai
+from conftest import read_rows
 
 import httptrack
-from conftest import read_rows
 from httptrack._fake import mock_transport
 
 SECRETS = {
@@ -39,17 +39,32 @@ def test_no_credential_reaches_the_database(db: Path) -> None:
     ant.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
 
     def gemini(request: Any) -> Any:
-        body = {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
-                "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1}, "modelVersion": "gemini-2.5-flash"}  # fmt: skip
+        body = {
+            "candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1},
+            "modelVersion": "gemini-2.5-flash",
+        }
         return httpx.Response(200, json=body, headers={"set-cookie": f"NID={SECRETS['set_cookie']}; Path=/"})
 
-    with httpx.Client(transport=httptrack.TrackingTransport(httpx.MockTransport(gemini), db=db, cache=False)) as c:
+    with httpx.Client(
+        transport=httptrack.TrackingTransport(httpx.MockTransport(gemini), db=db, cache=False)
+    ) as c:
         url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
-        c.post(url, params={"key": SECRETS["google_query"]}, json={"contents": [{"parts": [{"text": "hi"}]}]},
-               headers={"x-goog-api-key": SECRETS["google_header"], "cookie": SECRETS["cookie"],
-                        "x-custom-auth-token": SECRETS["custom"]})  # fmt: skip
-        c.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o"},
-               headers={"api-key": SECRETS["azure"]})  # fmt: skip
+        c.post(
+            url,
+            params={"key": SECRETS["google_query"]},
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+            headers={
+                "x-goog-api-key": SECRETS["google_header"],
+                "cookie": SECRETS["cookie"],
+                "x-custom-auth-token": SECRETS["custom"],
+            },
+        )
+        c.post(
+            "https://api.openai.com/v1/chat/completions",
+            json={"model": "gpt-4o"},
+            headers={"api-key": SECRETS["azure"]},
+        )
     rows = read_rows(db)
     assert len(rows) == 4
     data = all_bytes(db)
@@ -62,5 +77,7 @@ def test_no_credential_reaches_the_database(db: Path) -> None:
     assert headers["cookie"] == "[redacted]"
     assert json.loads(gemini_row["response_headers"])["set-cookie"] == "[redacted]"
     assert json.loads(rows[0]["request_headers"])["authorization"] == "[redacted]"
-    ant_headers = json.loads(rows[1]["request_headers"])  # this SDK version sends Authorization, older x-api-key
+    ant_headers = json.loads(
+        rows[1]["request_headers"]
+    )  # this SDK version sends Authorization, older x-api-key
     assert ant_headers.get("x-api-key", ant_headers.get("authorization")) == "[redacted]"

@@ -14,8 +14,13 @@ def test_defaults_follow_xdg(tmp_path: Path) -> None:
     assert s.db == tmp_path / "xdg-data" / "httptrack" / "httptrack.db"
     assert s.cache_dir == tmp_path / "xdg-cache" / "httptrack"
     assert (s.enabled, s.cache, s.store_bodies, s.max_body_bytes) == (True, "on", True, 10 * 1024 * 1024)
-    assert s.cache_ttl == {"embeddings": 604800.0, "models": 86400.0, "chat": 3600.0, "completion": 1800.0,
-                           "other": 1800.0}  # fmt: skip
+    assert s.cache_ttl == {
+        "embeddings": 604800.0,
+        "models": 86400.0,
+        "chat": 3600.0,
+        "completion": 1800.0,
+        "other": 1800.0,
+    }
     assert (s.user, s.service, s.hosts, s.prices) == (None, None, {}, {})
 
 
@@ -31,9 +36,19 @@ def test_environment_then_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert s.db == tmp_path / "env.db"
     assert (s.cache, s.max_body_bytes, s.store_bodies, s.user) == ("replay", 65536, False, "svc-account")
     assert s.hosts == {"127.0.0.1:8000": "openai", "llm.internal": "anthropic"}
-    assert (s.cache_ttl["chat"], s.cache_ttl["embeddings"], s.cache_ttl["models"]) == (7200.0, 2592000.0, 86400.0)
+    assert (s.cache_ttl["chat"], s.cache_ttl["embeddings"], s.cache_ttl["models"]) == (
+        7200.0,
+        2592000.0,
+        86400.0,
+    )
     t = Settings(db=tmp_path / "arg.db", cache=False, max_body_bytes=100, store_bodies=True, user="alice")
-    assert (t.db, t.cache, t.max_body_bytes, t.store_bodies, t.user) == (tmp_path / "arg.db", "off", 100, True, "alice")
+    assert (t.db, t.cache, t.max_body_bytes, t.store_bodies, t.user) == (
+        tmp_path / "arg.db",
+        "off",
+        100,
+        True,
+        "alice",
+    )
     assert t.replace(cache="refresh").cache == "refresh"
     assert t.replace(cache="refresh").user == "alice"
 
@@ -53,7 +68,9 @@ def test_environment_then_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         ("HTTPTRACK_MAX_QUEUE", "0"),
     ],
 )
-def test_bad_environment_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+def test_bad_environment_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         Settings()

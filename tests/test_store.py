@@ -16,14 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import read_rows, responder
 
 import httptrack
-from conftest import read_rows, responder
 from httptrack._schema import COLUMN_NAMES
 from httptrack._store import SCHEMA_VERSION, connect, migrate
 
 CHAT = "https://api.openai.com/v1/chat/completions"
-BODY = json.dumps({"model": "gpt-4o-mini", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+BODY = json.dumps(
+    {"model": "gpt-4o-mini", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+)
 
 
 def client(db: Path) -> httpx.Client:
@@ -37,10 +39,43 @@ def test_schema_has_every_contract_column(db: Path) -> None:
     read_rows(db)
     conn = sqlite3.connect(db)
     columns = [r[1] for r in conn.execute("PRAGMA table_info(calls)")]
-    contract = """id started_at provider host method endpoint operation model response_model stream status
-        http_status error_code error_message input_tokens output_tokens total_tokens cached_input_tokens
-        cache_write_tokens reasoning_tokens tokens_estimated cost_usd cost_saved_usd latency_ms ttft_ms cached
-        cache_key user service session properties request_id finish_reason request_body response_body""".split()
+    contract = [
+        "id",
+        "started_at",
+        "provider",
+        "host",
+        "method",
+        "endpoint",
+        "operation",
+        "model",
+        "response_model",
+        "stream",
+        "status",
+        "http_status",
+        "error_code",
+        "error_message",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "tokens_estimated",
+        "cost_usd",
+        "cost_saved_usd",
+        "latency_ms",
+        "ttft_ms",
+        "cached",
+        "cache_key",
+        "user",
+        "service",
+        "session",
+        "properties",
+        "request_id",
+        "finish_reason",
+        "request_body",
+        "response_body",
+    ]
     assert set(contract) <= set(columns)
     assert columns == list(COLUMN_NAMES)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -102,8 +137,13 @@ def test_many_threads_lose_nothing(db: Path) -> None:
 
 
 def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 CALLS_SCRIPT = """
@@ -116,27 +156,37 @@ CALLS_SCRIPT = """
 
 
 def test_rows_are_flushed_at_interpreter_exit_without_an_explicit_flush(db: Path) -> None:
-    done = run_python(CALLS_SCRIPT + """
+    done = run_python(
+        CALLS_SCRIPT
+        + """
     for _ in range(25):
         client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"})
-    """, env={"DB": str(db)})  # fmt: skip
+    """,
+        env={"DB": str(db)},
+    )
     assert done.returncode == 0, done.stderr
     assert len(read_rows(db)) == 25
 
 
 def test_exit_by_sys_exit_and_by_an_uncaught_exception_still_flushes(db: Path) -> None:
     for ending in ("sys.exit(3)", "raise RuntimeError('app crashed')"):
-        done = run_python(CALLS_SCRIPT + f"""
+        done = run_python(
+            CALLS_SCRIPT
+            + f"""
     client.post("https://api.openai.com/v1/chat/completions", json={{"model": "gpt-4o-mini"}})
     {ending}
-    """, env={"DB": str(db)})  # fmt: skip
+    """,
+            env={"DB": str(db)},
+        )
         assert done.returncode != 0
     assert len(read_rows(db)) == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_gets_a_working_writer(db: Path) -> None:
-    done = run_python(CALLS_SCRIPT + """
+    done = run_python(
+        CALLS_SCRIPT
+        + """
     client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"}, headers={"X-Httptrack-User": "parent-before"})
     httptrack.flush()
     pid = os.fork()
@@ -148,7 +198,9 @@ def test_a_forked_child_gets_a_working_writer(db: Path) -> None:
     for _ in range(10):
         client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"}, headers={"X-Httptrack-User": "parent"})
     os.waitpid(pid, 0)
-    """, env={"DB": str(db)})  # fmt: skip
+    """,
+        env={"DB": str(db)},
+    )
     assert done.returncode == 0, done.stderr
     rows = read_rows(db)
     users = [r["user"] for r in rows]
@@ -157,7 +209,9 @@ def test_a_forked_child_gets_a_working_writer(db: Path) -> None:
     assert len({r["pid"] for r in rows}) == 2
 
 
-def test_an_unwritable_database_never_breaks_the_call(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unwritable_database_never_breaks_the_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "not-a-dir" / "calls.db"
     (tmp_path / "not-a-dir").write_text("a file where the folder should be")
     with client(db) as c:
@@ -227,7 +281,8 @@ def _unused(_: Any) -> None:  # keep imports honest for type checkers
 
 
 def test_a_stream_left_open_at_exit_is_recorded_with_what_arrived(db: Path) -> None:
-    done = run_python("""
+    done = run_python(
+        """
         import os, httpx, httptrack
         class Chunks(httpx.SyncByteStream):
             def __iter__(self):
@@ -239,7 +294,9 @@ def test_a_stream_left_open_at_exit_is_recorded_with_what_arrived(db: Path) -> N
         reply = client.send(client.build_request("POST", "https://api.openai.com/v1/chat/completions",
                                                  json={"model": "gpt-4o-mini", "stream": True}), stream=True)
         first = next(reply.iter_raw())  # read one chunk, then exit with the response open
-    """, env={"DB": str(db)})  # fmt: skip
+    """,
+        env={"DB": str(db)},
+    )
     assert done.returncode == 0, done.stderr
     (row,) = read_rows(db)
     assert (row["outcome"], row["response_text"]) == ("cut_short", "Hel")
@@ -248,16 +305,20 @@ def test_a_stream_left_open_at_exit_is_recorded_with_what_arrived(db: Path) -> N
 def test_sigterm_handled_by_the_app_still_flushes(db: Path) -> None:
     import signal
 
-    script = textwrap.dedent(CALLS_SCRIPT + """
+    script = textwrap.dedent(
+        CALLS_SCRIPT
+        + """
     import signal, time
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the app's own handler
     for _ in range(20):
         client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"})
     print("ready", flush=True)
     time.sleep(60)
-    """)
-    with subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "DB": str(db)},
-                          stdout=subprocess.PIPE, text=True) as proc:  # fmt: skip
+    """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], env={**os.environ, "DB": str(db)}, stdout=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -195,7 +195,7 @@ def test_special_tokens_in_user_text_count_as_plain_text() -> None:
 
 @pytest.mark.parametrize("model", ["gpt-4", "gpt-4o"])
 def test_unicode_round_trip(model: str) -> None:
-    text = "héllo wörld — 你好，世界 🌍🚀 עִבְרִית Ελληνικά 👩‍👩‍👧 ∑x² \x00\t\r\n  end"  # noqa: RUF001
+    text = "héllo wörld — 你好，世界 🌍🚀 עִבְרִית Ελληνικά 👩‍👩‍👧 ∑x² \x00\t\r\n  end"
     enc = T.encoding_for_model(model)
     ids = enc.encode(text)
     assert enc.decode(ids) == text

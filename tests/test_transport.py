@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from conftest import LIBS, chunk_stream, one_row, read_rows, responder
 
 import httptrack
-from conftest import LIBS, chunk_stream, one_row, read_rows, responder
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 CHAT_BODY = {
@@ -33,11 +33,18 @@ def sse(*events: dict[str, Any]) -> list[bytes]:
 
 def chat_stream_chunks(n: int = 5) -> list[bytes]:
     base = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18"}
-    events = [{**base, "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
-              for i in range(n)]  # fmt: skip
+    events = [
+        {**base, "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
+        for i in range(n)
+    ]
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    events.append({**base, "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": n,
-                                                     "total_tokens": 11 + n}})  # fmt: skip
+    events.append(
+        {
+            **base,
+            "choices": [],
+            "usage": {"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n},
+        }
+    )
     return sse(*events)
 
 
@@ -70,7 +77,11 @@ def test_control_headers_are_removed_and_attribute_the_call(lib: Any, db: Path) 
     with client_for(lib, responder(lib, json.dumps(CHAT_BODY).encode(), seen=seen), db) as client:
         reply = client.post(
             CHAT,
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "user": "body-user"},
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "hi"}],
+                "user": "body-user",
+            },
             headers={
                 "X-Httptrack-User": "alice",
                 "X-Httptrack-Service": "billing",
@@ -98,7 +109,9 @@ def test_attribution_precedence(lib: Any, db: Path, monkeypatch: pytest.MonkeyPa
         client.post(CHAT, json={"model": "m", "user": "body-user"})  # body user beats the default
         with httptrack.attribute(user="ctx-user", team="core"):
             client.post(CHAT, json={"model": "m", "user": "body-user"})  # context beats the body
-            client.post(CHAT, json={"model": "m"}, headers={"X-Httptrack-User": "hdr"})  # header beats context
+            client.post(
+                CHAT, json={"model": "m"}, headers={"X-Httptrack-User": "hdr"}
+            )  # header beats context
     rows = read_rows(db)
     assert [(r["user"], r["service"]) for r in rows] == [
         ("env-user", "env-service"),
@@ -135,7 +148,9 @@ def test_attribution_is_isolated_between_asyncio_tasks(db: Path) -> None:
 
     async def handler(request: Any) -> Any:
         await asyncio.sleep(0.01)  # interleave the tasks
-        return httpx2.Response(200, headers={"content-type": "application/json"}, stream=chunk_stream(httpx2, [body]))
+        return httpx2.Response(
+            200, headers={"content-type": "application/json"}, stream=chunk_stream(httpx2, [body])
+        )
 
     async def main() -> None:
         transport = httptrack.AsyncTrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
@@ -157,11 +172,22 @@ def test_attribution_is_isolated_between_asyncio_tasks(db: Path) -> None:
 
 @LIBS
 def test_http_errors_are_recorded_and_reach_the_app_unchanged(lib: Any, db: Path) -> None:
-    error = {"error": {"message": "Rate limit reached", "type": "requests", "param": None,
-                       "code": "rate_limit_exceeded"}}  # fmt: skip
+    error = {
+        "error": {
+            "message": "Rate limit reached",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
     raw = json.dumps(error).encode()
-    with client_for(lib, responder(lib, raw, status=429, headers={"content-type": "application/json",
-                                                                    "x-request-id": "req_9"}), db) as client:  # fmt: skip
+    with client_for(
+        lib,
+        responder(
+            lib, raw, status=429, headers={"content-type": "application/json", "x-request-id": "req_9"}
+        ),
+        db,
+    ) as client:
         reply = client.post(CHAT, json={"model": "gpt-4o"})
     assert reply.status_code == 429
     assert reply.content == raw
@@ -202,8 +228,11 @@ def test_stream_reaches_app_chunk_by_chunk_and_is_recorded(lib: Any, db: Path) -
     handler = responder(lib, chunks, headers={"content-type": "text/event-stream"})
     with client_for(lib, handler, db) as client:
         # The app asks for the usage chunk itself (httptrack adds nothing, hides nothing).
-        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True,
-                                               "stream_options": {"include_usage": True}}) as reply:  # fmt: skip
+        with client.stream(
+            "POST",
+            CHAT,
+            json={"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}},
+        ) as reply:
             received = list(reply.iter_raw())
     assert received == chunks
     row = one_row(db)
@@ -223,12 +252,17 @@ def test_stream_cut_short_by_the_app_is_recorded_with_what_arrived(lib: Any, db:
     def handler(request: Any) -> Any:
         return lib.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
 
-    with client_for(lib, handler, db) as client:
-        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True,
-                                               "messages": [{"role": "user", "content": "count"}]}) as reply:  # fmt: skip
-            for i, _ in enumerate(reply.iter_raw()):
-                if i == 2:
-                    break
+    with (
+        client_for(lib, handler, db) as client,
+        client.stream(
+            "POST",
+            CHAT,
+            json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "count"}]},
+        ) as reply,
+    ):
+        for i, _ in enumerate(reply.iter_raw()):
+            if i == 2:
+                break
     assert stream.closed
     row = one_row(db)
     assert row["outcome"] == "cut_short"
@@ -246,8 +280,9 @@ def test_stream_failing_midway_is_an_error_and_the_app_sees_the_exception(lib: A
     chunks = chat_stream_chunks(6)
 
     def handler(request: Any) -> Any:
-        return lib.Response(200, headers={"content-type": "text/event-stream"},
-                            stream=chunk_stream(lib, chunks, fail_after=3))  # fmt: skip
+        return lib.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=chunk_stream(lib, chunks, fail_after=3)
+        )
 
     with client_for(lib, handler, db) as client, pytest.raises(httpx.ReadError):
         with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True}) as reply:
@@ -302,8 +337,9 @@ def test_disabled_is_a_pure_pass_through(lib: Any, db: Path, monkeypatch: pytest
 @LIBS
 def test_gzip_bodies_are_decoded_for_the_record_not_for_the_app(lib: Any, db: Path) -> None:
     raw = gzip.compress(json.dumps(CHAT_BODY).encode())
-    handler = responder(lib, [raw[:10], raw[10:]], headers={"content-type": "application/json",
-                                                             "content-encoding": "gzip"})  # fmt: skip
+    handler = responder(
+        lib, [raw[:10], raw[10:]], headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
     with client_for(lib, handler, db) as client:
         reply = client.post(CHAT, json={"model": "gpt-4o-mini"})
     assert reply.json() == CHAT_BODY  # httpx decoded the gzip as usual
@@ -319,10 +355,15 @@ def test_bodies_over_the_cap_are_truncated_but_figures_still_read(lib: Any, db: 
     chunks = chat_stream_chunks(3000)
     total = sum(map(len, chunks))
     handler = responder(lib, chunks, headers={"content-type": "text/event-stream"})
-    with client_for(lib, handler, db, max_body_bytes=65536) as client:
-        with client.stream("POST", CHAT, json={"model": "gpt-4o-mini", "stream": True,
-                                               "stream_options": {"include_usage": True}}) as reply:  # fmt: skip
-            assert sum(len(c) for c in reply.iter_raw()) == total
+    with (
+        client_for(lib, handler, db, max_body_bytes=65536) as client,
+        client.stream(
+            "POST",
+            CHAT,
+            json={"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}},
+        ) as reply,
+    ):
+        assert sum(len(c) for c in reply.iter_raw()) == total
     row = one_row(db)
     assert row["body_truncated"] == 1
     assert (row["input_tokens"], row["output_tokens"]) == (11, 3000)
@@ -334,15 +375,24 @@ def test_bodies_over_the_cap_are_truncated_but_figures_still_read(lib: Any, db: 
 @LIBS
 def test_json_body_over_the_cap_still_yields_usage(lib: Any, db: Path) -> None:
     # An embeddings answer of ~3 MB: the usage sits at the very end of the JSON.
-    body = {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": [0.123456] * 1024}
-                                       for i in range(300)],  # fmt: skip
-            "model": "text-embedding-3-small", "usage": {"prompt_tokens": 4000, "total_tokens": 4000}}
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": [0.123456] * 1024} for i in range(300)],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 4000, "total_tokens": 4000},
+    }
     raw = json.dumps(body).encode()
     assert len(raw) > 2 * 1024 * 1024
-    with client_for(lib, responder(lib, [raw[i : i + 65536] for i in range(0, len(raw), 65536)]), db,
-                    max_body_bytes=1024 * 1024) as client:  # fmt: skip
-        reply = client.post("https://api.openai.com/v1/embeddings", json={"model": "text-embedding-3-small",
-                                                                          "input": ["a"] * 200})  # fmt: skip
+    with client_for(
+        lib,
+        responder(lib, [raw[i : i + 65536] for i in range(0, len(raw), 65536)]),
+        db,
+        max_body_bytes=1024 * 1024,
+    ) as client:
+        reply = client.post(
+            "https://api.openai.com/v1/embeddings",
+            json={"model": "text-embedding-3-small", "input": ["a"] * 200},
+        )
     assert reply.content == raw
     row = one_row(db)
     assert row["body_truncated"] == 1
@@ -351,10 +401,14 @@ def test_json_body_over_the_cap_still_yields_usage(lib: Any, db: Path) -> None:
 
 
 @LIBS
-def test_store_bodies_off_keeps_prompts_out_but_figures_in(lib: Any, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_bodies_off_keeps_prompts_out_but_figures_in(
+    lib: Any, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HTTPTRACK_STORE_BODIES", "off")
     with client_for(lib, responder(lib, json.dumps(CHAT_BODY).encode()), db) as client:
-        client.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "secret plan"}]})
+        client.post(
+            CHAT, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "secret plan"}]}
+        )
     row = one_row(db)
     assert (row["request_body"], row["response_body"], row["response_text"]) == (None, None, None)
     assert row["input_tokens"] == 9
@@ -366,14 +420,20 @@ def test_unknown_path_on_a_known_host_still_gets_a_row(lib: Any, db: Path) -> No
     with client_for(lib, responder(lib, b'{"object": "list", "data": []}'), db) as client:
         client.get("https://api.openai.com/v1/files")
     row = one_row(db)
-    assert (row["provider"], row["operation"], row["endpoint"], row["status"]) == ("openai", "other", "/v1/files",
-                                                                                     "success")  # fmt: skip
+    assert (row["provider"], row["operation"], row["endpoint"], row["status"]) == (
+        "openai",
+        "other",
+        "/v1/files",
+        "success",
+    )
     assert row["cost_usd"] == 0.0
 
 
 def test_hosts_setting_maps_self_hosted_endpoints(db: Path) -> None:
     body = json.dumps(CHAT_BODY).encode()
-    with client_for(httpx, responder(httpx, body), db, hosts="127.0.0.1:8000=openai,llm.internal=anthropic") as c:
+    with client_for(
+        httpx, responder(httpx, body), db, hosts="127.0.0.1:8000=openai,llm.internal=anthropic"
+    ) as c:
         c.post("http://127.0.0.1:8000/v1/chat/completions", json={"model": "gpt-4o-mini"})
         c.post("http://127.0.0.1:9000/v1/chat/completions", json={"model": "gpt-4o-mini"})  # not mapped
     rows = read_rows(db)
@@ -387,8 +447,9 @@ def test_close_closes_the_inner_transport_and_flushes(db: Path) -> None:
         def close(self) -> None:
             closed.append(True)
 
-    transport = httptrack.TrackingTransport(Inner(responder(httpx, json.dumps(CHAT_BODY).encode())), db=db,
-                                            cache=False)  # fmt: skip
+    transport = httptrack.TrackingTransport(
+        Inner(responder(httpx, json.dumps(CHAT_BODY).encode())), db=db, cache=False
+    )
     with httpx.Client(transport=transport) as client:
         client.post(CHAT, json={"model": "m"})
     assert closed == [True]
@@ -397,8 +458,10 @@ def test_close_closes_the_inner_transport_and_flushes(db: Path) -> None:
 
 def test_default_inner_transport_is_the_librarys_own() -> None:
     transport = httptrack.TrackingTransport(cache=False)
-    for lib, request in ((httpx, httpx.Request("GET", "https://example.com")),
-                         (httpx2, httpx2.Request("GET", "https://example.com"))):  # fmt: skip
+    for lib, request in (
+        (httpx, httpx.Request("GET", "https://example.com")),
+        (httpx2, httpx2.Request("GET", "https://example.com")),
+    ):
         from httptrack._transport import _library_of
 
         inner = transport._default_inner(_library_of(request), "HTTPTransport")
@@ -418,8 +481,9 @@ def test_bad_settings_fail_at_construction_naming_the_setting(monkeypatch: pytes
 
 
 @LIBS
-def test_price_file_and_overrides_price_unknown_models(lib: Any, db: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_price_file_and_overrides_price_unknown_models(
+    lib: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"in-house-llm": {"input_mtok": 1.0, "output_mtok": 4.0}}))
     monkeypatch.setenv("HTTPTRACK_PRICES", str(prices))
@@ -429,8 +493,12 @@ def test_price_file_and_overrides_price_unknown_models(lib: Any, db: Path, tmp_p
         client.post(CHAT, json={"model": "in-house-llm"})
     with client_for(lib, responder(lib, json.dumps(unknown).encode()), db) as client:
         client.post(CHAT, json={"model": "nobody-knows-this-model"})
-    with client_for(lib, responder(lib, json.dumps(unknown).encode()), db,
-                    prices={"nobody-knows-this-model": {"input_mtok": 2.0, "output_mtok": 2.0}}) as client:  # fmt: skip
+    with client_for(
+        lib,
+        responder(lib, json.dumps(unknown).encode()),
+        db,
+        prices={"nobody-knows-this-model": {"input_mtok": 2.0, "output_mtok": 2.0}},
+    ) as client:
         client.post(CHAT, json={"model": "nobody-knows-this-model"})
     rows = read_rows(db)
     assert rows[0]["cost_usd"] == pytest.approx((9 * 1.0 + 3 * 4.0) / 1e6, rel=1e-12)

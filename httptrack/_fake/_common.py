@@ -1,4 +1,5 @@
-"""Shared pieces of the fake provider: constants, data types, token counting, request context, response builders."""
+"""Shared pieces of the fake provider: constants, data types, token counting, the request
+context, response builders."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from ._calls import calls
 from ._demo import demo
 from ._export import export
 from ._maintenance import prune, reindex
+from ._run import run
 from ._show import show
 from ._stats import stats
 from ._status import path, status
-from ._run import run
 from ._ui import ui
 
 __all__ = ["main"]

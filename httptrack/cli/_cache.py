@@ -86,9 +86,14 @@ def stats(db: Path | None, cache_dir: Path | None, as_json: bool) -> None:
     else:
         limit = result["size_limit"]
         click.echo(f"Cache folder   {folder}")
-        click.echo(f"Entries        {result['entries']:,}"
-                   + (f" ({result['expired']:,} expired: `httptrack cache prune` removes them)"
-                      if result["expired"] else ""))  # fmt: skip
+        click.echo(
+            f"Entries        {result['entries']:,}"
+            + (
+                f" ({result['expired']:,} expired: `httptrack cache prune` removes them)"
+                if result["expired"]
+                else ""
+            )
+        )
         click.echo(
             f"Size           {_bytes(result['size_bytes'])}" + (f" of {_bytes(limit)}" if limit else "")
         )
@@ -121,8 +126,13 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
 
 @cache.command()
 @_cache_dir_option
-@click.option("--older-than", callback=_duration, default=None, metavar="DURATION",
-              help="Also remove entries stored longer ago than this (3600, 30m, 12h, 7d ...).")  # fmt: skip
+@click.option(
+    "--older-than",
+    callback=_duration,
+    default=None,
+    metavar="DURATION",
+    help="Also remove entries stored longer ago than this (3600, 30m, 12h, 7d ...).",
+)
 @_json_option
 def prune(cache_dir: Path | None, older_than: float | None, as_json: bool) -> None:
     """Remove expired responses (and, with --older-than, older ones) to free space now
@@ -142,8 +152,14 @@ def prune(cache_dir: Path | None, older_than: float | None, as_json: bool) -> No
 
 def _savings(db: Path) -> dict[str, Any]:
     """Hits and savings from the call log (``cached = 1`` rows)."""
-    empty: dict[str, Any] = {"db": str(db), "hits": 0, "cacheable_calls": None, "tokens_saved": 0,
-                             "cost_saved_usd": 0.0, "by_model": []}  # fmt: skip
+    empty: dict[str, Any] = {
+        "db": str(db),
+        "hits": 0,
+        "cacheable_calls": None,
+        "tokens_saved": 0,
+        "cost_saved_usd": 0.0,
+        "by_model": [],
+    }
     if not db.exists():
         return empty
     try:
@@ -165,8 +181,14 @@ def _savings(db: Path) -> dict[str, Any]:
         if "no such table" in str(exc):
             return empty
         raise click.ClickException(f"could not read the call log at {db}: {exc}") from None
-    return {"db": str(db), "hits": hits, "cacheable_calls": calls, "tokens_saved": tokens,
-            "cost_saved_usd": saved, "by_model": by_model}  # fmt: skip
+    return {
+        "db": str(db),
+        "hits": hits,
+        "cacheable_calls": calls,
+        "tokens_saved": tokens,
+        "cost_saved_usd": saved,
+        "by_model": by_model,
+    }
 
 
 def _bytes(size: float) -> str:

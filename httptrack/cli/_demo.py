@@ -11,8 +11,12 @@ __all__ = ["demo"]
 
 
 @click.command()
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Record into this database (default: a new temporary one, so your own log stays clean).")  # fmt: skip
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Record into this database (default: a new temporary one, so your own log stays clean).",
+)
 def demo(db: Path | None) -> None:
     """Record a few demo calls against a built-in fake provider.
 
@@ -28,8 +32,10 @@ def demo(db: Path | None) -> None:
     click.echo("")
     with open_log(db) as log:
         records = list(log.calls(newest_first=False))
-        click.echo(f"{'provider':<10} {'model':<28} {'status':<7} {'in':>6} {'out':>5} {'cached':>6} "
-                   f"{'cost $':>11} {'ms':>7}  user")  # fmt: skip
+        click.echo(
+            f"{'provider':<10} {'model':<28} {'status':<7} {'in':>6} {'out':>5} {'cached':>6} "
+            f"{'cost $':>11} {'ms':>7}  user"
+        )
         for r in records:
             cost = "n/a" if r.cost_usd is None else f"{r.cost_usd:.7f}"
             click.echo(
@@ -39,8 +45,10 @@ def demo(db: Path | None) -> None:
             )
         total = log.stats()[0]
     click.echo("")
-    click.echo(f"{total['calls']} calls, {total['errors']} error(s), {total['total_tokens']} tokens, "
-               f"${total['cost_usd'] or 0:.6f} in all.")  # fmt: skip
+    click.echo(
+        f"{total['calls']} calls, {total['errors']} error(s), {total['total_tokens']} tokens, "
+        f"${total['cost_usd'] or 0:.6f} in all."
+    )
     click.echo(f"Look closer: httptrack calls --db {db}   |   datasette {db}")
 
 

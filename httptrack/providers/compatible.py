@@ -131,5 +131,12 @@ class Perplexity(OpenAICompatible):
 
 
 COMPATIBLE: tuple[type[OpenAICompatible], ...] = (
-    Mistral, Groq, DeepSeek, Together, OpenRouter, XAI, Fireworks, Perplexity,
-)  # fmt: skip
+    Mistral,
+    Groq,
+    DeepSeek,
+    Together,
+    OpenRouter,
+    XAI,
+    Fireworks,
+    Perplexity,
+)

@@ -50,8 +50,15 @@ _OPERATIONS = {
 }
 #: Endpoints billed without being generations (their usage, when reported, is priced) and
 #: endpoints that are free whatever they return.
-_BILLED = {"images": True, "audio": True, "moderations": False, "batches": False, "files": False,
-           "response_item": False, "models": False}  # fmt: skip
+_BILLED = {
+    "images": True,
+    "audio": True,
+    "moderations": False,
+    "batches": False,
+    "files": False,
+    "response_item": False,
+    "models": False,
+}
 
 # xAI reports cost in "ticks" of 1e-10 USD (checked against its own prices: 739000 ticks for
 # 1 + 164 cached input and 2 + 129 reasoning output tokens of grok-4-fast is $0.0000739).
