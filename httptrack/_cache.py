@@ -113,7 +113,7 @@ class ResponseCache:
     ``clock`` (default :func:`time.time`) decides expiry; tests pass their own.
     """
 
-    __slots__ = ("clock", "mode", "settings", "store")
+    __slots__ = ("_staged", "clock", "mode", "settings", "store")
 
     def __init__(
         self, settings: Settings, store: EntryStore, clock: Callable[[], float] | None = None
@@ -122,6 +122,8 @@ class ResponseCache:
         self.mode = settings.cache
         self.store = store
         self.clock: Callable[[], float] = clock or time.time
+        #: Responses to store at the end of the writer's batch (:meth:`after_batch`).
+        self._staged: list[tuple[str, CacheEntry]] = []
 
     @classmethod
     def for_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> ResponseCache:
@@ -193,7 +195,8 @@ class ResponseCache:
     # -- the background writer ------------------------------------------------------------
 
     def after_record(self, exchange: Exchange, row: dict[str, Any]) -> None:
-        """Store the response of a finished call, if it is one to keep."""
+        """Stage the response of a finished call for storing, if it is one to keep (stored
+        by :meth:`after_batch`, which the writer calls once its batch is recorded)."""
         key = exchange.cache_key
         ttl = exchange.cache_ttl
         if key is None or ttl is None or exchange.cached or not _storable(exchange, row):
@@ -219,7 +222,13 @@ class ResponseCache:
                 "rewritten": exchange.rewritten,
             },
         )
-        self.store.put(key, entry)
+        self._staged.append((key, entry))
+
+    def after_batch(self) -> None:
+        """Store what :meth:`after_record` staged: one transaction for the batch."""
+        staged, self._staged = self._staged, []
+        if staged:
+            self.store.put_many(staged)
 
 
 def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:

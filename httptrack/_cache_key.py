@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._json import loads_bytes
+
 if TYPE_CHECKING:
     from ._exchange import Exchange
 
@@ -85,6 +87,8 @@ def _classify(name: bytes) -> int:
 # -- bodies -------------------------------------------------------------------------------
 
 _JSON_START = re.compile(rb"\s*[{\[]")
+#: json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False), made once.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 #: Bodies up to this size have their digest remembered, up to this many bytes in all.
 _MEMO_BODY_BYTES = 256 * 1024
 _MEMO_TOTAL_BYTES = 8 * 1024 * 1024
@@ -100,11 +104,11 @@ def _canonical_digest(body: bytes) -> tuple[bytes, str | None]:
         return hashlib.sha256(b"empty").digest(), None
     if _JSON_START.match(body):
         try:
-            data: Any = json.loads(body)
+            data: Any = loads_bytes(body)
         except ValueError:
             pass
         else:
-            canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            canonical = _canonical_json(data)
             digest = hashlib.sha256(b"json\n")
             digest.update(canonical.encode("utf-8", "surrogatepass"))
             model = data.get("model") if isinstance(data, dict) else None

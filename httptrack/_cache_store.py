@@ -51,6 +51,8 @@ __all__ = [
 READ_TIMEOUT = 0.1
 #: A write (in the background writer) retries this many times, ``READ_TIMEOUT`` each.
 WRITE_ATTEMPTS = 20
+#: Entries stored per transaction (bounds how long other processes' writes wait for it).
+PUT_BATCH = 100
 #: After the folder fails to open or a write fails, wait this long before trying again.
 RETRY_AFTER = 30.0
 #: The in-process memory of recent entries: total bytes, and the largest entry kept.
@@ -317,24 +319,46 @@ class EntryStore:
 
     def put(self, key: str, entry: CacheEntry) -> bool:
         """Store ``entry`` (on disk and in memory); ``False`` when it could not be."""
-        if time.monotonic() < self._write_after:
-            return False
+        return self.put_many([(key, entry)]) == 1
+
+    def put_many(self, entries: list[tuple[str, CacheEntry]]) -> int:
+        """Store ``entries`` (on disk and in memory), how many were stored. The background
+        writer stores a batch's responses at once: one transaction per :data:`PUT_BATCH`
+        entries instead of one each (a commit costs more than the write itself)."""
+        if not entries or time.monotonic() < self._write_after:
+            return 0
         disk = self._open()
         if disk is None:
-            return False
-        blob = encode_entry(entry)
-        if len(blob) > self.size_limit:
-            return False
+            return 0
+        blobs = []
+        for key, entry in entries:
+            blob = encode_entry(entry)
+            if len(blob) <= self.size_limit:
+                blobs.append((key, entry, blob))
+        stored = 0
+        for start in range(0, len(blobs), PUT_BATCH):
+            group = blobs[start : start + PUT_BATCH]
+            if not self._write_group(disk, group):
+                break
+            for key, entry, _ in group:
+                self.memory.put(key, entry)
+            stored += len(group)
+        return stored
+
+    def _write_group(self, disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> bool:
         timeout = _diskcache().Timeout
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                disk.set(key, blob, expire=entry.ttl, retry=False)
-                break
+                with disk.transact(retry=False):
+                    for key, entry, blob in group:
+                        disk.set(key, blob, expire=entry.ttl, retry=False)
+                return True
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
+                    lost = "a response was" if len(group) == 1 else f"{len(group)} responses were"
                     report_fault(
                         "cache_write",
-                        f"the response cache at {self.directory} stayed locked; a response was not stored",
+                        f"the response cache at {self.directory} stayed locked; {lost} not stored",
                         exc,
                     )
                     return False
@@ -347,8 +371,7 @@ class EntryStore:
                     exc,
                 )
                 return False
-        self.memory.put(key, entry)
-        return True
+        return False  # pragma: no cover - the loop returns
 
     def reset_size_limit(self, size_limit: int) -> None:
         if size_limit == self.size_limit:

@@ -136,10 +136,12 @@ class ControlHeaders:
     cache_ttl: str | None = None
 
     @classmethod
-    def pop_from(cls, headers: Any) -> ControlHeaders | None:
+    def pop_from(cls, headers: Any, raw: list[tuple[bytes, bytes]] | None = None) -> ControlHeaders | None:
         """Remove every ``X-Httptrack-*`` header from an httpx/httpx2 ``Headers`` object and
-        return what they said (``None`` when there were none: the common, cheap case)."""
-        raw = headers.raw
+        return what they said (``None`` when there were none: the common, cheap case).
+        ``raw``: ``headers.raw``, when the caller has it already."""
+        if raw is None:
+            raw = headers.raw
         # One C-level search over all names: the common case (no control header) is cheap.
         if CONTROL_PREFIX not in b"\n".join([name for name, _ in raw]).lower():
             return None

@@ -59,9 +59,13 @@ class Tracker:
             host = url.host
             port = url.port
             provider = provider_for_host(host, port, self._hosts)
-            control = ControlHeaders.pop_from(request.headers)
+            headers = request.headers
+            raw = headers.raw  # a new list per access: read once (again only if headers change)
+            control = ControlHeaders.pop_from(headers, raw)
             if provider is None:
                 return None
+            if control is not None:
+                raw = headers.raw
             method = request.method
             path = url.path
             attribution = current_attribution()
@@ -79,7 +83,7 @@ class Tracker:
                 port=port,
                 path=path,
                 query=query.decode("ascii", "replace") if isinstance(query, bytes) else str(query),
-                request_headers=request.headers.raw,
+                request_headers=raw,
                 request_body=b"",
                 attribution=attribution,
                 control=control,
@@ -149,11 +153,14 @@ class Tracker:
                 exchange.path, exchange.query
             ):
                 return
-            headers = request.headers
-            if headers.get("content-encoding") or "json" not in headers.get("content-type", "json"):
-                return
+            # The body first: most requests are not streams, and that test is cheaper than
+            # reading two headers. (with_include_usage has no side effects: the order only
+            # changes what is spent on a request that is left alone.)
             body = with_include_usage(exchange.request_body)
             if body is None:
+                return
+            headers = request.headers
+            if headers.get("content-encoding") or "json" not in headers.get("content-type", "json"):
                 return
             # What httpx's Request.read() leaves: the body in `_content` and a ByteStream
             # over it (the transport already read it). Both libraries build it that way.
@@ -200,7 +207,9 @@ class Tracker:
                     self.finish(exchange)
                 return
             exchange.received_headers(response.status_code, raw_headers)
-            self.hide_injected_usage(exchange, response.status_code, response.headers.get("content-type", ""))
+            if exchange.rewritten is not None:
+                content_type = response.headers.get("content-type", "")
+                self.hide_injected_usage(exchange, response.status_code, content_type)
             response.stream = tee(response.stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)
@@ -221,7 +230,14 @@ class Tracker:
             report_fault("record", "a call could not be queued for recording", exc)
 
     def after_record(self, exchange: Exchange, row: dict[str, Any]) -> None:
-        """Called by the writer thread once the row exists (the cache stores from here)."""
+        """Called by the writer thread once the row exists (the cache stages the response)."""
         cache = self.cache
         if cache is not None:
             cache.after_record(exchange, row)
+
+    def after_batch(self) -> None:
+        """Called by the writer thread after :meth:`after_record` for each call of a batch
+        (the cache stores the batch's responses at once)."""
+        cache = self.cache
+        if cache is not None:
+            cache.after_batch()

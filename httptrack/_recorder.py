@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 from ._decoders import ContentDecoder, SSEEvent, decoder_for
 from ._exchange import Exchange
 from ._faults import report_fault
+from ._json import loads_bytes
 from ._usage import Usage
 from .providers import Parsed, Provider
 from .providers._base import form_fields
@@ -53,12 +54,50 @@ def is_secret_header(name: str) -> bool:
 
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers as a dict of lower-case names, credentials replaced by ``[redacted]``, repeated
+    names joined with ``", "``."""
+    return _redacted(raw)[0]
+
+
+#: (raw name, raw value) → (lower-case name, value or ``[redacted]``, the pair as a JSON
+#: object member). Most headers repeat call after call (a client sends the same ones, a
+#: provider answers with the same ones), so each pair is decoded, checked and encoded once.
+_pairs: dict[tuple[bytes, bytes], tuple[str, str, str]] = {}
+_PAIRS_MAX = 4096
+
+
+def _redacted_pair(pair: tuple[bytes, bytes]) -> tuple[str, str, str]:
+    name = pair[0].decode("latin-1").lower()
+    value = REDACTED if is_secret_header(name) else pair[1].decode("latin-1")
+    found = (name, value, f"{json.dumps(name)}: {json.dumps(value)}")
+    if len(_pairs) >= _PAIRS_MAX:  # request ids, dates ...: values that never repeat
+        _pairs.clear()
+    _pairs[pair] = found
+    return found
+
+
+def _redacted(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str]:
+    """``redact_headers(raw)`` and the same as JSON (exactly ``json.dumps`` of that dict)."""
     headers: dict[str, str] = {}
-    for name_b, value_b in raw:
-        name = name_b.decode("latin-1").lower()
-        value = REDACTED if is_secret_header(name) else value_b.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
+    members: list[str] = []
+    repeated = False
+    memo = _pairs
+    for pair in raw:
+        if pair.__class__ is not tuple:
+            pair = tuple(pair)  # type: ignore[assignment]
+        found = memo.get(pair)
+        if found is None:
+            found = _redacted_pair(pair)
+        name, value, member = found
+        if name in headers:
+            headers[name] = f"{headers[name]}, {value}"
+            repeated = True
+        else:
+            headers[name] = value
+        members.append(member)
+    if repeated:
+        return headers, json.dumps(headers)
+    return headers, "{" + ", ".join(members) + "}"
 
 
 def redact_query(query: str) -> str:
@@ -71,7 +110,9 @@ def redact_query(query: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    # "2026-01-31T12:34:56.789Z": isoformat truncates to milliseconds, as the format has
+    # always done (strftime's %f cut to three digits), at a tenth of strftime's cost.
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _decode_json(data: bytes) -> Any:
@@ -79,7 +120,7 @@ def _decode_json(data: bytes) -> Any:
     if not stripped or stripped[:1] not in b"{[":
         return None
     try:
-        return json.loads(data)
+        return loads_bytes(data)
     except ValueError:
         return None
 
@@ -138,10 +179,9 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         notes.append(f"parser selection error: {exc!r}")
 
     request_json = _decode_json(ex.request_body)
-    if request_json is None and ex.request_body:
-        request_type = request_content_type(ex)
-        if request_type.startswith("multipart/form-data"):
-            request_json = form_fields(ex.request_body, request_type) or None
+    request_type = request_content_type(ex)
+    if request_json is None and ex.request_body and request_type.startswith("multipart/form-data"):
+        request_json = form_fields(ex.request_body, request_type) or None
     try:
         parser.read_request(parsed, ex.method, ex.path, ex.query, request_json)
     except Exception as exc:
@@ -149,7 +189,10 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     if ex.rewritten:
         notes.append(f"httptrack added {ex.rewritten} to the request; the app did not see what it added")
 
-    response_headers = redact_headers(ex.response_headers) if ex.status is not None else {}
+    if ex.status is not None:
+        response_headers, response_headers_json = _redacted(ex.response_headers)
+    else:
+        response_headers, response_headers_json = {}, None
     content_type = response_headers.get("content-type", "").lower()
     body = _Body(ex, response_headers.get("content-encoding"), notes) if ex.status is not None else None
 
@@ -209,9 +252,9 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "request_id": _request_id(provider.request_id_headers + parser.request_id_headers, response_headers),
         "response_id": parsed.response_id,
         "finish_reason": parsed.finish_reason,
-        "request_headers": json.dumps(redact_headers(ex.request_headers)),
+        "request_headers": _redacted(ex.request_headers)[1],
         "request_bytes": len(ex.request_body),
-        "response_headers": json.dumps(response_headers) if ex.status is not None else None,
+        "response_headers": response_headers_json,
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": os.getpid(),
     }
@@ -219,7 +262,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         _replayed_figures(row, replayed)
     else:
         _price(row, ex, parsed, usage, status)
-    _bodies(row, ex, body, parsed, content_type, request_content_type(ex))
+    _bodies(row, ex, body, parsed, content_type, request_type)
     row["parse_notes"] = "; ".join(notes) if notes else None
     return row
 

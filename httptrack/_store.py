@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,41 @@ MAX_QUEUED_BYTES = 512 * 1024 * 1024
 MAX_PENDING_BYTES = 256 * 1024 * 1024
 #: A row's values in column order (in C: this runs for every call).
 _row_values = operator.itemgetter(*COLUMN_NAMES)
-_INSERT = (
-    f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
-)
+_NONES = (None,) * len(COLUMN_NAMES)
+#: INSERT statements by which columns a row has values for (see ``_insert``).
+_inserts: dict[tuple[bool, ...], str] = {}
+
+
+def _insert_sql(present: tuple[bool, ...]) -> str:
+    sql = _inserts.get(present)
+    if sql is None:
+        names = list(compress(COLUMN_NAMES, present))
+        sql = f"INSERT OR IGNORE INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        if len(_inserts) >= 1024:  # never in practice: a handful of shapes recur
+            _inserts.clear()
+        _inserts[present] = sql
+    return sql
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (values in ``COLUMN_NAMES`` order), in order.
+
+    NULLs are left out of the statement instead of bound: binding ``None`` makes Python's
+    sqlite3 look for an adapter (a failed attribute lookup, an exception raised and
+    cleared) and cost ~10x a bound value; a row has a dozen or more of them. Rows in a
+    batch mostly lack the same columns, so they go in as runs sharing one statement."""
+    present_of = operator.is_not
+    run: list[tuple[Any, ...]] = []
+    shape: tuple[bool, ...] | None = None
+    for row in rows:
+        present = tuple(map(present_of, row, _NONES))
+        if present != shape:
+            if run:
+                conn.executemany(_insert_sql(shape), run)  # type: ignore[arg-type]
+            shape, run = present, []
+        run.append(tuple(compress(row, present)))
+    if run:
+        conn.executemany(_insert_sql(shape), run)  # type: ignore[arg-type]
 
 
 def _create_private_file(path: Path) -> None:
@@ -199,7 +232,7 @@ class Store:
             self._rolled_up = _views.rollups_exist(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT, rows)
+            _insert(conn, rows)
             self.behind += len(rows)
             if self.due():
                 self._derive(conn)
@@ -309,7 +342,12 @@ class Writer:
         queue.append(exchange)
         if self._thread is None:
             self._start()
-        self._wake.set()
+        wake = self._wake
+        # Setting an Event takes its lock and notifies: skipped while it is still set. Safe:
+        # the writer clears it *before* draining, so whatever was appended before this test
+        # saw it set is drained after the clear.
+        if not wake.is_set():
+            wake.set()
 
     def _start(self) -> None:
         with self._lock:
@@ -402,11 +440,21 @@ class Writer:
         # Not forced: while a database is failing, retries wait for their back-off instead of
         # holding every batch for the busy timeout.
         self._write_pending(force=False)
+        sinks: dict[int, Any] = {}
         for exchange, row in built:
-            hook = getattr(exchange.sink, "after_record", None)
+            sink = exchange.sink
+            hook = getattr(sink, "after_record", None)
             if hook is not None:
+                sinks[id(sink)] = sink
                 try:
                     hook(exchange, row)
+                except Exception as exc:
+                    report_fault("after_record", "a post-record hook failed", exc)
+        for sink in sinks.values():
+            done = getattr(sink, "after_batch", None)
+            if done is not None:
+                try:
+                    done()
                 except Exception as exc:
                     report_fault("after_record", "a post-record hook failed", exc)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -116,15 +115,20 @@ def _is_usage_event(event: bytes) -> bool:
     return isinstance(data, dict) and not data.get("choices") and isinstance(data.get("usage"), dict)
 
 
-#: Streams handed to the app and not finished yet, so that what they received is still
-#: recorded when the interpreter exits with responses left open.
-_open: weakref.WeakSet[_Tee] = weakref.WeakSet()
+#: Streams handed to the app and not finished yet (by ``id`` of their exchange), so that what
+#: they received is still recorded when the interpreter exits with responses left open. The
+#: exchange and its callback are held, not the tee: a tee nobody closes is still
+#: garbage-collected (its ``__del__`` records it). A dict, not a ``WeakSet`` of tees: this
+#: runs twice per call on the app's thread, and a weak reference costs several times more.
+_open: dict[int, tuple[Exchange, Callable[[Exchange], None]]] = {}
 
 
 def finish_open_streams() -> None:
     """Record every stream still open as ``cut_short`` (called at interpreter exit)."""
-    for tee in list(_open):
-        tee._end("cut_short")
+    for exchange, on_end in list(_open.values()):
+        if exchange.end("cut_short"):
+            _open.pop(id(exchange), None)
+            on_end(exchange)
 
 
 class _Tee:
@@ -132,12 +136,13 @@ class _Tee:
         self._inner = inner
         self._exchange = exchange
         self._on_end = on_end
-        _open.add(self)
+        _open[id(exchange)] = (exchange, on_end)
 
     def _end(self, outcome: str, exc: BaseException | None = None) -> None:
-        if self._exchange.end(outcome, exc):
-            _open.discard(self)
-            self._on_end(self._exchange)
+        exchange = self._exchange
+        if exchange.end(outcome, exc):
+            _open.pop(id(exchange), None)
+            self._on_end(exchange)
 
     def __del__(self) -> None:
         # Last resort for a response nobody closed. Never raise from a finalizer.
