@@ -76,8 +76,9 @@ def _redacted_pair(pair: tuple[bytes, bytes]) -> tuple[str, str, str]:
     return found
 
 
-def _redacted(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str]:
-    """``redact_headers(raw)`` and the same as JSON (exactly ``json.dumps`` of that dict)."""
+def _redacted(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str, bool]:
+    """``redact_headers(raw)``, the same as JSON (exactly ``json.dumps`` of that dict), and
+    whether a name was repeated (its values are joined in the dict)."""
     headers: dict[str, str] = {}
     members: list[str] = []
     repeated = False
@@ -96,8 +97,8 @@ def _redacted(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str]:
             headers[name] = value
         members.append(member)
     if repeated:
-        return headers, json.dumps(headers)
-    return headers, "{" + ", ".join(members) + "}"
+        return headers, json.dumps(headers), True
+    return headers, "{" + ", ".join(members) + "}", False
 
 
 def redact_query(query: str) -> str:
@@ -107,6 +108,19 @@ def redact_query(query: str) -> str:
     if not any(k.lower() in SECRET_PARAMS for k, _ in pairs):
         return query
     return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]")
+
+
+#: This process's id (``os.getpid()`` is a system call per row otherwise), reset in a forked child.
+_pid = os.getpid()
+
+
+def _reset_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pid)
 
 
 def _iso(ts: float) -> str:
@@ -179,7 +193,9 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         notes.append(f"parser selection error: {exc!r}")
 
     request_json = _decode_json(ex.request_body)
-    request_type = request_content_type(ex)
+    request_headers, request_headers_json, repeated = _redacted(ex.request_headers)
+    # The first Content-Type, as request_content_type() reads it (the dict joins repeats).
+    request_type = request_content_type(ex) if repeated else request_headers.get("content-type", "").lower()
     if request_json is None and ex.request_body and request_type.startswith("multipart/form-data"):
         request_json = form_fields(ex.request_body, request_type) or None
     try:
@@ -190,7 +206,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         notes.append(f"httptrack added {ex.rewritten} to the request; the app did not see what it added")
 
     if ex.status is not None:
-        response_headers, response_headers_json = _redacted(ex.response_headers)
+        response_headers, response_headers_json, _ = _redacted(ex.response_headers)
     else:
         response_headers, response_headers_json = {}, None
     content_type = response_headers.get("content-type", "").lower()
@@ -215,9 +231,10 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     status, error_code, error_message = _status(ex, parsed)
     usage = parsed.usage if replayed is not None else _with_estimates(ex, parsed, request_json, parsed.usage)
 
+    started = datetime.fromtimestamp(ex.started_at, UTC)
     row: dict[str, Any] = {
         "id": ex.call_id,
-        "started_at": _iso(ex.started_at),
+        "started_at": started.isoformat(timespec="milliseconds")[:-6] + "Z",  # as _iso()
         "provider": provider.name,
         "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
         "method": ex.method,
@@ -252,16 +269,16 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "request_id": _request_id(provider.request_id_headers + parser.request_id_headers, response_headers),
         "response_id": parsed.response_id,
         "finish_reason": parsed.finish_reason,
-        "request_headers": _redacted(ex.request_headers)[1],
+        "request_headers": request_headers_json,
         "request_bytes": len(ex.request_body),
         "response_headers": response_headers_json,
         "response_bytes": ex.received if ex.status is not None else None,
-        "pid": os.getpid(),
+        "pid": _pid,
     }
     if replayed is not None:
         _replayed_figures(row, replayed)
     else:
-        _price(row, ex, parsed, usage, status)
+        _price(row, ex, parsed, usage, status, started)
     _bodies(row, ex, body, parsed, content_type, request_type)
     row["parse_notes"] = "; ".join(notes) if notes else None
     return row
@@ -274,8 +291,11 @@ def request_content_type(ex: Exchange) -> str:
     return ""
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _url(ex: Exchange) -> str:
-    default_port = {"http": 80, "https": 443}.get(ex.scheme)
+    default_port = _DEFAULT_PORTS.get(ex.scheme)
     netloc = ex.host if ex.port in (None, default_port) else f"{ex.host}:{ex.port}"
     if ":" in ex.host and not ex.host.startswith("["):
         netloc = f"[{ex.host}]" if ex.port in (None, default_port) else f"[{ex.host}]:{ex.port}"
@@ -423,7 +443,9 @@ def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usag
     return estimated
 
 
-def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: str) -> None:
+def _price(
+    row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: str, started: datetime
+) -> None:
     row["cost_usd"] = None
     row["cost_saved_usd"] = None
     row["cost_note"] = None
@@ -451,15 +473,14 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
             row["cost_usd"] = parsed.reported_cost_usd
             row["cost_note"] = "as reported by the provider"
         return
-    from ._pricing import price_usage
-
+    price_usage = _price_usage or _load_pricing()
     overrides = ex.settings.prices or None
     result = price_usage(
         ex.provider.name,
         parsed.response_model or parsed.model,
         usage,
         host=ex.host,
-        at=datetime.fromtimestamp(ex.started_at, UTC),
+        at=started,
         overrides=overrides,
         batch=parsed.batch,
     )
@@ -474,7 +495,7 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
             parsed.model,
             usage,
             host=ex.host,
-            at=datetime.fromtimestamp(ex.started_at, UTC),
+            at=started,
             overrides=overrides,
             batch=parsed.batch,
         )
@@ -487,6 +508,19 @@ def _price(row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, stat
     else:
         row["cost_usd"] = result.cost_usd
         row["cost_note"] = result.reason
+
+
+#: ``_pricing.price_usage``, imported on first use (genai-prices is heavy to import, and
+#: this module is also imported on the app's thread); an import statement per row costs too.
+_price_usage: Any = None
+
+
+def _load_pricing() -> Any:
+    global _price_usage
+    from ._pricing import price_usage
+
+    _price_usage = price_usage
+    return price_usage
 
 
 #: Columns a cache hit takes from the call that fetched the response it replays.

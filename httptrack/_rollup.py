@@ -159,6 +159,12 @@ class Totals:
     def add_call(self, row: Sequence[Any]) -> None:
         self.add(*contribution(row))
 
+    def copy(self) -> Totals:
+        totals = Totals()
+        totals.values = list(self.values)
+        totals.hist = dict(self.hist)
+        return totals
+
 
 _INDEX = {name: i for i, name in enumerate(MEASURE_NAMES)}
 
@@ -212,23 +218,40 @@ _SELECT_CALLS = (
 
 
 def _accumulate(rows: Iterable[Sequence[Any]]) -> tuple[dict[tuple[str, str, str], Totals], int]:
-    """(dim, value, day) -> Totals for these ``_SELECT_CALLS`` rows, and their top rowid."""
+    """(dim, value, day) -> Totals for these ``_SELECT_CALLS`` rows, and their top rowid.
+
+    Each group's sums are added up in row order, as one pass adding every row to its seven
+    groups would. But a dimension with one value over a day's rows (the provider, the
+    service, the status of most batches) has the same rows, in the same order, as the day's
+    totals: its group is a copy of those, not a second pass over the rows."""
     groups: dict[tuple[str, str, str], Totals] = {}
     first_raw = 2 + len(_DIM_NAMES)
     top = 0
+    days: dict[str, list[tuple[list[Any], int | None, Sequence[Any]]]] = {}
     for row in rows:
-        top = max(top, row[0])
-        day = row[1]
+        if row[0] > top:
+            top = row[0]
         vector, bucket = contribution(row[first_raw:])
-        keys = [("", "", day)]
-        keys.extend(
-            (dim, "" if row[2 + i] is None else str(row[2 + i]), day) for i, dim in enumerate(_DIM_NAMES)
-        )
-        for key in keys:
-            totals = groups.get(key)
-            if totals is None:
-                totals = groups[key] = Totals()
-            totals.add(vector, bucket)
+        day_rows = days.get(row[1])
+        if day_rows is None:
+            day_rows = days[row[1]] = []
+        day_rows.append((vector, bucket, row[2:first_raw]))
+    for day, day_rows in days.items():
+        whole = groups[("", "", day)] = Totals()
+        for vector, bucket, _ in day_rows:
+            whole.add(vector, bucket)
+        for i, dim in enumerate(_DIM_NAMES):
+            first = day_rows[0][2][i]
+            if all(dims[i] == first and type(dims[i]) is type(first) for _, _, dims in day_rows):
+                groups[(dim, "" if first is None else str(first), day)] = whole.copy()
+                continue
+            for vector, bucket, dims in day_rows:
+                value = dims[i]
+                key = (dim, "" if value is None else str(value), day)
+                totals = groups.get(key)
+                if totals is None:
+                    totals = groups[key] = Totals()
+                totals.add(vector, bucket)
     return groups, top
 
 

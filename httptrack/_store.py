@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from itertools import compress
+from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,17 @@ BATCH_SIZE = 1000
 #: (seconds), or after this many rows, and at every flush().
 DERIVE_SECONDS = 1.0
 DERIVE_ROWS = 200
+#: The writer lets go of the GIL for a moment (YIELD_FOR seconds) now and then: Python hands
+#: the GIL to a waiting thread only after the switch interval (5 ms), so an app thread that
+#: needs it back (a response arrived, a call ended, its own work) would otherwise wait up to
+#: that long while the writer builds rows. A release shorter than a thread's wake-up does
+#: nothing (the writer takes the GIL back first), hence a short sleep, not sleep(0). How
+#: often adapts: every YIELD_EVERY_MIN seconds of work while the app is running (calls came
+#: in, or the sleep took long: another thread had the GIL meanwhile), backing off to
+#: YIELD_EVERY_MAX while nothing else wants the GIL (then the writer runs flat out).
+YIELD_FOR = 0.0001
+YIELD_EVERY_MIN = 0.001
+YIELD_EVERY_MAX = 0.05
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
 MAX_PENDING_ROWS = 200_000
 #: Memory bounds, whatever the number of calls: bodies of calls waiting for the writer, and
@@ -61,28 +72,37 @@ MAX_PENDING_BYTES = 256 * 1024 * 1024
 #: A row's values in column order (in C: this runs for every call).
 _row_values = operator.itemgetter(*COLUMN_NAMES)
 _NONES = (None,) * len(COLUMN_NAMES)
-#: INSERT statements by which columns a row has values for (see ``_insert``).
-_inserts: dict[tuple[bool, ...], str] = {}
+#: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
+#: and every release is a chance for another thread to take the GIL, after which this one
+#: waits for it (up to the 5 ms switch interval while the app's thread is busy): one
+#: statement per row (``executemany``) made a busy app and the writer hand the GIL back and
+#: forth for every row, costing both more than the insert itself.
+ROWS_PER_INSERT = 64
+#: INSERT statements by the columns their rows have values for and how many rows they take.
+_inserts: dict[tuple[tuple[bool, ...], int], str] = {}
 
 
-def _insert_sql(present: tuple[bool, ...]) -> str:
-    sql = _inserts.get(present)
+def _insert_sql(present: tuple[bool, ...], count: int) -> str:
+    sql = _inserts.get((present, count))
     if sql is None:
         names = list(compress(COLUMN_NAMES, present))
-        sql = f"INSERT OR IGNORE INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        values = ", ".join([f"({', '.join('?' * len(names))})"] * count)
+        sql = f"INSERT OR IGNORE INTO calls ({', '.join(names)}) VALUES {values}"
         if len(_inserts) >= 1024:  # never in practice: a handful of shapes recur
             _inserts.clear()
-        _inserts[present] = sql
+        _inserts[(present, count)] = sql
     return sql
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` (values in ``COLUMN_NAMES`` order), in order.
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], max_variables: int = 999) -> None:
+    """Insert ``rows`` (values in ``COLUMN_NAMES`` order), in order, many per statement.
 
     NULLs are left out of the statement instead of bound: binding ``None`` makes Python's
     sqlite3 look for an adapter (a failed attribute lookup, an exception raised and
     cleared) and cost ~10x a bound value; a row has a dozen or more of them. Rows in a
-    batch mostly lack the same columns, so they go in as runs sharing one statement."""
+    batch mostly lack the same columns: each run of rows of one shape goes in as
+    statements of :data:`ROWS_PER_INSERT` rows (then halves, for the rest: a few statement
+    texts serve every batch, and stay in the connection's statement cache)."""
     present_of = operator.is_not
     run: list[tuple[Any, ...]] = []
     shape: tuple[bool, ...] | None = None
@@ -90,11 +110,23 @@ def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         present = tuple(map(present_of, row, _NONES))
         if present != shape:
             if run:
-                conn.executemany(_insert_sql(shape), run)  # type: ignore[arg-type]
+                _insert_run(conn, shape, run, max_variables)  # type: ignore[arg-type]
             shape, run = present, []
         run.append(tuple(compress(row, present)))
     if run:
-        conn.executemany(_insert_sql(shape), run)  # type: ignore[arg-type]
+        _insert_run(conn, shape, run, max_variables)  # type: ignore[arg-type]
+
+
+def _insert_run(
+    conn: sqlite3.Connection, shape: tuple[bool, ...], run: list[tuple[Any, ...]], max_variables: int
+) -> None:
+    most = max(1, min(ROWS_PER_INSERT, max_variables // len(run[0])))
+    done = 0
+    while done < len(run):
+        left = len(run) - done
+        count = most if left >= most else 1 << (left.bit_length() - 1)
+        conn.execute(_insert_sql(shape, count), list(chain.from_iterable(run[done : done + count])))
+        done += count
 
 
 def _create_private_file(path: Path) -> None:
@@ -212,6 +244,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._max_variables = 999
         self._searchable = False
         self._rolled_up = False
         #: Rows written since the search index and the rollup were last brought up to date.
@@ -228,11 +261,12 @@ class Store:
                 conn.close()
                 raise
             self._conn = conn
+            self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
             self._rolled_up = _views.rollups_exist(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            _insert(conn, rows)
+            _insert(conn, rows, self._max_variables)
             self.behind += len(rows)
             if self.due():
                 self._derive(conn)
@@ -316,6 +350,11 @@ class Writer:
         self._queue: deque[Any] = deque()
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
+        #: Calls submitted so far, and the count when the writer last looked (see _pause).
+        self._submitted = 0
+        self._seen = 0
+        self._slice_start = 0.0
+        self._yield_every = YIELD_EVERY_MIN
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -339,6 +378,7 @@ class Writer:
             return
         with self._bytes_lock:
             self._queued_bytes += size
+            self._submitted += 1
         queue.append(exchange)
         if self._thread is None:
             self._start()
@@ -426,7 +466,9 @@ class Writer:
 
         by_store: dict[Path, list[tuple[Any, ...]]] = {}
         built: list[tuple[Exchange, dict[str, Any]]] = []
+        self._slice_start = time.perf_counter()
         for exchange in batch:
+            self._pause()
             try:
                 row = build_row(exchange)
             except Exception as exc:
@@ -442,6 +484,7 @@ class Writer:
         self._write_pending(force=False)
         sinks: dict[int, Any] = {}
         for exchange, row in built:
+            self._pause()
             sink = exchange.sink
             hook = getattr(sink, "after_record", None)
             if hook is not None:
@@ -457,6 +500,21 @@ class Writer:
                     done()
                 except Exception as exc:
                     report_fault("after_record", "a post-record hook failed", exc)
+
+    def _pause(self) -> None:
+        """Let other threads have the GIL for a moment, every so often (see YIELD_FOR)."""
+        now = time.perf_counter()
+        if now - self._slice_start < self._yield_every:
+            return
+        time.sleep(YIELD_FOR)
+        after = time.perf_counter()
+        # Back from the sleep much later than asked: another thread ran meanwhile.
+        if after - now > YIELD_FOR + 0.0005 or self._submitted != self._seen:
+            self._yield_every = YIELD_EVERY_MIN
+        else:
+            self._yield_every = min(self._yield_every * 2, YIELD_EVERY_MAX)
+        self._seen = self._submitted
+        self._slice_start = after
 
     def _write_pending(self, *, force: bool) -> None:
         if not self._pending or (not force and time.monotonic() < self._retry_at):

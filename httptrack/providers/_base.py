@@ -140,14 +140,18 @@ def dig(obj: Any, *path: str | int) -> Any:
         if isinstance(key, int):
             if not isinstance(obj, list) or not -len(obj) <= key < len(obj):
                 return None
-        elif not isinstance(obj, dict):
+            obj = obj[key]
+        elif isinstance(obj, dict):
+            obj = obj.get(key)
+        else:
             return None
-        obj = obj[key] if isinstance(key, int) else obj.get(key)
     return obj
 
 
 def as_int(value: Any) -> int | None:
     """A token count, or ``None`` for anything that is not a sane non-negative integer."""
+    if value.__class__ is int:  # the common case, first (a bool's class is bool)
+        return value if 0 <= value < 1 << 53 else None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
