@@ -1,110 +1,587 @@
-"""Per-call overhead of tracking, side by side with bare httpx / httpx2 in the same run.
+"""What tracking costs an app, side by side with the same calls untracked, in one run.
 
-    python benchmarks/bench_overhead.py [--calls 3000]
+    python benchmarks/bench_overhead.py            # a few minutes
+    python benchmarks/bench_overhead.py --quick    # a smoke run (seconds)
+    python benchmarks/bench_overhead.py --only calls,streams
 
-Every variant sends the same non-streaming chat completion over an in-memory inner
-transport (no sockets), so what is measured is the client stack plus httptrack. Tracked
-variants include the background writer's work (parse, price, insert): the run ends with a
-flush and the time is divided over all calls. Figures are medians of several rounds.
+Every call goes to an in-memory inner transport (``MockTransport``: no sockets), so what is
+measured is the client stack plus httptrack, and httptrack's share is as large as it can
+ever be (a real LLM call takes 100 ms to minutes; here a bare call takes ~0.1 ms).
+
+Sections:
+
+- **calls**: a non-streaming chat completion (a new prompt every call, as in real use),
+  through ``httpx``, ``httpx2`` and the ``openai`` SDK (over httpx2). Variants: ``bare`` (no
+  httptrack), ``tracked, cache off`` and ``tracked, defaults`` (the cache on, as users get
+  it: every call a miss, looked up, then stored). Rows are fully written: each round of
+  calls ends with ``httptrack.flush()`` inside the timed span, so parsing, pricing, the
+  insert and storing to the cache are all counted. ``app thread only`` is the tracked call
+  with the writer stubbed out: what runs on the app's own thread. Also the app thread's own
+  CPU time per call (``time.thread_time``) with the real writer running: the writer's work
+  runs in its own thread and is not in that figure.
+- **streams**: time to first chunk (inner transport hands over the first chunk → the app
+  receives it) and the cost per chunk, bare vs tracked.
+- **writer**: rows per second the background writer sustains (exchanges queued at once,
+  then flushed), and what a row costs in each step (building it, inserting it, the search
+  index and rollup catch-up).
+- **burst**: 100,000 calls as fast as one thread can make them, in a fresh process: rows
+  written, calls dropped, peak memory (RSS) and the writer's queue; then the same with a
+  queue cap (``max_queue``) small enough to be hit, to show the drop policy.
+- **contention**: a call's latency (p50/p99) while the writer is busy with a backlog,
+  against the same call with the writer idle: what sharing the GIL with the writer costs.
+
+Variants run interleaved in rounds (so drift on a busy machine hits them alike); figures
+are medians over rounds, with the spread (min–max of the round figures) beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import json
+import os
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
+import openai
 
-import httptrack
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 
-CHAT = "https://api.openai.com/v1/chat/completions"
-REQUEST = {
-    "model": "gpt-4o-mini",
-    "messages": [{"role": "user", "content": "What is the capital of France?"}],
-}
-RESPONSE = json.dumps(
+import httptrack  # noqa: E402
+from httptrack._store import writer  # noqa: E402
+
+API = "https://api.openai.com/v1"
+CHAT = f"{API}/chat/completions"
+HEADERS = {"authorization": "Bearer sk-bench"}
+_counter = itertools.count()
+
+
+def chat_request() -> dict[str, Any]:
+    """A new prompt every call: real prompts do not repeat (and a repeat would be a cache hit)."""
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "user", "content": f"What is the capital of France? (question {next(_counter)})"}
+        ],
+    }
+
+
+CHAT_BODY = json.dumps(
     {
-        "id": "chatcmpl-1",
+        "id": "chatcmpl-bench",
         "object": "chat.completion",
         "created": 1735689600,
         "model": "gpt-4o-mini-2024-07-18",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "The capital of France is Paris.",
+                    "refusal": None,
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
         ],
         "usage": {
             "prompt_tokens": 14,
-            "completion_tokens": 2,
-            "total_tokens": 16,
+            "completion_tokens": 7,
+            "total_tokens": 21,
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
+        "system_fingerprint": "fp_bench",
     }
 ).encode()
+RESPONSE_HEADERS = {"content-type": "application/json", "x-request-id": "req_bench"}
 
 
-def inner(lib: Any) -> Any:
-    headers = {"content-type": "application/json", "x-request-id": "req_1"}
+def sse_chunks(count: int) -> list[bytes]:
+    """An OpenAI-style chat stream of ``count`` chunks (one event each), usage and [DONE] last."""
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1735689600,
+        "model": "gpt-4o-mini",
+    }
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
+
+    chunks = [event({"role": "assistant", "content": ""})]
+    chunks += [event({"content": f" word{i}"}) for i in range(max(0, count - 4))]
+    chunks.append(event({}, "stop"))
+    usage = {"prompt_tokens": 14, "completion_tokens": count, "total_tokens": 14 + count}
+    chunks.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+    chunks.append(b"data: [DONE]\n\n")
+    return chunks
+
+
+def mock(lib: Any, stream: list[bytes] | None = None, marks: list[int] | None = None) -> Any:
+    """The in-memory provider: a fixed chat answer (or ``stream`` as chunks, noting in
+    ``marks`` when the first chunk is handed over)."""
+
+    class Chunks(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+        def __iter__(self) -> Iterator[bytes]:
+            assert stream is not None
+            first = True
+            for chunk in stream:
+                if first and marks is not None:
+                    marks.append(time.perf_counter_ns())
+                first = False
+                yield chunk
 
     def handler(request: Any) -> Any:
-        return lib.Response(200, headers=headers, stream=lib.ByteStream(RESPONSE))
+        if stream is not None:
+            return lib.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks())
+        return lib.Response(200, headers=RESPONSE_HEADERS, stream=lib.ByteStream(CHAT_BODY))
 
     return lib.MockTransport(handler)
 
 
-def run_calls(client: Any, calls: int) -> None:
-    for _ in range(calls):
-        client.post(CHAT, json=REQUEST).read()
+def _discard(exchange: Any) -> None:
+    pass
 
 
-def measure(make_client: Any, calls: int, rounds: int, flush: bool) -> float:
-    """Median microseconds per call over ``rounds`` rounds (writer work included)."""
-    per_call = []
-    for _ in range(rounds):
-        client = make_client()
-        run_calls(client, 50)  # warm up: imports, connection of the writer, price data
-        if flush:
-            httptrack.flush()
-        start = time.perf_counter()
-        run_calls(client, calls)
-        if flush:
-            httptrack.flush()
-        per_call.append((time.perf_counter() - start) / calls * 1e6)
-        client.close()
-    return statistics.median(per_call)
+class stubbed_writer:
+    """Within the block, finished calls are dropped instead of recorded: what is left is the
+    tracking done on the app's own thread."""
+
+    def __enter__(self) -> None:
+        writer().submit = _discard  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        del writer().submit
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="httptrack-bench-"))
-    results: list[tuple[str, float, float]] = []
+def spread(values: list[float]) -> str:
+    return f"{min(values):.1f}–{max(values):.1f}"
+
+
+# -- calls ----------------------------------------------------------------------------------
+
+
+def call_variants(folder: Path) -> dict[str, dict[str, Callable[[], Any]]]:
+    """stack → variant → one call."""
+    stacks: dict[str, dict[str, Callable[[], Any]]] = {}
+
+    def tracking(lib: Any, name: str, cache: bool) -> Any:
+        options: dict[str, Any] = {"cache_dir": folder / f"{name}-cache"} if cache else {"cache": False}
+        return httptrack.TrackingTransport(mock(lib), db=folder / f"{name}-{cache}.db", **options)
+
+    def stubbed(call: Callable[[], Any]) -> Callable[[], Any]:
+        def app_only() -> Any:
+            with stubbed_writer():
+                return call()
+
+        return app_only
+
     for lib in (httpx, httpx2):
-        bare = measure(lambda lib=lib: lib.Client(transport=inner(lib)), args.calls, args.rounds, flush=False)
-        db = folder / f"{lib.__name__}.db"
-        tracked = measure(
-            lambda lib=lib, db=db: lib.Client(
-                transport=httptrack.TrackingTransport(inner(lib), db=db, cache=False)
-            ),
-            args.calls,
-            args.rounds,
-            flush=True,
+        name = lib.__name__
+
+        def raw(transport: Any, lib: Any = lib) -> Callable[[], Any]:
+            client = lib.Client(transport=transport, headers=HEADERS)
+            return lambda: client.post(CHAT, json=chat_request()).content
+
+        stacks[f"{name} client.post()"] = {
+            "bare": raw(mock(lib)),
+            "tracked, cache off": raw(tracking(lib, name, False)),
+            "tracked, defaults": raw(tracking(lib, name, True)),
+            "app thread only, cache off": stubbed(raw(tracking(lib, name, False))),
+            "app thread only, defaults": stubbed(raw(tracking(lib, f"{name}-stubbed", True))),
+        }
+
+    def create(transport: Any) -> Callable[[], Any]:
+        sdk = openai.OpenAI(api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=transport))
+        return lambda: sdk.chat.completions.create(**chat_request()).choices[0].message.content
+
+    stacks["openai chat.completions.create()"] = {
+        "bare": create(mock(httpx2)),
+        "tracked, cache off": create(tracking(httpx2, "sdk", False)),
+        "tracked, defaults": create(tracking(httpx2, "sdk", True)),
+        "app thread only, cache off": stubbed(create(tracking(httpx2, "sdk", False))),
+        "app thread only, defaults": stubbed(create(tracking(httpx2, "sdk-stubbed", True))),
+    }
+    return stacks
+
+
+Samples = dict[str, dict[str, list[float]]]
+
+
+def bench_calls(folder: Path, rounds: int, calls: int) -> None:
+    stacks = call_variants(folder)
+    for variants in stacks.values():  # warm up: imports, the writer, price data, the cache folder
+        for call in variants.values():
+            for _ in range(20):
+                call()
+    httptrack.flush()
+    wall: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
+    cpu: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
+    app_cpu: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
+    for r in range(rounds):
+        for stack, variants in stacks.items():
+            names = list(variants)
+            names = names[r % len(names) :] + names[: r % len(names)]  # rotate: no variant always first
+            for variant in names:
+                call = variants[variant]
+                gc.collect()
+                start, process, thread = time.perf_counter(), time.process_time(), time.thread_time()
+                for _ in range(calls):
+                    call()
+                httptrack.flush()  # the rows of these calls are written inside the timed span
+                wall[stack][variant].append((time.perf_counter() - start) / calls * 1e6)
+                cpu[stack][variant].append((time.process_time() - process) / calls * 1e6)
+                app_cpu[stack][variant].append((time.thread_time() - thread) / calls * 1e6)
+    print(
+        f"Per call: {rounds} rounds of {calls} calls per variant, interleaved; medians over the rounds, and "
+        "the median of each round's ratio to bare (with its spread, min–max over rounds)\n"
+    )
+    head = (
+        f"{'stack':34} {'variant':27} {'wall µs':>8} {'x bare':>7} {'(spread)':>12} "
+        f"{'CPU µs':>8} {'x bare':>7} {'app thread +µs':>15}"
+    )
+    print(head)
+    print("-" * len(head))
+    for stack, variants in wall.items():
+        base_cpu = statistics.median(app_cpu[stack]["bare"])
+        for variant, values in variants.items():
+            ratios = [v / b for v, b in zip(values, wall[stack]["bare"], strict=True)]
+            cpu_ratios = [v / b for v, b in zip(cpu[stack][variant], cpu[stack]["bare"], strict=True)]
+            own = statistics.median(app_cpu[stack][variant]) - base_cpu
+            print(
+                f"{stack:34} {variant:27} {statistics.median(values):8.1f} {statistics.median(ratios):6.2f}x "
+                f"{f'({min(ratios):.2f}–{max(ratios):.2f})':>12} {statistics.median(cpu[stack][variant]):8.1f} "
+                f"{statistics.median(cpu_ratios):6.2f}x {own:+15.1f}"
+            )
+    print(
+        "\n(wall: the call plus its share of the background writer's work, flushed inside the span;\n"
+        " CPU: the whole process's CPU time (the app's thread and the writer's) per call;\n"
+        " app thread +µs: the calling thread's own CPU time per call, more than bare's;\n"
+        " 'app thread only': the writer stubbed out, what is left runs on the app's thread.)\n"
+    )
+
+
+# -- streams --------------------------------------------------------------------------------
+
+
+def bench_streams(folder: Path, rounds: int, calls: int) -> None:
+    lengths = (10, 1010)
+    marks: list[int] = []
+    clients: dict[str, dict[int, Any]] = {"bare": {}, "tracked": {}}
+    for n in lengths:
+        chunks = sse_chunks(n)
+        clients["bare"][n] = httpx2.Client(transport=mock(httpx2, chunks, marks))
+        clients["tracked"][n] = httpx2.Client(
+            transport=httptrack.TrackingTransport(
+                mock(httpx2, chunks, marks), db=folder / "streams.db", cache=False
+            )
         )
-        results.append((f"{lib.__name__}: bare client", bare, 1.0))
-        results.append((f"{lib.__name__}: TrackingTransport (row written)", tracked, tracked / bare))
-    print(f"{'variant':<48} {'µs/call':>10} {'ratio':>7}")
-    for name, micros, ratio in results:
-        print(f"{name:<48} {micros:>10.1f} {ratio:>7.2f}")
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "messages": [], "stream": True, "stream_options": {"include_usage": True}}
+    )
+
+    def one(client: Any) -> tuple[int, int, int]:
+        """(ns to the whole stream, ns request → first chunk, ns inner hand-over → app)"""
+        start = time.perf_counter_ns()
+        with client.stream(
+            "POST", CHAT, content=body, headers={"content-type": "application/json"}
+        ) as response:
+            first = None
+            for _ in response.iter_raw():
+                if first is None:
+                    first = time.perf_counter_ns()
+        end = time.perf_counter_ns()
+        assert first is not None
+        return end - start, first - start, first - marks[-1]
+
+    for variants in clients.values():
+        for client in variants.values():
+            for _ in range(5):
+                one(client)
+    httptrack.flush()
+    total: dict[str, dict[int, list[float]]] = {v: {n: [] for n in lengths} for v in clients}
+    ttfc: dict[str, list[float]] = {v: [] for v in clients}
+    handover: dict[str, list[float]] = {v: [] for v in clients}
+    per_round = max(5, calls // 10)
+    for _ in range(rounds):
+        for variant, by_length in clients.items():
+            for n, client in by_length.items():
+                gc.collect()
+                times = [one(client) for _ in range(per_round)]
+                httptrack.flush()
+                total[variant][n].append(statistics.median(t[0] for t in times) / 1000)
+                if n == lengths[0]:
+                    ttfc[variant].extend(t[1] / 1000 for t in times)
+                    handover[variant].extend(t[2] / 1000 for t in times)
+
+    def per_chunk(variant: str) -> list[float]:
+        short, long = total[variant][lengths[0]], total[variant][lengths[1]]
+        return [(b - a) / (lengths[1] - lengths[0]) for a, b in zip(short, long, strict=True)]
+
+    print(f"Streams (httpx2, SSE chunks, writer running, cache off): {rounds} rounds x {per_round} streams\n")
+    print(f"{'':44} {'bare':>10} {'tracked':>10} {'added':>10}")
+    rows = [
+        ("first chunk: inner hands it over → app has it", handover),
+        ("first chunk: request sent → app has it", ttfc),
+    ]
+    for label, data in rows:
+        b, t = statistics.median(data["bare"]), statistics.median(data["tracked"])
+        print(f"{label:44} {b:8.1f}µs {t:8.1f}µs {t - b:+8.1f}µs")
+    b, t = statistics.median(per_chunk("bare")), statistics.median(per_chunk("tracked"))
+    print(f"{'per chunk (slope from 10 to 1010 chunks)':44} {b:8.2f}µs {t:8.2f}µs {t - b:+8.2f}µs")
+    print(
+        f"{'  spread of the per-chunk figure (rounds)':44} {spread(per_chunk('bare')):>10} {spread(per_chunk('tracked')):>10}"
+    )
+    b, t = statistics.median(total["bare"][lengths[1]]), statistics.median(total["tracked"][lengths[1]])
+    print(f"{f'whole stream of {lengths[1]} chunks (row written)':44} {b:8.0f}µs {t:8.0f}µs {t / b:9.2f}x\n")
+
+
+# -- writer ---------------------------------------------------------------------------------
+
+
+def capture_exchanges(db: Path, count: int) -> list[Any]:
+    """``count`` finished calls, held back from the writer (to be submitted at once later)."""
+    captured: list[Any] = []
+    shared = writer()
+    shared.submit = captured.append  # type: ignore[method-assign]
+    try:
+        client = httpx2.Client(transport=httptrack.TrackingTransport(mock(httpx2), db=db, cache=False))
+        for _ in range(count):
+            client.post(CHAT, json=chat_request()).read()
+    finally:
+        del shared.submit
+    return captured
+
+
+def bench_writer(folder: Path, rounds: int, rows: int) -> None:
+    from httptrack._recorder import build_row
+    from httptrack._store import Store, _row_values
+
+    shared = writer()
+    rates, build, insert, derive = [], [], [], []
+    for r in range(rounds):
+        db = folder / f"throughput-{r}.db"
+        exchanges = capture_exchanges(db, rows)
+        httptrack.flush()
+        gc.collect()
+        start = time.perf_counter()
+        for exchange in exchanges:
+            shared.submit(exchange)
+        httptrack.flush()
+        rates.append(rows / (time.perf_counter() - start))
+        with sqlite3.connect(db) as conn:
+            (written,) = conn.execute("SELECT count(*) FROM calls").fetchone()
+        assert written == rows, (written, rows)
+        # The steps, one at a time, in this thread.
+        again = capture_exchanges(folder / "steps.db", rows)
+        start = time.perf_counter()
+        built = [_row_values(build_row(e)) for e in again]
+        build.append((time.perf_counter() - start) / rows * 1e6)
+        store = Store(folder / f"steps-{r}.db")
+        store.write(built[:1])
+        store.due = lambda: False  # type: ignore[method-assign]
+        start = time.perf_counter()
+        for i in range(1, rows, 200):
+            store.write(built[i : i + 200])
+        insert.append((time.perf_counter() - start) / rows * 1e6)
+        del store.due
+        start = time.perf_counter()
+        store.catch_up()
+        derive.append((time.perf_counter() - start) / rows * 1e6)
+        store.close()
+    print(f"Writer: {rows} queued calls written, {rounds} rounds\n")
+    print(
+        f"{'rows per second (queue → committed)':44} {statistics.median(rates):10,.0f}   spread {min(rates):,.0f}–{max(rates):,.0f}"
+    )
+    print(
+        f"{'build a row (parse, price, redact) µs/row':44} {statistics.median(build):10.1f}   spread {spread(build)}"
+    )
+    print(
+        f"{'insert (batches of 200) µs/row':44} {statistics.median(insert):10.1f}   spread {spread(insert)}"
+    )
+    print(
+        f"{'search index + rollup catch-up µs/row':44} {statistics.median(derive):10.1f}   spread {spread(derive)}\n"
+    )
+
+
+# -- burst ----------------------------------------------------------------------------------
+
+
+def burst_child(calls: int, db: Path, max_queue: int | None) -> dict[str, Any]:
+    """Runs in a fresh process: ``calls`` calls as fast as possible, then a flush."""
+    import resource
+
+    options: dict[str, Any] = {"db": db, "cache": False}
+    if max_queue is not None:
+        options["max_queue"] = max_queue
+    client = httpx2.Client(transport=httptrack.TrackingTransport(mock(httpx2), **options), headers=HEADERS)
+    shared = writer()
+    client.post(CHAT, json=chat_request()).read()
+    httptrack.flush()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    dropped0 = shared.dropped
+    longest = 0
+    start = time.perf_counter()
+    for i in range(calls):
+        client.post(CHAT, json=chat_request()).read()
+        if i % 100 == 0:
+            longest = max(longest, len(shared._queue))
+    calls_done = time.perf_counter()
+    httptrack.flush(timeout=600)
+    end = time.perf_counter()
+    with sqlite3.connect(db) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM calls").fetchone()
+    return {
+        "calls": calls,
+        "rows": rows - 1,
+        "dropped": shared.dropped - dropped0,
+        "faults": httptrack.fault_counts(),
+        "calls_s": calls_done - start,
+        "total_s": end - start,
+        "rss_base_mb": base_rss / 1024,
+        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "queue_peak": longest,
+    }
+
+
+def bench_burst(folder: Path, calls: int) -> None:
+    print(f"Burst: {calls:,} calls from one thread, as fast as it can (fresh process each)\n")
+    head = f"{'max_queue':>10} {'rows written':>13} {'dropped':>8} {'calls/s':>9} {'until flushed':>14} {'peak queue':>11} {'RSS base → peak':>18}"
+    print(head)
+    print("-" * len(head))
+    for max_queue in (None, calls // 10):
+        db = folder / f"burst-{max_queue}.db"
+        args = [sys.executable, __file__, "--burst-child", str(calls), "--db", str(db)]
+        if max_queue is not None:
+            args += ["--max-queue", str(max_queue)]
+        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        label = "default" if max_queue is None else f"{max_queue:,}"
+        print(
+            f"{label:>10} {r['rows']:13,} {r['dropped']:8,} {calls / r['calls_s']:9,.0f} {r['total_s']:13.1f}s "
+            f"{r['queue_peak']:11,} {r['rss_base_mb']:7.0f} → {r['rss_peak_mb']:4.0f} MB"
+        )
+        assert r["rows"] + r["dropped"] == calls, r
+        if max_queue is None:
+            assert r["dropped"] == 0, r
+        else:
+            print(f"{'':>10} faults counted: {r['faults']}")
+    print()
+
+
+# -- contention -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_contention(folder: Path, rounds: int, backlog: int) -> None:
+    shared = writer()
+    bare = httpx2.Client(transport=mock(httpx2))
+    tracked = httpx2.Client(
+        transport=httptrack.TrackingTransport(mock(httpx2), db=folder / "contention.db", cache=False)
+    )
+    calls = {
+        "bare call": lambda: bare.post(CHAT, json=chat_request()).content,
+        "tracked call": lambda: tracked.post(CHAT, json=chat_request()).content,
+    }
+    idle: dict[str, list[float]] = {k: [] for k in calls}
+    busy: dict[str, list[float]] = {k: [] for k in calls}
+    calls["tracked call"]()
+    httptrack.flush()  # the writer started and warmed up (price data loaded) beforehand
+    for _ in range(rounds):
+        exchanges = capture_exchanges(folder / "backlog.db", backlog)
+        for name, call in calls.items():
+            httptrack.flush()
+            gc.collect()
+            for _ in range(200):
+                start = time.perf_counter_ns()
+                call()
+                idle[name].append((time.perf_counter_ns() - start) / 1000)
+            httptrack.flush()
+            for exchange in exchanges:
+                shared.submit(exchange)
+            # Calls made while the writer works through the backlog (the tracked calls add
+            # to it: stop after as many calls as were made idle).
+            for _ in range(200):
+                if not shared._queue:
+                    break
+                start = time.perf_counter_ns()
+                call()
+                busy[name].append((time.perf_counter_ns() - start) / 1000)
+            httptrack.flush()
+            exchanges = capture_exchanges(folder / "backlog.db", backlog)
+    print(f"A call's latency while the writer is idle / busy with a backlog of {backlog:,} calls (µs)\n")
+    print(
+        f"{'':14} {'idle p50':>9} {'idle p99':>9} {'busy p50':>9} {'busy p99':>9} {'busy max':>9} {'calls':>7}"
+    )
+    for name in calls:
+        a, b = idle[name], busy[name]
+        print(
+            f"{name:14} {percentile(a, 0.5):9.0f} {percentile(a, 0.99):9.0f} {percentile(b, 0.5):9.0f} "
+            f"{percentile(b, 0.99):9.0f} {max(b):9.0f} {len(b):7}"
+        )
+    print()
+
+
+# -- main -----------------------------------------------------------------------------------
+
+SECTIONS = ("calls", "streams", "writer", "burst", "contention")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a few seconds")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=50, help="calls per variant per round")
+    parser.add_argument("--burst", type=int, default=100_000, help="calls in the burst")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--burst-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--max-queue", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.burst_child:
+        print(json.dumps(burst_child(args.burst_child, args.db, args.max_queue)))
+        return 0
+    rounds, calls, burst, rows, backlog = args.rounds, args.calls, args.burst, 20_000, 5_000
+    if args.quick:
+        rounds, calls, burst, rows, backlog = 2, 30, 2_000, 1_000, 300
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    print(
+        f"Python {sys.version.split()[0]}, httpx {httpx.__version__}, httpx2 {httpx2.__version__}, "
+        f"openai {openai.__version__}, SQLite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="httptrack-bench-") as tmp:
+        folder = Path(tmp)
+        if "calls" in only:
+            bench_calls(folder, rounds, calls)
+        if "streams" in only:
+            bench_streams(folder, rounds, calls)
+        if "writer" in only:
+            bench_writer(folder, max(1, rounds // 5), rows)
+        if "burst" in only:
+            bench_burst(folder, burst)
+        if "contention" in only:
+            bench_contention(folder, max(1, rounds // 5), backlog)
+        httptrack.flush()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -15,7 +15,8 @@ from typing import Any
 
 __all__ = ["loads_bytes"]
 
-_scan = json.JSONDecoder().scan_once  # the C scanner, as json.loads uses it
+# The C scanner, as json.loads uses it (an attribute typeshed does not declare).
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _space = re.compile(r"[ \t\n\r]*").match  # json.decoder.WHITESPACE
 
 
