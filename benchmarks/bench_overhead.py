@@ -221,6 +221,31 @@ def call_variants(folder: Path) -> dict[str, dict[str, Callable[[], Any]]]:
 Samples = dict[str, dict[str, list[float]]]
 
 
+def cpu_phase(bare: Callable[[], Any], tracked: Callable[[], Any], rounds: int, calls: int) -> tuple[float, float, float]:
+    """Bare and tracked calls alternated one by one (so both meet the machine in the same
+    state), the writer flushed at the end of each round. Returns median µs per call of the
+    app thread's CPU (bare, tracked) and of the writer's CPU per tracked call."""
+    bare_cpu, tracked_cpu, writer_cpu = [], [], []
+    clock = time.thread_time
+    for _ in range(rounds):
+        gc.collect()
+        spent = [0.0, 0.0]
+        process, thread = time.process_time(), clock()
+        for _ in range(calls):
+            start = clock()
+            bare()
+            middle = clock()
+            tracked()
+            spent[0] += middle - start
+            spent[1] += clock() - middle
+        httptrack.flush()
+        # Everything the process spent beyond this thread's time is the writer's.
+        writer_cpu.append(((time.process_time() - process) - (clock() - thread)) / calls * 1e6)
+        bare_cpu.append(spent[0] / calls * 1e6)
+        tracked_cpu.append(spent[1] / calls * 1e6)
+    return statistics.median(bare_cpu), statistics.median(tracked_cpu), statistics.median(writer_cpu)
+
+
 def bench_calls(folder: Path, rounds: int, calls: int) -> None:
     stacks = call_variants(folder)
     for variants in stacks.values():  # warm up: imports, the writer, price data, the cache folder
@@ -228,9 +253,41 @@ def bench_calls(folder: Path, rounds: int, calls: int) -> None:
             for _ in range(20):
                 call()
     httptrack.flush()
+
+    print(
+        f"CPU per call: bare and tracked calls alternated one by one, {rounds} rounds of {calls} each "
+        "(medians)\n"
+    )
+    head = (
+        f"{'stack':34} {'variant':27} {'app thread':>10} {'+ writer':>9} {'= total':>8} "
+        f"{'x bare':>7} {'app thread + µs':>16}"
+    )
+    print(head)
+    print("-" * len(head))
+    for stack, variants in stacks.items():
+        base = None
+        for variant, call in variants.items():
+            if variant == "bare":
+                continue
+            bare_cpu, app, wrote = cpu_phase(variants["bare"], call, rounds, calls)
+            if "only" in variant:
+                wrote = 0.0
+            if base is None:
+                base = bare_cpu
+                print(f"{stack:34} {'bare':27} {bare_cpu:10.1f} {0:9.1f} {bare_cpu:8.1f} {1:6.2f}x {0:+16.1f}")
+            total = app + wrote
+            print(
+                f"{stack:34} {variant:27} {app:10.1f} {wrote:9.1f} {total:8.1f} {total / bare_cpu:6.2f}x "
+                f"{app - bare_cpu:+16.1f}"
+            )
+    print(
+        "\n(app thread: the calling thread's CPU time; + writer: the background writer's CPU time per\n"
+        " call (parse, price, insert, cache store); x bare: total over the bare call's CPU time in the\n"
+        " same rounds; 'app thread only': the writer stubbed out, nothing recorded.)\n"
+    )
+
     wall: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
-    cpu: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
-    app_cpu: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
+    block = max(5, calls // 4)
     for r in range(rounds):
         for stack, variants in stacks.items():
             names = list(variants)
@@ -238,40 +295,27 @@ def bench_calls(folder: Path, rounds: int, calls: int) -> None:
             for variant in names:
                 call = variants[variant]
                 gc.collect()
-                start, process, thread = time.perf_counter(), time.process_time(), time.thread_time()
-                for _ in range(calls):
+                start = time.perf_counter()
+                for _ in range(block):
                     call()
                 httptrack.flush()  # the rows of these calls are written inside the timed span
-                wall[stack][variant].append((time.perf_counter() - start) / calls * 1e6)
-                cpu[stack][variant].append((time.process_time() - process) / calls * 1e6)
-                app_cpu[stack][variant].append((time.thread_time() - thread) / calls * 1e6)
+                wall[stack][variant].append((time.perf_counter() - start) / block * 1e6)
     print(
-        f"Per call: {rounds} rounds of {calls} calls per variant, interleaved; medians over the rounds, and "
-        "the median of each round's ratio to bare (with its spread, min–max over rounds)\n"
+        f"Wall time per call, the writer's work flushed inside the span: {rounds} rounds of {block} calls "
+        "per variant, interleaved; median of each round's ratio to bare (spread: quartiles)\n"
     )
-    head = (
-        f"{'stack':34} {'variant':27} {'wall µs':>8} {'x bare':>7} {'(spread)':>12} "
-        f"{'CPU µs':>8} {'x bare':>7} {'app thread +µs':>15}"
-    )
+    head = f"{'stack':34} {'variant':27} {'wall µs':>8} {'x bare':>7} {'(quartiles)':>13}"
     print(head)
     print("-" * len(head))
     for stack, variants in wall.items():
-        base_cpu = statistics.median(app_cpu[stack]["bare"])
         for variant, values in variants.items():
-            ratios = [v / b for v, b in zip(values, wall[stack]["bare"], strict=True)]
-            cpu_ratios = [v / b for v, b in zip(cpu[stack][variant], cpu[stack]["bare"], strict=True)]
-            own = statistics.median(app_cpu[stack][variant]) - base_cpu
+            ratios = sorted(v / b for v, b in zip(values, wall[stack]["bare"], strict=True))
+            q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
             print(
                 f"{stack:34} {variant:27} {statistics.median(values):8.1f} {statistics.median(ratios):6.2f}x "
-                f"{f'({min(ratios):.2f}–{max(ratios):.2f})':>12} {statistics.median(cpu[stack][variant]):8.1f} "
-                f"{statistics.median(cpu_ratios):6.2f}x {own:+15.1f}"
+                f"{f'({q1:.2f}–{q3:.2f})':>13}"
             )
-    print(
-        "\n(wall: the call plus its share of the background writer's work, flushed inside the span;\n"
-        " CPU: the whole process's CPU time (the app's thread and the writer's) per call;\n"
-        " app thread +µs: the calling thread's own CPU time per call, more than bare's;\n"
-        " 'app thread only': the writer stubbed out, what is left runs on the app's thread.)\n"
-    )
+    print()
 
 
 # -- streams --------------------------------------------------------------------------------

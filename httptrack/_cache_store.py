@@ -99,8 +99,12 @@ class CacheEntry:
         return now < self.created + min(self.ttl, ttl)
 
 
+#: json.dumps(..., separators=(",", ":")), made once (json.dumps builds an encoder per call).
+_encode_meta = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_entry(entry: CacheEntry) -> bytes:
-    meta = json.dumps(
+    meta = _encode_meta(
         {
             "status": entry.status,
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in entry.headers],
@@ -109,8 +113,7 @@ def encode_entry(entry: CacheEntry) -> bytes:
             "created": entry.created,
             "ttl": entry.ttl,
             "info": entry.info,
-        },
-        separators=(",", ":"),
+        }
     ).encode("utf-8")
     body = b"".join(entry.chunks)
     crc = zlib.crc32(body, zlib.crc32(meta))
@@ -239,6 +242,9 @@ class EntryStore:
                     eviction_policy="least-recently-stored",  # reads stay reads (no access-time writes)
                     statistics=False,
                     tag_index=False,
+                    # No eviction inside every set (about four more statements each, every one
+                    # a GIL release): put_many culls once per batch instead (see _cull).
+                    cull_limit=0,
                 )
                 self._salt = salt
                 self.broken = None
@@ -343,7 +349,17 @@ class EntryStore:
             for key, entry, _ in group:
                 self.memory.put(key, entry)
             stored += len(group)
+        if stored:
+            self._cull(disk)
         return stored
+
+    def _cull(self, disk: Any) -> None:
+        """Drop expired entries, then the oldest stored while the folder is over its size
+        limit (what diskcache does within each ``set`` unless ``cull_limit=0``)."""
+        try:
+            disk.cull(retry=False)
+        except Exception as exc:  # locked by another process: the next batch culls
+            report_fault("cache_write", f"could not evict old entries from {self.directory}", exc)
 
     def _write_group(self, disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> bool:
         timeout = _diskcache().Timeout
