@@ -21,17 +21,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._autoload import install, uninstall
-from ._cache import CacheMiss
 from ._context import attribute
+from ._errors import CacheMiss
 from ._faults import fault_counts
 from ._settings import Settings, SettingsError
-from ._store import flush
 from ._transport import AsyncTrackingTransport, TrackingTransport
-from .providers import register_provider
 
 if TYPE_CHECKING:
     from ._log import Log, open_log
     from ._records import CallRecord
+    from ._store import flush
+    from .providers import register_provider
 
 __version__ = "0.1.0"
 
@@ -53,11 +53,15 @@ __all__ = [
     "uninstall",
 ]
 
-# Public names whose modules are heavy (pydantic, sqlite-utils): imported on first access.
+# Public names whose modules are heavy (pydantic, sqlite-utils, sqlite3, the providers):
+# imported on first access. (A transport imports the writer and the providers when it is
+# made, so `import httptrack` itself stays light.)
 _LAZY = {
     "CallRecord": "._records",
     "Log": "._log",
+    "flush": "._store",
     "open_log": "._log",
+    "register_provider": ".providers",
 }
 
 

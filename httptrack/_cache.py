@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache_key import body_digest, request_key
 from ._cache_store import CacheEntry, EntryStore, shared_store
+from ._errors import CacheMiss
 from ._faults import report_fault
 from ._settings import Settings, SettingsError, parse_duration
 
@@ -57,35 +58,6 @@ ORIGINAL_COLUMNS = (
 #: Response states of a job that is still running (a Responses API ``background`` call):
 #: a 200, but not an answer to keep.
 _UNFINISHED = frozenset({"queued", "in_progress"})
-
-
-class CacheMiss(Exception):
-    """The cache is in ``replay`` mode (``HTTPTRACK_CACHE=replay``) and cannot answer this
-    request; nothing was sent.
-
-    It is a plain exception, not one of httpx's transport errors, on purpose: SDKs retry
-    transport errors (pointless here) and re-raise them as a generic "connection error".
-    ``openai`` and ``ollama`` let it through as it is; SDKs that wrap every exception
-    (``anthropic``, ``groq``) raise their ``APIConnectionError`` with this as its
-    ``__cause__``. Attributes: ``method``, ``url`` (credentials removed), ``model``
-    (``None`` when the body names none) and ``reason``.
-    """
-
-    def __init__(
-        self, method: str, url: str, model: str | None = None, reason: str = "no cached response"
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.model = model
-        self.reason = reason
-        named = f"{method} {url}" + (f" (model {model!r})" if model else "")
-        super().__init__(
-            f"httptrack cache is in replay mode and {reason} for {named}; nothing was sent. "
-            "Run once with HTTPTRACK_CACHE=on (or refresh) to record it."
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.method, self.url, self.model, self.reason)
 
 
 def _directive(value: str) -> tuple[bool, bool]:

@@ -8,7 +8,6 @@ copy the context), and never leaks between threads or concurrent tasks.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -95,6 +94,8 @@ class attribute:
 
     def __call__(self, func: F) -> F:
         attribution = self._attribution
+
+        import inspect  # here, not at import: it is heavy, and only the decorator needs it
 
         # Each call gets its own scope; the decorator object itself is never entered, so it
         # is safe to call the decorated function from many threads or tasks at once.

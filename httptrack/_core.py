@@ -20,21 +20,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._cache import CacheMiss
 from ._context import ControlHeaders, current_attribution
+from ._errors import CacheMiss
 from ._exchange import Exchange
 from ._faults import report_fault
 from ._rewrite import INCLUDE_USAGE, with_include_usage
 from ._settings import Settings
-from ._store import writer
 from ._streams import ReplayChunks, UsageChunkFilter
-from .providers import provider_for_host
 
 __all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker"]
 
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
 _CACHE_HEADER_B = CACHE_HEADER.encode()
+#: ``providers.provider_for_host``, imported with the first Tracker (when a transport is
+#: made), so that ``import httptrack`` stays light.
+provider_for_host: Any = None
 
 
 class Tracker:
@@ -43,6 +44,13 @@ class Tracker:
     __slots__ = ("_hosts", "_writer", "cache", "settings")
 
     def __init__(self, settings: Settings, cache: Any = None) -> None:
+        global provider_for_host
+        if provider_for_host is None:
+            from .providers import provider_for_host as lookup
+
+            provider_for_host = lookup
+        from ._store import writer
+
         self.settings = settings
         self._hosts = settings.hosts or None
         self.cache = cache

@@ -8,13 +8,34 @@ so a persistent problem does not flood the log or burn CPU), and every one is co
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import Counter
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["fault_counts", "logger", "report_fault", "reset_faults"]
+if TYPE_CHECKING:
+    import logging
 
-logger = logging.getLogger("httptrack")
+__all__ = ["fault_counts", "get_logger", "report_fault", "reset_faults"]
+
+_logger: logging.Logger | None = None
+
+
+def get_logger() -> logging.Logger:
+    """The ``httptrack`` logger (``logging`` is imported on the first fault, not with
+    httptrack: most programs never have one)."""
+    global _logger
+    if _logger is None:
+        import logging
+
+        _logger = logging.getLogger("httptrack")
+    return _logger
+
+
+def __getattr__(name: str) -> Any:  # `_faults.logger`, as before
+    if name == "logger":
+        return get_logger()
+    raise AttributeError(name)
+
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
@@ -26,6 +47,7 @@ def report_fault(kind: str, message: str, exc: BaseException | None = None) -> N
         with _lock:
             _counts[kind] += 1
             first = _counts[kind] == 1
+        logger = get_logger()
         if first:
             logger.warning(
                 "httptrack: %s (%s); the app's calls are unaffected. Further faults of this "

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import _views
 from ._exchange import Exchange
-from ._faults import logger, report_fault
+from ._faults import get_logger, report_fault
 from ._schema import COLUMN_NAMES, COLUMNS
 
 __all__ = [
@@ -616,7 +616,7 @@ def _at_exit() -> None:
 
         finish_open_streams()
         if not _writer.flush(timeout=10.0):
-            logger.warning("httptrack: not every call was recorded before exit (timed out)")
+            get_logger().warning("httptrack: not every call was recorded before exit (timed out)")
     except Exception:  # pragma: no cover
         pass
 

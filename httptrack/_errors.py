@@ -1,0 +1,37 @@
+"""The exception httptrack raises into the app (kept apart so that importing httptrack does
+not import the cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["CacheMiss"]
+
+
+class CacheMiss(Exception):
+    """The cache is in ``replay`` mode (``HTTPTRACK_CACHE=replay``) and cannot answer this
+    request; nothing was sent.
+
+    It is a plain exception, not one of httpx's transport errors, on purpose: SDKs retry
+    transport errors (pointless here) and re-raise them as a generic "connection error".
+    ``openai`` and ``ollama`` let it through as it is; SDKs that wrap every exception
+    (``anthropic``, ``groq``) raise their ``APIConnectionError`` with this as its
+    ``__cause__``. Attributes: ``method``, ``url`` (credentials removed), ``model``
+    (``None`` when the body names none) and ``reason``.
+    """
+
+    def __init__(
+        self, method: str, url: str, model: str | None = None, reason: str = "no cached response"
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.model = model
+        self.reason = reason
+        named = f"{method} {url}" + (f" (model {model!r})" if model else "")
+        super().__init__(
+            f"httptrack cache is in replay mode and {reason} for {named}; nothing was sent. "
+            "Run once with HTTPTRACK_CACHE=on (or refresh) to record it."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.method, self.url, self.model, self.reason)
