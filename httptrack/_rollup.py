@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -217,7 +217,9 @@ _SELECT_CALLS = (
 )
 
 
-def _accumulate(rows: Iterable[Sequence[Any]]) -> tuple[dict[tuple[str, str, str], Totals], int]:
+def _accumulate(
+    rows: Iterable[Sequence[Any]], pause: Callable[[], None] | None = None
+) -> tuple[dict[tuple[str, str, str], Totals], int]:
     """(dim, value, day) -> Totals for these ``_SELECT_CALLS`` rows, and their top rowid.
 
     Each group's sums are added up in row order, as one pass adding every row to its seven
@@ -228,7 +230,9 @@ def _accumulate(rows: Iterable[Sequence[Any]]) -> tuple[dict[tuple[str, str, str
     first_raw = 2 + len(_DIM_NAMES)
     top = 0
     days: dict[str, list[tuple[list[Any], int | None, Sequence[Any]]]] = {}
-    for row in rows:
+    for count, row in enumerate(rows):
+        if pause is not None and not count % 64:
+            pause()
         if row[0] > top:
             top = row[0]
         vector, bucket = contribution(row[first_raw:])
@@ -237,6 +241,8 @@ def _accumulate(rows: Iterable[Sequence[Any]]) -> tuple[dict[tuple[str, str, str
             day_rows = days[row[1]] = []
         day_rows.append((vector, bucket, row[2:first_raw]))
     for day, day_rows in days.items():
+        if pause is not None:
+            pause()
         whole = groups[("", "", day)] = Totals()
         for vector, bucket, _ in day_rows:
             whole.add(vector, bucket)
@@ -288,16 +294,17 @@ def _set_bookmark(conn: sqlite3.Connection, rowid: int) -> None:
     conn.execute(f"INSERT OR REPLACE INTO {_STATE} (key, value) VALUES (?, ?)", [_BOOKMARK, rowid])
 
 
-def roll_up_new_rows(conn: sqlite3.Connection) -> int:
+def roll_up_new_rows(conn: sqlite3.Connection, pause: Callable[[], None] | None = None) -> int:
     """Add the calls past the bookmark to the rollup (the writer calls this in each
-    batch's transaction). Returns how many calls were rolled up."""
+    batch's transaction). Returns how many calls were rolled up. ``pause`` is called now
+    and then (the writer lets the app's threads have the GIL)."""
     cursor = conn.execute(_SELECT_CALLS + "rowid > ? ORDER BY rowid", [bookmark(conn)])
     total = 0
     while True:
         rows = cursor.fetchmany(100_000)
         if not rows:
             break
-        groups, top = _accumulate(rows)
+        groups, top = _accumulate(rows, pause)
         _merge_into(conn, groups)
         _set_bookmark(conn, top)
         total += len(rows)

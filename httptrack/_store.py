@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import chain, compress
 from pathlib import Path
 from typing import Any
@@ -241,8 +242,10 @@ def migrate(conn: sqlite3.Connection) -> None:
 class Store:
     """One database file, as the writer thread sees it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pause: Callable[[], None] | None = None) -> None:
         self.path = path
+        #: Called now and then during long stretches of Python work (see Writer._pause).
+        self.pause = pause
         self._conn: sqlite3.Connection | None = None
         self._max_variables = 999
         self._searchable = False
@@ -304,9 +307,10 @@ class Store:
         transaction (see _views, _rollup); a failure here must never cost the rows."""
         self.behind = 0
         self._derived_at = time.monotonic()
+        pause = self.pause
         for wanted, name, update in (
             (self._searchable, "search_index", _views.index_new_rows),
-            (self._rolled_up, "rollup", _views.roll_up_new_rows),
+            (self._rolled_up, "rollup", lambda conn: _views.roll_up_new_rows(conn, pause)),
         ):
             if not wanted:
                 continue
@@ -415,6 +419,9 @@ class Writer:
             behind = any(store.behind for store in self._stores.values())
             self._wake.wait(timeout=1.0 if self._pending or behind else None)
             self._wake.clear()
+            # Woken by calls: the app is running. Yield often until that proves unneeded.
+            self._yield_every = YIELD_EVERY_MIN
+            self._slice_start = time.perf_counter()
             if not warmed:
                 warmed = True
                 _warm_up()
@@ -523,7 +530,7 @@ class Writer:
             rows = self._pending[path]
             store = self._stores.get(path)
             if store is None:
-                store = self._stores[path] = Store(path)
+                store = self._stores[path] = Store(path, self._pause)
             try:
                 store.write(rows)
             except sqlite3.Error as exc:

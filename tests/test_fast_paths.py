@@ -1,0 +1,273 @@
+"""The fast paths taken for speed give exactly what the plain code they replaced gave.
+
+Each test holds the straightforward version (the code as it was, or the standard library
+call it stands in for) and compares on inputs chosen to reach the edges: encodings, NULLs,
+repeated names, statement-size boundaries, rounding at the millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from httptrack import _exchange, _recorder, _rollup
+from httptrack._cache_key import _canonical_digest
+from httptrack._cache_store import CacheEntry, EntryStore
+from httptrack._json import loads_bytes
+from httptrack._schema import COLUMN_NAMES
+from httptrack._store import ROWS_PER_INSERT, _insert, connect, migrate
+
+# -- JSON bodies ----------------------------------------------------------------------------
+
+BODIES = [
+    b'{"model": "m", "messages": [{"role": "user", "content": "caf\\u00e9 \\ud800"}]}',
+    b"[]",
+    b"  {}  ",
+    b'"text"',
+    b"1",
+    b"",
+    b"NaN",
+    b"-Infinity",
+    b"tru",
+    b'{"a": 1}}',
+    b"[1] [2]",
+    '{"é": "ü"}'.encode(),
+    "[1]".encode("utf-16"),
+    "[1]".encode("utf-16-le"),
+    "[1]".encode("utf-32"),
+    b"\xef\xbb\xbf[1]",
+    b"[\x00]",
+    b"{}\x00",
+    b"1\x00",
+    b"\t\n\r [1] \t",
+    b"\x0c[1]",
+    b'{"a": "\xff"}',
+    b'{"a"\x00: 1}',
+    b'{"a": [1, 2.5, -3e10, true, false, null]}',
+]
+
+
+def _outcome(function: Any, data: bytes) -> tuple[str, str]:
+    try:
+        return "value", repr(function(data))
+    except ValueError as exc:
+        return "error", type(exc).__name__
+
+
+def test_loads_bytes_is_json_loads() -> None:
+    rng = random.Random(5)
+    cases = list(BODIES)
+    alphabet = b'{}[]",:0123456789.eE+-tfnrulasN \t\n\r\\u\x00\xff\xc3\xa9'
+    for _ in range(3000):  # small edits of the samples: the error paths too
+        body = bytearray(rng.choice(BODIES))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(body))
+            if rng.random() < 0.5 and body:
+                del body[min(at, len(body) - 1)]
+            else:
+                body.insert(at, rng.choice(alphabet))
+        cases.append(bytes(body))
+    for data in cases:
+        assert _outcome(loads_bytes, data) == _outcome(json.loads, data), data
+
+
+def test_canonical_digest_is_the_documented_form() -> None:
+    import hashlib
+
+    body = b'{"stream": false, "model": "m", "messages": [{"content": "Caf\\u00e9", "role": "user"}]}'
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert _canonical_digest(body) == (hashlib.sha256(b"json\n" + canonical.encode()).digest(), "m")
+    assert _canonical_digest(b"not json") == (hashlib.sha256(b"raw\nnot json").digest(), None)
+
+
+# -- headers and times ----------------------------------------------------------------------
+
+
+def _plain_redact(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name_b, value_b in raw:
+        name = name_b.decode("latin-1").lower()
+        value = _recorder.REDACTED if _recorder.is_secret_header(name) else value_b.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        [(b"Content-Type", b"application/json"), (b"Authorization", b"Bearer sk-secret")],
+        [(b"X-A", b"\xe9t\xc3\xa9"), (b"x-a", b"2"), (b"Cookie", b"c=1")],
+        [(b"A", b'q"uote\\'), (b"K", b"\x00\x1f\x7f"), (b"x-api-key", b"k")],
+    ],
+)
+def test_headers_json_is_json_dumps_of_the_redacted_headers(raw: list[tuple[bytes, bytes]]) -> None:
+    for _ in range(2):  # the second time from the memo
+        headers, text, repeated = _recorder._redacted(raw)
+        assert headers == _plain_redact(raw) == _recorder.redact_headers(raw)
+        assert text == json.dumps(_plain_redact(raw))
+        assert repeated == (len(headers) < len(raw))
+        assert "sk-secret" not in text
+
+
+def test_started_at_format_is_unchanged() -> None:
+    def plain(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    rng = random.Random(1)
+    edges = (0.0, 0.0005, 0.9995, 0.999, 0.9999995, 0.9999996, 0.0000004)
+    for _ in range(20000):
+        drawn = rng.uniform(0, 4e9)
+        for ts in (drawn, int(drawn) + rng.choice(edges)):
+            assert _recorder._iso(ts) == plain(ts), ts
+
+
+# -- call ids -------------------------------------------------------------------------------
+
+
+def test_call_ids_are_encoded_as_before() -> None:
+    def plain(ms: int, rand: int) -> str:
+        value = (ms << 80) | (rand & ((1 << 80) - 1))
+        pairs = _exchange._CROCKFORD_PAIRS
+        return "".join(pairs[(value >> shift) & 1023] for shift in range(120, -1, -10))
+
+    rng = random.Random(3)
+    saved = list(_exchange._last_id)
+    try:
+        for _ in range(2000):
+            now = rng.uniform(0, 2**47 / 1000)
+            _exchange._last_id[:] = [0, 0]
+            state = _exchange._rng.getstate()
+            made = _exchange.new_call_id(now)
+            _exchange._rng.setstate(state)
+            assert made == plain(int(now * 1000), _exchange._rng.getrandbits(79))
+        # Within one millisecond the prefix is reused and the random part counts up.
+        _exchange._last_id[:] = [0, 0]
+        a, b = _exchange.new_call_id(1.0), _exchange.new_call_id(1.0)
+        assert a[:10] == b[:10] and a < b
+    finally:
+        _exchange._last_id[:] = saved  # ids made later in this process still sort after earlier ones
+
+
+# -- the insert -----------------------------------------------------------------------------
+
+_PLAIN_INSERT = (
+    f"INSERT OR IGNORE INTO calls ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMN_NAMES))})"
+)
+
+
+@pytest.mark.parametrize(
+    "count", [0, 1, 2, 3, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 300]
+)
+@pytest.mark.parametrize("max_variables", [999, 32766, 120])
+def test_insert_stores_what_a_plain_insert_stores(tmp_path: Path, count: int, max_variables: int) -> None:
+    rng = random.Random(count * 7 + max_variables)
+
+    def row(i: int) -> tuple[Any, ...]:
+        values = [rng.choice([None, None, 1, 2.5, "x", "é", 0, ""]) for _ in COLUMN_NAMES[1:]]
+        return (f"id{i:05d}", *values)
+
+    rows = [row(i) for i in range(count)]
+    if count > 10:  # runs of one shape, shapes mixed, and a repeated id (ignored)
+        rows = [rows[0]] * 70 + rows[1:] + [rows[1]]
+    fast, plain = connect(tmp_path / "fast.db"), connect(tmp_path / "plain.db")
+    migrate(fast)
+    migrate(plain)
+    _insert(fast, rows, max_variables)
+    plain.executemany(_PLAIN_INSERT, rows)
+    select = f"SELECT rowid, {', '.join(COLUMN_NAMES)} FROM calls ORDER BY rowid"
+    got, expected = fast.execute(select).fetchall(), plain.execute(select).fetchall()
+    assert got == expected
+    assert [[type(v) for v in r] for r in got] == [[type(v) for v in r] for r in expected]
+    assert len(got) == len({r[0] for r in rows})
+
+
+# -- the rollup -----------------------------------------------------------------------------
+
+
+def _plain_accumulate(rows: list[tuple[Any, ...]]) -> tuple[dict[Any, _rollup.Totals], int]:
+    """The rollup as it was first written: every row added to its seven groups, in order."""
+    groups: dict[Any, _rollup.Totals] = {}
+    dims = [d for d in _rollup.DIMENSIONS if d]
+    first_raw = 2 + len(dims)
+    top = 0
+    for row in rows:
+        top = max(top, row[0])
+        vector, bucket = _rollup.contribution(row[first_raw:])
+        keys = [("", "", row[1])]
+        keys += [(dim, "" if row[2 + i] is None else str(row[2 + i]), row[1]) for i, dim in enumerate(dims)]
+        for key in keys:
+            totals = groups.get(key)
+            if totals is None:
+                totals = groups[key] = _rollup.Totals()
+            totals.add(vector, bucket)
+    return groups, top
+
+
+def test_rollup_sums_are_those_of_one_pass_per_row() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        variety = rng.randint(1, 3)
+        days = rng.sample(["2026-01-01", "2026-01-02", "2026-01-03"], rng.randint(1, 3))
+        rows = []
+        for rowid in range(1, rng.randint(0, 60) + 1):
+            dims = [
+                rng.choice(["openai", "anthropic", "ollama"][:variety]),
+                rng.choice(["gpt", "claude", None][:variety]),
+                rng.choice(["u1", None, 5, "5", 1.0, 1][: variety + 3]),
+                "svc",
+                rng.choice(["chat", "embeddings"][: min(variety, 2)]),
+                rng.choice(["success", "error"][: min(variety, 2)]),
+            ]
+            raw = [
+                rng.choice(["success", "error"]),
+                rng.choice([0, 1]),
+                rng.choice([None, rng.randint(0, 999)]),
+                rng.choice([None, rng.randint(0, 99)]),
+                rng.choice([None, 5]),
+                rng.choice([None, 0, 3]),
+                rng.choice([None, 0.0, rng.random() * 1e-3, -0.0, 1e-9]),
+                rng.choice([None, rng.random()]),
+                rng.choice([None, rng.random() * 3000, 0.0]),
+            ]
+            rows.append((rowid, rng.choice(days), *dims, *raw))
+        fast, fast_top = _rollup._accumulate(rows)
+        plain, plain_top = _plain_accumulate(rows)
+        assert fast_top == plain_top
+        assert fast.keys() == plain.keys()
+        for key, totals in plain.items():
+            assert repr(fast[key].values) == repr(totals.values), key
+            assert fast[key].hist == totals.hist, key
+
+
+# -- the cache store ------------------------------------------------------------------------
+
+
+def test_storing_a_batch_still_evicts_expired_and_oldest_entries(tmp_path: Path) -> None:
+    store = EntryStore(tmp_path / "cache", 300_000)
+    now = time.time()
+    for batch in range(20):
+        entries = [
+            (
+                f"k{batch}-{i}",
+                CacheEntry(200, ((b"a", b"b"),), (os.urandom(1000),), {}, now, 60.0 if i % 2 else 0.001, {}),
+            )
+            for i in range(100)
+        ]
+        assert store.put_many(entries) == 100
+    time.sleep(0.01)
+    store.put_many([("last", CacheEntry(200, (), (b"x",), {}, time.time(), 60.0, {}))])
+    disk = store._open()
+    assert disk.volume() <= 300_000
+    conn = sqlite3.connect(tmp_path / "cache" / "cache.db")
+    expired = conn.execute("SELECT count(*) FROM Cache WHERE expire_time < ?", (time.time(),)).fetchone()[0]
+    assert expired == 0 and conn.execute("SELECT count(*) FROM Cache").fetchone()[0] > 0
+    store.close()
