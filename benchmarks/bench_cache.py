@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--calls", type=int, default=50, help="calls per variant per round")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 50 calls")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 20 calls")
     args = parser.parse_args(argv)
-    rounds, calls = (3, 50) if args.quick else (args.rounds, args.calls)
+    rounds, calls = (2, 20) if args.quick else (args.rounds, args.calls)
     with tempfile.TemporaryDirectory(prefix="httptrack-bench-") as folder:
         http = clients(Path(folder))
         table = scenarios(http)

@@ -324,7 +324,7 @@ def _datasette_cases(db: Path) -> list[tuple[str, Callable[[], Any]]]:
     ]
 
 
-def bench_queries(db: Path, repeat: int) -> list[tuple[str, float, float]]:
+def bench_queries(db: Path, repeat: int, warm: bool = True) -> list[tuple[str, float, float]]:
     import httptrack
 
     log = httptrack.open_log(db)
@@ -361,7 +361,8 @@ def bench_queries(db: Path, repeat: int) -> list[tuple[str, float, float]]:
     cases += _datasette_cases(db)
     results = []
     for name, fn in cases:
-        fn()  # warm: the OS page cache, as on any machine that used the log before
+        if warm:
+            fn()  # warm: the OS page cache, as on any machine that used the log before
         best, median = _time(fn, repeat)
         results.append((name, best, median))
         print(f"  {name:<46} {best * 1000:8.0f} ms  (median {median * 1000:.0f} ms)", file=sys.stderr)
@@ -461,14 +462,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="generate again even if the database exists")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--writer", action="store_true", help="also measure what indexing costs the writer")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 2,000 calls in a scratch database, each query once"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="httptrack-bench-log-")
+        args.rows, args.repeat, args.fresh, args.writer = 2_000, 1, True, True
+        args.db = Path(scratch.name) / "log.db"
     db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh or not db.exists():
         print(f"Generating {args.rows:,} calls into {db} ...", file=sys.stderr)
         seconds = generate(db, args.rows)
         print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
-    results = bench_queries(db, args.repeat)
+    results = bench_queries(db, args.repeat, warm=not args.quick)
     print(
         f"\nCall log: {args.rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {os.cpu_count()} CPUs, "
         f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}\n"
@@ -483,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         print("the search index and daily rollup updates (made once per batch, in its transaction):\n")
         print(f"| {'case':<24} | {'without':>10} | {'with':>10} | {'extra':>7} |")
         print("|" + "-" * 26 + "|" + "-" * 11 + ":|" + "-" * 11 + ":|" + "-" * 8 + ":|")
-        for name, without, with_ in bench_writer():
+        for name, without, with_ in bench_writer(200 if args.quick else 1500):
             extra = (with_ / without - 1) * 100
             print(f"| {name:<24} | {without * 1e6:7.0f} us | {with_ * 1e6:7.0f} us | {extra:+5.0f}% |")
 

@@ -134,7 +134,7 @@ def mock(lib: Any, stream: list[bytes] | None = None, marks: list[int] | None = 
     """The in-memory provider: a fixed chat answer (or ``stream`` as chunks, noting in
     ``marks`` when the first chunk is handed over)."""
 
-    class Chunks(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+    class Chunks(lib.SyncByteStream):  # type: ignore[misc]
         def __iter__(self) -> Iterator[bytes]:
             assert stream is not None
             first = True
@@ -221,7 +221,9 @@ def call_variants(folder: Path) -> dict[str, dict[str, Callable[[], Any]]]:
 Samples = dict[str, dict[str, list[float]]]
 
 
-def cpu_phase(bare: Callable[[], Any], tracked: Callable[[], Any], rounds: int, calls: int) -> tuple[float, float, float]:
+def cpu_phase(
+    bare: Callable[[], Any], tracked: Callable[[], Any], rounds: int, calls: int
+) -> tuple[float, float, float]:
     """Bare and tracked calls alternated one by one (so both meet the machine in the same
     state), the writer flushed at the end of each round. Returns median µs per call of the
     app thread's CPU (bare, tracked) and of the writer's CPU per tracked call."""
@@ -254,40 +256,33 @@ def bench_calls(folder: Path, rounds: int, calls: int) -> None:
                 call()
     httptrack.flush()
 
-    print(
-        f"CPU per call: bare and tracked calls alternated one by one, {rounds} rounds of {calls} each "
-        "(medians)\n"
-    )
+    print(f"CPU time per call: each variant alternated call by call with bare, {rounds} rounds of {calls}\n")
     head = (
-        f"{'stack':34} {'variant':27} {'app thread':>10} {'+ writer':>9} {'= total':>8} "
-        f"{'x bare':>7} {'app thread + µs':>16}"
+        f"{'stack':34} {'variant':27} {'bare':>7} {'app thread':>10} {'+ writer':>9} {'= total':>8} "
+        f"{'x bare':>7} {'app thread +':>13}"
     )
     print(head)
     print("-" * len(head))
     for stack, variants in stacks.items():
-        base = None
         for variant, call in variants.items():
             if variant == "bare":
                 continue
             bare_cpu, app, wrote = cpu_phase(variants["bare"], call, rounds, calls)
             if "only" in variant:
-                wrote = 0.0
-            if base is None:
-                base = bare_cpu
-                print(f"{stack:34} {'bare':27} {bare_cpu:10.1f} {0:9.1f} {bare_cpu:8.1f} {1:6.2f}x {0:+16.1f}")
+                wrote = 0.0  # nothing recorded (what the process spent beyond the thread is noise)
             total = app + wrote
             print(
-                f"{stack:34} {variant:27} {app:10.1f} {wrote:9.1f} {total:8.1f} {total / bare_cpu:6.2f}x "
-                f"{app - bare_cpu:+16.1f}"
+                f"{stack:34} {variant:27} {bare_cpu:7.1f} {app:10.1f} {wrote:9.1f} {total:8.1f} "
+                f"{total / bare_cpu:6.2f}x {app - bare_cpu:+11.1f}µs"
             )
     print(
-        "\n(app thread: the calling thread's CPU time; + writer: the background writer's CPU time per\n"
-        " call (parse, price, insert, cache store); x bare: total over the bare call's CPU time in the\n"
-        " same rounds; 'app thread only': the writer stubbed out, nothing recorded.)\n"
+        "\n(µs of CPU per call, medians over rounds. bare: the same stack with no httptrack, measured\n"
+        " in the same rounds; app thread: the calling thread; + writer: the background writer's CPU per\n"
+        " call (parse, price, redact, insert, index, cache store); 'app thread only': writer stubbed out.)\n"
     )
 
     wall: Samples = {s: {v: [] for v in vs} for s, vs in stacks.items()}
-    block = max(5, calls // 4)
+    block = calls
     for r in range(rounds):
         for stack, variants in stacks.items():
             names = list(variants)
@@ -298,18 +293,19 @@ def bench_calls(folder: Path, rounds: int, calls: int) -> None:
                 start = time.perf_counter()
                 for _ in range(block):
                     call()
-                httptrack.flush()  # the rows of these calls are written inside the timed span
+                if variant.startswith("tracked"):
+                    httptrack.flush()  # the rows of these calls are written inside the timed span
                 wall[stack][variant].append((time.perf_counter() - start) / block * 1e6)
     print(
         f"Wall time per call, the writer's work flushed inside the span: {rounds} rounds of {block} calls "
-        "per variant, interleaved; median of each round's ratio to bare (spread: quartiles)\n"
+        "per variant,\ninterleaved; the median of each round's ratio to bare, and its quartiles\n"
     )
     head = f"{'stack':34} {'variant':27} {'wall µs':>8} {'x bare':>7} {'(quartiles)':>13}"
     print(head)
     print("-" * len(head))
-    for stack, variants in wall.items():
-        for variant, values in variants.items():
-            ratios = sorted(v / b for v, b in zip(values, wall[stack]["bare"], strict=True))
+    for stack, samples in wall.items():
+        for variant, values in samples.items():
+            ratios = sorted(v / b for v, b in zip(values, samples["bare"], strict=True))
             q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
             print(
                 f"{stack:34} {variant:27} {statistics.median(values):8.1f} {statistics.median(ratios):6.2f}x "
@@ -386,9 +382,8 @@ def bench_streams(folder: Path, rounds: int, calls: int) -> None:
         print(f"{label:44} {b:8.1f}µs {t:8.1f}µs {t - b:+8.1f}µs")
     b, t = statistics.median(per_chunk("bare")), statistics.median(per_chunk("tracked"))
     print(f"{'per chunk (slope from 10 to 1010 chunks)':44} {b:8.2f}µs {t:8.2f}µs {t - b:+8.2f}µs")
-    print(
-        f"{'  spread of the per-chunk figure (rounds)':44} {spread(per_chunk('bare')):>10} {spread(per_chunk('tracked')):>10}"
-    )
+    spreads = spread(per_chunk("bare")), spread(per_chunk("tracked"))
+    print(f"{'  spread of the per-chunk figure (rounds)':44} {spreads[0]:>10} {spreads[1]:>10}")
     b, t = statistics.median(total["bare"][lengths[1]]), statistics.median(total["tracked"][lengths[1]])
     print(f"{f'whole stream of {lengths[1]} chunks (row written)':44} {b:8.0f}µs {t:8.0f}µs {t / b:9.2f}x\n")
 
@@ -400,7 +395,7 @@ def capture_exchanges(db: Path, count: int) -> list[Any]:
     """``count`` finished calls, held back from the writer (to be submitted at once later)."""
     captured: list[Any] = []
     shared = writer()
-    shared.submit = captured.append  # type: ignore[method-assign]
+    shared.submit = captured.append  # type: ignore[method-assign,assignment]
     try:
         client = httpx2.Client(transport=httptrack.TrackingTransport(mock(httpx2), db=db, cache=False))
         for _ in range(count):
@@ -447,63 +442,78 @@ def bench_writer(folder: Path, rounds: int, rows: int) -> None:
         derive.append((time.perf_counter() - start) / rows * 1e6)
         store.close()
     print(f"Writer: {rows} queued calls written, {rounds} rounds\n")
-    print(
-        f"{'rows per second (queue → committed)':44} {statistics.median(rates):10,.0f}   spread {min(rates):,.0f}–{max(rates):,.0f}"
-    )
-    print(
-        f"{'build a row (parse, price, redact) µs/row':44} {statistics.median(build):10.1f}   spread {spread(build)}"
-    )
-    print(
-        f"{'insert (batches of 200) µs/row':44} {statistics.median(insert):10.1f}   spread {spread(insert)}"
-    )
-    print(
-        f"{'search index + rollup catch-up µs/row':44} {statistics.median(derive):10.1f}   spread {spread(derive)}\n"
-    )
+    for label, values, unit in (
+        ("rows per second (queue → committed)", rates, ",.0f"),
+        ("build a row (parse, price, redact) µs/row", build, ".1f"),
+        ("insert (batches of 200) µs/row", insert, ".1f"),
+        ("search index + rollup catch-up µs/row", derive, ".1f"),
+    ):
+        low, high = format(min(values), unit), format(max(values), unit)
+        print(f"{label:44} {format(statistics.median(values), unit):>10}   spread {low}–{high}")
+    print()
 
 
 # -- burst ----------------------------------------------------------------------------------
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def burst_child(calls: int, db: Path, max_queue: int | None) -> dict[str, Any]:
     """Runs in a fresh process: ``calls`` calls as fast as possible, then a flush."""
-    import resource
-
     options: dict[str, Any] = {"db": db, "cache": False}
     if max_queue is not None:
         options["max_queue"] = max_queue
     client = httpx2.Client(transport=httptrack.TrackingTransport(mock(httpx2), **options), headers=HEADERS)
     shared = writer()
-    client.post(CHAT, json=chat_request()).read()
+    for _ in range(20):
+        client.post(CHAT, json=chat_request()).read()
     httptrack.flush()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    base = peak = rss_mb()
     dropped0 = shared.dropped
     longest = 0
     start = time.perf_counter()
     for i in range(calls):
         client.post(CHAT, json=chat_request()).read()
-        if i % 100 == 0:
+        if i % 500 == 0:
             longest = max(longest, len(shared._queue))
+            peak = max(peak, rss_mb())
     calls_done = time.perf_counter()
+    while shared._queue:  # still draining: memory is at its highest around here
+        peak = max(peak, rss_mb())
+        time.sleep(0.05)
     httptrack.flush(timeout=600)
     end = time.perf_counter()
     with sqlite3.connect(db) as conn:
         (rows,) = conn.execute("SELECT count(*) FROM calls").fetchone()
     return {
         "calls": calls,
-        "rows": rows - 1,
+        "rows": rows - 20,
         "dropped": shared.dropped - dropped0,
         "faults": httptrack.fault_counts(),
         "calls_s": calls_done - start,
         "total_s": end - start,
-        "rss_base_mb": base_rss / 1024,
-        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_base_mb": base,
+        "rss_peak_mb": peak,
         "queue_peak": longest,
     }
 
 
 def bench_burst(folder: Path, calls: int) -> None:
     print(f"Burst: {calls:,} calls from one thread, as fast as it can (fresh process each)\n")
-    head = f"{'max_queue':>10} {'rows written':>13} {'dropped':>8} {'calls/s':>9} {'until flushed':>14} {'peak queue':>11} {'RSS base → peak':>18}"
+    head = (
+        f"{'max_queue':>10} {'rows written':>13} {'dropped':>8} {'calls/s':>9} {'until flushed':>14} "
+        f"{'peak queue':>11} {'RSS base → peak':>18}"
+    )
     print(head)
     print("-" * len(head))
     for max_queue in (None, calls // 10):
@@ -514,9 +524,11 @@ def bench_burst(folder: Path, calls: int) -> None:
         out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         label = "default" if max_queue is None else f"{max_queue:,}"
+        grew = r["rss_peak_mb"] - r["rss_base_mb"]
         print(
-            f"{label:>10} {r['rows']:13,} {r['dropped']:8,} {calls / r['calls_s']:9,.0f} {r['total_s']:13.1f}s "
-            f"{r['queue_peak']:11,} {r['rss_base_mb']:7.0f} → {r['rss_peak_mb']:4.0f} MB"
+            f"{label:>10} {r['rows']:13,} {r['dropped']:8,} {calls / r['calls_s']:9,.0f} "
+            f"{r['total_s']:13.1f}s {r['queue_peak']:11,} "
+            f"{r['rss_base_mb']:7.0f} → {r['rss_peak_mb']:4.0f} MB (+{grew:.0f})"
         )
         assert r["rows"] + r["dropped"] == calls, r
         if max_queue is None:
@@ -540,7 +552,7 @@ def bench_contention(folder: Path, rounds: int, backlog: int) -> None:
     tracked = httpx2.Client(
         transport=httptrack.TrackingTransport(mock(httpx2), db=folder / "contention.db", cache=False)
     )
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         "bare call": lambda: bare.post(CHAT, json=chat_request()).content,
         "tracked call": lambda: tracked.post(CHAT, json=chat_request()).content,
     }
@@ -571,9 +583,8 @@ def bench_contention(folder: Path, rounds: int, backlog: int) -> None:
             httptrack.flush()
             exchanges = capture_exchanges(folder / "backlog.db", backlog)
     print(f"A call's latency while the writer is idle / busy with a backlog of {backlog:,} calls (µs)\n")
-    print(
-        f"{'':14} {'idle p50':>9} {'idle p99':>9} {'busy p50':>9} {'busy p99':>9} {'busy max':>9} {'calls':>7}"
-    )
+    columns = ("idle p50", "idle p99", "busy p50", "busy p99", "busy max")
+    print(f"{'':14} " + " ".join(f"{c:>9}" for c in columns) + f" {'calls':>7}")
     for name in calls:
         a, b = idle[name], busy[name]
         print(
@@ -591,8 +602,8 @@ SECTIONS = ("calls", "streams", "writer", "burst", "contention")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few seconds")
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--calls", type=int, default=50, help="calls per variant per round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=200, help="calls per variant per round")
     parser.add_argument("--burst", type=int, default=100_000, help="calls in the burst")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     parser.add_argument("--burst-child", type=int, help=argparse.SUPPRESS)
@@ -604,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rounds, calls, burst, rows, backlog = args.rounds, args.calls, args.burst, 20_000, 5_000
     if args.quick:
-        rounds, calls, burst, rows, backlog = 2, 30, 2_000, 1_000, 300
+        rounds, calls, burst, rows, backlog = 1, 20, 1_000, 500, 200
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     print(
         f"Python {sys.version.split()[0]}, httpx {httpx.__version__}, httpx2 {httpx2.__version__}, "

@@ -123,6 +123,19 @@ def import_times(python: Path, env: dict[str, str], code: str, module: str, runs
     return statistics.median(found)
 
 
+def import_ms(python: Path, env: dict[str, str], before: str, runs: int) -> list[float]:
+    """Milliseconds ``import httptrack`` takes in a fresh process (after ``before`` ran), as
+    the process itself measures it: the interpreter's own start-up is not in the figure."""
+    code = f"{before}; import time; t = time.perf_counter(); import httptrack; print(time.perf_counter() - t)"
+    found = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [str(python), "-c", code], env=env, check=True, capture_output=True, text=True, cwd=NEUTRAL_DIR
+        ).stdout
+        found.append(float(out) * 1000)
+    return found
+
+
 def summary(values: list[tuple[float, float]], baseline: list[tuple[float, float]] | None) -> str:
     wall = statistics.median(v[0] for v in values)
     cpu = statistics.median(v[1] for v in values)
@@ -137,7 +150,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="runs of `python -c pass` per condition")
     parser.add_argument("--import-runs", type=int, default=15, help="runs of `import httpx2` per condition")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 runs of each")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = args.import_runs = 3
 
     scratch = Path(tempfile.mkdtemp(prefix="httptrack-bench-startup-"))
     try:
@@ -157,6 +173,8 @@ def main() -> None:
             }
             boot_us = import_times(hooked, on, "pass", "_httptrack_boot", args.import_runs)
             httptrack_us = import_times(hooked, on, "import httpx2", "httptrack", args.import_runs)
+            alone = import_ms(hooked, clean_env(), "pass", args.runs)
+            after_httpx2 = import_ms(hooked, clean_env(), "import httpx2", args.runs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -176,6 +194,11 @@ def main() -> None:
         f"-X importtime with HTTPTRACK=1: _httptrack_boot {boot_us / 1000:.2f} ms at start-up; "
         f"httptrack {httptrack_us / 1000:.1f} ms at the first import of httpx2."
     )
+    for label, times in (("first thing in a process", alone), ("after import httpx2", after_httpx2)):
+        print(
+            f"import httptrack, {label}: median {statistics.median(times):.1f} ms "
+            f"(min {min(times):.1f}, max {max(times):.1f}; {len(times)} processes, in-process clock)"
+        )
 
 
 if __name__ == "__main__":

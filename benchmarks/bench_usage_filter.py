@@ -84,7 +84,11 @@ def run_tee(chunks: list[bytes], filtered: bool) -> None:
         pass
 
 
-def per_chunk_us(fn: Callable[[list[bytes]], None], chunks: list[bytes], rounds: int = 200) -> float:
+ROUNDS = 200
+
+
+def per_chunk_us(fn: Callable[[list[bytes]], None], chunks: list[bytes], rounds: int | None = None) -> float:
+    rounds = rounds or ROUNDS
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
@@ -101,6 +105,14 @@ def chunkings() -> Iterable[tuple[str, list[bytes]]]:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer repetitions")
+    args = parser.parse_args()
+    global ROUNDS
+    if args.quick:
+        ROUNDS = 5
     columns = ("raw µs", "tee µs", "tee+filter µs", "filter adds µs")
     print(f"{'chunking':22} {'chunks':>6} " + " ".join(f"{c:>{max(8, len(c))}}" for c in columns))
     for name, chunks in chunkings():
