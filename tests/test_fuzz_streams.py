@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from conftest import SAMPLES, chunk_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import httptrack
-from conftest import SAMPLES, chunk_stream
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "providers"
 COMPARED = (
