@@ -34,14 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["JSON_COLUMNS", "STATS_GROUPS", "STAT_FIELDS", "Filters", "Log", "open_log", "parse_when"]
 
-#: ``stats(by=...)`` groupings and the SQL expression each groups on.
+#: ``stats(by=...)`` groupings and the SQL expression each groups on: the rollup's
+#: dimensions, and the day.
 STATS_GROUPS = {
-    "provider": "provider",
-    "model": "coalesce(response_model, model)",
-    "user": "user",
-    "service": "service",
-    "operation": "operation",
-    "status": "status",
+    **{name: sql for name, sql in _rollup.DIMENSIONS.items() if name},
     "day": "substr(started_at, 1, 10)",
 }
 #: What each ``stats()`` row holds (after the group's own key, if any).

@@ -429,8 +429,15 @@ def test_status_and_path(db: Path, ids: list[str]) -> None:
 def test_demo_records_into_its_own_database(tmp_path: Path) -> None:
     target = tmp_path / "demo.db"
     out = run("demo", "--db", target).stdout
-    assert "7 calls, 1 error(s)" in out
-    assert len(rows(target)) == 7
+    assert "8 calls, 1 error(s)" in out
+    recorded = rows(target)
+    assert len(recorded) == 8
+    # The last call repeats the first: served from the demo's own cache, beside its database.
+    first, last = recorded[0], recorded[-1]
+    assert (first["cached"], last["cached"]) == (0, 1)
+    assert last["cost_usd"] == 0.0 and last["cost_saved_usd"] == first["cost_usd"] > 0
+    assert "X-Httptrack-Cache: HIT" in out
+    assert (tmp_path / "demo-cache").is_dir()
 
 
 def test_ui_without_datasette(db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch) -> None:

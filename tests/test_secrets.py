@@ -81,3 +81,41 @@ def test_no_credential_reaches_the_database(db: Path) -> None:
         rows[1]["request_headers"]
     )  # this SDK version sends Authorization, older x-api-key
     assert ant_headers.get("x-api-key", ant_headers.get("authorization")) == "[redacted]"
+
+
+def test_no_credential_reaches_a_log_line_or_an_error_message(tmp_path: Path, caplog: Any) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("a file where folders should be")
+    secret_key, secret_token = "AIzaSECRETinQUERY0123456789", "sk-SECRETinHEADER0123456789"
+
+    def broken(request: Any) -> Any:  # a payload no parser understands
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=b"{not json")
+
+    url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+    transport = httptrack.TrackingTransport(httpx.MockTransport(broken), db=blocked / "calls.db",
+                                            cache_dir=blocked / "cache")  # fmt: skip
+    with httpx.Client(transport=transport) as client:
+        for _ in range(2):
+            client.post(url, params={"key": secret_key}, headers={"authorization": f"Bearer {secret_token}"},
+                        json={"contents": []})  # fmt: skip
+    httptrack.flush(5)
+    replaying = httptrack.TrackingTransport(httpx.MockTransport(broken), db=tmp_path / "ok.db", cache="replay",
+                                            cache_dir=tmp_path / "cache")  # fmt: skip
+    with httpx.Client(transport=replaying) as client:
+        try:
+            client.post(url, params={"key": secret_key}, headers={"authorization": f"Bearer {secret_token}"},
+                        json={"contents": []})  # fmt: skip
+        except httptrack.CacheMiss as miss:
+            message = str(miss)
+        else:  # pragma: no cover
+            raise AssertionError("replay mode sent a request")
+    httptrack.flush(5)
+    ours = [r for r in caplog.records if r.name.startswith("httptrack")]
+    assert ours, "the faults above should have been logged"
+    text = "\n".join(r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "") for r in ours) + message
+    assert "generativelanguage.googleapis.com" in message
+    for secret in (secret_key, secret_token):
+        assert secret not in text

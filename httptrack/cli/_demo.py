@@ -27,27 +27,29 @@ def demo(db: Path | None) -> None:
 
     if db is None:
         db = Path(tempfile.mkdtemp(prefix="httptrack-demo-")) / "demo.db"
+    # The demo's own cache folder, beside its database: your real cache stays clean too.
     click.echo(f"Recording demo calls into {db}:")
-    run_demo(db, echo=click.echo)
+    run_demo(db, echo=click.echo, cache_dir=db.parent / "demo-cache")
     click.echo("")
     with open_log(db) as log:
         records = list(log.calls(newest_first=False))
         click.echo(
-            f"{'provider':<10} {'model':<28} {'status':<7} {'in':>6} {'out':>5} {'cached':>6} "
-            f"{'cost $':>11} {'ms':>7}  user"
+            f"{'provider':<10} {'model':<24} {'status':<7} {'in':>6} {'out':>5} {'cached':>6} "
+            f"{'cost $':>11} {'ms':>7}  user   from"
         )
         for r in records:
             cost = "n/a" if r.cost_usd is None else f"{r.cost_usd:.7f}"
             click.echo(
-                f"{r.provider:<10} {(r.response_model or r.model or '-')[:28]:<28} {r.status:<7} "
+                f"{r.provider:<10} {(r.response_model or r.model or '-')[:24]:<24} {r.status:<7} "
                 f"{_n(r.input_tokens):>6} {_n(r.output_tokens):>5} {_n(r.cached_input_tokens):>6} "
-                f"{cost:>11} {r.latency_ms or 0:>7.1f}  {r.user or '-'}"
+                f"{cost:>11} {r.latency_ms or 0:>7.2f}  {r.user or '-':<6} "
+                f"{'cache (saved $%.7f)' % (r.cost_saved_usd or 0) if r.cached else 'provider'}"
             )
         total = log.stats()[0]
     click.echo("")
     click.echo(
         f"{total['calls']} calls, {total['errors']} error(s), {total['total_tokens']} tokens, "
-        f"${total['cost_usd'] or 0:.6f} in all."
+        f"${total['cost_usd'] or 0:.6f} spent, ${total['cost_saved_usd'] or 0:.6f} saved by the cache."
     )
     click.echo(f"Look closer: httptrack calls --db {db}   |   datasette {db}")
 
