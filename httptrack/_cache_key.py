@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +93,10 @@ _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure
 #: Bodies up to this size have their digest remembered, up to this many bytes in all.
 _MEMO_BODY_BYTES = 256 * 1024
 _MEMO_TOTAL_BYTES = 8 * 1024 * 1024
-_memo: dict[bytes, tuple[bytes, str | None]] = {}
+#: Oldest first. An OrderedDict, not a dict: evicting a plain dict's first key
+#: (``next(iter(d))``) walks over every slot deleted before it, so once the memo is full a
+#: process sending new prompts paid more on each call (10 µs → 90 µs per body here).
+_memo: OrderedDict[bytes, tuple[bytes, str | None]] = OrderedDict()
 _memo_bytes = 0
 _memo_lock = threading.Lock()
 
@@ -131,8 +135,7 @@ def body_digest(body: bytes) -> tuple[bytes, str | None]:
         with _memo_lock:
             if body not in _memo:
                 while _memo and _memo_bytes + size > _MEMO_TOTAL_BYTES:
-                    oldest = next(iter(_memo))
-                    del _memo[oldest]
+                    oldest, _ = _memo.popitem(last=False)
                     _memo_bytes -= len(oldest)
                 _memo[body] = result
                 _memo_bytes += size

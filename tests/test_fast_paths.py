@@ -88,6 +88,26 @@ def test_canonical_digest_is_the_documented_form() -> None:
     assert _canonical_digest(b"not json") == (hashlib.sha256(b"raw\nnot json").digest(), None)
 
 
+def test_body_digest_memo_is_bounded_and_forgets_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import OrderedDict
+
+    from httptrack import _cache_key
+
+    monkeypatch.setattr(_cache_key, "_memo", OrderedDict())
+    monkeypatch.setattr(_cache_key, "_memo_bytes", 0)
+    monkeypatch.setattr(_cache_key, "_MEMO_TOTAL_BYTES", 1000)
+    bodies = [json.dumps({"model": "m", "n": i}).encode() for i in range(200)]
+    for body in bodies:
+        assert _cache_key.body_digest(body) == _canonical_digest(body)
+    memo = _cache_key._memo
+    assert _cache_key._memo_bytes == sum(map(len, memo)) <= 1000
+    assert list(memo) == bodies[-len(memo) :]  # the newest kept, in order
+    assert len(memo) == 1000 // len(bodies[-1])
+    # A forgotten body gets the same digest again.
+    assert _cache_key.body_digest(bodies[0]) == _canonical_digest(bodies[0])
+    assert next(reversed(memo)) == bodies[0]
+
+
 # -- headers and times ----------------------------------------------------------------------
 
 
