@@ -47,6 +47,8 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 
+from _payloads import openai_chat_stream  # noqa: E402
+
 import httptrack  # noqa: E402
 from httptrack._store import writer  # noqa: E402
 
@@ -88,29 +90,7 @@ MODELS_BODY = json.dumps(
 ).encode()
 
 
-def _stream_chunks() -> list[bytes]:
-    words = ["The", " capital", " of", " France", " is", " Paris", "."]
-    base = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 1735689600,
-        "model": "gpt-4o-mini",
-    }
-
-    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
-
-    chunks = [event({"role": "assistant", "content": ""})]
-    chunks += [event({"content": w}) for w in words]
-    chunks.append(event({}, "stop"))
-    usage = {"prompt_tokens": 14, "completion_tokens": 7, "total_tokens": 21}
-    chunks.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
-    chunks.append(b"data: [DONE]\n\n")
-    return chunks
-
-
-STREAM_CHUNKS = _stream_chunks()
+STREAM_CHUNKS = openai_chat_stream(["The", " capital", " of", " France", " is", " Paris", "."])
 
 
 class _Chunks(httpx2.SyncByteStream):

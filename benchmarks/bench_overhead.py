@@ -58,6 +58,8 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 
+from _payloads import openai_chat_stream  # noqa: E402
+
 import httptrack  # noqa: E402
 from httptrack._store import writer  # noqa: E402
 
@@ -110,24 +112,7 @@ RESPONSE_HEADERS = {"content-type": "application/json", "x-request-id": "req_ben
 
 def sse_chunks(count: int) -> list[bytes]:
     """An OpenAI-style chat stream of ``count`` chunks (one event each), usage and [DONE] last."""
-    base = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 1735689600,
-        "model": "gpt-4o-mini",
-    }
-
-    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
-
-    chunks = [event({"role": "assistant", "content": ""})]
-    chunks += [event({"content": f" word{i}"}) for i in range(max(0, count - 4))]
-    chunks.append(event({}, "stop"))
-    usage = {"prompt_tokens": 14, "completion_tokens": count, "total_tokens": 14 + count}
-    chunks.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
-    chunks.append(b"data: [DONE]\n\n")
-    return chunks
+    return openai_chat_stream([f" word{i}" for i in range(max(0, count - 4))], completion_tokens=count)
 
 
 def mock(lib: Any, stream: list[bytes] | None = None, marks: list[int] | None = None) -> Any:

@@ -18,6 +18,7 @@ import httpx2
 from conftest import SAMPLES, chunk_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_decoders import split_at
 
 import httptrack
 
@@ -89,16 +90,6 @@ def _reference(name: str, folder: Path) -> dict[str, Any]:
     return row
 
 
-def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, last = [], 0
-    for point in points:
-        pieces.append(data[last:point])
-        last = point
-    pieces.append(data[last:])
-    return pieces
-
-
 def test_there_are_streams_of_every_format() -> None:
     formats = set()
     for name in STREAMS:
@@ -122,7 +113,7 @@ def test_a_stream_split_anywhere_gives_the_same_row(
     folder = tmp_path_factory.mktemp("fuzz", numbered=True)
     _, response = _load(name)
     body = response["body_text"].encode()
-    pieces = _cut(body, cuts)
+    pieces = split_at(body, cuts)
     received, row = _run(name, pieces, folder / "calls.db")
     assert received == body
     assert row == _reference(name, tmp_path_factory.getbasetemp())

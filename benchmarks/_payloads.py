@@ -1,0 +1,30 @@
+"""Provider payloads the benchmarks share."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def openai_chat_stream(words: list[str], completion_tokens: int | None = None) -> list[bytes]:
+    """An OpenAI chat completion stream as its chunks (one SSE event each): the role, one
+    chunk per word, the finish reason, the usage chunk and ``[DONE]``."""
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1735689600,
+        "model": "gpt-4o-mini",
+    }
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
+
+    completion = len(words) if completion_tokens is None else completion_tokens
+    chunks = [event({"role": "assistant", "content": ""})]
+    chunks += [event({"content": word}) for word in words]
+    chunks.append(event({}, "stop"))
+    usage = {"prompt_tokens": 14, "completion_tokens": completion, "total_tokens": 14 + completion}
+    chunks.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+    chunks.append(b"data: [DONE]\n\n")
+    return chunks
