@@ -28,3 +28,34 @@ def openai_chat_stream(words: list[str], completion_tokens: int | None = None) -
     chunks.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
     chunks.append(b"data: [DONE]\n\n")
     return chunks
+
+
+#: A non-streaming OpenAI chat completion, as the API returns it.
+OPENAI_CHAT_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1735689600,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "The capital of France is Paris.",
+                    "refusal": None,
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 14,
+            "completion_tokens": 7,
+            "total_tokens": 21,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+        "system_fingerprint": "fp_bench",
+    }
+).encode()

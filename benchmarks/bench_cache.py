@@ -47,7 +47,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 
-from _payloads import openai_chat_stream  # noqa: E402
+from _payloads import OPENAI_CHAT_COMPLETION, openai_chat_stream  # noqa: E402
 
 import httptrack  # noqa: E402
 from httptrack._store import writer  # noqa: E402
@@ -57,28 +57,7 @@ HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CHAT_REQUEST = {"model": "gpt-4o-mini", "messages": QUESTION}
 
-CHAT_BODY = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1735689600,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "The capital of France is Paris.",
-                    "refusal": None,
-                },
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 14, "completion_tokens": 7, "total_tokens": 21},
-        "system_fingerprint": "fp_bench",
-    }
-).encode()
+CHAT_BODY = OPENAI_CHAT_COMPLETION
 MODELS_BODY = json.dumps(
     {
         "object": "list",

@@ -58,7 +58,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 
-from _payloads import openai_chat_stream  # noqa: E402
+from _payloads import OPENAI_CHAT_COMPLETION, openai_chat_stream  # noqa: E402
 
 import httptrack  # noqa: E402
 from httptrack._store import writer  # noqa: E402
@@ -79,34 +79,7 @@ def chat_request() -> dict[str, Any]:
     }
 
 
-CHAT_BODY = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1735689600,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "The capital of France is Paris.",
-                    "refusal": None,
-                },
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": 14,
-            "completion_tokens": 7,
-            "total_tokens": 21,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        },
-        "system_fingerprint": "fp_bench",
-    }
-).encode()
+CHAT_BODY = OPENAI_CHAT_COMPLETION
 RESPONSE_HEADERS = {"content-type": "application/json", "x-request-id": "req_bench"}
 
 
