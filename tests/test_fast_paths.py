@@ -150,6 +150,106 @@ def test_started_at_format_is_unchanged() -> None:
             assert _recorder._iso(ts) == plain(ts), ts
 
 
+# -- provider parsers -----------------------------------------------------------------------
+
+
+def _plain_openai_usage(raw: Any) -> Any:
+    """``read_openai_usage`` as it was: ``dig`` for every nested figure."""
+    from httptrack._usage import Usage
+    from httptrack.providers._base import as_int, dig
+
+    if not isinstance(raw, dict):
+        return None
+    if "input_tokens" in raw or "output_tokens" in raw:
+        input_tokens = as_int(raw.get("input_tokens"))
+        output_tokens = as_int(raw.get("output_tokens"))
+        input_details = raw.get("input_tokens_details") or raw.get("input_token_details")
+        output_details = raw.get("output_tokens_details") or raw.get("output_token_details")
+    else:
+        input_tokens = as_int(raw.get("prompt_tokens"))
+        output_tokens = as_int(raw.get("completion_tokens"))
+        input_details = raw.get("prompt_tokens_details")
+        output_details = raw.get("completion_tokens_details")
+    if input_tokens is None and output_tokens is None:
+        return None
+    reasoning = as_int(dig(output_details, "reasoning_tokens"))
+    if reasoning is None:
+        reasoning = as_int(raw.get("reasoning_tokens"))
+    total = as_int(raw.get("total_tokens"))
+    if (
+        reasoning
+        and output_tokens is not None
+        and total is not None
+        and total == (input_tokens or 0) + output_tokens + reasoning
+    ):
+        output_tokens += reasoning
+    cached = as_int(dig(input_details, "cached_tokens"))
+    if cached is None:
+        cached = as_int(raw.get("prompt_cache_hit_tokens"))
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_input_tokens=cached,
+        cache_write_tokens=as_int(dig(input_details, "cache_write_tokens")),
+        reasoning_tokens=reasoning,
+    )
+    for source, key, extra in (
+        (input_details, "audio_tokens", "input_audio_tokens"),
+        (output_details, "audio_tokens", "output_audio_tokens"),
+        (input_details, "image_tokens", "input_image_tokens"),
+        (output_details, "image_tokens", "output_image_tokens"),
+    ):
+        value = as_int(dig(source, key))
+        if value:
+            usage.extra[extra] = value
+    return usage
+
+
+def _random_openai_usage(rng: random.Random) -> Any:
+    values: list[Any] = [None, 0, 1, 7, 12, 2**53, -1, 3.0, 3.5, "4", "x", True, False, [], {}, [1]]
+    top = (
+        "prompt_tokens",
+        "completion_tokens",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "reasoning_tokens",
+        "prompt_cache_hit_tokens",
+    )
+    detail_names = (
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "input_tokens_details",
+        "input_token_details",
+        "output_tokens_details",
+        "output_token_details",
+    )
+    detail_keys = ("cached_tokens", "cache_write_tokens", "reasoning_tokens", "audio_tokens", "image_tokens")
+    raw: dict[str, Any] = {key: rng.choice(values) for key in top if rng.random() < 0.5}
+    if rng.random() < 0.3 and isinstance(raw.get("prompt_tokens"), int):
+        # a total that gives away reasoning reported beside the output (xAI)
+        raw["completion_tokens"] = 5
+        raw["reasoning_tokens"] = 3
+        raw["total_tokens"] = raw["prompt_tokens"] + 8
+    for name in detail_names:
+        if rng.random() < 0.4:
+            raw[name] = (
+                {key: rng.choice(values) for key in detail_keys if rng.random() < 0.5}
+                if rng.random() < 0.8
+                else rng.choice(values)
+            )
+    return raw if rng.random() < 0.95 else rng.choice(values)
+
+
+def test_openai_usage_reads_what_dig_read() -> None:
+    from httptrack.providers.openai import read_openai_usage
+
+    rng = random.Random(11)
+    for _ in range(20000):
+        raw = _random_openai_usage(rng)
+        assert repr(read_openai_usage(raw)) == repr(_plain_openai_usage(raw)), raw
+
+
 # -- call ids -------------------------------------------------------------------------------
 
 
