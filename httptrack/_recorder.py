@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 from ._decoders import ContentDecoder, SSEEvent, decoder_for
 from ._exchange import Exchange
 from ._faults import report_fault
-from ._json import loads_bytes
+from ._json import loads_bytes, loads_text
 from ._usage import Usage
 from .providers import Parsed, Provider
 from .providers._base import form_fields
@@ -352,28 +352,26 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
 
 
 def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -> None:
-    decoder = decoder_for(fmt)
     errors = 0
-    for chunk in [*chunks, None]:
-        events = decoder.feed(chunk) if chunk is not None else decoder.close()
-        for item in events:
-            if isinstance(item, SSEEvent):
-                name: str | None = item.event
-                if item.data == "[DONE]":
-                    parsed.stream_done = True
-                    continue
-                try:
-                    data: Any = json.loads(item.data)
-                except ValueError:
-                    data = item.data
-            else:
-                name, data = None, item
+    read_event = provider.read_event
+    for item in decoder_for(fmt).decode_all(chunks):
+        if item.__class__ is SSEEvent:
+            name: str | None = item.event
+            if item.data == "[DONE]":
+                parsed.stream_done = True
+                continue
             try:
-                provider.read_event(parsed, name, data)
-            except Exception as exc:
-                errors += 1
-                if errors == 1:
-                    parsed.notes.append(f"parser error on a stream event: {exc!r}")
+                data: Any = loads_text(item.data)
+            except ValueError:
+                data = item.data
+        else:
+            name, data = None, item
+        try:
+            read_event(parsed, name, data)
+        except Exception as exc:
+            errors += 1
+            if errors == 1:
+                parsed.notes.append(f"parser error on a stream event: {exc!r}")
 
 
 def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:
