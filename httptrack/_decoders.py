@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from ._json import loads_text
+
 __all__ = [
     "ContentDecoder",
     "JSONArrayDecoder",
@@ -55,8 +57,24 @@ class StreamDecoder:
     def close(self) -> list[Any]:
         raise NotImplementedError
 
+    def decode_all(self, chunks: list[bytes]) -> list[Any]:
+        """Every event of a body held as ``chunks``: ``feed`` each, then ``close``."""
+        events = []
+        for chunk in chunks:
+            events += self.feed(chunk)
+        return events + self.close()
 
-class SSEDecoder(StreamDecoder):
+
+class _WholeBody(StreamDecoder):
+    """A decoder whose events never depend on where the bytes were split (SSE and NDJSON:
+    a line is read once complete): a body is fed in one piece, so the work per piece (the
+    incremental text decoder, the buffer, the line search) is done once, not per chunk."""
+
+    def decode_all(self, chunks: list[bytes]) -> list[Any]:
+        return self.feed(b"".join(chunks)) + self.close()
+
+
+class SSEDecoder(_WholeBody):
     def __init__(self) -> None:
         super().__init__()
         self._buffer = ""
@@ -92,11 +110,23 @@ class SSEDecoder(StreamDecoder):
             if text.startswith("\n"):
                 text = text[1:]
         buffer = self._buffer + text
+        if "\r" not in buffer:
+            # "\n" line ends only (as every provider sends them): the lines are the pieces
+            # between them, the last (unterminated) one kept for the next piece.
+            *lines, self._buffer = buffer.split("\n")
+            for line in lines:
+                self._line(line, events)
+            return events
         start = 0
         length = len(buffer)
+        # The next "\r" and "\n" at or after ``start``, searched for again only once passed:
+        # a piece with no "\r" at all (the usual case) is not scanned to its end per line.
+        cr = lf = -2
         while start < length:
-            cr = buffer.find("\r", start)
-            lf = buffer.find("\n", start)
+            if cr != -1 and cr < start:
+                cr = buffer.find("\r", start)
+            if lf != -1 and lf < start:
+                lf = buffer.find("\n", start)
             if cr == -1 and lf == -1:
                 break
             if cr == -1 or (lf != -1 and lf < cr):
@@ -134,7 +164,7 @@ class SSEDecoder(StreamDecoder):
         self._data = []
 
 
-class NDJSONDecoder(StreamDecoder):
+class NDJSONDecoder(_WholeBody):
     """Yields each line's JSON value, or the raw line text when it is not valid JSON."""
 
     def __init__(self) -> None:
@@ -207,7 +237,7 @@ def _skip(text: str, pos: int, chars: str) -> int:
 
 def _json_or_text(line: str) -> Any:
     try:
-        return json.loads(line)
+        return loads_text(line)
     except ValueError:
         return line
 

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["loads_bytes"]
+__all__ = ["loads_bytes", "loads_text"]
 
 # The C scanner, as json.loads uses it (an attribute typeshed does not declare).
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -27,6 +27,21 @@ def loads_bytes(data: bytes) -> Any:
     if not data or not 0 < data[0] < 0x80 or (len(data) != 3 and len(data) > 1 and not data[1]):
         return json.loads(data)  # empty, a byte order mark, UTF-16/32 ...: its own rules
     text = data.decode("utf-8", "surrogatepass")
+    try:
+        value, end = _scan(text, _space(text).end())  # type: ignore[union-attr]
+    except StopIteration as exc:
+        raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+    end = _space(text, end).end()  # type: ignore[union-attr]
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def loads_text(text: str) -> Any:
+    """``json.loads(text)`` for ``str`` (a stream event's data); raises ``ValueError`` where it does."""
+    if text[:1] == "\ufeff":
+        return json.loads(text)  # its own error for a byte order mark
+    # As loads_bytes, once decoded (the same lines: a call more costs on the app's thread).
     try:
         value, end = _scan(text, _space(text).end())  # type: ignore[union-attr]
     except StopIteration as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 from ._decoders import ContentDecoder, SSEEvent, decoder_for
 from ._exchange import Exchange
 from ._faults import report_fault
-from ._json import loads_bytes
+from ._json import loads_bytes, loads_text
 from ._usage import Usage
 from .providers import Parsed, Provider
 from .providers._base import form_fields
@@ -123,10 +124,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pid)
 
 
+#: The last whole second formatted, and its text ("2026-01-31T12:34:56"): calls come many
+#: to a second, so only the milliseconds are formatted per row.
+_last_second: tuple[float, str] = (math.nan, "")
+
+
 def _iso(ts: float) -> str:
-    # "2026-01-31T12:34:56.789Z": isoformat truncates to milliseconds, as the format has
-    # always done (strftime's %f cut to three digits), at a tenth of strftime's cost.
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """``"2026-01-31T12:34:56.789Z"``: what ``datetime.fromtimestamp(ts, UTC).isoformat()``
+    gives, cut to milliseconds (as the format has always done: strftime's %f cut to three
+    digits)."""
+    global _last_second
+    # datetime.fromtimestamp's own rounding: the fraction to the nearest microsecond (half
+    # to even), carried into the seconds when it rounds up to a whole one.
+    fraction, second = math.modf(ts)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        second += 1.0
+    elif micros < 0:
+        micros += 1_000_000
+        second -= 1.0
+    cached, text = _last_second
+    if cached != second:
+        text = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+        _last_second = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
 
 
 def _decode_json(data: bytes) -> Any:
@@ -234,7 +256,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     started = datetime.fromtimestamp(ex.started_at, UTC)
     row: dict[str, Any] = {
         "id": ex.call_id,
-        "started_at": started.isoformat(timespec="milliseconds")[:-6] + "Z",  # as _iso()
+        "started_at": _iso(ex.started_at),
         "provider": provider.name,
         "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
         "method": ex.method,
@@ -352,28 +374,26 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
 
 
 def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -> None:
-    decoder = decoder_for(fmt)
     errors = 0
-    for chunk in [*chunks, None]:
-        events = decoder.feed(chunk) if chunk is not None else decoder.close()
-        for item in events:
-            if isinstance(item, SSEEvent):
-                name: str | None = item.event
-                if item.data == "[DONE]":
-                    parsed.stream_done = True
-                    continue
-                try:
-                    data: Any = json.loads(item.data)
-                except ValueError:
-                    data = item.data
-            else:
-                name, data = None, item
+    read_event = provider.read_event
+    for item in decoder_for(fmt).decode_all(chunks):
+        if item.__class__ is SSEEvent:
+            name: str | None = item.event
+            if item.data == "[DONE]":
+                parsed.stream_done = True
+                continue
             try:
-                provider.read_event(parsed, name, data)
-            except Exception as exc:
-                errors += 1
-                if errors == 1:
-                    parsed.notes.append(f"parser error on a stream event: {exc!r}")
+                data: Any = loads_text(item.data)
+            except ValueError:
+                data = item.data
+        else:
+            name, data = None, item
+        try:
+            read_event(parsed, name, data)
+        except Exception as exc:
+            errors += 1
+            if errors == 1:
+                parsed.notes.append(f"parser error on a stream event: {exc!r}")
 
 
 def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:

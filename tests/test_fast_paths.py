@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from httptrack import _exchange, _recorder, _rollup
+from httptrack import _decoders, _exchange, _recorder, _rollup
 from httptrack._cache_key import _canonical_digest
 from httptrack._cache_store import CacheEntry, EntryStore
-from httptrack._json import loads_bytes
+from httptrack._json import loads_bytes, loads_text
 from httptrack._schema import COLUMN_NAMES
 from httptrack._store import ROWS_PER_INSERT, _insert, connect, migrate
 
@@ -55,7 +55,7 @@ BODIES = [
 ]
 
 
-def _outcome(function: Any, data: bytes) -> tuple[str, str]:
+def _outcome(function: Any, data: bytes | str) -> tuple[str, str]:
     try:
         return "value", repr(function(data))
     except ValueError as exc:
@@ -77,6 +77,23 @@ def test_loads_bytes_is_json_loads() -> None:
         cases.append(bytes(body))
     for data in cases:
         assert _outcome(loads_bytes, data) == _outcome(json.loads, data), data
+
+
+def test_loads_text_is_json_loads() -> None:
+    rng = random.Random(6)
+    texts = [body.decode("utf-8", "replace") for body in BODIES] + ["\ufeff[1]", "\ufeff", " \ufeff1"]
+    alphabet = '{}[]",:0123456789.eE+-tfnrulasN \t\n\r\\u\x00\ufeff\u00e9\ud800'
+    for _ in range(3000):
+        text = list(rng.choice(texts))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(text))
+            if rng.random() < 0.5 and text:
+                del text[min(at, len(text) - 1)]
+            else:
+                text.insert(at, rng.choice(alphabet))
+        texts.append("".join(text))
+    for text in texts:
+        assert _outcome(loads_text, text) == _outcome(json.loads, text), text
 
 
 def test_canonical_digest_is_the_documented_form() -> None:
@@ -148,6 +165,173 @@ def test_started_at_format_is_unchanged() -> None:
         drawn = rng.uniform(0, 4e9)
         for ts in (drawn, int(drawn) + rng.choice(edges)):
             assert _recorder._iso(ts) == plain(ts), ts
+
+
+# -- provider parsers -----------------------------------------------------------------------
+
+
+def _plain_openai_usage(raw: Any) -> Any:
+    """``read_openai_usage`` as it was: ``dig`` for every nested figure."""
+    from httptrack._usage import Usage
+    from httptrack.providers._base import as_int, dig
+
+    if not isinstance(raw, dict):
+        return None
+    if "input_tokens" in raw or "output_tokens" in raw:
+        input_tokens = as_int(raw.get("input_tokens"))
+        output_tokens = as_int(raw.get("output_tokens"))
+        input_details = raw.get("input_tokens_details") or raw.get("input_token_details")
+        output_details = raw.get("output_tokens_details") or raw.get("output_token_details")
+    else:
+        input_tokens = as_int(raw.get("prompt_tokens"))
+        output_tokens = as_int(raw.get("completion_tokens"))
+        input_details = raw.get("prompt_tokens_details")
+        output_details = raw.get("completion_tokens_details")
+    if input_tokens is None and output_tokens is None:
+        return None
+    reasoning = as_int(dig(output_details, "reasoning_tokens"))
+    if reasoning is None:
+        reasoning = as_int(raw.get("reasoning_tokens"))
+    total = as_int(raw.get("total_tokens"))
+    if (
+        reasoning
+        and output_tokens is not None
+        and total is not None
+        and total == (input_tokens or 0) + output_tokens + reasoning
+    ):
+        output_tokens += reasoning
+    cached = as_int(dig(input_details, "cached_tokens"))
+    if cached is None:
+        cached = as_int(raw.get("prompt_cache_hit_tokens"))
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_input_tokens=cached,
+        cache_write_tokens=as_int(dig(input_details, "cache_write_tokens")),
+        reasoning_tokens=reasoning,
+    )
+    for source, key, extra in (
+        (input_details, "audio_tokens", "input_audio_tokens"),
+        (output_details, "audio_tokens", "output_audio_tokens"),
+        (input_details, "image_tokens", "input_image_tokens"),
+        (output_details, "image_tokens", "output_image_tokens"),
+    ):
+        value = as_int(dig(source, key))
+        if value:
+            usage.extra[extra] = value
+    return usage
+
+
+def _random_openai_usage(rng: random.Random) -> Any:
+    values: list[Any] = [None, 0, 1, 7, 12, 2**53, -1, 3.0, 3.5, "4", "x", True, False, [], {}, [1]]
+    top = (
+        "prompt_tokens",
+        "completion_tokens",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "reasoning_tokens",
+        "prompt_cache_hit_tokens",
+    )
+    detail_names = (
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "input_tokens_details",
+        "input_token_details",
+        "output_tokens_details",
+        "output_token_details",
+    )
+    detail_keys = ("cached_tokens", "cache_write_tokens", "reasoning_tokens", "audio_tokens", "image_tokens")
+    raw: dict[str, Any] = {key: rng.choice(values) for key in top if rng.random() < 0.5}
+    if rng.random() < 0.3 and isinstance(raw.get("prompt_tokens"), int):
+        # a total that gives away reasoning reported beside the output (xAI)
+        raw["completion_tokens"] = 5
+        raw["reasoning_tokens"] = 3
+        raw["total_tokens"] = raw["prompt_tokens"] + 8
+    for name in detail_names:
+        if rng.random() < 0.4:
+            raw[name] = (
+                {key: rng.choice(values) for key in detail_keys if rng.random() < 0.5}
+                if rng.random() < 0.8
+                else rng.choice(values)
+            )
+    return raw if rng.random() < 0.95 else rng.choice(values)
+
+
+def test_openai_usage_reads_what_dig_read() -> None:
+    from httptrack.providers.openai import read_openai_usage
+
+    rng = random.Random(11)
+    for _ in range(20000):
+        raw = _random_openai_usage(rng)
+        assert repr(read_openai_usage(raw)) == repr(_plain_openai_usage(raw)), raw
+
+
+# -- stream decoding ------------------------------------------------------------------------
+
+
+class _PlainSSEDecoder(_decoders.SSEDecoder):
+    """``SSEDecoder`` as it was: both line ends searched for afresh on every line."""
+
+    def _push(self, text: str) -> list[_decoders.SSEEvent]:
+        events: list[_decoders.SSEEvent] = []
+        if not text:
+            return events
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        if self._pending_cr:
+            self._pending_cr = False
+            if text.startswith("\n"):
+                text = text[1:]
+        buffer = self._buffer + text
+        start = 0
+        length = len(buffer)
+        while start < length:
+            cr = buffer.find("\r", start)
+            lf = buffer.find("\n", start)
+            if cr == -1 and lf == -1:
+                break
+            if cr == -1 or (lf != -1 and lf < cr):
+                end, after = lf, lf + 1
+            elif cr + 1 < length:
+                end, after = cr, cr + 2 if buffer[cr + 1] == "\n" else cr + 1
+            else:
+                end, after = cr, cr + 1
+                self._pending_cr = True
+            self._line(buffer[start:end], events)
+            start = after
+        self._buffer = buffer[start:]
+        return events
+
+
+def test_sse_decoder_finds_the_lines_it_found() -> None:
+    rng = random.Random(8)
+    fields = ["data: ", "event: x", "id: 7", ": c", "{}", "a", "\u00e9", "\ufeff"]
+    parts = [*fields, "\r", "\n", "\r\n", "\n\n", "\r\r"]
+    for _ in range(3000):
+        data = "".join(rng.choice(parts) for _ in range(rng.randint(0, 40))).encode()
+        cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(0, 6))))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        fast, plain = _decoders.SSEDecoder(), _PlainSSEDecoder()
+        got = [event for piece in pieces for event in fast.feed(piece)] + fast.close()
+        want = [event for piece in pieces for event in plain.feed(piece)] + plain.close()
+        assert got == want, pieces
+        # A whole body is decoded in one piece: the events are those of the pieces.
+        assert _decoders.SSEDecoder().decode_all(pieces) == want, pieces
+
+
+def test_whole_body_decoding_gives_the_events_of_its_pieces() -> None:
+    rng = random.Random(9)
+    parts = [b'{"a": 1}', b"[1, 2]", b"not json", b"\xc3", b"\xa9", b"\xff", b" ", b"\n", b"\r\n", b"data: 1"]
+    for _ in range(3000):
+        data = b"".join(rng.choice(parts) for _ in range(rng.randint(0, 30)))
+        cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(0, 6))))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        for make in (_decoders.SSEDecoder, _decoders.NDJSONDecoder):
+            plain = make()
+            want = [event for piece in pieces for event in plain.feed(piece)] + plain.close()
+            assert make().decode_all(pieces) == want, (make, pieces)
 
 
 # -- call ids -------------------------------------------------------------------------------

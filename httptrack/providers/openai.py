@@ -96,54 +96,65 @@ def endpoint_kind(path: str) -> str:
     return "other"
 
 
+#: Stands in for a ``*_details`` object that is missing or not an object: every lookup in it
+#: gives ``None``, as ``dig`` would. Never written to.
+_NO_DETAILS: dict[str, Any] = {}
+
+
 def read_openai_usage(raw: Any) -> Usage | None:
     """Normalize an OpenAI-style ``usage`` object (chat, completions, embeddings, Responses
     API, images or transcriptions naming). ``None`` when ``raw`` carries no token figure."""
     if not isinstance(raw, dict):
         return None
+    # Read once per row for every call: plain ``get``s on the object and its details (a
+    # details value that is not an object reads as empty), ``as_int`` only on what is there.
+    get = raw.get
     if "input_tokens" in raw or "output_tokens" in raw:  # Responses API / images / audio naming
-        input_tokens = as_int(raw.get("input_tokens"))
-        output_tokens = as_int(raw.get("output_tokens"))
-        input_details = raw.get("input_tokens_details") or raw.get("input_token_details")
-        output_details = raw.get("output_tokens_details") or raw.get("output_token_details")
+        input_tokens = as_int(get("input_tokens"))
+        output_tokens = as_int(get("output_tokens"))
+        input_details = get("input_tokens_details") or get("input_token_details")
+        output_details = get("output_tokens_details") or get("output_token_details")
     else:
-        input_tokens = as_int(raw.get("prompt_tokens"))
-        output_tokens = as_int(raw.get("completion_tokens"))
-        input_details = raw.get("prompt_tokens_details")
-        output_details = raw.get("completion_tokens_details")
+        input_tokens = as_int(get("prompt_tokens"))
+        output_tokens = as_int(get("completion_tokens"))
+        input_details = get("prompt_tokens_details")
+        output_details = get("completion_tokens_details")
     if input_tokens is None and output_tokens is None:
         return None
-    reasoning = as_int(dig(output_details, "reasoning_tokens"))
+    if not isinstance(input_details, dict):
+        input_details = _NO_DETAILS
+    if not isinstance(output_details, dict):
+        output_details = _NO_DETAILS
+    reasoning = as_int(output_details.get("reasoning_tokens"))
     if reasoning is None:
-        reasoning = as_int(raw.get("reasoning_tokens"))  # Perplexity puts it at the top level
-    total = as_int(raw.get("total_tokens"))
-    if (
-        reasoning
-        and output_tokens is not None
-        and total is not None
-        and total == (input_tokens or 0) + output_tokens + reasoning
-    ):
-        # Reported beside the completion tokens, not inside them (xAI): every one is billed.
-        output_tokens += reasoning
-    cached = as_int(dig(input_details, "cached_tokens"))
+        reasoning = as_int(get("reasoning_tokens"))  # Perplexity puts it at the top level
+    if reasoning and output_tokens is not None:
+        total = as_int(get("total_tokens"))
+        if total is not None and total == (input_tokens or 0) + output_tokens + reasoning:
+            # Reported beside the completion tokens, not inside them (xAI): every one is billed.
+            output_tokens += reasoning
+    cached = as_int(input_details.get("cached_tokens"))
     if cached is None:
-        cached = as_int(raw.get("prompt_cache_hit_tokens"))  # DeepSeek's naming
+        cached = as_int(get("prompt_cache_hit_tokens"))  # DeepSeek's naming
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cached_input_tokens=cached,
-        cache_write_tokens=as_int(dig(input_details, "cache_write_tokens")),  # OpenRouter
+        cache_write_tokens=as_int(input_details.get("cache_write_tokens")),  # OpenRouter
         reasoning_tokens=reasoning,
     )
-    for source, key, extra in (
-        (input_details, "audio_tokens", "input_audio_tokens"),
-        (output_details, "audio_tokens", "output_audio_tokens"),
-        (input_details, "image_tokens", "input_image_tokens"),
-        (output_details, "image_tokens", "output_image_tokens"),
-    ):
-        value = as_int(dig(source, key))
-        if value:
-            usage.extra[extra] = value
+    if input_details or output_details:
+        extra = usage.extra
+        for name, value in (
+            ("input_audio_tokens", input_details.get("audio_tokens")),
+            ("output_audio_tokens", output_details.get("audio_tokens")),
+            ("input_image_tokens", input_details.get("image_tokens")),
+            ("output_image_tokens", output_details.get("image_tokens")),
+        ):
+            if value is not None:
+                value = as_int(value)
+                if value:
+                    extra[name] = value
     return usage
 
 
@@ -249,15 +260,17 @@ class OpenAICompatible(Provider):
             return
         parsed.response_model = first_str(body.get("model")) or parsed.response_model
         parsed.response_id = first_str(body.get("id")) or parsed.response_id
-        self._take_usage(parsed, body.get("usage"))
+        usage = body.get("usage")
+        self._take_usage(parsed, usage)
         if body.get("object") == "response" or ("output" in body and "choices" not in body):
             self._read_response_object(parsed, body)
             return
-        if isinstance(body.get("text"), str) and "choices" not in body:  # a transcription
-            parsed.output.append(body["text"])
-        if dig(body, "usage", "type") == "duration":
-            parsed.notes.append(f"billed by duration: {dig(body, 'usage', 'seconds')} s of audio, not priced")
-        choice = dig(body, "choices", 0)
+        choices = body.get("choices")
+        if "choices" not in body and isinstance(body.get("text"), str):
+            parsed.output.append(body["text"])  # a transcription
+        if isinstance(usage, dict) and usage.get("type") == "duration":
+            parsed.notes.append(f"billed by duration: {usage.get('seconds')} s of audio, not priced")
+        choice = choices[0] if isinstance(choices, list) and choices else None
         if isinstance(choice, dict):
             parsed.finish_reason = first_str(choice.get("finish_reason"))
             message = choice.get("message")
@@ -276,8 +289,9 @@ class OpenAICompatible(Provider):
 
     def _take_message_text(self, parsed: Parsed, message: dict[str, Any]) -> None:
         for key in ("reasoning_content", "reasoning", "content", "refusal"):
-            if isinstance(message.get(key), str):
-                parsed.output.append(message[key])
+            text = message.get(key)
+            if isinstance(text, str):
+                parsed.output.append(text)
         for call in items(message.get("tool_calls")):
             function = dig(call, "function")
             if isinstance(function, dict):
@@ -320,41 +334,56 @@ class OpenAICompatible(Provider):
         if parsed.state.get("kind") == "files":
             self._read_batch_line(parsed, data)
             return
-        kind = data.get("type")
+        # Runs for every chunk of every stream: each field is looked up once.
+        get = data.get
+        kind = get("type")
         if not isinstance(kind, str):
             kind = event or ""
-        if kind.startswith(("response.", "image_generation.", "image_edit.", "transcript.")):
+        if kind and kind.startswith(("response.", "image_generation.", "image_edit.", "transcript.")):
             self._read_typed_event(parsed, kind, data)
             return
-        groq = data.get("x_groq")
-        if kind == "error" or data.get("error") or (isinstance(groq, dict) and groq.get("error")):
+        groq = get("x_groq")
+        if not isinstance(groq, dict):
+            groq = None
+        error = get("error")
+        if kind == "error" or error or (groq is not None and groq.get("error")):
             parsed.stream_error = True
-            error = data.get("error") or (groq.get("error") if isinstance(groq, dict) else None)
+            if not error and groq is not None:
+                error = groq.get("error")
             self._read_error(parsed, error or data)
             return
-        parsed.response_model = first_str(data.get("model")) or parsed.response_model
-        parsed.response_id = first_str(data.get("id")) or parsed.response_id
-        choices = data.get("choices")
-        if isinstance(data.get("usage"), dict):
-            self._take_usage(parsed, data["usage"], merge=True)
+        model = get("model")
+        if isinstance(model, str) and model:
+            parsed.response_model = model
+        response_id = get("id")
+        if isinstance(response_id, str) and response_id:
+            parsed.response_id = response_id
+        choices = get("choices")
+        usage = get("usage")
+        if isinstance(usage, dict):
+            self._take_usage(parsed, usage, merge=True)
             # The usage chunk (no choices) or the finish-reason chunk carries the final figures;
             # usage on other chunks (continuous usage stats) is a running count.
             if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
                 parsed.usage_final = True
-        if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+        if groq is not None and isinstance(groq.get("usage"), dict):
             self._take_usage(parsed, groq["usage"], merge=True)
             parsed.usage_final = True
-        for choice in items(choices):
+        if not isinstance(choices, list):
+            return
+        for choice in choices:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            reason = first_str(choice.get("finish_reason"))
-            if reason:
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason:
                 parsed.finish_reason = reason
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 self._take_delta_text(parsed, delta)
-            elif isinstance(choice.get("text"), str):  # legacy completions stream
-                parsed.output.append(choice["text"])
+            else:
+                text = choice.get("text")
+                if isinstance(text, str):  # legacy completions stream
+                    parsed.output.append(text)
 
     def _take_delta_text(self, parsed: Parsed, delta: dict[str, Any]) -> None:
         for key in ("reasoning_content", "reasoning", "content"):
