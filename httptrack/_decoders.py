@@ -196,13 +196,13 @@ class JSONArrayDecoder(StreamDecoder):
 
     def feed(self, data: bytes) -> list[Any]:
         self._buffer += self._text.decode(data)
-        return self._drain()
+        return self._drain(final=False)
 
     def close(self) -> list[Any]:
         self._buffer += self._text.decode(b"", final=True)
-        return self._drain()
+        return self._drain(final=True)
 
-    def _drain(self) -> list[Any]:
+    def _drain(self, *, final: bool) -> list[Any]:
         items: list[Any] = []
         buffer = self._buffer
         pos = 0
@@ -223,10 +223,16 @@ class JSONArrayDecoder(StreamDecoder):
                 item, end = self._decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError:
                 break  # incomplete: wait for more
+            if type(item) in (int, float) and not final and (end == len(buffer) or buffer[end] not in _AFTER):
+                break  # a number may go on in the next chunk: "[12" + "3]", "[1.5e" + "3]"
             items.append(item)
             pos = end
         self._buffer = buffer[pos:]
         return items
+
+
+#: What may follow an array element (a number is only complete once one of these follows).
+_AFTER = frozenset(" \t\r\n,]")
 
 
 def _skip(text: str, pos: int, chars: str) -> int:

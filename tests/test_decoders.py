@@ -86,7 +86,7 @@ def test_ndjson_without_final_newline_and_junk() -> None:
 
 ARRAY = (
     b'[{"candidates": [{"content": {"parts": [{"text": "a ]} tricky"}]}}]}\r\n,\r\n'
-    b'{"usageMetadata": {"promptTokenCount": 3}}\r\n]'
+    b'{"usageMetadata": {"promptTokenCount": 3}}\r\n, 12345, -6.25e3, true, null, "s"\r\n]'
 )
 
 
