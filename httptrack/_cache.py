@@ -26,6 +26,7 @@ from ._cache_key import body_digest, request_key
 from ._cache_store import CacheEntry, EntryStore, shared_store
 from ._errors import CacheMiss
 from ._faults import report_fault
+from ._schema import TOKEN_COLUMNS
 from ._settings import Settings, SettingsError, parse_duration
 
 if TYPE_CHECKING:
@@ -38,13 +39,7 @@ __all__ = ["CacheMiss", "ResponseCache"]
 #: cost once recorded), and, when the app reads it to the end, with the same reading of the
 #: response (model, finish reason, text ...) without parsing it again.
 ORIGINAL_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "tokens_estimated",
+    *TOKEN_COLUMNS,
     "cost_usd",
     "cost_note",
     "stream",

@@ -19,6 +19,7 @@ from ._decoders import ContentDecoder, SSEEvent, decoder_for
 from ._exchange import Exchange
 from ._faults import report_fault
 from ._json import loads_bytes, loads_text
+from ._schema import TOKEN_COLUMNS
 from ._usage import Usage
 from .providers import Parsed, Provider
 from .providers._base import form_fields
@@ -544,17 +545,6 @@ def _load_pricing() -> Any:
 
 
 #: Columns a cache hit takes from the call that fetched the response it replays.
-_REPLAYED_USAGE = (
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "tokens_estimated",
-)
-
-
 def _take_replayed_reading(parsed: Parsed, original: dict[str, Any]) -> None:
     """What the original call's row read from the response (see ``_cache.ORIGINAL_COLUMNS``)."""
     parsed.stream = bool(original.get("stream"))
@@ -571,7 +561,7 @@ def _replayed_figures(row: dict[str, Any], original: dict[str, Any]) -> None:
     """A cache hit: the original call's token figures, as recorded then (not re-counted);
     nothing billed, and what the original cost is what the hit saved (not re-priced, so
     the saving always equals the cost once recorded)."""
-    for name in _REPLAYED_USAGE:
+    for name in TOKEN_COLUMNS:
         row[name] = original.get(name)
     note = original.get("cost_note")
     row["cost_usd"] = 0.0

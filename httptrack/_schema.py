@@ -4,7 +4,7 @@ datasette and ``httptrack show``. Changes to the table are migrations (``_store`
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "COLUMN_NAMES", "DESCRIPTIONS"]
+__all__ = ["COLUMNS", "COLUMN_NAMES", "DESCRIPTIONS", "TOKEN_COLUMNS"]
 
 #: (name, SQLite type, description), in table order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -71,3 +71,13 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _, _ in COLUMNS)
 DESCRIPTIONS: dict[str, str] = {name: description for name, _, description in COLUMNS}
+#: The token figures of a call (the normalized convention of DESIGN.md), in table order.
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "tokens_estimated",
+)
