@@ -31,8 +31,9 @@ def all_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
 
 
-def test_no_credential_reaches_the_database(db: Path) -> None:
-    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False)
+def test_no_credential_reaches_the_database_or_the_cache(db: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache_dir=cache_dir)
     oai = openai.OpenAI(api_key=SECRETS["openai"], http_client=httpx2.Client(transport=transport))
     oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     ant = anthropic.Anthropic(api_key=SECRETS["anthropic"], http_client=httpx2.Client(transport=transport))
@@ -47,7 +48,7 @@ def test_no_credential_reaches_the_database(db: Path) -> None:
         return httpx.Response(200, json=body, headers={"set-cookie": f"NID={SECRETS['set_cookie']}; Path=/"})
 
     with httpx.Client(
-        transport=httptrack.TrackingTransport(httpx.MockTransport(gemini), db=db, cache=False)
+        transport=httptrack.TrackingTransport(httpx.MockTransport(gemini), db=db, cache_dir=cache_dir)
     ) as c:
         url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
         c.post(
@@ -70,6 +71,16 @@ def test_no_credential_reaches_the_database(db: Path) -> None:
     data = all_bytes(db)
     for name, secret in SECRETS.items():
         assert secret.encode() not in data, name
+    # Every answer was stored in the cache (with its key, made from the credential) ...
+    assert sum(1 for r in rows if r["cache_key"]) == 4
+    cached = [path for path in cache_dir.rglob("*") if path.is_file()]
+    assert cached
+    stored = b"".join(path.read_bytes() for path in cached)
+    for row in rows:
+        assert row["response_body"].encode() in stored, row["provider"]
+    # ... and no credential is anywhere in the cache folder.
+    for name, secret in SECRETS.items():
+        assert secret.encode() not in stored, name
     gemini_row = rows[2]
     assert gemini_row["url"].endswith("?key=%5Bredacted%5D") or "key=[redacted]" in gemini_row["url"]
     headers = json.loads(gemini_row["request_headers"])
