@@ -23,7 +23,7 @@ from typing import Any
 
 from .._usage import Usage
 from ._base import Parsed, Provider, as_int, dig, first_str, items
-from .openai import add_usage, finish_batch_results
+from .openai import add_batch_result, finish_batch_results
 
 __all__ = ["ANTHROPIC_PARSER", "Anthropic", "read_anthropic_usage"]
 
@@ -180,14 +180,7 @@ class Anthropic(Provider):
         message = dig(line, "result", "message")
         if dig(line, "result", "type") != "succeeded" or not isinstance(message, dict):
             return
-        parsed.billed = True
-        models: set[str] = parsed.state.setdefault("batch_models", set())
-        if first_str(message.get("model")):
-            models.add(message["model"])
-        usage = read_anthropic_usage(message.get("usage"))
-        if usage is not None:
-            parsed.usage = add_usage(parsed.usage, usage)
-        parsed.state["batch_lines"] = parsed.state.get("batch_lines", 0) + 1
+        add_batch_result(parsed, first_str(message.get("model")), read_anthropic_usage(message.get("usage")))
 
     def finish(self, parsed: Parsed) -> None:
         if "batch_lines" in parsed.state:

@@ -429,19 +429,23 @@ class OpenAICompatible(Provider):
         if not isinstance(body, dict):
             return
         parsed.batch = True
-        parsed.billed = True
-        models: set[str] = parsed.state.setdefault("batch_models", set())
-        model = first_str(body.get("model"))
-        if model:
-            models.add(model)
-        usage = read_openai_usage(body.get("usage"))
-        if usage is not None:
-            parsed.usage = add_usage(parsed.usage, usage)
-        parsed.state["batch_lines"] = parsed.state.get("batch_lines", 0) + 1
+        add_batch_result(parsed, first_str(body.get("model")), read_openai_usage(body.get("usage")))
 
     def finish(self, parsed: Parsed) -> None:
         if "batch_lines" in parsed.state:
             finish_batch_results(parsed)
+
+
+def add_batch_result(parsed: Parsed, model: str | None, usage: Usage | None) -> None:
+    """Count one succeeded request of a batch results file (OpenAI or Anthropic): its
+    model, its usage added to the file's."""
+    parsed.billed = True
+    models: set[str] = parsed.state.setdefault("batch_models", set())
+    if model:
+        models.add(model)
+    if usage is not None:
+        parsed.usage = add_usage(parsed.usage, usage)
+    parsed.state["batch_lines"] = parsed.state.get("batch_lines", 0) + 1
 
 
 def finish_batch_results(parsed: Parsed) -> None:
