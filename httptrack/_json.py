@@ -26,22 +26,18 @@ def loads_bytes(data: bytes) -> Any:
     # no NUL) and, at these lengths, no NUL second byte (UTF-16/32 without a BOM).
     if not data or not 0 < data[0] < 0x80 or (len(data) != 3 and len(data) > 1 and not data[1]):
         return json.loads(data)  # empty, a byte order mark, UTF-16/32 ...: its own rules
-    text = data.decode("utf-8", "surrogatepass")
-    try:
-        value, end = _scan(text, _space(text).end())  # type: ignore[union-attr]
-    except StopIteration as exc:
-        raise json.JSONDecodeError("Expecting value", text, exc.value) from None
-    end = _space(text, end).end()  # type: ignore[union-attr]
-    if end != len(text):
-        raise json.JSONDecodeError("Extra data", text, end)
-    return value
+    return _decode(data.decode("utf-8", "surrogatepass"))
 
 
 def loads_text(text: str) -> Any:
     """``json.loads(text)`` for ``str`` (a stream event's data); raises ``ValueError`` where it does."""
     if text[:1] == "\ufeff":
         return json.loads(text)  # its own error for a byte order mark
-    # As loads_bytes, once decoded (the same lines: a call more costs on the app's thread).
+    return _decode(text)
+
+
+def _decode(text: str) -> Any:
+    """What ``json.JSONDecoder.decode`` does, with the C scanner called directly."""
     try:
         value, end = _scan(text, _space(text).end())  # type: ignore[union-attr]
     except StopIteration as exc:
