@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .._schema import TOKEN_COLUMNS
 from ._common import db_option, echo_json_array, filter_options, filters_from, json_option, open_log_or_fail
 from ._format import Column, count, duration, money, render_table, short_time
 
@@ -28,13 +29,7 @@ LIST_COLUMNS = (
     "http_status",
     "error_code",
     "error_message",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "tokens_estimated",
+    *TOKEN_COLUMNS,
     "cost_usd",
     "cost_saved_usd",
     "cost_note",
