@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import _rollup, _views
 from ._log import parse_when
-from ._store import connect, migrate
+from ._store import connect, migrate, write_transaction
 
 __all__ = ["BODY_COLUMNS", "PruneResult", "count_prunable", "prune", "reindex"]
 
@@ -75,8 +75,7 @@ def prune(
         where = _where(cutoff, bodies_only)
         total = 0
         while True:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 chunk = f"rowid IN (SELECT rowid FROM calls WHERE {where} ORDER BY started_at LIMIT {_CHUNK})"
                 if searchable:
                     _views.unindex(conn, chunk, [cutoff])
@@ -85,22 +84,13 @@ def prune(
                     done = conn.execute(f"UPDATE calls SET {sets} WHERE {chunk}", [cutoff]).rowcount
                 else:
                     done = conn.execute(f"DELETE FROM calls WHERE {chunk}", [cutoff]).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             total += done
             if done < _CHUNK:
                 break
         if not bodies_only and total and _rollup.rollups_exist(conn):
             # The day of the cutoff lost part of its calls, the days before all of them.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 _rollup.recompute_days(conn, None, cutoff[:10])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         if vacuum:
             _vacuum(conn, searchable)
         else:
@@ -119,9 +109,8 @@ def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:
     before = conn.execute(probe).fetchone()
     conn.execute("VACUUM")
     if searchable and conn.execute(probe).fetchone() != before:
-        conn.execute("BEGIN IMMEDIATE")
-        _views.rebuild_search_index(conn)
-        conn.execute("COMMIT")
+        with write_transaction(conn):
+            _views.rebuild_search_index(conn)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
@@ -135,17 +124,12 @@ def reindex(path: str | Path) -> int:
     conn = connect(path)
     try:
         migrate(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             if _views.search_index_exists(conn):
                 _views.rebuild_search_index(conn)
             if _rollup.rollups_exist(conn):
                 _rollup.rebuild_rollups(conn)
             (n,) = conn.execute("SELECT count(*) FROM calls").fetchone()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
     return int(n)

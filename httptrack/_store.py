@@ -22,7 +22,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import chain, compress
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,20 @@ def _insert_run(
         done += count
 
 
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` around the block, rolled back if it raises
+    (anything: an interrupt must not leave the write lock held)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _create_private_file(path: Path) -> None:
     """Create the database file (and folder) readable by its owner only: it holds prompts."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -226,17 +241,11 @@ def migrate(conn: sqlite3.Connection) -> None:
         return
     from sqlite_utils import Database
 
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version < SCHEMA_VERSION:
             _migrations().apply(Database(conn))
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 class Store:
@@ -267,17 +276,11 @@ class Store:
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
             self._rolled_up = _views.rollups_exist(conn)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with write_transaction(conn):
             _insert(conn, rows, self._max_variables)
             self.behind += len(rows)
             if self.due():
                 self._derive(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def due(self) -> bool:
         # Indexing costs about a millisecond per transaction however few rows it covers:
@@ -293,14 +296,8 @@ class Store:
         conn = self._conn
         if conn is None or not self.behind:
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             self._derive(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _derive(self, conn: sqlite3.Connection) -> None:
         """Bring the search index and the daily rollups up to date, in the current
