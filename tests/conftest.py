@@ -19,8 +19,11 @@ LIBS = pytest.mark.parametrize("lib", [httpx, httpx2], ids=["httpx", "httpx2"])
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No test reads the developer's HTTPTRACK_* settings or writes to their home."""
+    """No test reads the developer's HTTPTRACK_* settings or writes to their home, and each
+    starts with no response cache folder open in this process (and leaves none open)."""
     import os
+
+    from httptrack import _cache_store
 
     for name in list(os.environ):
         if name.startswith("HTTPTRACK"):
@@ -28,13 +31,46 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     reset_faults()
+    _cache_store._stores.clear()
     yield
     httptrack.flush()
+    for store in _cache_store._stores.values():
+        store.close()
+    _cache_store._stores.clear()
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "calls.db"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def genai_price(
+    provider_id: str,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    batch: bool = False,
+) -> float:
+    """What genai-prices itself says a call costs (what rows are checked against); a batch
+    request at half price."""
+    import genai_prices
+
+    usage = genai_prices.Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+    total = genai_prices.calc_price(usage, model, provider_id=provider_id).total_price
+    return float(total / 2 if batch else total)
 
 
 def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

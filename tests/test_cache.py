@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,22 +88,6 @@ def chat_completion(content: str, *, model: str = "gpt-4o-mini", id: str = "chat
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16},
     }
-
-
-@pytest.fixture(autouse=True)
-def _fresh_stores() -> Iterator[None]:
-    """Each test starts with no cache folder open in this process (and none left open)."""
-    _cache_store._stores.clear()
-    yield
-    httptrack.flush()
-    for store in _cache_store._stores.values():
-        store.close()
-    _cache_store._stores.clear()
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
 
 
 def tracking(

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,6 @@ from httptrack._cache_store import cache_stats, prune_cache
 from httptrack.cli import main
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_stores() -> Iterator[None]:
-    _cache_store._stores.clear()
-    yield
-    httptrack.flush()
-    for store in _cache_store._stores.values():
-        store.close()
-    _cache_store._stores.clear()
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
 
 
 def run(*args: str) -> Result:

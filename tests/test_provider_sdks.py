@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import genai_prices
 import groq
 import httpx
 import httpx2
 import openai
 import pytest
 from conftest import chunk_stream, one_row, read_rows
+from conftest import genai_price as price
 from google import genai
 from google.genai import types as genai_types
 from mistralai.client import Mistral
@@ -29,22 +29,6 @@ import httptrack
 from httptrack._fake import mock_transport
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def price(
-    provider_id: str,
-    model: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read: int = 0,
-    batch: bool = False,
-) -> float:
-    usage = genai_prices.Usage(
-        input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read
-    )
-    total = genai_prices.calc_price(usage, model, provider_id=provider_id).total_price
-    return float(total / 2 if batch else total)
 
 
 def sse(*events: Any, done: bool = True) -> list[bytes]:

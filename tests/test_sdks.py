@@ -14,37 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import genai_prices
 import groq
 import httpx
 import httpx2
 import ollama
 import openai
 import pytest
+from conftest import genai_price as price
 from conftest import one_row, read_rows
 
 import httptrack
 from httptrack._fake import FakeProviderServer, mock_transport
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def price(
-    provider_id: str,
-    model: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read: int = 0,
-    cache_write: int = 0,
-) -> float:
-    usage = genai_prices.Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-    )
-    return float(genai_prices.calc_price(usage, model, provider_id=provider_id).total_price)
 
 
 def tracked(lib: Any, db: Path, *, asynchronous: bool = False) -> Any:
