@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import chunk_stream, load_sample, one_row, sample_names
+from conftest import chunk_stream, genai_price, load_sample, one_row, sample_names
 
 import httptrack
 
@@ -36,6 +36,57 @@ def handler_for(lib: Any, response: dict[str, Any], chunks: list[bytes]) -> Any:
         return lib.Response(response["status"], headers=response["headers"], stream=chunk_stream(lib, chunks))
 
     return handler
+
+
+#: genai-prices' provider id for each sample's provider (Ollama run locally costs nothing).
+PRICED_AS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
+
+
+def check_replay(
+    db: Path,
+    reply: Any,
+    received: list[bytes],
+    chunks: list[bytes],
+    response: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    """The app got the recorded bytes chunk for chunk, and the one row holds the sample's
+    figures, the body as received, the status and the call id the app was given."""
+    assert reply.status_code == response["status"]
+    assert received == [c for c in chunks if c]
+    assert b"".join(received) == response["body_text"].encode()
+    row = one_row(db)
+    check_row(row, expected)
+    assert row["id"] == reply.headers["x-httptrack-call-id"]
+    assert row["response_body"] == response["body_text"]
+    assert row["http_status"] == response["status"]
+    check_cost(row, expected)
+
+
+def check_cost(row: dict[str, Any], expected: dict[str, Any]) -> None:
+    """The cost is genai-prices' own figure for the row's usage: cache reads and writes at
+    their prices, reasoning as output; local Ollama 0; a refused call 0 (nothing is billed);
+    a model genai-prices does not know NULL, with the reason."""
+    if expected["status"] == "error" and row["input_tokens"] is None:
+        assert row["cost_usd"] == 0
+        return
+    if expected["provider"] == "ollama":
+        assert row["cost_usd"] == 0
+        return
+    try:
+        price = genai_price(
+            PRICED_AS[expected["provider"]],
+            expected["model"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"] or 0,
+            cache_read=row["cached_input_tokens"] or 0,
+            cache_write=row["cache_write_tokens"] or 0,
+        )
+    except LookupError:  # genai-prices does not know this model: NULL with the reason
+        assert row["cost_usd"] is None
+        assert "price" in (row["parse_note"] or "").lower(), row["parse_note"]
+        return
+    assert row["cost_usd"] == pytest.approx(price, rel=1e-12, abs=1e-15)
 
 
 def check_row(row: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -76,15 +127,7 @@ def test_sample_sync(name: str, lib: Any, piece: int, db: Path) -> None:
             received = list(reply.iter_raw())
         finally:
             reply.close()
-        assert reply.status_code == response["status"]
-        assert reply.headers["x-httptrack-call-id"]
-    assert received == [c for c in chunks if c]
-    assert b"".join(received) == body
-    row = one_row(db)
-    check_row(row, expected)
-    assert row["id"] == reply.headers["x-httptrack-call-id"]
-    assert row["response_body"] == response["body_text"]
-    assert row["http_status"] == response["status"]
+    check_replay(db, reply, received, chunks, response, expected)
 
 
 @pytest.mark.parametrize("name", sample_names())
@@ -94,7 +137,7 @@ def test_sample_async(name: str, lib: Any, db: Path) -> None:
     body = response["body_text"].encode()
     chunks = split(body, 13)
 
-    async def run() -> list[bytes]:
+    async def run() -> tuple[Any, list[bytes]]:
         inner = lib.MockTransport(handler_for(lib, response, chunks))
         transport = httptrack.AsyncTrackingTransport(inner, db=db, cache=False, include_usage=False)
         async with lib.AsyncClient(transport=transport) as client:
@@ -106,10 +149,9 @@ def test_sample_async(name: str, lib: Any, db: Path) -> None:
             )
             reply = await client.send(sent, stream=True)
             try:
-                return [chunk async for chunk in reply.aiter_raw()]
+                return reply, [chunk async for chunk in reply.aiter_raw()]
             finally:
                 await reply.aclose()
 
-    received = asyncio.run(run())
-    assert b"".join(received) == body
-    check_row(one_row(db), expected)
+    reply, received = asyncio.run(run())
+    check_replay(db, reply, received, chunks, response, expected)
