@@ -44,6 +44,9 @@ class Attribution:
 
 _EMPTY = Attribution()
 _current: ContextVar[Attribution] = ContextVar("httptrack_attribution", default=_EMPTY)
+#: The ``with attribute(...)`` blocks open in this context, innermost last: (the object's id,
+#: the attribution to restore when it exits).
+_entered: ContextVar[tuple[tuple[int, Attribution], ...]] = ContextVar("httptrack_attribute_entered", default=())
 
 
 def current_attribution() -> Attribution:
@@ -66,7 +69,7 @@ class attribute:
     keyword arguments become ``properties`` (stored as JSON in the ``calls`` table).
     """
 
-    __slots__ = ("_attribution", "_tokens")
+    __slots__ = ("_attribution",)
 
     def __init__(
         self,
@@ -81,16 +84,24 @@ class attribute:
             session=None if session is None else str(session),
             properties=MappingProxyType({str(k): str(v) for k, v in properties.items()}),
         )
-        # A stack, so one `attribute` object can be re-entered (nested or re-used).
-        self._tokens: list[Any] = []
 
+    # What to restore on exit is kept in a ContextVar too, not on the object: one `attribute`
+    # object (a module-level constant, say) can be entered by many threads and tasks at once,
+    # and re-entered (nested) in one of them; each context unwinds its own entries.
     def __enter__(self) -> Attribution:
-        merged = _current.get().merged(self._attribution)
-        self._tokens.append(_current.set(merged))
+        outer = _current.get()
+        merged = outer.merged(self._attribution)
+        _entered.set((*_entered.get(), (id(self), outer)))
+        _current.set(merged)
         return merged
 
     def __exit__(self, *exc_info: object) -> None:
-        _current.reset(self._tokens.pop())
+        entered = _entered.get()
+        for i in range(len(entered) - 1, -1, -1):
+            if entered[i][0] == id(self):
+                _entered.set(entered[:i] + entered[i + 1 :])
+                _current.set(entered[i][1])
+                return
 
     def __call__(self, func: F) -> F:
         attribution = self._attribution

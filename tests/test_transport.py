@@ -170,6 +170,56 @@ def test_attribution_is_isolated_between_asyncio_tasks(db: Path) -> None:
         assert json.loads(row["request_body"])["messages"][0]["content"] == row["user"]
 
 
+def test_one_attribute_object_shared_by_threads_and_tasks(db: Path) -> None:
+    """A module-level ``attribute`` object entered by many threads and tasks at once (each
+    leaving in its own order) attributes each one's calls and leaves each context clean."""
+    import threading
+
+    shared = httptrack.attribute(service="shared")
+    body = json.dumps(CHAT_BODY).encode()
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    with client_for(httpx, responder(httpx, body), db) as client:
+
+        def worker(n: int) -> None:
+            try:
+                with shared:
+                    with httptrack.attribute(user=f"t{n}"):
+                        barrier.wait()  # all six inside the block together
+                        client.post(CHAT, json={"model": "m", "messages": [{"content": f"t{n}"}]})
+                    barrier.wait()
+                # The context this thread started with, whatever the others did.
+                assert httptrack._context.current_attribution() == httptrack._context.Attribution()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+    async def tasks() -> list[Any]:
+        async def one(n: int, delay: float) -> Any:
+            with shared:
+                await asyncio.sleep(delay)  # entered 0, 1, 2 ... left 2, 1, 0
+                inside = httptrack._context.current_attribution().service
+            return inside, httptrack._context.current_attribution().service
+
+        return await asyncio.gather(*(one(n, 0.03 - n * 0.01) for n in range(3)))
+
+    assert asyncio.run(tasks()) == [("shared", None)] * 3
+    with shared, shared:  # re-entered (nested) in one context
+        assert httptrack._context.current_attribution().service == "shared"
+    assert httptrack._context.current_attribution().service is None
+    rows = read_rows(db)
+    assert sorted((r["user"], r["service"]) for r in rows) == [(f"t{n}", "shared") for n in range(6)]
+    for row in rows:
+        assert json.loads(row["request_body"])["messages"][0]["content"] == row["user"]
+
+
 @LIBS
 def test_http_errors_are_recorded_and_reach_the_app_unchanged(lib: Any, db: Path) -> None:
     error = {
