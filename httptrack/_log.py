@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from . import _rollup
 from ._rollup import Totals
 from ._settings import Settings
-from ._store import SCHEMA_VERSION, connect, migrate
+from ._store import connect, is_current, migrate
 from ._views import FTS_TABLE
 
 if TYPE_CHECKING:
@@ -511,8 +511,7 @@ def _needs_migration(path: Path) -> bool:
     except sqlite3.Error:
         return False
     try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        return int(version) < SCHEMA_VERSION
+        return not is_current(conn)
     except sqlite3.Error:
         return False
     finally:

@@ -236,8 +236,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database to the current schema, in place, losing nothing. Safe against
     several processes doing it at once (the first takes the write lock, the rest find the
     work done)."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version >= SCHEMA_VERSION:
+    if is_current(conn):
         return
     from sqlite_utils import Database
 
@@ -246,6 +245,18 @@ def migrate(conn: sqlite3.Connection) -> None:
         if version < SCHEMA_VERSION:
             _migrations().apply(Database(conn))
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Also when the version is current: a column added to _schema.COLUMNS is added
+        # here even if no migration names it, so inserts never meet a table without it.
+        add_missing_columns(conn)
+
+
+def is_current(conn: sqlite3.Connection) -> bool:
+    """The database is at this version's schema: its version, and every column there."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version < SCHEMA_VERSION:
+        return False
+    present = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+    return all(name in present for name, _, _ in COLUMNS)
 
 
 class Store:

@@ -3,6 +3,7 @@ it gains the search index, the daily rollups, the reporting views and their inde
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -97,6 +98,28 @@ def test_migrating_twice_is_harmless(db: Path) -> None:
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
     finally:
         conn.close()
+
+
+def test_a_column_the_table_lacks_is_added_even_at_the_current_version(db: Path) -> None:
+    """A column added to the schema without a migration of its own (or a table another tool
+    altered) is added when the log is next opened: the writer's inserts keep working and no
+    row is lost."""
+    record_calls(db)
+    before = [{k: v for k, v in r.items() if k != "pid"} for r in rows(db)]
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("ALTER TABLE calls DROP COLUMN pid")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+    writer().close_connections()  # as a new process would
+    record_calls(db)
+    assert httptrack.fault_counts() == {}
+    after = rows(db)
+    assert len(after) == 16
+    assert [{k: v for k, v in r.items() if k != "pid"} for r in after[:8]] == before
+    assert [r["pid"] for r in after[:8]] == [None] * 8  # the old rows read NULL there
+    assert {r["pid"] for r in after[8:]} == {os.getpid()}
 
 
 @pytest.mark.parametrize("body", ['{"messages": [', "plain text prompt", None])
