@@ -92,6 +92,10 @@ BATCH_DISCOUNTS: Final[Mapping[str, Decimal]] = {
 }
 
 _BATCH_CONTEXT: Final[Mapping[str, str]] = {"processing": "batch"}
+
+#: Price tiers that are the standard price whatever the model: priced as if none was named
+#: (``auto`` is resolved by the response; ``scale`` is billed by commitment, not per token).
+STANDARD_TIERS: Final = frozenset({"auto", "default", "standard", "scale", "on_demand"})
 _LOCAL_MODEL_REASON: Final = "local model (ollama): free"
 _LRU_SIZE: Final = 4096
 _MAX_PLANS_PER_MODEL: Final = 64
@@ -464,33 +468,42 @@ class _Entry:
         if isinstance(model.prices, ModelPrice):
             self.static = self._build(datetime.now(UTC), batch=False)
 
-    def plan_for(self, at: datetime | None, batch: bool) -> _Plan:
-        if not batch and self.static is not None:
+    def plan_for(self, at: datetime | None, batch: bool, tier: tuple[str, str] | None = None) -> _Plan:
+        if not batch and tier is None and self.static is not None:
             return self.static
         if at is None:
             at = datetime.now(UTC)
         if self.date_only:
             # StartDateConstraint compares UTC dates; naive datetimes are taken as UTC.
-            key: tuple[Any, ...] = ((at.astimezone(UTC) if at.tzinfo is not None else at).date(), batch)
+            day = (at.astimezone(UTC) if at.tzinfo is not None else at).date()
+            key: tuple[Any, ...] = (day, batch, tier)
         else:
             # Which constraints hold decides the prices: key the plan on exactly that.
-            conditions = self.conditions + self.variant_conditions if batch else self.conditions
-            key = (tuple(c is None or c.active(at) for c in conditions), batch)
+            varied = batch or tier is not None
+            conditions = self.conditions + self.variant_conditions if varied else self.conditions
+            key = (tuple(c is None or c.active(at) for c in conditions), batch, tier)
         plan = self.plans.get(key)
         if plan is None:
             if len(self.plans) >= _MAX_PLANS_PER_MODEL:
                 self.plans.clear()
-            plan = self.plans[key] = self._build(at, batch)
+            plan = self.plans[key] = self._build(at, batch, tier)
         return plan
 
-    def _build(self, at: datetime, batch: bool) -> _Plan:
+    def _build(self, at: datetime, batch: bool, tier: tuple[str, str] | None = None) -> _Plan:
         model_price: ModelPrice = self.model.get_prices(at)
-        factor = context = None
+        factor = None
+        context: dict[str, str] = {}
         reason = self.reason
+        if tier is not None:
+            name, value = tier
+            if self.variants_apply and _has_active_variant(self.model, at, {name: value}):
+                context[name] = value
+                reason = _join(reason, f"{name} {value} price")
+            else:
+                reason = _join(reason, f"{name} {value}: no price of its own known, standard price")
         if batch:
             if self.variants_apply and _has_active_variant(self.model, at, _BATCH_CONTEXT):
-                context = _BATCH_CONTEXT
-                model_price = self.model.get_prices(at, context)
+                context.update(_BATCH_CONTEXT)
                 reason = _join(reason, "batch price")
             else:
                 provider = self.httptrack_provider
@@ -499,7 +512,9 @@ class _Entry:
                     reason = _join(reason, f"batch: {float(factor):.0%} of the standard price")
                 else:
                     reason = _join(reason, f"batch: no batch price known for {provider}, standard price")
-        return _plan(model_price.__dict__, strict=False, factor=factor, context=context, reason=reason)
+        if context:
+            model_price = self.model.get_prices(at, context)
+        return _plan(model_price.__dict__, strict=False, factor=factor, context=context or None, reason=reason)
 
 
 def _has_active_variant(model: ModelInfo, at: datetime, context: Mapping[str, str]) -> bool:
@@ -639,6 +654,7 @@ def price_usage(
     at: datetime | None = None,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
     batch: bool = False,
+    tier: tuple[str, str] | None = None,
 ) -> PriceResult:
     """Price one call's usage. Never raises: an unknown cost is ``cost_usd=None`` plus a reason.
 
@@ -658,9 +674,18 @@ def price_usage(
     has them for the model (``processing=batch``), else with the provider's discount from
     :data:`BATCH_DISCOUNTS` (OpenAI, Azure OpenAI, Anthropic: 50%), else at the standard price
     with a reason saying so.
+
+    ``tier``: the price variant the call ran under, as genai-prices names it:
+    ``("service_tier", "flex")`` or ``"priority"`` (OpenAI), ``("speed", "fast")``
+    (Anthropic's fast mode). Priced with that variant's prices where genai-prices has them for
+    the model at the call's date; else the standard price, with a reason saying so. The
+    standard tiers (``default``, ``auto`` ...) are the standard price. Overrides are flat
+    prices: the tier does not change them.
     """
+    if tier is not None and tier[1] in STANDARD_TIERS:
+        tier = None
     try:
-        return _price(provider, model, usage, host, at, overrides, batch)
+        return _price(provider, model, usage, host, at, overrides, batch, tier)
     except Exception as exc:  # pricing must never break the writer
         return PriceResult(None, f"pricing failed: {type(exc).__name__}: {exc}")
 
@@ -673,10 +698,11 @@ def _price(
     at: datetime | None,
     overrides: Mapping[str, Mapping[str, float]] | None,
     batch: bool,
+    tier: tuple[str, str] | None = None,
 ) -> PriceResult:
     if not model:
         return _NO_MODEL
-    if usage.input_tokens is None and usage.output_tokens is None:
+    if usage.input_tokens is None and usage.output_tokens is None and not usage.extra:
         return _NO_USAGE
     key = _key(provider, model, host)
 
@@ -707,7 +733,7 @@ def _price(
             if found is not None:
                 return _price_override(name, found, usage, key.provider, batch, model_id, provider_id)
 
-    plan = entry.plan_for(at, batch)
+    plan = entry.plan_for(at, batch, tier)
     if plan.fast and not usage.extra and not (plan.reasoning_priced and usage.reasoning_tokens):
         cost = _fast_cost(plan, usage)
         if cost is not None:
@@ -724,7 +750,16 @@ def _price(
     total = calc.total_price
     if plan.factor is not None:
         total *= plan.factor
+    if not total and usage.input_tokens is None and usage.output_tokens is None:
+        return _no_price_for(usage, model, model_id, provider_id)
     return PriceResult(float(total), _join(plan.reason, note), model_id, provider_id)
+
+
+def _no_price_for(usage: Usage, model: str, model_id: str | None, provider_id: str | None) -> PriceResult:
+    """Usage of units only (audio seconds, characters) the price set has no price for: unknown,
+    never a silent 0."""
+    units = ", ".join(sorted(usage.extra))
+    return PriceResult(None, f"no price for {units} of {model!r}", model_id, provider_id)
 
 
 def _price_override(
@@ -761,6 +796,8 @@ def _price_override(
         return PriceResult(None, f"cannot price with override {name!r}: {exc}", model_id, provider_id)
     if factor is not None:
         total *= factor
+    if not total and usage.input_tokens is None and usage.output_tokens is None:
+        return _no_price_for(usage, name, model_id, provider_id)
     return PriceResult(float(total), _join(reason, note), model_id, provider_id)
 
 
@@ -768,7 +805,7 @@ def _genai_usage(usage: Usage) -> tuple[GenaiUsage, str | None]:
     """genai-prices' Usage for ours (same convention), plus a note on extra keys it cannot price."""
     from genai_prices.types import Usage as GUsage
 
-    values: dict[str, int] = {}
+    values: dict[str, float] = {}
     for ours, theirs in (
         (usage.input_tokens, "input_tokens"),
         (usage.output_tokens, "output_tokens"),

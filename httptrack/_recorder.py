@@ -504,6 +504,7 @@ def _price(
         at=started,
         overrides=overrides,
         batch=parsed.batch,
+        tier=parsed.price_tier,
     )
     if (
         result.cost_usd is None
@@ -519,6 +520,7 @@ def _price(
             at=started,
             overrides=overrides,
             batch=parsed.batch,
+            tier=parsed.price_tier,
         )
         if retry.cost_usd is not None:
             result = retry

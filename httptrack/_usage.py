@@ -30,7 +30,7 @@ class Usage:
     estimated: bool = False
     #: Further priced units in genai-prices' vocabulary (``cache_write_1h_tokens``,
     #: ``input_audio_tokens``, ``web_searches`` ...), for prices that depend on them.
-    extra: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int | None:

@@ -49,6 +49,10 @@ class Parsed:
     usage_final: bool = False
     #: The request went to a batch API (priced at the batch discount).
     batch: bool = False
+    #: The price variant the call ran under, beyond batch, as genai-prices names it:
+    #: ``service_tier`` (OpenAI: ``flex``, ``priority`` ... as the response reports it) or
+    #: ``speed`` (Anthropic's fast mode). ``None``: the standard price.
+    price_tier: tuple[str, str] | None = None
     #: Whether the call is billed. ``None``: as its operation says (generations and
     #: embeddings are, model lists and ``other`` are not); parsers set it for the rest
     #: (images and audio are billed, moderations and token counts are free).

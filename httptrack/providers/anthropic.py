@@ -89,6 +89,9 @@ class Anthropic(Provider):
             parsed.stream = parsed.stream or path.endswith(":streamRawPredict")
         if isinstance(body, dict):
             parsed.user = first_str(dig(body, "metadata", "user_id"))
+            speed = body.get("speed")  # fast mode, as requested; the response's usage.speed wins
+            if isinstance(speed, str) and speed:
+                parsed.price_tier = ("speed", speed)
         path = path.rstrip("/")
         if "/batches" in path:
             parsed.batch = True
@@ -190,8 +193,12 @@ class Anthropic(Provider):
         usage = read_anthropic_usage(raw)
         if usage is not None:
             parsed.usage = usage
-        if isinstance(raw, dict) and raw.get("service_tier") == "batch":
-            parsed.batch = True
+        if isinstance(raw, dict):
+            if raw.get("service_tier") == "batch":
+                parsed.batch = True
+            speed = raw.get("speed")  # the speed the request actually ran at (and is billed at)
+            if isinstance(speed, str) and speed:
+                parsed.price_tier = ("speed", speed)
 
 
 def _present(raw: dict[str, Any]) -> dict[str, Any]:

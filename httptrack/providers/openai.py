@@ -237,6 +237,13 @@ class OpenAICompatible(Provider):
             parsed.billed = _BILLED[kind]
         if isinstance(body, dict):
             parsed.user = first_str(body.get("user")) or first_str(body.get("safety_identifier"))
+            _take_service_tier(parsed, body)  # as requested; the response's word replaces it
+            if kind == "audio" and path.rstrip("/").endswith("/audio/speech"):
+                # Text to speech (tts-1, tts-1-hd) is billed by the characters of the input;
+                # the response is the audio alone.
+                text = body.get("input")
+                if isinstance(text, str):
+                    parsed.usage = Usage(extra={"input_characters": len(text)})
         if kind in ("batches",) or "/batch" in path:
             parsed.batch = True
 
@@ -260,6 +267,7 @@ class OpenAICompatible(Provider):
             return
         parsed.response_model = first_str(body.get("model")) or parsed.response_model
         parsed.response_id = first_str(body.get("id")) or parsed.response_id
+        _take_service_tier(parsed, body)
         usage = body.get("usage")
         self._take_usage(parsed, usage)
         if body.get("object") == "response" or ("output" in body and "choices" not in body):
@@ -269,7 +277,11 @@ class OpenAICompatible(Provider):
         if "choices" not in body and isinstance(body.get("text"), str):
             parsed.output.append(body["text"])  # a transcription
         if isinstance(usage, dict) and usage.get("type") == "duration":
-            parsed.notes.append(f"billed by duration: {usage.get('seconds')} s of audio, not priced")
+            # whisper-1 and the like bill the audio's length: genai-prices prices audio_seconds
+            # (its input_audio_seconds part is inside it, and must come with it).
+            seconds = usage.get("seconds")
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+                parsed.usage = Usage(extra={"audio_seconds": seconds, "input_audio_seconds": seconds})
         choice = choices[0] if isinstance(choices, list) and choices else None
         if isinstance(choice, dict):
             parsed.finish_reason = first_str(choice.get("finish_reason"))
@@ -301,6 +313,7 @@ class OpenAICompatible(Provider):
         """A Responses API ``response`` object (the body, or inside a stream event)."""
         parsed.response_model = first_str(response.get("model")) or parsed.response_model
         parsed.response_id = first_str(response.get("id")) or parsed.response_id
+        _take_service_tier(parsed, response)
         self._take_usage(parsed, response.get("usage"))
         status = first_str(response.get("status"))
         reason = first_str(dig(response, "incomplete_details", "reason"))
@@ -362,6 +375,7 @@ class OpenAICompatible(Provider):
         usage = get("usage")
         if isinstance(usage, dict):
             self._take_usage(parsed, usage, merge=True)
+            _take_service_tier(parsed, data)  # on every chunk: read with the usage, once
             # The usage chunk (no choices) or the finish-reason chunk carries the final figures;
             # usage on other chunks (continuous usage stats) is a running count.
             if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
@@ -434,6 +448,14 @@ class OpenAICompatible(Provider):
     def finish(self, parsed: Parsed) -> None:
         if "batch_lines" in parsed.state:
             finish_batch_results(parsed)
+
+
+def _take_service_tier(parsed: Parsed, body: dict[str, Any]) -> None:
+    """``service_tier`` of a request or response (chat completions, Responses API): flex and
+    priority have prices of their own. A later value (the response's) replaces an earlier one."""
+    tier = body.get("service_tier")
+    if isinstance(tier, str) and tier:
+        parsed.price_tier = ("service_tier", tier) if tier != "auto" else None
 
 
 def add_batch_result(parsed: Parsed, model: str | None, usage: Usage | None) -> None:
