@@ -514,7 +514,9 @@ class _Entry:
                     reason = _join(reason, f"batch: no batch price known for {provider}, standard price")
         if context:
             model_price = self.model.get_prices(at, context)
-        return _plan(model_price.__dict__, strict=False, factor=factor, context=context or None, reason=reason)
+        return _plan(
+            model_price.__dict__, strict=False, factor=factor, context=context or None, reason=reason
+        )
 
 
 def _has_active_variant(model: ModelInfo, at: datetime, context: Mapping[str, str]) -> bool:
