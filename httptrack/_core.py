@@ -210,7 +210,20 @@ class Tracker:
                 exchange.received_headers(
                     response.status_code, [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"]
                 )
-                exchange.add_chunk(response.content)
+                content = response.content
+                exchange.add_chunk(content)
+                if exchange.rewritten is not None:
+                    self.hide_injected_usage(
+                        exchange, response.status_code, response.headers.get("content-type", "")
+                    )
+                    chunk_filter = exchange.chunk_filter
+                    if chunk_filter is not None:
+                        # The app reads `content`: it gets the body without the usage chunk.
+                        shown = chunk_filter.feed(content) + chunk_filter.flush()
+                        if shown != content:
+                            response._content = shown
+                            if "content-length" in response.headers:
+                                response.headers["content-length"] = str(len(shown))
                 if exchange.end("complete"):
                     self.finish(exchange)
                 return

@@ -253,6 +253,15 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
     status, error_code, error_message = _status(ex, parsed)
     usage = parsed.usage if replayed is not None else _with_estimates(ex, parsed, request_json, parsed.usage)
+    if (
+        status == "success"
+        and parsed.usage.is_empty
+        and not parsed.output
+        and parsed.operation in ("chat", "completion")
+        and parsed.billed is not False
+        and body is not None
+    ):
+        notes.append("no usage and no generated text found in the response: a shape httptrack does not know")
 
     started = datetime.fromtimestamp(ex.started_at, UTC)
     row: dict[str, Any] = {
@@ -477,13 +486,22 @@ def _price(
         if status == "error" and not parsed.stream:
             row["cost_usd"] = 0.0
             row["cost_note"] = (
-                "not billed: the call failed" if ex.status is None else "not billed: HTTP error"
+                "not billed: HTTP error" if (ex.status or 0) >= 400 else "not billed: the call failed"
             )
             return
         if not billed:
             row["cost_usd"] = 0.0
             row["cost_note"] = "not a billed operation"
             return
+    if (
+        usage.input_tokens is None
+        and usage.output_tokens is not None
+        and parsed.operation in ("chat", "completion")
+        and parsed.reported_cost_usd is None
+    ):
+        # Output alone would price the call as if its prompt were free: unknown instead.
+        row["cost_note"] = "input tokens unknown: none reported and the prompt could not be counted"
+        return
     if parsed.reported_cost_usd is not None and not usage.estimated:
         # The provider's own bill for the call (OpenRouter, xAI, Perplexity): exact by definition.
         if ex.cached:

@@ -114,8 +114,10 @@ def test_filter_keeps_azure_filter_results_and_usage_on_content_chunks() -> None
 # -- through the transport ---------------------------------------------------------------
 
 
-def openai_like(lib: Any, seen: list[Any]) -> Any:
-    """A server that, like OpenAI, adds a usage chunk only when the request asks for it."""
+def openai_like(lib: Any, seen: list[Any], preread: bool = False) -> Any:
+    """A server that, like OpenAI, adds a usage chunk only when the request asks for it.
+    ``preread``: the response is built with ``content=`` (as mock transports and test
+    doubles do), so it reaches httptrack already read."""
 
     def handler(request: Any) -> Any:
         seen.append(request)
@@ -129,6 +131,8 @@ def openai_like(lib: Any, seen: list[Any]) -> Any:
             usage = {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}
             events.append({**base, "choices": [], "usage": usage})
         body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+        if preread:
+            return lib.Response(200, headers={"content-type": "text/event-stream"}, content=body)
         pieces = [body[i : i + 9] for i in range(0, len(body), 9)]
         return lib.Response(
             200, headers={"content-type": "text/event-stream"}, stream=chunk_stream(lib, pieces)
@@ -137,23 +141,27 @@ def openai_like(lib: Any, seen: list[Any]) -> Any:
     return handler
 
 
-def stream_through(lib: Any, db: Path, body: dict[str, Any], seen: list[Any], **options: Any) -> bytes:
+def stream_through(
+    lib: Any, db: Path, body: dict[str, Any], seen: list[Any], preread: bool = False, **options: Any
+) -> bytes:
     transport = httptrack.TrackingTransport(
-        lib.MockTransport(openai_like(lib, seen)), db=db, cache=False, **options
+        lib.MockTransport(openai_like(lib, seen, preread)), db=db, cache=False, **options
     )
     with lib.Client(transport=transport) as client, client.stream("POST", CHAT, json=body) as reply:
-        return b"".join(reply.iter_raw())
+        return reply.read() if preread else b"".join(reply.iter_raw())
 
 
 @LIBS
+@pytest.mark.parametrize("preread", [False, True], ids=["streamed", "read-already"])
 def test_the_app_sees_the_stream_it_asked_for_and_the_row_is_exact(
-    lib: Any, db: Path, tmp_path: Path
+    lib: Any, preread: bool, db: Path, tmp_path: Path
 ) -> None:
     body = {"model": "gpt-4o-mini", "stream": True, "messages": QUESTION}
     plain_seen: list[Any] = []
-    without = stream_through(lib, tmp_path / "plain.db", body, plain_seen, include_usage=False)
+    without = stream_through(lib, tmp_path / "plain.db", body, plain_seen, preread, include_usage=False)
+    assert b'"usage"' not in without
     seen: list[Any] = []
-    received = stream_through(lib, db, body, seen)
+    received = stream_through(lib, db, body, seen, preread)
     assert received == without  # byte for byte what the app would have had without httptrack
     sent = seen[0]
     assert json.loads(sent.content)["stream_options"] == {"include_usage": True}

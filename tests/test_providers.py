@@ -387,3 +387,43 @@ def test_a_payload_no_parser_understands_still_gives_a_row(body: bytes, db: Path
     assert reply.content == body
     row = one_row(db)
     assert (row["status"], row["model"]) == ("success", "gpt-4o")
+    # Nothing read is said: never a row that looks complete and free.
+    assert row["parse_notes"], row
+    assert row["cost_usd"] is None or row["tokens_estimated"] == 1, row
+
+
+def test_output_without_input_is_not_priced_as_a_free_prompt(db: Path) -> None:
+    """Usage with output tokens but no readable input (and a prompt that cannot be counted)
+    is NULL with the reason: pricing the output alone would undercount the call."""
+    message = {
+        "type": "message",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "usage": {"output_tokens": 12},
+    }
+
+    def handler(request: Any) -> Any:
+        return httpx2.Response(200, json=message)
+
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
+    with httpx2.Client(transport=transport) as client:
+        client.post("https://api.anthropic.com/v1/messages", content=b"not json", headers={"x-api-key": "k"})
+    row = one_row(db)
+    assert (row["input_tokens"], row["output_tokens"]) == (None, 12)
+    assert row["cost_usd"] is None
+    assert row["cost_note"] == "input tokens unknown: none reported and the prompt could not be counted"
+
+
+def test_a_graphql_reply_with_errors_under_http_200_is_a_failed_call_not_an_http_error(db: Path) -> None:
+    httptrack.register_provider("gql.example", "graphql")
+
+    def handler(request: Any) -> Any:
+        return httpx2.Response(200, json={"errors": [{"message": "boom"}], "data": None})
+
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
+    with httpx2.Client(transport=transport) as client:
+        client.post("https://gql.example/graphql", json={"query": "query Q { a }", "operationName": "Q"})
+    row = one_row(db)
+    assert (row["status"], row["http_status"], row["cost_usd"]) == ("error", 200, 0.0)
+    assert row["cost_note"] == "not billed: the call failed"

@@ -62,7 +62,8 @@ _BILLED = {
 
 # xAI reports cost in "ticks" of 1e-10 USD (checked against its own prices: 739000 ticks for
 # 1 + 164 cached input and 2 + 129 reasoning output tokens of grok-4-fast is $0.0000739).
-_XAI_TICK_USD = 1e-10
+# Divided (correctly rounded: 739000 -> 7.39e-05), not multiplied by 1e-10 (7.390000000000001e-05).
+_XAI_TICKS_PER_USD = 10_000_000_000
 
 
 def endpoint_kind(path: str) -> str:
@@ -164,7 +165,7 @@ def read_reported_cost(raw: Any) -> float | None:
         return None
     ticks = raw.get("cost_in_usd_ticks")  # xAI
     if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0:
-        return ticks * _XAI_TICK_USD
+        return ticks / _XAI_TICKS_PER_USD
     cost = raw.get("cost")
     if isinstance(cost, dict):  # Perplexity: {"input_tokens_cost", ..., "total_cost"}
         cost = cost.get("total_cost")
