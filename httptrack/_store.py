@@ -19,6 +19,7 @@ import atexit
 import operator
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -376,6 +377,8 @@ class Writer:
         self._pending_bytes: dict[Path, int] = {}
         self._retry_at = 0.0
         self._closed = False
+        #: This process is a multiprocessing worker (decided at its first call): see submit.
+        self._worker: bool | None = None
 
     # -- the app's side (cheap) -------------------------------------------------------------
 
@@ -400,6 +403,15 @@ class Writer:
         # saw it set is drained after the clear.
         if not wake.is_set():
             wake.set()
+        worker = self._worker
+        if worker is None:
+            worker = self._worker = _in_multiprocessing_worker()
+        if worker:
+            # A multiprocessing worker ends with os._exit (no atexit) or is terminated by its
+            # pool (`with Pool() as pool:` ends with terminate()): what the writer still holds
+            # then is lost. So a worker's call is written before it returns to the app: a
+            # millisecond or two per call, in processes whose calls take seconds.
+            self.flush(timeout=WORKER_FLUSH_SECONDS)
 
     def _start(self) -> None:
         with self._lock:
@@ -587,6 +599,22 @@ class Writer:
         dropped, written = self.dropped, self.written
         self._reset()
         self.dropped, self.written = dropped, written
+
+
+#: How long a multiprocessing worker's call waits for its row to be written, at most.
+WORKER_FLUSH_SECONDS = 10.0
+
+
+def _in_multiprocessing_worker() -> bool:
+    """This process was started by ``multiprocessing`` (a Process, a Pool or
+    ProcessPoolExecutor worker), by fork or spawn."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:
+        return False
+    try:
+        return mp.parent_process() is not None
+    except Exception:  # pragma: no cover - a stripped-down multiprocessing
+        return False
 
 
 def _held_bytes(exchange: Exchange) -> int:

@@ -4,6 +4,7 @@ many threads, faults that must not reach the app."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sqlite3
 import stat
@@ -207,6 +208,57 @@ def test_a_forked_child_gets_a_working_writer(db: Path) -> None:
     assert (users.count("parent-before"), users.count("parent"), users.count("child")) == (1, 10, 10)
     assert len({r["id"] for r in rows}) == 21
     assert len({r["pid"] for r in rows}) == 2
+
+
+MULTIPROCESSING_SCRIPT = """
+import concurrent.futures, json, multiprocessing, os, sys
+import httpx, httptrack
+
+BODY = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 5, "completion_tokens": 2}}).encode()
+
+
+def handler(request):
+    return httpx.Response(200, headers={"content-type": "application/json"}, content=BODY)
+
+
+def call(user):
+    transport = httptrack.TrackingTransport(httpx.MockTransport(handler), db=os.environ["DB"], cache=False)
+    client = httpx.Client(transport=transport)  # never closed: as a careless worker would
+    client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"},
+                headers={"X-Httptrack-User": user})
+    return user
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    process = ctx.Process(target=call, args=("process",))
+    process.start()
+    process.join()
+    with ctx.Pool(2) as pool:  # leaving the block terminates the workers
+        assert pool.map(call, ["pool"] * 4) == ["pool"] * 4
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        assert list(executor.map(call, ["executor"] * 4)) == ["executor"] * 4
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_calls_in_multiprocessing_workers_are_all_recorded(method: str, db: Path, tmp_path: Path) -> None:
+    """A worker ends with os._exit (no atexit) or is terminated by its pool: its calls are
+    written before they return, so none is lost, whatever the start method."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    script = tmp_path / "app.py"
+    script.write_text(MULTIPROCESSING_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), method],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DB": str(db)},
+    )
+    assert done.returncode == 0, done.stderr
+    users = sorted(r["user"] for r in read_rows(db))
+    assert users == ["executor"] * 4 + ["pool"] * 4 + ["process"]
 
 
 def test_an_unwritable_database_never_breaks_the_call(
