@@ -1,6 +1,7 @@
 """The real SDKs of the other providers, used as their users use them, through a tracking
-transport: mistralai (httpx2), google-genai (httpx), groq (httpx), openai's AzureOpenAI
-(httpx2), and anthropic's token counting and message batches (httpx2).
+transport: mistralai (httpx2), google-genai (httpx), openai's AzureOpenAI (httpx2), and
+anthropic's token counting and message batches (httpx2). (Groq's chat, plain and streamed
+with ``x_groq.usage``, is in test_sdk_matrix.py.)
 
 Each server is a small MockTransport handler answering in the provider's wire format (as
 its API reference and the SDK's response models define it). Rows are checked against what
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import groq
 import httpx
 import httpx2
 import openai
@@ -177,59 +177,6 @@ def test_google_genai_sdk_generate_and_stream(db: Path) -> None:
         assert "test-key" not in (row["url"] + row["request_headers"])  # the key never reaches the database
     assert chunks[-1].usage_metadata.total_token_count == rows[1]["total_tokens"]
     assert rows[0]["cost_usd"] == price("google", "gemini-2.5-flash", input_tokens=9, output_tokens=25)
-
-
-# -- Groq (groq on httpx) ----------------------------------------------------------------
-
-
-def groq_handler(request: httpx.Request) -> httpx.Response:
-    base = {
-        "id": "chatcmpl-g",
-        "object": "chat.completion.chunk",
-        "created": 1735689600,
-        "model": "llama-3.3-70b-versatile",
-        "system_fingerprint": "fp_g",
-    }
-    usage = {
-        "queue_time": 0.01,
-        "prompt_tokens": 18,
-        "prompt_time": 0.002,
-        "completion_tokens": 3,
-        "completion_time": 0.01,
-        "total_tokens": 21,
-        "total_time": 0.012,
-    }
-    events = [
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
-            "x_groq": {"id": "req_1"},
-        },
-        {**base, "choices": [{"index": 0, "delta": {"content": "Paris."}}]},
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            "x_groq": {"id": "req_1", "usage": usage},
-        },
-    ]
-    return reply(httpx, sse(*events), content_type="text/event-stream")
-
-
-def test_groq_sdk_stream_reads_x_groq_usage(db: Path) -> None:
-    transport = httptrack.TrackingTransport(httpx.MockTransport(groq_handler), db=db, cache=False)
-    client = groq.Groq(api_key="gsk-test", http_client=httpx.Client(transport=transport))
-    chunks = list(
-        client.chat.completions.create(model="llama-3.3-70b-versatile", messages=QUESTION, stream=True)
-    )
-    usage = chunks[-1].x_groq.usage
-    row = one_row(db)
-    assert (row["provider"], row["input_tokens"], row["output_tokens"]) == (
-        "groq",
-        usage.prompt_tokens,
-        usage.completion_tokens,
-    )
-    assert row["tokens_estimated"] == 0 and row["outcome"] == "complete"
-    assert row["cost_usd"] == price("groq", "llama-3.3-70b-versatile", input_tokens=18, output_tokens=3)
 
 
 # -- Azure OpenAI (openai.AzureOpenAI on httpx2) -----------------------------------------
