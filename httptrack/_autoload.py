@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -127,10 +129,50 @@ def start_from_environment() -> None:
         return
     if not settings.enabled:  # HTTPTRACK_ENABLED=0 wins over HTTPTRACK=1
         return
+    problem = _unwritable(settings.db, folder=False)
+    if problem is not None:
+        boot.warn(
+            f"HTTPTRACK_DB: cannot write the call log {settings.db} ({problem}); this program runs untracked"
+        )
+        return
+    if settings.cache != "off":
+        problem = _unwritable(settings.cache_dir, folder=True)
+        if problem is not None:
+            boot.warn(
+                f"HTTPTRACK_CACHE_DIR: cannot write the response cache {settings.cache_dir} "
+                f"({problem}); calls are tracked without the cache"
+            )
+            try:
+                settings = Settings(cache="off")
+            except Exception:  # pragma: no cover - it was valid a moment ago
+                return
     try:
         install(settings=settings)
     except Exception as exc:
         boot.warn(f"could not start ({type(exc).__name__}: {exc}); this program runs untracked")
+
+
+def _unwritable(path: Path, *, folder: bool) -> str | None:
+    """Why httptrack could not write ``path`` (a database file, or a folder), or ``None``.
+    Creates the missing parent folders, as the writer would."""
+    try:
+        target = path if folder else path.parent
+        for existing in (target, *target.parents):
+            if existing.exists():
+                if not existing.is_dir():
+                    return f"{existing} is not a folder"
+                break
+        target.mkdir(parents=True, exist_ok=True)
+        if not folder and path.exists():
+            if not path.is_file():
+                return "it is not a file"
+            if not os.access(path, os.R_OK | os.W_OK):
+                return "permission denied"
+        if not os.access(target, os.W_OK | os.X_OK):
+            return f"no permission to write in {target}"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def _boot() -> Any:

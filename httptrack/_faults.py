@@ -49,13 +49,19 @@ def report_fault(kind: str, message: str, exc: BaseException | None = None) -> N
             first = _counts[kind] == 1
         logger = get_logger()
         if first:
+            # The machine's fault (a disk, a permission, a locked or damaged database): the
+            # message says it all, and a traceback on the app's stderr would only alarm. A
+            # traceback is for httptrack's own bugs; the machine's is at debug level.
+            environmental = isinstance(exc, OSError) or type(exc).__module__ == "sqlite3"
             logger.warning(
                 "httptrack: %s (%s); the app's calls are unaffected. Further faults of this "
                 "kind are logged at debug level and counted in httptrack.fault_counts().",
                 message,
                 kind,
-                exc_info=exc,
+                exc_info=None if environmental else exc,
             )
+            if environmental:
+                logger.debug("httptrack: the fault above, in detail", exc_info=exc)
         else:
             logger.debug("httptrack: %s (%s)", message, kind, exc_info=exc)
     except Exception:  # pragma: no cover - logging itself broken: nothing more to do

@@ -348,6 +348,56 @@ def test_broken_configuration_warns_once_and_leaves_the_program_untouched(
     assert not (tmp_path / "calls.db").exists()
 
 
+def test_a_call_log_that_cannot_be_written_warns_once_and_the_program_runs_untracked(
+    hook: Hook, env: dict[str, str], tmp_path: Path
+) -> None:
+    script = program(tmp_path, PROGRAMS["ollama"])
+    untracked = run_python(hook, script, "sync", env=env)
+    (tmp_path / "a-file").write_text("not a folder")
+    for db, why in [
+        (tmp_path / "a-file" / "calls.db", f"{tmp_path / 'a-file'} is not a folder"),
+        (tmp_path, "it is not a file"),
+    ]:
+        result = run_python(hook, script, "sync", env={**env, "HTTPTRACK": "1", "HTTPTRACK_DB": str(db)})
+        assert (result.returncode, result.stdout) == (0, untracked.stdout)
+        assert result.stderr == (
+            f"httptrack: HTTPTRACK_DB: cannot write the call log {db} ({why}); this program runs untracked\n"
+        )
+
+
+def test_a_response_cache_that_cannot_be_written_warns_once_and_calls_are_tracked_without_it(
+    hook: Hook, env: dict[str, str], tmp_path: Path
+) -> None:
+    script = program(tmp_path, PROGRAMS["ollama"])
+    (tmp_path / "a-file").write_text("not a folder")
+    cache_dir = tmp_path / "a-file" / "cache"
+    result = run_python(
+        hook,
+        script,
+        "sync",
+        env={**env, "HTTPTRACK": "1", "HTTPTRACK_CACHE": "on", "HTTPTRACK_CACHE_DIR": str(cache_dir)},
+    )
+    assert result.returncode == 0
+    assert result.stderr == (
+        f"httptrack: HTTPTRACK_CACHE_DIR: cannot write the response cache {cache_dir} ({tmp_path / 'a-file'} is not a folder); "
+        "calls are tracked without the cache\n"
+    )
+    rows = rows_in(tmp_path / "calls.db")
+    assert len(rows) == 2 and {r["cached"] for r in rows} == {0}
+
+
+def test_a_damaged_call_log_is_one_line_on_stderr_not_a_traceback(
+    hook: Hook, env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "calls.db").write_bytes(b"this is not a SQLite database" * 10)
+    script = program(tmp_path, PROGRAMS["ollama"])
+    result = run_python(hook, script, "sync", env={**env, "HTTPTRACK": "1"})
+    assert result.returncode == 0
+    assert len(last_json_line(result.stdout)) == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "file is not a database" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unknown_value_of_httptrack_warns_once(hook: Hook, env: dict[str, str], tmp_path: Path) -> None:
     script = program(tmp_path, PROGRAMS["ollama"])
     result = run_python(hook, script, "sync", env={**env, "HTTPTRACK": "please"})
