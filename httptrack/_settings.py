@@ -83,6 +83,16 @@ def parse_size(value: object, name: str) -> int:
     return size
 
 
+def parse_count(value: object, name: str) -> int:
+    """A whole number (``200000``; ``_`` separators allowed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().replace("_", "")
+    if not text.lstrip("-").isdigit():
+        raise SettingsError(f"{name}: expected a whole number such as 200000, got {value!r}")
+    return int(text)
+
+
 def parse_duration(value: object, name: str) -> float:
     """Seconds from ``3600``, ``90s``, ``30m``, ``1h``, ``7d`` or ``1w``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -130,8 +140,33 @@ def parse_hosts(value: object, name: str) -> dict[str, str]:
         host = host.strip().lower()
         if "://" in host:
             host = host.split("://", 1)[1]
-        hosts[host.rstrip("/")] = provider.strip().lower()
+        host = host.rstrip("/")
+        provider = provider.strip().lower()
+        _, colon, port = host.rpartition(":")
+        if colon and not (port.isdigit() and 0 < int(port) < 65536) and not host.endswith("]"):
+            raise SettingsError(f"{name}: {host!r}: the port must be a number from 1 to 65535")
+        _check_provider_name(provider, host, name)
+        hosts[host] = provider
     return hosts
+
+
+def _check_provider_name(provider: str, host: str, name: str) -> None:
+    """Any name is allowed (a name httptrack does not know is read as an OpenAI-compatible
+    API under that name, e.g. ``vllm``), but one a letter or two from a known family is a typo
+    that would read, say, an Anthropic API as OpenAI's: refused, naming the family meant."""
+    import difflib
+
+    from .providers import registered_providers
+
+    known = registered_providers()
+    if provider in known:
+        return
+    close = difflib.get_close_matches(provider, list(known), n=1, cutoff=0.75)
+    if close:
+        raise SettingsError(
+            f"{name}: unknown provider {provider!r} for {host}; did you mean {close[0]!r}? "
+            "(a name httptrack does not know is read as an OpenAI-compatible API)"
+        )
 
 
 def parse_ttls(value: object, name: str) -> dict[str, float]:
@@ -318,7 +353,7 @@ class Settings:
         set_(self, "include_usage", True if value in (None, "") else parse_bool(value, name))
 
         value, name = pick(max_queue, "HTTPTRACK_MAX_QUEUE")
-        queue = _DEFAULT_MAX_QUEUE if value in (None, "") else parse_size(value, name)
+        queue = _DEFAULT_MAX_QUEUE if value in (None, "") else parse_count(value, name)
         if queue < 1:
             raise SettingsError(f"{name}: must be at least 1, got {value!r}")
         set_(self, "max_queue", queue)

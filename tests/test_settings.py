@@ -62,6 +62,10 @@ def test_environment_then_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         ("HTTPTRACK_MAX_BODY_BYTES", "-5"),
         ("HTTPTRACK_STORE_BODIES", "2"),
         ("HTTPTRACK_HOSTS", "just-a-host"),
+        ("HTTPTRACK_HOSTS", "llm.internal:abc=openai"),
+        ("HTTPTRACK_HOSTS", "127.0.0.1:8000=antropic"),
+        ("HTTPTRACK_HOSTS", "127.0.0.1:8000=opneai"),
+        ("HTTPTRACK_MAX_QUEUE", "lots"),
         ("HTTPTRACK_CACHE_TTL", "chat=forever"),
         ("HTTPTRACK_CACHE_TTL", "poetry=1h"),
         ("HTTPTRACK_CACHE_SIZE", "big"),
@@ -74,6 +78,22 @@ def test_bad_environment_values_name_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         Settings()
+
+
+def test_hosts_typos_are_named_and_other_names_are_openai_compatible_labels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPTRACK_HOSTS", "127.0.0.1:8000=antropic")
+    with pytest.raises(SettingsError) as raised:
+        Settings()
+    assert str(raised.value) == (
+        "HTTPTRACK_HOSTS: unknown provider 'antropic' for 127.0.0.1:8000; did you mean 'anthropic'? "
+        "(a name httptrack does not know is read as an OpenAI-compatible API)"
+    )
+    monkeypatch.setenv("HTTPTRACK_HOSTS", "gpu1:8000=vllm,[::1]:9000=litellm,llm.internal:443=ollama")
+    assert Settings().hosts == {"gpu1:8000": "vllm", "[::1]:9000": "litellm", "llm.internal:443": "ollama"}
+    monkeypatch.setenv("HTTPTRACK_MAX_QUEUE", "5_000")
+    assert Settings().max_queue == 5000
 
 
 def test_bad_arguments_name_the_argument() -> None:
