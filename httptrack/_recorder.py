@@ -112,6 +112,24 @@ def redact_query(query: str) -> str:
     return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]")
 
 
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)\b(" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True)) + r")=([^&\s'\"<>]+)"
+)
+
+
+def scrub_text(ex: Exchange, text: str) -> str:
+    """``text`` (an error message: an exception's words may quote the URL or a header)
+    without the request's credentials: ``key=`` query values and secret header values."""
+    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    for name, value in ex.request_headers:
+        if value and is_secret_header(name.decode("latin-1")):
+            secret = value.decode("latin-1").strip()
+            for part in (secret, secret.partition(" ")[2].strip()):  # "Bearer sk-..." and "sk-..."
+                if len(part) >= 8 and part in text:
+                    text = text.replace(part, REDACTED)
+    return text
+
+
 #: This process's id (``os.getpid()`` is a system call per row otherwise), reset in a forked child.
 _pid = os.getpid()
 
@@ -280,7 +298,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "outcome": ex.outcome,
         "http_status": ex.status,
         "error_code": error_code,
-        "error_message": error_message,
+        "error_message": scrub_text(ex, error_message) if error_message else None,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,

@@ -130,3 +130,28 @@ def test_no_credential_reaches_a_log_line_or_an_error_message(tmp_path: Path, ca
     assert "generativelanguage.googleapis.com" in message
     for secret in (secret_key, secret_token):
         assert secret not in text
+
+
+def test_no_credential_reaches_the_error_message_of_a_failed_call(db: Path) -> None:
+    """An exception's words may quote the URL (``key=``) or a header: the row's
+    ``error_message`` has neither, while the app gets the exception as it was raised."""
+    secret_key, secret_token = "AIzaSECRETinQUERY0123456789", "sk-SECRETinHEADER0123456789"
+
+    def refuse(request: Any) -> Any:
+        raise httpx.ConnectError(f"cannot reach {request.url} with {request.headers['authorization']}")
+
+    url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+    transport = httptrack.TrackingTransport(httpx.MockTransport(refuse), db=db, cache=False)
+    with httpx.Client(transport=transport) as client:
+        try:
+            client.post(url, params={"key": secret_key}, headers={"authorization": f"Bearer {secret_token}"})
+        except httpx.ConnectError as exc:
+            raised = str(exc)
+    assert secret_key in raised and secret_token in raised  # the app's own error, unchanged
+    (row,) = read_rows(db)
+    assert row["error_code"] == "httpx.ConnectError"
+    assert row["error_message"] == (
+        "cannot reach https://generativelanguage.googleapis.com/v1beta/models/"
+        "gemini-2.5-flash:generateContent?key=[redacted] with [redacted]"
+    )
+    assert secret_key.encode() not in all_bytes(db) and secret_token.encode() not in all_bytes(db)
