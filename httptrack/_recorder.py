@@ -112,9 +112,8 @@ def redact_query(query: str) -> str:
     return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]")
 
 
-_SECRET_IN_TEXT = re.compile(
-    r"(?i)\b(" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True)) + r")=([^&\s'\"<>]+)"
-)
+_SECRET_NAMES = "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
+_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + _SECRET_NAMES + r")=([^&\s'\"<>]+)")
 
 
 def scrub_text(ex: Exchange, text: str) -> str:
