@@ -423,6 +423,29 @@ def test_bodies_over_the_cap_are_truncated_but_figures_still_read(lib: Any, db: 
 
 
 @LIBS
+def test_a_request_body_over_the_cap_is_truncated_and_marked_and_sent_whole(lib: Any, db: Path) -> None:
+    prompt = "é" + "x" * 5000  # a multi-byte character first: the cut keeps text valid
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    sent: list[Any] = []
+    with client_for(
+        lib, responder(lib, json.dumps(CHAT_BODY).encode(), seen=sent), db, max_body_bytes=1000
+    ) as client:
+        client.post(CHAT, json=request)
+    whole = sent[0].content
+    assert json.loads(whole) == request  # the provider got all of it
+    row = one_row(db)
+    assert row["body_truncated"] == 1
+    stored = row["request_body"]
+    assert stored.endswith(f"[httptrack: truncated; {len(whole)} bytes sent in all]")
+    assert whole.decode().startswith(stored[: stored.index("[httptrack: truncated")].rstrip("\n"))
+    assert len(stored.encode()) < 1000 + 100
+    assert (row["input_tokens"], row["output_tokens"]) == (
+        CHAT_BODY["usage"]["prompt_tokens"],
+        CHAT_BODY["usage"]["completion_tokens"],
+    )
+
+
+@LIBS
 def test_json_body_over_the_cap_still_yields_usage(lib: Any, db: Path) -> None:
     # An embeddings answer of ~3 MB: the usage sits at the very end of the JSON.
     body = {
