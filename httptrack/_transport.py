@@ -12,6 +12,7 @@ import threading
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from ._context import ControlHeaders
 from ._core import Tracker
 from ._settings import Settings
 from ._streams import AsyncTee, SyncTee
@@ -124,6 +125,7 @@ class TrackingTransport(_Shell, _SyncBase):
         inner = self._inner or self._default_inner(library, "HTTPTransport")
         tracker = self._tracker
         if not tracker.enabled:
+            strip_control_headers(request)
             return inner.handle_request(request)
         exchange = tracker.begin(request)
         if exchange is None:
@@ -167,6 +169,18 @@ class TrackingTransport(_Shell, _SyncBase):
         self.close()
 
 
+def strip_control_headers(request: Any) -> None:
+    """Disabled (``HTTPTRACK_ENABLED=0``) the transport records nothing and changes nothing,
+    except that ``X-Httptrack-*`` headers, addressed to httptrack (user names, sessions),
+    still never reach the provider."""
+    try:
+        ControlHeaders.pop_from(request.headers)
+    except Exception as exc:  # pragma: no cover - never break the call
+        from ._faults import report_fault
+
+        report_fault("control_headers", "control headers could not be removed", exc)
+
+
 class AsyncTrackingTransport(_Shell, _AsyncBase):
     """The ``httpx.AsyncClient`` / ``httpx2.AsyncClient`` counterpart of
     :class:`TrackingTransport`; same arguments, same behaviour."""
@@ -176,6 +190,7 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         inner = self._inner or self._default_inner(library, "AsyncHTTPTransport")
         tracker = self._tracker
         if not tracker.enabled:
+            strip_control_headers(request)
             return await inner.handle_async_request(request)
         exchange = tracker.begin(request)
         if exchange is None:

@@ -377,11 +377,18 @@ def test_async_stream_cut_short(db: Path) -> None:
 def test_disabled_is_a_pure_pass_through(lib: Any, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPTRACK_ENABLED", "0")
     seen: list[Any] = []
+    stream = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with client_for(lib, responder(lib, json.dumps(CHAT_BODY).encode(), seen=seen), db) as client:
-        reply = client.post(CHAT, json={"model": "m"}, headers={"X-Httptrack-User": "alice"})
-    assert "x-httptrack-call-id" not in reply.headers
-    assert seen[0].headers["x-httptrack-user"] == "alice"
+        reply = client.post(CHAT, json={"model": "m"}, headers={"X-Httptrack-User": "alice", "X-Other": "1"})
+        client.post(CHAT, json=stream)
+    assert reply.json() == CHAT_BODY
+    assert "x-httptrack-call-id" not in reply.headers and "x-httptrack-cache" not in reply.headers
+    # Nothing recorded, cached or rewritten (no include_usage added) ...
+    assert json.loads(seen[1].content) == stream
     assert not db.exists()
+    # ... and the headers addressed to httptrack still never reach the provider.
+    assert "x-httptrack-user" not in seen[0].headers
+    assert seen[0].headers["x-other"] == "1"
 
 
 @LIBS
