@@ -22,11 +22,12 @@ client, so the per-request cost is one dictionary lookup.
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import functools
 import importlib
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +35,7 @@ from typing import Any
 
 from ._faults import report_fault
 from ._settings import Settings, SettingsError
-from ._transport import AsyncTrackingTransport, TrackingTransport, _make_settings, _Shell
+from ._transport import AsyncTrackingTransport, TrackingTransport, _make_settings, _Shell, auto_tracking
 
 __all__ = ["install", "installed_settings", "start_from_environment", "uninstall"]
 
@@ -63,8 +64,9 @@ _installation: _Installation | None = None
 #: Client class -> its own ``_transport_for_url``, for every class patched.
 _originals: dict[type, Callable[..., Any]] = {}
 #: True while an autoload transport handles a call in this context: a transport that forwards
-#: to another client (openai's X.509 auth does) must not record the call a second time.
-_in_flight: contextvars.ContextVar[bool] = contextvars.ContextVar("httptrack_autoload", default=False)
+#: to another client (openai's X.509 auth does) must not record the call a second time, nor
+#: a tracking transport of the app's own that autoload could not see inside the one it wraps.
+_in_flight = auto_tracking
 
 
 def install(*, settings: Settings | None = None, **options: Any) -> None:
@@ -198,6 +200,8 @@ def _boot() -> Any:
 class _AutoTrackingTransport(TrackingTransport):
     """What :func:`install` puts around a client's transport."""
 
+    _auto = True
+
     def handle_request(self, request: Any) -> Any:
         if _in_flight.get():
             return self._inner.handle_request(request)
@@ -210,6 +214,8 @@ class _AutoTrackingTransport(TrackingTransport):
 
 class _AutoAsyncTrackingTransport(AsyncTrackingTransport):
     """What :func:`install` puts around an async client's transport."""
+
+    _auto = True
 
     async def handle_async_request(self, request: Any) -> Any:
         if _in_flight.get():
@@ -285,7 +291,10 @@ def _tracking_for(client: Any, transport: Any, installation: _Installation, wrap
 
 def _holds_tracking(transport: Any) -> bool:
     """Whether a custom transport wraps the app's own tracking transport: looked for in its
-    attributes (and in lists, tuples and dicts of them), then in theirs, ``_SEARCH_DEPTH`` deep."""
+    attributes (``__dict__`` and ``__slots__``; lists, tuples and dicts of them) and in the
+    functions it holds (a bound method's object, a closure's cells, a ``partial``'s
+    arguments), then in theirs, ``_SEARCH_DEPTH`` deep. One it cannot see still records each
+    call once: it passes the call on to autoload's wrapper (see ``auto_tracking``)."""
     seen: set[int] = set()
     level = [transport]
     for _ in range(_SEARCH_DEPTH):
@@ -294,20 +303,40 @@ def _holds_tracking(transport: Any) -> bool:
             if id(item) in seen:
                 continue
             seen.add(id(item))
-            for candidate in _attribute_values(item):
+            for candidate in _referents(item):
                 if isinstance(candidate, _Shell):
                     return True
-                if _is_transport(candidate):
+                if not isinstance(candidate, type) and (_is_transport(candidate) or callable(candidate)):
                     found.append(candidate)
         level = found
     return False
 
 
-def _attribute_values(item: Any) -> list[Any]:
-    try:
-        values = list(vars(item).values())
-    except TypeError:  # no __dict__
-        return []
+def _referents(item: Any) -> list[Any]:
+    """What ``item`` holds: its attributes, or for a function what it calls on."""
+    values: list[Any] = []
+    if isinstance(item, functools.partial):
+        values = [item.func, *item.args, *item.keywords.values()]
+    elif isinstance(item, types.MethodType):
+        values = [item.__self__, item.__func__]
+    elif isinstance(item, types.FunctionType):
+        for cell in item.__closure__ or ():
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+    else:
+        try:
+            values = list(vars(item).values())
+        except TypeError:  # no __dict__
+            values = []
+        for cls in type(item).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if isinstance(name, str) and name not in ("__dict__", "__weakref__"):
+                    try:
+                        values.append(getattr(item, name))
+                    except Exception:  # unset, or a descriptor that refuses
+                        continue
     flat: list[Any] = []
     for value in values:
         if isinstance(value, dict):

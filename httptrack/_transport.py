@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextvars import ContextVar
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ._context import ControlHeaders
 from ._core import Tracker
@@ -65,7 +66,17 @@ def _make_settings(settings: Settings | None, options: dict[str, Any]) -> Settin
         raise TypeError(f"TrackingTransport got an unknown option: {exc}") from None
 
 
+#: True while an autoload transport (``HTTPTRACK=1``, ``install()``) handles a call in this
+#: context. A tracking transport of the app's own found inside it at that moment (one autoload
+#: could not see when it chose to wrap: in a closure, say) passes the call on untouched, so
+#: the call is recorded once (by autoload), never twice.
+auto_tracking: ContextVar[bool] = ContextVar("httptrack_autoload", default=False)
+
+
 class _Shell:
+    #: Autoload's own wrappers (see _autoload) set this.
+    _auto: ClassVar[bool] = False
+
     def __init__(
         self,
         transport: Any = None,
@@ -124,6 +135,8 @@ class TrackingTransport(_Shell, _SyncBase):
         library = _library_of(request)
         inner = self._inner or self._default_inner(library, "HTTPTransport")
         tracker = self._tracker
+        if not self._auto and auto_tracking.get():
+            return inner.handle_request(request)  # autoload, outside, records this call
         if not tracker.enabled:
             strip_control_headers(request)
             return inner.handle_request(request)
@@ -189,6 +202,8 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         library = _library_of(request)
         inner = self._inner or self._default_inner(library, "AsyncHTTPTransport")
         tracker = self._tracker
+        if not self._auto and auto_tracking.get():
+            return await inner.handle_async_request(request)  # autoload, outside, records this call
         if not tracker.enabled:
             strip_control_headers(request)
             return await inner.handle_async_request(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import importlib
 import importlib.resources
 import json
@@ -13,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import httpx2
@@ -193,16 +194,95 @@ def test_the_apps_own_tracking_transport_wins(
     def tracking() -> httptrack.TrackingTransport:
         return httptrack.TrackingTransport(db=own, cache=False, hosts={f"127.0.0.1:{server.port}": "openai"})
 
+    bound, closed, partial, slotted = tracking(), tracking(), tracking(), tracking()
     clients = [
         lib.Client(transport=tracking()),
         lib.Client(mounts={f"http://127.0.0.1:{server.port}": tracking()}),
         lib.Client(transport=Wrapping(Wrapping(tracking()))),
+        lib.Client(transport=lib.MockTransport(bound.handle_request)),  # a bound method
+        lib.Client(transport=lib.MockTransport(lambda request: closed.handle_request(request))),  # a closure
+        lib.Client(transport=lib.MockTransport(functools.partial(forward_to, partial))),
+        lib.Client(transport=Slotted(slotted)),
     ]
     install(db, server)
     ids = []
     for client in clients:
         ids.append(client.post(f"{server.url}/v1/chat/completions", json=BODY).headers["x-httptrack-call-id"])
         client.close()
+    for transport in (bound, closed, partial):  # their clients' MockTransport does not close them
+        transport.close()
+    assert [r["id"] for r in read_rows(own)] == ids
+    assert read_rows(db) == []
+
+
+def forward_to(transport: Any, request: Any) -> Any:
+    return transport.handle_request(request)
+
+
+class Slotted:
+    """A wrapper with ``__slots__`` (no ``__dict__`` to look in)."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: Any) -> Any:
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Registry:
+    """Holds the app's transport where autoload does not look: a call is still one row."""
+
+    transports: ClassVar[dict[str, Any]] = {}
+
+
+@LIBS
+def test_an_own_tracking_transport_autoload_cannot_see_still_gives_one_row(
+    lib: Any, server: FakeProviderServer, db: Path, tmp_path: Path
+) -> None:
+    own = tmp_path / "own.db"
+    Registry.transports["t"] = httptrack.TrackingTransport(
+        db=own, cache=False, hosts={f"127.0.0.1:{server.port}": "openai"}
+    )
+
+    def handler(request: Any) -> Any:  # reaches the transport through a global lookup
+        return Registry.transports["t"].handle_request(request)
+
+    install(db, server)
+    with lib.Client(transport=lib.MockTransport(handler)) as client:
+        reply = client.post(f"{server.url}/v1/chat/completions", json=BODY, headers={"X-Httptrack-User": "u"})
+    Registry.transports.pop("t").close()
+    # Recorded once, by autoload (whose wrapper saw the call first), with the call's user.
+    (row,) = read_rows(db)
+    assert (row["id"], row["user"]) == (reply.headers["x-httptrack-call-id"], "u")
+    assert read_rows(own) == []
+    assert "x-httptrack-user" not in server.requests[-1].headers
+
+
+def test_an_own_async_tracking_transport_wins(server: FakeProviderServer, db: Path, tmp_path: Path) -> None:
+    own = tmp_path / "own.db"
+
+    async def main() -> list[str]:
+        hosts = {f"127.0.0.1:{server.port}": "openai"}
+        inner = httptrack.AsyncTrackingTransport(db=own, cache=False, hosts=hosts)
+        clients = [
+            httpx2.AsyncClient(transport=httptrack.AsyncTrackingTransport(db=own, cache=False, hosts=hosts)),
+            httpx2.AsyncClient(transport=httpx2.MockTransport(inner.handle_async_request)),
+        ]
+        install(db, server)
+        ids = []
+        for client in clients:
+            async with client:
+                reply = await client.post(f"{server.url}/v1/chat/completions", json=BODY)
+                ids.append(reply.headers["x-httptrack-call-id"])
+        await inner.aclose()
+        return ids
+
+    ids = asyncio.run(main())
     assert [r["id"] for r in read_rows(own)] == ids
     assert read_rows(db) == []
 
