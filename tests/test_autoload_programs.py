@@ -45,8 +45,15 @@ def hook(tmp_path_factory: pytest.TempPathFactory) -> Hook:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, FakeProviderServer]]:
-    with FakeProviderServer() as o, FakeProviderServer() as a, FakeProviderServer() as l:  # noqa: E741
-        yield {"openai": o, "anthropic": a, "ollama": l}
+    with (
+        FakeProviderServer() as o,
+        FakeProviderServer() as a,
+        FakeProviderServer() as l,  # noqa: E741
+        FakeProviderServer() as g,
+        FakeProviderServer() as m,
+    ):
+        # Groq and Mistral speak OpenAI's format: the fake's OpenAI routes answer them.
+        yield {"openai": o, "anthropic": a, "ollama": l, "groq": g, "mistral": m}
 
 
 @pytest.fixture
@@ -56,6 +63,8 @@ def env(servers: dict[str, FakeProviderServer], tmp_path: Path) -> dict[str, str
         OPENAI_URL=servers["openai"].url,
         ANTHROPIC_URL=servers["anthropic"].url,
         OLLAMA_HOST=servers["ollama"].url,
+        GROQ_URL=servers["groq"].url,
+        MISTRAL_URL=servers["mistral"].url,
         HTTPTRACK_HOSTS=",".join(f"127.0.0.1:{s.port}={name}" for name, s in servers.items()),
         HTTPTRACK_DB=str(tmp_path / "calls.db"),
         HTTPTRACK_CACHE="off",
@@ -168,9 +177,59 @@ PROGRAMS = {
 
         print(json.dumps(sync() if sys.argv[1] == "sync" else asyncio.run(asynchronous())))
     """.replace("__QUESTION__", QUESTION),
+    # groq (on httpx) and mistralai (on httpx2): plain calls; their streams carry usage where
+    # the fake's OpenAI stream does not (x_groq, the last chunk), so they are left to the SDK tests.
+    "groq": """
+        import asyncio, json, os, sys
+        import groq
+
+        Q = [{"role": "user", "content": "__QUESTION__"}]
+
+        def report(r):
+            return {"model": "llama-3.3-70b-versatile", "input": r.usage.prompt_tokens,
+                    "output": r.usage.completion_tokens, "text": r.choices[0].message.content, "stream": 0}
+
+        def sync():
+            client = groq.Groq(base_url=os.environ["GROQ_URL"], api_key="gsk-test")
+            return [report(client.chat.completions.create(model="llama-3.3-70b-versatile", messages=Q))]
+
+        async def asynchronous():
+            client = groq.AsyncGroq(base_url=os.environ["GROQ_URL"], api_key="gsk-test")
+            r = await client.chat.completions.create(model="llama-3.3-70b-versatile", messages=Q)
+            await client.close()
+            return [report(r)]
+
+        print(json.dumps(sync() if sys.argv[1] == "sync" else asyncio.run(asynchronous())))
+    """.replace("__QUESTION__", QUESTION),
+    "mistral": """
+        import asyncio, json, os, sys
+        from mistralai.client import Mistral
+
+        Q = [{"role": "user", "content": "__QUESTION__"}]
+
+        def report(r):
+            return {"model": "mistral-small-latest", "input": r.usage.prompt_tokens,
+                    "output": r.usage.completion_tokens, "text": r.choices[0].message.content, "stream": 0}
+
+        def sync():
+            client = Mistral(api_key="mistral-test", server_url=os.environ["MISTRAL_URL"])
+            return [report(client.chat.complete(model="mistral-small-latest", messages=Q))]
+
+        async def asynchronous():
+            client = Mistral(api_key="mistral-test", server_url=os.environ["MISTRAL_URL"])
+            return [report(await client.chat.complete_async(model="mistral-small-latest", messages=Q))]
+
+        print(json.dumps(sync() if sys.argv[1] == "sync" else asyncio.run(asynchronous())))
+    """.replace("__QUESTION__", QUESTION),
 }
 
-ENDPOINTS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+ENDPOINTS = {
+    "openai": "/v1/chat/completions",
+    "anthropic": "/v1/messages",
+    "ollama": "/api/chat",
+    "groq": "/openai/v1/chat/completions",
+    "mistral": "/v1/chat/completions",
+}
 
 
 def assert_rows_match(
@@ -204,7 +263,7 @@ def assert_rows_match(
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama", "groq", "mistral"])
 def test_unmodified_program_is_tracked(
     hook: Hook,
     env: dict[str, str],
