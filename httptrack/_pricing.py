@@ -591,13 +591,35 @@ def _resolve(provider: str, model: str, host: str | None) -> _Entry | PriceResul
     except LookupError:
         if provider == "ollama":
             return PriceResult(None, "hosted ollama (ollama.com): genai-prices has no prices for it")
+        vendor = _vendor_model(snapshot, model)
+        if vendor is not None:
+            reason = f"model {model!r}: priced as {vendor[0].id}'s {vendor[1].id}"
+            return _Entry(provider, vendor[0], vendor[1], reason)
         if gp_id is not None:
             return PriceResult(None, f"genai-prices has no provider {gp_id!r} (for {provider})")
         return PriceResult(None, f"unknown model {model!r} for provider {provider}: no genai-prices provider")
     found_model = gp_provider.find_model(model, all_providers=snapshot.providers)
     if found_model is None:
-        return PriceResult(None, f"unknown model {model!r} for provider {provider}")
+        vendor = _vendor_model(snapshot, model)
+        if vendor is None:
+            return PriceResult(None, f"unknown model {model!r} for provider {provider}")
+        gp_provider, found_model = vendor
+        reason = f"model {model!r}: priced as {gp_provider.id}'s {found_model.id}"
     return _Entry(provider, gp_provider, found_model, reason)
+
+
+def _vendor_model(snapshot: DataSnapshot, model: str) -> tuple[Provider, ModelInfo] | None:
+    """A gateway's ``vendor/model`` id (LiteLLM's ``anthropic/claude-...``, ``openai/gpt-4o``)
+    priced as the vendor's own model, or ``None``."""
+    vendor, _, bare = model.partition("/")
+    if not bare:
+        return None
+    try:
+        vendor_provider = snapshot.find_provider(None, PROVIDER_IDS.get(vendor) or vendor, None)
+    except LookupError:
+        return None
+    found = vendor_provider.find_model(bare, all_providers=snapshot.providers)
+    return None if found is None else (vendor_provider, found)
 
 
 @lru_cache(maxsize=_LRU_SIZE)

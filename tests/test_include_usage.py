@@ -201,6 +201,10 @@ def test_switched_off_by_setting_and_env(lib: Any, db: Path, monkeypatch: pytest
         ("https://api.mistral.ai/v1/chat/completions", False),  # rejects unknown fields
         ("https://openrouter.ai/api/v1/chat/completions", False),
         ("https://api.openai.com/v1/embeddings", False),
+        # Self-hosted servers, by the name their host is mapped with (HTTPTRACK_HOSTS).
+        ("http://gpu1:8000/v1/chat/completions", True),  # vllm
+        ("http://gateway.internal/v1/chat/completions", True),  # litellm
+        ("http://plain.internal/v1/chat/completions", False),  # any other name: not known to accept it
     ],
 )
 def test_only_endpoints_known_to_accept_the_option(url: str, rewritten: bool, db: Path) -> None:
@@ -212,7 +216,8 @@ def test_only_endpoints_known_to_accept_the_option(url: str, rewritten: bool, db
             200, headers={"content-type": "text/event-stream"}, content=b"data: [DONE]\n\n"
         )
 
-    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
+    hosts = {"gpu1:8000": "vllm", "gateway.internal": "litellm", "plain.internal": "myserver"}
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False, hosts=hosts)
     with httpx2.Client(transport=transport) as client:
         client.post(url, json={"model": "m", "stream": True, "messages": QUESTION})
     assert ("stream_options" in json.loads(seen[0].content)) is rewritten

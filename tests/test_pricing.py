@@ -578,3 +578,30 @@ def test_no_network_warm(monkeypatch: pytest.MonkeyPatch) -> None:
     for provider, model, _ in MODELS:
         assert price_usage(provider, model, Usage(1000, 100), batch=True).cost_usd is not None
     assert price_usage("openai", "brand-new-model", Usage(1, 1)).cost_usd is None
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "vendor", "vendor_model"),
+    [
+        ("litellm", "anthropic/claude-3-5-sonnet-20241022", "anthropic", "claude-3-5-sonnet-20241022"),
+        ("generic", "openai/gpt-4o", "openai", "gpt-4o"),
+        ("vllm", "gemini/gemini-2.5-flash", "google", "gemini-2.5-flash"),
+    ],
+)
+def test_a_gateways_vendor_prefixed_model_is_priced_as_the_vendors(
+    provider: str, model: str, vendor: str, vendor_model: str
+) -> None:
+    usage = usage_of(1200, 300, 200, None, None)
+    result = price_usage(provider, model, usage, host="gateway.internal", at=AT)
+    assert result.cost_usd == genai_cost(vendor, vendor_model, usage)
+    assert result.priced_provider == vendor
+    assert result.reason is not None and result.reason.startswith(f"model {model!r}: priced as {vendor}'s ")
+
+
+def test_an_unknown_vendor_prefix_is_still_unknown() -> None:
+    result = price_usage("vllm", "meta-llama/Llama-3.1-8B-Instruct", usage_of(10, 5, None, None, None))
+    assert result.cost_usd is None
+    assert (
+        result.reason
+        == "unknown model 'meta-llama/llama-3.1-8b-instruct' for provider vllm: no genai-prices provider"
+    )

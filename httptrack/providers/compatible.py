@@ -14,6 +14,8 @@ quirks:
   ``cost_in_usd_ticks``; accepts ``stream_options``; also serves ``/v1/messages``.
 - Perplexity: usage (with ``citation_tokens``, ``num_search_queries`` and a ``cost`` object)
   on the chunks.
+- Servers people run themselves, named when their host is mapped (``vllm``, ``sglang``,
+  ``litellm``, ``lmstudio``, ``llamacpp``): accept ``stream_options``.
 
 Where a provider is documented or recorded to accept ``stream_options.include_usage`` and
 does not send usage without it, :meth:`include_usage` says so; the others report usage
@@ -29,13 +31,19 @@ from .openai import OpenAICompatible, endpoint_kind
 
 __all__ = [
     "COMPATIBLE",
+    "VLLM",
     "XAI",
     "DeepSeek",
     "Fireworks",
     "Groq",
+    "LMStudio",
+    "LiteLLM",
+    "LlamaCpp",
     "Mistral",
     "OpenRouter",
     "Perplexity",
+    "SGLang",
+    "SelfHosted",
     "Together",
 ]
 
@@ -130,6 +138,38 @@ class Perplexity(OpenAICompatible):
     hosts = ("api.perplexity.ai",)
 
 
+class SelfHosted(OpenAICompatible):
+    """An OpenAI-compatible server people run themselves, named in ``HTTPTRACK_HOSTS`` or
+    ``register_provider`` (``gpu1:8000=vllm``): no hosts of its own. These servers accept
+    ``stream_options.include_usage`` on chat completions (vLLM since 0.5, SGLang, LiteLLM's
+    proxy, LM Studio, llama.cpp's server), so streams get exact usage too."""
+
+    hosts = ()
+
+    def include_usage(self, path: str, query: str) -> bool:
+        return endpoint_kind(path) == "chat"
+
+
+class VLLM(SelfHosted):
+    name = "vllm"
+
+
+class SGLang(SelfHosted):
+    name = "sglang"
+
+
+class LiteLLM(SelfHosted):
+    name = "litellm"
+
+
+class LMStudio(SelfHosted):
+    name = "lmstudio"
+
+
+class LlamaCpp(SelfHosted):
+    name = "llamacpp"
+
+
 COMPATIBLE: tuple[type[OpenAICompatible], ...] = (
     Mistral,
     Groq,
@@ -139,4 +179,9 @@ COMPATIBLE: tuple[type[OpenAICompatible], ...] = (
     XAI,
     Fireworks,
     Perplexity,
+    VLLM,
+    SGLang,
+    LiteLLM,
+    LMStudio,
+    LlamaCpp,
 )
