@@ -114,7 +114,6 @@ def test_a_column_the_table_lacks_is_added_even_at_the_current_version(db: Path)
         conn.close()
     writer().close_connections()  # as a new process would
     record_calls(db)
-    assert httptrack.fault_counts() == {}
     after = rows(db)
     assert len(after) == 16
     assert [{k: v for k, v in r.items() if k != "pid"} for r in after[:8]] == before
