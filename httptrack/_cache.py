@@ -200,13 +200,18 @@ class ResponseCache:
 
 def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
     """Only complete, successful answers: a 2xx (not a partial 206) whose body arrived whole
-    and in full (not cut short, not failed, not over the size cap), with no error inside
-    (an error event in a 200 stream makes the row an error), that the provider did not
-    mark ``Cache-Control: no-store``, and that is not a job still running."""
+    and in full (not cut short, not failed, not over the size cap), that is positively
+    known complete (a stream's end marker was read, a body parsed as JSON: the recorder's
+    ``Parsed.complete``, so a proxy closing a stream cleanly mid-answer is not enough),
+    with no error inside (an error event in a 200 stream makes the row an error; an error
+    object in a 200 body leaves an error code), that the provider did not mark
+    ``Cache-Control: no-store``, and that is not a job still running."""
     status = exchange.status or 0
     if not 200 <= status < 300 or status == 206 or exchange.truncated:
         return False
-    if row.get("status") != "success" or row.get("outcome") != "complete":
+    if not exchange.response_complete:
+        return False
+    if row.get("status") != "success" or row.get("outcome") != "complete" or row.get("error_code"):
         return False
     if row.get("finish_reason") in _UNFINISHED:
         return False

@@ -420,6 +420,234 @@ def test_streams_cut_short_are_not_stored(db: Path, cache_dir: Path) -> None:
     assert [r["outcome"] for r in read_rows(db)] == ["failed", "failed", "cut_short", "cut_short"]
 
 
+ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+OLLAMA_CHAT_URL = "http://localhost:11434/api/chat"
+GEMINI_STREAM_URL = (
+    "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+)
+SSE = {"content-type": "text/event-stream"}
+
+
+def sse(*events: str) -> list[bytes]:
+    return [f"data: {event}\n\n".encode() for event in events]
+
+
+def openai_chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return json.dumps(
+        {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [choice]}
+    )
+
+
+_OPENAI_TEXT = (openai_chunk({"role": "assistant", "content": "Par"}), openai_chunk({"content": "is"}))
+_USAGE_CHUNK = json.dumps(
+    {"id": "c1", "choices": [], "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16}}
+)
+_ANTHROPIC_EVENTS = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"claude-sonnet-4-6",'
+    b'"usage":{"input_tokens":14,"output_tokens":1}}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Paris"}}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":2}}\n\n',
+]
+_OLLAMA_LINES = [
+    b'{"model":"llama3.2","message":{"role":"assistant","content":"Par"},"done":false}\n',
+    b'{"model":"llama3.2","message":{"role":"assistant","content":"is"},"done":false}\n',
+]
+_OLLAMA_DONE = (
+    b'{"model":"llama3.2","message":{"role":"assistant","content":""},"done":true,'
+    b'"done_reason":"stop","prompt_eval_count":14,"eval_count":2}\n'
+)
+_GEMINI_CHUNKS = [
+    '{"candidates":[{"content":{"parts":[{"text":"Par"}],"role":"model"}}],"modelVersion":"gemini-2.5-flash"}',
+    '{"candidates":[{"content":{"parts":[{"text":"is"}],"role":"model"},"finishReason":"STOP"}],'
+    '"usageMetadata":{"promptTokenCount":14,"candidatesTokenCount":2},"modelVersion":"gemini-2.5-flash"}',
+]
+_CHAT = {"model": "gpt-4o-mini", "messages": QUESTION}
+_CHAT_STREAM = {**_CHAT, "stream": True}
+_ANTHROPIC_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": QUESTION, "stream": True}
+_OLLAMA_BODY = {"model": "llama3.2", "messages": QUESTION}
+_GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
+#: (url, request body, response chunks, response headers, whether it is whole).
+_RESPONSES = {
+    "openai-stream-done": (
+        CHAT_URL,
+        _CHAT_STREAM,
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop"), "[DONE]"),
+        SSE,
+        True,
+    ),
+    "openai-stream-finish-no-done": (
+        CHAT_URL,
+        _CHAT_STREAM,
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop")),
+        SSE,
+        True,
+    ),
+    "openai-stream-no-end": (CHAT_URL, _CHAT_STREAM, sse(*_OPENAI_TEXT), SSE, False),
+    "openai-stream-finish-usage-asked-missing": (
+        CHAT_URL,
+        {**_CHAT_STREAM, "stream_options": {"include_usage": True}},
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop")),
+        SSE,
+        False,
+    ),
+    "openai-stream-finish-usage-asked": (
+        CHAT_URL,
+        {**_CHAT_STREAM, "stream_options": {"include_usage": True}},
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop"), _USAGE_CHUNK),
+        SSE,
+        True,
+    ),
+    "sse-last-event-half-written": (
+        CHAT_URL,
+        _CHAT_STREAM,
+        [
+            *sse(*_OPENAI_TEXT, openai_chunk({}, "stop")),
+            b'data: {"id":"c1","choices":[],"usage":{"prompt_tok',
+        ],
+        SSE,
+        False,
+    ),
+    "responses-completed": (
+        "https://api.openai.com/v1/responses",
+        {"model": "gpt-4o", "input": "hi", "stream": True},
+        [
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Paris"}\n\n',
+            b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_1",'
+            b'"object":"response","status":"completed","model":"gpt-4o","output":[],'
+            b'"usage":{"input_tokens":14,"output_tokens":2}}}\n\n',
+        ],
+        SSE,
+        True,
+    ),
+    "responses-no-completed": (
+        "https://api.openai.com/v1/responses",
+        {"model": "gpt-4o", "input": "hi", "stream": True},
+        [
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Paris"}\n\n'
+        ],
+        SSE,
+        False,
+    ),
+    "anthropic-message-stop": (
+        ANTHROPIC_URL,
+        _ANTHROPIC_BODY,
+        [*_ANTHROPIC_EVENTS, b'event: message_stop\ndata: {"type":"message_stop"}\n\n'],
+        SSE,
+        True,
+    ),
+    "anthropic-no-message-stop": (ANTHROPIC_URL, _ANTHROPIC_BODY, _ANTHROPIC_EVENTS, SSE, False),
+    "ollama-done": (
+        OLLAMA_CHAT_URL,
+        _OLLAMA_BODY,
+        [*_OLLAMA_LINES, _OLLAMA_DONE],
+        {"content-type": "application/x-ndjson"},
+        True,
+    ),
+    "ollama-no-done": (
+        OLLAMA_CHAT_URL,
+        _OLLAMA_BODY,
+        _OLLAMA_LINES,
+        {"content-type": "application/x-ndjson"},
+        False,
+    ),
+    "gemini-sse-finish": (f"{GEMINI_STREAM_URL}?alt=sse", _GEMINI_BODY, sse(*_GEMINI_CHUNKS), SSE, True),
+    "gemini-sse-no-finish": (
+        f"{GEMINI_STREAM_URL}?alt=sse",
+        _GEMINI_BODY,
+        sse(_GEMINI_CHUNKS[0]),
+        SSE,
+        False,
+    ),
+    "gemini-array-closed": (
+        GEMINI_STREAM_URL,
+        _GEMINI_BODY,
+        [b"[" + _GEMINI_CHUNKS[0].encode(), b",\r\n" + _GEMINI_CHUNKS[1].encode(), b"]"],
+        {"content-type": "application/json"},
+        True,
+    ),
+    "gemini-array-not-closed": (
+        GEMINI_STREAM_URL,
+        _GEMINI_BODY,
+        [b"[" + _GEMINI_CHUNKS[0].encode(), b",\r\n" + _GEMINI_CHUNKS[1].encode()],
+        {"content-type": "application/json"},
+        False,
+    ),
+    "json-body": (
+        CHAT_URL,
+        _CHAT,
+        [json.dumps(chat_completion("Paris.")).encode()],
+        {"content-type": "application/json"},
+        True,
+    ),
+    "json-body-truncated": (
+        CHAT_URL,
+        _CHAT,
+        [json.dumps(chat_completion("Paris.")).encode()[:-20]],
+        {"content-type": "application/json"},
+        False,
+    ),
+    "empty-body": (CHAT_URL, _CHAT, [b""], {"content-type": "application/json"}, False),
+    "html-page": (
+        CHAT_URL,
+        _CHAT,
+        [b"<html><body>Gateway says hello</body></html>"],
+        {"content-type": "text/html"},
+        False,
+    ),
+    "json-error-in-200": (
+        CHAT_URL,
+        _CHAT,
+        [b'{"error": {"message": "upstream timed out", "code": "timeout"}}'],
+        {"content-type": "application/json"},
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(("url", "body", "chunks", "headers", "whole"), _RESPONSES.values(), ids=_RESPONSES)
+def test_only_responses_known_complete_are_stored(
+    url: str, body: Any, chunks: list[bytes], headers: dict[str, str], whole: bool, db: Path, cache_dir: Path
+) -> None:
+    """A proxy that closes a stream cleanly mid-answer, or answers 200 with a half body or a
+    page of its own: the transport saw a normal end, but the answer is not the provider's.
+    Stored, it would be served for the whole TTL; only a response whose end marker was read
+    (or whose JSON body parsed) is stored."""
+    seen: list[Any] = []
+    credentials = {"authorization": "Bearer sk-a", "x-api-key": "sk-ant-a", "anthropic-version": "2023-06-01"}
+    handler = responder(httpx, chunks, headers=headers, seen=seen)
+    with httpx.Client(transport=tracking(httpx.MockTransport(handler), db, cache_dir)) as client:
+        statuses = []
+        for _ in range(2):
+            response = client.post(url, json=body, headers=credentials)
+            assert response.content == b"".join(chunks)
+            statuses.append(response.headers["x-httptrack-cache"])
+            httptrack.flush()
+    assert statuses == (["MISS", "HIT"] if whole else ["MISS", "MISS"])
+    assert len(seen) == (1 if whole else 2)
+    rows = read_rows(db)
+    assert [r["cached"] for r in rows] == ([0, 1] if whole else [0, 0])
+    assert rows[0]["http_status"] == 200 and rows[0]["outcome"] == "complete"
+
+
+def test_a_truncated_json_body_is_recorded_but_not_stored(db: Path, cache_dir: Path) -> None:
+    body = json.dumps(chat_completion("Paris.")).encode()[:-20]
+    seen: list[Any] = []
+    with httpx.Client(
+        transport=tracking(httpx.MockTransport(responder(httpx, body, seen=seen)), db, cache_dir)
+    ) as client:
+        for _ in range(2):
+            assert client.post(CHAT_URL, json=_CHAT).headers["x-httptrack-cache"] == "MISS"
+            httptrack.flush()
+    rows = read_rows(db)
+    assert [(r["status"], r["outcome"], r["parse_notes"]) for r in rows] == [
+        ("success", "complete", "response body is not valid JSON")
+    ] * 2
+    assert len(seen) == 2
+
+
 @LIBS
 def test_a_response_over_the_size_cap_is_not_stored(lib: Any, db: Path, cache_dir: Path) -> None:
     big = json.dumps({"object": "list", "data": [{"id": "x" * 1000}] * 1600}).encode()  # > 1.5 MiB

@@ -47,6 +47,12 @@ class Parsed:
     #: ``done`` line ...), not a provisional one from early in a stream: a stream cut short
     #: after it needs no local count.
     usage_final: bool = False
+    #: The response is known to be whole: a stream's end marker arrived (set by the parser
+    #: that reads it: ``[DONE]``, ``message_stop``, ``done: true``, a finish reason ...) with
+    #: no half-written event after it, or a plain body parsed as JSON. Only a complete
+    #: response is stored in the response cache: a proxy cutting a stream cleanly (the
+    #: transport sees a normal end) must not leave a broken answer to be served for hours.
+    complete: bool = False
     #: The request went to a batch API (priced at the batch discount).
     batch: bool = False
     #: Whether the call is billed. ``None``: as its operation says (generations and

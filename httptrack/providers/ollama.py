@@ -103,7 +103,7 @@ class Ollama(Provider):
         if isinstance(thinking, str) and thinking:
             parsed.output.append(thinking)
         if line.get("done") is True:
-            parsed.stream_done = parsed.usage_final = True
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
         if line.get("done") is True or "prompt_eval_count" in line or "eval_count" in line:
             parsed.finish_reason = first_str(line.get("done_reason")) or parsed.finish_reason
             input_tokens = as_int(line.get("prompt_eval_count"))

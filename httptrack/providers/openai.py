@@ -237,6 +237,12 @@ class OpenAICompatible(Provider):
             parsed.billed = _BILLED[kind]
         if isinstance(body, dict):
             parsed.user = first_str(body.get("user")) or first_str(body.get("safety_identifier"))
+            if parsed.stream:
+                # What a whole stream ends with (see finish): every choice's finish reason,
+                # then the usage chunk when the app asked for it.
+                n = body.get("n")
+                parsed.state["choices"] = n if n.__class__ is int and n > 1 else 1
+                parsed.state["usage_asked"] = dig(body, "stream_options", "include_usage") is True
         if kind in ("batches",) or "/batch" in path:
             parsed.batch = True
 
@@ -372,9 +378,14 @@ class OpenAICompatible(Provider):
         if not isinstance(choices, list):
             return
         for choice in choices:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict):
                 continue
             reason = choice.get("finish_reason")
+            index = choice.get("index", 0)
+            if isinstance(reason, str) and reason:
+                parsed.state.setdefault("finished", set()).add(index)
+            if index != 0:
+                continue
             if isinstance(reason, str) and reason:
                 parsed.finish_reason = reason
             delta = choice.get("delta")
@@ -408,7 +419,9 @@ class OpenAICompatible(Provider):
             response = data.get("response")
             if isinstance(response, dict):
                 self._read_response_object(parsed, response)
-            parsed.stream_done = parsed.usage_final = True
+            # The response's last event (``incomplete`` is a whole answer cut by a limit the
+            # request set, as a chat completion's ``length``; ``failed`` is an error).
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
             if kind == "response.failed":
                 parsed.stream_error = True
                 if parsed.error_code is None:
@@ -418,7 +431,7 @@ class OpenAICompatible(Provider):
             self._read_error(parsed, data.get("error") or data)
         elif kind.endswith((".completed", ".done")) and kind.startswith(("image_", "transcript.")):
             self._take_usage(parsed, data.get("usage"))
-            parsed.stream_done = parsed.usage_final = True
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
 
     # -- batch output files -------------------------------------------------------------
 
@@ -434,6 +447,18 @@ class OpenAICompatible(Provider):
     def finish(self, parsed: Parsed) -> None:
         if "batch_lines" in parsed.state:
             finish_batch_results(parsed)
+            return
+        # A chat or completions stream is whole at ``[DONE]`` (the recorder sees it), or,
+        # for servers that do not send it, once every choice has its finish reason and the
+        # usage chunk the app asked for (it follows them) has arrived.
+        finished = parsed.state.get("finished")
+        if (
+            finished
+            and parsed.stream
+            and len(finished) >= parsed.state.get("choices", 1)
+            and (parsed.usage_final or not parsed.state.get("usage_asked"))
+        ):
+            parsed.complete = True
 
 
 def add_batch_result(parsed: Parsed, model: str | None, usage: Usage | None) -> None:
