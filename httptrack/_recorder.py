@@ -42,7 +42,7 @@ SECRET_HEADERS = frozenset(
         "ocp-apim-subscription-key",
     }
 )
-_SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth")
+_SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth", "credential")
 #: Query parameters that carry credentials (Gemini's ``key=``, SAS signatures, tokens).
 SECRET_PARAMS = frozenset(
     {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "secret", "password"}
@@ -51,8 +51,19 @@ SECRET_PARAMS = frozenset(
 
 @functools.lru_cache(maxsize=1024)  # a handful of names, asked about for every header of every call
 def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential: never written to the log or the cache, and
+    part of the cache key (hashed), so an answer fetched with one is never served to a
+    request with another.
+
+    Known names, and any name containing ``api-key``, ``apikey``, ``token``, ``secret``,
+    ``password``, ``auth``, ``credential`` or ``key`` (a gateway's ``x-portkey-virtual-key``,
+    an app's ``x-custom-key``). Not ``Idempotency-Key``: SDKs send a fresh one per request,
+    so keying on it would make every request unique; nor the gateway name *Portkey* by
+    itself (``x-portkey-trace-id`` is a tracing id)."""
     name = name.lower()
-    return name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS)
+    if name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS):
+        return True
+    return "key" in name.replace("portkey", "") and "idempotency" not in name
 
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,21 @@ def parse_ttls(value: object, name: str) -> dict[str, float]:
     return ttls
 
 
+def parse_header_names(value: object, name: str) -> frozenset[bytes]:
+    """Header names, comma separated (or an iterable of names), as lower-case bytes."""
+    parts = str(value).split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    names = set()
+    for part in parts:
+        text = part.decode("latin-1") if isinstance(part, bytes) else str(part)
+        text = text.strip().lower()
+        if not text:
+            continue
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9a-z-]+", text):
+            raise SettingsError(f"{name}: {text!r} is not a header name")
+        names.add(text.encode("latin-1"))
+    return frozenset(names)
+
+
 def _xdg(var: str, fallback: str) -> Path:
     base = os.environ.get(var)
     return Path(base) if base else Path.home() / fallback
@@ -185,6 +200,9 @@ class Settings:
                                                       ``$XDG_CACHE_HOME/httptrack``)
     ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (1 GiB)
     ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs: ``chat=2h,embeddings=30d``
+    ``cache_key_headers`` ``HTTPTRACK_CACHE_KEY_HEADERS`` more request headers that are part of
+                                                      the cache key (a gateway's routing headers):
+                                                      ``x-route,x-model-tier``
     ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies
     ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (10 MiB); longer ones
                                                       are truncated
@@ -208,6 +226,7 @@ class Settings:
     __slots__ = (
         "cache",
         "cache_dir",
+        "cache_key_headers",
         "cache_size_limit",
         "cache_ttl",
         "db",
@@ -228,6 +247,7 @@ class Settings:
     db: Path
     cache: str
     cache_dir: Path
+    cache_key_headers: frozenset[bytes]
     cache_size_limit: int
     cache_ttl: dict[str, float]
     store_bodies: bool
@@ -250,6 +270,7 @@ class Settings:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size_limit: int | str | None = None,
         cache_ttl: Mapping[str, float | str] | str | None = None,
+        cache_key_headers: str | Iterable[str | bytes] | None = None,
         store_bodies: bool | str | None = None,
         max_body_bytes: int | str | None = None,
         user: str | None = None,
@@ -289,6 +310,11 @@ class Settings:
         if value not in (None, ""):
             ttl.update(parse_ttls(value, name))
         set_(self, "cache_ttl", ttl)
+
+        value, name = pick(cache_key_headers, "HTTPTRACK_CACHE_KEY_HEADERS")
+        set_(
+            self, "cache_key_headers", frozenset() if value in (None, "") else parse_header_names(value, name)
+        )
 
         value, name = pick(store_bodies, "HTTPTRACK_STORE_BODIES")
         set_(self, "store_bodies", True if value in (None, "") else parse_bool(value, name))

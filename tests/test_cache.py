@@ -360,6 +360,65 @@ def test_headers_in_and_out_of_the_key(db: Path, cache_dir: Path) -> None:
     assert not any(k.startswith("x-httptrack") for r in seen for k in r.headers)
 
 
+def test_every_credential_like_header_is_in_the_key_and_redacted(db: Path, cache_dir: Path) -> None:
+    """Same bearer token, another app or gateway key: another tenant, another answer."""
+    seen: list[RecordedRequest] = []
+    asks = [
+        ({"x-custom-key": "tenant-1-secret"}, "MISS"),
+        ({"x-custom-key": "tenant-2-secret"}, "MISS"),
+        ({"x-custom-key": "tenant-1-secret"}, "HIT"),
+        ({"x-portkey-virtual-key": "vk-anthropic-prod"}, "MISS"),
+        ({"x-portkey-virtual-key": "vk-openai-dev"}, "MISS"),
+        ({"x-portkey-virtual-key": "vk-openai-dev", "x-portkey-trace-id": "trace-2"}, "HIT"),  # a tracing id
+        ({"x-tenant-credential": "c-1"}, "MISS"),
+        ({"x-tenant-credential": "c-2"}, "MISS"),
+        ({}, "MISS"),
+        ({"Idempotency-Key": "stainless-python-retry-1b4f"}, "HIT"),  # fresh per request: not a credential
+        ({"Idempotency-Key": "stainless-python-retry-9c2e"}, "HIT"),
+    ]
+    body = {"model": "gpt-4o-mini", "messages": QUESTION}
+    with httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir)) as client:
+        for headers, expected in asks:
+            response = client.post(
+                CHAT_URL, json=body, headers={"authorization": "Bearer sk-same", **headers}
+            )
+            assert response.headers["x-httptrack-cache"] == expected, headers
+            httptrack.flush()
+    assert len(seen) == 7
+    logged = [json.loads(r["request_headers"]) for r in read_rows(db)]
+    assert [h.get("x-custom-key") for h in logged[:3]] == ["[redacted]"] * 3
+    assert logged[3]["x-portkey-virtual-key"] == "[redacted]" and logged[5]["x-portkey-trace-id"] == "trace-2"
+    assert logged[6]["x-tenant-credential"] == "[redacted]"
+    assert logged[9]["idempotency-key"] == "stainless-python-retry-1b4f"
+    for path in cache_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"tenant-1-secret" not in data and b"vk-openai-dev" not in data, path
+
+
+def test_cache_key_headers_setting(db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway whose routing header changes the answer: the app names it in the key."""
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as plain:
+        assert ask(plain, {"x-route": "eu"}) == ("MISS", "answer 1")
+        assert ask(plain, {"x-route": "us"}) == ("HIT", "answer 1")  # not in the key by default
+    with httpx2.Client(
+        transport=tracking(inner, db, cache_dir, cache_key_headers="X-Route, x-tier")
+    ) as keyed:
+        assert ask(keyed, {"x-route": "eu"}) == ("MISS", "answer 2")
+        assert ask(keyed, {"X-Route": "us"}) == ("MISS", "answer 3")
+        assert ask(keyed, {"x-route": "eu"}) == ("HIT", "answer 2")
+        assert ask(keyed, {"x-route": "eu", "x-tier": "gold"}) == ("MISS", "answer 4")
+    monkeypatch.setenv("HTTPTRACK_CACHE_KEY_HEADERS", "x-route")
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as from_env:
+        assert from_env._transport.settings.cache_key_headers == frozenset({b"x-route"})  # type: ignore[attr-defined]
+        assert ask(from_env, {"x-route": "us"}) == ("HIT", "answer 3")
+        assert ask(from_env, {"x-route": "ap"}) == ("MISS", "answer 5")
+    with pytest.raises(httptrack.SettingsError, match="not a header name"):
+        httptrack.Settings(cache_key_headers="x route")
+
+
 # -- what is stored, what is not ------------------------------------------------------------
 
 
