@@ -50,9 +50,9 @@ ORIGINAL_COLUMNS = (
     "parse_notes",
     "response_bytes",
 )
-#: Response states of a job that is still running (a Responses API ``background`` call):
-#: a 200, but not an answer to keep.
-_UNFINISHED = frozenset({"queued", "in_progress"})
+#: Finish reasons of a 200 that is not an answer to keep: a job still running (a Responses
+#: API ``background`` call), an Ollama model being loaded or unloaded.
+_UNFINISHED = frozenset({"queued", "in_progress", "load", "unload"})
 
 
 def _directive(value: str) -> tuple[bool, bool]:
@@ -110,9 +110,18 @@ class ResponseCache:
         if directive:
             allowed_read, allowed_write = _directive(directive)
             read, write = read and allowed_read, write and allowed_write
-        if not exchange.provider.cacheable(exchange.method, exchange.path, exchange.operation):
+        provider = exchange.provider
+        if not provider.cacheable(exchange.method, exchange.path, exchange.operation):
             if mode == "replay":
                 raise self.miss(exchange, "this endpoint is never cached (uploads, batches, deletes ...)")
+            return None
+        if not provider.cacheable_request(exchange.method, exchange.path, exchange.request_body):
+            if mode == "replay":
+                raise self.miss(
+                    exchange,
+                    "this request changes state on the server (a stored conversation, a background "
+                    "job, loading a model) and is never cached",
+                )
             return None
         if not read and not write:
             if mode == "replay":

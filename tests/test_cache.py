@@ -755,6 +755,75 @@ def test_private_and_non_idempotent_endpoints_are_never_cached(
 
 
 @pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("https://api.openai.com/v1/responses", {"model": "gpt-4o", "input": "hi", "conversation": "conv_1"}),
+        (
+            "https://api.openai.com/v1/responses",
+            {"model": "gpt-4o", "input": "hi", "conversation": {"id": "conv_1"}},
+        ),
+        ("https://api.openai.com/v1/responses", {"model": "gpt-4o", "input": "hi", "background": True}),
+        ("http://localhost:11434/api/generate", {"model": "llama3.2", "keep_alive": "10m"}),
+        ("http://localhost:11434/api/generate", {"model": "llama3.2", "prompt": "", "keep_alive": 0}),
+        ("http://localhost:11434/api/chat", {"model": "llama3.2", "messages": [], "keep_alive": 0}),
+        ("http://localhost:11434/api/chat", {"model": "llama3.2"}),
+    ],
+    ids=[
+        "responses-conversation",
+        "responses-conversation-object",
+        "responses-background",
+        "ollama-load",
+        "ollama-unload-generate",
+        "ollama-unload-chat",
+        "ollama-load-chat",
+    ],
+)
+def test_requests_that_change_server_state_are_never_cached(
+    url: str, body: dict[str, Any], db: Path, cache_dir: Path
+) -> None:
+    seen: list[RecordedRequest] = []
+    with httpx.Client(transport=tracking(fake(httpx, seen), db, cache_dir)) as client:
+        for _ in range(3):
+            response = client.post(url, json=body, headers={"authorization": "Bearer sk-a"})
+            assert response.status_code == 200 and "x-httptrack-cache" not in response.headers
+            httptrack.flush()
+    assert len(seen) == 3
+    assert [r["cache_key"] for r in read_rows(db)] == [None] * 3
+    with httpx.Client(transport=tracking(fake(httpx, seen), db, cache_dir, cache="replay")) as client:
+        with pytest.raises(httptrack.CacheMiss, match="changes state on the server"):
+            client.post(url, json=body, headers={"authorization": "Bearer sk-a"})
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("https://api.openai.com/v1/responses", {"model": "gpt-4o", "input": "hi", "background": False}),
+        (
+            "https://api.openai.com/v1/responses",
+            {"model": "gpt-4o", "input": "hi", "metadata": {"conversation": "support-42"}},
+        ),
+        ("http://localhost:11434/api/generate", {"model": "llama3.2", "prompt": "Hi", "keep_alive": "10m"}),
+        ("http://localhost:11434/api/chat", {"model": "llama3.2", "messages": QUESTION, "keep_alive": 0}),
+    ],
+    ids=["responses-foreground", "responses-conversation-in-metadata", "ollama-generate", "ollama-chat"],
+)
+def test_ordinary_requests_beside_them_are_cached(
+    url: str, body: dict[str, Any], db: Path, cache_dir: Path
+) -> None:
+    seen: list[RecordedRequest] = []
+    with httpx.Client(transport=tracking(fake(httpx, seen), db, cache_dir)) as client:
+        statuses = []
+        for _ in range(2):
+            response = client.post(
+                url, json={**body, "stream": False}, headers={"authorization": "Bearer sk-a"}
+            )
+            statuses.append(response.headers["x-httptrack-cache"])
+            httptrack.flush()
+    assert statuses == ["MISS", "HIT"] and len(seen) == 1
+
+
+@pytest.mark.parametrize(
     "url",
     ["https://api.anthropic.com/v1/messages/count_tokens", "https://api.openai.com/v1/moderations"],
 )

@@ -14,7 +14,17 @@ from typing import Any, ClassVar
 
 from .._usage import Usage
 
-__all__ = ["Parsed", "Provider", "as_int", "dig", "first_str", "form_fields", "items", "merge_usage"]
+__all__ = [
+    "Parsed",
+    "Provider",
+    "as_int",
+    "dig",
+    "first_str",
+    "form_fields",
+    "items",
+    "json_object",
+    "merge_usage",
+]
 
 
 @dataclass(slots=True)
@@ -113,6 +123,13 @@ class Provider:
             return method == "GET"
         return method == "POST" and operation in ("chat", "completion", "embeddings")
 
+    def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
+        """Whether this request, on an endpoint :meth:`cacheable` allows, may be answered
+        from the cache: ``False`` for one that changes state on the server (appends to a
+        stored conversation, starts a background job, loads a model). Runs on the app's
+        thread for every cacheable request, with the raw body: check bytes before parsing."""
+        return True
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         """Fill ``model``, ``stream`` and ``user`` from the request (``body`` is decoded JSON,
         or ``None`` when the request had no JSON body)."""
@@ -138,6 +155,17 @@ class Provider:
 
     def finish(self, parsed: Parsed) -> None:
         """Called once after the body or all events were read."""
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """A request body decoded as a JSON object, or ``None``."""
+    from .._json import loads_bytes
+
+    try:
+        data = loads_bytes(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def dig(obj: Any, *path: str | int) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, json_object
 from .openai import OpenAICompatible, endpoint_kind
 
 __all__ = ["Ollama"]
@@ -61,6 +61,23 @@ class Ollama(Provider):
         if operation == "models" and path == "/api/show":
             return method == "POST"
         return super().cacheable(method, path, operation)
+
+    def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.cacheable_request(method, path, body)
+        # A generate with no prompt, a chat with no messages, only loads (or, with
+        # keep_alive 0, unloads) the model: the effect is the point, never a stored answer.
+        # Such a body is small; a long one carries a prompt, and is not parsed here.
+        path = path.rstrip("/")
+        if path not in ("/api/generate", "/api/chat") or (len(body) > 4096 and b'"keep_alive"' not in body):
+            return True
+        data = json_object(body)
+        if data is None:
+            return True
+        if path == "/api/generate":
+            return bool(data.get("prompt") or data.get("images"))
+        return bool(data.get("messages"))
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         if isinstance(body, dict):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str, items, merge_usage
+from ._base import Parsed, Provider, as_int, dig, first_str, items, json_object, merge_usage
 
 __all__ = [
     "OpenAI",
@@ -228,6 +228,18 @@ class OpenAICompatible(Provider):
         if operation == "other":  # moderations: free and read-only, worth answering locally
             return method == "POST" and path.rstrip("/").endswith("/moderations")
         return super().cacheable(method, path, operation)
+
+    def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.cacheable_request(method, path, body)
+        # Responses API calls that change state on the server: one adding to a stored
+        # conversation (a repeat must be appended again), one starting a background job.
+        if (b'"conversation"' in body or b'"background"' in body) and endpoint_kind(path) == "responses":
+            data = json_object(body)
+            if data is not None:
+                return data.get("conversation") is None and data.get("background") is not True
+        return True
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
