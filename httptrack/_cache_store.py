@@ -354,8 +354,9 @@ class EntryStore:
         return stored
 
     def _cull(self, disk: Any) -> None:
-        """Drop expired entries, then the oldest stored while the folder is over its size
-        limit (what diskcache does within each ``set`` unless ``cull_limit=0``)."""
+        """Drop the oldest stored entries while the folder is over its size limit (what
+        diskcache does within each ``set`` unless ``cull_limit=0``). Entries past their
+        TTL are kept (replay mode still serves them) until evicted so, or pruned."""
         try:
             disk.cull(retry=False)
         except Exception as exc:  # locked by another process: the next batch culls
@@ -367,7 +368,12 @@ class EntryStore:
             try:
                 with disk.transact(retry=False):
                     for key, entry, blob in group:
-                        disk.set(key, blob, expire=entry.ttl, retry=False)
+                        # No diskcache expiry: it would delete the entry once its TTL is
+                        # over, and replay mode serves a recording whatever its age.
+                        # Freshness is checked on every read (CacheEntry.fresh); when the
+                        # entry expires is kept in diskcache's `tag` column, for
+                        # `httptrack cache prune` and `stats` (:data:`_EXPIRES_AT`).
+                        disk.set(key, blob, expire=None, tag=entry.created + entry.ttl, retry=False)
                 return True
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -479,6 +485,10 @@ if hasattr(os, "register_at_fork"):
 # -- administration (the CLI) ---------------------------------------------------------------
 
 _DB_FILE = "cache.db"  # diskcache's index
+#: When an entry expires, in diskcache's index (its documented `Cache` table): httptrack
+#: stores the time in `tag` and no diskcache expiry (see ``EntryStore._write_group``);
+#: entries written by earlier versions have `expire_time` instead.
+_EXPIRES_AT = "COALESCE(expire_time, tag)"
 
 
 def _open_admin(directory: Path) -> Any:
@@ -512,7 +522,7 @@ def cache_stats(directory: Path, *, now: float | None = None) -> dict[str, Any]:
             sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
         ) as conn:
             count, expired, oldest, newest = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(expire_time IS NOT NULL AND expire_time <= ?), 0),"
+                f"SELECT COUNT(*), COALESCE(SUM({_EXPIRES_AT} <= ?), 0),"
                 " MIN(store_time), MAX(store_time) FROM Cache",
                 (time.time() if now is None else now,),
             ).fetchone()
@@ -539,29 +549,29 @@ def clear_cache(directory: Path) -> int:
 def prune_cache(
     directory: Path, *, older_than: float | None = None, now: float | None = None
 ) -> dict[str, int]:
-    """Remove expired entries, and with ``older_than`` (seconds) also every entry stored
-    longer ago than that. Returns ``{"expired": n, "old": m}``."""
+    """Remove entries past their TTL, and with ``older_than`` (seconds) also every entry
+    stored longer ago than that. Returns ``{"expired": n, "old": m}``."""
     disk = _open_admin(directory)
     if disk is None:
         return {"expired": 0, "old": 0}
     now = time.time() if now is None else now
     old = 0
     try:
-        expired = int(disk.expire(now=now, retry=True))
+        expired = int(disk.expire(now=now, retry=True))  # entries of earlier versions
+        for key in _keys_where(directory, "tag <= ? AND expire_time IS NULL", now):
+            expired += bool(disk.delete(key, retry=True))
         if older_than is not None:
-            with contextlib.closing(
-                sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
-            ) as conn:
-                keys = [
-                    k
-                    for (k,) in conn.execute(
-                        "SELECT key FROM Cache WHERE store_time < ?", (now - older_than,)
-                    )
-                ]
-            for key in keys:
+            for key in _keys_where(directory, "store_time < ?", now - older_than):
                 old += bool(disk.delete(key, retry=True))
     finally:
         disk.close()
     if expired or old:
         bump_generation(directory)
     return {"expired": expired, "old": old}
+
+
+def _keys_where(directory: Path, condition: str, value: float) -> list[Any]:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
+    ) as conn:
+        return [key for (key,) in conn.execute(f"SELECT key FROM Cache WHERE {condition}", (value,))]

@@ -1145,6 +1145,84 @@ def test_ttl_settings_env_and_per_request(db: Path, cache_dir: Path, monkeypatch
     assert transport.settings.ttl_for("chat") == 3600
 
 
+def test_replay_serves_a_recording_whatever_its_age(db: Path, cache_dir: Path) -> None:
+    """Offline tests of an LLM app replay what was recorded once, months ago maybe: the
+    entry stays on disk past its TTL (no diskcache expiry), and only replay mode serves it."""
+    seen: list[Any] = []
+    clock = Clock()
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as recorder:
+        assert ask(recorder) == ("MISS", "answer 1")
+    created = clock.now
+    with diskcache.Cache(str(cache_dir)) as disk:
+        ((expire_time, tag),) = disk._sql("SELECT expire_time, tag FROM Cache").fetchall()
+    assert (expire_time, tag) == (None, created + 3600)
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock, cache="replay")) as replayer:
+        for age in (3601, 90 * 86400):
+            clock.now = created + age
+            forget_memory(cache_dir)
+            assert ask(replayer) == ("HIT", "answer 1")
+            assert ask(replayer, {"X-Httptrack-Cache-Ttl": "1"}) == ("HIT", "answer 1")
+    assert _cache_store.cache_stats(cache_dir, now=clock.now)["expired"] == 1
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as everyday:
+        assert ask(everyday) == ("MISS", "answer 2")  # on: expired is expired
+        assert ask(everyday) == ("HIT", "answer 2")
+    assert len(seen) == 2
+    assert _cache_store.cache_stats(cache_dir, now=clock.now)["expired"] == 0
+
+
+def test_prune_removes_entries_past_their_ttl(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    clock = Clock()
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as client:
+        assert ask(client) == ("MISS", "answer 1")  # chat: 1 h
+        response = client.post(
+            "https://api.openai.com/v1/embeddings",
+            json={"model": "text-embedding-3-small", "input": "x"},
+            headers={"authorization": "Bearer sk-a"},
+        )
+        assert response.headers["x-httptrack-cache"] == "MISS"
+        httptrack.flush()
+    assert _cache_store.prune_cache(cache_dir, now=clock.now + 3599) == {"expired": 0, "old": 0}
+    assert _cache_store.prune_cache(cache_dir, now=clock.now + 3600) == {"expired": 1, "old": 0}
+    assert _cache_store.cache_stats(cache_dir, now=clock.now + 3600)["entries"] == 1
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock, cache="replay")) as replayer:
+        with pytest.raises(httptrack.CacheMiss, match="there is no cached response"):
+            ask(replayer)  # pruned: gone, even for replay
+
+
+def test_size_limit_evicts_the_oldest_stored(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        body = chat_completion(prompt * 40_000)  # ~200 KB: a file of its own
+        return httpx2.Response(200, headers={"content-type": "application/json"}, json=body)
+
+    prompts = [f"p{n}" for n in range(8)]
+    transport = tracking(httpx2.MockTransport(handler), db, cache_dir, cache_size_limit="1MiB")
+    with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-a"}) as client:
+        for prompt in prompts:
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+            )
+            httptrack.flush()
+        stats = _cache_store.cache_stats(cache_dir)
+        assert stats["size_bytes"] <= 1024 * 1024 and stats["size_limit"] == 1024 * 1024, stats
+        forget_memory(cache_dir)
+        statuses = [
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+            ).headers["x-httptrack-cache"]
+            for prompt in reversed(prompts)
+        ]
+    # diskcache evicts the oldest stored, ten at a time, until the folder is under its limit.
+    kept = statuses.index("MISS")
+    assert 1 <= kept < 8 and statuses == ["HIT"] * kept + ["MISS"] * (8 - kept)  # the newest stay
+
+
 def test_memory_copy_honours_expiry_and_clear(db: Path, cache_dir: Path) -> None:
     seen: list[Any] = []
     clock = Clock()
