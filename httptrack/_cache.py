@@ -80,7 +80,7 @@ class ResponseCache:
     ``clock`` (default :func:`time.time`) decides expiry; tests pass their own.
     """
 
-    __slots__ = ("_staged", "clock", "mode", "settings", "store")
+    __slots__ = ("_replacing", "_staged", "clock", "mode", "settings", "store")
 
     def __init__(
         self, settings: Settings, store: EntryStore, clock: Callable[[], float] | None = None
@@ -91,6 +91,9 @@ class ResponseCache:
         self.clock: Callable[[], float] = clock or time.time
         #: Responses to store at the end of the writer's batch (:meth:`after_batch`).
         self._staged: list[tuple[str, CacheEntry]] = []
+        #: Whether one of them was fetched without reading the cache (``refresh`` mode,
+        #: ``no-cache``): it may replace an answer other processes hold in memory.
+        self._replacing = False
 
     @classmethod
     def for_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> ResponseCache:
@@ -199,12 +202,17 @@ class ResponseCache:
             },
         )
         self._staged.append((key, entry))
+        if exchange.cache_status is None:  # stored without being looked up (see lookup)
+            self._replacing = True
 
     def after_batch(self) -> None:
-        """Store what :meth:`after_record` staged: one transaction for the batch."""
+        """Store what :meth:`after_record` staged: one transaction for the batch. When one
+        was fetched to replace what the cache holds, other processes are told to forget
+        their in-memory copies (these calls are rare: one generation bump per batch)."""
         staged, self._staged = self._staged, []
-        if staged:
-            self.store.put_many(staged)
+        replacing, self._replacing = self._replacing, False
+        if staged and self.store.put_many(staged) and replacing:
+            self.store.announce_replaced()
 
 
 def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:

@@ -11,8 +11,9 @@ in-process memory of recent entries in front of it.
   background writer and retry a little longer.
 - A folder that cannot be used (unwritable, disk full) is a tracking fault, reported once:
   calls go to the provider as if there were no cache, and the store tries again later.
-- ``httptrack cache clear`` / ``prune`` bump a generation file; every process checks it at
-  most once a second and then forgets what it remembered in memory.
+- ``httptrack cache clear`` / ``prune``, and storing an answer fetched to replace another
+  (mode ``refresh``, ``X-Httptrack-Cache: no-cache``), bump a generation file; every process
+  checks it at most once a second and then forgets what it remembered in memory.
 """
 
 from __future__ import annotations
@@ -395,6 +396,19 @@ class EntryStore:
                 return False
         return False  # pragma: no cover - the loop returns
 
+    def announce_replaced(self) -> None:
+        """Tell the other processes using the folder that entries they may hold in memory
+        were replaced (a ``refresh`` or ``no-cache`` call stored a new answer): they forget
+        what they remember. This process keeps its own memory (it holds the new answers)."""
+        try:
+            self._generation = _write_generation(self.directory)
+        except OSError as exc:
+            report_fault(
+                "cache_write",
+                f"could not tell other processes using {self.directory} that answers were replaced",
+                exc,
+            )
+
     def reset_size_limit(self, size_limit: int) -> None:
         if size_limit == self.size_limit:
             return
@@ -435,13 +449,20 @@ def _generation_token(directory: Path) -> Any:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def bump_generation(directory: Path) -> None:
-    """Tell every process using ``directory`` to forget the entries it holds in memory
-    (written aside and renamed into place: a new inode each time)."""
+def _write_generation(directory: Path) -> Any:
+    """A new generation file (written aside and renamed into place: a new inode each
+    time); its token, as :func:`_generation_token` will read it."""
     path = directory / GENERATION_FILE
     temp = directory / f".{GENERATION_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     temp.write_bytes(secrets.token_bytes(16))
+    st = os.stat(temp)
     os.replace(temp, path)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def bump_generation(directory: Path) -> None:
+    """Tell every process using ``directory`` to forget the entries it holds in memory."""
+    _write_generation(directory)
     store = _stores.get(_key(directory))
     if store is not None:
         store.memory.clear()

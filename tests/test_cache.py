@@ -1399,6 +1399,68 @@ def test_processes_share_the_cache_folder(db: Path, cache_dir: Path) -> None:
     assert len(rows) == 2 + 24 + 24 and len({r["pid"] for r in rows}) == 7
 
 
+_REPLACER = textwrap.dedent(
+    """
+    import json, sys, httpx2, httptrack
+
+    cache_dir, db, mode, directive = sys.argv[1:]
+    answer = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "answer from elsewhere"},
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}}
+    inner = httpx2.MockTransport(lambda request: httpx2.Response(200, json=answer))
+    transport = httptrack.TrackingTransport(inner, db=db, cache_dir=cache_dir, cache=mode)
+    with httpx2.Client(transport=transport) as client:
+        headers = {"authorization": "Bearer sk-a"}
+        if directive:
+            headers["X-Httptrack-Cache"] = directive
+        client.post("https://api.openai.com/v1/chat/completions", headers=headers,
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+    httptrack.flush()
+    """
+)
+
+
+@pytest.mark.parametrize(("mode", "directive"), [("refresh", ""), ("on", "no-cache")])
+def test_an_answer_replaced_elsewhere_is_not_served_from_memory(
+    mode: str, directive: str, db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running process holds an answer in memory; another process fetches a new one
+    on purpose (refresh, no-cache) and stores it. The first must serve the new one."""
+    monkeypatch.setattr(_cache_store, "GENERATION_CHECK_INTERVAL", 0.0)  # checked on every lookup
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+        assert ask(client) == ("MISS", "answer 1")
+        assert ask(client) == ("HIT", "answer 1")  # now in this process's memory
+        child = subprocess.run(
+            [sys.executable, "-c", _REPLACER, str(cache_dir), str(db), mode, directive],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr
+        assert ask(client) == ("HIT", "answer from elsewhere")
+        assert ask(client) == ("HIT", "answer from elsewhere")
+    assert len(seen) == 1
+
+
+def test_replacing_an_answer_keeps_this_process_memory(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as client:
+        other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
+        client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        store = shared_store(cache_dir, 1 << 30)
+        assert len(store.memory) == 2  # its own replacement did not make it forget
+        assert (cache_dir / _cache_store.GENERATION_FILE).exists()
+        assert ask(client) == ("HIT", "answer 2")
+
+
 # -- the entry format -----------------------------------------------------------------------
 
 
