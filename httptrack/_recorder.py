@@ -249,7 +249,10 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     replayed = ex.replayed_row
     if replayed is not None and ex.received == replayed.get("response_bytes"):
         # A cache hit read to its end: the response is the stored one, byte for byte, so what
-        # the original call's row read from it still holds. Nothing is parsed again.
+        # the original call's row read from it still holds. Nothing is parsed again, and the
+        # notes are the original's: they already say what was noted about the same request
+        # (read again above, it would be noted twice).
+        notes.clear()
         _take_replayed_reading(parsed, replayed)
         if ex.outcome == "cut_short":
             ex.outcome = "complete"  # every byte was delivered

@@ -50,6 +50,7 @@ SAME_IN_HITS = (
     "response_text",
     "response_body",
     "finish_reason",
+    "parse_notes",
     "request_id",
     "response_id",
 )
@@ -206,6 +207,8 @@ def test_a_stream_httptrack_asked_usage_for_replays_exactly_what_the_app_saw(
     assert b'"usage":{' not in live.replace(b" ", b"")  # never shown to the app
     original, hit = read_rows(db)
     assert original["tokens_estimated"] == 0 and original["output_tokens"] > 0
+    note = "httptrack added stream_options.include_usage to the request; the app did not see what it added"
+    assert (original["parse_notes"], hit["parse_notes"]) == (note, note)
     assert_hit_row(hit, original)
 
 
