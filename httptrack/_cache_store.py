@@ -209,8 +209,10 @@ _UNSET: Any = object()
 class EntryStore:
     """One cache folder, as this process uses it. Use :func:`shared_store`."""
 
-    def __init__(self, directory: Path, size_limit: int) -> None:
+    def __init__(self, directory: Path, size_limit: int | None) -> None:
         self.directory = directory
+        #: The limit this process asks for (the most recently made transport that named
+        #: one); ``None``: the folder's own (diskcache's default, 1 GiB, for a new folder).
         self.size_limit = size_limit
         self.memory = _Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
         self._lock = threading.Lock()
@@ -239,7 +241,9 @@ class EntryStore:
                 self._disk = _diskcache().Cache(
                     str(self.directory),
                     timeout=READ_TIMEOUT,
-                    size_limit=self.size_limit,
+                    # No size_limit here: diskcache would write it into the folder's settings
+                    # on every open, whoever set it last; _apply_size_limit writes it only
+                    # when this process names one and it differs.
                     eviction_policy="least-recently-stored",  # reads stay reads (no access-time writes)
                     statistics=False,
                     tag_index=False,
@@ -249,6 +253,7 @@ class EntryStore:
                 )
                 self._salt = salt
                 self.broken = None
+                self._apply_size_limit(self._disk)
             except Exception as exc:
                 self._open_after = time.monotonic() + RETRY_AFTER
                 self.broken = f"{type(exc).__name__}: {exc}"
@@ -340,7 +345,7 @@ class EntryStore:
         blobs = []
         for key, entry in entries:
             blob = encode_entry(entry)
-            if len(blob) <= self.size_limit:
+            if len(blob) <= disk.size_limit:
                 blobs.append((key, entry, blob))
         stored = 0
         for start in range(0, len(blobs), PUT_BATCH):
@@ -409,16 +414,29 @@ class EntryStore:
                 exc,
             )
 
-    def reset_size_limit(self, size_limit: int) -> None:
-        if size_limit == self.size_limit:
+    def reset_size_limit(self, size_limit: int | None) -> None:
+        """A transport was made with ``size_limit``: the folder's limit becomes it, unless it
+        is ``None`` (not configured: whatever limit the folder has stays) or already so."""
+        if size_limit is None or size_limit == self.size_limit:
             return
         self.size_limit = size_limit
         disk = self._disk
         if disk is not None:
             try:
-                disk.reset("size_limit", size_limit)
+                disk.reset("size_limit")  # what the folder has now (another process may have set it)
             except Exception as exc:
-                report_fault("cache_write", "could not change the cache size limit", exc)
+                report_fault("cache_read", "could not read the cache size limit", exc)
+            self._apply_size_limit(disk)
+
+    def _apply_size_limit(self, disk: Any) -> None:
+        """Write this process's limit into the folder's settings, only if it names one and
+        the folder has another (diskcache culls to the limit its ``Cache`` object holds)."""
+        if self.size_limit is None or disk.size_limit == self.size_limit:
+            return
+        try:
+            disk.reset("size_limit", self.size_limit)
+        except Exception as exc:
+            report_fault("cache_write", "could not change the cache size limit", exc)
 
     def close(self) -> None:
         with self._lock:
@@ -476,8 +494,10 @@ def _key(directory: Path) -> str:
     return os.path.abspath(os.path.expanduser(directory))
 
 
-def shared_store(directory: Path, size_limit: int) -> EntryStore:
-    """The process's one :class:`EntryStore` for ``directory``."""
+def shared_store(directory: Path, size_limit: int | None = None) -> EntryStore:
+    """The process's one :class:`EntryStore` for ``directory``. ``size_limit`` (the new
+    transport's, ``None`` when it named none) replaces the folder's limit when it differs:
+    the most recently made transport that names one wins, others leave it as it is."""
     key = _key(directory)
     store = _stores.get(key)
     if store is None:

@@ -28,7 +28,6 @@ _DEFAULT_TTL: dict[str, float] = {
     "other": 1800.0,
 }
 _DEFAULT_MAX_BODY = 10 * 1024 * 1024
-_DEFAULT_CACHE_SIZE = 1024 * 1024 * 1024
 _DEFAULT_MAX_QUEUE = 200_000
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -198,7 +197,8 @@ class Settings:
                                                       (or True/False)
     ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default
                                                       ``$XDG_CACHE_HOME/httptrack``)
-    ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (1 GiB)
+    ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (``None``:
+                                                      the folder's own; 1 GiB for a new folder)
     ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs: ``chat=2h,embeddings=30d``
     ``cache_key_headers`` ``HTTPTRACK_CACHE_KEY_HEADERS`` more request headers that are part of
                                                       the cache key (a gateway's routing headers):
@@ -248,7 +248,7 @@ class Settings:
     cache: str
     cache_dir: Path
     cache_key_headers: frozenset[bytes]
-    cache_size_limit: int
+    cache_size_limit: int | None
     cache_ttl: dict[str, float]
     store_bodies: bool
     max_body_bytes: int
@@ -301,9 +301,7 @@ class Settings:
         set_(self, "cache_dir", Path(value).expanduser() if value else default_cache_dir())
 
         value, name = pick(cache_size_limit, "HTTPTRACK_CACHE_SIZE")
-        set_(
-            self, "cache_size_limit", _DEFAULT_CACHE_SIZE if value in (None, "") else parse_size(value, name)
-        )
+        set_(self, "cache_size_limit", None if value in (None, "") else parse_size(value, name))
 
         value, name = pick(cache_ttl, "HTTPTRACK_CACHE_TTL")
         ttl = dict(_DEFAULT_TTL)

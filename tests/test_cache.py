@@ -1226,6 +1226,36 @@ def test_size_limit_evicts_the_oldest_stored(db: Path, cache_dir: Path) -> None:
     assert 1 <= kept < 8 and statuses == ["HIT"] * kept + ["MISS"] * (8 - kept)  # the newest stay
 
 
+def test_size_limit_is_changed_only_by_a_transport_naming_another(db: Path, cache_dir: Path) -> None:
+    """Transports (and processes) sharing a folder: one naming no limit leaves the folder's
+    as it is (it would shrink a folder another app sized up, and evict to fit); the most
+    recently made transport naming another limit wins."""
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+
+    def limits() -> tuple[int, int]:
+        """The folder's recorded limit, and the one this process culls to."""
+        (store,) = _cache_store._stores.values()
+        return _cache_store.cache_stats(cache_dir)["size_limit"], store._disk.size_limit
+
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, cache_size_limit="50MiB")) as first:
+        assert ask(first) == ("MISS", "answer 1")
+    assert limits() == (50 << 20, 50 << 20)
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as default:  # names none
+        assert ask(default) == ("HIT", "answer 1")
+    assert limits() == (50 << 20, 50 << 20)
+    # Another process naming no limit opens the folder: it keeps (and culls to) the folder's.
+    _cache_store._stores.clear()
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as elsewhere:
+        assert ask(elsewhere, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+    assert limits() == (50 << 20, 50 << 20)
+    tracking(inner, db, cache_dir, cache_size_limit="2GiB")  # the most recent naming one wins
+    assert limits() == (2 << 30, 2 << 30)
+    tracking(inner, db, cache_dir)
+    assert limits() == (2 << 30, 2 << 30)
+    assert httptrack.Settings().cache_size_limit is None
+
+
 def test_memory_copy_honours_expiry_and_clear(db: Path, cache_dir: Path) -> None:
     seen: list[Any] = []
     clock = Clock()
