@@ -1566,3 +1566,247 @@ def test_a_hit_the_app_stops_reading_keeps_the_original_figures(db: Path, cache_
         for c in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
     ] == [c.model_dump() for c in full]
     assert len(seen) == 1
+
+
+# -- the behaviours, through the real SDKs: openai on httpx2, ollama on httpx, sync and async --
+
+
+class SDK:
+    """The calls a test makes, the same for the four: the ``openai`` SDK (on httpx2) or the
+    ``ollama`` SDK (on httpx), sync or async, over the fake provider in memory (``seen``
+    counts what reached it); every transport's cache runs on ``clock``."""
+
+    def __init__(self, name: str, asynchronous: bool, db: Path, cache_dir: Path) -> None:
+        self.name = name
+        self.asynchronous = asynchronous
+        self.db = db
+        self.cache_dir = cache_dir
+        self.clock = Clock()
+        self.seen: list[RecordedRequest] = []
+        self.model = "gpt-4o-mini" if name == "openai" else "llama3.2"
+        self.loop = asyncio.new_event_loop() if asynchronous else None
+
+    def run(self, value: Any) -> Any:
+        return self.loop.run_until_complete(value) if self.loop is not None else value
+
+    def client(self, key: str = "key-a", headers: dict[str, str] | None = None, **options: Any) -> Any:
+        lib = httpx2 if self.name == "openai" else httpx
+        transport = tracking(
+            fake(lib, self.seen),
+            self.db,
+            self.cache_dir,
+            asynchronous=self.asynchronous,
+            clock=self.clock,
+            **options,
+        )
+        if self.name == "openai":
+            http = (httpx2.AsyncClient if self.asynchronous else httpx2.Client)(transport=transport)
+            kind: Any = openai.AsyncOpenAI if self.asynchronous else openai.OpenAI
+            return kind(api_key=key, max_retries=0, http_client=http, default_headers=headers or {})
+        kind = ollama.AsyncClient if self.asynchronous else ollama.Client
+        return kind(transport=transport, headers={"authorization": f"Bearer {key}", **(headers or {})})
+
+    def _create(
+        self, client: Any, messages: list[dict[str, str]], model: str | None, stream: bool, **extra: Any
+    ) -> Any:
+        if self.name == "openai":
+            return client.chat.completions.create(
+                model=model or self.model, messages=messages, stream=stream, **extra
+            )
+        return client.chat(model=model or self.model, messages=messages, stream=stream, **extra)
+
+    def ask(
+        self,
+        client: Any,
+        prompt: str = "What is the capital of France?",
+        *,
+        model: str | None = None,
+        messages: list[dict[str, str]] | None = None,
+        **extra: Any,
+    ) -> str:
+        messages = messages or [{"role": "user", "content": prompt}]
+        reply = self.run(self._create(client, messages, model, False, **extra))
+        httptrack.flush()
+        return str(reply.choices[0].message.content if self.name == "openai" else reply.message.content)
+
+    def stream(self, client: Any, *, model: str | None = None) -> list[dict[str, Any]]:
+        request = self._create(client, QUESTION, model, True)
+        if self.loop is not None:
+
+            async def collect() -> list[dict[str, Any]]:
+                return [chunk.model_dump() async for chunk in await request]
+
+            chunks = self.run(collect())
+        else:
+            chunks = [chunk.model_dump() for chunk in request]
+        httptrack.flush()
+        return chunks
+
+    def read_first_chunk_only(self, client: Any) -> None:
+        request = self._create(client, QUESTION, None, True)
+        if self.loop is not None:
+
+            async def first() -> None:
+                stream = await request
+                await stream.__anext__()
+                await (stream.close() if self.name == "openai" else stream.aclose())
+
+            self.run(first())
+        else:
+            next(iter(request))
+            request.close()
+        httptrack.flush()
+
+    def text(self, chunks: list[dict[str, Any]]) -> str:
+        if self.name == "openai":
+            return "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
+        return "".join(c["message"]["content"] for c in chunks)
+
+    def cached(self) -> list[int]:
+        return [r["cached"] for r in read_rows(self.db)]
+
+
+@pytest.fixture(
+    params=[("openai", False), ("openai", True), ("ollama", False), ("ollama", True)],
+    ids=["openai-sync", "openai-async", "ollama-sync", "ollama-async"],
+)
+def sdk(request: pytest.FixtureRequest, db: Path, cache_dir: Path) -> Any:
+    driver = SDK(*request.param, db, cache_dir)
+    yield driver
+    if driver.loop is not None:
+        driver.loop.close()
+
+
+def test_sdk_repeat_is_served_without_calling_the_provider(sdk: SDK) -> None:
+    client = sdk.client()
+    first, second = sdk.ask(client), sdk.ask(client)
+    assert first == second and first
+    assert len(sdk.seen) == 1 and sdk.cached() == [0, 1]
+    assert_hit_row(*reversed(read_rows(sdk.db)))
+
+
+def test_sdk_cached_stream_replays_its_chunks_and_text(sdk: SDK) -> None:
+    client = sdk.client()
+    live, replayed = sdk.stream(client), sdk.stream(client)
+    assert replayed == live and len(live) > 3
+    assert len(sdk.seen) == 1
+    original, hit = read_rows(sdk.db)
+    assert sdk.text(replayed) == sdk.text(live) == original["response_text"] == hit["response_text"]
+    assert original["stream"] == 1
+    assert_hit_row(hit, original)
+
+
+def test_sdk_another_api_key_misses(sdk: SDK) -> None:
+    alice, bob = sdk.client("key-alice"), sdk.client("key-bob")
+    for client in (alice, bob, alice, bob):
+        sdk.ask(client)
+    assert len(sdk.seen) == 2 and sdk.cached() == [0, 0, 1, 1]
+    keys = [r["cache_key"] for r in read_rows(sdk.db)]
+    assert keys[0] != keys[1] and keys[2:] == keys[:2]
+
+
+def test_sdk_modes(sdk: SDK) -> None:
+    on = sdk.client()
+    sdk.ask(on)
+    assert len(sdk.seen) == 1
+    off = sdk.client(cache="off")
+    sdk.ask(off), sdk.ask(off)
+    assert len(sdk.seen) == 3  # neither read nor stored
+    refresh = sdk.client(cache="refresh")
+    sdk.ask(refresh), sdk.ask(refresh)
+    assert len(sdk.seen) == 5  # always sent ...
+    sdk.ask(on)
+    assert len(sdk.seen) == 5  # ... and stored
+    replay = sdk.client(cache="replay")
+    assert sdk.ask(replay) == sdk.ask(on)
+    with pytest.raises(httptrack.CacheMiss, match="there is no cached response"):
+        sdk.ask(replay, "Never asked before")
+    assert len(sdk.seen) == 5
+    rows = read_rows(sdk.db)
+    assert [(r["cached"], r["cache_key"] is not None) for r in rows] == [
+        (0, True),  # on
+        (0, False),  # off
+        (0, False),
+        (0, True),  # refresh
+        (0, True),
+        (1, True),  # on
+        (1, True),  # replay
+        (1, True),  # on
+        (0, True),  # replay: the miss
+    ]
+    assert rows[-1]["outcome"] == "cache_miss"
+
+
+def test_sdk_control_headers(sdk: SDK) -> None:
+    plain = sdk.client()
+    no_cache = sdk.client(headers={"X-Httptrack-Cache": "no-cache"})
+    no_store = sdk.client(headers={"X-Httptrack-Cache": "no-store"})
+    off = sdk.client(headers={"X-Httptrack-Cache": "off"})
+    sdk.ask(plain, "one")
+    sdk.ask(no_cache, "one")  # sent, and stored
+    sdk.ask(plain, "one")
+    assert len(sdk.seen) == 2
+    sdk.ask(no_store, "one")  # read
+    sdk.ask(no_store, "two")  # sent, not stored
+    sdk.ask(plain, "two")
+    assert len(sdk.seen) == 4
+    sdk.ask(off, "two")  # neither
+    sdk.ask(off, "three")
+    sdk.ask(plain, "three")
+    assert len(sdk.seen) == 7
+    assert sdk.cached() == [0, 0, 1, 1, 0, 0, 0, 0, 0]
+    assert not any(name.startswith("x-httptrack") for request in sdk.seen for name in request.headers)
+
+
+def test_sdk_errors_and_cut_short_streams_are_never_stored(sdk: SDK) -> None:
+    client = sdk.client()
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError if sdk.name == "openai" else ollama.ResponseError):
+            sdk.ask(client, model="server-error")
+    for _ in range(2):  # the connection drops half-way
+        with pytest.raises((openai.APIError, httpx.RemoteProtocolError)):
+            sdk.stream(client, model="cut-stream")
+    for _ in range(2):  # the app stops reading after the first chunk
+        sdk.read_first_chunk_only(client)
+    assert len(sdk.seen) == 6
+    rows = read_rows(sdk.db)
+    assert [(r["status"], r["outcome"], r["cached"]) for r in rows] == [
+        ("error", "complete", 0),
+        ("error", "complete", 0),
+        ("error", "failed", 0),
+        ("error", "failed", 0),
+        ("success", "cut_short", 0),
+        ("success", "cut_short", 0),
+    ]
+
+
+def test_sdk_equivalent_json_written_differently_hits(sdk: SDK) -> None:
+    client = sdk.client()
+    # The SDK sends what it is given in the order given (ollama rebuilds messages, not `format`).
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    reordered = {"properties": {"city": {"type": "string"}}, "type": "object"}
+    if sdk.name == "openai":
+        sdk.ask(client, messages=[{"role": "user", "content": "Café?"}])
+        sdk.ask(client, messages=[{"content": "Café?", "role": "user"}])
+        sdk.ask(client, messages=[{"role": "user", "content": "Cafe?"}])
+    else:
+        sdk.ask(client, "Café?", format=schema)
+        sdk.ask(client, "Café?", format=reordered)
+        sdk.ask(client, "Café?", format={**schema, "required": ["city"]})
+    assert len(sdk.seen) == 2 and sdk.cached() == [0, 1, 0]
+    first, second, _ = read_rows(sdk.db)
+    assert first["request_body"] != second["request_body"]  # other bytes, the same request
+
+
+def test_sdk_entries_expire_per_ttl(sdk: SDK) -> None:
+    client = sdk.client()
+    sdk.ask(client)
+    sdk.clock.advance(3599)
+    sdk.ask(client)
+    assert len(sdk.seen) == 1
+    sdk.clock.advance(1)
+    sdk.ask(client)  # chat: 1 h, over
+    assert len(sdk.seen) == 2
+    sdk.clock.advance(3599)
+    sdk.ask(client)
+    assert len(sdk.seen) == 2 and sdk.cached() == [0, 1, 0, 1]
