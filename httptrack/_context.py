@@ -46,7 +46,9 @@ _EMPTY = Attribution()
 _current: ContextVar[Attribution] = ContextVar("httptrack_attribution", default=_EMPTY)
 #: The ``with attribute(...)`` blocks open in this context, innermost last: (the object's id,
 #: the attribution to restore when it exits).
-_entered: ContextVar[tuple[tuple[int, Attribution], ...]] = ContextVar("httptrack_attribute_entered", default=())
+_entered: ContextVar[tuple[tuple[int, Attribution], ...]] = ContextVar(
+    "httptrack_attribute_entered", default=()
+)
 
 
 def current_attribution() -> Attribution:

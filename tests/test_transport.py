@@ -191,7 +191,7 @@ def test_one_attribute_object_shared_by_threads_and_tasks(db: Path) -> None:
                     barrier.wait()
                 # The context this thread started with, whatever the others did.
                 assert httptrack._context.current_attribution() == httptrack._context.Attribution()
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
