@@ -387,3 +387,20 @@ def test_a_payload_no_parser_understands_still_gives_a_row(body: bytes, db: Path
     assert reply.content == body
     row = one_row(db)
     assert (row["status"], row["model"]) == ("success", "gpt-4o")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"choices": True, "usage": {}},
+        {"choices": [{"index": {"n": 0}, "finish_reason": "stop", "delta": {}}]},
+    ],
+)
+def test_openai_stream_events_of_odd_shapes_do_not_raise(event: dict[str, Any]) -> None:
+    """Found by the property test above: usage beside a `choices` that is not a list, and
+    a finish reason on a choice whose index is not a number."""
+    parser = provider_for_host("api.openai.com", None)
+    parsed = Parsed(operation="chat", stream=True)
+    parser.read_event(parsed, None, event)
+    parser.finish(parsed)
+    assert not parsed.complete

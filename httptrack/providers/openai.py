@@ -382,7 +382,7 @@ class OpenAICompatible(Provider):
             self._take_usage(parsed, usage, merge=True)
             # The usage chunk (no choices) or the finish-reason chunk carries the final figures;
             # usage on other chunks (continuous usage stats) is a running count.
-            if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in items(choices)):
                 parsed.usage_final = True
         if groq is not None and isinstance(groq.get("usage"), dict):
             self._take_usage(parsed, groq["usage"], merge=True)
@@ -394,7 +394,7 @@ class OpenAICompatible(Provider):
                 continue
             reason = choice.get("finish_reason")
             index = choice.get("index", 0)
-            if isinstance(reason, str) and reason:
+            if isinstance(reason, str) and reason and index.__class__ is int:
                 parsed.state.setdefault("finished", set()).add(index)
             if index != 0:
                 continue
