@@ -50,9 +50,9 @@ ORIGINAL_COLUMNS = (
     "parse_notes",
     "response_bytes",
 )
-#: Response states of a job that is still running (a Responses API ``background`` call):
-#: a 200, but not an answer to keep.
-_UNFINISHED = frozenset({"queued", "in_progress"})
+#: Finish reasons of a 200 that is not an answer to keep: a job still running (a Responses
+#: API ``background`` call), an Ollama model being loaded or unloaded.
+_UNFINISHED = frozenset({"queued", "in_progress", "load", "unload"})
 
 
 def _directive(value: str) -> tuple[bool, bool]:
@@ -80,7 +80,7 @@ class ResponseCache:
     ``clock`` (default :func:`time.time`) decides expiry; tests pass their own.
     """
 
-    __slots__ = ("_staged", "clock", "mode", "settings", "store")
+    __slots__ = ("_replacing", "_staged", "clock", "mode", "settings", "store")
 
     def __init__(
         self, settings: Settings, store: EntryStore, clock: Callable[[], float] | None = None
@@ -91,6 +91,9 @@ class ResponseCache:
         self.clock: Callable[[], float] = clock or time.time
         #: Responses to store at the end of the writer's batch (:meth:`after_batch`).
         self._staged: list[tuple[str, CacheEntry]] = []
+        #: Whether one of them was fetched without reading the cache (``refresh`` mode,
+        #: ``no-cache``): it may replace an answer other processes hold in memory.
+        self._replacing = False
 
     @classmethod
     def for_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> ResponseCache:
@@ -110,9 +113,18 @@ class ResponseCache:
         if directive:
             allowed_read, allowed_write = _directive(directive)
             read, write = read and allowed_read, write and allowed_write
-        if not exchange.provider.cacheable(exchange.method, exchange.path, exchange.operation):
+        provider = exchange.provider
+        if not provider.cacheable(exchange.method, exchange.path, exchange.operation):
             if mode == "replay":
                 raise self.miss(exchange, "this endpoint is never cached (uploads, batches, deletes ...)")
+            return None
+        if not provider.cacheable_request(exchange.method, exchange.path, exchange.request_body):
+            if mode == "replay":
+                raise self.miss(
+                    exchange,
+                    "this request changes state on the server (a stored conversation, a background "
+                    "job, loading a model) and is never cached",
+                )
             return None
         if not read and not write:
             if mode == "replay":
@@ -126,14 +138,14 @@ class ResponseCache:
         if not read:  # refresh, or no-cache: send it (replay mode never gets here: it never writes)
             return None
         entry = store.get(key)
-        if entry is not None and entry.fresh(self.clock(), ttl):
+        # Replay mode is for offline runs and tests of recorded calls: a recording is served
+        # whatever its age (entries stay on disk past their TTL for this).
+        if entry is not None and (mode == "replay" or entry.fresh(self.clock(), ttl)):
             return entry
         if mode == "replay":
             if store.broken is not None:
                 raise self.miss(exchange, f"the cache folder cannot be used ({store.broken})")
-            raise self.miss(
-                exchange, "the cached response has expired" if entry else "there is no cached response"
-            )
+            raise self.miss(exchange, "there is no cached response")
         exchange.cache_status = "MISS"
         return None
 
@@ -190,23 +202,33 @@ class ResponseCache:
             },
         )
         self._staged.append((key, entry))
+        if exchange.cache_status is None:  # stored without being looked up (see lookup)
+            self._replacing = True
 
     def after_batch(self) -> None:
-        """Store what :meth:`after_record` staged: one transaction for the batch."""
+        """Store what :meth:`after_record` staged: one transaction for the batch. When one
+        was fetched to replace what the cache holds, other processes are told to forget
+        their in-memory copies (these calls are rare: one generation bump per batch)."""
         staged, self._staged = self._staged, []
-        if staged:
-            self.store.put_many(staged)
+        replacing, self._replacing = self._replacing, False
+        if staged and self.store.put_many(staged) and replacing:
+            self.store.announce_replaced()
 
 
 def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
     """Only complete, successful answers: a 2xx (not a partial 206) whose body arrived whole
-    and in full (not cut short, not failed, not over the size cap), with no error inside
-    (an error event in a 200 stream makes the row an error), that the provider did not
-    mark ``Cache-Control: no-store``, and that is not a job still running."""
+    and in full (not cut short, not failed, not over the size cap), that is positively
+    known complete (a stream's end marker was read, a body parsed as JSON: the recorder's
+    ``Parsed.complete``, so a proxy closing a stream cleanly mid-answer is not enough),
+    with no error inside (an error event in a 200 stream makes the row an error; an error
+    object in a 200 body leaves an error code), that the provider did not mark
+    ``Cache-Control: no-store``, and that is not a job still running."""
     status = exchange.status or 0
     if not 200 <= status < 300 or status == 206 or exchange.truncated:
         return False
-    if row.get("status") != "success" or row.get("outcome") != "complete":
+    if not exchange.response_complete:
+        return False
+    if row.get("status") != "success" or row.get("outcome") != "complete" or row.get("error_code"):
         return False
     if row.get("finish_reason") in _UNFINISHED:
         return False

@@ -2,9 +2,11 @@
 
 A key covers the method, the URL, the request body in canonical form (JSON with sorted keys
 and no insignificant whitespace, so the same request written differently gets the same key),
-the request headers that change a provider's answer (:data:`KEY_HEADERS`) and the
-credential. Everything goes through a keyed hash (BLAKE2b-256 in keyed mode, a MAC like
-HMAC) under a random salt kept in the cache folder (:func:`load_salt`), so:
+the request headers that change a provider's answer (:data:`KEY_HEADERS`, and those the
+settings name in ``cache_key_headers``) and the credential (every header
+``_recorder.is_secret_header`` calls one). Everything goes through a keyed hash
+(BLAKE2b-256 in keyed mode, a MAC like HMAC) under a random salt kept in the cache folder
+(:func:`load_salt`), so:
 
 - one API key's answers are never served to another (the credential is part of the key);
 - a key contains no credential, and means nothing outside its folder: no precomputed table
@@ -152,10 +154,13 @@ def request_key(salt: bytes, exchange: Exchange) -> tuple[str, str | None]:
     keyed: list[bytes] = []
     secret: list[bytes] = []
     kinds = _header_kinds
+    extra = exchange.settings.cache_key_headers  # the app's own (HTTPTRACK_CACHE_KEY_HEADERS)
     for name, value in exchange.request_headers:
         kind = kinds.get(name)
         if kind is None:
             kind = _classify(name)
+        if kind == _IGNORED and extra and name.lower() in extra:
+            kind = _KEYED
         if kind == _KEYED:
             keyed.append(name.lower() + b":" + value)
         elif kind == _SECRET:

@@ -11,8 +11,9 @@ in-process memory of recent entries in front of it.
   background writer and retry a little longer.
 - A folder that cannot be used (unwritable, disk full) is a tracking fault, reported once:
   calls go to the provider as if there were no cache, and the store tries again later.
-- ``httptrack cache clear`` / ``prune`` bump a generation file; every process checks it at
-  most once a second and then forgets what it remembered in memory.
+- ``httptrack cache clear`` / ``prune``, and storing an answer fetched to replace another
+  (mode ``refresh``, ``X-Httptrack-Cache: no-cache``), bump a generation file; every process
+  checks it at most once a second and then forgets what it remembered in memory.
 """
 
 from __future__ import annotations
@@ -208,8 +209,10 @@ _UNSET: Any = object()
 class EntryStore:
     """One cache folder, as this process uses it. Use :func:`shared_store`."""
 
-    def __init__(self, directory: Path, size_limit: int) -> None:
+    def __init__(self, directory: Path, size_limit: int | None) -> None:
         self.directory = directory
+        #: The limit this process asks for (the most recently made transport that named
+        #: one); ``None``: the folder's own (diskcache's default, 1 GiB, for a new folder).
         self.size_limit = size_limit
         self.memory = _Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
         self._lock = threading.Lock()
@@ -238,7 +241,9 @@ class EntryStore:
                 self._disk = _diskcache().Cache(
                     str(self.directory),
                     timeout=READ_TIMEOUT,
-                    size_limit=self.size_limit,
+                    # No size_limit here: diskcache would write it into the folder's settings
+                    # on every open, whoever set it last; _apply_size_limit writes it only
+                    # when this process names one and it differs.
                     eviction_policy="least-recently-stored",  # reads stay reads (no access-time writes)
                     statistics=False,
                     tag_index=False,
@@ -248,6 +253,7 @@ class EntryStore:
                 )
                 self._salt = salt
                 self.broken = None
+                self._apply_size_limit(self._disk)
             except Exception as exc:
                 self._open_after = time.monotonic() + RETRY_AFTER
                 self.broken = f"{type(exc).__name__}: {exc}"
@@ -339,7 +345,7 @@ class EntryStore:
         blobs = []
         for key, entry in entries:
             blob = encode_entry(entry)
-            if len(blob) <= self.size_limit:
+            if len(blob) <= disk.size_limit:
                 blobs.append((key, entry, blob))
         stored = 0
         for start in range(0, len(blobs), PUT_BATCH):
@@ -354,8 +360,9 @@ class EntryStore:
         return stored
 
     def _cull(self, disk: Any) -> None:
-        """Drop expired entries, then the oldest stored while the folder is over its size
-        limit (what diskcache does within each ``set`` unless ``cull_limit=0``)."""
+        """Drop the oldest stored entries while the folder is over its size limit (what
+        diskcache does within each ``set`` unless ``cull_limit=0``). Entries past their
+        TTL are kept (replay mode still serves them) until evicted so, or pruned."""
         try:
             disk.cull(retry=False)
         except Exception as exc:  # locked by another process: the next batch culls
@@ -367,7 +374,12 @@ class EntryStore:
             try:
                 with disk.transact(retry=False):
                     for key, entry, blob in group:
-                        disk.set(key, blob, expire=entry.ttl, retry=False)
+                        # No diskcache expiry: it would delete the entry once its TTL is
+                        # over, and replay mode serves a recording whatever its age.
+                        # Freshness is checked on every read (CacheEntry.fresh); when the
+                        # entry expires is kept in diskcache's `tag` column, for
+                        # `httptrack cache prune` and `stats` (:data:`_EXPIRES_AT`).
+                        disk.set(key, blob, expire=None, tag=entry.created + entry.ttl, retry=False)
                 return True
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -389,16 +401,42 @@ class EntryStore:
                 return False
         return False  # pragma: no cover - the loop returns
 
-    def reset_size_limit(self, size_limit: int) -> None:
-        if size_limit == self.size_limit:
+    def announce_replaced(self) -> None:
+        """Tell the other processes using the folder that entries they may hold in memory
+        were replaced (a ``refresh`` or ``no-cache`` call stored a new answer): they forget
+        what they remember. This process keeps its own memory (it holds the new answers)."""
+        try:
+            self._generation = _write_generation(self.directory)
+        except OSError as exc:
+            report_fault(
+                "cache_write",
+                f"could not tell other processes using {self.directory} that answers were replaced",
+                exc,
+            )
+
+    def reset_size_limit(self, size_limit: int | None) -> None:
+        """A transport was made with ``size_limit``: the folder's limit becomes it, unless it
+        is ``None`` (not configured: whatever limit the folder has stays) or already so."""
+        if size_limit is None or size_limit == self.size_limit:
             return
         self.size_limit = size_limit
         disk = self._disk
         if disk is not None:
             try:
-                disk.reset("size_limit", size_limit)
+                disk.reset("size_limit")  # what the folder has now (another process may have set it)
             except Exception as exc:
-                report_fault("cache_write", "could not change the cache size limit", exc)
+                report_fault("cache_read", "could not read the cache size limit", exc)
+            self._apply_size_limit(disk)
+
+    def _apply_size_limit(self, disk: Any) -> None:
+        """Write this process's limit into the folder's settings, only if it names one and
+        the folder has another (diskcache culls to the limit its ``Cache`` object holds)."""
+        if self.size_limit is None or disk.size_limit == self.size_limit:
+            return
+        try:
+            disk.reset("size_limit", self.size_limit)
+        except Exception as exc:
+            report_fault("cache_write", "could not change the cache size limit", exc)
 
     def close(self) -> None:
         with self._lock:
@@ -429,13 +467,20 @@ def _generation_token(directory: Path) -> Any:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def bump_generation(directory: Path) -> None:
-    """Tell every process using ``directory`` to forget the entries it holds in memory
-    (written aside and renamed into place: a new inode each time)."""
+def _write_generation(directory: Path) -> Any:
+    """A new generation file (written aside and renamed into place: a new inode each
+    time); its token, as :func:`_generation_token` will read it."""
     path = directory / GENERATION_FILE
     temp = directory / f".{GENERATION_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     temp.write_bytes(secrets.token_bytes(16))
+    st = os.stat(temp)
     os.replace(temp, path)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def bump_generation(directory: Path) -> None:
+    """Tell every process using ``directory`` to forget the entries it holds in memory."""
+    _write_generation(directory)
     store = _stores.get(_key(directory))
     if store is not None:
         store.memory.clear()
@@ -449,8 +494,10 @@ def _key(directory: Path) -> str:
     return os.path.abspath(os.path.expanduser(directory))
 
 
-def shared_store(directory: Path, size_limit: int) -> EntryStore:
-    """The process's one :class:`EntryStore` for ``directory``."""
+def shared_store(directory: Path, size_limit: int | None = None) -> EntryStore:
+    """The process's one :class:`EntryStore` for ``directory``. ``size_limit`` (the new
+    transport's, ``None`` when it named none) replaces the folder's limit when it differs:
+    the most recently made transport that names one wins, others leave it as it is."""
     key = _key(directory)
     store = _stores.get(key)
     if store is None:
@@ -479,6 +526,10 @@ if hasattr(os, "register_at_fork"):
 # -- administration (the CLI) ---------------------------------------------------------------
 
 _DB_FILE = "cache.db"  # diskcache's index
+#: When an entry expires, in diskcache's index (its documented `Cache` table): httptrack
+#: stores the time in `tag` and no diskcache expiry (see ``EntryStore._write_group``);
+#: entries written by earlier versions have `expire_time` instead.
+_EXPIRES_AT = "COALESCE(expire_time, tag)"
 
 
 def _open_admin(directory: Path) -> Any:
@@ -512,7 +563,7 @@ def cache_stats(directory: Path, *, now: float | None = None) -> dict[str, Any]:
             sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
         ) as conn:
             count, expired, oldest, newest = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(expire_time IS NOT NULL AND expire_time <= ?), 0),"
+                f"SELECT COUNT(*), COALESCE(SUM({_EXPIRES_AT} <= ?), 0),"
                 " MIN(store_time), MAX(store_time) FROM Cache",
                 (time.time() if now is None else now,),
             ).fetchone()
@@ -539,29 +590,29 @@ def clear_cache(directory: Path) -> int:
 def prune_cache(
     directory: Path, *, older_than: float | None = None, now: float | None = None
 ) -> dict[str, int]:
-    """Remove expired entries, and with ``older_than`` (seconds) also every entry stored
-    longer ago than that. Returns ``{"expired": n, "old": m}``."""
+    """Remove entries past their TTL, and with ``older_than`` (seconds) also every entry
+    stored longer ago than that. Returns ``{"expired": n, "old": m}``."""
     disk = _open_admin(directory)
     if disk is None:
         return {"expired": 0, "old": 0}
     now = time.time() if now is None else now
     old = 0
     try:
-        expired = int(disk.expire(now=now, retry=True))
+        expired = int(disk.expire(now=now, retry=True))  # entries of earlier versions
+        for key in _keys_where(directory, "tag <= ? AND expire_time IS NULL", now):
+            expired += bool(disk.delete(key, retry=True))
         if older_than is not None:
-            with contextlib.closing(
-                sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
-            ) as conn:
-                keys = [
-                    k
-                    for (k,) in conn.execute(
-                        "SELECT key FROM Cache WHERE store_time < ?", (now - older_than,)
-                    )
-                ]
-            for key in keys:
+            for key in _keys_where(directory, "store_time < ?", now - older_than):
                 old += bool(disk.delete(key, retry=True))
     finally:
         disk.close()
     if expired or old:
         bump_generation(directory)
     return {"expired": expired, "old": old}
+
+
+def _keys_where(directory: Path, condition: str, value: float) -> list[Any]:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
+    ) as conn:
+        return [key for (key,) in conn.execute(f"SELECT key FROM Cache WHERE {condition}", (value,))]

@@ -193,6 +193,8 @@ class JSONArrayDecoder(StreamDecoder):
         super().__init__()
         self._buffer = ""
         self._opened = False
+        #: The array's closing ``]`` arrived (a stream cut short never has it).
+        self.closed = False
 
     def feed(self, data: bytes) -> list[Any]:
         self._buffer += self._text.decode(data)
@@ -217,7 +219,10 @@ class JSONArrayDecoder(StreamDecoder):
                     self._opened = True  # a bare object or sequence: read it all the same
                 else:
                     break
-            if pos >= len(buffer) or buffer[pos] == "]":
+            if pos >= len(buffer):
+                break
+            if buffer[pos] == "]":
+                self.closed = True
                 break
             try:
                 item, end = self._decoder.raw_decode(buffer, pos)

@@ -131,6 +131,7 @@ class Exchange:
         "replayed_row",
         "request_body",
         "request_headers",
+        "response_complete",
         "response_headers",
         "rewritten",
         "scheme",
@@ -210,6 +211,9 @@ class Exchange:
         #: and the filter that keeps the app's view of the response as it would have been.
         self.rewritten: str | None = None
         self.chunk_filter: Any = None
+        #: Set by the recorder: the response is known whole (``Parsed.complete``), the
+        #: condition for storing it in the response cache.
+        self.response_complete = False
         self.finished = False
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from ._decoders import ContentDecoder, SSEEvent, decoder_for
+from ._decoders import ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
 from ._exchange import Exchange
 from ._faults import report_fault
 from ._json import loads_bytes, loads_text
@@ -42,7 +42,7 @@ SECRET_HEADERS = frozenset(
         "ocp-apim-subscription-key",
     }
 )
-_SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth")
+_SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth", "credential")
 #: Query parameters that carry credentials (Gemini's ``key=``, SAS signatures, tokens).
 SECRET_PARAMS = frozenset(
     {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "secret", "password"}
@@ -51,8 +51,19 @@ SECRET_PARAMS = frozenset(
 
 @functools.lru_cache(maxsize=1024)  # a handful of names, asked about for every header of every call
 def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential: never written to the log or the cache, and
+    part of the cache key (hashed), so an answer fetched with one is never served to a
+    request with another.
+
+    Known names, and any name containing ``api-key``, ``apikey``, ``token``, ``secret``,
+    ``password``, ``auth``, ``credential`` or ``key`` (a gateway's ``x-portkey-virtual-key``,
+    an app's ``x-custom-key``). Not ``Idempotency-Key``: SDKs send a fresh one per request,
+    so keying on it would make every request unique; nor the gateway name *Portkey* by
+    itself (``x-portkey-trace-id`` is a tracing id)."""
     name = name.lower()
-    return name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS)
+    if name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS):
+        return True
+    return "key" in name.replace("portkey", "") and "idempotency" not in name
 
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -255,16 +266,25 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     replayed = ex.replayed_row
     if replayed is not None and ex.received == replayed.get("response_bytes"):
         # A cache hit read to its end: the response is the stored one, byte for byte, so what
-        # the original call's row read from it still holds. Nothing is parsed again.
+        # the original call's row read from it still holds. Nothing is parsed again, and the
+        # notes are the original's: they already say what was noted about the same request
+        # (read again above, it would be noted twice).
+        notes.clear()
         _take_replayed_reading(parsed, replayed)
         if ex.outcome == "cut_short":
             ex.outcome = "complete"  # every byte was delivered
     elif body is not None and ex.status is not None:
-        _read_response(ex, parser, parsed, body, content_type)
+        whole = _read_response(ex, parser, parsed, body, content_type)
         try:
             parser.finish(parsed)
         except Exception as exc:
             notes.append(f"parser error: {exc!r}")
+            whole = False
+        # An end marker followed by a half-written event, or a JSON array never closed:
+        # not the response the provider sent.
+        if not whole:
+            parsed.complete = False
+    ex.response_complete = parsed.complete
 
     if ex.outcome == "cut_short" and parsed.stream_done:
         ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
@@ -277,6 +297,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         and parsed.operation in ("chat", "completion")
         and parsed.billed is not False
         and body is not None
+        and not notes  # what went wrong is said already (a body that is not JSON ...)
     ):
         notes.append("no usage and no generated text found in the response: a shape httptrack does not know")
 
@@ -363,7 +384,11 @@ def _request_id(names: tuple[str, ...], headers: dict[str, str]) -> str | None:
     return None
 
 
-def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body, content_type: str) -> None:
+def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body, content_type: str) -> bool:
+    """Read the response into ``parsed``; ``False`` when it is certainly not whole (a
+    stream with a half-written event, a body too long to read whole). A plain body that
+    parses as JSON, labelled JSON, is ``parsed.complete``; a stream is when its parser
+    saw the provider's end marker."""
     status = ex.status or 0
     fmt = None
     try:
@@ -372,14 +397,15 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
         parsed.notes.append(f"parser error: {exc!r}")
     if fmt is not None:
         parsed.stream = True
-        _read_events(provider, parsed, fmt, body.head)
+        whole = _read_events(provider, parsed, fmt, body.head)
         if body.tail:
             # The tail starts mid-event; a fresh decoder skips the broken first piece.
             _read_events(provider, parsed, fmt, body.tail)
-        return
+            return False
+        return whole
     data = b"".join(body.head)
     if not data:
-        return
+        return False
     if ex.tail is None:
         decoded = _decode_json(data)
         if decoded is None:
@@ -388,7 +414,8 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
             if status >= 400:
                 text = data.decode("utf-8", "replace").strip()
                 parsed.fail(None, text[:500] or None)
-            return
+            return False
+        parsed.complete = "json" in content_type
     else:
         # Too long to keep whole: read the figures from the start and the end.
         decoded = salvage_json(data[:65536].decode("utf-8", "replace"))
@@ -398,29 +425,43 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
         provider.read_body(parsed, status, decoded)
     except Exception as exc:
         parsed.notes.append(f"parser error: {exc!r}")
+        return False
+    return True
 
 
-def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -> None:
+def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -> bool:
+    """Feed every event to ``provider``; ``False`` when one was not whole: an event (SSE
+    data or NDJSON line) that is not JSON, as the last one is when a stream is cut off
+    mid-event, or a JSON array with no closing bracket."""
     errors = 0
+    whole = True
     read_event = provider.read_event
-    for item in decoder_for(fmt).decode_all(chunks):
+    decoder = decoder_for(fmt)
+    for item in decoder.decode_all(chunks):
         if item.__class__ is SSEEvent:
             name: str | None = item.event
             if item.data == "[DONE]":
-                parsed.stream_done = True
+                parsed.stream_done = parsed.complete = True
                 continue
             try:
                 data: Any = loads_text(item.data)
             except ValueError:
                 data = item.data
+                if data.strip():  # an empty data line is a keep-alive
+                    whole = False
         else:
             name, data = None, item
+            if data.__class__ is str:  # NDJSON: a line that is not JSON
+                whole = False
         try:
             read_event(parsed, name, data)
         except Exception as exc:
             errors += 1
             if errors == 1:
                 parsed.notes.append(f"parser error on a stream event: {exc!r}")
+    if decoder.__class__ is JSONArrayDecoder and not decoder.closed:
+        whole = False
+    return whole
 
 
 def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:

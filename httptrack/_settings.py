@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ _DEFAULT_TTL: dict[str, float] = {
     "other": 1800.0,
 }
 _DEFAULT_MAX_BODY = 10 * 1024 * 1024
-_DEFAULT_CACHE_SIZE = 1024 * 1024 * 1024
 _DEFAULT_MAX_QUEUE = 200_000
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -190,6 +189,21 @@ def parse_ttls(value: object, name: str) -> dict[str, float]:
     return ttls
 
 
+def parse_header_names(value: object, name: str) -> frozenset[bytes]:
+    """Header names, comma separated (or an iterable of names), as lower-case bytes."""
+    parts = str(value).split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    names = set()
+    for part in parts:
+        text = part.decode("latin-1") if isinstance(part, bytes) else str(part)
+        text = text.strip().lower()
+        if not text:
+            continue
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9a-z-]+", text):
+            raise SettingsError(f"{name}: {text!r} is not a header name")
+        names.add(text.encode("latin-1"))
+    return frozenset(names)
+
+
 def _xdg(var: str, fallback: str) -> Path:
     base = os.environ.get(var)
     return Path(base) if base else Path.home() / fallback
@@ -218,8 +232,12 @@ class Settings:
                                                       (or True/False)
     ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default
                                                       ``$XDG_CACHE_HOME/httptrack``)
-    ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (1 GiB)
+    ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (``None``:
+                                                      the folder's own; 1 GiB for a new folder)
     ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs: ``chat=2h,embeddings=30d``
+    ``cache_key_headers`` ``HTTPTRACK_CACHE_KEY_HEADERS`` more request headers that are part of
+                                                      the cache key (a gateway's routing headers):
+                                                      ``x-route,x-model-tier``
     ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies
     ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (10 MiB); longer ones
                                                       are truncated
@@ -243,6 +261,7 @@ class Settings:
     __slots__ = (
         "cache",
         "cache_dir",
+        "cache_key_headers",
         "cache_size_limit",
         "cache_ttl",
         "db",
@@ -263,7 +282,8 @@ class Settings:
     db: Path
     cache: str
     cache_dir: Path
-    cache_size_limit: int
+    cache_key_headers: frozenset[bytes]
+    cache_size_limit: int | None
     cache_ttl: dict[str, float]
     store_bodies: bool
     max_body_bytes: int
@@ -285,6 +305,7 @@ class Settings:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size_limit: int | str | None = None,
         cache_ttl: Mapping[str, float | str] | str | None = None,
+        cache_key_headers: str | Iterable[str | bytes] | None = None,
         store_bodies: bool | str | None = None,
         max_body_bytes: int | str | None = None,
         user: str | None = None,
@@ -315,15 +336,18 @@ class Settings:
         set_(self, "cache_dir", Path(value).expanduser() if value else default_cache_dir())
 
         value, name = pick(cache_size_limit, "HTTPTRACK_CACHE_SIZE")
-        set_(
-            self, "cache_size_limit", _DEFAULT_CACHE_SIZE if value in (None, "") else parse_size(value, name)
-        )
+        set_(self, "cache_size_limit", None if value in (None, "") else parse_size(value, name))
 
         value, name = pick(cache_ttl, "HTTPTRACK_CACHE_TTL")
         ttl = dict(_DEFAULT_TTL)
         if value not in (None, ""):
             ttl.update(parse_ttls(value, name))
         set_(self, "cache_ttl", ttl)
+
+        value, name = pick(cache_key_headers, "HTTPTRACK_CACHE_KEY_HEADERS")
+        set_(
+            self, "cache_key_headers", frozenset() if value in (None, "") else parse_header_names(value, name)
+        )
 
         value, name = pick(store_bodies, "HTTPTRACK_STORE_BODIES")
         set_(self, "store_bodies", True if value in (None, "") else parse_bool(value, name))

@@ -50,6 +50,7 @@ SAME_IN_HITS = (
     "response_text",
     "response_body",
     "finish_reason",
+    "parse_notes",
     "request_id",
     "response_id",
 )
@@ -206,6 +207,8 @@ def test_a_stream_httptrack_asked_usage_for_replays_exactly_what_the_app_saw(
     assert b'"usage":{' not in live.replace(b" ", b"")  # never shown to the app
     original, hit = read_rows(db)
     assert original["tokens_estimated"] == 0 and original["output_tokens"] > 0
+    note = "httptrack added stream_options.include_usage to the request; the app did not see what it added"
+    assert (original["parse_notes"], hit["parse_notes"]) == (note, note)
     assert_hit_row(hit, original)
 
 
@@ -360,6 +363,65 @@ def test_headers_in_and_out_of_the_key(db: Path, cache_dir: Path) -> None:
     assert not any(k.startswith("x-httptrack") for r in seen for k in r.headers)
 
 
+def test_every_credential_like_header_is_in_the_key_and_redacted(db: Path, cache_dir: Path) -> None:
+    """Same bearer token, another app or gateway key: another tenant, another answer."""
+    seen: list[RecordedRequest] = []
+    asks = [
+        ({"x-custom-key": "tenant-1-secret"}, "MISS"),
+        ({"x-custom-key": "tenant-2-secret"}, "MISS"),
+        ({"x-custom-key": "tenant-1-secret"}, "HIT"),
+        ({"x-portkey-virtual-key": "vk-anthropic-prod"}, "MISS"),
+        ({"x-portkey-virtual-key": "vk-openai-dev"}, "MISS"),
+        ({"x-portkey-virtual-key": "vk-openai-dev", "x-portkey-trace-id": "trace-2"}, "HIT"),  # a tracing id
+        ({"x-tenant-credential": "c-1"}, "MISS"),
+        ({"x-tenant-credential": "c-2"}, "MISS"),
+        ({}, "MISS"),
+        ({"Idempotency-Key": "stainless-python-retry-1b4f"}, "HIT"),  # fresh per request: not a credential
+        ({"Idempotency-Key": "stainless-python-retry-9c2e"}, "HIT"),
+    ]
+    body = {"model": "gpt-4o-mini", "messages": QUESTION}
+    with httpx2.Client(transport=tracking(fake(httpx2, seen), db, cache_dir)) as client:
+        for headers, expected in asks:
+            response = client.post(
+                CHAT_URL, json=body, headers={"authorization": "Bearer sk-same", **headers}
+            )
+            assert response.headers["x-httptrack-cache"] == expected, headers
+            httptrack.flush()
+    assert len(seen) == 7
+    logged = [json.loads(r["request_headers"]) for r in read_rows(db)]
+    assert [h.get("x-custom-key") for h in logged[:3]] == ["[redacted]"] * 3
+    assert logged[3]["x-portkey-virtual-key"] == "[redacted]" and logged[5]["x-portkey-trace-id"] == "trace-2"
+    assert logged[6]["x-tenant-credential"] == "[redacted]"
+    assert logged[9]["idempotency-key"] == "stainless-python-retry-1b4f"
+    for path in cache_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"tenant-1-secret" not in data and b"vk-openai-dev" not in data, path
+
+
+def test_cache_key_headers_setting(db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway whose routing header changes the answer: the app names it in the key."""
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as plain:
+        assert ask(plain, {"x-route": "eu"}) == ("MISS", "answer 1")
+        assert ask(plain, {"x-route": "us"}) == ("HIT", "answer 1")  # not in the key by default
+    with httpx2.Client(
+        transport=tracking(inner, db, cache_dir, cache_key_headers="X-Route, x-tier")
+    ) as keyed:
+        assert ask(keyed, {"x-route": "eu"}) == ("MISS", "answer 2")
+        assert ask(keyed, {"X-Route": "us"}) == ("MISS", "answer 3")
+        assert ask(keyed, {"x-route": "eu"}) == ("HIT", "answer 2")
+        assert ask(keyed, {"x-route": "eu", "x-tier": "gold"}) == ("MISS", "answer 4")
+    monkeypatch.setenv("HTTPTRACK_CACHE_KEY_HEADERS", "x-route")
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as from_env:
+        assert from_env._transport.settings.cache_key_headers == frozenset({b"x-route"})  # type: ignore[attr-defined]
+        assert ask(from_env, {"x-route": "us"}) == ("HIT", "answer 3")
+        assert ask(from_env, {"x-route": "ap"}) == ("MISS", "answer 5")
+    with pytest.raises(httptrack.SettingsError, match="not a header name"):
+        httptrack.Settings(cache_key_headers="x route")
+
+
 # -- what is stored, what is not ------------------------------------------------------------
 
 
@@ -420,6 +482,234 @@ def test_streams_cut_short_are_not_stored(db: Path, cache_dir: Path) -> None:
     assert [r["outcome"] for r in read_rows(db)] == ["failed", "failed", "cut_short", "cut_short"]
 
 
+ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+OLLAMA_CHAT_URL = "http://localhost:11434/api/chat"
+GEMINI_STREAM_URL = (
+    "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+)
+SSE = {"content-type": "text/event-stream"}
+
+
+def sse(*events: str) -> list[bytes]:
+    return [f"data: {event}\n\n".encode() for event in events]
+
+
+def openai_chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return json.dumps(
+        {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [choice]}
+    )
+
+
+_OPENAI_TEXT = (openai_chunk({"role": "assistant", "content": "Par"}), openai_chunk({"content": "is"}))
+_USAGE_CHUNK = json.dumps(
+    {"id": "c1", "choices": [], "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16}}
+)
+_ANTHROPIC_EVENTS = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"claude-sonnet-4-6",'
+    b'"usage":{"input_tokens":14,"output_tokens":1}}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Paris"}}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":2}}\n\n',
+]
+_OLLAMA_LINES = [
+    b'{"model":"llama3.2","message":{"role":"assistant","content":"Par"},"done":false}\n',
+    b'{"model":"llama3.2","message":{"role":"assistant","content":"is"},"done":false}\n',
+]
+_OLLAMA_DONE = (
+    b'{"model":"llama3.2","message":{"role":"assistant","content":""},"done":true,'
+    b'"done_reason":"stop","prompt_eval_count":14,"eval_count":2}\n'
+)
+_GEMINI_CHUNKS = [
+    '{"candidates":[{"content":{"parts":[{"text":"Par"}],"role":"model"}}],"modelVersion":"gemini-2.5-flash"}',
+    '{"candidates":[{"content":{"parts":[{"text":"is"}],"role":"model"},"finishReason":"STOP"}],'
+    '"usageMetadata":{"promptTokenCount":14,"candidatesTokenCount":2},"modelVersion":"gemini-2.5-flash"}',
+]
+_CHAT = {"model": "gpt-4o-mini", "messages": QUESTION}
+_CHAT_STREAM = {**_CHAT, "stream": True}
+_ANTHROPIC_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": QUESTION, "stream": True}
+_OLLAMA_BODY = {"model": "llama3.2", "messages": QUESTION}
+_GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
+#: (url, request body, response chunks, response headers, whether it is whole).
+_RESPONSES = {
+    "openai-stream-done": (
+        CHAT_URL,
+        _CHAT_STREAM,
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop"), "[DONE]"),
+        SSE,
+        True,
+    ),
+    "openai-stream-finish-no-done": (
+        CHAT_URL,
+        _CHAT_STREAM,
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop")),
+        SSE,
+        True,
+    ),
+    "openai-stream-no-end": (CHAT_URL, _CHAT_STREAM, sse(*_OPENAI_TEXT), SSE, False),
+    "openai-stream-finish-usage-asked-missing": (
+        CHAT_URL,
+        {**_CHAT_STREAM, "stream_options": {"include_usage": True}},
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop")),
+        SSE,
+        False,
+    ),
+    "openai-stream-finish-usage-asked": (
+        CHAT_URL,
+        {**_CHAT_STREAM, "stream_options": {"include_usage": True}},
+        sse(*_OPENAI_TEXT, openai_chunk({}, "stop"), _USAGE_CHUNK),
+        SSE,
+        True,
+    ),
+    "sse-last-event-half-written": (
+        CHAT_URL,
+        _CHAT_STREAM,
+        [
+            *sse(*_OPENAI_TEXT, openai_chunk({}, "stop")),
+            b'data: {"id":"c1","choices":[],"usage":{"prompt_tok',
+        ],
+        SSE,
+        False,
+    ),
+    "responses-completed": (
+        "https://api.openai.com/v1/responses",
+        {"model": "gpt-4o", "input": "hi", "stream": True},
+        [
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Paris"}\n\n',
+            b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_1",'
+            b'"object":"response","status":"completed","model":"gpt-4o","output":[],'
+            b'"usage":{"input_tokens":14,"output_tokens":2}}}\n\n',
+        ],
+        SSE,
+        True,
+    ),
+    "responses-no-completed": (
+        "https://api.openai.com/v1/responses",
+        {"model": "gpt-4o", "input": "hi", "stream": True},
+        [
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Paris"}\n\n'
+        ],
+        SSE,
+        False,
+    ),
+    "anthropic-message-stop": (
+        ANTHROPIC_URL,
+        _ANTHROPIC_BODY,
+        [*_ANTHROPIC_EVENTS, b'event: message_stop\ndata: {"type":"message_stop"}\n\n'],
+        SSE,
+        True,
+    ),
+    "anthropic-no-message-stop": (ANTHROPIC_URL, _ANTHROPIC_BODY, _ANTHROPIC_EVENTS, SSE, False),
+    "ollama-done": (
+        OLLAMA_CHAT_URL,
+        _OLLAMA_BODY,
+        [*_OLLAMA_LINES, _OLLAMA_DONE],
+        {"content-type": "application/x-ndjson"},
+        True,
+    ),
+    "ollama-no-done": (
+        OLLAMA_CHAT_URL,
+        _OLLAMA_BODY,
+        _OLLAMA_LINES,
+        {"content-type": "application/x-ndjson"},
+        False,
+    ),
+    "gemini-sse-finish": (f"{GEMINI_STREAM_URL}?alt=sse", _GEMINI_BODY, sse(*_GEMINI_CHUNKS), SSE, True),
+    "gemini-sse-no-finish": (
+        f"{GEMINI_STREAM_URL}?alt=sse",
+        _GEMINI_BODY,
+        sse(_GEMINI_CHUNKS[0]),
+        SSE,
+        False,
+    ),
+    "gemini-array-closed": (
+        GEMINI_STREAM_URL,
+        _GEMINI_BODY,
+        [b"[" + _GEMINI_CHUNKS[0].encode(), b",\r\n" + _GEMINI_CHUNKS[1].encode(), b"]"],
+        {"content-type": "application/json"},
+        True,
+    ),
+    "gemini-array-not-closed": (
+        GEMINI_STREAM_URL,
+        _GEMINI_BODY,
+        [b"[" + _GEMINI_CHUNKS[0].encode(), b",\r\n" + _GEMINI_CHUNKS[1].encode()],
+        {"content-type": "application/json"},
+        False,
+    ),
+    "json-body": (
+        CHAT_URL,
+        _CHAT,
+        [json.dumps(chat_completion("Paris.")).encode()],
+        {"content-type": "application/json"},
+        True,
+    ),
+    "json-body-truncated": (
+        CHAT_URL,
+        _CHAT,
+        [json.dumps(chat_completion("Paris.")).encode()[:-20]],
+        {"content-type": "application/json"},
+        False,
+    ),
+    "empty-body": (CHAT_URL, _CHAT, [b""], {"content-type": "application/json"}, False),
+    "html-page": (
+        CHAT_URL,
+        _CHAT,
+        [b"<html><body>Gateway says hello</body></html>"],
+        {"content-type": "text/html"},
+        False,
+    ),
+    "json-error-in-200": (
+        CHAT_URL,
+        _CHAT,
+        [b'{"error": {"message": "upstream timed out", "code": "timeout"}}'],
+        {"content-type": "application/json"},
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(("url", "body", "chunks", "headers", "whole"), _RESPONSES.values(), ids=_RESPONSES)
+def test_only_responses_known_complete_are_stored(
+    url: str, body: Any, chunks: list[bytes], headers: dict[str, str], whole: bool, db: Path, cache_dir: Path
+) -> None:
+    """A proxy that closes a stream cleanly mid-answer, or answers 200 with a half body or a
+    page of its own: the transport saw a normal end, but the answer is not the provider's.
+    Stored, it would be served for the whole TTL; only a response whose end marker was read
+    (or whose JSON body parsed) is stored."""
+    seen: list[Any] = []
+    credentials = {"authorization": "Bearer sk-a", "x-api-key": "sk-ant-a", "anthropic-version": "2023-06-01"}
+    handler = responder(httpx, chunks, headers=headers, seen=seen)
+    with httpx.Client(transport=tracking(httpx.MockTransport(handler), db, cache_dir)) as client:
+        statuses = []
+        for _ in range(2):
+            response = client.post(url, json=body, headers=credentials)
+            assert response.content == b"".join(chunks)
+            statuses.append(response.headers["x-httptrack-cache"])
+            httptrack.flush()
+    assert statuses == (["MISS", "HIT"] if whole else ["MISS", "MISS"])
+    assert len(seen) == (1 if whole else 2)
+    rows = read_rows(db)
+    assert [r["cached"] for r in rows] == ([0, 1] if whole else [0, 0])
+    assert rows[0]["http_status"] == 200 and rows[0]["outcome"] == "complete"
+
+
+def test_a_truncated_json_body_is_recorded_but_not_stored(db: Path, cache_dir: Path) -> None:
+    body = json.dumps(chat_completion("Paris.")).encode()[:-20]
+    seen: list[Any] = []
+    with httpx.Client(
+        transport=tracking(httpx.MockTransport(responder(httpx, body, seen=seen)), db, cache_dir)
+    ) as client:
+        for _ in range(2):
+            assert client.post(CHAT_URL, json=_CHAT).headers["x-httptrack-cache"] == "MISS"
+            httptrack.flush()
+    rows = read_rows(db)
+    assert [(r["status"], r["outcome"], r["parse_notes"]) for r in rows] == [
+        ("success", "complete", "response body is not valid JSON")
+    ] * 2
+    assert len(seen) == 2
+
+
 @LIBS
 def test_a_response_over_the_size_cap_is_not_stored(lib: Any, db: Path, cache_dir: Path) -> None:
     big = json.dumps({"object": "list", "data": [{"id": "x" * 1000}] * 1600}).encode()  # > 1.5 MiB
@@ -465,6 +755,75 @@ def test_private_and_non_idempotent_endpoints_are_never_cached(
             httptrack.flush()
     assert len(seen) == 2
     assert [r["cache_key"] for r in read_rows(db)] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("https://api.openai.com/v1/responses", {"model": "gpt-4o", "input": "hi", "conversation": "conv_1"}),
+        (
+            "https://api.openai.com/v1/responses",
+            {"model": "gpt-4o", "input": "hi", "conversation": {"id": "conv_1"}},
+        ),
+        ("https://api.openai.com/v1/responses", {"model": "gpt-4o", "input": "hi", "background": True}),
+        ("http://localhost:11434/api/generate", {"model": "llama3.2", "keep_alive": "10m"}),
+        ("http://localhost:11434/api/generate", {"model": "llama3.2", "prompt": "", "keep_alive": 0}),
+        ("http://localhost:11434/api/chat", {"model": "llama3.2", "messages": [], "keep_alive": 0}),
+        ("http://localhost:11434/api/chat", {"model": "llama3.2"}),
+    ],
+    ids=[
+        "responses-conversation",
+        "responses-conversation-object",
+        "responses-background",
+        "ollama-load",
+        "ollama-unload-generate",
+        "ollama-unload-chat",
+        "ollama-load-chat",
+    ],
+)
+def test_requests_that_change_server_state_are_never_cached(
+    url: str, body: dict[str, Any], db: Path, cache_dir: Path
+) -> None:
+    seen: list[RecordedRequest] = []
+    with httpx.Client(transport=tracking(fake(httpx, seen), db, cache_dir)) as client:
+        for _ in range(3):
+            response = client.post(url, json=body, headers={"authorization": "Bearer sk-a"})
+            assert response.status_code == 200 and "x-httptrack-cache" not in response.headers
+            httptrack.flush()
+    assert len(seen) == 3
+    assert [r["cache_key"] for r in read_rows(db)] == [None] * 3
+    with httpx.Client(transport=tracking(fake(httpx, seen), db, cache_dir, cache="replay")) as client:
+        with pytest.raises(httptrack.CacheMiss, match="changes state on the server"):
+            client.post(url, json=body, headers={"authorization": "Bearer sk-a"})
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("https://api.openai.com/v1/responses", {"model": "gpt-4o", "input": "hi", "background": False}),
+        (
+            "https://api.openai.com/v1/responses",
+            {"model": "gpt-4o", "input": "hi", "metadata": {"conversation": "support-42"}},
+        ),
+        ("http://localhost:11434/api/generate", {"model": "llama3.2", "prompt": "Hi", "keep_alive": "10m"}),
+        ("http://localhost:11434/api/chat", {"model": "llama3.2", "messages": QUESTION, "keep_alive": 0}),
+    ],
+    ids=["responses-foreground", "responses-conversation-in-metadata", "ollama-generate", "ollama-chat"],
+)
+def test_ordinary_requests_beside_them_are_cached(
+    url: str, body: dict[str, Any], db: Path, cache_dir: Path
+) -> None:
+    seen: list[RecordedRequest] = []
+    with httpx.Client(transport=tracking(fake(httpx, seen), db, cache_dir)) as client:
+        statuses = []
+        for _ in range(2):
+            response = client.post(
+                url, json={**body, "stream": False}, headers={"authorization": "Bearer sk-a"}
+            )
+            statuses.append(response.headers["x-httptrack-cache"])
+            httptrack.flush()
+    assert statuses == ["MISS", "HIT"] and len(seen) == 1
 
 
 @pytest.mark.parametrize(
@@ -789,6 +1148,114 @@ def test_ttl_settings_env_and_per_request(db: Path, cache_dir: Path, monkeypatch
     assert transport.settings.ttl_for("chat") == 3600
 
 
+def test_replay_serves_a_recording_whatever_its_age(db: Path, cache_dir: Path) -> None:
+    """Offline tests of an LLM app replay what was recorded once, months ago maybe: the
+    entry stays on disk past its TTL (no diskcache expiry), and only replay mode serves it."""
+    seen: list[Any] = []
+    clock = Clock()
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as recorder:
+        assert ask(recorder) == ("MISS", "answer 1")
+    created = clock.now
+    with diskcache.Cache(str(cache_dir)) as disk:
+        ((expire_time, tag),) = disk._sql("SELECT expire_time, tag FROM Cache").fetchall()
+    assert (expire_time, tag) == (None, created + 3600)
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock, cache="replay")) as replayer:
+        for age in (3601, 90 * 86400):
+            clock.now = created + age
+            forget_memory(cache_dir)
+            assert ask(replayer) == ("HIT", "answer 1")
+            assert ask(replayer, {"X-Httptrack-Cache-Ttl": "1"}) == ("HIT", "answer 1")
+    assert _cache_store.cache_stats(cache_dir, now=clock.now)["expired"] == 1
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as everyday:
+        assert ask(everyday) == ("MISS", "answer 2")  # on: expired is expired
+        assert ask(everyday) == ("HIT", "answer 2")
+    assert len(seen) == 2
+    assert _cache_store.cache_stats(cache_dir, now=clock.now)["expired"] == 0
+
+
+def test_prune_removes_entries_past_their_ttl(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    clock = Clock()
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock)) as client:
+        assert ask(client) == ("MISS", "answer 1")  # chat: 1 h
+        response = client.post(
+            "https://api.openai.com/v1/embeddings",
+            json={"model": "text-embedding-3-small", "input": "x"},
+            headers={"authorization": "Bearer sk-a"},
+        )
+        assert response.headers["x-httptrack-cache"] == "MISS"
+        httptrack.flush()
+    assert _cache_store.prune_cache(cache_dir, now=clock.now + 3599) == {"expired": 0, "old": 0}
+    assert _cache_store.prune_cache(cache_dir, now=clock.now + 3600) == {"expired": 1, "old": 0}
+    assert _cache_store.cache_stats(cache_dir, now=clock.now + 3600)["entries"] == 1
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, clock=clock, cache="replay")) as replayer:
+        with pytest.raises(httptrack.CacheMiss, match="there is no cached response"):
+            ask(replayer)  # pruned: gone, even for replay
+
+
+def test_size_limit_evicts_the_oldest_stored(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        body = chat_completion(prompt * 40_000)  # ~200 KB: a file of its own
+        return httpx2.Response(200, headers={"content-type": "application/json"}, json=body)
+
+    prompts = [f"p{n}" for n in range(8)]
+    transport = tracking(httpx2.MockTransport(handler), db, cache_dir, cache_size_limit="1MiB")
+    with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-a"}) as client:
+        for prompt in prompts:
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+            )
+            httptrack.flush()
+        stats = _cache_store.cache_stats(cache_dir)
+        assert stats["size_bytes"] <= 1024 * 1024 and stats["size_limit"] == 1024 * 1024, stats
+        forget_memory(cache_dir)
+        statuses = [
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+            ).headers["x-httptrack-cache"]
+            for prompt in reversed(prompts)
+        ]
+    # diskcache evicts the oldest stored, ten at a time, until the folder is under its limit.
+    kept = statuses.index("MISS")
+    assert 1 <= kept < 8 and statuses == ["HIT"] * kept + ["MISS"] * (8 - kept)  # the newest stay
+
+
+def test_size_limit_is_changed_only_by_a_transport_naming_another(db: Path, cache_dir: Path) -> None:
+    """Transports (and processes) sharing a folder: one naming no limit leaves the folder's
+    as it is (it would shrink a folder another app sized up, and evict to fit); the most
+    recently made transport naming another limit wins."""
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+
+    def limits() -> tuple[int, int]:
+        """The folder's recorded limit, and the one this process culls to."""
+        (store,) = _cache_store._stores.values()
+        return _cache_store.cache_stats(cache_dir)["size_limit"], store._disk.size_limit
+
+    with httpx2.Client(transport=tracking(inner, db, cache_dir, cache_size_limit="50MiB")) as first:
+        assert ask(first) == ("MISS", "answer 1")
+    assert limits() == (50 << 20, 50 << 20)
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as default:  # names none
+        assert ask(default) == ("HIT", "answer 1")
+    assert limits() == (50 << 20, 50 << 20)
+    # Another process naming no limit opens the folder: it keeps (and culls to) the folder's.
+    _cache_store._stores.clear()
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as elsewhere:
+        assert ask(elsewhere, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+    assert limits() == (50 << 20, 50 << 20)
+    tracking(inner, db, cache_dir, cache_size_limit="2GiB")  # the most recent naming one wins
+    assert limits() == (2 << 30, 2 << 30)
+    tracking(inner, db, cache_dir)
+    assert limits() == (2 << 30, 2 << 30)
+    assert httptrack.Settings().cache_size_limit is None
+
+
 def test_memory_copy_honours_expiry_and_clear(db: Path, cache_dir: Path) -> None:
     seen: list[Any] = []
     clock = Clock()
@@ -965,6 +1432,68 @@ def test_processes_share_the_cache_folder(db: Path, cache_dir: Path) -> None:
     assert len(rows) == 2 + 24 + 24 and len({r["pid"] for r in rows}) == 7
 
 
+_REPLACER = textwrap.dedent(
+    """
+    import json, sys, httpx2, httptrack
+
+    cache_dir, db, mode, directive = sys.argv[1:]
+    answer = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "answer from elsewhere"},
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}}
+    inner = httpx2.MockTransport(lambda request: httpx2.Response(200, json=answer))
+    transport = httptrack.TrackingTransport(inner, db=db, cache_dir=cache_dir, cache=mode)
+    with httpx2.Client(transport=transport) as client:
+        headers = {"authorization": "Bearer sk-a"}
+        if directive:
+            headers["X-Httptrack-Cache"] = directive
+        client.post("https://api.openai.com/v1/chat/completions", headers=headers,
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+    httptrack.flush()
+    """
+)
+
+
+@pytest.mark.parametrize(("mode", "directive"), [("refresh", ""), ("on", "no-cache")])
+def test_an_answer_replaced_elsewhere_is_not_served_from_memory(
+    mode: str, directive: str, db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running process holds an answer in memory; another process fetches a new one
+    on purpose (refresh, no-cache) and stores it. The first must serve the new one."""
+    monkeypatch.setattr(_cache_store, "GENERATION_CHECK_INTERVAL", 0.0)  # checked on every lookup
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+        assert ask(client) == ("MISS", "answer 1")
+        assert ask(client) == ("HIT", "answer 1")  # now in this process's memory
+        child = subprocess.run(
+            [sys.executable, "-c", _REPLACER, str(cache_dir), str(db), mode, directive],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr
+        assert ask(client) == ("HIT", "answer from elsewhere")
+        assert ask(client) == ("HIT", "answer from elsewhere")
+    assert len(seen) == 1
+
+
+def test_replacing_an_answer_keeps_this_process_memory(db: Path, cache_dir: Path) -> None:
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as client:
+        other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
+        client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        store = shared_store(cache_dir, 1 << 30)
+        assert len(store.memory) == 2  # its own replacement did not make it forget
+        assert (cache_dir / _cache_store.GENERATION_FILE).exists()
+        assert ask(client) == ("HIT", "answer 2")
+
+
 # -- the entry format -----------------------------------------------------------------------
 
 
@@ -1037,3 +1566,247 @@ def test_a_hit_the_app_stops_reading_keeps_the_original_figures(db: Path, cache_
         for c in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
     ] == [c.model_dump() for c in full]
     assert len(seen) == 1
+
+
+# -- the behaviours, through the real SDKs: openai on httpx2, ollama on httpx, sync and async --
+
+
+class SDK:
+    """The calls a test makes, the same for the four: the ``openai`` SDK (on httpx2) or the
+    ``ollama`` SDK (on httpx), sync or async, over the fake provider in memory (``seen``
+    counts what reached it); every transport's cache runs on ``clock``."""
+
+    def __init__(self, name: str, asynchronous: bool, db: Path, cache_dir: Path) -> None:
+        self.name = name
+        self.asynchronous = asynchronous
+        self.db = db
+        self.cache_dir = cache_dir
+        self.clock = Clock()
+        self.seen: list[RecordedRequest] = []
+        self.model = "gpt-4o-mini" if name == "openai" else "llama3.2"
+        self.loop = asyncio.new_event_loop() if asynchronous else None
+
+    def run(self, value: Any) -> Any:
+        return self.loop.run_until_complete(value) if self.loop is not None else value
+
+    def client(self, key: str = "key-a", headers: dict[str, str] | None = None, **options: Any) -> Any:
+        lib = httpx2 if self.name == "openai" else httpx
+        transport = tracking(
+            fake(lib, self.seen),
+            self.db,
+            self.cache_dir,
+            asynchronous=self.asynchronous,
+            clock=self.clock,
+            **options,
+        )
+        if self.name == "openai":
+            http = (httpx2.AsyncClient if self.asynchronous else httpx2.Client)(transport=transport)
+            kind: Any = openai.AsyncOpenAI if self.asynchronous else openai.OpenAI
+            return kind(api_key=key, max_retries=0, http_client=http, default_headers=headers or {})
+        kind = ollama.AsyncClient if self.asynchronous else ollama.Client
+        return kind(transport=transport, headers={"authorization": f"Bearer {key}", **(headers or {})})
+
+    def _create(
+        self, client: Any, messages: list[dict[str, str]], model: str | None, stream: bool, **extra: Any
+    ) -> Any:
+        if self.name == "openai":
+            return client.chat.completions.create(
+                model=model or self.model, messages=messages, stream=stream, **extra
+            )
+        return client.chat(model=model or self.model, messages=messages, stream=stream, **extra)
+
+    def ask(
+        self,
+        client: Any,
+        prompt: str = "What is the capital of France?",
+        *,
+        model: str | None = None,
+        messages: list[dict[str, str]] | None = None,
+        **extra: Any,
+    ) -> str:
+        messages = messages or [{"role": "user", "content": prompt}]
+        reply = self.run(self._create(client, messages, model, False, **extra))
+        httptrack.flush()
+        return str(reply.choices[0].message.content if self.name == "openai" else reply.message.content)
+
+    def stream(self, client: Any, *, model: str | None = None) -> list[dict[str, Any]]:
+        request = self._create(client, QUESTION, model, True)
+        if self.loop is not None:
+
+            async def collect() -> list[dict[str, Any]]:
+                return [chunk.model_dump() async for chunk in await request]
+
+            chunks = self.run(collect())
+        else:
+            chunks = [chunk.model_dump() for chunk in request]
+        httptrack.flush()
+        return chunks
+
+    def read_first_chunk_only(self, client: Any) -> None:
+        request = self._create(client, QUESTION, None, True)
+        if self.loop is not None:
+
+            async def first() -> None:
+                stream = await request
+                await stream.__anext__()
+                await (stream.close() if self.name == "openai" else stream.aclose())
+
+            self.run(first())
+        else:
+            next(iter(request))
+            request.close()
+        httptrack.flush()
+
+    def text(self, chunks: list[dict[str, Any]]) -> str:
+        if self.name == "openai":
+            return "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
+        return "".join(c["message"]["content"] for c in chunks)
+
+    def cached(self) -> list[int]:
+        return [r["cached"] for r in read_rows(self.db)]
+
+
+@pytest.fixture(
+    params=[("openai", False), ("openai", True), ("ollama", False), ("ollama", True)],
+    ids=["openai-sync", "openai-async", "ollama-sync", "ollama-async"],
+)
+def sdk(request: pytest.FixtureRequest, db: Path, cache_dir: Path) -> Any:
+    driver = SDK(*request.param, db, cache_dir)
+    yield driver
+    if driver.loop is not None:
+        driver.loop.close()
+
+
+def test_sdk_repeat_is_served_without_calling_the_provider(sdk: SDK) -> None:
+    client = sdk.client()
+    first, second = sdk.ask(client), sdk.ask(client)
+    assert first == second and first
+    assert len(sdk.seen) == 1 and sdk.cached() == [0, 1]
+    assert_hit_row(*reversed(read_rows(sdk.db)))
+
+
+def test_sdk_cached_stream_replays_its_chunks_and_text(sdk: SDK) -> None:
+    client = sdk.client()
+    live, replayed = sdk.stream(client), sdk.stream(client)
+    assert replayed == live and len(live) > 3
+    assert len(sdk.seen) == 1
+    original, hit = read_rows(sdk.db)
+    assert sdk.text(replayed) == sdk.text(live) == original["response_text"] == hit["response_text"]
+    assert original["stream"] == 1
+    assert_hit_row(hit, original)
+
+
+def test_sdk_another_api_key_misses(sdk: SDK) -> None:
+    alice, bob = sdk.client("key-alice"), sdk.client("key-bob")
+    for client in (alice, bob, alice, bob):
+        sdk.ask(client)
+    assert len(sdk.seen) == 2 and sdk.cached() == [0, 0, 1, 1]
+    keys = [r["cache_key"] for r in read_rows(sdk.db)]
+    assert keys[0] != keys[1] and keys[2:] == keys[:2]
+
+
+def test_sdk_modes(sdk: SDK) -> None:
+    on = sdk.client()
+    sdk.ask(on)
+    assert len(sdk.seen) == 1
+    off = sdk.client(cache="off")
+    sdk.ask(off), sdk.ask(off)
+    assert len(sdk.seen) == 3  # neither read nor stored
+    refresh = sdk.client(cache="refresh")
+    sdk.ask(refresh), sdk.ask(refresh)
+    assert len(sdk.seen) == 5  # always sent ...
+    sdk.ask(on)
+    assert len(sdk.seen) == 5  # ... and stored
+    replay = sdk.client(cache="replay")
+    assert sdk.ask(replay) == sdk.ask(on)
+    with pytest.raises(httptrack.CacheMiss, match="there is no cached response"):
+        sdk.ask(replay, "Never asked before")
+    assert len(sdk.seen) == 5
+    rows = read_rows(sdk.db)
+    assert [(r["cached"], r["cache_key"] is not None) for r in rows] == [
+        (0, True),  # on
+        (0, False),  # off
+        (0, False),
+        (0, True),  # refresh
+        (0, True),
+        (1, True),  # on
+        (1, True),  # replay
+        (1, True),  # on
+        (0, True),  # replay: the miss
+    ]
+    assert rows[-1]["outcome"] == "cache_miss"
+
+
+def test_sdk_control_headers(sdk: SDK) -> None:
+    plain = sdk.client()
+    no_cache = sdk.client(headers={"X-Httptrack-Cache": "no-cache"})
+    no_store = sdk.client(headers={"X-Httptrack-Cache": "no-store"})
+    off = sdk.client(headers={"X-Httptrack-Cache": "off"})
+    sdk.ask(plain, "one")
+    sdk.ask(no_cache, "one")  # sent, and stored
+    sdk.ask(plain, "one")
+    assert len(sdk.seen) == 2
+    sdk.ask(no_store, "one")  # read
+    sdk.ask(no_store, "two")  # sent, not stored
+    sdk.ask(plain, "two")
+    assert len(sdk.seen) == 4
+    sdk.ask(off, "two")  # neither
+    sdk.ask(off, "three")
+    sdk.ask(plain, "three")
+    assert len(sdk.seen) == 7
+    assert sdk.cached() == [0, 0, 1, 1, 0, 0, 0, 0, 0]
+    assert not any(name.startswith("x-httptrack") for request in sdk.seen for name in request.headers)
+
+
+def test_sdk_errors_and_cut_short_streams_are_never_stored(sdk: SDK) -> None:
+    client = sdk.client()
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError if sdk.name == "openai" else ollama.ResponseError):
+            sdk.ask(client, model="server-error")
+    for _ in range(2):  # the connection drops half-way
+        with pytest.raises((openai.APIError, httpx.RemoteProtocolError)):
+            sdk.stream(client, model="cut-stream")
+    for _ in range(2):  # the app stops reading after the first chunk
+        sdk.read_first_chunk_only(client)
+    assert len(sdk.seen) == 6
+    rows = read_rows(sdk.db)
+    assert [(r["status"], r["outcome"], r["cached"]) for r in rows] == [
+        ("error", "complete", 0),
+        ("error", "complete", 0),
+        ("error", "failed", 0),
+        ("error", "failed", 0),
+        ("success", "cut_short", 0),
+        ("success", "cut_short", 0),
+    ]
+
+
+def test_sdk_equivalent_json_written_differently_hits(sdk: SDK) -> None:
+    client = sdk.client()
+    # The SDK sends what it is given in the order given (ollama rebuilds messages, not `format`).
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    reordered = {"properties": {"city": {"type": "string"}}, "type": "object"}
+    if sdk.name == "openai":
+        sdk.ask(client, messages=[{"role": "user", "content": "Café?"}])
+        sdk.ask(client, messages=[{"content": "Café?", "role": "user"}])
+        sdk.ask(client, messages=[{"role": "user", "content": "Cafe?"}])
+    else:
+        sdk.ask(client, "Café?", format=schema)
+        sdk.ask(client, "Café?", format=reordered)
+        sdk.ask(client, "Café?", format={**schema, "required": ["city"]})
+    assert len(sdk.seen) == 2 and sdk.cached() == [0, 1, 0]
+    first, second, _ = read_rows(sdk.db)
+    assert first["request_body"] != second["request_body"]  # other bytes, the same request
+
+
+def test_sdk_entries_expire_per_ttl(sdk: SDK) -> None:
+    client = sdk.client()
+    sdk.ask(client)
+    sdk.clock.advance(3599)
+    sdk.ask(client)
+    assert len(sdk.seen) == 1
+    sdk.clock.advance(1)
+    sdk.ask(client)  # chat: 1 h, over
+    assert len(sdk.seen) == 2
+    sdk.clock.advance(3599)
+    sdk.ask(client)
+    assert len(sdk.seen) == 2 and sdk.cached() == [0, 1, 0, 1]

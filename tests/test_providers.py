@@ -427,3 +427,20 @@ def test_a_graphql_reply_with_errors_under_http_200_is_a_failed_call_not_an_http
     row = one_row(db)
     assert (row["status"], row["http_status"], row["cost_usd"]) == ("error", 200, 0.0)
     assert row["cost_note"] == "not billed: the call failed"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"choices": True, "usage": {}},
+        {"choices": [{"index": {"n": 0}, "finish_reason": "stop", "delta": {}}]},
+    ],
+)
+def test_openai_stream_events_of_odd_shapes_do_not_raise(event: dict[str, Any]) -> None:
+    """Found by the property test above: usage beside a `choices` that is not a list, and
+    a finish reason on a choice whose index is not a number."""
+    parser = provider_for_host("api.openai.com", None)
+    parsed = Parsed(operation="chat", stream=True)
+    parser.read_event(parsed, None, event)
+    parser.finish(parsed)
+    assert not parsed.complete

@@ -14,7 +14,17 @@ from typing import Any, ClassVar
 
 from .._usage import Usage
 
-__all__ = ["Parsed", "Provider", "as_int", "dig", "first_str", "form_fields", "items", "merge_usage"]
+__all__ = [
+    "Parsed",
+    "Provider",
+    "as_int",
+    "dig",
+    "first_str",
+    "form_fields",
+    "items",
+    "json_object",
+    "merge_usage",
+]
 
 
 @dataclass(slots=True)
@@ -47,6 +57,12 @@ class Parsed:
     #: ``done`` line ...), not a provisional one from early in a stream: a stream cut short
     #: after it needs no local count.
     usage_final: bool = False
+    #: The response is known to be whole: a stream's end marker arrived (set by the parser
+    #: that reads it: ``[DONE]``, ``message_stop``, ``done: true``, a finish reason ...) with
+    #: no half-written event after it, or a plain body parsed as JSON. Only a complete
+    #: response is stored in the response cache: a proxy cutting a stream cleanly (the
+    #: transport sees a normal end) must not leave a broken answer to be served for hours.
+    complete: bool = False
     #: The request went to a batch API (priced at the batch discount).
     batch: bool = False
     #: The price variant the call ran under, beyond batch, as genai-prices names it:
@@ -111,6 +127,13 @@ class Provider:
             return method == "GET"
         return method == "POST" and operation in ("chat", "completion", "embeddings")
 
+    def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
+        """Whether this request, on an endpoint :meth:`cacheable` allows, may be answered
+        from the cache: ``False`` for one that changes state on the server (appends to a
+        stored conversation, starts a background job, loads a model). Runs on the app's
+        thread for every cacheable request, with the raw body: check bytes before parsing."""
+        return True
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         """Fill ``model``, ``stream`` and ``user`` from the request (``body`` is decoded JSON,
         or ``None`` when the request had no JSON body)."""
@@ -136,6 +159,17 @@ class Provider:
 
     def finish(self, parsed: Parsed) -> None:
         """Called once after the body or all events were read."""
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """A request body decoded as a JSON object, or ``None``."""
+    from .._json import loads_bytes
+
+    try:
+        data = loads_bytes(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def dig(obj: Any, *path: str | int) -> Any:

@@ -166,13 +166,13 @@ class Anthropic(Provider):
                 parsed.state["usage"] = {**parsed.state.get("usage", {}), **_present(raw)}
                 parsed.usage_final = True
         elif kind == "message_stop":
-            parsed.stream_done = True
+            parsed.stream_done = parsed.complete = True
         elif kind == "completion":  # legacy text completions stream
             if isinstance(data.get("completion"), str):
                 parsed.output.append(data["completion"])
             parsed.finish_reason = first_str(data.get("stop_reason")) or parsed.finish_reason
             if data.get("stop_reason"):
-                parsed.stream_done = True
+                parsed.stream_done = parsed.complete = True
         elif kind == "error":
             parsed.stream_error = True
             self._read_error(parsed, data)

@@ -88,7 +88,7 @@ class Mistral(OpenAICompatible):
                 parsed.output.append(data["content"])
         elif kind == "conversation.response.done":
             self._take_usage(parsed, data.get("usage"))
-            parsed.stream_done = parsed.usage_final = True
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
         elif kind == "conversation.response.error":
             parsed.stream_error = True
             parsed.fail(

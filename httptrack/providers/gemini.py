@@ -167,7 +167,8 @@ class Gemini(Provider):
             finish = first_str(candidate.get("finishReason"))
             if finish:
                 parsed.finish_reason = finish
-                parsed.stream_done = True
+                # The last chunk (the recorder also checks a JSON array was closed).
+                parsed.stream_done = parsed.complete = True
                 parsed.usage_final = usage is not None
             for part in items(dig(candidate, "content", "parts")):
                 if isinstance(dig(part, "text"), str):

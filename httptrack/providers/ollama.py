@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str
+from ._base import Parsed, Provider, as_int, dig, first_str, json_object
 from .openai import OpenAICompatible, endpoint_kind
 
 __all__ = ["Ollama"]
@@ -62,6 +62,23 @@ class Ollama(Provider):
             return method == "POST"
         return super().cacheable(method, path, operation)
 
+    def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.cacheable_request(method, path, body)
+        # A generate with no prompt, a chat with no messages, only loads (or, with
+        # keep_alive 0, unloads) the model: the effect is the point, never a stored answer.
+        # Such a body is small; a long one carries a prompt, and is not parsed here.
+        path = path.rstrip("/")
+        if path not in ("/api/generate", "/api/chat") or (len(body) > 4096 and b'"keep_alive"' not in body):
+            return True
+        data = json_object(body)
+        if data is None:
+            return True
+        if path == "/api/generate":
+            return bool(data.get("prompt") or data.get("images"))
+        return bool(data.get("messages"))
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         if isinstance(body, dict):
             parsed.model = first_str(body.get("model"))
@@ -103,7 +120,7 @@ class Ollama(Provider):
         if isinstance(thinking, str) and thinking:
             parsed.output.append(thinking)
         if line.get("done") is True:
-            parsed.stream_done = parsed.usage_final = True
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
         if line.get("done") is True or "prompt_eval_count" in line or "eval_count" in line:
             parsed.finish_reason = first_str(line.get("done_reason")) or parsed.finish_reason
             input_tokens = as_int(line.get("prompt_eval_count"))

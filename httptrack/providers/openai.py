@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str, items, merge_usage
+from ._base import Parsed, Provider, as_int, dig, first_str, items, json_object, merge_usage
 
 __all__ = [
     "OpenAI",
@@ -230,6 +230,18 @@ class OpenAICompatible(Provider):
             return method == "POST" and path.rstrip("/").endswith("/moderations")
         return super().cacheable(method, path, operation)
 
+    def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
+        parser = self.parser_for(method, path)
+        if parser is not self:
+            return parser.cacheable_request(method, path, body)
+        # Responses API calls that change state on the server: one adding to a stored
+        # conversation (a repeat must be appended again), one starting a background job.
+        if (b'"conversation"' in body or b'"background"' in body) and endpoint_kind(path) == "responses":
+            data = json_object(body)
+            if data is not None:
+                return data.get("conversation") is None and data.get("background") is not True
+        return True
+
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
         kind = endpoint_kind(path)
@@ -245,6 +257,12 @@ class OpenAICompatible(Provider):
                 text = body.get("input")
                 if isinstance(text, str):
                     parsed.usage = Usage(extra={"input_characters": len(text)})
+            if parsed.stream:
+                # What a whole stream ends with (see finish): every choice's finish reason,
+                # then the usage chunk when the app asked for it.
+                n = body.get("n")
+                parsed.state["choices"] = n if n.__class__ is int and n > 1 else 1
+                parsed.state["usage_asked"] = dig(body, "stream_options", "include_usage") is True
         if kind in ("batches",) or "/batch" in path:
             parsed.batch = True
 
@@ -379,7 +397,7 @@ class OpenAICompatible(Provider):
             _take_service_tier(parsed, data)  # on every chunk: read with the usage, once
             # The usage chunk (no choices) or the finish-reason chunk carries the final figures;
             # usage on other chunks (continuous usage stats) is a running count.
-            if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            if not choices or any(isinstance(c, dict) and c.get("finish_reason") for c in items(choices)):
                 parsed.usage_final = True
         if groq is not None and isinstance(groq.get("usage"), dict):
             self._take_usage(parsed, groq["usage"], merge=True)
@@ -387,9 +405,14 @@ class OpenAICompatible(Provider):
         if not isinstance(choices, list):
             return
         for choice in choices:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict):
                 continue
             reason = choice.get("finish_reason")
+            index = choice.get("index", 0)
+            if isinstance(reason, str) and reason and index.__class__ is int:
+                parsed.state.setdefault("finished", set()).add(index)
+            if index != 0:
+                continue
             if isinstance(reason, str) and reason:
                 parsed.finish_reason = reason
             delta = choice.get("delta")
@@ -423,7 +446,9 @@ class OpenAICompatible(Provider):
             response = data.get("response")
             if isinstance(response, dict):
                 self._read_response_object(parsed, response)
-            parsed.stream_done = parsed.usage_final = True
+            # The response's last event (``incomplete`` is a whole answer cut by a limit the
+            # request set, as a chat completion's ``length``; ``failed`` is an error).
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
             if kind == "response.failed":
                 parsed.stream_error = True
                 if parsed.error_code is None:
@@ -433,7 +458,7 @@ class OpenAICompatible(Provider):
             self._read_error(parsed, data.get("error") or data)
         elif kind.endswith((".completed", ".done")) and kind.startswith(("image_", "transcript.")):
             self._take_usage(parsed, data.get("usage"))
-            parsed.stream_done = parsed.usage_final = True
+            parsed.stream_done = parsed.usage_final = parsed.complete = True
 
     # -- batch output files -------------------------------------------------------------
 
@@ -449,6 +474,18 @@ class OpenAICompatible(Provider):
     def finish(self, parsed: Parsed) -> None:
         if "batch_lines" in parsed.state:
             finish_batch_results(parsed)
+            return
+        # A chat or completions stream is whole at ``[DONE]`` (the recorder sees it), or,
+        # for servers that do not send it, once every choice has its finish reason and the
+        # usage chunk the app asked for (it follows them) has arrived.
+        finished = parsed.state.get("finished")
+        if (
+            finished
+            and parsed.stream
+            and len(finished) >= parsed.state.get("choices", 1)
+            and (parsed.usage_final or not parsed.state.get("usage_asked"))
+        ):
+            parsed.complete = True
 
 
 def _take_service_tier(parsed: Parsed, body: dict[str, Any]) -> None:
