@@ -78,6 +78,57 @@ def genai_price(
     return float(total / 2 if batch else total)
 
 
+#: genai-prices' provider id for each httptrack provider (the tests' own table: the oracle
+#: for rows' costs). Local Ollama, vLLM and generic hosts have no price list.
+PRICED_AS = {
+    "openai": "openai",
+    "azure_openai": "azure",
+    "anthropic": "anthropic",
+    "gemini": "google",
+    "vertex_ai": "google",
+    "mistral": "mistral",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "together": "together",
+    "openrouter": "openrouter",
+    "xai": "x-ai",
+    "fireworks": "fireworks",
+    "perplexity": "perplexity",
+}
+
+
+def check_cost(row: dict[str, Any], expected: dict[str, Any]) -> None:
+    """A replayed exchange's cost: what expected.json states, else genai-prices' own figure
+    for the row's usage (cache reads and writes at their prices, reasoning as output); a
+    refused call with no usage 0; local Ollama 0; a model genai-prices does not know NULL,
+    with the model named in the reason."""
+    if "cost_usd" in expected:
+        assert row["cost_usd"] == pytest.approx(expected["cost_usd"], rel=1e-12, abs=0)
+        return
+    if expected["status"] == "error" and row["input_tokens"] is None:
+        assert row["cost_usd"] == 0
+        return
+    provider_id = PRICED_AS.get(expected["provider"])
+    if provider_id is None:
+        if expected["provider"] == "ollama" and row["host"].split(":")[0] in ("localhost", "127.0.0.1"):
+            assert row["cost_usd"] == 0
+        return
+    try:
+        price = genai_price(
+            provider_id,
+            expected["model"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"] or 0,
+            cache_read=row["cached_input_tokens"] or 0,
+            cache_write=row["cache_write_tokens"] or 0,
+        )
+    except LookupError:  # genai-prices does not know this model: NULL with the reason
+        assert row["cost_usd"] is None
+        assert expected["model"].lower() in (row["cost_note"] or "").lower(), row["cost_note"]
+        return
+    assert row["cost_usd"] == pytest.approx(price, rel=1e-12, abs=1e-15)
+
+
 def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Every ``calls`` row (oldest first), after flushing the writer."""
     assert httptrack.flush(10)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import chunk_stream, genai_price, one_row
+from conftest import check_cost, chunk_stream, one_row
 
 import httptrack
 
@@ -31,25 +31,6 @@ FIGURES = (
     "cache_write_tokens",
     "reasoning_tokens",
 )
-
-#: genai-prices' provider id for each provider it prices. A fixture's cost is checked against
-#: genai-prices' own figure for the row's usage unless expected.json states ``cost_usd`` (a
-#: cost the provider reported, a batch discount, a free endpoint), which is then checked instead.
-PRICED_AS = {
-    "openai": "openai",
-    "azure_openai": "azure",
-    "anthropic": "anthropic",
-    "gemini": "google",
-    "vertex_ai": "google",
-    "mistral": "mistral",
-    "groq": "groq",
-    "deepseek": "deepseek",
-    "together": "together",
-    "openrouter": "openrouter",
-    "xai": "x-ai",
-    "fireworks": "fireworks",
-    "perplexity": "perplexity",
-}
 
 
 def fixture_names() -> list[str]:
@@ -98,35 +79,6 @@ def check_row(row: dict[str, Any], expected: dict[str, Any]) -> None:
     check_cost(row, expected)
     if "endpoint" in expected:
         assert row["endpoint"] == expected["endpoint"]
-
-
-def check_cost(row: dict[str, Any], expected: dict[str, Any]) -> None:
-    """The cost expected.json states, else genai-prices' own figure for the row's usage (cache
-    reads and writes at their prices, reasoning as output); a refused call with no usage costs 0;
-    a model genai-prices does not know leaves the cost NULL with the reason."""
-    if "cost_usd" in expected:
-        assert row["cost_usd"] == pytest.approx(expected["cost_usd"], rel=1e-12, abs=0)
-        return
-    if expected["status"] == "error" and row["input_tokens"] is None:
-        assert row["cost_usd"] == 0
-        return
-    provider_id = PRICED_AS.get(expected["provider"])
-    if provider_id is None:  # local Ollama, vLLM, generic hosts: genai-prices has no price list
-        return
-    try:
-        price = genai_price(
-            provider_id,
-            expected["model"],
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"] or 0,
-            cache_read=row["cached_input_tokens"] or 0,
-            cache_write=row["cache_write_tokens"] or 0,
-        )
-    except LookupError:  # genai-prices does not know this model: NULL with the reason
-        assert row["cost_usd"] is None
-        assert expected["model"].lower() in (row["cost_note"] or "").lower(), row["cost_note"]
-        return
-    assert row["cost_usd"] == pytest.approx(price, rel=1e-12, abs=1e-15)
 
 
 def transport_for(

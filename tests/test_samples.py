@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import chunk_stream, genai_price, load_sample, one_row, sample_names
+from conftest import check_cost, chunk_stream, load_sample, one_row, sample_names
 
 import httptrack
 
@@ -38,10 +38,6 @@ def handler_for(lib: Any, response: dict[str, Any], chunks: list[bytes]) -> Any:
     return handler
 
 
-#: genai-prices' provider id for each sample's provider (Ollama run locally costs nothing).
-PRICED_AS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
-
-
 def check_replay(
     db: Path,
     reply: Any,
@@ -61,32 +57,6 @@ def check_replay(
     assert row["response_body"] == response["body_text"]
     assert row["http_status"] == response["status"]
     check_cost(row, expected)
-
-
-def check_cost(row: dict[str, Any], expected: dict[str, Any]) -> None:
-    """The cost is genai-prices' own figure for the row's usage: cache reads and writes at
-    their prices, reasoning as output; local Ollama 0; a refused call 0 (nothing is billed);
-    a model genai-prices does not know NULL, with the reason."""
-    if expected["status"] == "error" and row["input_tokens"] is None:
-        assert row["cost_usd"] == 0
-        return
-    if expected["provider"] == "ollama":
-        assert row["cost_usd"] == 0
-        return
-    try:
-        price = genai_price(
-            PRICED_AS[expected["provider"]],
-            expected["model"],
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"] or 0,
-            cache_read=row["cached_input_tokens"] or 0,
-            cache_write=row["cache_write_tokens"] or 0,
-        )
-    except LookupError:  # genai-prices does not know this model: NULL with the reason
-        assert row["cost_usd"] is None
-        assert "unknown model" in (row["cost_note"] or ""), row["cost_note"]
-        return
-    assert row["cost_usd"] == pytest.approx(price, rel=1e-12, abs=1e-15)
 
 
 def check_row(row: dict[str, Any], expected: dict[str, Any]) -> None:
