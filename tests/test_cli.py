@@ -188,6 +188,36 @@ def test_show_error_call_and_options(db: Path, ids: list[str]) -> None:
     assert result.exit_code == 1 and "no call with id '01ZZZZ'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("latency", "ttft", "line"),
+    [
+        # A buffered stream: every token arrived with the first, 1 ms of "generation".
+        (181.0, 180.0, "latency     181 ms, first token after 180 ms\n"),
+        (229.9, 180.0, "latency     230 ms, first token after 180 ms\n"),  # 49.9 ms: still too short
+        (230.0, 180.0, "latency     230 ms, first token after 180 ms, 180 tokens/s\n"),  # 9 in 50 ms
+        (1180.0, 180.0, "latency     1.18 s, first token after 180 ms, 9 tokens/s\n"),
+    ],
+)
+def test_show_rate_only_over_a_real_generation_time(
+    db: Path, ids: list[str], latency: float, ttft: float, line: str
+) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "UPDATE calls SET latency_ms = ?, ttft_ms = ?, output_tokens = 9 WHERE id = ?",
+            [latency, ttft, ids[1]],
+        )
+    conn.close()
+    out = run("show", ids[1], "--no-bodies", "--db", db).stdout
+    assert line in out
+    assert out.count("latency ") == 1
+
+
+def test_json_option_help_says_what_it_prints() -> None:
+    assert "Print the call as JSON instead of text" in run("show", "--help").stdout
+    assert "Print JSON instead of a table" not in run("show", "--help").stdout
+
+
 def test_show_json(db: Path, ids: list[str]) -> None:
     data = json.loads(run("show", ids[2], "--json", "--db", db).stdout)
     raw = rows(db, "id = ?", (ids[2],))[0]
