@@ -416,6 +416,110 @@ def test_prune_bodies_only(db: Path, ids: list[str]) -> None:
         assert log.totals()["calls"] == 8
 
 
+WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+def test_prune_keep_bodies_beside_older_than(db: Path, ids: list[str]) -> None:
+    """A retention policy in one command: calls go after 90 days, their bodies after 7."""
+    age_calls(
+        db,
+        {
+            ids[0]: timedelta(days=100),
+            ids[2]: timedelta(days=40),
+            ids[5]: timedelta(days=10),
+            ids[1]: timedelta(days=3),
+        },
+    )
+    before = {r["id"]: r for r in rows(db)}
+    args = ("prune", "--older-than", "90d", "--keep-bodies", "7d", "--db", db)
+    out = run(*args, "--dry-run").stdout
+    assert re.fullmatch(
+        f"Would prune the 1 call that started before ({WHEN}), "
+        f"and the bodies of 2 calls that started before ({WHEN}).\n",
+        out,
+    ), out
+    result = run(*args, ok=False)  # no terminal: needs --yes
+    assert result.exit_code == 2 and "this would prune the 1 call that started before " in result.stderr
+    assert "and the bodies of 2 calls" in result.stderr and rows(db) == list(before.values())
+    out = run(*args, "--yes").stdout
+    match = re.fullmatch(
+        f"Deleted 1 call that started before ({WHEN}).\n"
+        f"Dropped the bodies of 2 calls that started before ({WHEN}).\n",
+        out,
+    )
+    assert match, out
+    after = {r["id"]: r for r in rows(db)}
+    assert set(after) == set(ids) - {ids[0]}
+    bodies = ("request_body", "response_body", "response_text")
+    for call_id, row in after.items():
+        if call_id in (ids[2], ids[5]):  # older than 7 days: the call without its bodies
+            assert [row[c] for c in bodies] == [None, None, None]
+            assert {k: v for k, v in row.items() if k not in bodies} == {
+                k: v for k, v in before[call_id].items() if k not in bodies
+            }
+        else:
+            assert row == before[call_id]
+    with httptrack.open_log(db) as log:
+        assert list(log.calls(query="umbrellas")) == []  # ids[2] and ids[5] were the umbrella calls
+        assert [r.id for r in log.calls(query="Lyon")] == [ids[4], ids[1]]
+        assert log.totals()["calls"] == 7
+        assert {g["user"]: g["calls"] for g in log.stats(by="user")} == {"alice": 2, "bob": 3, "carol": 2}
+    conn = sqlite3.connect(db)
+    try:  # the search index holds exactly the calls that still have text
+        indexed = {r[0] for r in conn.execute("SELECT id FROM calls_fts_docsize")}
+        kept = {
+            r[0] for r in conn.execute("SELECT rowid FROM calls WHERE id NOT IN (?, ?)", [ids[2], ids[5]])
+        }
+        assert indexed == kept
+    finally:
+        conn.close()
+    out = run(*args, "--yes").stdout
+    assert re.fullmatch(
+        f"Nothing to prune: no calls before {WHEN}, no calls before {WHEN} with bodies.\n", out
+    )
+
+
+def test_prune_keep_bodies_alone(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[2]: timedelta(days=10), ids[3]: timedelta(days=8), ids[1]: timedelta(days=1)})
+    out = run("prune", "--keep-bodies", "7d", "--yes", "--db", db).stdout
+    assert re.fullmatch(f"Dropped the bodies of 2 calls that started before {WHEN}.\n", out), out
+    assert [r["id"] for r in rows(db, "request_body IS NULL")] == [ids[2], ids[3]]
+    assert len(rows(db)) == 8
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="umbrellas")] == [ids[5]]
+        assert list(log.calls(query="shipping")) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "say what to prune: --older-than, --keep-bodies, or both"),
+        (["--older-than", "30d", "--keep-bodies", "7d", "--bodies-only"], "--keep-bodies and --bodies-only"),
+        (["--keep-bodies", "7d", "--bodies-only"], "--keep-bodies and --bodies-only do not go together"),
+        (["--bodies-only"], "--bodies-only needs --older-than"),
+        (
+            ["--older-than", "7d", "--keep-bodies", "30d"],
+            "--keep-bodies 30d is longer than --older-than 7d: the calls would be deleted before their bodies",
+        ),
+        (["--keep-bodies", "soon"], "not a time: 'soon'"),
+    ],
+)
+def test_prune_usage_errors(db: Path, ids: list[str], args: list[str], message: str) -> None:
+    result = run("prune", *args, "--yes", "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert len(rows(db)) == 8 and not rows(db, "request_body IS NULL")
+
+
+def test_prune_keep_bodies_as_long_as_older_than(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[2]: timedelta(days=40)})
+    out = run("prune", "--older-than", "30d", "--keep-bodies", "30d", "--yes", "--db", db).stdout
+    assert re.fullmatch(
+        f"Deleted 1 call that started before ({WHEN}).\nDropped the bodies of 0 calls that started before \\1.\n",
+        out,
+    ), out
+
+
 def test_prune_vacuum(db: Path, ids: list[str]) -> None:
     age_calls(db, {i: timedelta(days=100) for i in ids[:4]})
     out = run("prune", "--older-than", "90d", "--vacuum", "--yes", "--db", db).stdout
