@@ -110,6 +110,20 @@ def test_calls_filters(db: Path, ids: list[str], args: list[str], picked: list[i
     assert [c["id"] for c in data] == [ids[i] for i in picked]
 
 
+def test_search_lists_and_exports_by_start_time(db: Path) -> None:
+    from test_log import record_overlapping_calls
+
+    stream, call = record_overlapping_calls(db)  # the stream started first, was written last
+    data = json.loads(run("calls", "-q", "overlap", "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == [call, stream]
+    data = json.loads(run("calls", "-q", "overlap", "-n", "1", "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == [call]
+    lines = run("export", "-q", "overlap", "-c", "id", "--db", db).stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [{"id": stream}, {"id": call}]
+    lines = run("export", "-q", "overlap", "-c", "id", "--newest-first", "-n", "1", "--db", db).stdout
+    assert [json.loads(line) for line in lines.splitlines()] == [{"id": call}]
+
+
 def test_calls_messages(db: Path, tmp_path: Path) -> None:
     result = run("calls", "--db", tmp_path / "missing.db", ok=False)
     assert result.exit_code == 1

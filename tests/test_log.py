@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,46 @@ def test_filters(db: Path, ids: list[str], filters: dict[str, Any], picked: list
         assert [r["id"] for r in log.rows(newest_first=False, columns=["id"], **filters)] == [
             ids[i] for i in picked
         ]
+
+
+def record_overlapping_calls(db: Path) -> tuple[str, str]:
+    """A stream that starts first and ends last, and a call made meanwhile: the stream is
+    written (gets its rowid) after the call that started after it. Returns (stream, call)."""
+    import httpx2
+
+    from httptrack._fake import mock_transport
+
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False)
+    url = "https://api.openai.com/v1/chat/completions"
+
+    def ask(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-x"}) as client:
+        with client.stream(
+            "POST", url, json={"model": "gpt-4o-mini", "messages": ask("overlap stream"), "stream": True}
+        ) as stream:
+            time.sleep(0.01)  # the next call starts a few ms later
+            call = client.post(url, json={"model": "gpt-4o-mini", "messages": ask("overlap call")})
+            assert httptrack.flush(10)  # ... and is written while the stream is still open
+            stream.read()
+    assert httptrack.flush(10)
+    return stream.headers["x-httptrack-call-id"], call.headers["x-httptrack-call-id"]
+
+
+def test_search_results_are_newest_first_by_start_time(db: Path) -> None:
+    stream, call = record_overlapping_calls(db)
+    by_start = [r["id"] for r in rows(db)]
+    conn = sqlite3.connect(db)
+    by_write = [r[0] for r in conn.execute("SELECT id FROM calls ORDER BY rowid")]
+    conn.close()
+    assert by_start == [stream, call] and by_write == [call, stream]
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="overlap")] == [call, stream]
+        assert [r.id for r in log.calls(query="overlap", limit=1)] == [call]
+        assert [r["id"] for r in log.rows(query="overlap", newest_first=False)] == [stream, call]
+        assert [r["id"] for r in log.rows(query="overlap", newest_first=False, limit=1)] == [stream]
+        assert [r.id for r in log.calls()] == [call, stream]  # as without a search
 
 
 def test_since_and_until(db: Path, ids: list[str]) -> None:
