@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from recorded_log import age_calls, record_calls, rows, unique_prefix
 
 import httptrack
+from httptrack._log import STAT_FIELDS
 from httptrack._schema import COLUMN_NAMES
 from httptrack.cli import main
 from httptrack.cli._calls import LIST_COLUMNS
@@ -267,6 +268,45 @@ def test_stats_json(db: Path, ids: list[str]) -> None:
         ("alice", 3, 1),
         ("carol", 2, 0),
     ]
+
+
+@pytest.mark.parametrize("by", ["model", "service", "operation", "status"])
+def test_stats_by_json_matches_the_rows(db: Path, ids: list[str], by: str) -> None:
+    """Each group's figures, summed here from the rows themselves (not through httptrack)."""
+    from test_log import check_stats
+
+    all_rows = rows(db)
+
+    def key(r: dict[str, Any]) -> Any:
+        return (r["response_model"] or r["model"]) if by == "model" else r[by]
+
+    data = json.loads(run("stats", "--by", by, "--json", "--db", db).stdout)
+    assert list(data) == ["totals", "by", "groups"] and data["by"] == by
+    check_stats(data["totals"], all_rows)
+    groups = data["groups"]
+    assert [g[by] for g in groups] == sorted(
+        {key(r) for r in all_rows},
+        key=lambda k: (
+            -sum(r["cost_usd"] or 0 for r in all_rows if key(r) == k),
+            -sum(1 for r in all_rows if key(r) == k),
+            "" if k is None else str(k),
+        ),
+    )
+    for group in groups:
+        assert list(group) == [by, *STAT_FIELDS]
+        check_stats(group, [r for r in all_rows if key(r) == group[by]])
+    if by == "service":
+        assert {g["service"]: g["calls"] for g in groups} == {
+            "summarizer": 3,
+            "support": 2,
+            "indexer": 2,
+            None: 1,
+        }
+    if by == "status":
+        assert {g["status"]: (g["calls"], g["errors"]) for g in groups} == {
+            "success": (6, 0),
+            "error": (2, 2),
+        }
 
 
 def test_stats_tables(db: Path, ids: list[str]) -> None:
@@ -595,6 +635,75 @@ def test_ui_without_datasette(db: Path, ids: list[str], monkeypatch: pytest.Monk
     result = run("ui", "--no-browser", "--db", db, ok=False)
     assert result.exit_code == 1
     assert "pip install 'httptrack[ui]'" in result.stderr
+
+
+class FakeServer:
+    """Stands in for uvicorn.Server: "binds" at once, then returns once the URL was
+    announced (no socket, no event loop)."""
+
+    instances: list[FakeServer] = []
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.started = False
+        self.should_exit = False
+        self.servers: list[Any] = []
+        FakeServer.instances.append(self)
+
+    def run(self) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        port = self.config.port or 54321  # port 0: the OS picks one
+        socket = SimpleNamespace(getsockname=lambda: (self.config.host, port))
+        self.servers = [SimpleNamespace(sockets=[socket])]
+        self.started = True
+        for thread in threading.enumerate():
+            if thread.name.endswith("(announce)"):
+                thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("args", "url", "opened"),
+    [
+        ([], "http://localhost:8001/-/httptrack", True),
+        (["--port", "8080", "--no-browser"], "http://localhost:8080/-/httptrack", False),
+        (["-p", "0", "--host", "0.0.0.0"], "http://0.0.0.0:54321/-/httptrack", True),
+    ],
+)
+def test_ui_serves_the_log_and_opens_the_browser(
+    db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch, args: list[str], url: str, opened: bool
+) -> None:
+    import uvicorn
+
+    FakeServer.instances.clear()
+    browsed: list[str] = []
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    monkeypatch.setattr("webbrowser.open", browsed.append)
+    out = run("ui", *args, "--db", db).stdout
+    assert out == f"httptrack ui: {url}  (database {db}; Ctrl+C to stop)\n"
+    assert browsed == ([url] if opened else [])
+    (server,) = FakeServer.instances
+    host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
+    assert (server.config.host, server.config.log_level) == (host, "warning")
+    assert server.config.port == {"8080": 8080, "0": 0}.get(next((a for a in args if a.isdigit()), ""), 8001)
+
+
+def test_ui_app_is_datasette_over_the_log(db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `ui` hands the server is datasette over this log, read-only, with the plugin."""
+    import uvicorn
+
+    import httptrack.cli._ui as ui_module
+
+    made: list[Any] = []
+    real = ui_module.make_datasette
+    monkeypatch.setattr(ui_module, "make_datasette", lambda path: made.append(real(path)) or made[-1])
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    run("ui", "--no-browser", "--db", db)
+    (ds,) = made
+    assert [d.path for d in ds.databases.values() if d.path] == [str(db)]
+    assert ds.setting("suggest_facets") is False and ds.setting("allow_download") is False
+    assert ds.databases[db.stem].is_mutable  # not immutable: calls recorded meanwhile show
 
 
 # -- every command: help, --db, README ----------------------------------------------------------
