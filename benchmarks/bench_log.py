@@ -3,13 +3,14 @@
 Generates a database of N calls (default one million) with realistic distributions —
 a few providers and many models with skewed popularity, a long tail of users, bursts of
 errors, cache hits, log-normal tokens and latencies, prompts and answers drawn from a word
-list — through direct SQL inserts into the real schema (migrations, FTS triggers and all),
+list — through direct SQL inserts into the real schema (migrations first; the search
+index and the rollups are then brought up to date with the functions the writer calls),
 then times what people run: the CLI commands (each a fresh process, as a user types them)
 and the Python API calls behind them, and prints a table.
 
     python benchmarks/bench_log.py                 # 1,000,000 calls, reuses the generated DB
     python benchmarks/bench_log.py --rows 100000 --fresh
-    python benchmarks/bench_log.py --writer        # also: writer throughput with/without the FTS triggers
+    python benchmarks/bench_log.py --writer        # also: what the search index and rollups cost the writer
 
 The database is kept (default ``benchmarks/.data/log-<rows>.db``) so reruns skip generation.
 """
@@ -310,8 +311,17 @@ def _datasette_cases(db: Path) -> list[tuple[str, Callable[[], Any]]]:
         assert not timed_out, f"facets timed out: {timed_out}"
         assert len(data["facet_results"]) == 6, list(data["facet_results"])
 
+    from datasette.app import Datasette
+
+    plain = Datasette([str(db)])  # `datasette "$(httptrack path)"`: the plugin, none of ui's settings
+
+    def plain_page() -> None:
+        response = asyncio.run(plain.client.get(f"/{name}/calls.json?_size=50"))
+        assert response.status_code == 200, response.status_code
+
     return [
         ("ui: calls table, 50 rows + 6 facets", facets),
+        ("plain datasette: calls table", plain_page),
         # A phrase: about 0.5% of the prompts (single words of the small vocabulary are in most).
         (
             'ui: calls?_search="refund policy"',
@@ -342,10 +352,22 @@ def bench_queries(db: Path, repeat: int, warm: bool = True) -> list[tuple[str, f
         ("cli: httptrack stats --by model", _cli(db, "stats", "--by", "model")),
         ("cli: httptrack stats --by day", _cli(db, "stats", "--by", "day")),
         ("cli: httptrack stats --since 1d --by user", _cli(db, "stats", "--since", "1d", "--by", "user")),
+        (
+            "cli: httptrack stats --provider openai --by model",
+            _cli(db, "stats", "--provider", "openai", "--by", "model"),
+        ),
+        ("cli: httptrack stats --cached", _cli(db, "stats", "--cached")),
+        (
+            "cli: httptrack stats --status error --by operation",
+            _cli(db, "stats", "--status", "error", "--by", "operation"),
+        ),
+        ("cli: httptrack stats -u user-250 --by model", _cli(db, "stats", "-u", "user-250", "--by", "model")),
+        ("cli: httptrack stats -q refund (in most calls)", _cli(db, "stats", "-q", "refund")),
         ("cli: httptrack calls --since 1d", _cli(db, "calls", "--since", "1d")),
         ("cli: httptrack calls --user user-250", _cli(db, "calls", "--user", "user-250")),
         ("cli: httptrack calls -q refund (in most calls)", _cli(db, "calls", "-q", "refund")),
         ("cli: httptrack calls -q '\"refund policy\"'", _cli(db, "calls", "-q", '"refund policy"')),
+        ("cli: httptrack calls -q refund -u user-250", _cli(db, "calls", "-q", "refund", "-u", "user-250")),
         ("cli: httptrack status", _cli(db, "status")),
         ("api: stats()", lambda: log.stats()),
         ("api: stats(by='model')", lambda: log.stats(by="model")),

@@ -19,6 +19,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -143,6 +144,7 @@ class Log:
             self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
         )
         self._rolled_up = _rollup.rollups_exist(self._conn)
+        self._detailed = _rollup.detail_rollups_exist(self._conn)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         cursor = self._conn.cursor()
@@ -164,7 +166,9 @@ class Log:
 
     # -- filters --------------------------------------------------------------------------
 
-    def _where(self, filters: Filters, *, search: bool = True) -> tuple[str, list[Any]]:
+    def _where(self, filters: Filters, *, in_time_order: bool = False) -> tuple[str, list[Any]]:
+        """SQL conditions for ``filters``, and their parameters. ``in_time_order``: for a
+        listing that walks an index in time order and stops at its limit (see ``rows``)."""
         unknown = set(filters) - set(Filters.__annotations__)
         if unknown:
             raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
@@ -190,9 +194,13 @@ class Log:
             clauses.append("cached = ?")
             params.append(int(bool(filters["cached"])))
         query = (filters.get("query") or "").strip()
-        if query and search:
+        if query:
             if self._searchable:
-                clauses.append(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
+                # `+rowid`: not a lookup key for the matches (which SQLite would then fetch
+                # and sort, all 800,000 of a common word: seconds), only a test of each row
+                # against them, while an index of the other filters is walked in time order.
+                rowid = "+rowid" if in_time_order else "rowid"
+                clauses.append(f"{rowid} IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
                 params.append(fts_query(query))
             else:  # an SQLite without FTS5: slower, substring semantics
                 clauses.append("(request_body LIKE ? OR response_text LIKE ?)")
@@ -222,19 +230,10 @@ class Log:
         else:
             select = "calls.*"
         order = "DESC" if newest_first else "ASC"
-        query = (filters.get("query") or "").strip()
-        if query and self._searchable:
-            # Walk the matches newest first (rowids grow with time) and stop at the limit,
-            # instead of collecting every match of a common word and sorting them.
-            where, params = self._where(filters, search=False)
-            sql = (
-                f"SELECT {select} FROM {FTS_TABLE} JOIN calls ON calls.rowid = {FTS_TABLE}.rowid "
-                f"WHERE {FTS_TABLE} MATCH ? AND {where} ORDER BY {FTS_TABLE}.rowid {order}"
-            )
-            params = [fts_query(query), *params]
-        else:
-            where, params = self._where(filters)
-            sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
+        # Newest (or oldest) first by start time, searched or not: the search index's order
+        # is the order calls were written in, i.e. finished in (a long stream comes last).
+        where, params = self._where(filters, in_time_order=True)
+        sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
         if limit:
             sql += f" LIMIT {int(limit)}"
         cursor = self._execute(sql, params)
@@ -312,10 +311,11 @@ class Log:
         if plan is None:
             self._add_calls(groups, by, where, params)
         else:
-            dim, values, full_start, full_end = plan
-            self._add_rollup(groups, by, dim, values, full_start, full_end, percentiles)
+            self._add_rollup(groups, plan, percentiles)
+            full_start, full_end = plan.full_start, plan.full_end
             # What the rollup does not hold: the partial days at the edges of the range,
-            # and calls past the bookmark (written by something that does not roll up).
+            # and calls past its bookmark (not rolled up yet, or written by something that
+            # does not roll up).
             since = parse_when(filters["since"]) if filters.get("since") is not None else None
             until = parse_when(filters["until"]) if filters.get("until") is not None else None
             if since is not None and full_start is not None and since < full_start:
@@ -326,7 +326,7 @@ class Log:
                 [" AND started_at >= ?" if full_start else "", " AND started_at < ?" if full_end else ""]
             )
             bounds = [b for b in (full_start, full_end) if b]
-            self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [self._bookmark(), *params, *bounds])
+            self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [plan.bookmark, *params, *bounds])
         if by is None and not groups:
             groups[None] = Totals()
         if not percentiles:
@@ -343,26 +343,16 @@ class Log:
         """``stats()`` of the matching calls as one dict."""
         return self.stats(**filters)[0]
 
-    def _bookmark(self) -> int:
-        return _rollup.bookmark(self._conn) if self._rolled_up else 0
-
-    def _rollup_plan(
-        self, by: str | None, filters: Filters
-    ) -> tuple[str, list[str] | None, str | None, str | None] | None:
-        """(dimension, its wanted values or None, first full day, end of the last full day)
-        when the daily rollup can answer, else ``None``. It can when at most one
-        dimension is involved: grouped by, or filtered on, but not two different ones."""
+    def _rollup_plan(self, by: str | None, filters: Filters) -> _RollupPlan | None:
+        """How the rollups can answer, or ``None`` (then ``calls`` does). ``calls_rollup``
+        can when at most one dimension is involved (grouped by, or filtered on); the detail
+        rollup when every one involved is among provider, model, operation, status and
+        cached (``stats --provider openai --by model``, ``stats --cached``)."""
         if not self._rolled_up:
             return None
         dims = {k for k, v in filters.items() if v not in (None, "", []) and k not in ("since", "until")}
-        if dims - set(_rollup.DIMENSIONS) or "model" in dims:  # model filters also match the model asked for
-            return None
         group_dim = by if by not in (None, "day") else None
         involved = dims | ({group_dim} if group_dim else set())
-        if len(involved) > 1:
-            return None
-        dim = next(iter(involved), "")
-        values = _values(filters.get(dim)) if dim in dims else None  # type: ignore[arg-type]
         full_start = full_end = None
         if filters.get("since") is not None:
             since = parse_when(filters["since"])
@@ -370,31 +360,56 @@ class Log:
             full_start = day if since.endswith("T00:00:00.000Z") else _rollup.next_day(day)
         if filters.get("until") is not None:
             full_end = parse_when(filters["until"])[:10]
-        return dim, values, full_start, full_end
-
-    def _add_rollup(
-        self,
-        groups: dict[Any, Totals],
-        by: str | None,
-        dim: str,
-        values: list[str] | None,
-        full_start: str | None,
-        full_end: str | None,
-        percentiles: bool = True,
-    ) -> None:
-        clauses, params = ["dim = ?"], [dim]
-        if values is not None:
-            clauses.append(f"value IN ({', '.join('?' * len(values))})")
-            params.extend(values)
+        clauses: list[str] = []
+        params: list[Any] = []
+        # A model filter also matches the model asked for: calls_rollup has only the answering one.
+        if len(involved) <= 1 and not dims - set(_rollup.DIMENSIONS) and "model" not in dims:
+            dim = next(iter(involved), "")
+            clauses.append("dim = ?")
+            params.append(dim)
+            if dim in dims:
+                values = _values(filters.get(dim))  # type: ignore[arg-type]
+                clauses.append(f"value IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+            key_sql = {"day": "day", None: "NULL"}.get(by, "nullif(value, '')")
+            tables = (_rollup.ROLLUP_TABLE, _rollup.LATENCY_TABLE)
+            bookmark = _rollup.bookmark(self._conn)
+        elif (
+            self._detailed
+            and dims <= _rollup.DETAIL_FILTERS
+            and (group_dim is None or group_dim in _rollup.DETAIL_GROUPS)
+        ):
+            for dim in sorted(dims):
+                if dim == "cached":
+                    clauses.append("cached = ?")
+                    params.append(str(int(bool(filters["cached"]))))
+                    continue
+                values = _values(filters.get(dim))  # type: ignore[arg-type]
+                marks = ", ".join("?" * len(values))
+                if dim == "model":  # as _where: asked for, or answered by
+                    clauses.append(f"(model IN ({marks}) OR response_model IN ({marks}))")
+                    params.extend([*values, *values])
+                else:
+                    clauses.append(f"{dim} IN ({marks})")
+                    params.extend(values)
+            key_sql = {"day": "day", None: "NULL"}.get(by) or _rollup.DETAIL_GROUPS[by]  # type: ignore[index]
+            tables = (_rollup.DETAIL_TABLE, _rollup.DETAIL_LATENCY_TABLE)
+            bookmark = _rollup.detail_bookmark(self._conn)
+        else:
+            return None
         if full_start:
             clauses.append("day >= ?")
             params.append(full_start)
         if full_end:
             clauses.append("day < ?")
             params.append(full_end)
-        where = " AND ".join(clauses)
-        key_sql = {"day": "day", None: "NULL"}.get(by, "nullif(value, '')")
+        return _RollupPlan(
+            tables, " AND ".join(clauses) or "1", params, key_sql, full_start, full_end, bookmark
+        )
+
+    def _add_rollup(self, groups: dict[Any, Totals], plan: _RollupPlan, percentiles: bool = True) -> None:
         sums = ", ".join(f"sum({m})" for m in _rollup.MEASURE_NAMES)
+        table, latency_table = plan.tables
 
         def totals_for(key: Any) -> Totals:
             totals = groups.get(key)
@@ -402,14 +417,16 @@ class Log:
                 totals = groups[key] = Totals()
             return totals
 
-        sql = f"SELECT {key_sql} AS k, {sums} FROM {_rollup.ROLLUP_TABLE} WHERE {where} GROUP BY k"
-        for row in self._conn.execute(sql, params):
+        sql = f"SELECT {plan.key_sql} AS k, {sums} FROM {table} WHERE {plan.where} GROUP BY k"
+        for row in self._conn.execute(sql, plan.params):
             totals_for(row[0]).add(row[1:])
         if not percentiles:
             return
-        table = _rollup.LATENCY_TABLE
-        sql = f"SELECT {key_sql} AS k, bucket, sum(n) FROM {table} WHERE {where} GROUP BY k, bucket"
-        for key, bucket, n in self._conn.execute(sql, params):
+        sql = (
+            f"SELECT {plan.key_sql} AS k, bucket, sum(n) FROM {latency_table} "
+            f"WHERE {plan.where} GROUP BY k, bucket"
+        )
+        for key, bucket, n in self._conn.execute(sql, plan.params):
             hist = totals_for(key).hist
             hist[bucket] = hist.get(bucket, 0) + n
 
@@ -446,6 +463,24 @@ class Log:
             "schema_version": version,
             "search_index": self._searchable,
         }
+
+
+@dataclass(frozen=True)
+class _RollupPlan:
+    """Which rollup tables answer a ``stats`` question, and how."""
+
+    tables: tuple[str, str]
+    """The sums, and the latency histograms."""
+    where: str
+    params: list[Any]
+    key_sql: str
+    """The group's key, over the rollup's columns."""
+    full_start: str | None
+    """The first whole day of the range (``since``'s next midnight), if it has a start."""
+    full_end: str | None
+    """The end of the last whole day (``until``'s midnight), if it has an end."""
+    bookmark: int
+    """The rollup holds the calls up to this rowid."""
 
 
 def _finish(by: str | None, key: Any, totals: Totals) -> dict[str, Any]:

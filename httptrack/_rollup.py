@@ -12,11 +12,23 @@ histogram per row (buckets 2% wide, cache hits left out), from which p50/p95 are
 to within 1% (the DDSketch method). A ``NULL`` value (no user) is stored as ``''``. Both
 tables are updated with SQL upserts, so rolling up a batch costs the writer little.
 
-The writer rolls up each batch inside its transaction (``roll_up_new_rows``), up to a
-bookmark (the highest ``calls`` rowid rolled up, in ``httptrack_state``). Readers add, from
-``calls`` itself, the rows past the bookmark (written by something that does not roll up)
-and the partial days at the edges of a time range, so answers are always exact sums
-(``Log.stats``). Questions that combine two dimensions are answered from ``calls``.
+A second pair of tables, ``calls_rollup_detail`` and ``calls_rollup_detail_latency``,
+holds the same sums per day and *combination* of the dimensions with few values: provider,
+model asked for, model that answered, operation, status and cached (a hundred or so rows a
+day). They answer the questions that combine those (``stats --provider openai --by model``,
+``stats --cached``, ``--status error --by operation``). Users and services (hundreds of
+values) are only in ``calls_rollup``: a question that combines one of them with another
+dimension reads ``calls``.
+
+The writer does not roll up each batch as it writes it: it calls ``roll_up_new_rows`` (in
+a write transaction) at most once a second or every ``DERIVE_ROWS`` calls, and at every
+``flush()`` (``_store``). Each table family has a bookmark (the highest ``calls`` rowid it
+holds, in ``httptrack_state``). Readers add, from ``calls`` itself, the rows past the
+bookmark (not rolled up yet, or written by something that does not roll up) and the
+partial days at the edges of a time range, so ``Log.stats`` answers are always exact sums.
+The views that read the rollup (``cost_per_day``, ``cost_by_model``, ...) do not: they may
+lag the newest calls by about a second. Other questions combining two dimensions, and
+full-text searches, are answered from ``calls``.
 """
 
 from __future__ import annotations
@@ -27,6 +39,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "DETAIL_COLUMNS",
+    "DETAIL_FILTERS",
+    "DETAIL_GROUPS",
+    "DETAIL_LATENCY_TABLE",
+    "DETAIL_TABLE",
     "DIMENSIONS",
     "GAMMA",
     "LATENCY_TABLE",
@@ -34,7 +51,10 @@ __all__ = [
     "Totals",
     "bookmark",
     "contribution",
+    "create_detail_rollups",
     "create_rollups",
+    "detail_bookmark",
+    "detail_rollups_exist",
     "estimate_quantile",
     "next_day",
     "rebuild_rollups",
@@ -78,6 +98,21 @@ _MEASURES = (
 MEASURE_NAMES = tuple(name for name, _ in _MEASURES)
 _STATE = "httptrack_state"
 _BOOKMARK = "rollup_rowid"
+_DETAIL_BOOKMARK = "rollup_detail_rowid"
+DETAIL_TABLE = "calls_rollup_detail"
+DETAIL_LATENCY_TABLE = "calls_rollup_detail_latency"
+#: The detail rollup's key after the day: the ``calls`` columns with few values. ``NULL`` is
+#: stored as ``''``, ``cached`` as text (``'0'``, ``'1'``).
+DETAIL_COLUMNS = ("provider", "model", "response_model", "operation", "status", "cached")
+#: Filters the detail rollup can apply, and ``stats(by=...)`` groups it can make (SQL over
+#: its columns).
+DETAIL_FILTERS = frozenset({"provider", "model", "operation", "status", "cached"})
+DETAIL_GROUPS = {
+    "provider": "nullif(provider, '')",
+    "model": "coalesce(nullif(response_model, ''), nullif(model, ''))",
+    "operation": "nullif(operation, '')",
+    "status": "nullif(status, '')",
+}
 #: The ``calls`` columns a row contributes (``RAW_COLUMNS`` order is what ``Totals.add_call`` takes).
 RAW_COLUMNS = (
     "status",
@@ -189,6 +224,30 @@ def create_rollups(conn: sqlite3.Connection) -> None:
     roll_up_new_rows(conn)
 
 
+def create_detail_rollups(conn: sqlite3.Connection) -> None:
+    """Create the detail rollup tables (migration m003) and roll up the rows already there."""
+    measures = ", ".join(f"{name} {sqltype}" for name, sqltype in _MEASURES)
+    key = ", ".join(f"{c} TEXT NOT NULL" for c in DETAIL_COLUMNS)
+    names = ", ".join(DETAIL_COLUMNS)
+    conn.execute(f"""CREATE TABLE IF NOT EXISTS {DETAIL_TABLE} (
+        day TEXT NOT NULL, {key}, {measures},
+        PRIMARY KEY (day, {names})) WITHOUT ROWID""")
+    conn.execute(f"""CREATE TABLE IF NOT EXISTS {DETAIL_LATENCY_TABLE} (
+        day TEXT NOT NULL, {key}, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (day, {names}, bucket)) WITHOUT ROWID""")
+    roll_up_new_rows(conn)
+
+
+def detail_rollups_exist(conn: sqlite3.Connection) -> bool:
+    names = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name IN (?, ?)", [DETAIL_TABLE, DETAIL_LATENCY_TABLE]
+        )
+    }
+    return len(names) == 2 and rollups_exist(conn)
+
+
 def rollups_exist(conn: sqlite3.Connection) -> bool:
     names = {
         r[0]
@@ -199,10 +258,16 @@ def rollups_exist(conn: sqlite3.Connection) -> bool:
     return len(names) == 3
 
 
-def bookmark(conn: sqlite3.Connection) -> int:
+def bookmark(conn: sqlite3.Connection, key: str = _BOOKMARK) -> int:
     """The highest ``calls`` rowid rolled up (0: none)."""
-    row = conn.execute(f"SELECT value FROM {_STATE} WHERE key = ?", [_BOOKMARK]).fetchone()
+    row = conn.execute(f"SELECT value FROM {_STATE} WHERE key = ?", [key]).fetchone()
     return int(row[0]) if row else 0
+
+
+def detail_bookmark(conn: sqlite3.Connection) -> int:
+    """The highest ``calls`` rowid in the detail rollup (its own: a writer of an earlier
+    version keeps ``calls_rollup`` up to date and knows nothing of it)."""
+    return bookmark(conn, _DETAIL_BOOKMARK)
 
 
 # -- maintenance (writers) ------------------------------------------------------------------
@@ -213,7 +278,19 @@ _SELECT_CALLS = (
     + ", ".join(DIMENSIONS[d] for d in _DIM_NAMES)
     + ", "
     + ", ".join(RAW_COLUMNS)
+    + ", model, response_model"
     + " FROM calls WHERE "
+)
+_FIRST_RAW = 2 + len(_DIM_NAMES)
+_LAST_RAW = _FIRST_RAW + len(RAW_COLUMNS)
+#: Where the detail key's columns (``DETAIL_COLUMNS`` order) are in a ``_SELECT_CALLS`` row.
+_DETAIL_AT = (
+    2 + _DIM_NAMES.index("provider"),
+    _LAST_RAW,  # model
+    _LAST_RAW + 1,  # response_model
+    2 + _DIM_NAMES.index("operation"),
+    _FIRST_RAW + RAW_COLUMNS.index("status"),
+    _FIRST_RAW + RAW_COLUMNS.index("cached"),
 )
 
 
@@ -227,7 +304,7 @@ def _accumulate(
     service, the status of most batches) has the same rows, in the same order, as the day's
     totals: its group is a copy of those, not a second pass over the rows."""
     groups: dict[tuple[str, str, str], Totals] = {}
-    first_raw = 2 + len(_DIM_NAMES)
+    first_raw = _FIRST_RAW
     top = 0
     days: dict[str, list[tuple[list[Any], int | None, Sequence[Any]]]] = {}
     for count, row in enumerate(rows):
@@ -235,7 +312,7 @@ def _accumulate(
             pause()
         if row[0] > top:
             top = row[0]
-        vector, bucket = contribution(row[first_raw:])
+        vector, bucket = contribution(row[first_raw:_LAST_RAW])
         day_rows = days.get(row[1])
         if day_rows is None:
             day_rows = days[row[1]] = []
@@ -261,53 +338,85 @@ def _accumulate(
     return groups, top
 
 
-def _upsert_sql() -> tuple[str, str]:
+def _accumulate_detail(
+    rows: Iterable[Sequence[Any]], pause: Callable[[], None] | None = None
+) -> dict[tuple[str, ...], Totals]:
+    """(day, *DETAIL_COLUMNS) -> Totals for these ``_SELECT_CALLS`` rows."""
+    groups: dict[tuple[str, ...], Totals] = {}
+    at = _DETAIL_AT
+    for count, row in enumerate(rows):
+        if pause is not None and not count % 64:
+            pause()
+        key = (row[1], *("" if row[i] is None else str(row[i]) for i in at))
+        totals = groups.get(key)
+        if totals is None:
+            totals = groups[key] = Totals()
+        totals.add(*contribution(row[_FIRST_RAW:_LAST_RAW]))
+    return groups
+
+
+def _upsert_sql(table: str, latency_table: str, key: Sequence[str]) -> tuple[str, str]:
     def plus(m: str) -> str:  # NULL + NULL stays NULL ("not reported"), NULL + x is x
         return (
-            f"{m} = CASE WHEN excluded.{m} IS NULL THEN {ROLLUP_TABLE}.{m} "
-            f"ELSE coalesce({ROLLUP_TABLE}.{m}, 0) + excluded.{m} END"
+            f"{m} = CASE WHEN excluded.{m} IS NULL THEN {table}.{m} "
+            f"ELSE coalesce({table}.{m}, 0) + excluded.{m} END"
         )
 
-    columns = ", ".join(("dim", "value", "day", *MEASURE_NAMES))
-    marks = ", ".join("?" * (3 + len(MEASURE_NAMES)))
+    keys = ", ".join(key)
+    columns = ", ".join((*key, *MEASURE_NAMES))
+    marks = ", ".join("?" * (len(key) + len(MEASURE_NAMES)))
     measures = (
-        f"INSERT INTO {ROLLUP_TABLE} ({columns}) VALUES ({marks}) ON CONFLICT (dim, value, day) "
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({keys}) "
         f"DO UPDATE SET {', '.join(plus(m) for m in MEASURE_NAMES)}"
     )
     latency = (
-        f"INSERT INTO {LATENCY_TABLE} (dim, value, day, bucket, n) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (dim, value, day, bucket) DO UPDATE SET n = n + excluded.n"
+        f"INSERT INTO {latency_table} ({keys}, bucket, n) VALUES ({', '.join('?' * (len(key) + 2))}) "
+        f"ON CONFLICT ({keys}, bucket) DO UPDATE SET n = n + excluded.n"
     )
     return measures, latency
 
 
-_UPSERT_MEASURES, _UPSERT_LATENCY = _upsert_sql()
+_UPSERTS = _upsert_sql(ROLLUP_TABLE, LATENCY_TABLE, ("dim", "value", "day"))
+_DETAIL_UPSERTS = _upsert_sql(DETAIL_TABLE, DETAIL_LATENCY_TABLE, ("day", *DETAIL_COLUMNS))
 
 
-def _merge_into(conn: sqlite3.Connection, groups: dict[tuple[str, str, str], Totals]) -> None:
+def _merge_into(
+    conn: sqlite3.Connection, groups: dict[Any, Totals], upserts: tuple[str, str] = _UPSERTS
+) -> None:
     # Additions done by SQLite in two executemany calls: no read-modify-write in Python.
-    conn.executemany(_UPSERT_MEASURES, [[*key, *t.values] for key, t in groups.items()])
-    conn.executemany(_UPSERT_LATENCY, [[*key, b, n] for key, t in groups.items() for b, n in t.hist.items()])
+    measures, latency = upserts
+    conn.executemany(measures, [[*key, *t.values] for key, t in groups.items()])
+    conn.executemany(latency, [[*key, b, n] for key, t in groups.items() for b, n in t.hist.items()])
 
 
-def _set_bookmark(conn: sqlite3.Connection, rowid: int) -> None:
-    conn.execute(f"INSERT OR REPLACE INTO {_STATE} (key, value) VALUES (?, ?)", [_BOOKMARK, rowid])
+def _set_bookmark(conn: sqlite3.Connection, rowid: int, key: str = _BOOKMARK) -> None:
+    conn.execute(f"INSERT OR REPLACE INTO {_STATE} (key, value) VALUES (?, ?)", [key, rowid])
 
 
 def roll_up_new_rows(conn: sqlite3.Connection, pause: Callable[[], None] | None = None) -> int:
-    """Add the calls past the bookmark to the rollup (the writer calls this in each
-    batch's transaction). Returns how many calls were rolled up. ``pause`` is called now
-    and then (the writer lets the app's threads have the GIL)."""
-    cursor = conn.execute(_SELECT_CALLS + "rowid > ? ORDER BY rowid", [bookmark(conn)])
+    """Add the calls past each bookmark to the rollups (the writer calls this in a write
+    transaction). Returns how many calls were new to ``calls_rollup``. ``pause`` is called
+    now and then (the writer lets the app's threads have the GIL)."""
+    main = bookmark(conn)
+    detail = detail_bookmark(conn) if detail_rollups_exist(conn) else None
+    start = main if detail is None else min(main, detail)
+    cursor = conn.execute(_SELECT_CALLS + "rowid > ? ORDER BY rowid", [start])
     total = 0
     while True:
         rows = cursor.fetchmany(100_000)
         if not rows:
             break
-        groups, top = _accumulate(rows, pause)
-        _merge_into(conn, groups)
-        _set_bookmark(conn, top)
-        total += len(rows)
+        top = rows[-1][0]
+        fresh = rows if main == start else [r for r in rows if r[0] > main]
+        if fresh:
+            groups, _ = _accumulate(fresh, pause)
+            _merge_into(conn, groups)
+            total += len(fresh)
+        _set_bookmark(conn, max(top, main))
+        if detail is not None:
+            fresh = rows if detail == start else [r for r in rows if r[0] > detail]
+            _merge_into(conn, _accumulate_detail(fresh, pause), _DETAIL_UPSERTS)
+            _set_bookmark(conn, max(top, detail), _DETAIL_BOOKMARK)
     return total
 
 
@@ -315,19 +424,31 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
     """Roll up the days from ``first_day`` (``None``: the beginning) to ``last_day``
     (inclusive) again from ``calls``, after rows of those days were deleted."""
     span = "day <= ?" + (" AND day >= ?" if first_day else "")
-    for table in (ROLLUP_TABLE, LATENCY_TABLE):
-        conn.execute(f"DELETE FROM {table} WHERE {span}", [last_day] + ([first_day] if first_day else []))
+    span_params = [last_day] + ([first_day] if first_day else [])
+    detail = detail_rollups_exist(conn)
+    tables = (ROLLUP_TABLE, LATENCY_TABLE) + ((DETAIL_TABLE, DETAIL_LATENCY_TABLE) if detail else ())
+    for table in tables:
+        conn.execute(f"DELETE FROM {table} WHERE {span}", span_params)
     where = "rowid <= ? AND started_at < ?" + (" AND started_at >= ?" if first_day else "")
-    params = [bookmark(conn), next_day(last_day)] + ([first_day] if first_day else [])
-    groups, _ = _accumulate(conn.execute(_SELECT_CALLS + where, params).fetchall())
+    main = bookmark(conn)
+    top = max(main, detail_bookmark(conn)) if detail else main
+    params = [top, next_day(last_day)] + ([first_day] if first_day else [])
+    rows = conn.execute(_SELECT_CALLS + where, params).fetchall()
+    groups, _ = _accumulate([r for r in rows if r[0] <= main])
     _merge_into(conn, groups)
+    if detail:
+        upto = detail_bookmark(conn)
+        _merge_into(conn, _accumulate_detail([r for r in rows if r[0] <= upto]), _DETAIL_UPSERTS)
 
 
 def rebuild_rollups(conn: sqlite3.Connection) -> None:
     """Roll everything up again from ``calls`` (after the table was edited by hand)."""
-    for table in (ROLLUP_TABLE, LATENCY_TABLE):
+    detail = detail_rollups_exist(conn)
+    for table in (ROLLUP_TABLE, LATENCY_TABLE) + ((DETAIL_TABLE, DETAIL_LATENCY_TABLE) if detail else ()):
         conn.execute(f"DELETE FROM {table}")
     _set_bookmark(conn, 0)
+    if detail:
+        _set_bookmark(conn, 0, _DETAIL_BOOKMARK)
     roll_up_new_rows(conn)
 
 

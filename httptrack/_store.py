@@ -47,7 +47,7 @@ __all__ = [
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
 #: The search index and the daily rollup are brought up to date at least this often
@@ -207,6 +207,15 @@ def _migrations() -> Any:
         _rollup.create_rollups(db.conn)
         _views.create_views(db.conn)
         _views.create_search_index(db.conn)
+
+    @migrations(name="m003_detail_rollup")
+    def m003_detail_rollup(db: Any) -> None:
+        # Sums per day and combination of provider, model, operation, status and cached,
+        # so that `stats --provider openai --by model` or `stats --cached` need not read
+        # the calls (see _rollup). Existing rows are rolled up here, once.
+        from . import _rollup
+
+        _rollup.create_detail_rollups(db.conn)
 
     return migrations
 

@@ -2,7 +2,8 @@
 opens it (``httptrack``, ``datasette``, ``sqlite3``) can answer the usual questions fast:
 
 - ``calls_fts``: a full-text index (SQLite FTS5) over the prompt text and the generated
-  text of every call, brought up to date by the writer after each batch.
+  text of every call, brought up to date by the writer at most once a second (or every
+  ``DERIVE_ROWS`` calls) and at every ``flush()``.
 - reporting views: cost per day, by model, by user, by service, errors, slowest calls,
   cache savings.
 - indexes that keep listing, totals and breakdowns under a second on a million calls.
@@ -85,7 +86,8 @@ def search_index_exists(conn: sqlite3.Connection) -> bool:
 
 def index_new_rows(conn: sqlite3.Connection) -> int:
     """Index the calls added since the index was last brought up to date (the writer calls
-    this once per batch, inside the batch's transaction). Returns how many were indexed.
+    this in a write transaction at most once a second, and at flush). Returns how many
+    were indexed.
 
     Why the writer and not triggers: FTS5 writes a segment per statement, so a trigger
     (one FTS statement per row) made each insert ~3x as expensive; one ``INSERT ... SELECT``

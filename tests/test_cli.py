@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from recorded_log import age_calls, record_calls, rows, unique_prefix
 
 import httptrack
+from httptrack._log import STAT_FIELDS
 from httptrack._schema import COLUMN_NAMES
 from httptrack.cli import main
 from httptrack.cli._calls import LIST_COLUMNS
@@ -110,6 +111,20 @@ def test_calls_filters(db: Path, ids: list[str], args: list[str], picked: list[i
     assert [c["id"] for c in data] == [ids[i] for i in picked]
 
 
+def test_search_lists_and_exports_by_start_time(db: Path) -> None:
+    from test_log import record_overlapping_calls
+
+    stream, call = record_overlapping_calls(db)  # the stream started first, was written last
+    data = json.loads(run("calls", "-q", "overlap", "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == [call, stream]
+    data = json.loads(run("calls", "-q", "overlap", "-n", "1", "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == [call]
+    lines = run("export", "-q", "overlap", "-c", "id", "--db", db).stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [{"id": stream}, {"id": call}]
+    lines = run("export", "-q", "overlap", "-c", "id", "--newest-first", "-n", "1", "--db", db).stdout
+    assert [json.loads(line) for line in lines.splitlines()] == [{"id": call}]
+
+
 def test_calls_messages(db: Path, tmp_path: Path) -> None:
     result = run("calls", "--db", tmp_path / "missing.db", ok=False)
     assert result.exit_code == 1
@@ -188,6 +203,36 @@ def test_show_error_call_and_options(db: Path, ids: list[str]) -> None:
     assert result.exit_code == 1 and "no call with id '01ZZZZ'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("latency", "ttft", "line"),
+    [
+        # A buffered stream: every token arrived with the first, 1 ms of "generation".
+        (181.0, 180.0, "latency     181 ms, first token after 180 ms\n"),
+        (229.9, 180.0, "latency     230 ms, first token after 180 ms\n"),  # 49.9 ms: still too short
+        (230.0, 180.0, "latency     230 ms, first token after 180 ms, 180 tokens/s\n"),  # 9 in 50 ms
+        (1180.0, 180.0, "latency     1.18 s, first token after 180 ms, 9 tokens/s\n"),
+    ],
+)
+def test_show_rate_only_over_a_real_generation_time(
+    db: Path, ids: list[str], latency: float, ttft: float, line: str
+) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "UPDATE calls SET latency_ms = ?, ttft_ms = ?, output_tokens = 9 WHERE id = ?",
+            [latency, ttft, ids[1]],
+        )
+    conn.close()
+    out = run("show", ids[1], "--no-bodies", "--db", db).stdout
+    assert line in out
+    assert out.count("latency ") == 1
+
+
+def test_json_option_help_says_what_it_prints() -> None:
+    assert "Print the call as JSON instead of text" in run("show", "--help").stdout
+    assert "Print JSON instead of a table" not in run("show", "--help").stdout
+
+
 def test_show_json(db: Path, ids: list[str]) -> None:
     data = json.loads(run("show", ids[2], "--json", "--db", db).stdout)
     raw = rows(db, "id = ?", (ids[2],))[0]
@@ -223,6 +268,45 @@ def test_stats_json(db: Path, ids: list[str]) -> None:
         ("alice", 3, 1),
         ("carol", 2, 0),
     ]
+
+
+@pytest.mark.parametrize("by", ["model", "service", "operation", "status"])
+def test_stats_by_json_matches_the_rows(db: Path, ids: list[str], by: str) -> None:
+    """Each group's figures, summed here from the rows themselves (not through httptrack)."""
+    from test_log import check_stats
+
+    all_rows = rows(db)
+
+    def key(r: dict[str, Any]) -> Any:
+        return (r["response_model"] or r["model"]) if by == "model" else r[by]
+
+    data = json.loads(run("stats", "--by", by, "--json", "--db", db).stdout)
+    assert list(data) == ["totals", "by", "groups"] and data["by"] == by
+    check_stats(data["totals"], all_rows)
+    groups = data["groups"]
+    assert [g[by] for g in groups] == sorted(
+        {key(r) for r in all_rows},
+        key=lambda k: (
+            -sum(r["cost_usd"] or 0 for r in all_rows if key(r) == k),
+            -sum(1 for r in all_rows if key(r) == k),
+            "" if k is None else str(k),
+        ),
+    )
+    for group in groups:
+        assert list(group) == [by, *STAT_FIELDS]
+        check_stats(group, [r for r in all_rows if key(r) == group[by]])
+    if by == "service":
+        assert {g["service"]: g["calls"] for g in groups} == {
+            "summarizer": 3,
+            "support": 2,
+            "indexer": 2,
+            None: 1,
+        }
+    if by == "status":
+        assert {g["status"]: (g["calls"], g["errors"]) for g in groups} == {
+            "success": (6, 0),
+            "error": (2, 2),
+        }
 
 
 def test_stats_tables(db: Path, ids: list[str]) -> None:
@@ -386,6 +470,110 @@ def test_prune_bodies_only(db: Path, ids: list[str]) -> None:
         assert log.totals()["calls"] == 8
 
 
+WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+def test_prune_keep_bodies_beside_older_than(db: Path, ids: list[str]) -> None:
+    """A retention policy in one command: calls go after 90 days, their bodies after 7."""
+    age_calls(
+        db,
+        {
+            ids[0]: timedelta(days=100),
+            ids[2]: timedelta(days=40),
+            ids[5]: timedelta(days=10),
+            ids[1]: timedelta(days=3),
+        },
+    )
+    before = {r["id"]: r for r in rows(db)}
+    args = ("prune", "--older-than", "90d", "--keep-bodies", "7d", "--db", db)
+    out = run(*args, "--dry-run").stdout
+    assert re.fullmatch(
+        f"Would prune the 1 call that started before ({WHEN}), "
+        f"and the bodies of 2 calls that started before ({WHEN}).\n",
+        out,
+    ), out
+    result = run(*args, ok=False)  # no terminal: needs --yes
+    assert result.exit_code == 2 and "this would prune the 1 call that started before " in result.stderr
+    assert "and the bodies of 2 calls" in result.stderr and rows(db) == list(before.values())
+    out = run(*args, "--yes").stdout
+    match = re.fullmatch(
+        f"Deleted 1 call that started before ({WHEN}).\n"
+        f"Dropped the bodies of 2 calls that started before ({WHEN}).\n",
+        out,
+    )
+    assert match, out
+    after = {r["id"]: r for r in rows(db)}
+    assert set(after) == set(ids) - {ids[0]}
+    bodies = ("request_body", "response_body", "response_text")
+    for call_id, row in after.items():
+        if call_id in (ids[2], ids[5]):  # older than 7 days: the call without its bodies
+            assert [row[c] for c in bodies] == [None, None, None]
+            assert {k: v for k, v in row.items() if k not in bodies} == {
+                k: v for k, v in before[call_id].items() if k not in bodies
+            }
+        else:
+            assert row == before[call_id]
+    with httptrack.open_log(db) as log:
+        assert list(log.calls(query="umbrellas")) == []  # ids[2] and ids[5] were the umbrella calls
+        assert [r.id for r in log.calls(query="Lyon")] == [ids[4], ids[1]]
+        assert log.totals()["calls"] == 7
+        assert {g["user"]: g["calls"] for g in log.stats(by="user")} == {"alice": 2, "bob": 3, "carol": 2}
+    conn = sqlite3.connect(db)
+    try:  # the search index holds exactly the calls that still have text
+        indexed = {r[0] for r in conn.execute("SELECT id FROM calls_fts_docsize")}
+        kept = {
+            r[0] for r in conn.execute("SELECT rowid FROM calls WHERE id NOT IN (?, ?)", [ids[2], ids[5]])
+        }
+        assert indexed == kept
+    finally:
+        conn.close()
+    out = run(*args, "--yes").stdout
+    assert re.fullmatch(
+        f"Nothing to prune: no calls before {WHEN}, no calls before {WHEN} with bodies.\n", out
+    )
+
+
+def test_prune_keep_bodies_alone(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[2]: timedelta(days=10), ids[3]: timedelta(days=8), ids[1]: timedelta(days=1)})
+    out = run("prune", "--keep-bodies", "7d", "--yes", "--db", db).stdout
+    assert re.fullmatch(f"Dropped the bodies of 2 calls that started before {WHEN}.\n", out), out
+    assert [r["id"] for r in rows(db, "request_body IS NULL")] == [ids[2], ids[3]]
+    assert len(rows(db)) == 8
+    with httptrack.open_log(db) as log:
+        assert [r.id for r in log.calls(query="umbrellas")] == [ids[5]]
+        assert list(log.calls(query="shipping")) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "say what to prune: --older-than, --keep-bodies, or both"),
+        (["--older-than", "30d", "--keep-bodies", "7d", "--bodies-only"], "--keep-bodies and --bodies-only"),
+        (["--keep-bodies", "7d", "--bodies-only"], "--keep-bodies and --bodies-only do not go together"),
+        (["--bodies-only"], "--bodies-only needs --older-than"),
+        (
+            ["--older-than", "7d", "--keep-bodies", "30d"],
+            "--keep-bodies 30d is longer than --older-than 7d: the calls would be deleted before their bodies",
+        ),
+        (["--keep-bodies", "soon"], "not a time: 'soon'"),
+    ],
+)
+def test_prune_usage_errors(db: Path, ids: list[str], args: list[str], message: str) -> None:
+    result = run("prune", *args, "--yes", "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert len(rows(db)) == 8 and not rows(db, "request_body IS NULL")
+
+
+def test_prune_keep_bodies_as_long_as_older_than(db: Path, ids: list[str]) -> None:
+    age_calls(db, {ids[2]: timedelta(days=40)})
+    out = run("prune", "--older-than", "30d", "--keep-bodies", "30d", "--yes", "--db", db).stdout
+    assert re.fullmatch(
+        f"Deleted 1 call that started before ({WHEN}).\nDropped the bodies of 0 calls that started before \\1.\n",
+        out,
+    ), out
+
+
 def test_prune_vacuum(db: Path, ids: list[str]) -> None:
     age_calls(db, {i: timedelta(days=100) for i in ids[:4]})
     out = run("prune", "--older-than", "90d", "--vacuum", "--yes", "--db", db).stdout
@@ -420,7 +608,7 @@ def test_status_and_path(db: Path, ids: list[str]) -> None:
     all_rows = rows(db)
     assert info["path"] == str(db) and info["calls"] == 8
     assert (info["oldest"], info["newest"]) == (all_rows[0]["started_at"], all_rows[-1]["started_at"])
-    assert info["schema_version"] == 2 and info["search_index"] is True
+    assert info["schema_version"] == 3 and info["search_index"] is True
     out = run("status", "--db", db).stdout
     assert f"database    {db}\n" in out and "calls       8\n" in out and "full-text search on" in out
     assert run("path", "--db", db).stdout == f"{db}\n"
@@ -447,6 +635,75 @@ def test_ui_without_datasette(db: Path, ids: list[str], monkeypatch: pytest.Monk
     result = run("ui", "--no-browser", "--db", db, ok=False)
     assert result.exit_code == 1
     assert "pip install 'httptrack[ui]'" in result.stderr
+
+
+class FakeServer:
+    """Stands in for uvicorn.Server: "binds" at once, then returns once the URL was
+    announced (no socket, no event loop)."""
+
+    instances: list[FakeServer] = []
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.started = False
+        self.should_exit = False
+        self.servers: list[Any] = []
+        FakeServer.instances.append(self)
+
+    def run(self) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        port = self.config.port or 54321  # port 0: the OS picks one
+        socket = SimpleNamespace(getsockname=lambda: (self.config.host, port))
+        self.servers = [SimpleNamespace(sockets=[socket])]
+        self.started = True
+        for thread in threading.enumerate():
+            if thread.name.endswith("(announce)"):
+                thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("args", "url", "opened"),
+    [
+        ([], "http://localhost:8001/-/httptrack", True),
+        (["--port", "8080", "--no-browser"], "http://localhost:8080/-/httptrack", False),
+        (["-p", "0", "--host", "0.0.0.0"], "http://0.0.0.0:54321/-/httptrack", True),
+    ],
+)
+def test_ui_serves_the_log_and_opens_the_browser(
+    db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch, args: list[str], url: str, opened: bool
+) -> None:
+    import uvicorn
+
+    FakeServer.instances.clear()
+    browsed: list[str] = []
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    monkeypatch.setattr("webbrowser.open", browsed.append)
+    out = run("ui", *args, "--db", db).stdout
+    assert out == f"httptrack ui: {url}  (database {db}; Ctrl+C to stop)\n"
+    assert browsed == ([url] if opened else [])
+    (server,) = FakeServer.instances
+    host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
+    assert (server.config.host, server.config.log_level) == (host, "warning")
+    assert server.config.port == {"8080": 8080, "0": 0}.get(next((a for a in args if a.isdigit()), ""), 8001)
+
+
+def test_ui_app_is_datasette_over_the_log(db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `ui` hands the server is datasette over this log, read-only, with the plugin."""
+    import uvicorn
+
+    import httptrack.cli._ui as ui_module
+
+    made: list[Any] = []
+    real = ui_module.make_datasette
+    monkeypatch.setattr(ui_module, "make_datasette", lambda path: made.append(real(path)) or made[-1])
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    run("ui", "--no-browser", "--db", db)
+    (ds,) = made
+    assert [d.path for d in ds.databases.values() if d.path] == [str(db)]
+    assert ds.setting("suggest_facets") is False and ds.setting("allow_download") is False
+    assert ds.databases[db.stem].is_mutable  # not immutable: calls recorded meanwhile show
 
 
 # -- every command: help, --db, README ----------------------------------------------------------

@@ -193,3 +193,46 @@ def test_datasette_plugin_only_touches_call_logs(tmp_path: Path) -> None:
     conn.close()
     assert not _datasette.is_call_log(str(other))
     assert not _datasette.is_call_log(str(tmp_path / "missing.db"))
+
+
+@pytest.mark.parametrize(
+    ("q", "picked"),
+    [
+        ("shipping", [3]),
+        ("gpt-4o", []),  # FTS5 syntax: a column filter "gpt" minus "4o" (an error), now words
+        ("AND", []),  # an FTS5 operator alone
+        ('foo"', []),  # an unbalanced quote
+        ('capital France"', [0]),
+        ('"shipping delays" winter', [3]),
+        ("umbrel*", [5, 2]),
+        ("", []),
+    ],
+)
+async def test_search_query_takes_any_text(ds: Datasette, ids: list[str], q: str, picked: list[int]) -> None:
+    from urllib.parse import urlencode
+
+    response = await ds.client.get("/log/search.json?" + urlencode({"q": q, "_shape": "array"}))
+    assert response.status_code == 200, response.text[:300]
+    assert [r["id"] for r in response.json()] == [ids[i] for i in picked]
+
+
+async def test_plain_datasette_skips_facet_suggestions_on_a_call_log(log_db: Path, ids: list[str]) -> None:
+    """Facet suggestions try every column of ``calls`` (seconds on a million calls):
+    the plugin turns them off where a call log is attached, as ``httptrack ui`` does."""
+    make_datasette(log_db)  # registers the plugin, as the entry point does for plain datasette
+    other = log_db.parent / "other.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE pets (name TEXT, kind TEXT)")
+        conn.executemany("INSERT INTO pets VALUES (?, ?)", [("a", "cat"), ("b", "cat"), ("c", "dog")])
+    conn.close()
+    alone = Datasette([str(other)])
+    data = await get_json(alone, "/other/pets.json")
+    assert alone.setting("suggest_facets") is True
+    assert [f["name"] for f in data["suggested_facets"]] == ["kind"]
+
+    plain = Datasette([str(log_db)])
+    data = await get_json(plain, "/log/calls.json")
+    assert plain.setting("suggest_facets") is False
+    assert data["suggested_facets"] == []
+    assert len(data["rows"]) == 8

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from recorded_log import record_calls, rows
@@ -23,6 +24,7 @@ V2_OBJECTS = {
     "idx_calls_latency",
     *_views.VIEWS,
 }
+V3_OBJECTS = {"calls_rollup_detail", "calls_rollup_detail_latency"}
 
 
 def downgrade_to_v1(db: Path) -> None:
@@ -31,11 +33,13 @@ def downgrade_to_v1(db: Path) -> None:
     try:
         conn.execute("BEGIN")
         for name, kind in conn.execute(
-            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(V2_OBJECTS))})",
-            sorted(V2_OBJECTS),
+            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(V2_OBJECTS | V3_OBJECTS))})",
+            sorted(V2_OBJECTS | V3_OBJECTS),
         ).fetchall():
             conn.execute(f"DROP {kind.upper()} IF EXISTS {name}")
-        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm002_call_log_views'")
+        conn.execute(
+            "DELETE FROM _sqlite_migrations WHERE name IN ('m002_call_log_views', 'm003_detail_rollup')"
+        )
         conn.execute("PRAGMA user_version = 1")
         conn.execute("COMMIT")
     finally:
@@ -67,11 +71,111 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
     assert rows(db) == before
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-        assert applied == ["m001_create_calls", "m002_call_log_views"]
+        assert applied == ["m001_create_calls", "m002_call_log_views", "m003_detail_rollup"]
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
         assert _rollup.bookmark(conn) == conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def downgrade_to_v2(db: Path) -> None:
+    """Make ``db`` what schema version 2 left: no detail rollup."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for name in sorted(V3_OBJECTS):
+            conn.execute(f"DROP TABLE {name}")
+        conn.execute("DELETE FROM httptrack_state WHERE key = 'rollup_detail_rowid'")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm003_detail_rollup'")
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+QUESTIONS: list[tuple[str | None, dict[str, Any]]] = [
+    ("model", {"provider": "openai"}),
+    (None, {"cached": False}),
+    ("operation", {"status": "success", "model": ["llama3.2", "nomic-embed-text"]}),
+    ("day", {"provider": "anthropic", "status": "success"}),
+]
+
+
+def test_a_version_2_log_gains_the_detail_rollup(db: Path) -> None:
+    record_calls(db)
+    with httptrack.open_log(db) as log:
+        want = [log.stats(by=by, **filters) for by, filters in QUESTIONS]  # type: ignore[misc]
+    downgrade_to_v2(db)
+    assert not V3_OBJECTS & schema_names(db)
+    with httptrack.open_log(db) as log:  # upgrades it
+        assert log._detailed
+        for (by, filters), expected in zip(QUESTIONS, want, strict=True):
+            assert log._rollup_plan(by, filters).tables[0] == "calls_rollup_detail"  # type: ignore[arg-type,union-attr]
+            assert log.stats(by=by, **filters) == expected  # type: ignore[misc]
+            log._rolled_up = False  # and from the calls alone
+            assert log.stats(by=by, **filters) == expected  # type: ignore[misc]
+            log._rolled_up = True
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT sum(calls) FROM calls_rollup_detail").fetchone()[0] == 8
+        top = conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
+        assert _rollup.detail_bookmark(conn) == _rollup.bookmark(conn) == top
+    finally:
+        conn.close()
+    # A new process writes more: both rollups follow.
+    writer().close_connections()
+    record_calls(db)
+    with httptrack.open_log(db) as log:
+        for by, filters in QUESTIONS:
+            got = log.stats(by=by, **filters)  # type: ignore[misc]
+            assert sum(g["calls"] for g in got) == 2 * sum(
+                g["calls"] for g in want[QUESTIONS.index((by, filters))]
+            )
+            log._rolled_up = False
+            assert log.stats(by=by, **filters) == got  # type: ignore[misc]
+            log._rolled_up = True
+
+
+def test_an_older_writer_that_skips_the_detail_rollup_leaves_it_exact(db: Path) -> None:
+    """A process of the previous version rolls up calls_rollup only and moves its bookmark:
+    the detail rollup has its own, and readers add what it lacks."""
+    ids = record_calls(db)
+    copy = "01ZZZZZZZZZZZZZZZZZZZZZZZZ"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(calls)")]
+        select = ", ".join("?" if c == "id" else f'"{c}"' for c in columns)
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO calls SELECT {select} FROM calls WHERE id = ?", [copy, ids[0]])
+        # What a writer of version 2 does: calls_rollup only, and its bookmark.
+        new_rows = conn.execute(_rollup._SELECT_CALLS + "rowid > ?", [_rollup.bookmark(conn)]).fetchall()
+        groups, top = _rollup._accumulate(new_rows)
+        _rollup._merge_into(conn, groups)
+        _rollup._set_bookmark(conn, top)
+        conn.execute("COMMIT")
+        assert _rollup.detail_bookmark(conn) == top - 1
+    finally:
+        conn.close()
+    with httptrack.open_log(db) as log:
+        assert log._rollup_plan("model", {"provider": "openai"}).tables[0] == "calls_rollup_detail"  # type: ignore[union-attr]
+        got = log.stats(by="model", provider="openai")
+        want: dict[str, int] = {}
+        for r in rows(db, "provider = 'openai'"):
+            model = r["response_model"] or r["model"]
+            want[model] = want.get(model, 0) + 1
+        assert {g["model"]: g["calls"] for g in got} == want and sum(want.values()) == 5
+        log._rolled_up = False
+        assert log.stats(by="model", provider="openai") == got
+    conn = connect(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        _rollup.roll_up_new_rows(conn)  # the next writer of this version catches up
+        conn.execute("COMMIT")
+        assert _rollup.detail_bookmark(conn) == top
+        assert conn.execute("SELECT sum(calls) FROM calls_rollup_detail").fetchone()[0] == 9
     finally:
         conn.close()
 

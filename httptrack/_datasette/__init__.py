@@ -27,9 +27,9 @@ from datasette import hookimpl
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
-from ._metadata import database_metadata
+from ._metadata import FTS_QUERY_FUNCTION, database_metadata
 
-__all__ = ["dashboard", "is_call_log", "log_databases"]
+__all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
 
 #: Cells rendered as folded, indented JSON (or as text when they are not JSON).
 BODY_COLUMNS = {"request_body", "response_body", "request_headers", "response_headers", "properties"}
@@ -63,6 +63,30 @@ def is_call_log(path: str | None) -> bool:
 def log_databases(datasette: Any) -> list[str]:
     """Names of the attached databases that are httptrack call logs."""
     return [name for name, db in datasette.databases.items() if is_call_log(getattr(db, "path", None))]
+
+
+def search_terms(text: str | None) -> str:
+    """The SQL function ``FTS_QUERY_FUNCTION``: ``gpt-4o``, ``AND``, ``foo"`` are words to find, not syntax.
+    No words at all match nothing (FTS5 refuses an empty query)."""
+    from .._log import fts_query
+
+    return fts_query(text or "") or '""'
+
+
+@hookimpl
+def prepare_connection(conn: sqlite3.Connection) -> None:
+    conn.create_function(FTS_QUERY_FUNCTION, 1, search_terms, deterministic=True)
+
+
+@hookimpl
+def startup(datasette: Any) -> None:
+    # Plain `datasette "$(httptrack path)"` does not get the settings `httptrack ui` runs
+    # with. The one that matters most: facet suggestions try every one of ~50 columns of
+    # `calls` (seconds on a million calls, for each page). Settings are datasette-wide and a
+    # plugin cannot tell the default from an explicit `--setting suggest_facets on`: with a
+    # call log attached, suggestions are off.
+    if log_databases(datasette) and datasette.setting("suggest_facets"):
+        datasette._settings["suggest_facets"] = False
 
 
 @hookimpl

@@ -8,7 +8,11 @@ from typing import Any
 from .._schema import DESCRIPTIONS
 from .._views import FTS_TABLE, VIEWS
 
-__all__ = ["CANNED_QUERIES", "SETTINGS", "database_metadata"]
+__all__ = ["CANNED_QUERIES", "FTS_QUERY_FUNCTION", "SETTINGS", "database_metadata"]
+
+#: The SQL function (registered by the plugin on every connection) that turns a user's
+#: words into an FTS5 query that cannot be a syntax error, as ``httptrack calls -q`` does.
+FTS_QUERY_FUNCTION = "httptrack_fts_query"
 
 #: datasette settings ``httptrack ui`` runs with: facets over a million rows need more than
 #: the default 200 ms, and bodies are long.
@@ -70,7 +74,7 @@ FROM ranked GROUP BY model ORDER BY calls DESC""",
         "description": 'Full-text search: every word must occur ("a phrase" in quotes, pref* for a prefix).',
         "sql": f"""SELECT id, started_at, provider, coalesce(response_model, model) AS model, user, service,
   substr(response_text, 1, 300) AS response
-FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q)
+FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH {FTS_QUERY_FUNCTION}(:q))
 ORDER BY started_at DESC LIMIT 200""",
     },
 }

@@ -21,6 +21,7 @@ __all__ = [
     "filter_options",
     "filters_from",
     "json_option",
+    "json_option_saying",
     "open_log_or_fail",
     "resolve_db",
 ]
@@ -38,7 +39,12 @@ def db_option(func: F) -> F:
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(func)
+    return json_option_saying("Print JSON instead of a table.")(func)
+
+
+def json_option_saying(help: str) -> Callable[[F], F]:
+    """``--json`` (as ``as_json``) with its own help, for a command whose output is no table."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def resolve_db(db: Path | None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -15,15 +16,21 @@ __all__ = ["prune", "reindex"]
 @click.command()
 @click.option(
     "--older-than",
-    required=True,
     type=WHEN,
-    help="Prune calls older than this: 30d, 12h, 2w, or a date (2026-01-31).",
+    help="Delete the calls older than this: 30d, 12h, 2w, or a date (2026-01-31).",
+)
+@click.option(
+    "--keep-bodies",
+    type=WHEN,
+    metavar="WHEN",
+    help="Drop the bodies (prompts, responses) of the calls older than this and keep the calls: "
+    "a retention policy of its own or beside --older-than (--older-than 90d --keep-bodies 7d).",
 )
 @click.option(
     "--bodies-only",
     is_flag=True,
-    help="Keep the calls (figures, attribution) and drop only their request and response bodies "
-    "and generated text.",
+    help="With --older-than: keep those calls (figures, attribution) and drop only their request "
+    "and response bodies and generated text.",
 )
 @click.option(
     "--vacuum",
@@ -34,12 +41,20 @@ __all__ = ["prune", "reindex"]
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @db_option
 def prune(
-    older_than: str, bodies_only: bool, vacuum: bool, dry_run: bool, yes: bool, db: Path | None
+    older_than: str | None,
+    keep_bodies: str | None,
+    bodies_only: bool,
+    vacuum: bool,
+    dry_run: bool,
+    yes: bool,
+    db: Path | None,
 ) -> None:
     """Delete old calls, or only their bodies.
 
     Deletes the calls older than --older-than; with --bodies-only keeps them and drops
     only their bodies (prompts and responses), which take most of the space.
+    --keep-bodies drops the bodies of the calls older than it, alone or beside
+    --older-than: calls go after --older-than, their bodies after --keep-bodies.
 
     Safe while apps are recording: it works in short transactions. What is pruned is
     also removed from the full-text search index.
@@ -48,36 +63,71 @@ def prune(
     Examples:
       httptrack prune --older-than 90d
       httptrack prune --older-than 7d --bodies-only --yes
+      httptrack prune --older-than 90d --keep-bodies 7d --yes
       httptrack prune --older-than 2026-01-01 --vacuum
     """
+    from .._log import parse_when
     from .._maintenance import count_prunable
     from .._maintenance import prune as prune_log
 
+    if keep_bodies is not None and bodies_only:
+        raise click.UsageError(
+            "--keep-bodies and --bodies-only do not go together: --keep-bodies keeps the calls already "
+            "(--older-than 90d --keep-bodies 7d deletes calls after 90 days and their bodies after 7)"
+        )
+    if bodies_only and older_than is None:
+        raise click.UsageError("--bodies-only needs --older-than (or use --keep-bodies)")
+    if older_than is None and keep_bodies is None:
+        raise click.UsageError("say what to prune: --older-than, --keep-bodies, or both")
+    now = datetime.now(UTC)  # the same moment for both
+    cutoff = None if older_than is None else parse_when(older_than, now=now)
+    keep = None if keep_bodies is None else parse_when(keep_bodies, now=now)
+    if cutoff is not None and keep is not None and keep < cutoff:
+        raise click.UsageError(
+            f"--keep-bodies {keep_bodies} is longer than --older-than {older_than}: "
+            "the calls would be deleted before their bodies"
+        )
     target = resolve_db(db)
     if not target.exists():
         raise click.ClickException(f"no call log at {target}")
-    cutoff, n = count_prunable(target, older_than, bodies_only=bodies_only)
-    what = "bodies of" if bodies_only else ""
-    described = f"{what} {n:,} call{'s' if n != 1 else ''} that started before {cutoff}".strip()
-    if dry_run or n == 0:
-        click.echo(
-            f"Would prune the {described}."
-            if n
-            else f"Nothing to prune: no calls before {cutoff}" + (" with bodies." if bodies_only else ".")
-        )
+    cutoff, n, bodies_cutoff, n_bodies = count_prunable(
+        target, cutoff, bodies_only=bodies_only, keep_bodies=keep
+    )
+    parts = []
+    if cutoff is not None and n:
+        parts.append(f"{'bodies of the ' if bodies_only else ''}{_calls(n)} that started before {cutoff}")
+    if bodies_cutoff is not None and n_bodies:
+        parts.append(f"bodies of {_calls(n_bodies)} that started before {bodies_cutoff}")
+    described = "the " + ", and the ".join(parts)
+    if dry_run or not parts:
+        if parts:
+            click.echo(f"Would prune {described}.")
+        else:
+            nothing = []
+            if cutoff is not None:
+                nothing.append(f"no calls before {cutoff}" + (" with bodies" if bodies_only else ""))
+            if bodies_cutoff is not None:
+                nothing.append(f"no calls before {bodies_cutoff} with bodies")
+            click.echo(f"Nothing to prune: {', '.join(nothing)}.")
         if not (vacuum and not dry_run):
             return
     elif not yes:
         if not sys.stdin.isatty():
-            raise click.UsageError(f"this would prune the {described}: pass --yes to go ahead")
-        click.confirm(f"Prune the {described}?", abort=True)
-    result = prune_log(target, cutoff, bodies_only=bodies_only, vacuum=vacuum)
-    verb = "Dropped the bodies of" if bodies_only else "Deleted"
-    click.echo(
-        f"{verb} {result.calls:,} call{'s' if result.calls != 1 else ''} that started before {cutoff}."
-    )
+            raise click.UsageError(f"this would prune {described}: pass --yes to go ahead")
+        click.confirm(f"Prune {described}?", abort=True)
+    result = prune_log(target, cutoff, bodies_only=bodies_only, keep_bodies=bodies_cutoff, vacuum=vacuum)
+    if result.cutoff is not None:
+        verb = "Dropped the bodies of" if bodies_only else "Deleted"
+        click.echo(f"{verb} {_calls(result.calls)} that started before {result.cutoff}.")
+    if result.bodies_cutoff is not None:
+        what = _calls(result.bodies)
+        click.echo(f"Dropped the bodies of {what} that started before {result.bodies_cutoff}.")
     if vacuum:
         click.echo(f"Database: {result.bytes_before / 1e6:,.1f} MB → {result.bytes_after / 1e6:,.1f} MB.")
+
+
+def _calls(n: int) -> str:
+    return f"{n:,} call{'s' if n != 1 else ''}"
 
 
 @click.command()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import db_option, echo_json, json_option, open_log_or_fail
+from ._common import db_option, echo_json, json_option_saying, open_log_or_fail
 from ._format import count, duration, money
 
 if TYPE_CHECKING:
@@ -21,7 +21,9 @@ __all__ = ["pretty_body", "show"]
 @click.argument("call_id", metavar="[ID]", required=False)
 @click.option("--no-bodies", is_flag=True, help="Leave out the request and response bodies.")
 @click.option("--headers", "with_headers", is_flag=True, help="Also print the request and response headers.")
-@json_option
+@json_option_saying(
+    "Print the call as JSON instead of text (bodies unless --no-bodies; headers with --headers)."
+)
 @db_option
 def show(call_id: str | None, no_bodies: bool, with_headers: bool, as_json: bool, db: Path | None) -> None:
     """Show one call in full.
@@ -69,6 +71,9 @@ def show(call_id: str | None, no_bodies: bool, with_headers: bool, as_json: bool
 
 
 _LABEL = 12
+#: The output rate is shown only when generating took at least this long (ms): after the
+#: first token, latency minus time to first token.
+MIN_RATE_MS = 50.0
 
 
 def _line(label: str, text: str) -> str:
@@ -138,8 +143,10 @@ def describe(r: CallRecord) -> str:
     timing = f"{duration(r.latency_ms)}"
     if r.ttft_ms is not None:
         timing += f", first token after {duration(r.ttft_ms)}"
-        if r.output_tokens and r.latency_ms and r.latency_ms > r.ttft_ms:
-            timing += f", {r.output_tokens * 1000 / (r.latency_ms - r.ttft_ms):.0f} tokens/s"
+        generating = (r.latency_ms or 0) - r.ttft_ms
+        # A rate over a few milliseconds (a buffered stream arrives all at once) says nothing.
+        if r.output_tokens and generating >= MIN_RATE_MS:
+            timing += f", {r.output_tokens * 1000 / generating:.0f} tokens/s"
     lines.append(_line("latency", timing))
     lines.append(
         _line(

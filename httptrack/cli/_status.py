@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import db_option, echo_json, json_option, open_log_or_fail, resolve_db
+from ._common import db_option, echo_json, json_option_saying, open_log_or_fail, resolve_db
 from ._format import count, short_time
 
 __all__ = ["path", "status"]
@@ -23,7 +23,7 @@ def path(db: Path | None) -> None:
 
 
 @click.command()
-@json_option
+@json_option_saying("Print JSON instead of text.")
 @db_option
 def status(as_json: bool, db: Path | None) -> None:
     """Show what the call log holds.
