@@ -236,3 +236,213 @@ async def test_plain_datasette_skips_facet_suggestions_on_a_call_log(log_db: Pat
     assert plain.setting("suggest_facets") is False
     assert data["suggested_facets"] == []
     assert len(data["rows"]) == 8
+
+
+# -- facets from the rollups ----------------------------------------------------------------
+
+FACET_COLUMNS = ("provider", "model", "user", "service", "status")
+
+
+def _insert_calls(conn: sqlite3.Connection, rng: Any, first: int, n: int, days: list[str]) -> None:
+    """``n`` calls with the facet columns varied: NULL and '' among the values, a long tail of
+    users (more than a facet shows), a requested model unlike the one that answered."""
+    users = [f"user-{i:02d}" for i in range(40)]
+    models = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "llama3.2"]
+    for i in range(first, first + n):
+        model = rng.choice([*models, None, ""])
+        conn.execute(
+            "INSERT INTO calls (id, started_at, provider, operation, model, response_model, status, "
+            "cached, user, service, request_body, response_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                f"call-{i:05d}",
+                f"{rng.choice(days)}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00.000Z",
+                rng.choice(["openai", "openai", "anthropic", "ollama", None]),
+                "chat",
+                model,
+                rng.choice([None, f"{model}-2026-01-01", "answering-model"]) if model else None,
+                rng.choice(["success", "success", "success", "error", None]),
+                rng.choice([0, 1]),
+                rng.choice([*users[: rng.choice([5, 40])], None, None, ""]),
+                rng.choice(["api", "batch", "web", None, ""]),
+                json.dumps({"model": model, "messages": [{"role": "user", "content": "a question"}]}),
+                rng.choice(["umbrellas for the winter", "a refund policy", "the capital of France"]),
+            ],
+        )
+
+
+@pytest.fixture
+def varied_log(tmp_path: Path) -> Path:
+    """A call log over several days, with 150 calls past the rollups' bookmark (written after
+    the last roll-up): some on days the rollup has, some on a day it has not, a user and
+    values it has never seen."""
+    import random
+
+    from httptrack import _rollup, _store, _views
+
+    path = tmp_path / "log.db"
+    conn = _store.connect(path)
+    _store.migrate(conn)
+    rng = random.Random(20260315)
+    _insert_calls(conn, rng, 0, 600, [f"2026-03-{d:02d}" for d in range(1, 7)])
+    _rollup.roll_up_new_rows(conn)
+    _insert_calls(conn, rng, 600, 150, ["2026-03-05", "2026-03-06", "2026-03-07"])
+    conn.executemany(
+        "INSERT INTO calls (id, started_at, provider, model, user, status) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (f"late-{i}", "2026-03-07T10:00:00.000Z", "mistral", "mistral-large", "zed", "success")
+            for i in range(60)
+        ],
+    )
+    _views.index_new_rows(conn)  # searchable, but not rolled up
+    assert _rollup.bookmark(conn) == _rollup.detail_bookmark(conn) == 600
+    conn.close()
+    return path
+
+
+def _plain_facets(metadata_facets: list[Any]) -> list[Any]:
+    """The calls table's facets as datasette's own types (``column``, ``date``)."""
+    plain: list[Any] = []
+    for facet in metadata_facets:
+        ((kind, column),) = facet.items()
+        plain.append(column if kind == "httptrack_column" else {"date": column})
+    return plain
+
+
+class DatasettesOwn:
+    """The same log and table settings in datasette without httptrack's plugin: its
+    ``ColumnFacet`` and ``DateFacet`` on every facet, the reference to match."""
+
+    def __init__(self, path: Path) -> None:
+        import copy
+
+        from httptrack._datasette._metadata import SETTINGS, database_metadata
+
+        metadata = copy.deepcopy(database_metadata())
+        calls = metadata["tables"]["calls"]
+        calls["facets"] = _plain_facets(calls["facets"])
+        assert calls["facets"] == ["provider", "model", "user", "service", "status", {"date": "started_at"}]
+        self.ds = Datasette([str(path)], settings=dict(SETTINGS), metadata={"databases": {"log": metadata}})
+
+    async def get(self, path: str) -> Any:
+        registered = pm.is_registered(_datasette)
+        if registered:
+            pm.unregister(_datasette)
+        try:
+            return await self.ds.client.get(path)
+        finally:
+            if registered:
+                pm.register(_datasette, name="httptrack")
+
+
+def _facets_by_sql(path: Path, where: str = "1", size: int = 30) -> dict[str, Any]:
+    """Each facet's (value, count) rows and whether it is truncated, counted with SQL."""
+    conn = sqlite3.connect(path)
+    try:
+        found = {}
+        for name, expr in [*((c, f'"{c}"') for c in FACET_COLUMNS), ("started_at", "date(started_at)")]:
+            counted = conn.execute(
+                f"SELECT {expr}, count(*) FROM calls WHERE ({where}) AND {expr} IS NOT NULL "
+                f"GROUP BY {expr} ORDER BY count(*) DESC, {expr} LIMIT {size + 1}"
+            ).fetchall()
+            found[name] = (counted[:size], len(counted) > size)
+        return found
+    finally:
+        conn.close()
+
+
+def _counted(facet_results: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: ([(v["value"], v["count"]) for v in f["results"]], f["truncated"])
+        for name, f in facet_results.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [
+        ("", "1"),  # the whole table: from the rollups
+        ("?_facet_size=5", "1"),
+        ("?_facet_size=max", "1"),
+        ("?_sort=provider&_size=10", "1"),
+        ("?status=success", "status = 'success'"),  # filtered: datasette's SQL
+        ("?user=user-03&provider=openai", "user = 'user-03' AND provider = 'openai'"),
+        ("?started_at__date=2026-03-07", "date(started_at) = '2026-03-07'"),
+        ("?user=", "user = ''"),
+        ("?_search=umbrellas", "response_text LIKE '%umbrellas%'"),
+    ],
+)
+async def test_facets_are_datasettes_own(varied_log: Path, query: str, where: str) -> None:
+    """The calls page's facets (counts, order, truncation, links, selected values) are what
+    datasette's own facets give on the same data, from the rollups or not."""
+    ui = make_datasette(varied_log)
+    ours = (await get_json(ui, f"/log/calls.json{query}"))["facet_results"]
+    size = {"?_facet_size=5": 5, "?_facet_size=max": 1000}.get(query, 30)
+    assert _counted(ours) == _facets_by_sql(varied_log, where, size)
+    reference = DatasettesOwn(varied_log)
+    response = await reference.get(f"/log/calls.json{query}")
+    assert response.status_code == 200
+    assert ours == response.json()["facet_results"]  # toggle URLs, selected, hideable, type ...
+    assert not (await get_json(ui, f"/log/calls.json{query}")).get("facets_timed_out")
+
+    def facet_html(page: str) -> str:
+        found = re.search(r'<div class="facet-results">.*?\n</div>', page, re.S)
+        assert found, page[:300]
+        return found.group(0)
+
+    page = (await ui.client.get(f"/log/calls{query}")).text
+    reference_page = (await reference.get(f"/log/calls{query}")).text
+    assert facet_html(page) == facet_html(reference_page)
+
+
+async def test_facets_read_the_rollups_only_for_the_whole_table(varied_log: Path) -> None:
+    """Unfiltered, the counts come from the rollups (plus the calls past their bookmark);
+    filtered, from the calls. Shown by making a rollup wrong on purpose."""
+    ui = make_datasette(varied_log)
+    before = _counted((await get_json(ui, "/log/calls.json"))["facet_results"])
+    filtered = (await get_json(ui, "/log/calls.json?cached=0"))["facet_results"]
+    conn = sqlite3.connect(varied_log)
+    with conn:  # 1000 more ollama calls and llama3.2 requests, on the first day
+        conn.execute(
+            "UPDATE calls_rollup SET calls = calls + 1000 "
+            "WHERE dim = 'provider' AND value = 'ollama' AND day = '2026-03-01'"
+        )
+        key = "day, provider, model, response_model, operation, status, cached"
+        conn.execute(
+            f"UPDATE calls_rollup_detail SET calls = calls + 1000 WHERE ({key}) = "
+            f"(SELECT {key} FROM calls_rollup_detail WHERE model = 'llama3.2' LIMIT 1)"
+        )
+    conn.close()
+    after = _counted((await get_json(ui, "/log/calls.json"))["facet_results"])
+    assert after["provider"][0][0] == ("ollama", dict(before["provider"][0])["ollama"] + 1000)
+    assert dict(after["model"][0])["llama3.2"] == dict(before["model"][0])["llama3.2"] + 1000
+    assert after["user"] == before["user"] and after["started_at"] == before["started_at"]
+    assert (await get_json(ui, "/log/calls.json?cached=0"))["facet_results"] == filtered
+
+
+@pytest.mark.parametrize("dropped", ["detail", "all"])
+async def test_facets_of_a_log_without_rollups(varied_log: Path, dropped: str) -> None:
+    """An older log (no detail rollup, or none at all), opened read-only: the facets are
+    counted from the calls, the same as datasette's."""
+    conn = sqlite3.connect(varied_log)
+    tables = ["calls_rollup_detail", "calls_rollup_detail_latency"]
+    if dropped == "all":
+        tables += ["calls_rollup", "calls_rollup_latency", "httptrack_state"]
+    with conn:
+        for table in tables:
+            conn.execute(f"DROP TABLE {table}")
+    conn.close()
+    ui = make_datasette(varied_log)
+    ours = (await get_json(ui, "/log/calls.json"))["facet_results"]
+    assert _counted(ours) == _facets_by_sql(varied_log)
+    assert ours == (await DatasettesOwn(varied_log).get("/log/calls.json")).json()["facet_results"]
+
+
+async def test_facet_asked_for_in_the_url(varied_log: Path) -> None:
+    """``?_facet_httptrack_column=service`` works like ``?_facet=service``, and its link
+    removes it."""
+    ui = make_datasette(varied_log)
+    data = await get_json(ui, "/log/calls.json?_facet_httptrack_column=operation")
+    facet = data["facet_results"]["operation"]
+    assert facet["hideable"] and facet["type"] == "column"
+    assert [(v["value"], v["count"]) for v in facet["results"]] == [("chat", 750)]
+    assert facet["toggle_url"] == "/log/calls.json"

@@ -4,7 +4,8 @@ For every database that is an httptrack call log (it has the ``calls`` table and
 reporting views), this plugin gives datasette:
 
 - table settings: ``calls`` newest first, facets (provider, model, user, service, status,
-  day), column descriptions from ``_schema``, full-text search over prompts and responses;
+  day; counted from the daily rollups on the unfiltered table, see ``_facets``), column
+  descriptions from ``_schema``, full-text search over prompts and responses;
 - canned queries (cost for one user per day, one session's calls, cost per hour, latency
   percentiles per model), beside the views that live in the database itself;
 - JSON bodies and headers rendered indented and folded (``<details>``), streams as text;
@@ -27,6 +28,7 @@ from datasette import hookimpl
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
+from ._facets import RollupColumnFacet, RollupDateFacet
 from ._metadata import FTS_QUERY_FUNCTION, database_metadata
 
 __all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
@@ -87,6 +89,13 @@ def startup(datasette: Any) -> None:
     # call log attached, suggestions are off.
     if log_databases(datasette) and datasette.setting("suggest_facets"):
         datasette._settings["suggest_facets"] = False
+
+
+@hookimpl
+def register_facet_classes() -> list[type[Any]]:
+    # The calls table's facets (see _metadata): datasette's, counted from the rollups
+    # when the page shows the whole table.
+    return [RollupColumnFacet, RollupDateFacet]
 
 
 @hookimpl

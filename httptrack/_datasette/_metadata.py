@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from .._schema import DESCRIPTIONS
@@ -80,15 +79,21 @@ ORDER BY started_at DESC LIMIT 200""",
 }
 
 
-@cache
 def database_metadata() -> dict[str, Any]:
-    """Metadata for one call log database (the same for every one)."""
+    """Metadata for one call log database (the same for every one), a new copy each time:
+    datasette merges the user's own metadata (``-m metadata.json``) into what the plugin
+    returns, in place, so a shared copy would carry one database's settings to another (and
+    to the next ``Datasette`` in the process). Building it takes microseconds."""
     tables: dict[str, Any] = {
         "calls": {
             "description": "One row per LLM API call recorded by httptrack, newest first. "
             "The search box searches prompts and generated text.",
             "sort_desc": "started_at",
-            "facets": ["provider", "model", "user", "service", "status", {"date": "started_at"}],
+            # datasette's column and date facets, read from the rollups when they can be (_facets).
+            "facets": [
+                *({"httptrack_column": c} for c in ("provider", "model", "user", "service", "status")),
+                {"httptrack_date": "started_at"},
+            ],
             "columns": dict(DESCRIPTIONS),
             "fts_table": FTS_TABLE,
             "fts_pk": "rowid",
@@ -103,5 +108,5 @@ def database_metadata() -> dict[str, Any]:
         "title": "httptrack call log",
         "description": "Every LLM API call, its tokens, cost and latency. Dashboard: /-/httptrack",
         "tables": tables,
-        "queries": CANNED_QUERIES,
+        "queries": {name: dict(query) for name, query in CANNED_QUERIES.items()},
     }
