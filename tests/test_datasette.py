@@ -419,6 +419,19 @@ async def test_facets_read_the_rollups_only_for_the_whole_table(varied_log: Path
     assert (await get_json(ui, "/log/calls.json?cached=0"))["facet_results"] == filtered
 
 
+async def test_facets_of_a_lagging_rollup(varied_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollup too far behind (here: more than 100 calls) is not read; datasette's SQL is."""
+    from httptrack._datasette import _facets
+
+    monkeypatch.setattr(_facets, "MAX_LAG", 100)  # the log has 210 calls past the bookmarks
+    conn = sqlite3.connect(varied_log)
+    with conn:
+        conn.execute("UPDATE calls_rollup SET calls = calls + 1000")  # wrong, and never read
+    conn.close()
+    ui = make_datasette(varied_log)
+    assert _counted((await get_json(ui, "/log/calls.json"))["facet_results"]) == _facets_by_sql(varied_log)
+
+
 @pytest.mark.parametrize("dropped", ["detail", "all"])
 async def test_facets_of_a_log_without_rollups(varied_log: Path, dropped: str) -> None:
     """An older log (no detail rollup, or none at all), opened read-only: the facets are
