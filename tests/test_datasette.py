@@ -382,7 +382,6 @@ async def test_facets_are_datasettes_own(varied_log: Path, query: str, where: st
     response = await reference.get(f"/log/calls.json{query}")
     assert response.status_code == 200
     assert ours == response.json()["facet_results"]  # toggle URLs, selected, hideable, type ...
-    assert not (await get_json(ui, f"/log/calls.json{query}")).get("facets_timed_out")
 
     def facet_html(page: str) -> str:
         found = re.search(r'<div class="facet-results">.*?\n</div>', page, re.S)

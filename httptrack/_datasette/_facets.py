@@ -8,9 +8,9 @@ counts, order, truncation, links, ``selected``), and when the page shows the who
 (no filter, no search: datasette's SQL for the rows has no ``WHERE``) they read them from
 the rollups:
 
-- ``provider``, ``user``, ``service``, ``operation``, ``status``: ``calls_rollup``'s rows of
-  that dimension; ``model`` and ``response_model`` (the columns themselves, not the
-  rollup's ``coalesce(response_model, model)``): ``calls_rollup_detail``;
+- ``provider``, ``user``, ``service``, ``status``: ``calls_rollup``'s rows of that
+  dimension; ``model`` (the model asked for, not the rollup's
+  ``coalesce(response_model, model)``): ``calls_rollup_detail``;
 - ``started_at`` by day: ``calls_rollup``'s day totals;
 - plus the calls past each rollup's bookmark (not rolled up yet), counted from ``calls`` by
   rowid range, in the same statement, so a roll-up in between cannot count a call twice.
@@ -20,7 +20,8 @@ the rollups:
   past it would cost more than datasette's index scan, and datasette's SQL runs instead.
 
 A rollup stores ``NULL`` and ``''`` alike as ``''``; datasette leaves ``NULL`` out and counts
-``''``, so the ``''`` calls are counted from ``calls`` (an index lookup of that value).
+``''``, so every ``''`` call is counted from ``calls`` (an index lookup of that value; no
+rowid condition there, or SQLite may prefer scanning the table by rowid).
 Anything else (a filter, a search, a page after the first, another table or database, a
 log without rollups) runs exactly the SQL datasette's own facet would.
 
@@ -43,10 +44,12 @@ from .. import _rollup
 __all__ = ["RollupColumnFacet", "RollupDateFacet", "column_counts_sql", "date_counts_sql"]
 
 _STATE = "httptrack_state"
-#: ``calls`` columns with a row per value in ``calls_rollup`` (its dimension of that name).
-MAIN_COLUMNS = frozenset(d for d, sql in _rollup.DIMENSIONS.items() if d and sql == d)
-#: Text columns only ``calls_rollup_detail`` holds as they are (``cached`` is stored as text there).
-DETAIL_COLUMNS = frozenset(_rollup.DETAIL_COLUMNS) - MAIN_COLUMNS - {"cached"}
+#: ``calls`` columns with a row per value in ``calls_rollup`` (its dimension of that name),
+#: and the one ``calls_rollup_detail`` holds as it is (``model``: the main rollup's is
+#: ``coalesce(response_model, model)``). Each has an index (``_store``), which finds its
+#: ``''`` values; other columns' facets are datasette's.
+MAIN_COLUMNS = frozenset({"provider", "user", "service", "status"})
+DETAIL_COLUMNS = frozenset({"model"})
 _MAIN_BOOKMARK = "rollup_rowid"
 _DETAIL_BOOKMARK = "rollup_detail_rowid"
 #: At most this many calls past a rollup's bookmark (by rowid) for it to be read: each costs
@@ -84,10 +87,10 @@ def column_counts_sql(column: str, tables: set[str], limit: int) -> str | None:
     return f"""{mark}select value, sum(n) as count from (
   {rolled}
   union all
-  select {col}, count(*) from calls where {col} = '' and rowid <= (select top from mark) group by {col}
+  select {col}, count(*) from calls where {col} = '' group by {col}
   union all
   select {col}, count(*) from calls not indexed
-    where rowid > (select top from mark) and {col} is not null group by {col}
+    where rowid > (select top from mark) and {col} != '' group by {col}
 )
 group by value order by count desc, value limit {limit}"""
 
