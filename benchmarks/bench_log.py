@@ -304,12 +304,15 @@ def _datasette_cases(db: Path) -> list[tuple[str, Callable[[], Any]]]:
 
         return get
 
-    def facets() -> None:
-        response = asyncio.run(ds.client.get(f"/{name}/calls.json?_size=50"))
-        data = response.json()
-        timed_out = data.get("facets_timed_out") or []
-        assert not timed_out, f"facets timed out: {timed_out}"
-        assert len(data["facet_results"]) == 6, list(data["facet_results"])
+    def facets(query: str = "", complete: bool = True) -> Callable[[], Any]:
+        def get() -> None:
+            response = asyncio.run(ds.client.get(f"/{name}/calls.json?_size=50{query}"))
+            assert response.status_code == 200, response.status_code
+            # datasette 0.65's JSON has no list of the facets that timed out: they are missing.
+            facets = list(response.json()["facet_results"])
+            assert len(facets) == 6 or not complete, f"facets timed out: only {facets}"
+
+        return get
 
     from datasette.app import Datasette
 
@@ -320,7 +323,9 @@ def _datasette_cases(db: Path) -> list[tuple[str, Callable[[], Any]]]:
         assert response.status_code == 200, response.status_code
 
     return [
-        ("ui: calls table, 50 rows + 6 facets", facets),
+        ("ui: calls table, 50 rows + 6 facets", facets()),
+        # Filtered, the facets are datasette's SQL over the matching calls (most time out at 2 s).
+        ("ui: calls?status=error + 6 facets", facets("&status=error", complete=False)),
         ("plain datasette: calls table", plain_page),
         # A phrase: about 0.5% of the prompts (single words of the small vocabulary are in most).
         (
