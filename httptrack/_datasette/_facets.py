@@ -22,6 +22,7 @@ the rollups:
 A rollup stores ``NULL`` and ``''`` alike as ``''``; datasette leaves ``NULL`` out and counts
 ``''``, so every ``''`` call is counted from ``calls`` (an index lookup of that value; no
 rowid condition there, or SQLite may prefer scanning the table by rowid).
+
 Anything else (a filter, a search, a page after the first, another table or database, a
 log without rollups) runs exactly the SQL datasette's own facet would.
 
