@@ -369,6 +369,24 @@ def _counted(facet_results: dict[str, Any]) -> dict[str, Any]:
         ("?started_at__date=2026-03-07", "date(started_at) = '2026-03-07'"),
         ("?user=", "user = ''"),
         ("?_search=umbrellas", "response_text LIKE '%umbrellas%'"),
+        # Filtered on the detail rollup's columns: provider, model, status, day from it.
+        ("?provider=openai", "provider = 'openai'"),
+        ("?status=error&provider=openai", "status = 'error' AND provider = 'openai'"),
+        ("?model=gpt-4o&_facet_size=2", "model = 'gpt-4o'"),
+        ("?provider=mistral", "provider = 'mistral'"),  # only past the bookmark
+        (
+            "?started_at__date=2026-03-05&status=success",
+            "date(started_at) = '2026-03-05' AND status = 'success'",
+        ),
+        ("?cached=1&operation=chat", "cached = 1 AND operation = 'chat'"),
+        ("?cached__exact=0&status=error", "cached = 0 AND status = 'error'"),
+        # Filters it cannot apply: every facet from the calls, grouped by +column.
+        ("?model=", "model = ''"),
+        ("?cached=01", "cached = 1"),
+        ("?service=web", "service = 'web'"),
+        ("?provider__not=openai", "provider != 'openai'"),
+        ("?provider=openai&_search=umbrellas", "provider = 'openai' AND response_text LIKE '%umbrellas%'"),
+        ("?status=error&_where=latency_ms+is+null", "status = 'error' AND latency_ms IS NULL"),
     ],
 )
 async def test_facets_are_datasettes_own(varied_log: Path, query: str, where: str) -> None:
@@ -376,7 +394,8 @@ async def test_facets_are_datasettes_own(varied_log: Path, query: str, where: st
     datasette's own facets give on the same data, from the rollups or not."""
     ui = make_datasette(varied_log)
     ours = (await get_json(ui, f"/log/calls.json{query}"))["facet_results"]
-    size = {"?_facet_size=5": 5, "?_facet_size=max": 1000}.get(query, 30)
+    size = 5 if "_facet_size=5" in query else 2 if "_facet_size=2" in query else 30
+    size = 1000 if "_facet_size=max" in query else size
     assert _counted(ours) == _facets_by_sql(varied_log, where, size)
     reference = DatasettesOwn(varied_log)
     response = await reference.get(f"/log/calls.json{query}")
@@ -393,12 +412,20 @@ async def test_facets_are_datasettes_own(varied_log: Path, query: str, where: st
     assert facet_html(page) == facet_html(reference_page)
 
 
-async def test_facets_read_the_rollups_only_for_the_whole_table(varied_log: Path) -> None:
+async def test_facets_read_the_rollups_only_where_they_can(varied_log: Path) -> None:
     """Unfiltered, the counts come from the rollups (plus the calls past their bookmark);
-    filtered, from the calls. Shown by making a rollup wrong on purpose."""
+    filtered on the detail rollup's columns, the provider, model, status and day facets
+    from it; otherwise from the calls. Shown by making the rollups wrong on purpose."""
     ui = make_datasette(varied_log)
     before = _counted((await get_json(ui, "/log/calls.json"))["facet_results"])
-    filtered = (await get_json(ui, "/log/calls.json?cached=0"))["facet_results"]
+    detail_page = "/log/calls.json?operation=chat&cached__exact=1"
+    detail = _counted((await get_json(ui, detail_page))["facet_results"])
+    pages = [
+        "/log/calls.json?cached=01",
+        "/log/calls.json?user=user-03",
+        "/log/calls.json?operation=chat&_search=a",
+    ]
+    filtered = [(await get_json(ui, page))["facet_results"] for page in pages]
     conn = sqlite3.connect(varied_log)
     with conn:  # 1000 more ollama calls and llama3.2 requests, on the first day
         conn.execute(
@@ -408,14 +435,27 @@ async def test_facets_read_the_rollups_only_for_the_whole_table(varied_log: Path
         key = "day, provider, model, response_model, operation, status, cached"
         conn.execute(
             f"UPDATE calls_rollup_detail SET calls = calls + 1000 WHERE ({key}) = "
-            f"(SELECT {key} FROM calls_rollup_detail WHERE model = 'llama3.2' LIMIT 1)"
+            f"(SELECT {key} FROM calls_rollup_detail WHERE model = 'llama3.2' AND cached = '1' LIMIT 1)"
         )
+        (provider, status) = conn.execute(
+            "SELECT provider, status FROM calls_rollup_detail WHERE calls > 1000"
+        ).fetchone()
     conn.close()
     after = _counted((await get_json(ui, "/log/calls.json"))["facet_results"])
     assert after["provider"][0][0] == ("ollama", dict(before["provider"][0])["ollama"] + 1000)
     assert dict(after["model"][0])["llama3.2"] == dict(before["model"][0])["llama3.2"] + 1000
     assert after["user"] == before["user"] and after["started_at"] == before["started_at"]
-    assert (await get_json(ui, "/log/calls.json?cached=0"))["facet_results"] == filtered
+    detail_after = _counted((await get_json(ui, detail_page))["facet_results"])
+    assert dict(detail_after["model"][0])["llama3.2"] == dict(detail["model"][0])["llama3.2"] + 1000
+    assert (
+        sum(n for _, n in detail_after["started_at"][0]) == sum(n for _, n in detail["started_at"][0]) + 1000
+    )
+    if provider:
+        assert dict(detail_after["provider"][0])[provider] == dict(detail["provider"][0])[provider] + 1000
+    if status:
+        assert dict(detail_after["status"][0])[status] == dict(detail["status"][0])[status] + 1000
+    assert detail_after["user"] == detail["user"] and detail_after["service"] == detail["service"]
+    assert [(await get_json(ui, page))["facet_results"] for page in pages] == filtered
 
 
 async def test_facets_of_a_lagging_rollup(varied_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,3 +498,63 @@ async def test_facet_asked_for_in_the_url(varied_log: Path) -> None:
     assert facet["hideable"] and facet["type"] == "column"
     assert [(v["value"], v["count"]) for v in facet["results"]] == [("chat", 750)]
     assert facet["toggle_url"] == "/log/calls.json"
+
+
+@pytest.fixture
+def tied_log(tmp_path: Path) -> Path:
+    """A log where every facet's values tie: 12 models, users, services and days with 3
+    failed calls each (and 1 that succeeded), written in the reverse of their order, some
+    past the rollups' bookmark; the facets show fewer values than there are."""
+    from httptrack import _rollup, _store
+
+    path = tmp_path / "log.db"
+    conn = _store.connect(path)
+    _store.migrate(conn)
+
+    def insert(rounds: range) -> None:
+        for r in rounds:
+            for k in reversed(range(12)):
+                conn.execute(
+                    "INSERT INTO calls (id, started_at, provider, model, status, cached, user, service, "
+                    "operation) VALUES (?, ?, ?, ?, ?, 0, ?, ?, 'chat')",
+                    [
+                        f"call-{r}-{k:02d}",
+                        f"2026-03-{k + 1:02d}T12:00:00.000Z",
+                        f"provider-{k:02d}",
+                        f"model-{k:02d}" if k else "",
+                        "success" if r == 3 else "error",
+                        f"user-{k:02d}",
+                        f"service-{k:02d}",
+                    ],
+                )
+
+    insert(range(2))
+    _rollup.roll_up_new_rows(conn)
+    insert(range(2, 4))
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [
+        ("?status=error&_facet_size=5", "status = 'error'"),  # from the detail rollup and the calls
+        ("?status=error&cached=0&_facet_size=5", "status = 'error' AND cached = 0"),
+        ("?status__not=success&_facet_size=5", "status != 'success'"),  # from the calls
+        ("?status=error&_facet_size=12", "status = 'error'"),  # all of them: not truncated
+        ("?_facet_size=5", "1"),
+    ],
+)
+async def test_facets_break_ties_as_datasette_does(tied_log: Path, query: str, where: str) -> None:
+    """Values with the same count are ordered by value and cut at the facet size exactly
+    as datasette's own facets do, whichever SQL counted them."""
+    ui = make_datasette(tied_log)
+    ours = (await get_json(ui, f"/log/calls.json{query}"))["facet_results"]
+    size = int(query.rsplit("=", 1)[1])
+    expected = _facets_by_sql(tied_log, where, size)
+    assert _counted(ours) == expected
+    for name in ("provider", "user", "service", "started_at"):
+        values, truncated = expected[name]
+        assert [n for _, n in values] == [values[0][1]] * size and truncated == (size < 12), name
+    assert expected["model"][0][0] == ("", 3 if "status" in query else 4)  # '' is a value
+    assert ours == (await DatasettesOwn(tied_log).get(f"/log/calls.json{query}")).json()["facet_results"]
