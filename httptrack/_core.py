@@ -145,7 +145,7 @@ class Tracker:
         exchange.rewritten = entry.info.get("rewritten")
         if exchange.rewritten is not None:
             content_type = next((v for k, v in entry.headers if k.lower() == b"content-type"), b"")
-            self.hide_injected_usage(exchange, entry.status, content_type.decode("latin-1").lower())
+            self.hide_injected_usage(exchange, entry.status, content_type.decode("latin-1"), response.headers)
         response.stream = tee(ReplayChunks(entry.chunks), exchange, self.finish)
         return response
 
@@ -184,17 +184,21 @@ class Tracker:
             report_fault("rewrite", "a request could not be adjusted; it was sent as it was", exc)
 
     @staticmethod
-    def hide_injected_usage(exchange: Exchange, status: int, content_type: str) -> None:
+    def hide_injected_usage(exchange: Exchange, status: int, content_type: str, headers: Any = None) -> None:
         """When :meth:`rewrite` asked for the usage chunk (``exchange.rewritten``) and the
         answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
         app. A replayed cache entry recorded from such a request needs the same: set
-        ``exchange.rewritten`` from the entry, then call this before wrapping the stream."""
+        ``exchange.rewritten`` from the entry, then call this before wrapping the stream.
+        ``headers``: the response's, as the app will see them: its ``Content-Length`` (which
+        counts the chunk the app will not get) is removed."""
         if (
             exchange.rewritten is not None
             and 200 <= status < 300
-            and content_type.startswith("text/event-stream")
+            and content_type.lower().startswith("text/event-stream")
         ):
             exchange.chunk_filter = UsageChunkFilter()
+            if headers is not None and "content-length" in headers:
+                del headers["content-length"]
 
     def respond(self, exchange: Exchange, response: Any, tee: type) -> None:
         """Note the response's status and headers, label it for the app, and wrap its
@@ -230,7 +234,7 @@ class Tracker:
             exchange.received_headers(response.status_code, raw_headers)
             if exchange.rewritten is not None:
                 content_type = response.headers.get("content-type", "")
-                self.hide_injected_usage(exchange, response.status_code, content_type)
+                self.hide_injected_usage(exchange, response.status_code, content_type, response.headers)
             response.stream = tee(response.stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)

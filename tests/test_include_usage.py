@@ -299,3 +299,37 @@ def test_the_app_asking_itself_sees_its_usage_chunk(db: Path) -> None:
     row = one_row(db)
     assert row["output_tokens"] == chunks[-1].usage.completion_tokens
     assert row["parse_notes"] is None
+
+
+@LIBS
+def test_a_content_length_counting_the_hidden_chunk_is_not_shown_to_the_app(
+    lib: Any, db: Path, tmp_path: Path
+) -> None:
+    """A server that sends Content-Length with the stream: it counts the usage chunk the app
+    will not get, so the app (which may pass the headers on, as a proxy does) never sees it —
+    live, and when the stream is replayed from the cache."""
+    seen: list[Any] = []
+    inner = openai_like(lib, seen)
+
+    def with_length(request: Any) -> Any:
+        reply = inner(request)
+        body = b"".join(reply.stream)
+        return lib.Response(
+            200,
+            headers={"content-type": "Text/Event-Stream", "content-length": str(len(body))},
+            stream=chunk_stream(lib, [body]),
+        )
+
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": QUESTION}
+    transport = httptrack.TrackingTransport(
+        lib.MockTransport(with_length), db=db, cache=True, cache_dir=tmp_path / "cache"
+    )
+    with lib.Client(transport=transport) as client:
+        for expected in ("MISS", "HIT"):
+            with client.stream("POST", CHAT, json=body) as reply:
+                received = b"".join(reply.iter_raw())
+            assert reply.headers["x-httptrack-cache"] == expected
+            assert "content-length" not in reply.headers
+            assert b'"usage"' not in received and received.endswith(b"data: [DONE]\n\n")
+            httptrack.flush()
+    assert len(seen) == 1
