@@ -16,6 +16,7 @@ and processes can share one database without slowing each other down.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import operator
 import os
 import sqlite3
@@ -414,12 +415,13 @@ class Writer:
             wake.set()
         worker = self._worker
         if worker is None:
-            worker = self._worker = _in_multiprocessing_worker()
+            worker = self._worker = _multiprocessing_child()
         if worker:
-            # A multiprocessing worker ends with os._exit (no atexit) or is terminated by its
-            # pool (`with Pool() as pool:` ends with terminate()): what the writer still holds
-            # then is lost. So a worker's call is written before it returns to the app: a
-            # millisecond or two per call, in processes whose calls take seconds.
+            # A multiprocessing.Pool worker is terminated by its pool (`with Pool() as pool:`
+            # ends with terminate()): what the writer still holds then is lost. So a pool
+            # worker's call is written before it returns: a millisecond or two per call, in
+            # processes that do batch work. (Other multiprocessing children flush at their
+            # end: see _multiprocessing_child.)
             self.flush(timeout=WORKER_FLUSH_SECONDS)
 
     def _start(self) -> None:
@@ -610,20 +612,34 @@ class Writer:
         self.dropped, self.written = dropped, written
 
 
-#: How long a multiprocessing worker's call waits for its row to be written, at most.
-WORKER_FLUSH_SECONDS = 10.0
+#: How long a multiprocessing pool worker's call waits for its row to be written, at most.
+WORKER_FLUSH_SECONDS = 5.0
 
 
-def _in_multiprocessing_worker() -> bool:
-    """This process was started by ``multiprocessing`` (a Process, a Pool or
-    ProcessPoolExecutor worker), by fork or spawn."""
+def _multiprocessing_child() -> bool:
+    """For a process started by ``multiprocessing`` (fork or spawn), which ends with
+    ``os._exit`` and so never runs ``atexit``: register a flush among multiprocessing's own
+    exit finalizers (``Process``, ``ProcessPoolExecutor`` workers, and servers such as
+    uvicorn's workers end through them). Returns whether this is a ``multiprocessing.Pool``
+    worker, which its pool may terminate instead: its calls are written as they end."""
     mp = sys.modules.get("multiprocessing")
     if mp is None:
         return False
     try:
-        return mp.parent_process() is not None
+        if mp.parent_process() is None:
+            return False
+        from multiprocessing import util
+
+        util.Finalize(None, _flush_at_process_end, exitpriority=10)
+        name: str = mp.current_process().name
+        return name.split("-")[0].endswith("PoolWorker")
     except Exception:  # pragma: no cover - a stripped-down multiprocessing
         return False
+
+
+def _flush_at_process_end() -> None:
+    with contextlib.suppress(Exception):  # never raise at exit
+        _writer.flush(timeout=10.0)
 
 
 def _held_bytes(exchange: Exchange) -> int:

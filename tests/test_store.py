@@ -226,7 +226,8 @@ def call(user):
     client = httpx.Client(transport=transport)  # never closed: as a careless worker would
     client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"},
                 headers={"X-Httptrack-User": user})
-    return user
+    # Whether this process writes each call as it ends (a pool worker) or at its end.
+    return user, httptrack._store.writer()._worker
 
 
 if __name__ == "__main__":
@@ -235,16 +236,19 @@ if __name__ == "__main__":
     process.start()
     process.join()
     with ctx.Pool(2) as pool:  # leaving the block terminates the workers
-        assert pool.map(call, ["pool"] * 4) == ["pool"] * 4
+        assert pool.map(call, ["pool"] * 4) == [("pool", True)] * 4
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as executor:
-        assert list(executor.map(call, ["executor"] * 4)) == ["executor"] * 4
+        assert list(executor.map(call, ["executor"] * 4)) == [("executor", False)] * 4
+    print(json.dumps(call("main")))
 """
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_calls_in_multiprocessing_workers_are_all_recorded(method: str, db: Path, tmp_path: Path) -> None:
-    """A worker ends with os._exit (no atexit) or is terminated by its pool: its calls are
-    written before they return, so none is lost, whatever the start method."""
+    """A multiprocessing child ends with os._exit (no atexit): it flushes among
+    multiprocessing's exit finalizers. A pool worker may be terminated instead: its calls are
+    written as they end. None is lost, whatever the start method; other processes (the
+    parent, a Process, an executor's workers, a server's workers) never wait per call."""
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} start method here")
     script = tmp_path / "app.py"
@@ -257,8 +261,9 @@ def test_calls_in_multiprocessing_workers_are_all_recorded(method: str, db: Path
         env={**os.environ, "DB": str(db)},
     )
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["main", False]
     users = sorted(r["user"] for r in read_rows(db))
-    assert users == ["executor"] * 4 + ["pool"] * 4 + ["process"]
+    assert users == ["executor"] * 4 + ["main"] + ["pool"] * 4 + ["process"]
 
 
 def test_an_unwritable_database_never_breaks_the_call(
