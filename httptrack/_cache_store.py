@@ -406,6 +406,10 @@ class EntryStore:
         were replaced (a ``refresh`` or ``no-cache`` call stored a new answer): they forget
         what they remember. This process keeps its own memory (it holds the new answers)."""
         try:
+            # Another process may have cleared or replaced entries since this one last
+            # looked: forget what it says to forget before writing the new token over it.
+            if self._generation is not _UNSET and _generation_token(self.directory) != self._generation:
+                self.memory.clear()
             self._generation = _write_generation(self.directory)
         except OSError as exc:
             report_fault(

@@ -1494,6 +1494,28 @@ def test_replacing_an_answer_keeps_this_process_memory(db: Path, cache_dir: Path
         assert ask(client) == ("HIT", "answer 2")
 
 
+def test_replacing_an_answer_right_after_another_process_cleared_still_forgets(
+    db: Path, cache_dir: Path
+) -> None:
+    """This process stores a replacement (and writes a new generation token) less than a
+    second after another process cleared the folder: what the clear said to forget is
+    forgotten all the same, not hidden under this process's own token."""
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(counting_handler(httpx2, seen))
+    with httpx2.Client(transport=tracking(inner, db, cache_dir)) as client:
+        other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
+        client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
+        httptrack.flush()
+        store = shared_store(cache_dir, 1 << 30)
+        assert len(store.memory) == 1
+        _cache_store.clear_cache(cache_dir)  # as `httptrack cache clear` in another process
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        assert len(store.memory) == 0  # the cleared answer is no longer remembered
+        reply = client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
+        assert reply.headers["x-httptrack-cache"] == "MISS"
+    assert len(seen) == 3
+
+
 # -- the entry format -----------------------------------------------------------------------
 
 
