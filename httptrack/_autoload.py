@@ -63,9 +63,9 @@ _lock = threading.RLock()
 _installation: _Installation | None = None
 #: Client class -> its own ``_transport_for_url``, for every class patched.
 _originals: dict[type, Callable[..., Any]] = {}
-#: True while an autoload transport handles a call in this context: a transport that forwards
-#: to another client (openai's X.509 auth does) must not record the call a second time, nor
-#: a tracking transport of the app's own that autoload could not see inside the one it wraps.
+#: The request an autoload transport is handling in this context: handed on to another
+#: client (openai's X.509 auth forwards it), or to a tracking transport of the app's own that
+#: autoload could not see inside the one it wraps, it is not recorded a second time.
 _in_flight = auto_tracking
 
 
@@ -203,9 +203,9 @@ class _AutoTrackingTransport(TrackingTransport):
     _auto = True
 
     def handle_request(self, request: Any) -> Any:
-        if _in_flight.get():
+        if _in_flight.get() is request:
             return self._inner.handle_request(request)
-        token = _in_flight.set(True)
+        token = _in_flight.set(request)
         try:
             return super().handle_request(request)
         finally:
@@ -218,9 +218,9 @@ class _AutoAsyncTrackingTransport(AsyncTrackingTransport):
     _auto = True
 
     async def handle_async_request(self, request: Any) -> Any:
-        if _in_flight.get():
+        if _in_flight.get() is request:
             return await self._inner.handle_async_request(request)
-        token = _in_flight.set(True)
+        token = _in_flight.set(request)
         try:
             return await super().handle_async_request(request)
         finally:

@@ -66,11 +66,12 @@ def _make_settings(settings: Settings | None, options: dict[str, Any]) -> Settin
         raise TypeError(f"TrackingTransport got an unknown option: {exc}") from None
 
 
-#: True while an autoload transport (``HTTPTRACK=1``, ``install()``) handles a call in this
-#: context. A tracking transport of the app's own found inside it at that moment (one autoload
-#: could not see when it chose to wrap: in a closure, say) passes the call on untouched, so
-#: the call is recorded once (by autoload), never twice.
-auto_tracking: ContextVar[bool] = ContextVar("httptrack_autoload", default=False)
+#: The request an autoload transport (``HTTPTRACK=1``, ``install()``) is handling in this
+#: context. A tracking transport of the app's own handed that same request (one autoload
+#: could not see when it chose to wrap: in a closure, say) passes it on untouched, so the
+#: call is recorded once (by autoload), never twice. Any other request (a token fetched
+#: from another client meanwhile) is its own call, tracked as usual.
+auto_tracking: ContextVar[object] = ContextVar("httptrack_autoload", default=None)
 
 
 class _Shell:
@@ -135,7 +136,7 @@ class TrackingTransport(_Shell, _SyncBase):
         library = _library_of(request)
         inner = self._inner or self._default_inner(library, "HTTPTransport")
         tracker = self._tracker
-        if not self._auto and auto_tracking.get():
+        if not self._auto and auto_tracking.get() is request:
             return inner.handle_request(request)  # autoload, outside, records this call
         if not tracker.enabled:
             strip_control_headers(request)
@@ -202,7 +203,7 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         library = _library_of(request)
         inner = self._inner or self._default_inner(library, "AsyncHTTPTransport")
         tracker = self._tracker
-        if not self._auto and auto_tracking.get():
+        if not self._auto and auto_tracking.get() is request:
             return await inner.handle_async_request(request)  # autoload, outside, records this call
         if not tracker.enabled:
             strip_control_headers(request)

@@ -263,6 +263,36 @@ def test_an_own_tracking_transport_autoload_cannot_see_still_gives_one_row(
     assert "x-httptrack-user" not in server.requests[-1].headers
 
 
+def test_another_call_made_while_autoload_handles_one_is_tracked_on_its_own(
+    server: FakeProviderServer, db: Path, tmp_path: Path
+) -> None:
+    """A custom transport that, while handling the app's call, makes another call through a
+    client with the app's own tracking transport (fetching a token, say): that other call is
+    recorded by the app's transport, in its database; the app's call once, by autoload."""
+    own = tmp_path / "own.db"
+    hosts = {f"127.0.0.1:{server.port}": "openai"}
+    helper = httpx2.Client(transport=httptrack.TrackingTransport(db=own, cache=False, hosts=hosts))
+
+    class FetchingFirst(httpx2.BaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx2.HTTPTransport()
+
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            helper.get(f"{server.url}/v1/models")  # a call of its own, to an LLM host
+            return self.inner.handle_request(request)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    install(db, server)
+    with helper, httpx2.Client(transport=FetchingFirst()) as client:
+        reply = client.post(f"{server.url}/v1/chat/completions", json=BODY)
+    (row,) = read_rows(db)
+    assert (row["id"], row["operation"]) == (reply.headers["x-httptrack-call-id"], "chat")
+    (other,) = read_rows(own)
+    assert other["operation"] == "models"
+
+
 def test_an_own_async_tracking_transport_wins(server: FakeProviderServer, db: Path, tmp_path: Path) -> None:
     own = tmp_path / "own.db"
 
