@@ -261,6 +261,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     else:
         response_headers, response_headers_json = {}, None
     content_type = response_headers.get("content-type", "").lower()
+    told = len(notes)  # notes from here on are about the response
     body = _Body(ex, response_headers.get("content-encoding"), notes) if ex.status is not None else None
 
     replayed = ex.replayed_row
@@ -297,7 +298,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         and parsed.operation in ("chat", "completion")
         and parsed.billed is not False
         and body is not None
-        and not notes  # what went wrong is said already (a body that is not JSON ...)
+        and len(notes) == told  # else what went wrong is said already (a body that is not JSON ...)
     ):
         notes.append("no usage and no generated text found in the response: a shape httptrack does not know")
 

@@ -444,3 +444,24 @@ def test_openai_stream_events_of_odd_shapes_do_not_raise(event: dict[str, Any]) 
     parser.read_event(parsed, None, event)
     parser.finish(parsed)
     assert not parsed.complete
+
+
+def test_a_stream_of_a_shape_no_parser_knows_is_noted_also_when_httptrack_rewrote_the_request(
+    db: Path,
+) -> None:
+    body = b'data: {"weird": 1}\n\ndata: [DONE]\n\n'
+
+    def handler(request: Any) -> Any:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
+    with httpx2.Client(transport=transport) as client:
+        client.post(
+            "https://api.openai.com/v1/chat/completions",
+            json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        )
+    notes = one_row(db)["parse_notes"].split("; ")
+    assert notes == [
+        "httptrack added stream_options.include_usage to the request; the app did not see what it added",
+        "no usage and no generated text found in the response: a shape httptrack does not know",
+    ]
