@@ -1832,3 +1832,38 @@ def test_sdk_entries_expire_per_ttl(sdk: SDK) -> None:
     sdk.clock.advance(3599)
     sdk.ask(client)
     assert len(sdk.seen) == 2 and sdk.cached() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize(("finished", "stored"), [((0, 1), True), ((0,), False)])
+def test_a_gemini_stream_of_several_candidates_is_stored_once_each_has_finished(
+    finished: tuple[int, ...], stored: bool, db: Path, cache_dir: Path
+) -> None:
+    """With ``candidateCount: 2`` the first candidate's finishReason is not the end: a stream
+    cut before the second finishes is never stored."""
+
+    def chunk(index: int, text: str, finish: str | None) -> bytes:
+        candidate: dict[str, Any] = {"index": index, "content": {"parts": [{"text": text}], "role": "model"}}
+        if finish:
+            candidate["finishReason"] = finish
+        return (
+            b"data: "
+            + json.dumps({"candidates": [candidate], "modelVersion": "gemini-2.5-flash"}).encode()
+            + b"\r\n\r\n"
+        )
+
+    events = [chunk(0, "Paris", None), chunk(1, "Par", None), chunk(0, ".", "STOP")]
+    if 1 in finished:
+        events.append(chunk(1, "is.", "STOP"))
+    seen: list[Any] = []
+    handler = responder(httpx2, events, headers={"content-type": "text/event-stream"}, seen=seen)
+    url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    request = {
+        "contents": [{"parts": [{"text": "Capital of France?"}]}],
+        "generationConfig": {"candidateCount": 2},
+    }
+    with httpx2.Client(transport=tracking(httpx2.MockTransport(handler), db, cache_dir)) as client:
+        for _ in range(2):
+            with client.stream("POST", url, json=request, headers={"x-goog-api-key": "k"}) as reply:
+                reply.read()
+            httptrack.flush()
+    assert len(seen) == (1 if stored else 2)
