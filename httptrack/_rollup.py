@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "BOOKMARK_KEY",
+    "DETAIL_BOOKMARK_KEY",
     "DETAIL_COLUMNS",
     "DETAIL_FILTERS",
     "DETAIL_GROUPS",
@@ -48,6 +50,7 @@ __all__ = [
     "GAMMA",
     "LATENCY_TABLE",
     "ROLLUP_TABLE",
+    "STATE_TABLE",
     "Totals",
     "bookmark",
     "contribution",
@@ -96,9 +99,10 @@ _MEASURES = (
     ("latency_n", "INTEGER"),
 )
 MEASURE_NAMES = tuple(name for name, _ in _MEASURES)
-_STATE = "httptrack_state"
-_BOOKMARK = "rollup_rowid"
-_DETAIL_BOOKMARK = "rollup_detail_rowid"
+#: A key/value table; the rollups' bookmarks (the highest rowid each holds) are kept there.
+STATE_TABLE = "httptrack_state"
+BOOKMARK_KEY = "rollup_rowid"
+DETAIL_BOOKMARK_KEY = "rollup_detail_rowid"
 DETAIL_TABLE = "calls_rollup_detail"
 DETAIL_LATENCY_TABLE = "calls_rollup_detail_latency"
 #: The detail rollup's key after the day: the ``calls`` columns with few values. ``NULL`` is
@@ -211,7 +215,7 @@ LATENCY_TABLE = "calls_rollup_latency"
 
 def create_rollups(conn: sqlite3.Connection) -> None:
     """Create the rollup tables and roll up the rows already there."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {_STATE} (key TEXT PRIMARY KEY, value)")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value)")
     measures = ", ".join(f"{name} {sqltype}" for name, sqltype in _MEASURES)
     conn.execute(f"""CREATE TABLE IF NOT EXISTS {ROLLUP_TABLE} (
         dim TEXT NOT NULL, value TEXT NOT NULL, day TEXT NOT NULL, {measures},
@@ -252,22 +256,23 @@ def rollups_exist(conn: sqlite3.Connection) -> bool:
     names = {
         r[0]
         for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?)", [ROLLUP_TABLE, LATENCY_TABLE, _STATE]
+            "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?)",
+            [ROLLUP_TABLE, LATENCY_TABLE, STATE_TABLE],
         )
     }
     return len(names) == 3
 
 
-def bookmark(conn: sqlite3.Connection, key: str = _BOOKMARK) -> int:
+def bookmark(conn: sqlite3.Connection, key: str = BOOKMARK_KEY) -> int:
     """The highest ``calls`` rowid rolled up (0: none)."""
-    row = conn.execute(f"SELECT value FROM {_STATE} WHERE key = ?", [key]).fetchone()
+    row = conn.execute(f"SELECT value FROM {STATE_TABLE} WHERE key = ?", [key]).fetchone()
     return int(row[0]) if row else 0
 
 
 def detail_bookmark(conn: sqlite3.Connection) -> int:
     """The highest ``calls`` rowid in the detail rollup (its own: a writer of an earlier
     version keeps ``calls_rollup`` up to date and knows nothing of it)."""
-    return bookmark(conn, _DETAIL_BOOKMARK)
+    return bookmark(conn, DETAIL_BOOKMARK_KEY)
 
 
 # -- maintenance (writers) ------------------------------------------------------------------
@@ -389,8 +394,8 @@ def _merge_into(
     conn.executemany(latency, [[*key, b, n] for key, t in groups.items() for b, n in t.hist.items()])
 
 
-def _set_bookmark(conn: sqlite3.Connection, rowid: int, key: str = _BOOKMARK) -> None:
-    conn.execute(f"INSERT OR REPLACE INTO {_STATE} (key, value) VALUES (?, ?)", [key, rowid])
+def _set_bookmark(conn: sqlite3.Connection, rowid: int, key: str = BOOKMARK_KEY) -> None:
+    conn.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} (key, value) VALUES (?, ?)", [key, rowid])
 
 
 def roll_up_new_rows(conn: sqlite3.Connection, pause: Callable[[], None] | None = None) -> int:
@@ -416,7 +421,7 @@ def roll_up_new_rows(conn: sqlite3.Connection, pause: Callable[[], None] | None 
         if detail is not None:
             fresh = rows if detail == start else [r for r in rows if r[0] > detail]
             _merge_into(conn, _accumulate_detail(fresh, pause), _DETAIL_UPSERTS)
-            _set_bookmark(conn, max(top, detail), _DETAIL_BOOKMARK)
+            _set_bookmark(conn, max(top, detail), DETAIL_BOOKMARK_KEY)
     return total
 
 
@@ -448,7 +453,7 @@ def rebuild_rollups(conn: sqlite3.Connection) -> None:
         conn.execute(f"DELETE FROM {table}")
     _set_bookmark(conn, 0)
     if detail:
-        _set_bookmark(conn, 0, _DETAIL_BOOKMARK)
+        _set_bookmark(conn, 0, DETAIL_BOOKMARK_KEY)
     roll_up_new_rows(conn)
 
 

@@ -67,7 +67,6 @@ __all__ = [
     "filtered_date_counts_sql",
 ]
 
-_STATE = "httptrack_state"
 #: ``calls`` columns with a row per value in ``calls_rollup`` (its dimension of that name),
 #: and the one ``calls_rollup_detail`` holds as it is (``model``: the main rollup's is
 #: ``coalesce(response_model, model)``). Each has an index (``_store``), which finds its
@@ -79,8 +78,6 @@ DETAIL_COLUMNS = frozenset({"model"})
 #: ``''`` is not one: the rollup stores ``NULL`` as ``''``, and ``cached`` only as ``0``/``1``).
 FILTERED_COLUMNS = frozenset({"provider", "model", "status"})
 FILTERS = _rollup.DETAIL_FILTERS
-_MAIN_BOOKMARK = "rollup_rowid"
-_DETAIL_BOOKMARK = "rollup_detail_rowid"
 #: At most this many calls past a rollup's bookmark (by rowid) for it to be read: each costs
 #: a few microseconds by rowid; datasette's facet, an index scan, ~100 ms per million calls.
 MAX_LAG = 10_000
@@ -90,7 +87,7 @@ def _mark(key: str) -> str:
     """A CTE ``mark(top)``: the highest rowid the rollup holds (0: none)."""
     return (
         "with mark(top) as (select coalesce("
-        f"(select cast(value as integer) from {_STATE} where key = '{key}'), 0))\n"
+        f"(select cast(value as integer) from {_rollup.STATE_TABLE} where key = '{key}'), 0))\n"
     )
 
 
@@ -99,14 +96,14 @@ def column_counts_sql(column: str, tables: set[str], limit: int) -> str | None:
     datasette's ``ColumnFacet`` orders and limits them, from the rollup in ``tables``
     that holds ``column`` (``None``: none does)."""
     col = escape_sqlite(column)
-    if column in MAIN_COLUMNS and {_rollup.ROLLUP_TABLE, _STATE} <= tables:
-        mark = _mark(_MAIN_BOOKMARK)
+    if column in MAIN_COLUMNS and {_rollup.ROLLUP_TABLE, _rollup.STATE_TABLE} <= tables:
+        mark = _mark(_rollup.BOOKMARK_KEY)
         rolled = (
             f"select value, sum(calls) as n from {_rollup.ROLLUP_TABLE} "
             f"where dim = '{column}' and value != '' group by value"
         )
-    elif column in DETAIL_COLUMNS and {_rollup.DETAIL_TABLE, _STATE} <= tables:
-        mark = _mark(_DETAIL_BOOKMARK)
+    elif column in DETAIL_COLUMNS and {_rollup.DETAIL_TABLE, _rollup.STATE_TABLE} <= tables:
+        mark = _mark(_rollup.DETAIL_BOOKMARK_KEY)
         rolled = (
             f"select {col} as value, sum(calls) as n from {_rollup.DETAIL_TABLE} "
             f"where {col} != '' group by {col}"
@@ -132,10 +129,10 @@ def filtered_column_counts_sql(
     from ``calls_rollup_detail`` (``rolled_where``: the same filters over it). ``None``: it
     does not hold ``column``. The ``''`` calls are found by the column's index and then
     tested (``CROSS JOIN``: else SQLite may read every call the filter matches)."""
-    if column not in FILTERED_COLUMNS or not {_rollup.DETAIL_TABLE, _STATE} <= tables:
+    if column not in FILTERED_COLUMNS or not {_rollup.DETAIL_TABLE, _rollup.STATE_TABLE} <= tables:
         return None
     col = escape_sqlite(column)
-    return f"""{_mark(_DETAIL_BOOKMARK)}select value, sum(n) as count from (
+    return f"""{_mark(_rollup.DETAIL_BOOKMARK_KEY)}select value, sum(n) as count from (
   select {col} as value, sum(calls) as n from {_rollup.DETAIL_TABLE}
     where {col} != '' and ({rolled_where}) group by {col}
   union all
@@ -153,9 +150,9 @@ def filtered_date_counts_sql(
 ) -> str | None:
     """SQL giving ``value, count`` for a date facet over the calls matching ``where``, as
     ``filtered_column_counts_sql`` (``None``: the detail rollup cannot give it)."""
-    if column != "started_at" or not {_rollup.DETAIL_TABLE, _STATE} <= tables:
+    if column != "started_at" or not {_rollup.DETAIL_TABLE, _rollup.STATE_TABLE} <= tables:
         return None
-    return f"""{_mark(_DETAIL_BOOKMARK)}select value, sum(n) as count from (
+    return f"""{_mark(_rollup.DETAIL_BOOKMARK_KEY)}select value, sum(n) as count from (
   select date(day) as value, sum(calls) as n from {_rollup.DETAIL_TABLE}
     where {rolled_where} group by date(day)
   union all
@@ -169,9 +166,9 @@ group by value order by count desc, value limit {limit}"""
 def date_counts_sql(column: str, tables: set[str], limit: int) -> str | None:
     """SQL giving ``value, count`` for a date facet over the whole of ``calls``, as
     datasette's ``DateFacet`` orders and limits them (``None``: no rollup has it)."""
-    if column != "started_at" or not {_rollup.ROLLUP_TABLE, _STATE} <= tables:
+    if column != "started_at" or not {_rollup.ROLLUP_TABLE, _rollup.STATE_TABLE} <= tables:
         return None
-    return f"""{_mark(_MAIN_BOOKMARK)}select value, sum(n) as count from (
+    return f"""{_mark(_rollup.BOOKMARK_KEY)}select value, sum(n) as count from (
   select date(day) as value, sum(calls) as n from {_rollup.ROLLUP_TABLE}
     where dim = '' and value = '' group by date(day)
   union all
@@ -240,7 +237,7 @@ class _FromRollups:
             return set()
         if not is_call_log(getattr(self.ds.get_database(self.database), "path", None)):
             return set()
-        names = (_rollup.ROLLUP_TABLE, _rollup.DETAIL_TABLE, _STATE)
+        names = (_rollup.ROLLUP_TABLE, _rollup.DETAIL_TABLE, _rollup.STATE_TABLE)
         placeholders = ", ".join("?" * len(names))
         rows = await self.ds.execute(
             self.database,
@@ -248,11 +245,13 @@ class _FromRollups:
             names,
         )
         tables = {row[0] for row in rows}
-        if _STATE not in tables:
+        if _rollup.STATE_TABLE not in tables:
             return set()
-        mark = f"(select cast(value as integer) from {_STATE} where key = ?)"
+        mark = f"(select cast(value as integer) from {_rollup.STATE_TABLE} where key = ?)"
         bookmarks = await self.ds.execute(
-            self.database, f"select max(rowid), {mark}, {mark} from calls", [_MAIN_BOOKMARK, _DETAIL_BOOKMARK]
+            self.database,
+            f"select max(rowid), {mark}, {mark} from calls",
+            [_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY],
         )
         top, main, detail = bookmarks.rows[0]
         for table, bookmark in ((_rollup.ROLLUP_TABLE, main), (_rollup.DETAIL_TABLE, detail)):
