@@ -623,7 +623,6 @@ def _load_pricing() -> Any:
     return price_usage
 
 
-#: Columns a cache hit takes from the call that fetched the response it replays.
 def _take_replayed_reading(parsed: Parsed, original: dict[str, Any]) -> None:
     """What the original call's row read from the response (see ``_cache.ORIGINAL_COLUMNS``)."""
     parsed.stream = bool(original.get("stream"))

@@ -16,7 +16,6 @@ and processes can share one database without slowing each other down.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import operator
 import os
 import sqlite3
@@ -387,7 +386,7 @@ class Writer:
         self._pending_bytes: dict[Path, int] = {}
         self._retry_at = 0.0
         self._closed = False
-        #: This process is a multiprocessing worker (decided at its first call): see submit.
+        #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
 
     # -- the app's side (cheap) -------------------------------------------------------------
@@ -630,16 +629,11 @@ def _multiprocessing_child() -> bool:
             return False
         from multiprocessing import util
 
-        util.Finalize(None, _flush_at_process_end, exitpriority=10)
+        util.Finalize(None, _at_exit, exitpriority=10)  # what atexit would have run
         name: str = mp.current_process().name
         return name.split("-")[0].endswith("PoolWorker")
     except Exception:  # pragma: no cover - a stripped-down multiprocessing
         return False
-
-
-def _flush_at_process_end() -> None:
-    with contextlib.suppress(Exception):  # never raise at exit
-        _writer.flush(timeout=10.0)
 
 
 def _held_bytes(exchange: Exchange) -> int:
