@@ -465,9 +465,12 @@ def _load_salt(directory: Path) -> bytes:
 
 def _generation_token(directory: Path) -> Any:
     try:
-        st = os.stat(directory / GENERATION_FILE)
+        return _token(os.stat(directory / GENERATION_FILE))
     except OSError:
         return None
+
+
+def _token(st: os.stat_result) -> Any:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
@@ -477,9 +480,9 @@ def _write_generation(directory: Path) -> Any:
     path = directory / GENERATION_FILE
     temp = directory / f".{GENERATION_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     temp.write_bytes(secrets.token_bytes(16))
-    st = os.stat(temp)
+    token = _token(os.stat(temp))
     os.replace(temp, path)
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return token
 
 
 def bump_generation(directory: Path) -> None:
@@ -563,9 +566,7 @@ def cache_stats(directory: Path, *, now: float | None = None) -> dict[str, Any]:
     try:
         stats.update(exists=True, size_bytes=disk.volume(), size_limit=disk.size_limit)
         # Counts straight from diskcache's index (its documented `Cache` table): no entry read.
-        with contextlib.closing(
-            sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
-        ) as conn:
+        with _read_index(directory) as conn:
             count, expired, oldest, newest = conn.execute(
                 f"SELECT COUNT(*), COALESCE(SUM({_EXPIRES_AT} <= ?), 0),"
                 " MIN(store_time), MAX(store_time) FROM Cache",
@@ -616,7 +617,10 @@ def prune_cache(
 
 
 def _keys_where(directory: Path, condition: str, value: float) -> list[Any]:
-    with contextlib.closing(
-        sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0)
-    ) as conn:
+    with _read_index(directory) as conn:
         return [key for (key,) in conn.execute(f"SELECT key FROM Cache WHERE {condition}", (value,))]
+
+
+def _read_index(directory: Path) -> contextlib.closing[sqlite3.Connection]:
+    """diskcache's index (its documented ``Cache`` table), opened read-only."""
+    return contextlib.closing(sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0))
