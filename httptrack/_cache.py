@@ -118,7 +118,10 @@ class ResponseCache:
             if mode == "replay":
                 raise self.miss(exchange, "this endpoint is never cached (uploads, batches, deletes ...)")
             return None
-        if not provider.cacheable_request(exchange.method, exchange.path, exchange.request_body):
+        # Asked of the parser that reads this path (Anthropic's API on an OpenAI-compatible
+        # host, OpenAI's on Ollama's /v1 ...), as the request is read.
+        parser = provider.parser_for(exchange.method, exchange.path)
+        if not parser.cacheable_request(exchange.method, exchange.path, exchange.request_body):
             if mode == "replay":
                 raise self.miss(
                     exchange,

@@ -591,24 +591,24 @@ def _resolve(provider: str, model: str, host: str | None) -> _Entry | PriceResul
     except LookupError:
         if provider == "ollama":
             return PriceResult(None, "hosted ollama (ollama.com): genai-prices has no prices for it")
-        vendor = _vendor_model(snapshot, model)
+        vendor = _vendor_entry(snapshot, provider, model)
         if vendor is not None:
-            reason = f"model {model!r}: priced as {vendor[0].id}'s {vendor[1].id}"
-            return _Entry(provider, vendor[0], vendor[1], reason)
+            return vendor
         if gp_id is not None:
             return PriceResult(None, f"genai-prices has no provider {gp_id!r} (for {provider})")
         return PriceResult(None, f"unknown model {model!r} for provider {provider}: no genai-prices provider")
     found_model = gp_provider.find_model(model, all_providers=snapshot.providers)
     if found_model is None:
-        vendor = _vendor_model(snapshot, model)
-        if vendor is None:
-            return PriceResult(None, f"unknown model {model!r} for provider {provider}")
-        gp_provider, found_model = vendor
-        reason = f"model {model!r}: priced as {gp_provider.id}'s {found_model.id}"
+        vendor = _vendor_entry(snapshot, provider, model)
+        return (
+            vendor
+            if vendor is not None
+            else PriceResult(None, f"unknown model {model!r} for provider {provider}")
+        )
     return _Entry(provider, gp_provider, found_model, reason)
 
 
-def _vendor_model(snapshot: DataSnapshot, model: str) -> tuple[Provider, ModelInfo] | None:
+def _vendor_entry(snapshot: DataSnapshot, provider: str, model: str) -> _Entry | None:
     """A gateway's ``vendor/model`` id (LiteLLM's ``anthropic/claude-...``, ``openai/gpt-4o``)
     priced as the vendor's own model, or ``None``."""
     vendor, _, bare = model.partition("/")
@@ -619,7 +619,11 @@ def _vendor_model(snapshot: DataSnapshot, model: str) -> tuple[Provider, ModelIn
     except LookupError:
         return None
     found = vendor_provider.find_model(bare, all_providers=snapshot.providers)
-    return None if found is None else (vendor_provider, found)
+    if found is None:
+        return None
+    return _Entry(
+        provider, vendor_provider, found, f"model {model!r}: priced as {vendor_provider.id}'s {found.id}"
+    )
 
 
 @lru_cache(maxsize=_LRU_SIZE)
@@ -771,19 +775,28 @@ def _price(
         )
     except (ValueError, LookupError) as exc:
         return PriceResult(None, f"cannot price {model!r}: {exc}", model_id, provider_id)
-    total = calc.total_price
-    if plan.factor is not None:
-        total *= plan.factor
+    return _slow_result(
+        calc.total_price, plan.factor, _join(plan.reason, note), usage, model, model_id, provider_id
+    )
+
+
+def _slow_result(
+    total: Decimal,
+    factor: Decimal | None,
+    reason: str | None,
+    usage: Usage,
+    name: str,
+    model_id: str | None,
+    provider_id: str | None,
+) -> PriceResult:
+    """genai-prices' total (times a batch ``factor``) as a result. Usage of units only (audio
+    seconds, characters) that the price set has no price for is unknown, never a silent 0."""
+    if factor is not None:
+        total *= factor
     if not total and usage.input_tokens is None and usage.output_tokens is None:
-        return _no_price_for(usage, model, model_id, provider_id)
-    return PriceResult(float(total), _join(plan.reason, note), model_id, provider_id)
-
-
-def _no_price_for(usage: Usage, model: str, model_id: str | None, provider_id: str | None) -> PriceResult:
-    """Usage of units only (audio seconds, characters) the price set has no price for: unknown,
-    never a silent 0."""
-    units = ", ".join(sorted(usage.extra))
-    return PriceResult(None, f"no price for {units} of {model!r}", model_id, provider_id)
+        units = ", ".join(sorted(usage.extra))
+        return PriceResult(None, f"no price for {units} of {name!r}", model_id, provider_id)
+    return PriceResult(float(total), reason, model_id, provider_id)
 
 
 def _price_override(
@@ -818,11 +831,7 @@ def _price_override(
         total = ModelPrice(**plan.override_prices or {}).calc_price(gusage)["total_price"]
     except ValueError as exc:
         return PriceResult(None, f"cannot price with override {name!r}: {exc}", model_id, provider_id)
-    if factor is not None:
-        total *= factor
-    if not total and usage.input_tokens is None and usage.output_tokens is None:
-        return _no_price_for(usage, name, model_id, provider_id)
-    return PriceResult(float(total), _join(reason, note), model_id, provider_id)
+    return _slow_result(total, factor, _join(reason, note), usage, name, model_id, provider_id)
 
 
 def _genai_usage(usage: Usage) -> tuple[GenaiUsage, str | None]:

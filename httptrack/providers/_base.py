@@ -130,8 +130,9 @@ class Provider:
     def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
         """Whether this request, on an endpoint :meth:`cacheable` allows, may be answered
         from the cache: ``False`` for one that changes state on the server (appends to a
-        stored conversation, starts a background job, loads a model). Runs on the app's
-        thread for every cacheable request, with the raw body: check bytes before parsing."""
+        stored conversation, starts a background job, loads a model). Asked of
+        :meth:`parser_for`'s parser for the path. Runs on the app's thread for every
+        cacheable request, with the raw body: check bytes before parsing."""
         return True
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:

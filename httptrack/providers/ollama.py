@@ -63,9 +63,6 @@ class Ollama(Provider):
         return super().cacheable(method, path, operation)
 
     def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
-        parser = self.parser_for(method, path)
-        if parser is not self:
-            return parser.cacheable_request(method, path, body)
         # A generate with no prompt, a chat with no messages, only loads (or, with
         # keep_alive 0, unloads) the model: the effect is the point, never a stored answer.
         # Such a body is small; a long one carries a prompt, and is not parsed here.

@@ -231,9 +231,6 @@ class OpenAICompatible(Provider):
         return super().cacheable(method, path, operation)
 
     def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
-        parser = self.parser_for(method, path)
-        if parser is not self:
-            return parser.cacheable_request(method, path, body)
         # Responses API calls that change state on the server: one adding to a stored
         # conversation (a repeat must be appended again), one starting a background job.
         if (b'"conversation"' in body or b'"background"' in body) and endpoint_kind(path) == "responses":
