@@ -17,8 +17,11 @@ from .._usage import Usage
 __all__ = [
     "Parsed",
     "Provider",
+    "all_choices_finished",
     "as_int",
+    "choice_finished",
     "dig",
+    "expect_choices",
     "first_str",
     "form_fields",
     "items",
@@ -160,6 +163,22 @@ class Provider:
 
     def finish(self, parsed: Parsed) -> None:
         """Called once after the body or all events were read."""
+
+
+def expect_choices(parsed: Parsed, count: Any) -> None:
+    """The request asked for ``count`` answers (OpenAI's ``n``, Gemini's ``candidateCount``):
+    a stream of them is whole once each has finished (:func:`all_choices_finished`)."""
+    parsed.state["choices"] = count if count.__class__ is int and count > 1 else 1
+
+
+def choice_finished(parsed: Parsed, index: int) -> None:
+    """The answer ``index`` of a stream has its finish reason."""
+    parsed.state.setdefault("finished", set()).add(index)
+
+
+def all_choices_finished(parsed: Parsed) -> bool:
+    finished: set[int] = parsed.state.get("finished") or set()
+    return bool(finished) and len(finished) >= parsed.state.get("choices", 1)
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:

@@ -28,7 +28,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str, items
+from ._base import (
+    Parsed,
+    Provider,
+    all_choices_finished,
+    as_int,
+    choice_finished,
+    dig,
+    expect_choices,
+    first_str,
+    items,
+)
 
 __all__ = ["Gemini", "VertexAI", "read_gemini_usage"]
 
@@ -125,9 +135,7 @@ class Gemini(Provider):
         elif action == "predict" and parsed.operation == "other":
             parsed.billed = True  # Imagen and other predict models: billed per image
         parsed.state["sse"] = "alt=sse" in query
-        wanted = dig(body, "generationConfig", "candidateCount")
-        if wanted.__class__ is int and wanted > 1:
-            parsed.state["candidates"] = wanted  # complete once each has its finishReason
+        expect_choices(parsed, dig(body, "generationConfig", "candidateCount"))
 
     def stream_format(self, parsed: Parsed, content_type: str) -> str | None:
         fmt = super().stream_format(parsed, content_type)
@@ -165,13 +173,10 @@ class Gemini(Provider):
         usage = read_gemini_usage(chunk.get("usageMetadata"))
         if usage is not None:
             parsed.usage = usage
-        wanted = parsed.state.get("candidates")
-        if wanted is not None:  # several candidates: each finishes on its own
-            finished = parsed.state.setdefault("finished", set())
-            for other in items(chunk.get("candidates")):
-                if first_str(dig(other, "finishReason")):
-                    index = dig(other, "index")
-                    finished.add(index if index.__class__ is int else 0)
+        for other in items(chunk.get("candidates")):  # several candidates each finish on their own
+            if first_str(dig(other, "finishReason")):
+                index = dig(other, "index")
+                choice_finished(parsed, index if index.__class__ is int else 0)
         candidate = dig(chunk, "candidates", 0)
         if isinstance(candidate, dict):
             finish = first_str(candidate.get("finishReason"))
@@ -179,7 +184,7 @@ class Gemini(Provider):
                 parsed.finish_reason = finish
                 # The last chunk (the recorder also checks a JSON array was closed).
                 parsed.stream_done = True
-                parsed.complete = wanted is None or len(parsed.state["finished"]) >= wanted
+                parsed.complete = all_choices_finished(parsed)
                 parsed.usage_final = usage is not None
             for part in items(dig(candidate, "content", "parts")):
                 if isinstance(dig(part, "text"), str):

@@ -28,7 +28,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str, items, json_object, merge_usage
+from ._base import (
+    Parsed,
+    Provider,
+    all_choices_finished,
+    as_int,
+    choice_finished,
+    dig,
+    expect_choices,
+    first_str,
+    items,
+    json_object,
+    merge_usage,
+)
 
 __all__ = [
     "OpenAI",
@@ -257,8 +269,7 @@ class OpenAICompatible(Provider):
             if parsed.stream:
                 # What a whole stream ends with (see finish): every choice's finish reason,
                 # then the usage chunk when the app asked for it.
-                n = body.get("n")
-                parsed.state["choices"] = n if n.__class__ is int and n > 1 else 1
+                expect_choices(parsed, body.get("n"))
                 parsed.state["usage_asked"] = dig(body, "stream_options", "include_usage") is True
         if kind in ("batches",) or "/batch" in path:
             parsed.batch = True
@@ -407,7 +418,7 @@ class OpenAICompatible(Provider):
             reason = choice.get("finish_reason")
             index = choice.get("index", 0)
             if isinstance(reason, str) and reason and index.__class__ is int:
-                parsed.state.setdefault("finished", set()).add(index)
+                choice_finished(parsed, index)
             if index != 0:
                 continue
             if isinstance(reason, str) and reason:
@@ -475,11 +486,9 @@ class OpenAICompatible(Provider):
         # A chat or completions stream is whole at ``[DONE]`` (the recorder sees it), or,
         # for servers that do not send it, once every choice has its finish reason and the
         # usage chunk the app asked for (it follows them) has arrived.
-        finished = parsed.state.get("finished")
         if (
-            finished
-            and parsed.stream
-            and len(finished) >= parsed.state.get("choices", 1)
+            parsed.stream
+            and all_choices_finished(parsed)
             and (parsed.usage_final or not parsed.state.get("usage_asked"))
         ):
             parsed.complete = True
@@ -490,7 +499,7 @@ def _take_service_tier(parsed: Parsed, body: dict[str, Any]) -> None:
     priority have prices of their own. A later value (the response's) replaces an earlier one."""
     tier = body.get("service_tier")
     if isinstance(tier, str) and tier:
-        parsed.price_tier = ("service_tier", tier) if tier != "auto" else None
+        parsed.price_tier = ("service_tier", tier)  # "auto", "default": the standard price
 
 
 def add_batch_result(parsed: Parsed, model: str | None, usage: Usage | None) -> None:
