@@ -99,6 +99,7 @@ _MEASURES = (
     ("latency_n", "INTEGER"),
 )
 MEASURE_NAMES = tuple(name for name, _ in _MEASURES)
+_MEASURE_COLUMNS = ", ".join(f"{name} {sqltype}" for name, sqltype in _MEASURES)  # for CREATE TABLE
 #: A key/value table; the rollups' bookmarks (the highest rowid each holds) are kept there.
 STATE_TABLE = "httptrack_state"
 BOOKMARK_KEY = "rollup_rowid"
@@ -216,7 +217,7 @@ LATENCY_TABLE = "calls_rollup_latency"
 def create_rollups(conn: sqlite3.Connection) -> None:
     """Create the rollup tables and roll up the rows already there."""
     conn.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (key TEXT PRIMARY KEY, value)")
-    measures = ", ".join(f"{name} {sqltype}" for name, sqltype in _MEASURES)
+    measures = _MEASURE_COLUMNS
     conn.execute(f"""CREATE TABLE IF NOT EXISTS {ROLLUP_TABLE} (
         dim TEXT NOT NULL, value TEXT NOT NULL, day TEXT NOT NULL, {measures},
         PRIMARY KEY (dim, value, day)) WITHOUT ROWID""")
@@ -230,7 +231,7 @@ def create_rollups(conn: sqlite3.Connection) -> None:
 
 def create_detail_rollups(conn: sqlite3.Connection) -> None:
     """Create the detail rollup tables (migration m003) and roll up the rows already there."""
-    measures = ", ".join(f"{name} {sqltype}" for name, sqltype in _MEASURES)
+    measures = _MEASURE_COLUMNS
     key = ", ".join(f"{c} TEXT NOT NULL" for c in DETAIL_COLUMNS)
     names = ", ".join(DETAIL_COLUMNS)
     conn.execute(f"""CREATE TABLE IF NOT EXISTS {DETAIL_TABLE} (
@@ -243,24 +244,17 @@ def create_detail_rollups(conn: sqlite3.Connection) -> None:
 
 
 def detail_rollups_exist(conn: sqlite3.Connection) -> bool:
-    names = {
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE name IN (?, ?)", [DETAIL_TABLE, DETAIL_LATENCY_TABLE]
-        )
-    }
-    return len(names) == 2 and rollups_exist(conn)
+    return _all_exist(conn, ROLLUP_TABLE, LATENCY_TABLE, STATE_TABLE, DETAIL_TABLE, DETAIL_LATENCY_TABLE)
 
 
 def rollups_exist(conn: sqlite3.Connection) -> bool:
-    names = {
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?)",
-            [ROLLUP_TABLE, LATENCY_TABLE, STATE_TABLE],
-        )
-    }
-    return len(names) == 3
+    return _all_exist(conn, ROLLUP_TABLE, LATENCY_TABLE, STATE_TABLE)
+
+
+def _all_exist(conn: sqlite3.Connection, *names: str) -> bool:
+    marks = ", ".join("?" * len(names))
+    found = conn.execute(f"SELECT count(DISTINCT name) FROM sqlite_master WHERE name IN ({marks})", names)
+    return bool(found.fetchone()[0] == len(names))
 
 
 def bookmark(conn: sqlite3.Connection, key: str = BOOKMARK_KEY) -> int:
