@@ -78,6 +78,22 @@ def genai_price(
     return float(total / 2 if batch else total)
 
 
+#: The token figures an exchange's expected.json states (samples and provider fixtures).
+FIGURES = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+def split(data: bytes, size: int) -> list[bytes]:
+    """Small arbitrary pieces: split mid-line, mid-event and mid-UTF-8 character."""
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
 #: genai-prices' provider id for each httptrack provider (the tests' own table: the oracle
 #: for rows' costs). Local Ollama, vLLM and generic hosts have no price list.
 PRICED_AS = {

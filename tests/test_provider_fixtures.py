@@ -18,19 +18,11 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import check_cost, chunk_stream, one_row
+from conftest import FIGURES, check_cost, chunk_stream, one_row, split
 
 import httptrack
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "providers"
-FIGURES = (
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
 
 
 def fixture_names() -> list[str]:
@@ -43,10 +35,6 @@ def load(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         json.loads((folder / f).read_text()) for f in ("request.json", "response.json", "expected.json")
     )
     return request, response, expected
-
-
-def split(data: bytes, size: int) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
 def request_content(request: dict[str, Any]) -> bytes | None:

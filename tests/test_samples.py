@@ -12,23 +12,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import check_cost, chunk_stream, load_sample, one_row, sample_names
+from conftest import FIGURES, check_cost, chunk_stream, load_sample, one_row, sample_names, split
 
 import httptrack
-
-FIGURES = (
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
-
-
-def split(data: bytes, size: int) -> list[bytes]:
-    """Small arbitrary pieces: split mid-line, mid-event and mid-UTF-8 character."""
-    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
 def handler_for(lib: Any, response: dict[str, Any], chunks: list[bytes]) -> Any:
