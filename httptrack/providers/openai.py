@@ -245,7 +245,8 @@ class OpenAICompatible(Provider):
     def cacheable_request(self, method: str, path: str, body: bytes) -> bool:
         # Responses API calls that change state on the server: one adding to a stored
         # conversation (a repeat must be appended again), one starting a background job.
-        if (b'"conversation"' in body or b'"background"' in body) and endpoint_kind(path) == "responses":
+        # (The path first: scanning a long chat body for the words costs more.)
+        if endpoint_kind(path) == "responses" and (b'"conversation"' in body or b'"background"' in body):
             data = json_object(body)
             if data is not None:
                 return data.get("conversation") is None and data.get("background") is not True
