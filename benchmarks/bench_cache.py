@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 from _payloads import OPENAI_CHAT_COMPLETION, openai_chat_stream  # noqa: E402
 
 import httptrack  # noqa: E402
-from httptrack._store import writer  # noqa: E402
+from httptrack.record._writer import writer  # noqa: E402
 
 API = "https://api.openai.com/v1"
 HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from httptrack._exchange import new_call_id  # noqa: E402
-from httptrack._schema import COLUMN_NAMES  # noqa: E402
-from httptrack._store import connect, migrate  # noqa: E402
+from httptrack.log._schema import COLUMN_NAMES  # noqa: E402
+from httptrack.log._sqlite import connect, migrate  # noqa: E402
 
 #: provider -> [(model, weight, $ per 1M input tokens, $ per 1M output tokens)]
 MODELS: dict[str, list[tuple[str, float, float, float]]] = {
@@ -219,7 +219,7 @@ def generate(path: Path, n: int) -> float:
     again after (from sorted data: much faster), and the search index and the daily
     rollup are brought up to date in one pass with the functions the writer calls after
     each batch."""
-    from httptrack import _rollup, _views
+    from httptrack.log import _rollup, _views
 
     t0 = time.perf_counter()
     for suffix in ("", "-wal", "-shm"):
@@ -429,7 +429,7 @@ def _captured_exchanges(n: int) -> list[Any]:
 
     import httptrack
     from httptrack._fake import mock_transport
-    from httptrack._store import writer
+    from httptrack.record._writer import writer
 
     captured: list[Any] = []
     w = writer()
@@ -475,7 +475,7 @@ def bench_writer(calls: int = 1500) -> list[tuple[str, float, float]]:
     batch, as the writer does, into a database with them and one without; per call."""
     import tempfile
 
-    from httptrack import _store
+    from httptrack.record import _writer as _store
 
     exchanges = _captured_exchanges(calls)
     results = []

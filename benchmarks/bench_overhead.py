@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))  # measure this checkout's httptrack
 from _payloads import OPENAI_CHAT_COMPLETION, openai_chat_stream  # noqa: E402
 
 import httptrack  # noqa: E402
-from httptrack._store import writer  # noqa: E402
+from httptrack.record._writer import writer  # noqa: E402
 
 API = "https://api.openai.com/v1"
 CHAT = f"{API}/chat/completions"
@@ -364,8 +364,9 @@ def capture_exchanges(db: Path, count: int) -> list[Any]:
 
 
 def bench_writer(folder: Path, rounds: int, rows: int) -> None:
-    from httptrack._recorder import build_row
-    from httptrack._store import Store, _row_values
+    from httptrack.log._sqlite import Store
+    from httptrack.record._row import build_row
+    from httptrack.record._writer import _row_values
 
     shared = writer()
     rates, build, insert, derive = [], [], [], []

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._autoload import install, uninstall
 from ._context import attribute
 from ._errors import CacheMiss
 from ._faults import fault_counts
 from ._settings import Settings, SettingsError
 from ._transport import AsyncTrackingTransport, TrackingTransport
+from .autoload import install, uninstall
 
 if TYPE_CHECKING:
-    from ._log import Log, open_log
-    from ._records import CallRecord
-    from ._store import flush
+    from .log._reader import Log, open_log
+    from .log._records import CallRecord
     from .providers import register_provider
+    from .record._writer import flush
 
 __version__ = "0.1.0"
 
@@ -57,10 +57,10 @@ __all__ = [
 # imported on first access. (A transport imports the writer and the providers when it is
 # made, so `import httptrack` itself stays light.)
 _LAZY = {
-    "CallRecord": "._records",
-    "Log": "._log",
-    "flush": "._store",
-    "open_log": "._log",
+    "CallRecord": ".log._records",
+    "Log": ".log._reader",
+    "flush": ".record._writer",
+    "open_log": ".log._reader",
     "register_provider": ".providers",
 }
 

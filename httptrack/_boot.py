@@ -5,7 +5,7 @@
 :func:`start`. That is all that happens at start-up: this module imports nothing beyond what
 the interpreter has already loaded and never raises. It registers a post-import hook on
 ``httpx`` and ``httpx2``; when the program (or an SDK) first imports either, httptrack itself
-is imported and patches both libraries (``httptrack._autoload``). A program that never
+is imported and patches both libraries (``httptrack.autoload``). A program that never
 imports them pays for this module and nothing more.
 
 Why a top-level module: importing ``httptrack._anything`` runs ``httptrack/__init__``, which
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["API", "LIBRARIES", "cancel", "start", "stop", "warn", "when_imported"]
 
-#: Bumped when these functions change in a way ``httptrack._autoload`` notices: a process may
+#: Bumped when these functions change in a way ``httptrack.autoload`` notices: a process may
 #: have been started by the hook of another installed httptrack than the one it imports.
 API = 1
 
@@ -200,7 +200,7 @@ def _start_tracking(module: "ModuleType") -> None:
     # settings (a bad one prints one warning) and patches both libraries.
     cancel(_start_tracking)
     try:
-        from httptrack._autoload import start_from_environment
+        from httptrack.autoload import start_from_environment
     except Exception as exc:
         warn(f"could not load httptrack ({type(exc).__name__}: {exc}); this program runs untracked")
         return

@@ -9,8 +9,8 @@ from typing import Any
 
 from ._context import attribute
 from ._fake import mock_transport
-from ._store import flush
 from ._transport import TrackingTransport
+from .record._writer import flush
 
 __all__ = ["run_demo"]
 

@@ -1,11 +1,29 @@
-"""The exception httptrack raises into the app (kept apart so that importing httptrack does
-not import the cache)."""
+"""Every exception httptrack defines, in one light module (importing it imports nothing
+else): what it raises into the app (``CacheMiss``), for bad settings (``SettingsError`` and
+its ``PriceFileError``), and its own internal conditions (``EncodingDataError``,
+``CorruptEntry``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CacheMiss"]
+__all__ = ["CacheMiss", "CorruptEntry", "EncodingDataError", "PriceFileError", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A setting (argument or ``HTTPTRACK_*`` variable) has a value httptrack cannot use."""
+
+
+class PriceFileError(SettingsError):
+    """The price override file cannot be used; the message names the file and the entry."""
+
+
+class EncodingDataError(RuntimeError):
+    """A shipped encoding file is missing, unreadable or not the official one."""
+
+
+class CorruptEntry(ValueError):
+    """A stored cache entry that cannot be read back."""
 
 
 class CacheMiss(Exception):

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._errors import SettingsError
+
 __all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
 
 #: Cache modes: ``on`` read and write; ``off`` neither; ``refresh`` always call, then store;
@@ -46,10 +48,6 @@ _UNITS = {
     "gib": 1024**3,
 }
 _DURATIONS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class SettingsError(ValueError):
-    """A setting (argument or ``HTTPTRACK_*`` variable) has a value httptrack cannot use."""
 
 
 def _env(name: str) -> str | None:
@@ -367,7 +365,7 @@ class Settings:
         set_(self, "prices_file", Path(value).expanduser() if value else None)
         merged: dict[str, dict[str, float]] = {}
         if self.prices_file is not None:
-            from ._pricing import load_price_file  # read once, here: a bad file fails now
+            from .pricing._prices import load_price_file  # read once, here: a bad file fails now
 
             merged.update(load_price_file(self.prices_file))
         merged.update(_check_prices(prices or {}, "prices"))  # entries given in code win, whole

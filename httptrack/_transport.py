@@ -14,9 +14,9 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ._context import ControlHeaders
-from ._core import Tracker
 from ._settings import Settings
 from ._streams import AsyncTee, SyncTee
+from ._tracker import Tracker
 
 __all__ = ["AsyncTrackingTransport", "TrackingTransport"]
 
@@ -112,7 +112,7 @@ def _make_cache(settings: Settings) -> Any:
     if settings.cache == "off" or not settings.enabled:
         return None
     try:
-        from ._cache import ResponseCache
+        from .cache._policy import ResponseCache
     except ImportError:
         return None
     return ResponseCache.for_settings(settings)
@@ -165,7 +165,7 @@ class TrackingTransport(_Shell, _SyncBase):
                 if inner is not None:
                     inner.close()
         finally:
-            from ._store import flush
+            from .record._writer import flush
 
             flush()
 
@@ -235,7 +235,7 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
             # The flush waits on the writer thread: do it off the event loop.
             import anyio.to_thread
 
-            from ._store import flush
+            from .record._writer import flush
 
             await anyio.to_thread.run_sync(flush)
 

@@ -28,7 +28,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     starts with no response cache folder open in this process (and leaves none open)."""
     import os
 
-    from httptrack import _cache_store
+    from httptrack.cache import _store as _cache_store
 
     for name in list(os.environ):
         if name.startswith("HTTPTRACK"):

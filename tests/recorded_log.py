@@ -126,7 +126,7 @@ def record_calls(db: Path) -> list[str]:
 def age_calls(db: Path, ages: dict[str, timedelta], *, now: datetime | None = None) -> None:
     """Move calls back in time (``started_at`` only), as if recorded that long ago, and
     roll the database up again: the transport can only record the present."""
-    from httptrack import _rollup, _views
+    from httptrack.log import _rollup, _views
 
     now = now or datetime.now(UTC)
     conn = sqlite3.connect(db, isolation_level=None)

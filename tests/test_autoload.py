@@ -24,10 +24,11 @@ from autoload_helpers import PTH_SOURCE
 from conftest import LIBS, read_rows
 
 import httptrack
-from httptrack import SettingsError, _autoload, _settings
-from httptrack._autoload import _AutoTrackingTransport, installed_settings
+from httptrack import SettingsError, _settings
+from httptrack import autoload as _autoload
 from httptrack._fake import FakeProviderServer, mock_transport
 from httptrack._streams import UsageChunkFilter
+from httptrack.autoload import _AutoTrackingTransport, installed_settings
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 CLIENT_CLASSES = (httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient)

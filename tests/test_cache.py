@@ -29,11 +29,11 @@ import pytest
 from conftest import LIBS, chunk_stream, read_rows, responder
 
 import httptrack
-from httptrack import _cache_store
-from httptrack._cache import ResponseCache
-from httptrack._cache_store import CacheEntry, decode_entry, encode_entry, shared_store
 from httptrack._fake import RecordedRequest, mock_transport
 from httptrack._faults import fault_counts
+from httptrack.cache import _store as _cache_store
+from httptrack.cache._policy import ResponseCache
+from httptrack.cache._store import CacheEntry, decode_entry, encode_entry, shared_store
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

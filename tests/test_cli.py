@@ -18,10 +18,10 @@ from click.testing import CliRunner, Result
 from recorded_log import age_calls, record_calls, rows, unique_prefix
 
 import httptrack
-from httptrack._log import STAT_FIELDS
-from httptrack._schema import COLUMN_NAMES
 from httptrack.cli import main
 from httptrack.cli._calls import LIST_COLUMNS
+from httptrack.log._reader import STAT_FIELDS
+from httptrack.log._schema import COLUMN_NAMES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")

@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 from conftest import read_rows
 
 import httptrack
-from httptrack import _cache_store
-from httptrack._cache_store import cache_stats, prune_cache
+from httptrack.cache import _store as _cache_store
+from httptrack.cache._store import cache_stats, prune_cache
 from httptrack.cli import main
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

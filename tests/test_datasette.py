@@ -17,9 +17,9 @@ from recorded_log import record_calls, rows
 
 import httptrack
 from httptrack import _datasette
-from httptrack._schema import DESCRIPTIONS
-from httptrack._views import VIEWS
 from httptrack.cli._ui import make_datasette
+from httptrack.log._schema import DESCRIPTIONS
+from httptrack.log._views import VIEWS
 
 
 @pytest.fixture
@@ -277,7 +277,8 @@ def varied_log(tmp_path: Path) -> Path:
     values it has never seen."""
     import random
 
-    from httptrack import _rollup, _store, _views
+    from httptrack.log import _rollup, _views
+    from httptrack.log import _sqlite as _store
 
     path = tmp_path / "log.db"
     conn = _store.connect(path)
@@ -505,7 +506,8 @@ def tied_log(tmp_path: Path) -> Path:
     """A log where every facet's values tie: 12 models, users, services and days with 3
     failed calls each (and 1 that succeeded), written in the reverse of their order, some
     past the rollups' bookmark; the facets show fewer values than there are."""
-    from httptrack import _rollup, _store
+    from httptrack.log import _rollup
+    from httptrack.log import _sqlite as _store
 
     path = tmp_path / "log.db"
     conn = _store.connect(path)

@@ -9,7 +9,7 @@ import zlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from httptrack._decoders import ContentDecoder, JSONArrayDecoder, NDJSONDecoder, SSEDecoder, SSEEvent
+from httptrack.record._decoders import ContentDecoder, JSONArrayDecoder, NDJSONDecoder, SSEDecoder, SSEEvent
 
 
 def feed_all(decoder, pieces):  # type: ignore[no-untyped-def]

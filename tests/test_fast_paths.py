@@ -18,12 +18,15 @@ from typing import Any
 
 import pytest
 
-from httptrack import _decoders, _exchange, _recorder, _rollup
-from httptrack._cache_key import _canonical_digest
-from httptrack._cache_store import CacheEntry, EntryStore
+from httptrack import _exchange, _redact
 from httptrack._json import loads_bytes, loads_text
-from httptrack._schema import COLUMN_NAMES
-from httptrack._store import ROWS_PER_INSERT, _insert, connect, migrate
+from httptrack.cache._key import _canonical_digest
+from httptrack.cache._store import CacheEntry, EntryStore
+from httptrack.log import _rollup
+from httptrack.log._schema import COLUMN_NAMES
+from httptrack.log._sqlite import ROWS_PER_INSERT, _insert, connect, migrate
+from httptrack.record import _decoders
+from httptrack.record import _row as _recorder
 
 # -- JSON bodies ----------------------------------------------------------------------------
 
@@ -108,7 +111,7 @@ def test_canonical_digest_is_the_documented_form() -> None:
 def test_body_digest_memo_is_bounded_and_forgets_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
     from collections import OrderedDict
 
-    from httptrack import _cache_key
+    from httptrack.cache import _key as _cache_key
 
     monkeypatch.setattr(_cache_key, "_memo", OrderedDict())
     monkeypatch.setattr(_cache_key, "_memo_bytes", 0)
@@ -132,7 +135,7 @@ def _plain_redact(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name_b, value_b in raw:
         name = name_b.decode("latin-1").lower()
-        value = _recorder.REDACTED if _recorder.is_secret_header(name) else value_b.decode("latin-1")
+        value = _redact.REDACTED if _redact.is_secret_header(name) else value_b.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
 
@@ -148,8 +151,8 @@ def _plain_redact(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 )
 def test_headers_json_is_json_dumps_of_the_redacted_headers(raw: list[tuple[bytes, bytes]]) -> None:
     for _ in range(2):  # the second time from the memo
-        headers, text, repeated = _recorder._redacted(raw)
-        assert headers == _plain_redact(raw) == _recorder.redact_headers(raw)
+        headers, text, repeated = _redact.redacted_headers(raw)
+        assert headers == _plain_redact(raw) == _redact.redact_headers(raw)
         assert text == json.dumps(_plain_redact(raw))
         assert repeated == (len(headers) < len(raw))
         assert "sk-secret" not in text

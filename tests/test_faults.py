@@ -127,9 +127,10 @@ def test_a_full_disk_stops_recording_not_calling(db: Path) -> None:
         conn = sqlite3.connect(db)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.close()
-        from httptrack import _store
+        from httptrack.log import _sqlite as _store
+        from httptrack.record import _writer
 
-        _store.writer().close_connections()
+        _writer.writer().close_connections()
         original = _store.connect
 
         def full(path: Any, **kw: Any) -> sqlite3.Connection:
@@ -145,7 +146,7 @@ def test_a_full_disk_stops_recording_not_calling(db: Path) -> None:
             httptrack.flush(5)
         finally:
             _store.connect = original  # type: ignore[assignment]
-            _store.writer().close_connections()
+            _writer.writer().close_connections()
     assert httptrack.fault_counts().get("database", 0) >= 1
     # Once there is room again the waiting rows are written: nothing lost.
     assert len(read_rows(db)) == 4
@@ -229,14 +230,14 @@ def test_many_processes_writing_one_database_lose_nothing(db: Path) -> None:
 
 
 def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from httptrack import _store
+    from httptrack.record import _writer
 
-    monkeypatch.setattr(_store, "MAX_QUEUED_BYTES", 1_000_000)
+    monkeypatch.setattr(_writer, "MAX_QUEUED_BYTES", 1_000_000)
     body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
     transport = httptrack.TrackingTransport(
         httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db, cache=False
     )
-    writer = _store.writer()
+    writer = _writer.writer()
     dropped = writer.dropped
     with httpx.Client(transport=transport) as client:
         client.post(CHAT, json={"model": "gpt-4o-mini"})
@@ -254,15 +255,15 @@ def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: 
 def test_rows_waiting_for_an_unwritable_database_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from httptrack import _store
+    from httptrack.record import _writer
 
-    monkeypatch.setattr(_store, "MAX_PENDING_BYTES", 300_000)
+    monkeypatch.setattr(_writer, "MAX_PENDING_BYTES", 300_000)
     db = tmp_path / "not-a-dir" / "calls.db"
     (tmp_path / "not-a-dir").write_text("a file where the folder should be")
     transport = httptrack.TrackingTransport(
         httpx.MockTransport(lambda r: httpx.Response(200, text="{}")), db=db, cache=False
     )
-    writer = _store.writer()
+    writer = _writer.writer()
     dropped = writer.dropped
     with httpx.Client(transport=transport) as client:
         for _ in range(10):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import httptrack
 from httptrack._fake import RecordedRequest, mock_transport
-from httptrack._rewrite import with_include_usage
+from httptrack._include_usage import with_include_usage
 from httptrack._streams import UsageChunkFilter
 
 CHAT = "https://api.openai.com/v1/chat/completions"

@@ -14,7 +14,7 @@ import pytest
 from recorded_log import age_calls, record_calls, rows, unique_prefix
 
 import httptrack
-from httptrack._log import fts_query, parse_when
+from httptrack.log._reader import fts_query, parse_when
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import pytest
 from recorded_log import record_calls, rows
 
 import httptrack
-from httptrack import _rollup, _views
-from httptrack._store import SCHEMA_VERSION, connect, migrate, writer
+from httptrack.log import _rollup, _views
+from httptrack.log._sqlite import SCHEMA_VERSION, connect, migrate
+from httptrack.record._writer import writer
 
 V2_OBJECTS = {
     "calls_fts",

@@ -17,8 +17,10 @@ from genai_prices.types import ModelInfo, ModelPrice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from httptrack import _pricing
-from httptrack._pricing import (
+from httptrack._settings import Settings
+from httptrack._usage import Usage
+from httptrack.pricing import _prices as _pricing
+from httptrack.pricing._prices import (
     PROVIDER_IDS,
     PriceFileError,
     PriceResult,
@@ -26,8 +28,6 @@ from httptrack._pricing import (
     price_usage,
     warm_up,
 )
-from httptrack._settings import Settings
-from httptrack._usage import Usage
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -537,7 +537,7 @@ def test_importing_does_not_load_genai_prices() -> None:
     out = run_python(
         """
         import sys
-        import httptrack._pricing as pricing
+        import httptrack.pricing._prices as pricing
         from httptrack._usage import Usage
         print("genai_prices" in sys.modules)
         # Local models and overrides need no price data either.
@@ -560,7 +560,7 @@ def test_no_network_cold(tmp_path: Path) -> None:
         socket.socket.connect = refuse
         socket.socket.connect_ex = refuse
         socket.create_connection = refuse
-        from httptrack._pricing import price_usage
+        from httptrack.pricing._prices import price_usage
         from httptrack._usage import Usage
         print(price_usage("openai", "gpt-4o", Usage(13, 29)).cost_usd)
         """

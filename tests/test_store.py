@@ -20,8 +20,8 @@ import pytest
 from conftest import read_rows, responder
 
 import httptrack
-from httptrack._schema import COLUMN_NAMES
-from httptrack._store import SCHEMA_VERSION, connect, migrate
+from httptrack.log._schema import COLUMN_NAMES
+from httptrack.log._sqlite import SCHEMA_VERSION, connect, migrate
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 BODY = json.dumps(
@@ -227,7 +227,7 @@ def call(user):
     client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"},
                 headers={"X-Httptrack-User": user})
     # Whether this process writes each call as it ends (a pool worker) or at its end.
-    return user, httptrack._store.writer()._worker
+    return user, httptrack.record._writer.writer()._worker
 
 
 if __name__ == "__main__":
@@ -288,11 +288,12 @@ def test_a_locked_database_delays_rows_but_loses_none(db: Path) -> None:
     # Another process holds the write lock for longer than the busy timeout allows...
     blocker = sqlite3.connect(db, timeout=0, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    from httptrack import _store
+    from httptrack.log import _sqlite as _store
+    from httptrack.record import _writer
 
     timeout = _store.BUSY_TIMEOUT_MS
     _store.BUSY_TIMEOUT_MS = 50
-    _store.writer().close_connections()
+    _writer.writer().close_connections()
     try:
         with client(db) as c:
             for _ in range(5):
@@ -303,7 +304,7 @@ def test_a_locked_database_delays_rows_but_loses_none(db: Path) -> None:
         blocker.execute("ROLLBACK")
         blocker.close()
         _store.BUSY_TIMEOUT_MS = timeout
-        _store.writer().close_connections()
+        _writer.writer().close_connections()
     # ... once it is released, the waiting rows are written.
     assert len(read_rows(db)) == 6
 

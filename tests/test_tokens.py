@@ -1,4 +1,4 @@
-"""Tests for httptrack._tokens: shipped encodings, offline loading and prompt estimates.
+"""Tests for httptrack.record._tokens: shipped encodings, offline loading and prompt estimates.
 
 Reference figures marked "cookbook" are quoted from OpenAI's "How to count tokens with
 tiktoken" notebook (openai/openai-cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb,
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from httptrack import _tokens as T
+from httptrack.record import _tokens as T
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -328,8 +328,8 @@ socket.create_connection = deny
 socket.getaddrinfo = deny
 import httptrack
 before = "tiktoken" in sys.modules
-from httptrack import _tokens
-assert before or "tiktoken" not in sys.modules, "importing httptrack._tokens imported tiktoken"
+from httptrack.record import _tokens
+assert before or "tiktoken" not in sys.modules, "importing httptrack.record._tokens imported tiktoken"
 import tiktoken, tiktoken.load
 tiktoken.load.read_file = tiktoken.load.read_file_cached = tiktoken.get_encoding = deny
 print(_tokens.count_text("tiktoken is great!", "gpt-4o"), _tokens.count_text("tiktoken is great!", "gpt-4"))
@@ -379,7 +379,7 @@ def test_corrupt_or_missing_file_fails_clearly(
         T.estimate_prompt_tokens("openai", "chat", {"messages": [{"role": "user", "content": "hi"}]}, None)
         is None
     )
-    errors = [r for r in caplog.records if r.name == "httptrack._tokens" and r.levelname != "DEBUG"]
+    errors = [r for r in caplog.records if r.name == "httptrack.record._tokens" and r.levelname != "DEBUG"]
     assert [r.levelname for r in errors] == ["ERROR"]  # logged once
     with pytest.raises(T.EncodingDataError, match="cannot be read"):
         T.load_encoding("cl100k_base")  # no file at all

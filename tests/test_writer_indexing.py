@@ -11,7 +11,8 @@ import pytest
 from recorded_log import record_calls
 
 import httptrack
-from httptrack import _store
+from httptrack.log import _sqlite as _store
+from httptrack.record import _writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -61,7 +62,8 @@ def test_flush_indexes_everything(db: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_an_index_failure_never_costs_the_calls(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from httptrack import _faults, _views
+    from httptrack import _faults
+    from httptrack.log import _views
 
     record_calls(db)
 
@@ -69,7 +71,7 @@ def test_an_index_failure_never_costs_the_calls(db: Path, monkeypatch: pytest.Mo
         raise sqlite3.OperationalError("database disk image is malformed")
 
     monkeypatch.setattr(_views, "index_new_rows", broken)
-    _store.writer().close_connections()
+    _writer.writer().close_connections()
     record_calls(db)
     conn = sqlite3.connect(db)
     try:

@@ -70,7 +70,7 @@ def log_databases(datasette: Any) -> list[str]:
 def search_terms(text: str | None) -> str:
     """The SQL function ``FTS_QUERY_FUNCTION``: ``gpt-4o``, ``AND``, ``foo"`` are words to find, not syntax.
     No words at all match nothing (FTS5 refuses an empty query)."""
-    from .._log import fts_query
+    from ..log._reader import fts_query
 
     return fts_query(text or "") or '""'
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from .._log import Log
-from ..cli._format import count, duration, money, percent
+from .._format import count, duration, money, percent
+from ..log._reader import Log
 from ._charts import column_chart, stacked_bar_chart
 
 __all__ = ["dashboard_context"]

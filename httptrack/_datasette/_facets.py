@@ -56,7 +56,7 @@ from datasette.facets import ColumnFacet, DateFacet
 from datasette.filters import Filters
 from datasette.utils import escape_sqlite, path_with_added_args, path_with_removed_args
 
-from .. import _rollup
+from ..log import _rollup
 
 __all__ = [
     "RollupColumnFacet",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._schema import DESCRIPTIONS
-from .._views import FTS_TABLE, VIEWS
+from ..log._schema import DESCRIPTIONS
+from ..log._views import FTS_TABLE, VIEWS
 
 __all__ = ["CANNED_QUERIES", "FTS_QUERY_FUNCTION", "SETTINGS", "database_metadata"]
 

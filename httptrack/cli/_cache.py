@@ -73,7 +73,7 @@ def path(cache_dir: Path | None) -> None:
 def stats(db: Path | None, cache_dir: Path | None, as_json: bool) -> None:
     """What the cache holds, and what it saved: entries and size on disk, and from the call
     log the hits, the tokens they did not spend and the money they saved."""
-    from .._cache_store import cache_stats
+    from ..cache._store import cache_stats
 
     folder = _resolve_cache_dir(cache_dir)
     result = cache_stats(folder)
@@ -114,7 +114,7 @@ def stats(db: Path | None, cache_dir: Path | None, as_json: bool) -> None:
 @_json_option
 def clear(cache_dir: Path | None, as_json: bool) -> None:
     """Remove every cached response. Running programs stop serving theirs within a second."""
-    from .._cache_store import clear_cache
+    from ..cache._store import clear_cache
 
     folder = _resolve_cache_dir(cache_dir)
     removed = clear_cache(folder)
@@ -137,7 +137,7 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
 def prune(cache_dir: Path | None, older_than: float | None, as_json: bool) -> None:
     """Remove expired responses (and, with --older-than, older ones) to free space now
     rather than when the size limit is reached."""
-    from .._cache_store import prune_cache
+    from ..cache._store import prune_cache
 
     folder = _resolve_cache_dir(cache_dir)
     result = prune_cache(folder, older_than=older_than)

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from .._schema import TOKEN_COLUMNS
+from .._format import Column, count, duration, money, render_table, short_time
+from ..log._schema import TOKEN_COLUMNS
 from ._common import db_option, echo_json_array, filter_options, filters_from, json_option, open_log_or_fail
-from ._format import Column, count, duration, money, render_table, short_time
 
 __all__ = ["LIST_COLUMNS", "calls"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from .._log import Filters, Log
+    from ..log._reader import Filters, Log
 
 __all__ = [
     "WHEN",
@@ -59,7 +59,7 @@ def resolve_db(db: Path | None) -> Path:
 
 
 def open_log_or_fail(db: Path | None) -> Log:
-    from .._log import open_log
+    from ..log._reader import open_log
 
     target = resolve_db(db)
     try:
@@ -80,7 +80,7 @@ class _When(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, datetime):
             return value
-        from .._log import parse_when
+        from ..log._reader import parse_when
 
         try:
             parse_when(value)

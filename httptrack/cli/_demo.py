@@ -23,7 +23,7 @@ def demo(db: Path | None) -> None:
     OpenAI, Anthropic and Ollama calls, in-process: no API key, no network. Prints
     what was recorded."""
     from .._demo import run_demo
-    from .._log import open_log
+    from ..log._reader import open_log
 
     if db is None:
         db = Path(tempfile.mkdtemp(prefix="httptrack-demo-")) / "demo.db"

@@ -71,7 +71,7 @@ def export(
       httptrack export --format csv --since 30d --no-bodies -o last-month.csv
       httptrack export -c id,started_at,model,cost_usd --format csv --user alice
     """
-    from .._schema import COLUMN_NAMES
+    from ..log._schema import COLUMN_NAMES
 
     filters = filters_from(options)
     chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else list(COLUMN_NAMES)

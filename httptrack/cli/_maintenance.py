@@ -66,9 +66,9 @@ def prune(
       httptrack prune --older-than 90d --keep-bodies 7d --yes
       httptrack prune --older-than 2026-01-01 --vacuum
     """
-    from .._log import parse_when
-    from .._maintenance import count_prunable
-    from .._maintenance import prune as prune_log
+    from ..log._maintenance import count_prunable
+    from ..log._maintenance import prune as prune_log
+    from ..log._reader import parse_when
 
     if keep_bodies is not None and bodies_only:
         raise click.UsageError(
@@ -139,7 +139,7 @@ def reindex(db: Path | None) -> None:
     the `calls` table with another tool (deleting rows with sqlite3, say), so that `-q`
     and `stats` match the calls again. Safe while apps are recording.
     """
-    from .._maintenance import reindex as reindex_log
+    from ..log._maintenance import reindex as reindex_log
 
     target = resolve_db(db)
     if not target.exists():

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._format import count, duration, money
 from ._common import db_option, echo_json, json_option_saying, open_log_or_fail
-from ._format import count, duration, money
 
 if TYPE_CHECKING:
-    from .._records import CallRecord
+    from ..log._records import CallRecord
 
 __all__ = ["pretty_body", "show"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from .._log import STATS_GROUPS
+from .._format import Column, count, duration, money, percent, render_table
+from ..log._reader import STATS_GROUPS
 from ._common import db_option, echo_json, filter_options, filters_from, json_option, open_log_or_fail
-from ._format import Column, count, duration, money, percent, render_table
 
 __all__ = ["stats"]
 

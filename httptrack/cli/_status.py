@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from .._format import count, short_time
 from ._common import db_option, echo_json, json_option_saying, open_log_or_fail, resolve_db
-from ._format import count, short_time
 
 __all__ = ["path", "status"]
 

@@ -4,7 +4,7 @@ A key covers the method, the URL, the request body in canonical form (JSON with 
 and no insignificant whitespace, so the same request written differently gets the same key),
 the request headers that change a provider's answer (:data:`KEY_HEADERS`, and those the
 settings name in ``cache_key_headers``) and the credential (every header
-``_recorder.is_secret_header`` calls one). Everything goes through a keyed hash
+``_redact.is_secret_header`` calls one). Everything goes through a keyed hash
 (BLAKE2b-256 in keyed mode, a MAC like HMAC) under a random salt kept in the cache folder
 (:func:`load_salt`), so:
 
@@ -31,10 +31,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._json import loads_bytes
+from .._json import loads_bytes
+from .._redact import is_secret_header
 
 if TYPE_CHECKING:
-    from ._exchange import Exchange
+    from .._exchange import Exchange
 
 __all__ = ["KEY_HEADERS", "KEY_VERSION", "SALT_FILE", "body_digest", "load_salt", "request_key"]
 
@@ -70,8 +71,6 @@ _header_kinds: dict[bytes, int] = {}
 
 
 def _classify(name: bytes) -> int:
-    from ._recorder import is_secret_header
-
     lower = name.lower()
     if lower in KEY_HEADERS:
         kind = _KEYED

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from . import _rollup, _views
-from ._log import parse_when
-from ._store import connect, migrate, write_transaction
+from ._reader import parse_when
+from ._sqlite import connect, migrate, write_transaction
 
 __all__ = ["BODY_COLUMNS", "PruneResult", "count_prunable", "prune", "reindex"]
 

@@ -6,138 +6,24 @@ understands still yields a row with what could be read, and a note saying what c
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
+from .._exchange import Exchange
+from .._faults import report_fault
+from .._json import loads_bytes, loads_text
+from .._redact import redacted_headers, render_url, scrub_text
+from .._usage import Usage
+from ..log._schema import TOKEN_COLUMNS
+from ..providers import Parsed, Provider
+from ..providers._base import form_fields
 from ._decoders import ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
-from ._exchange import Exchange
-from ._faults import report_fault
-from ._json import loads_bytes, loads_text
-from ._schema import TOKEN_COLUMNS
-from ._usage import Usage
-from .providers import Parsed, Provider
-from .providers._base import form_fields
 
-__all__ = ["build_row", "redact_headers", "redact_query", "salvage_json"]
-
-REDACTED = "[redacted]"
-
-#: Request/response headers whose values are credentials. Never written anywhere.
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-        "x-amz-security-token",
-        "ocp-apim-subscription-key",
-    }
-)
-_SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth", "credential")
-#: Query parameters that carry credentials (Gemini's ``key=``, SAS signatures, tokens).
-SECRET_PARAMS = frozenset(
-    {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "secret", "password"}
-)
-
-
-@functools.lru_cache(maxsize=1024)  # a handful of names, asked about for every header of every call
-def is_secret_header(name: str) -> bool:
-    """Whether a header's value is a credential: never written to the log or the cache, and
-    part of the cache key (hashed), so an answer fetched with one is never served to a
-    request with another.
-
-    Known names, and any name containing ``api-key``, ``apikey``, ``token``, ``secret``,
-    ``password``, ``auth``, ``credential`` or ``key`` (a gateway's ``x-portkey-virtual-key``,
-    an app's ``x-custom-key``). Not ``Idempotency-Key``: SDKs send a fresh one per request,
-    so keying on it would make every request unique; nor the gateway name *Portkey* by
-    itself (``x-portkey-trace-id`` is a tracing id)."""
-    name = name.lower()
-    if name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS):
-        return True
-    return "key" in name.replace("portkey", "") and "idempotency" not in name
-
-
-def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Headers as a dict of lower-case names, credentials replaced by ``[redacted]``, repeated
-    names joined with ``", "``."""
-    return _redacted(raw)[0]
-
-
-#: (raw name, raw value) → (lower-case name, value or ``[redacted]``, the pair as a JSON
-#: object member). Most headers repeat call after call (a client sends the same ones, a
-#: provider answers with the same ones), so each pair is decoded, checked and encoded once.
-_pairs: dict[tuple[bytes, bytes], tuple[str, str, str]] = {}
-_PAIRS_MAX = 4096
-
-
-def _redacted_pair(pair: tuple[bytes, bytes]) -> tuple[str, str, str]:
-    name = pair[0].decode("latin-1").lower()
-    value = REDACTED if is_secret_header(name) else pair[1].decode("latin-1")
-    found = (name, value, f"{json.dumps(name)}: {json.dumps(value)}")
-    if len(_pairs) >= _PAIRS_MAX:  # request ids, dates ...: values that never repeat
-        _pairs.clear()
-    _pairs[pair] = found
-    return found
-
-
-def _redacted(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str, bool]:
-    """``redact_headers(raw)``, the same as JSON (exactly ``json.dumps`` of that dict), and
-    whether a name was repeated (its values are joined in the dict)."""
-    headers: dict[str, str] = {}
-    members: list[str] = []
-    repeated = False
-    memo = _pairs
-    for pair in raw:
-        if pair.__class__ is not tuple:
-            pair = tuple(pair)  # type: ignore[assignment]
-        found = memo.get(pair)
-        if found is None:
-            found = _redacted_pair(pair)
-        name, value, member = found
-        if name in headers:
-            headers[name] = f"{headers[name]}, {value}"
-            repeated = True
-        else:
-            headers[name] = value
-        members.append(member)
-    if repeated:
-        return headers, json.dumps(headers), True
-    return headers, "{" + ", ".join(members) + "}", False
-
-
-def redact_query(query: str) -> str:
-    if not query:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(k.lower() in SECRET_PARAMS for k, _ in pairs):
-        return query
-    return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]")
-
-
-_SECRET_NAMES = "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
-_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + _SECRET_NAMES + r")=([^&\s'\"<>]+)")
-
-
-def scrub_text(ex: Exchange, text: str) -> str:
-    """``text`` (an error message: an exception's words may quote the URL or a header)
-    without the request's credentials: ``key=`` query values and secret header values."""
-    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-    for name, value in ex.request_headers:
-        if value and is_secret_header(name.decode("latin-1")):
-            secret = value.decode("latin-1").strip()
-            for part in (secret, secret.partition(" ")[2].strip()):  # "Bearer sk-..." and "sk-..."
-                if len(part) >= 8 and part in text:
-                    text = text.replace(part, REDACTED)
-    return text
+__all__ = ["build_row", "salvage_json"]
 
 
 #: This process's id (``os.getpid()`` is a system call per row otherwise), reset in a forked child.
@@ -244,7 +130,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         notes.append(f"parser selection error: {exc!r}")
 
     request_json = _decode_json(ex.request_body)
-    request_headers, request_headers_json, repeated = _redacted(ex.request_headers)
+    request_headers, request_headers_json, repeated = redacted_headers(ex.request_headers)
     # The first Content-Type, as request_content_type() reads it (the dict joins repeats).
     request_type = request_content_type(ex) if repeated else request_headers.get("content-type", "").lower()
     if request_json is None and ex.request_body and request_type.startswith("multipart/form-data"):
@@ -257,7 +143,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         notes.append(f"httptrack added {ex.rewritten} to the request; the app did not see what it added")
 
     if ex.status is not None:
-        response_headers, response_headers_json, _ = _redacted(ex.response_headers)
+        response_headers, response_headers_json, _ = redacted_headers(ex.response_headers)
     else:
         response_headers, response_headers_json = {}, None
     content_type = response_headers.get("content-type", "").lower()
@@ -319,7 +205,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "outcome": ex.outcome,
         "http_status": ex.status,
         "error_code": error_code,
-        "error_message": scrub_text(ex, error_message) if error_message else None,
+        "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
@@ -362,16 +248,8 @@ def request_content_type(ex: Exchange) -> str:
     return ""
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 def _url(ex: Exchange) -> str:
-    default_port = _DEFAULT_PORTS.get(ex.scheme)
-    netloc = ex.host if ex.port in (None, default_port) else f"{ex.host}:{ex.port}"
-    if ":" in ex.host and not ex.host.startswith("["):
-        netloc = f"[{ex.host}]" if ex.port in (None, default_port) else f"[{ex.host}]:{ex.port}"
-    query = redact_query(ex.query)
-    return f"{ex.scheme}://{netloc}{ex.path}" + (f"?{query}" if query else "")
+    return render_url(ex.scheme, ex.host, ex.port, ex.path, ex.query)
 
 
 def _ms(start: float, end: float | None) -> float | None:
@@ -617,7 +495,7 @@ _price_usage: Any = None
 
 def _load_pricing() -> Any:
     global _price_usage
-    from ._pricing import price_usage
+    from ..pricing._prices import price_usage
 
     _price_usage = price_usage
     return price_usage

@@ -33,9 +33,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._faults import report_fault
-from ._settings import Settings, SettingsError
-from ._transport import AsyncTrackingTransport, TrackingTransport, _make_settings, _Shell, auto_tracking
+from .._faults import report_fault
+from .._settings import Settings, SettingsError
+from .._transport import AsyncTrackingTransport, TrackingTransport, _make_settings, _Shell, auto_tracking
 
 __all__ = ["install", "installed_settings", "start_from_environment", "uninstall"]
 
@@ -185,7 +185,7 @@ def _boot() -> Any:
     if started is not None and getattr(started, "API", None) == _BOOT_API:
         return started
     try:
-        from . import _boot as own
+        from .. import _boot as own
     except ImportError:  # installed from a wheel: the hook lives at the top of site-packages
         return importlib.import_module("_httptrack_boot")
     if started is not None:  # an older hook started this process (another httptrack on the path)

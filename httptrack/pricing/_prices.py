@@ -39,7 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from httptrack._settings import SettingsError
+from httptrack._errors import PriceFileError
 from httptrack._usage import Usage
 
 if TYPE_CHECKING:
@@ -118,10 +118,6 @@ _CORE_USAGE_KEYS: Final = frozenset(
 )
 # Suffixes of genai-prices' price keys (``input_mtok``, ``web_searches_kcount``, ``audio_hours`` ...).
 _PRICE_KEY_SUFFIXES: Final = ("_mtok", "_kcount", "_kpages", "_mchars", "_gpixels", "_hours")
-
-
-class PriceFileError(SettingsError):
-    """The price override file cannot be used; the message names the file and the entry."""
 
 
 @dataclass(slots=True, frozen=True)

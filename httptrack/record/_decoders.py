@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from ._json import loads_text
+from .._json import loads_text
 
 __all__ = [
     "ContentDecoder",

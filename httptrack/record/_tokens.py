@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._errors import EncodingDataError
+
 if TYPE_CHECKING:
     import tiktoken
 
@@ -71,7 +73,7 @@ SHIPPED_ENCODINGS: tuple[str, ...] = tuple(ENCODING_SHA256)
 #: gpt-4o, a floor for what an image really costs on most models.
 IMAGE_TOKENS = 85
 
-_ENCODINGS_DIR = Path(__file__).resolve().parent / "encodings"
+_ENCODINGS_DIR = Path(__file__).resolve().parent.parent / "encodings"
 
 # Same special tokens and split patterns as tiktoken_ext/openai_public.py (tiktoken 0.14.0);
 # tests/test_tokens.py checks they still agree with the installed tiktoken.
@@ -129,10 +131,6 @@ _TOOL_CONSTANTS: dict[str, tuple[int, int, int, int, int, int]] = {
 }
 
 _MAX_DEPTH = 12
-
-
-class EncodingDataError(RuntimeError):
-    """A shipped encoding file is missing, unreadable or not the official one."""
 
 
 _lock = threading.Lock()

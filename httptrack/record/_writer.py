@@ -1,8 +1,8 @@
-"""The call log: SQLite schema, migrations, and the per-process background writer.
+"""The per-process background writer.
 
 The app's thread only appends a finished exchange to a queue (``submit``). One daemon
-thread per process turns exchanges into rows (parse, price — see ``_recorder``) and writes
-them in batches: one transaction per batch, WAL journal, a busy timeout, so many threads
+thread per process turns exchanges into rows (parse, price — see ``_row``) and writes
+them in batches through the call log (``log/``): one transaction per batch, so many threads
 and processes can share one database without slowing each other down.
 
 - ``flush()`` waits until everything submitted before it is written; the same runs at
@@ -23,37 +23,17 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
-from . import _views
-from ._exchange import Exchange
-from ._faults import get_logger, report_fault
-from ._schema import COLUMN_NAMES, COLUMNS
+from .._exchange import Exchange
+from .._faults import get_logger, report_fault
+from ..log._schema import COLUMN_NAMES
+from ..log._sqlite import Store
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "Store",
-    "Writer",
-    "add_missing_columns",
-    "connect",
-    "flush",
-    "migrate",
-    "writer",
-]
+__all__ = ["Writer", "flush", "writer"]
 
-#: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
-#: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 3
-BUSY_TIMEOUT_MS = 5000
 BATCH_SIZE = 1000
-#: The search index and the daily rollup are brought up to date at least this often
-#: (seconds), or after this many rows, and at every flush().
-DERIVE_SECONDS = 1.0
-DERIVE_ROWS = 200
 #: The writer lets go of the GIL for a moment (YIELD_FOR seconds) now and then: Python hands
 #: the GIL to a waiting thread only after the switch interval (5 ms), so an app thread that
 #: needs it back (a response arrived, a call ended, its own work) would otherwise wait up to
@@ -74,283 +54,6 @@ MAX_QUEUED_BYTES = 512 * 1024 * 1024
 MAX_PENDING_BYTES = 256 * 1024 * 1024
 #: A row's values in column order (in C: this runs for every call).
 _row_values = operator.itemgetter(*COLUMN_NAMES)
-_NONES = (None,) * len(COLUMN_NAMES)
-#: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
-#: and every release is a chance for another thread to take the GIL, after which this one
-#: waits for it (up to the 5 ms switch interval while the app's thread is busy): one
-#: statement per row (``executemany``) made a busy app and the writer hand the GIL back and
-#: forth for every row, costing both more than the insert itself.
-ROWS_PER_INSERT = 64
-#: INSERT statements by the columns their rows have values for and how many rows they take.
-_inserts: dict[tuple[tuple[bool, ...], int], str] = {}
-
-
-def _insert_sql(present: tuple[bool, ...], count: int) -> str:
-    sql = _inserts.get((present, count))
-    if sql is None:
-        names = list(compress(COLUMN_NAMES, present))
-        values = ", ".join([f"({', '.join('?' * len(names))})"] * count)
-        sql = f"INSERT OR IGNORE INTO calls ({', '.join(names)}) VALUES {values}"
-        if len(_inserts) >= 1024:  # never in practice: a handful of shapes recur
-            _inserts.clear()
-        _inserts[(present, count)] = sql
-    return sql
-
-
-def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], max_variables: int = 999) -> None:
-    """Insert ``rows`` (values in ``COLUMN_NAMES`` order), in order, many per statement.
-
-    NULLs are left out of the statement instead of bound: binding ``None`` makes Python's
-    sqlite3 look for an adapter (a failed attribute lookup, an exception raised and
-    cleared) and cost ~10x a bound value; a row has a dozen or more of them. Rows in a
-    batch mostly lack the same columns: each run of rows of one shape goes in as
-    statements of :data:`ROWS_PER_INSERT` rows (then halves, for the rest: a few statement
-    texts serve every batch, and stay in the connection's statement cache)."""
-    present_of = operator.is_not
-    run: list[tuple[Any, ...]] = []
-    shape: tuple[bool, ...] | None = None
-    for row in rows:
-        present = tuple(map(present_of, row, _NONES))
-        if present != shape:
-            if run:
-                _insert_run(conn, shape, run, max_variables)  # type: ignore[arg-type]
-            shape, run = present, []
-        run.append(tuple(compress(row, present)))
-    if run:
-        _insert_run(conn, shape, run, max_variables)  # type: ignore[arg-type]
-
-
-def _insert_run(
-    conn: sqlite3.Connection, shape: tuple[bool, ...], run: list[tuple[Any, ...]], max_variables: int
-) -> None:
-    most = max(1, min(ROWS_PER_INSERT, max_variables // len(run[0])))
-    done = 0
-    while done < len(run):
-        left = len(run) - done
-        count = most if left >= most else 1 << (left.bit_length() - 1)
-        conn.execute(_insert_sql(shape, count), list(chain.from_iterable(run[done : done + count])))
-        done += count
-
-
-@contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` around the block, rolled back if it raises
-    (anything: an interrupt must not leave the write lock held)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the database file (and folder) readable by its owner only: it holds prompts."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-
-
-def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection set up the way httptrack uses SQLite (WAL, busy timeout, autocommit so
-    transactions are explicit)."""
-    path = Path(path)
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro",
-            uri=True,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-    else:
-        _create_private_file(path)
-        conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return conn
-
-
-# -- schema ---------------------------------------------------------------------------------
-
-
-def _migrations() -> Any:
-    from sqlite_utils import Migrations
-
-    migrations = Migrations("httptrack")
-
-    @migrations(name="m001_create_calls")
-    def m001_create_calls(db: Any) -> None:
-        # Later migrations add columns only if missing, so a database created by any version
-        # ends up with the same table.
-        columns = ",\n  ".join(f'"{name}" {sqltype}' for name, sqltype, _ in COLUMNS)
-        db.execute(f"CREATE TABLE IF NOT EXISTS calls (\n  {columns},\n  PRIMARY KEY (id)\n)")
-        add_missing_columns(db)
-        for index, cols in _INDEXES.items():
-            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
-
-    @migrations(name="m002_call_log_views")
-    def m002_call_log_views(db: Any) -> None:
-        # Daily rollups, full-text search, reporting views and the indexes behind
-        # `httptrack stats` and datasette's facets: see _rollup and _views. Existing rows
-        # are rolled up and indexed here, once.
-        from . import _rollup
-
-        for index, cols in _views.INDEXES.items():
-            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
-        _rollup.create_rollups(db.conn)
-        _views.create_views(db.conn)
-        _views.create_search_index(db.conn)
-
-    @migrations(name="m003_detail_rollup")
-    def m003_detail_rollup(db: Any) -> None:
-        # Sums per day and combination of provider, model, operation, status and cached,
-        # so that `stats --provider openai --by model` or `stats --cached` need not read
-        # the calls (see _rollup). Existing rows are rolled up here, once.
-        from . import _rollup
-
-        _rollup.create_detail_rollups(db.conn)
-
-    return migrations
-
-
-#: Indexes for the questions people ask of the log: recent calls, per provider/model/user/
-#: service over time, errors, cache hits.
-_INDEXES = {
-    "idx_calls_started_at": "started_at",
-    "idx_calls_provider": "provider, started_at",
-    "idx_calls_model": "model, started_at",
-    "idx_calls_user": "user, started_at",
-    "idx_calls_service": "service, started_at",
-    "idx_calls_status": "status, started_at",
-    "idx_calls_session": "session",
-}
-
-
-def add_missing_columns(db: Any) -> None:
-    """Add any column of ``_schema.COLUMNS`` the ``calls`` table lacks (a table made by an
-    earlier version). Adding a column keeps every row; it reads NULL there."""
-    present = {row[1] for row in db.execute("PRAGMA table_info(calls)").fetchall()}
-    for name, sqltype, _ in COLUMNS:
-        if name not in present:
-            db.execute(f'ALTER TABLE calls ADD COLUMN "{name}" {sqltype}')
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database to the current schema, in place, losing nothing. Safe against
-    several processes doing it at once (the first takes the write lock, the rest find the
-    work done)."""
-    if is_current(conn):
-        return
-    from sqlite_utils import Database
-
-    with write_transaction(conn):
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version < SCHEMA_VERSION:
-            _migrations().apply(Database(conn))
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        # Also when the version is current: a column added to _schema.COLUMNS is added
-        # here even if no migration names it, so inserts never meet a table without it.
-        add_missing_columns(conn)
-
-
-def is_current(conn: sqlite3.Connection) -> bool:
-    """The database is at this version's schema: its version, and every column there."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version < SCHEMA_VERSION:
-        return False
-    present = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-    return all(name in present for name, _, _ in COLUMNS)
-
-
-class Store:
-    """One database file, as the writer thread sees it."""
-
-    def __init__(self, path: Path, pause: Callable[[], None] | None = None) -> None:
-        self.path = path
-        #: Called now and then during long stretches of Python work (see Writer._pause).
-        self.pause = pause
-        self._conn: sqlite3.Connection | None = None
-        self._max_variables = 999
-        self._searchable = False
-        self._rolled_up = False
-        #: Rows written since the search index and the rollup were last brought up to date.
-        self.behind = 0
-        self._derived_at = 0.0
-
-    def write(self, rows: list[tuple[Any, ...]]) -> None:
-        conn = self._conn
-        if conn is None:
-            conn = connect(self.path)
-            try:
-                migrate(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-            self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            self._searchable = _views.search_index_exists(conn)
-            self._rolled_up = _views.rollups_exist(conn)
-        with write_transaction(conn):
-            _insert(conn, rows, self._max_variables)
-            self.behind += len(rows)
-            if self.due():
-                self._derive(conn)
-
-    def due(self) -> bool:
-        # Indexing costs about a millisecond per transaction however few rows it covers:
-        # under a steady stream of calls it is done every DERIVE_SECONDS or DERIVE_ROWS,
-        # not for each small batch. (Readers add rows past the rollup's bookmark
-        # themselves; a call is searchable within DERIVE_SECONDS, or at flush().)
-        return self.behind > 0 and (
-            self.behind >= DERIVE_ROWS or time.monotonic() - self._derived_at >= DERIVE_SECONDS
-        )
-
-    def catch_up(self) -> None:
-        """Index what is behind now, in a transaction of its own (flush, idle writer)."""
-        conn = self._conn
-        if conn is None or not self.behind:
-            return
-        with write_transaction(conn):
-            self._derive(conn)
-
-    def _derive(self, conn: sqlite3.Connection) -> None:
-        """Bring the search index and the daily rollups up to date, in the current
-        transaction (see _views, _rollup); a failure here must never cost the rows."""
-        self.behind = 0
-        self._derived_at = time.monotonic()
-        pause = self.pause
-        for wanted, name, update in (
-            (self._searchable, "search_index", _views.index_new_rows),
-            (self._rolled_up, "rollup", lambda conn: _views.roll_up_new_rows(conn, pause)),
-        ):
-            if not wanted:
-                continue
-            conn.execute(f"SAVEPOINT {name}")
-            try:
-                update(conn)
-            except sqlite3.Error as exc:
-                conn.execute(f"ROLLBACK TO {name}")
-                what = name.replace("_", " ")
-                report_fault(name, f"could not update the {what} (the calls are recorded)", exc)
-            conn.execute(f"RELEASE {name}")
-
-    def forget(self) -> None:
-        """Drop the connection without closing it (after fork: it belongs to the parent)."""
-        self._conn = None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
 
 class _FlushMarker:
@@ -499,7 +202,7 @@ class Writer:
                     report_fault("database", f"could not index new calls in {store.path}: {exc}", exc)
 
     def _write(self, batch: list[Exchange]) -> None:
-        from ._recorder import build_row
+        from ._row import build_row
 
         by_store: dict[Path, list[tuple[Any, ...]]] = {}
         built: list[tuple[Exchange, dict[str, Any]]] = []
@@ -652,7 +355,7 @@ def _warm_up() -> None:
     """Load the price data in the writer thread before the first row needs it, off the
     app's thread."""
     try:
-        from ._pricing import warm_up
+        from ..pricing._prices import warm_up
 
         warm_up()
     except Exception as exc:
@@ -674,7 +377,7 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 def _at_exit() -> None:
     try:
-        from ._streams import finish_open_streams
+        from .._streams import finish_open_streams
 
         finish_open_streams()
         if not _writer.flush(timeout=10.0):

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._faults import report_fault
+from .._errors import CorruptEntry
+from .._faults import report_fault
 
 __all__ = [
     "GENERATION_FILE",
@@ -64,10 +65,6 @@ GENERATION_CHECK_INTERVAL = 1.0
 
 _MAGIC = b"HTC\x01"
 _HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
-
-
-class CorruptEntry(ValueError):
-    """A stored entry that cannot be read back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,7 +455,7 @@ def _diskcache() -> Any:
 
 
 def _load_salt(directory: Path) -> bytes:
-    from ._cache_key import load_salt
+    from ._key import load_salt
 
     return load_salt(directory)
 

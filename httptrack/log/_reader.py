@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from .._settings import Settings
 from . import _rollup
 from ._rollup import Totals
-from ._settings import Settings
-from ._store import connect, is_current, migrate
+from ._sqlite import connect, is_current, migrate
 from ._views import FTS_TABLE
 
 if TYPE_CHECKING:

@@ -22,15 +22,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._cache_key import body_digest, request_key
-from ._cache_store import CacheEntry, EntryStore, shared_store
-from ._errors import CacheMiss
-from ._faults import report_fault
-from ._schema import TOKEN_COLUMNS
-from ._settings import Settings, SettingsError, parse_duration
+from .._errors import CacheMiss
+from .._faults import report_fault
+from .._redact import is_secret_header, render_url
+from .._settings import Settings, SettingsError, parse_duration
+from ..log._schema import TOKEN_COLUMNS
+from ._key import body_digest, request_key
+from ._store import CacheEntry, EntryStore, shared_store
 
 if TYPE_CHECKING:
-    from ._exchange import Exchange
+    from .._exchange import Exchange
 
 __all__ = ["CacheMiss", "ResponseCache"]
 
@@ -163,14 +164,7 @@ class ResponseCache:
 
     def miss(self, exchange: Exchange, reason: str) -> CacheMiss:
         """The :class:`CacheMiss` naming this request (method, URL without credentials, model)."""
-        from ._recorder import redact_query
-
-        default_port = {"http": 80, "https": 443}.get(exchange.scheme)
-        netloc = (
-            exchange.host if exchange.port in (None, default_port) else f"{exchange.host}:{exchange.port}"
-        )
-        query = redact_query(exchange.query)
-        url = f"{exchange.scheme}://{netloc}{exchange.path}" + (f"?{query}" if query else "")
+        url = render_url(exchange.scheme, exchange.host, exchange.port, exchange.path, exchange.query)
         _, model = body_digest(exchange.request_body)
         return CacheMiss(exchange.method, url, model, reason)
 
@@ -244,8 +238,6 @@ def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
 def _stored_headers(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
     """The response headers as received, minus cookies and anything credential-like (a
     replayed cookie would also be stale). Rate-limit headers that merely mention tokens stay."""
-    from ._recorder import is_secret_header
-
     kept = []
     for name, value in raw:
         lower = name.decode("latin-1").lower()

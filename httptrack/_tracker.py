@@ -24,7 +24,7 @@ from ._context import ControlHeaders, current_attribution
 from ._errors import CacheMiss
 from ._exchange import Exchange
 from ._faults import report_fault
-from ._rewrite import INCLUDE_USAGE, with_include_usage
+from ._include_usage import INCLUDE_USAGE, with_include_usage
 from ._settings import Settings
 from ._streams import ReplayChunks, UsageChunkFilter
 
@@ -49,7 +49,7 @@ class Tracker:
             from .providers import provider_for_host as lookup
 
             provider_for_host = lookup
-        from ._store import writer
+        from .record._writer import writer
 
         self.settings = settings
         self._hosts = settings.hosts or None

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ._usage import Usage
+from .._usage import Usage
 
 __all__ = ["CallRecord"]
 
