@@ -68,7 +68,7 @@ def _directive(value: str) -> tuple[bool, bool]:
             read = write = False
         elif token not in ("", "on"):
             report_fault(
-                "control_header",
+                "control_headers",
                 f"X-Httptrack-Cache: unknown value {token!r} ignored (use no-cache, no-store or off)",
             )
     return read, write
@@ -159,7 +159,7 @@ class ResponseCache:
             try:
                 return parse_duration(control.cache_ttl, "X-Httptrack-Cache-Ttl")
             except SettingsError as exc:
-                report_fault("control_header", f"{exc}; the default TTL applies")
+                report_fault("control_headers", f"{exc}; the default TTL applies")
         return self.settings.ttl_for(exchange.operation)
 
     def miss(self, exchange: Exchange, reason: str) -> CacheMiss:
