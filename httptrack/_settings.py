@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SettingsError
+from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
 
+# CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
 __all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
 
-#: Cache modes: ``on`` read and write; ``off`` neither; ``refresh`` always call, then store;
-#: ``replay`` serve only from the cache (a miss is an error and nothing is sent).
-CACHE_MODES = ("on", "off", "refresh", "replay")
-OPERATIONS = ("chat", "completion", "embeddings", "models", "other")
-
-_DEFAULT_TTL: dict[str, float] = {
+_DEFAULT_TTL: dict[Operation, float] = {
     "embeddings": 7 * 86400.0,
     "models": 86400.0,
     "chat": 3600.0,
@@ -105,11 +102,11 @@ def parse_duration(value: object, name: str) -> float:
     return seconds
 
 
-def parse_cache_mode(value: object, name: str) -> str:
+def parse_cache_mode(value: object, name: str) -> CacheMode:
     if isinstance(value, bool):
         return "on" if value else "off"
     text = str(value).strip().lower()
-    if text in CACHE_MODES:
+    if is_cache_mode(text):
         return text
     if text in _TRUE:
         return "on"
@@ -166,7 +163,7 @@ def _check_provider_name(provider: str, host: str, name: str) -> None:
         )
 
 
-def parse_ttls(value: object, name: str) -> dict[str, float]:
+def parse_ttls(value: object, name: str) -> dict[Operation, float]:
     """``operation=duration`` pairs (``chat=2h,embeddings=30d``) or a mapping."""
     if isinstance(value, Mapping):
         items = list(value.items())
@@ -178,10 +175,10 @@ def parse_ttls(value: object, name: str) -> dict[str, float]:
                 if not sep:
                     raise SettingsError(f"{name}: expected operation=duration pairs, got {part!r}")
                 items.append((op, ttl))
-    ttls: dict[str, float] = {}
+    ttls: dict[Operation, float] = {}
     for op, ttl in items:
         op = str(op).strip().lower()
-        if op not in OPERATIONS:
+        if not is_operation(op):
             raise SettingsError(f"{name}: unknown operation {op!r} (known: {', '.join(OPERATIONS)})")
         ttls[op] = parse_duration(ttl, f"{name}[{op}]")
     return ttls
@@ -278,11 +275,11 @@ class Settings:
 
     enabled: bool
     db: Path
-    cache: str
+    cache: CacheMode
     cache_dir: Path
     cache_key_headers: frozenset[bytes]
     cache_size_limit: int | None
-    cache_ttl: dict[str, float]
+    cache_ttl: dict[Operation, float]
     store_bodies: bool
     max_body_bytes: int
     user: str | None
@@ -393,7 +390,7 @@ class Settings:
         current.update({k: v for k, v in changes.items() if v is not None})
         return Settings(**current)
 
-    def ttl_for(self, operation: str) -> float:
+    def ttl_for(self, operation: Operation) -> float:
         return self.cache_ttl.get(operation, self.cache_ttl["other"])
 
     def __eq__(self, other: object) -> bool:

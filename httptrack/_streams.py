@@ -25,9 +25,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exchange import Exchange
+
+if TYPE_CHECKING:
+    from ._vocab import Outcome
 
 __all__ = ["AsyncTee", "ReplayChunks", "SyncTee", "UsageChunkFilter", "finish_open_streams"]
 
@@ -138,7 +141,7 @@ class _Tee:
         self._on_end = on_end
         _open[id(exchange)] = (exchange, on_end)
 
-    def _end(self, outcome: str, exc: BaseException | None = None) -> None:
+    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
         exchange = self._exchange
         if exchange.end(outcome, exc):
             _open.pop(id(exchange), None)

@@ -18,6 +18,7 @@ from .._faults import report_fault
 from .._json import loads_bytes, loads_text
 from .._redact import redacted_headers, render_url, scrub_text
 from .._usage import Usage
+from .._vocab import Status
 from ..log._schema import TOKEN_COLUMNS
 from ..providers import Parsed, Provider
 from ..providers._base import form_fields
@@ -343,7 +344,7 @@ def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -
     return whole
 
 
-def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:
+def _status(ex: Exchange, parsed: Parsed) -> tuple[Status, str | None, str | None]:
     if ex.outcome in ("transport_error", "cache_miss"):
         return "error", ex.error_type, ex.error_message
     status = ex.status or 0
@@ -411,7 +412,7 @@ def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usag
 
 
 def _price(
-    row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: str, started: datetime
+    row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: Status, started: datetime
 ) -> None:
     row["cost_usd"] = None
     row["cost_saved_usd"] = None
