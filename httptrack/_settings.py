@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SettingsError
+from ._time import duration_seconds
 from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
 
 # CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
@@ -44,7 +45,6 @@ _UNITS = {
     "gb": 1000**3,
     "gib": 1024**3,
 }
-_DURATIONS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def _env(name: str) -> str | None:
@@ -92,11 +92,10 @@ def parse_duration(value: object, name: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*", str(value))
-        unit = match.group(2).lower() if match else ""
-        if not match or unit not in _DURATIONS:
+        parsed = duration_seconds(str(value))
+        if parsed is None:
             raise SettingsError(f"{name}: expected a duration such as 3600, 30m, 1h or 7d, got {value!r}")
-        seconds = float(match.group(1)) * _DURATIONS[unit]
+        seconds = parsed
     if seconds < 0:
         raise SettingsError(f"{name}: must not be negative, got {value!r}")
     return seconds
