@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .._usage import Usage
+from .._vocab import Operation
 
 __all__ = [
     "Parsed",
@@ -34,7 +35,7 @@ __all__ = [
 class Parsed:
     """Everything the parsers learned about one call."""
 
-    operation: str = "other"
+    operation: Operation = "other"
     model: str | None = None
     stream: bool = False
     user: str | None = None
@@ -107,7 +108,7 @@ class Provider:
     #: Response headers carrying the provider's request id, in order of preference.
     request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         """``chat`` | ``completion`` | ``embeddings`` | ``models`` | ``other``."""
         return "other"
 

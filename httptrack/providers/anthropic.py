@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import Parsed, Provider, as_int, dig, first_str, items
 from .openai import add_batch_result, finish_batch_results
 
@@ -65,7 +66,7 @@ class Anthropic(Provider):
     hosts = ("api.anthropic.com",)
     request_id_headers = ("request-id", "x-request-id")
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         path = path.rstrip("/")
         if path.endswith(("/messages", ":rawPredict", ":streamRawPredict")):
             return "chat"

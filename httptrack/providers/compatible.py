@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._vocab import Operation
 from ._base import Parsed, first_str, items
 from .openai import OpenAICompatible, endpoint_kind
 
@@ -52,7 +53,7 @@ class Mistral(OpenAICompatible):
     name = "mistral"
     hosts = ("api.mistral.ai", "codestral.mistral.ai")
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         path = path.rstrip("/")
         if path.endswith("/agents/completions") or ("/conversations" in path and method == "POST"):
             return "chat"

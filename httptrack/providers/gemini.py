@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import (
     Parsed,
     Provider,
@@ -42,7 +43,7 @@ from ._base import (
 
 __all__ = ["Gemini", "VertexAI", "read_gemini_usage"]
 
-_ACTIONS = {
+_ACTIONS: dict[str, Operation] = {
     "generateContent": "chat",
     "streamGenerateContent": "chat",
     "embedContent": "embeddings",
@@ -104,7 +105,7 @@ class Gemini(Provider):
             return _OPENAI_STYLE
         return self
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
         if parser is not self:
             return parser.operation(method, path)

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import Parsed, Provider, as_int, dig, first_str, json_object
 from .openai import OpenAICompatible, endpoint_kind
 
 __all__ = ["Ollama"]
 
-_NATIVE_OPERATIONS = {
+_NATIVE_OPERATIONS: dict[str, Operation] = {
     "/api/chat": "chat",
     "/api/generate": "completion",
     "/api/embed": "embeddings",
@@ -42,7 +43,7 @@ class Ollama(Provider):
             return self._compat.parser_for(method, path)
         return self
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
         if parser is not self:
             return parser.operation(method, path)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import (
     Parsed,
     Provider,
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 #: What each kind of endpoint counts as in the ``operation`` column.
-_OPERATIONS = {
+_OPERATIONS: dict[str, Operation] = {
     "chat": "chat",
     "responses": "chat",
     "completion": "completion",
@@ -216,7 +217,7 @@ class OpenAICompatible(Provider):
 
     name: ClassVar[str] = "generic"
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
         if parser is not self:
             return parser.operation(method, path)
