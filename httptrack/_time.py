@@ -18,13 +18,14 @@ __all__ = ["UNIT_SECONDS", "duration_seconds", "parse_when"]
 #: Seconds in each unit (case does not matter: ``2H`` is ``2h``).
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*")
+# Compiled on first use (re caches it), not when `import httptrack` loads this module.
+_DURATION = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*"
 
 
 def duration_seconds(text: str, *, unit_required: bool = False) -> float | None:
     """The seconds ``text`` says (``90s``, ``30m``, ``1.5h``, ``7d``, ``1w``; a bare number is
     seconds unless ``unit_required``), or ``None`` when it is not a duration."""
-    match = _DURATION.fullmatch(text)
+    match = re.fullmatch(_DURATION, text)
     if match is None:
         return None
     number, unit = match.groups()
