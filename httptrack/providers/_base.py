@@ -150,9 +150,9 @@ class Provider:
     def ask_for_usage(self, body: bytes) -> bytes | None:
         """``body`` with the option that makes a stream report its usage added (OpenAI's
         ``stream_options.include_usage``), or ``None`` when it needs no change (not a stream,
-        usage already asked for, not a body this can edit). Asked of :meth:`parser_for`'s
-        parser for the path, only where :meth:`include_usage` allows it. Runs on the app's
-        thread for every such request: check bytes before parsing."""
+        usage already asked for, not a body this can edit). Asked only where
+        :meth:`include_usage` allows it. Runs on the app's thread for every such request:
+        check bytes before parsing."""
         return None
 
     def is_usage_chunk(self, data: Any) -> bool:

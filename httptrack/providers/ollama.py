@@ -16,7 +16,7 @@ from typing import Any
 from .._usage import Usage
 from ._base import Parsed, Provider, as_int, dig, first_str, json_object
 from ._prompt import PromptTally
-from .openai import OpenAICompatible, count_chat, count_tools, endpoint_kind
+from .openai import INCLUDE_USAGE, OpenAICompatible, count_chat, count_tools, endpoint_kind
 
 __all__ = ["Ollama"]
 
@@ -44,6 +44,7 @@ class Ollama(Provider):
     # Hosted Ollama has no genai-prices provider today: one is used if it appears, rather
     # than pricing a model as another vendor serving a model of the same name.
     price_provider = "ollama"
+    usage_option = INCLUDE_USAGE  # on the OpenAI-compatible paths (see include_usage)
 
     def __init__(self) -> None:
         self._compat = _OllamaCompatible()
@@ -61,6 +62,12 @@ class Ollama(Provider):
 
     def include_usage(self, path: str, query: str) -> bool:
         return path.startswith("/v1/") and endpoint_kind(path) in ("chat", "completion")
+
+    def ask_for_usage(self, body: bytes) -> bytes | None:
+        return self._compat.ask_for_usage(body)
+
+    def is_usage_chunk(self, data: Any) -> bool:
+        return self._compat.is_usage_chunk(data)
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
         parser = self.parser_for(method, path)
