@@ -5,6 +5,7 @@ another family's parser through the shape registry, not by importing it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,84 @@ def test_every_shape_is_registered_once_the_package_is_imported() -> None:
     assert type(shape_parser("anthropic")) is Anthropic
     assert type(shape_parser("gemini")) is Gemini
     assert type(shape_parser("graphql")) is GraphQL
+
+
+# -- nothing outside providers/ names a provider's wire format ---------------------------
+
+#: Words of the providers' wire formats (end markers, usage fields, request options, cache-key
+#: headers, statuses, price ids and hosts) that belong in ``providers/`` and nowhere else.
+WIRE_WORDS = (
+    "[DONE]",
+    "message_start",
+    "message_delta",
+    "message_stop",
+    "response.completed",
+    "usageMetadata",
+    "billed_units",
+    "x_groq",
+    "choices",
+    "prompt_tokens",
+    "completion_tokens",
+    "cache_read_input_tokens",
+    "prompt_eval_count",
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "finishReason",
+    "done_reason",
+    "stream_options",
+    "keep_alive",
+    "in_progress",
+    "unload",
+    "service_tier",
+    "on_demand",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+    "openai-organization",
+    "openai-project",
+    "x-goog-user-project",
+    "systemInstruction",
+    "functionCall",
+    "inlineData",
+    "tool_use",
+    "image_url",
+    "input_image",
+    "ollama.com",
+    "x-ai",
+)
+_WIRE = re.compile("|".join(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])" for word in WIRE_WORDS))
+#: What may speak the wire formats: the providers themselves, the built-in fake provider
+#: (which serves them) and the demo (a client of it).
+SPEAKERS = ("providers/", "_fake/", "_demo.py")
+
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    """Every string (and bytes) literal of a module but its docstrings: what the code says,
+    not what its documentation explains."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and id(node) not in docs and isinstance(node.value, str | bytes):
+            value = node.value
+            found.append((node.lineno, value.decode("latin-1") if isinstance(value, bytes) else value))
+    return found
+
+
+def test_no_module_outside_providers_names_a_wire_detail() -> None:
+    package = PACKAGE.parent
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
+        if where.startswith(SPEAKERS):
+            continue
+        for line, text in _string_literals(path):
+            match = _WIRE.search(text)
+            if match:
+                offenders.append(f"httptrack/{where}:{line}: {match.group()!r}")
+    assert not offenders, "provider wire details outside providers/:\n" + "\n".join(offenders)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from . import graphql as graphql  # a shape other families' hosts serve: no hosts of its own
-from ._base import Parsed, Provider, shape_parser
+from ._base import Parsed, Provider, form_fields, shape_parser
 from ._prompt import PromptTally
 from .anthropic import Anthropic
 from .azure import AzureOpenAI
@@ -26,6 +26,7 @@ __all__ = [
     "PromptTally",
     "Provider",
     "cache_key_headers",
+    "form_fields",
     "prompt_readers",
     "provider_by_name",
     "provider_for_host",

@@ -19,8 +19,7 @@ from .._json import loads_bytes, loads_text
 from .._redact import redacted_headers, render_url, scrub_text
 from .._usage import Usage
 from ..log._schema import TOKEN_COLUMNS
-from ..providers import Parsed, Provider
-from ..providers._base import form_fields
+from ..providers import Parsed, Provider, form_fields
 from ._decoders import ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
 
 __all__ = ["build_row", "salvage_json"]
@@ -492,14 +491,14 @@ def _price(
         row["cost_note"] = result.reason
 
 
-#: ``_pricing.price_usage``, imported on first use (genai-prices is heavy to import, and
+#: ``pricing.price_usage``, imported on first use (genai-prices is heavy to import, and
 #: this module is also imported on the app's thread); an import statement per row costs too.
 _price_usage: Any = None
 
 
 def _load_pricing() -> Any:
     global _price_usage
-    from ..pricing._prices import price_usage
+    from ..pricing import price_usage
 
     _price_usage = price_usage
     return price_usage
