@@ -16,6 +16,7 @@ from typing import Any
 from ._errors import SettingsError
 from ._time import duration_seconds
 from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
+from .pricing._overrides import check_prices, load_price_file
 
 # CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
 __all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
@@ -361,10 +362,8 @@ class Settings:
         set_(self, "prices_file", Path(value).expanduser() if value else None)
         merged: dict[str, dict[str, float]] = {}
         if self.prices_file is not None:
-            from .pricing._prices import load_price_file  # read once, here: a bad file fails now
-
-            merged.update(load_price_file(self.prices_file))
-        merged.update(_check_prices(prices or {}, "prices"))  # entries given in code win, whole
+            merged.update(load_price_file(self.prices_file))  # read once, here: a bad file fails now
+        merged.update(check_prices(prices or {}, "prices"))  # entries given in code win, whole
         set_(self, "prices", merged)
 
         value, name = pick(include_usage, "HTTPTRACK_INCLUDE_USAGE")
@@ -402,31 +401,3 @@ class Settings:
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n != "redact")
         return f"Settings({shown})"
-
-
-#: How genai-prices names prices: per million tokens/characters, per thousand requests or
-#: pages, per billion pixels, per hour of audio.
-_PRICE_SUFFIXES = ("_mtok", "_kcount", "_kpages", "_mchars", "_gpixels", "_hours")
-
-
-def _check_prices(prices: Mapping[str, Mapping[str, float]], name: str) -> dict[str, dict[str, float]]:
-    checked: dict[str, dict[str, float]] = {}
-    for model, entry in prices.items():
-        if not isinstance(entry, Mapping):
-            raise SettingsError(f"{name}[{model!r}]: expected a mapping such as {{'input_mtok': 1.0}}")
-        values: dict[str, float] = {}
-        for key, price in entry.items():
-            if not str(key).endswith(_PRICE_SUFFIXES):
-                raise SettingsError(
-                    f"{name}[{model!r}]: unknown price {key!r} "
-                    "(use input_mtok, output_mtok, cache_read_mtok, cache_write_mtok ...)"
-                )
-            try:
-                number = float(price)
-            except (TypeError, ValueError):
-                raise SettingsError(f"{name}[{model!r}][{key!r}]: expected a number, got {price!r}") from None
-            if number < 0:
-                raise SettingsError(f"{name}[{model!r}][{key!r}]: must not be negative")
-            values[str(key)] = number
-        checked[str(model).lower()] = values
-    return checked
