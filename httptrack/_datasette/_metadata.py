@@ -76,7 +76,7 @@ FROM ranked GROUP BY model ORDER BY calls DESC""",
         "sql": f"""SELECT id, started_at, provider, coalesce(response_model, model) AS model, user, service,
   substr(response_text, 1, 300) AS response
 FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH {FTS_QUERY_FUNCTION}(:q))
-ORDER BY started_at DESC LIMIT 200""",
+ORDER BY started_at DESC, id DESC LIMIT 200""",
     },
 }
 
