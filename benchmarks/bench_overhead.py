@@ -16,11 +16,14 @@ Sections:
   it: every call a miss, looked up, then stored). Rows are fully written: each round of
   calls ends with ``httptrack.flush()`` inside the timed span, so parsing, pricing, the
   insert and storing to the cache are all counted. ``app thread only`` is the tracked call
-  with the writer stubbed out: what runs on the app's own thread. Also the app thread's own
-  CPU time per call (``time.thread_time``) with the real writer running: the writer's work
-  runs in its own thread and is not in that figure.
+  with the writer stubbed out: what runs on the app's own thread (the spool append
+  included). Also the app thread's own CPU time per call (``time.thread_time``) with the
+  real writer running: the writer's work runs in its own thread and is not in that figure.
 - **streams**: time to first chunk (inner transport hands over the first chunk → the app
   receives it) and the cost per chunk, bare vs tracked.
+- **spool**: what the crash-safe spool costs the app's thread: one append per call (a chat
+  call, a stream of 100 chunks), and the ``openai`` SDK call's app-thread CPU with and
+  without it, alternated call by call.
 - **writer**: rows per second the background writer sustains (exchanges queued at once,
   then flushed), and what a row costs in each step (building it, inserting it, the search
   index and rollup catch-up).
@@ -114,12 +117,31 @@ def _discard(exchange: Any) -> None:
     pass
 
 
+_spooled = [0]
+
+
+def _spool_only(exchange: Any) -> None:
+    """What ``Writer.submit`` does on the app's thread for durability (the spool append),
+    without the queue: the record is released at once and the file emptied now and then."""
+    shared = writer()
+    db = exchange.settings.db
+    spool = shared._spools[db] if db in shared._spools else shared._open_spool(db)
+    if spool is not None:
+        spool.release(spool.append(exchange))
+        _spooled[0] += 1
+        if _spooled[0] % 1000 == 0:
+            spool.tidy()
+
+
 class stubbed_writer:
-    """Within the block, finished calls are dropped instead of recorded: what is left is the
-    tracking done on the app's own thread."""
+    """Within the block, finished calls are not recorded: what is left is the tracking done
+    on the app's own thread (the spool append included, unless ``spool=False``)."""
+
+    def __init__(self, *, spool: bool = True) -> None:
+        self.spool = spool
 
     def __enter__(self) -> None:
-        writer().submit = _discard  # type: ignore[method-assign]
+        writer().submit = _spool_only if self.spool else _discard  # type: ignore[method-assign]
 
     def __exit__(self, *exc: object) -> None:
         del writer().submit
@@ -386,7 +408,7 @@ def bench_writer(folder: Path, rounds: int, rows: int) -> None:
         # The steps, one at a time, in this thread.
         again = capture_exchanges(folder / "steps.db", rows)
         start = time.perf_counter()
-        built = [_row_values(build_row(e)) for e in again]
+        built = [_row_values(build_row(e).row) for e in again]
         build.append((time.perf_counter() - start) / rows * 1e6)
         store = Store(folder / f"steps-{r}.db")
         store.write(built[:1])
@@ -553,9 +575,81 @@ def bench_contention(folder: Path, rounds: int, backlog: int) -> None:
     print()
 
 
+# -- spool ----------------------------------------------------------------------------------
+
+
+def bench_spool(folder: Path, rounds: int, calls: int) -> None:
+    """What the crash-safe spool costs the app's thread: one append per call."""
+    from httptrack.record._spool import Spool
+
+    plain = capture_exchanges(folder / "spool-plain.db", calls)
+    captured: list[Any] = []
+    shared = writer()
+    shared.submit = captured.append  # type: ignore[method-assign,assignment]
+    try:
+        client = httpx2.Client(
+            transport=httptrack.TrackingTransport(
+                mock(httpx2, stream=sse_chunks(100)), db=folder / "spool-stream.db", cache=False
+            )
+        )
+        for _ in range(calls):
+            with client.stream("POST", CHAT, json={**chat_request(), "stream": True}) as reply:
+                for _chunk in reply.iter_raw():
+                    pass
+    finally:
+        del shared.submit
+    spool = Spool(folder / "spool.db")
+    timings: dict[str, list[float]] = {"plain": [], "stream": []}
+    for _ in range(rounds):
+        for kind, exchanges in (("plain", plain), ("stream", captured)):
+            gc.collect()
+            start = time.perf_counter()
+            for exchange in exchanges:
+                spool.release(spool.append(exchange))
+            timings[kind].append((time.perf_counter() - start) / len(exchanges) * 1e6)
+            spool.tidy()
+    spool.close()
+    sizes = {
+        kind: len(exchanges[0].request_body) + exchanges[0].received
+        for kind, exchanges in (("plain", plain), ("stream", captured))
+    }
+    print(f"Spool: one append per call (marshal + os.writev, no fsync), {rounds} rounds of {calls}\n")
+    for kind, values in timings.items():
+        label = "a chat call" if kind == "plain" else "a stream of 100 chunks"
+        print(
+            f"{label + f' ({sizes[kind]:,} bytes)':44} {statistics.median(values):8.1f} µs/call   "
+            f"spread {spread(values)}"
+        )
+    # The same call's app-thread CPU with and without the spool append, call by call.
+    transport = httptrack.TrackingTransport(mock(httpx2), db=folder / "spool-calls.db", cache=False)
+    sdk = openai.OpenAI(api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=transport))
+
+    def create() -> Any:
+        return sdk.chat.completions.create(**chat_request()).choices[0].message.content
+
+    without, with_spool = [], []
+    clock = time.thread_time
+    for _ in range(rounds):
+        gc.collect()
+        spent = [0.0, 0.0]
+        for n in range(calls):
+            for spooled in (False, True) if n % 2 else (True, False):  # neither always first
+                with stubbed_writer(spool=spooled):
+                    start = clock()
+                    create()
+                    spent[spooled] += clock() - start
+        without.append(spent[0] / calls * 1e6)
+        with_spool.append(spent[1] / calls * 1e6)
+    a, b = statistics.median(without), statistics.median(with_spool)
+    print(
+        f"{'openai create(), app thread, no spool':44} {a:8.1f} µs/call\n"
+        f"{'openai create(), app thread, with spool':44} {b:8.1f} µs/call   ({b - a:+.1f} µs)\n"
+    )
+
+
 # -- main -----------------------------------------------------------------------------------
 
-SECTIONS = ("calls", "streams", "writer", "burst", "contention")
+SECTIONS = ("calls", "streams", "spool", "writer", "burst", "contention")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -587,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_calls(folder, rounds, calls)
         if "streams" in only:
             bench_streams(folder, rounds, calls)
+        if "spool" in only:
+            bench_spool(folder, rounds, calls)
         if "writer" in only:
             bench_writer(folder, max(1, rounds // 5), rows)
         if "burst" in only:

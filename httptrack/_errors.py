@@ -1,13 +1,20 @@
 """Every exception httptrack defines, in one light module (importing it imports nothing
 else): what it raises into the app (``CacheMiss``), for bad settings (``SettingsError`` and
 its ``PriceFileError``), and its own internal conditions (``EncodingDataError``,
-``CorruptEntry``)."""
+``CorruptEntry``, ``LogUnavailable``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CacheMiss", "CorruptEntry", "EncodingDataError", "PriceFileError", "SettingsError"]
+__all__ = [
+    "CacheMiss",
+    "CorruptEntry",
+    "EncodingDataError",
+    "LogUnavailable",
+    "PriceFileError",
+    "SettingsError",
+]
 
 
 class SettingsError(ValueError):
@@ -24,6 +31,12 @@ class EncodingDataError(RuntimeError):
 
 class CorruptEntry(ValueError):
     """A stored cache entry that cannot be read back."""
+
+
+class LogUnavailable(Exception):
+    """The call log cannot be written now (locked past the busy timeout, disk full,
+    unwritable, unreachable): the whole write did not happen and may be tried again later.
+    Raised by a log backend (``log/``) to the writer, never into the app."""
 
 
 class CacheMiss(Exception):

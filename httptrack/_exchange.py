@@ -1,7 +1,9 @@
-"""The raw exchange: what the app's thread captures about one call, for the recorder.
+"""The raw exchange: what the app's thread captures about one call, for the recorder; and
+the writer's contract with the pipeline (:class:`RecordSink`, :class:`BuiltRow`).
 
 Everything here is cheap by design. The app's thread only copies references and reads the
-clock; decoding, parsing, pricing and writing happen later in the background writer.
+clock; decoding, parsing, pricing and writing happen later in the background writer, which
+never writes on an ``Exchange``: what it learns travels in a :class:`BuiltRow`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import random
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._context import Attribution, ControlHeaders
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from ._vocab import Operation, Outcome
     from .providers import Provider
 
-__all__ = ["TAIL_BYTES", "Exchange", "new_call_id"]
+__all__ = ["TAIL_BYTES", "BuiltRow", "Exchange", "RecordSink", "new_call_id"]
 
 #: When a body is longer than the storage cap, the last bytes are still kept (apart from
 #: the stored head) so the figures at the end of a long body or stream can be read.
@@ -102,6 +105,33 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_ids_after_fork)
 
 
+@dataclass(frozen=True, slots=True)
+class BuiltRow:
+    """What the writer learned about one finished exchange (``record._row.build_row``)."""
+
+    #: The ``calls`` row, by column name (its ``outcome`` is the final one: a stream the
+    #: SDK stopped reading after its end marker is ``complete``, not ``cut_short``).
+    row: dict[str, Any]
+    #: The response is known whole (a stream's end marker was read, a body parsed as JSON:
+    #: ``Parsed.complete``): the condition for storing it in the response cache.
+    response_complete: bool
+
+    @property
+    def outcome(self) -> str:
+        return self.row["outcome"]  # type: ignore[no-any-return]
+
+
+class RecordSink(Protocol):
+    """Who hears from the writer thread once an exchange's row exists (the ``Tracker`` that
+    began it: its response cache stores the answer). Both run in the writer thread."""
+
+    def after_record(self, exchange: Exchange, built: BuiltRow) -> None:
+        """The row of ``exchange`` was built (and handed to the log)."""
+
+    def after_batch(self) -> None:
+        """Every call of the writer's batch has had :meth:`after_record`."""
+
+
 class Exchange:
     """One call, as seen from the transport. Filled on the app's thread, then handed to the
     writer exactly once (``finished``), whatever way the call ended."""
@@ -132,12 +162,12 @@ class Exchange:
         "replayed_row",
         "request_body",
         "request_headers",
-        "response_complete",
         "response_headers",
         "rewritten",
         "scheme",
         "settings",
         "sink",
+        "spooled",
         "started_at",
         "status",
         "t0",
@@ -154,7 +184,7 @@ class Exchange:
         provider: Provider,
         operation: Operation,
         settings: Settings,
-        sink: Any,
+        sink: RecordSink | None,
         method: str,
         scheme: str,
         host: str,
@@ -212,9 +242,9 @@ class Exchange:
         #: and the filter that keeps the app's view of the response as it would have been.
         self.rewritten: str | None = None
         self.chunk_filter: Any = None
-        #: Set by the recorder: the response is known whole (``Parsed.complete``), the
-        #: condition for storing it in the response cache.
-        self.response_complete = False
+        #: The spool segment holding this call (``record._spool``; set by ``submit`` on the
+        #: app's thread), or -1: not spooled.
+        self.spooled = -1
         self.finished = False
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:

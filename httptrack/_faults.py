@@ -8,6 +8,7 @@ so a persistent problem does not flood the log or burn CPU), and every one is co
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -15,7 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["FAULT_KINDS", "FaultKind", "fault_counts", "get_logger", "report_fault", "reset_faults"]
+__all__ = [
+    "FAULT_KINDS",
+    "ROWS_DROPPED",
+    "FaultKind",
+    "fault_counts",
+    "get_logger",
+    "report_fault",
+    "reset_faults",
+]
 
 #: Every kind of fault: the keys of :func:`fault_counts` (docs/architecture.md says what each
 #: means). A new kind is added here and to that list; mypy rejects any other string.
@@ -31,15 +40,19 @@ FaultKind = Literal[
     "control_headers",  # an X-Httptrack-* header could not be read or removed
     "database",  # the call log could not be opened or written; rows wait and are retried
     "estimate",  # tokens could not be counted locally
+    "flush_timeout",  # flush() gave up waiting for the writer
     "pending_full",  # the log stayed unwritable too long; newer rows were dropped
     "pricing",  # price data could not be loaded
     "queue_full",  # the writer was too far behind; a call was not recorded
     "record",  # a call could not be queued or turned into a row
     "redact",  # Settings(redact=...) raised; that call's bodies were not stored
+    "refused",  # the log refused a row (a constraint a newer schema added); the rest are written
     "respond",  # a response could not be tracked
     "rewrite",  # a request could not be adjusted (include_usage); it was sent as it was
     "rollup",  # the daily rollups could not be updated (the calls are recorded)
+    "rows_dropped",  # calls lost to the log, whatever the cause (counted beside the cause's kind)
     "search_index",  # the search index could not be updated (the calls are recorded)
+    "spool",  # the crash-safe spool could not be made, written or recovered
     "writer",  # the writer thread hit an unexpected error
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
@@ -68,12 +81,23 @@ _lock = threading.Lock()
 _counts: Counter[str] = Counter()
 
 
-def report_fault(kind: FaultKind, message: str, exc: BaseException | None = None) -> None:
-    """Count a fault of ``kind`` and log it (a warning the first time, debug after)."""
+#: The fault kind that counts every call lost to the log, whatever the cause (the cause's
+#: own kind is counted beside it).
+ROWS_DROPPED: FaultKind = "rows_dropped"
+
+
+def report_fault(
+    kind: FaultKind, message: str, exc: BaseException | None = None, *, count: int = 1, dropped: int = 0
+) -> None:
+    """Count a fault of ``kind`` and log it (a warning the first time, debug after).
+    ``count``: how many to count at once; ``dropped``: calls this fault cost the log (also
+    counted under ``rows_dropped``)."""
     try:
         with _lock:
-            _counts[kind] += 1
-            first = _counts[kind] == 1
+            first = not _counts[kind]
+            _counts[kind] += count
+            if dropped:
+                _counts[ROWS_DROPPED] += dropped
         logger = get_logger()
         if first:
             # The machine's fault (a disk, a permission, a locked or damaged database): the
@@ -104,3 +128,13 @@ def fault_counts() -> dict[str, int]:
 def reset_faults() -> None:
     with _lock:
         _counts.clear()
+
+
+def _after_fork_in_child() -> None:
+    # A fork while another thread (the writer) held the lock would leave it held forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

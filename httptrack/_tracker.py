@@ -22,7 +22,7 @@ from typing import Any
 
 from ._context import ControlHeaders, current_attribution
 from ._errors import CacheMiss
-from ._exchange import Exchange
+from ._exchange import BuiltRow, Exchange
 from ._faults import report_fault
 from ._include_usage import usage_filter, usage_request
 from ._settings import Settings
@@ -251,11 +251,13 @@ class Tracker:
         except Exception as exc:
             report_fault("record", "a call could not be queued for recording", exc)
 
-    def after_record(self, exchange: Exchange, row: dict[str, Any]) -> None:
+    # -- the RecordSink protocol (see _exchange): called by the writer thread ----------------
+
+    def after_record(self, exchange: Exchange, built: BuiltRow) -> None:
         """Called by the writer thread once the row exists (the cache stages the response)."""
         cache = self.cache
         if cache is not None:
-            cache.after_record(exchange, row)
+            cache.after_record(exchange, built)
 
     def after_batch(self) -> None:
         """Called by the writer thread after :meth:`after_record` for each call of a batch

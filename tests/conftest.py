@@ -12,6 +12,7 @@ import pytest
 
 import httptrack
 from httptrack._faults import reset_faults
+from httptrack.record._writer import writer
 
 #: The recorded real exchanges: ../shared/provider-samples beside the checkout (the source,
 #: and where new samples arrive), else the copy kept in tests/fixtures so that a plain clone
@@ -39,6 +40,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     _cache_store._stores.clear()
     yield
     httptrack.flush()
+    # A log a test left unwritable (locked, damaged, full) must not keep later flushes from
+    # being True: what waits for it, and its spool, go with the test.
+    writer().discard()
     for store in _cache_store._stores.values():
         store.close()
     _cache_store._stores.clear()

@@ -28,7 +28,10 @@ SECRETS = {
 
 
 def all_bytes(db: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    # The database, its -wal and -shm, and the spool folder's files.
+    return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")) if p.is_file()) + b"".join(
+        p.read_bytes() for p in db.parent.glob(db.name + "-spool/*") if p.is_file()
+    )
 
 
 def test_no_credential_reaches_the_database_or_the_cache(db: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._errors import CacheMiss
 from .._faults import report_fault
@@ -31,7 +31,7 @@ from ._key import body_digest, request_key
 from ._store import CacheEntry, EntryStore, shared_store
 
 if TYPE_CHECKING:
-    from .._exchange import Exchange
+    from .._exchange import BuiltRow, Exchange
 
 __all__ = ["CacheMiss", "ResponseCache"]
 
@@ -167,13 +167,14 @@ class ResponseCache:
 
     # -- the background writer ------------------------------------------------------------
 
-    def after_record(self, exchange: Exchange, row: dict[str, Any]) -> None:
+    def after_record(self, exchange: Exchange, built: BuiltRow) -> None:
         """Stage the response of a finished call for storing, if it is one to keep (stored
         by :meth:`after_batch`, which the writer calls once its batch is recorded)."""
         key = exchange.cache_key
         ttl = exchange.cache_ttl
-        if key is None or ttl is None or exchange.cached or not _storable(exchange, row):
+        if key is None or ttl is None or exchange.cached or not _storable(exchange, built):
             return
+        row = built.row
         entry = CacheEntry(
             status=exchange.status or 0,
             headers=_stored_headers(exchange.response_headers),
@@ -209,7 +210,7 @@ class ResponseCache:
             self.store.announce_replaced()
 
 
-def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
+def _storable(exchange: Exchange, built: BuiltRow) -> bool:
     """Only complete, successful answers: a 2xx (not a partial 206) whose body arrived whole
     and in full (not cut short, not failed, not over the size cap), that is positively
     known complete (a stream's end marker was read, a body parsed as JSON, and the parser
@@ -221,8 +222,9 @@ def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
     status = exchange.status or 0
     if not 200 <= status < 300 or status == 206 or exchange.truncated:
         return False
-    if not exchange.response_complete:
+    if not built.response_complete:
         return False
+    row = built.row
     if row.get("status") != "success" or row.get("outcome") != "complete" or row.get("error_code"):
         return False
     for name, value in exchange.response_headers:

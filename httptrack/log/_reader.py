@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from .._settings import Settings
 from .._time import parse_when
+from ..record._spool import recover_log
 from . import _rollup
 from ._rollup import Totals
 from ._sqlite import connect, is_current, migrate
@@ -502,9 +503,12 @@ def _loads(text: str) -> Any:
 
 def open_log(path: str | Path | None = None) -> Log:
     """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
-    for reading, bringing an older database's schema up to date first (the only time this
-    writes: once per schema change)."""
+    for reading, bringing an older database's schema up to date first and writing the
+    spooled calls of processes that died before writing them (the only times this
+    writes)."""
     target = Path(path) if path is not None else Settings().db
+    # Calls of processes that died before writing them wait in the spool beside the log.
+    recover_log(target)
     if target.exists() and _needs_migration(target):
         try:
             conn = connect(target)

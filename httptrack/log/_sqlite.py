@@ -1,8 +1,11 @@
-"""The call log in SQLite: connections, the schema's migrations, and the batched inserts the
-background writer (``record/_writer``) makes through :class:`Store`.
+"""The call log in SQLite: connections, the schema's migrations, and :class:`Store`, the
+``LogBackend`` (see ``_backend``) the background writer (``record/_writer``) writes through.
 
 Many threads and processes share one database: WAL journal, a busy timeout, one
-``BEGIN IMMEDIATE`` transaction per batch.
+``BEGIN IMMEDIATE`` transaction per batch. Rows are inserted idempotently (a row whose id
+is there already is a duplicate, not an error: the spool may be read twice), and a row the
+table refuses (a NOT NULL or CHECK constraint a newer schema added, a trigger) is refused
+alone, reported with its reason, never silently ignored (no ``INSERT OR IGNORE``).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import operator
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
+from .._errors import LogUnavailable
 from .._faults import FaultKind, report_fault
 from . import _views
+from ._backend import WriteResult
 from ._schema import COLUMN_NAMES, COLUMNS
 
 __all__ = [
@@ -57,14 +62,21 @@ def _insert_sql(present: tuple[bool, ...], count: int) -> str:
     if sql is None:
         names = list(compress(COLUMN_NAMES, present))
         values = ", ".join([f"({', '.join('?' * len(names))})"] * count)
-        sql = f"INSERT OR IGNORE INTO calls ({', '.join(names)}) VALUES {values}"
+        sql = f"INSERT INTO calls ({', '.join(names)}) VALUES {values} ON CONFLICT (id) DO NOTHING"
         if len(_inserts) >= 1024:  # never in practice: a handful of shapes recur
             _inserts.clear()
         _inserts[(present, count)] = sql
     return sql
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], max_variables: int = 999) -> None:
+#: What a statement raises for a reason in its rows' values, not the database's state: the
+#: rows are then tried one by one, and only the ones that fail alone are refused.
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError, ValueError)
+
+
+def _insert(
+    conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], max_variables: int = 999
+) -> WriteResult:
     """Insert ``rows`` (values in ``COLUMN_NAMES`` order), in order, many per statement.
 
     NULLs are left out of the statement instead of bound: binding ``None`` makes Python's
@@ -75,28 +87,59 @@ def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], max_variables
     texts serve every batch, and stay in the connection's statement cache)."""
     present_of = operator.is_not
     run: list[tuple[Any, ...]] = []
+    first = 0
     shape: tuple[bool, ...] | None = None
-    for row in rows:
+    result = WriteResult(0, 0, [])
+    for index, row in enumerate(rows):
         present = tuple(map(present_of, row, _NONES))
         if present != shape:
             if run:
-                _insert_run(conn, shape, run, max_variables)  # type: ignore[arg-type]
-            shape, run = present, []
+                result = _insert_run(conn, shape, run, first, max_variables, result)  # type: ignore[arg-type]
+            shape, run, first = present, [], index
         run.append(tuple(compress(row, present)))
     if run:
-        _insert_run(conn, shape, run, max_variables)  # type: ignore[arg-type]
+        result = _insert_run(conn, shape, run, first, max_variables, result)  # type: ignore[arg-type]
+    return result
 
 
 def _insert_run(
-    conn: sqlite3.Connection, shape: tuple[bool, ...], run: list[tuple[Any, ...]], max_variables: int
-) -> None:
+    conn: sqlite3.Connection,
+    shape: tuple[bool, ...],
+    run: list[tuple[Any, ...]],
+    first: int,
+    max_variables: int,
+    result: WriteResult,
+) -> WriteResult:
     most = max(1, min(ROWS_PER_INSERT, max_variables // len(run[0])))
     done = 0
+    written, duplicates, refused = result
     while done < len(run):
         left = len(run) - done
         count = most if left >= most else 1 << (left.bit_length() - 1)
-        conn.execute(_insert_sql(shape, count), list(chain.from_iterable(run[done : done + count])))
+        values = run[done : done + count]
+        bad = 0
+        try:
+            inserted = conn.execute(_insert_sql(shape, count), list(chain.from_iterable(values))).rowcount
+        except _ROW_ERRORS:
+            # The statement changed nothing (SQLite undoes a failed statement, the
+            # transaction goes on): find the row(s) to blame, one at a time.
+            inserted = 0
+            for offset, one in enumerate(values):
+                try:
+                    inserted += conn.execute(_insert_sql(shape, 1), one).rowcount
+                except _ROW_ERRORS as exc:
+                    bad += 1
+                    refused.append((first + done + offset, f"{type(exc).__name__}: {exc}"))
+        written += inserted
+        duplicates += count - bad - inserted
         done += count
+    return WriteResult(written, duplicates, refused)
+
+
+def _unavailable(exc: BaseException, what: str) -> LogUnavailable:
+    error = LogUnavailable(f"{what}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 @contextmanager
@@ -237,10 +280,11 @@ def is_current(conn: sqlite3.Connection) -> bool:
 
 
 class Store:
-    """One database file, as the writer thread sees it."""
+    """One database file, as the writer thread sees it: the SQLite ``LogBackend``."""
 
     def __init__(self, path: Path, pause: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.location = str(path)
         #: Called now and then during long stretches of Python work (see Writer._pause).
         self.pause = pause
         self._conn: sqlite3.Connection | None = None
@@ -251,24 +295,43 @@ class Store:
         self.behind = 0
         self._derived_at = -math.inf  # the first write indexes at once (monotonic() may be small)
 
-    def write(self, rows: list[tuple[Any, ...]]) -> None:
-        conn = self._conn
-        if conn is None:
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        try:
             conn = connect(self.path)
-            try:
-                migrate(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+        except (sqlite3.Error, OSError) as exc:
+            raise _unavailable(exc, f"could not open {self.path}") from exc
+        try:
+            migrate(conn)
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
             self._rolled_up = _views.rollups_exist(conn)
-        with write_transaction(conn):
-            _insert(conn, rows, self._max_variables)
-            self.behind += len(rows)
-            if self.due():
-                self._derive(conn)
+        except (sqlite3.Error, OSError) as exc:
+            conn.close()
+            raise _unavailable(exc, f"could not open {self.path}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> WriteResult:
+        self.open()
+        conn = self._conn
+        assert conn is not None
+        try:
+            with write_transaction(conn):
+                result = _insert(conn, rows, self._max_variables)
+                self.behind += result.written
+                if self.due():
+                    self._derive(conn)
+        except sqlite3.Error as exc:
+            # Locked past the busy timeout, disk full, read-only, damaged: nothing was
+            # written. The connection is closed (reopened next time: the file may be
+            # replaced or repaired meanwhile).
+            self.close()
+            raise _unavailable(exc, f"could not write to {self.path}") from exc
+        return result
 
     def due(self) -> bool:
         # Indexing costs about a millisecond per transaction however few rows it covers:
@@ -284,8 +347,28 @@ class Store:
         conn = self._conn
         if conn is None or not self.behind:
             return
-        with write_transaction(conn):
-            self._derive(conn)
+        try:
+            with write_transaction(conn):
+                self._derive(conn)
+        except sqlite3.Error as exc:  # locked: the next write or flush tries again
+            raise _unavailable(exc, f"could not index new calls in {self.path}") from exc
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and empty it, if no other connection is
+        using the database (never waits for one: the busy timeout is 0 meanwhile). Closing
+        the last connection does the same in SQLite; this also covers a process that keeps
+        its connection open."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:
+            pass  # another process is at work: the last one to leave checkpoints
 
     def _derive(self, conn: sqlite3.Connection) -> None:
         """Bring the search index and the daily rollups up to date, in the current

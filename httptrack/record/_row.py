@@ -13,12 +13,12 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from .._exchange import Exchange
+from .._exchange import BuiltRow, Exchange
 from .._faults import report_fault
 from .._json import loads_bytes, loads_text
 from .._redact import redacted_headers, render_url, scrub_text
 from .._usage import Usage
-from .._vocab import Status
+from .._vocab import Outcome, Status
 from ..log._schema import TOKEN_COLUMNS
 from ..providers import Parsed, Provider, form_fields
 from ._decoders import ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
@@ -115,9 +115,11 @@ class _Body:
                 self.tail = []
 
 
-def build_row(ex: Exchange) -> dict[str, Any]:
-    """The ``calls`` row for one finished exchange."""
+def build_row(ex: Exchange) -> BuiltRow:
+    """The ``calls`` row for one finished exchange, and what was learned building it.
+    Reads ``ex``, never writes on it (it is the app's object)."""
     settings = ex.settings
+    outcome = ex.outcome
     provider = ex.provider
     parsed = Parsed(operation=ex.operation)
     notes = parsed.notes
@@ -158,8 +160,8 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         # (read again above, it would be noted twice).
         notes.clear()
         _take_replayed_reading(parsed, replayed)
-        if ex.outcome == "cut_short":
-            ex.outcome = "complete"  # every byte was delivered
+        if outcome == "cut_short":
+            outcome = "complete"  # every byte was delivered
     elif body is not None and ex.status is not None:
         whole = _read_response(ex, parser, parsed, body, content_type)
         try:
@@ -171,12 +173,13 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         # not the response the provider sent.
         if not whole:
             parsed.complete = False
-    ex.response_complete = parsed.complete
 
-    if ex.outcome == "cut_short" and parsed.stream_done:
-        ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
-    status, error_code, error_message = _status(ex, parsed)
-    usage = parsed.usage if replayed is not None else _with_estimates(ex, parser, parsed, request_json)
+    if outcome == "cut_short" and parsed.stream_done:
+        outcome = "complete"  # the SDK stopped reading after the stream's end marker
+    status, error_code, error_message = _status(ex, outcome, parsed)
+    usage = (
+        parsed.usage if replayed is not None else _with_estimates(ex, outcome, parser, parsed, request_json)
+    )
     if (
         status == "success"
         and parsed.usage.is_empty
@@ -202,7 +205,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "response_model": parsed.response_model,
         "stream": int(parsed.stream),
         "status": status,
-        "outcome": ex.outcome,
+        "outcome": outcome,
         "http_status": ex.status,
         "error_code": error_code,
         "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
@@ -238,7 +241,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         _price(row, ex, parsed, usage, status, started)
     _bodies(row, ex, body, parsed, content_type, request_type)
     row["parse_notes"] = "; ".join(notes) if notes else None
-    return row
+    return BuiltRow(row, parsed.complete)
 
 
 def request_content_type(ex: Exchange) -> str:
@@ -345,20 +348,22 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
     return whole
 
 
-def _status(ex: Exchange, parsed: Parsed) -> tuple[Status, str | None, str | None]:
-    if ex.outcome in ("transport_error", "cache_miss"):
+def _status(ex: Exchange, outcome: Outcome, parsed: Parsed) -> tuple[Status, str | None, str | None]:
+    if outcome in ("transport_error", "cache_miss"):
         return "error", ex.error_type, ex.error_message
     status = ex.status or 0
     if status >= 400:
         return "error", parsed.error_code or f"http_{status}", parsed.error_message
     if parsed.stream_error:
         return "error", parsed.error_code or "stream_error", parsed.error_message
-    if ex.outcome == "failed":
+    if outcome == "failed":
         return "error", ex.error_type, ex.error_message
     return "success", parsed.error_code, parsed.error_message
 
 
-def _with_estimates(ex: Exchange, parser: Provider, parsed: Parsed, request_json: Any) -> Usage:
+def _with_estimates(
+    ex: Exchange, outcome: Outcome, parser: Provider, parsed: Parsed, request_json: Any
+) -> Usage:
     """Count tokens locally where the provider sent none (streams without a usage chunk,
     streams cut short or broken off, bodies without usage), and flag the figures as
     estimated. Only for generations and embeddings that reached the app: a call refused with
@@ -370,7 +375,7 @@ def _with_estimates(ex: Exchange, parser: Provider, parsed: Parsed, request_json
     if ex.status is None or ex.status >= 400 or ex.cached:
         return usage
     # A stream that ended before its end: what arrived was generated (and billed) all the same.
-    incomplete = parsed.stream and (ex.outcome in ("cut_short", "failed") or parsed.stream_error)
+    incomplete = parsed.stream and (outcome in ("cut_short", "failed") or parsed.stream_error)
     if parsed.stream_error and not parsed.output and usage.is_empty:
         return usage  # an error event before any output: nothing was generated
     if (

@@ -1,16 +1,23 @@
 """The per-process background writer.
 
-The app's thread only appends a finished exchange to a queue (``submit``). One daemon
-thread per process turns exchanges into rows (parse, price — see ``_row``) and writes
-them in batches through the call log (``log/``): one transaction per batch, so many threads
-and processes can share one database without slowing each other down.
+The app's thread appends a finished exchange to this process's spool (``_spool``: a few
+microseconds, so the call survives the process from then on) and to a queue (``submit``).
+One daemon thread per process turns exchanges into rows (parse, price — see ``_row``) and
+writes them in batches through the call log's backend (``log/``: it knows no SQL here), one
+transaction per batch, then releases them from the spool.
 
-- ``flush()`` waits until everything submitted before it is written; the same runs at
-  interpreter exit (``atexit``), and transports call it on ``close()``.
-- After ``fork()`` the child starts with an empty queue and no connections (the parent
-  keeps writing its own rows); its writer thread starts on its first call.
+- ``flush()`` waits until everything submitted before it is written and says whether it
+  was: ``False`` (and why, in the log) while rows wait for a database that cannot be
+  written. The same runs at interpreter exit (``atexit``), bounded by ``EXIT_FLUSH_SECONDS``;
+  what is not written by then stays in the spool for the next process that opens the log.
 - A database that is locked, read-only or full is a tracking fault: rows wait (bounded by
-  ``max_queue``) and are retried, the app is never blocked, and the fault is logged once.
+  ``MAX_PENDING_ROWS``/``MAX_PENDING_BYTES``) and are retried with a growing back-off, in
+  smaller transactions after each failure, so what fits is written as soon as it fits. A
+  row the database refuses for itself is counted and logged, and the others are written.
+- ``fork()`` at any moment: a fork waits while the writer imports, builds a row or is inside
+  SQLite (so the child never inherits a half-imported module, or a lock held by a thread
+  it does not have: SQLite's own global mutexes included); the child starts with an empty
+  queue, no connections and a spool of its own, and its writer starts with its first call.
 """
 
 from __future__ import annotations
@@ -18,22 +25,41 @@ from __future__ import annotations
 import atexit
 import operator
 import os
-import sqlite3
 import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from .._exchange import Exchange
-from .._faults import get_logger, report_fault
+from .._errors import LogUnavailable
+from .._exchange import Exchange, RecordSink
+from .._faults import FaultKind, get_logger, report_fault
+from ..log._backend import LogBackend
+from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
-from ..log._sqlite import Store
+from ._row import build_row
+from ._spool import Spool, recover
 
-__all__ = ["Writer", "flush", "writer"]
+__all__ = ["EXIT_FAILING_SECONDS", "EXIT_FLUSH_SECONDS", "Writer", "flush", "writer"]
 
 BATCH_SIZE = 1000
+#: A transaction holds at most this many bytes of rows (and at least one row).
+BATCH_BYTES = 8 * 1024 * 1024
+#: After a failed write, the next one waits this long, doubling up to RETRY_MAX seconds.
+RETRY_MIN = 0.25
+RETRY_MAX = 5.0
+#: The spools of processes that ended are looked for when a log is first written, and at a
+#: flush at most this often (seconds).
+RECOVER_EVERY = 10.0
+#: The longest an interpreter's exit waits for the writer (seconds). Calls not written by
+#: then are in the spool: the next process that opens the log writes them.
+EXIT_FLUSH_SECONDS = 5.0
+#: What exit waits instead while a log's last write failed.
+EXIT_FAILING_SECONDS = 0.5
+#: How long a fork() waits for the writer to finish an import, a row or a transaction, at
+#: most (a transaction waits up to the busy timeout, 5 s, for a locked database).
+FORK_WAIT_SECONDS = 6.0
 #: The writer lets go of the GIL for a moment (YIELD_FOR seconds) now and then: Python hands
 #: the GIL to a waiting thread only after the switch interval (5 ms), so an app thread that
 #: needs it back (a response arrived, a call ended, its own work) would otherwise wait up to
@@ -49,7 +75,8 @@ YIELD_EVERY_MAX = 0.05
 MAX_PENDING_ROWS = 200_000
 #: Memory bounds, whatever the number of calls: bodies of calls waiting for the writer, and
 #: of rows waiting for a database that cannot be written. Past them, calls are dropped
-#: (counted in ``Writer.dropped`` and logged once), never the app's memory.
+#: (counted in ``Writer.dropped`` and ``fault_counts()["rows_dropped"]``, logged once),
+#: never the app's memory.
 MAX_QUEUED_BYTES = 512 * 1024 * 1024
 MAX_PENDING_BYTES = 256 * 1024 * 1024
 #: A row's values in column order (in C: this runs for every call).
@@ -57,10 +84,49 @@ _row_values = operator.itemgetter(*COLUMN_NAMES)
 
 
 class _FlushMarker:
-    __slots__ = ("done",)
+    __slots__ = ("done", "reason")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        #: Why not everything was written (``None``: it was).
+        self.reason: str | None = None
+
+
+class _Row(NamedTuple):
+    """A row waiting to be written: its values, its spool segment, its size."""
+
+    values: tuple[Any, ...]
+    segment: int
+    size: int
+
+
+class _Log:
+    """One call log as this process's writer sees it: its backend, its spool, what waits."""
+
+    __slots__ = (
+        "backend",
+        "batch",
+        "error",
+        "path",
+        "pending",
+        "pending_bytes",
+        "recovered_at",
+        "retry",
+        "retry_at",
+    )
+
+    def __init__(self, path: Path, backend: LogBackend) -> None:
+        self.path = path
+        self.backend = backend
+        self.pending: deque[_Row] = deque()
+        self.pending_bytes = 0
+        #: Rows per transaction now: BATCH_SIZE, a quarter after each failure, back up after.
+        self.batch = BATCH_SIZE
+        self.retry = 0.0
+        self.retry_at = 0.0
+        #: The last write's failure, while it lasts.
+        self.error: str | None = None
+        self.recovered_at: float | None = None
 
 
 class Writer:
@@ -81,14 +147,16 @@ class Writer:
         self._slice_start = 0.0
         self._yield_every = YIELD_EVERY_MIN
         self._wake = threading.Event()
+        #: One drainer at a time (the writer thread, or a flush when there is none).
         self._lock = threading.Lock()
+        #: Held by the writer thread while it imports or builds a row: fork() waits for it.
+        self._fork_lock = threading.Lock()
+        self._fork_held = False
         self._thread: threading.Thread | None = None
-        self._stores: dict[Path, Store] = {}
-        #: Rows that could not be written yet (database locked, disk full), per store.
-        self._pending: dict[Path, list[tuple[Any, ...]]] = {}
-        self._pending_bytes: dict[Path, int] = {}
-        self._retry_at = 0.0
-        self._closed = False
+        self._logs: dict[Path, _Log] = {}
+        #: This process's spool for each log (the app's side; ``None``: could not be made).
+        self._spools: dict[Path, Spool | None] = {}
+        self._spool_lock = threading.Lock()
         #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
 
@@ -101,8 +169,17 @@ class Writer:
             queue and self._queued_bytes + size > MAX_QUEUED_BYTES
         ):
             self.dropped += 1
-            report_fault("queue_full", f"the writer is {len(queue)} calls behind; a call was not recorded")
+            report_fault(
+                "queue_full", f"the writer is {len(queue)} calls behind; a call was not recorded", dropped=1
+            )
             return
+        db = exchange.settings.db
+        spools = self._spools
+        spool = spools[db] if db in spools else self._open_spool(db)
+        if spool is not None:
+            # Before the app has the end of its response (the tee calls this before its last
+            # read returns): from here on the call survives this process.
+            exchange.spooled = spool.append(exchange)
         with self._bytes_lock:
             self._queued_bytes += size
             self._submitted += 1
@@ -120,11 +197,29 @@ class Writer:
             worker = self._worker = _multiprocessing_child()
         if worker:
             # A multiprocessing.Pool worker is terminated by its pool (`with Pool() as pool:`
-            # ends with terminate()): what the writer still holds then is lost. So a pool
-            # worker's call is written before it returns: a millisecond or two per call, in
-            # processes that do batch work. (Other multiprocessing children flush at their
-            # end: see _multiprocessing_child.)
+            # ends with terminate()): its spool keeps the calls, but they would wait for the
+            # next process to open the log. So a pool worker's call is written before it
+            # returns: a millisecond or two per call, in processes that do batch work.
+            # (Other multiprocessing children flush at their end: see _multiprocessing_child.)
             self.flush(timeout=WORKER_FLUSH_SECONDS)
+
+    def _open_spool(self, db: Path) -> Spool | None:
+        """This process's spool for ``db``, made on its first call (once)."""
+        with self._spool_lock:
+            if db in self._spools:
+                return self._spools[db]
+            spool: Spool | None = None
+            try:
+                spool = Spool(db)
+            except OSError as exc:
+                report_fault(
+                    "spool",
+                    f"no spool beside {db} ({exc}): calls are recorded, but those not yet "
+                    "written when the process dies are lost",
+                    exc,
+                )
+            self._spools[db] = spool
+        return spool
 
     def _start(self) -> None:
         with self._lock:
@@ -134,30 +229,64 @@ class Writer:
                 thread.start()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything submitted so far is written. ``False`` on timeout."""
+        """Wait until everything submitted so far is written. ``False`` if it was not (the
+        database could not be written, or ``timeout`` passed): the reason is logged, and the
+        calls wait, in memory and in the spool, to be written later."""
         thread = self._thread
+        timed_out = False
         if thread is None or not thread.is_alive():
             self._drain()  # no writer running (never started, or interpreter shutting down)
-            return not self._queue
-        marker = _FlushMarker()
-        self._queue.append(marker)
-        self._wake.set()
-        return marker.done.wait(timeout)
+            reason = self._unwritten_reason()
+        else:
+            marker = _FlushMarker()
+            self._queue.append(marker)
+            self._wake.set()
+            if marker.done.wait(timeout):
+                reason = marker.reason
+            else:
+                reason = f"the writer did not finish within {timeout} s"
+                timed_out = True
+        if reason is None:
+            return True
+        message = (
+            f"flush: {self.unwritten()} calls not written yet: {reason}. They are kept (in memory and "
+            "in the spool) and written as soon as the log can be"
+        )
+        if timed_out:  # nothing else has said so
+            report_fault("flush_timeout", message)
+        else:  # the database's fault was logged when it happened
+            get_logger().debug("httptrack: %s", message)
+        return False
+
+    def failing(self) -> bool:
+        """The last write to some log failed (it is locked, full, unwritable)."""
+        return any(log.error is not None for log in list(self._logs.values()))
+
+    def unwritten(self) -> int:
+        """Calls submitted and not yet in their log (queued or waiting for a database)."""
+        queued = sum(1 for item in list(self._queue) if not isinstance(item, _FlushMarker))
+        return queued + sum(len(log.pending) for log in list(self._logs.values()))
+
+    def _unwritten_reason(self) -> str | None:
+        for log in list(self._logs.values()):
+            if log.pending:
+                return log.error or f"{len(log.pending)} calls wait for {log.path}"
+        if any(not isinstance(item, _FlushMarker) for item in list(self._queue)):
+            return "calls are still queued"
+        return None
 
     # -- the writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        warmed = False
+        with self._fork_lock:
+            _warm_up()
         while True:
-            behind = any(store.behind for store in self._stores.values())
-            self._wake.wait(timeout=1.0 if self._pending or behind else None)
+            waiting = any(log.pending or log.backend.behind for log in self._logs.values())
+            self._wake.wait(timeout=1.0 if waiting else None)
             self._wake.clear()
             # Woken by calls: the app is running. Yield often until that proves unneeded.
             self._yield_every = YIELD_EVERY_MIN
             self._slice_start = time.perf_counter()
-            if not warmed:
-                warmed = True
-                _warm_up()
             try:
                 self._drain()
             except Exception as exc:  # pragma: no cover - a bug in httptrack: keep running
@@ -165,7 +294,7 @@ class Writer:
 
     def _drain(self) -> None:
         """Process everything queued (runs in the writer thread, or inline at exit)."""
-        with self._lock:  # one drainer at a time (writer thread vs. a flush at exit)
+        with self._lock:
             while True:
                 batch: list[Any] = []
                 markers: list[_FlushMarker] = []
@@ -180,12 +309,15 @@ class Writer:
                     released = sum(map(_held_bytes, batch))
                     with self._bytes_lock:
                         self._queued_bytes -= released
-                if batch:
                     self._write(batch)
                 if markers:
                     self._write_pending(force=True)
                     self._catch_up(force=True)
+                    reason = (
+                        self._unwritten_reason() if any(log.pending for log in self._logs.values()) else None
+                    )
                     for marker in markers:
+                        marker.reason = reason
                         marker.done.set()
                 if not queue:
                     break
@@ -193,53 +325,67 @@ class Writer:
             self._catch_up(force=False)
 
     def _catch_up(self, *, force: bool) -> None:
-        """Bring each database's search index and rollup up to date if due (or now)."""
-        for store in list(self._stores.values()):
-            if store.behind and (force or store.due()):
+        """Bring each log's derived data (search index, rollups) up to date if due (or now)."""
+        for log in list(self._logs.values()):
+            backend = log.backend
+            if backend.behind and (force or backend.due()):
                 try:
-                    store.catch_up()
-                except sqlite3.Error as exc:  # locked: the next write or flush tries again
-                    report_fault("database", f"could not index new calls in {store.path}: {exc}", exc)
+                    with self._fork_lock:
+                        backend.catch_up()
+                except LogUnavailable as exc:  # locked: the next write or flush tries again
+                    report_fault("database", str(exc), exc.__cause__)
 
     def _write(self, batch: list[Exchange]) -> None:
-        from ._row import build_row
-
-        by_store: dict[Path, list[tuple[Any, ...]]] = {}
-        built: list[tuple[Exchange, dict[str, Any]]] = []
+        built = []
         self._slice_start = time.perf_counter()
+        fork_lock = self._fork_lock
         for exchange in batch:
             self._pause()
             try:
-                row = build_row(exchange)
+                with fork_lock:
+                    result = build_row(exchange)
             except Exception as exc:
-                report_fault("record", "a call could not be turned into a row", exc)
+                self._lost(
+                    exchange.settings.db,
+                    [exchange.spooled],
+                    "record",
+                    "a call could not be turned into a row",
+                    exc,
+                )
                 continue
-            built.append((exchange, row))
-            by_store.setdefault(exchange.settings.db, []).append(_row_values(row))
-        for path, rows in by_store.items():
-            self._pending.setdefault(path, []).extend(rows)
-            self._pending_bytes[path] = self._pending_bytes.get(path, 0) + sum(map(_row_bytes, rows))
+            built.append((exchange, result))
+            row = result.row
+            values = _row_values(row)
+            log = self._log(exchange.settings.db)
+            log.pending.append(_Row(values, exchange.spooled, _row_bytes(values)))
+            log.pending_bytes += log.pending[-1].size
         # Not forced: while a database is failing, retries wait for their back-off instead of
         # holding every batch for the busy timeout.
         self._write_pending(force=False)
-        sinks: dict[int, Any] = {}
-        for exchange, row in built:
-            self._pause()
+        sinks: dict[int, RecordSink] = {}
+        for exchange, result in built:
             sink = exchange.sink
-            hook = getattr(sink, "after_record", None)
-            if hook is not None:
-                sinks[id(sink)] = sink
-                try:
-                    hook(exchange, row)
-                except Exception as exc:
-                    report_fault("after_record", "a post-record hook failed", exc)
+            if sink is None:
+                continue
+            self._pause()
+            sinks[id(sink)] = sink
+            try:
+                with fork_lock:
+                    sink.after_record(exchange, result)
+            except Exception as exc:
+                report_fault("after_record", "a post-record hook failed", exc)
         for sink in sinks.values():
-            done = getattr(sink, "after_batch", None)
-            if done is not None:
-                try:
-                    done()
-                except Exception as exc:
-                    report_fault("after_record", "a post-record hook failed", exc)
+            try:
+                with fork_lock:
+                    sink.after_batch()
+            except Exception as exc:
+                report_fault("after_record", "a post-record hook failed", exc)
+
+    def _log(self, path: Path) -> _Log:
+        log = self._logs.get(path)
+        if log is None:
+            log = self._logs[path] = _Log(path, open_backend(path, self._pause))
+        return log
 
     def _pause(self) -> None:
         """Let other threads have the GIL for a moment, every so often (see YIELD_FOR)."""
@@ -257,61 +403,166 @@ class Writer:
         self._slice_start = after
 
     def _write_pending(self, *, force: bool) -> None:
-        if not self._pending or (not force and time.monotonic() < self._retry_at):
-            return
-        for path in list(self._pending):
-            rows = self._pending[path]
-            store = self._stores.get(path)
-            if store is None:
-                store = self._stores[path] = Store(path, self._pause)
-            try:
-                store.write(rows)
-            except sqlite3.Error as exc:
-                store.close()
-                self._retry_at = time.monotonic() + 1.0
-                report_fault("database", f"could not write to {path}: {exc}; will retry", exc)
-                self._bound_pending(path)
-                continue
-            except OSError as exc:
-                self._retry_at = time.monotonic() + 1.0
-                report_fault("database", f"could not open {path}: {exc}; will retry", exc)
-                self._bound_pending(path)
-                continue
-            self.written += len(rows)
-            del self._pending[path]
-            self._pending_bytes.pop(path, None)
+        now = time.monotonic()
+        for log in list(self._logs.values()):
+            due = force or now >= log.retry_at
+            if due and (log.pending or (force and _due(log.recovered_at, now))):
+                with self._fork_lock:
+                    self._write_log(log, force=force)
+            spool = self._spools.get(log.path)
+            if spool is not None:
+                spool.tidy()
 
-    def _bound_pending(self, path: Path) -> None:
-        """Keep the rows waiting for ``path`` within bounds: the oldest wait, the newest
+    def _write_log(self, log: _Log, *, force: bool) -> None:
+        """Write what waits for ``log``, a transaction at a time, until done or it fails."""
+        backend = log.backend
+        spool = self._spools.get(log.path)
+        try:
+            if log.recovered_at is None or (force and _due(log.recovered_at, time.monotonic())):
+                backend.open()
+                recover(log.path, backend, spool)
+                log.recovered_at = time.monotonic()
+            pending = log.pending
+            while pending:
+                rows: list[_Row] = []
+                size = 0
+                for row in pending:
+                    if len(rows) >= log.batch or (rows and size + row.size > BATCH_BYTES):
+                        break
+                    rows.append(row)
+                    size += row.size
+                result = backend.write([row.values for row in rows])
+                for _ in rows:
+                    pending.popleft()
+                log.pending_bytes -= size
+                self.written += result.written
+                if result.refused:
+                    _, why = result.refused[0]
+                    self.dropped += len(result.refused)
+                    report_fault(
+                        "refused",
+                        f"{backend.location} refused {len(result.refused)} call(s) ({why}); "
+                        "they are not recorded, the others are",
+                        count=len(result.refused),
+                        dropped=len(result.refused),
+                    )
+                if spool is not None:
+                    for row in rows:
+                        spool.release(row.segment)
+                log.batch = min(BATCH_SIZE, log.batch * 2)
+                log.retry = 0.0
+                log.error = None
+        except LogUnavailable as exc:
+            log.error = str(exc)
+            log.batch = max(1, log.batch // 4)
+            log.retry = min(RETRY_MAX, max(RETRY_MIN, log.retry * 2))
+            log.retry_at = time.monotonic() + log.retry
+            report_fault(
+                "database",
+                f"{exc}; {len(log.pending)} calls not written yet wait (in memory and in the spool) "
+                "and are written as soon as it can be",
+                exc.__cause__,
+            )
+            self._bound_pending(log)
+
+    def _bound_pending(self, log: _Log) -> None:
+        """Keep the rows waiting for a log within bounds: the oldest wait, the newest
         beyond the bounds are lost (and counted)."""
-        rows = self._pending[path]
+        rows = log.pending
+        if len(rows) <= MAX_PENDING_ROWS and log.pending_bytes <= MAX_PENDING_BYTES:
+            return
         keep, total = 0, 0
         for keep, row in enumerate(rows):
-            total += _row_bytes(row)
+            total += row.size
             if keep >= MAX_PENDING_ROWS or total > MAX_PENDING_BYTES:
                 break
-        else:
-            return
-        self.dropped += len(rows) - keep
-        report_fault(
-            "pending_full", f"{path} could not be written for too long; newer calls were not recorded"
+        lost = [rows.pop().segment for _ in range(len(rows) - keep)]
+        log.pending_bytes = sum(row.size for row in rows)
+        self._lost(
+            log.path,
+            lost,
+            "pending_full",
+            f"{log.path} could not be written for too long; {len(lost)} newer calls were not recorded",
         )
-        del rows[keep:]
-        self._pending_bytes[path] = sum(map(_row_bytes, rows))
+
+    def _lost(
+        self, path: Path, segments: list[int], kind: FaultKind, message: str, exc: BaseException | None = None
+    ) -> None:
+        """Count calls lost to the log (``rows_dropped``) and let their spool records go."""
+        self.dropped += len(segments)
+        report_fault(kind, message, exc, count=len(segments), dropped=len(segments))
+        spool = self._spools.get(path)
+        if spool is not None:
+            for segment in segments:
+                spool.release(segment)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Close every log (folding its journal into the file when this process is the last
+        writer) and delete this process's spools if all their calls are written. At exit;
+        also reopened as needed if calls come after."""
+        if not self._lock.acquire(timeout=timeout):
+            return  # the writer is stuck in a write: leave everything to the spool
+        try:
+            for log in list(self._logs.values()):
+                with self._fork_lock:
+                    if not log.pending:
+                        log.backend.checkpoint()
+                    log.backend.close()
+                log.recovered_at = None
+            for path, spool in list(self._spools.items()):
+                if spool is not None:
+                    spool.tidy()
+                    spool.close()
+                del self._spools[path]
+        finally:
+            self._lock.release()
+
+    def discard(self) -> None:
+        """Forget every call waiting for a log, close the logs and delete this process's
+        spools (for tests: what one test left unwritable must not stay for the next)."""
+        with self._lock:
+            for log in self._logs.values():
+                log.backend.close()
+            self._logs.clear()
+            for spool in self._spools.values():
+                if spool is not None:
+                    spool.discard()
+            self._spools.clear()
 
     def close_connections(self) -> None:
         with self._lock:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
+            for log in self._logs.values():
+                log.backend.close()
+                log.recovered_at = None
+
+    # -- fork -------------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        # Not while the writer thread imports a module, builds a row or is inside SQLite:
+        # the child would inherit a half-imported module (ImportError) or a lock nobody
+        # will release (SQLite's VFS mutex: the child's first connect would hang).
+        self._fork_held = self._fork_lock.acquire(timeout=FORK_WAIT_SECONDS)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._fork_held:
+            self._fork_held = False
+            self._fork_lock.release()
 
     def _after_fork_in_child(self) -> None:
-        # The parent's thread does not exist here and its connections must not be used.
-        for store in self._stores.values():
-            store.forget()
+        # The parent's thread does not exist here; its connections and spool files are the
+        # parent's (what it had queued, it writes).
+        for log in self._logs.values():
+            log.backend.forget()
+        for spool in self._spools.values():
+            if spool is not None:
+                spool.forget()
         dropped, written = self.dropped, self.written
         self._reset()
         self.dropped, self.written = dropped, written
+
+
+def _due(last: float | None, now: float) -> bool:
+    return last is None or now - last >= RECOVER_EVERY
 
 
 #: How long a multiprocessing pool worker's call waits for its row to be written, at most.
@@ -352,9 +603,16 @@ def _row_bytes(row: tuple[Any, ...]) -> int:
 
 
 def _warm_up() -> None:
-    """Load the price data in the writer thread before the first row needs it, off the
-    app's thread."""
+    """Everything the writer thread will import, imported now (with fork() held off, see
+    ``Writer._before_fork``), and the price data loaded before the first row needs it, off
+    the app's thread."""
     try:
+        import sqlite_utils  # noqa: F401  (migrations)
+
+        from .._faults import get_logger as logger
+        from . import _tokens  # noqa: F401  (estimates)
+
+        logger()
         from ..pricing._prices import warm_up
 
         warm_up()
@@ -371,7 +629,10 @@ def writer() -> Writer:
 
 def flush(timeout: float | None = 30.0) -> bool:
     """Write every pending record of this process to its database now. Returns ``False``
-    if that did not finish within ``timeout`` seconds."""
+    (and logs why) if some could not be written: the database is locked, full or
+    unwritable, or ``timeout`` seconds passed. Those calls are not lost: they wait in
+    memory and in the spool, and are written when the log can be (by this process, or the
+    next one that opens the log)."""
     return _writer.flush(timeout)
 
 
@@ -380,12 +641,26 @@ def _at_exit() -> None:
         from .._streams import finish_open_streams
 
         finish_open_streams()
-        if not _writer.flush(timeout=10.0):
-            get_logger().warning("httptrack: not every call was recorded before exit (timed out)")
+        # A log whose last write failed (locked, full) is not waited for: its calls are in
+        # the spool, and the next process that opens the log writes them.
+        failing = _writer.failing()
+        if not _writer.flush(timeout=EXIT_FAILING_SECONDS if failing else EXIT_FLUSH_SECONDS):
+            # (Why was logged when it happened, or by flush on a timeout.)
+            get_logger().debug(
+                "httptrack: not every call was written before exit; they are in the spool beside "
+                "the database, and the next process that opens the log writes them"
+            )
+            _writer.close(timeout=EXIT_FAILING_SECONDS)
+        else:
+            _writer.close()
     except Exception:  # pragma: no cover
         pass
 
 
 atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_writer._after_fork_in_child)
+    os.register_at_fork(
+        before=_writer._before_fork,
+        after_in_parent=_writer._after_fork_in_parent,
+        after_in_child=_writer._after_fork_in_child,
+    )

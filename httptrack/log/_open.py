@@ -1,0 +1,18 @@
+"""Which backend serves a log target: SQLite for a file path (a ``postgresql://`` URL
+will pick the Postgres backend here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ._backend import LogBackend
+from ._sqlite import Store
+
+__all__ = ["open_backend"]
+
+
+def open_backend(target: str | Path, pause: Callable[[], None] | None = None) -> LogBackend:
+    """The backend for the log at ``target``. ``pause`` is called now and then during long
+    stretches of Python work (the writer's GIL manners, see ``record/_writer``)."""
+    return Store(Path(target), pause)
