@@ -1,11 +1,14 @@
 """The call log: the database every call is recorded in, and reading it back.
 
 It owns the schema, its migrations, the derived tables (search index, daily rollups), the
-inserts the writer makes, and every query the front-ends (CLI, datasette, ``open_log``) run.
-SQLite today.
+inserts the writer makes (through one seam, ``LogBackend``), and every query the front-ends
+(CLI, datasette, ``open_log``) run. SQLite today.
 
 - ``_schema``: the ``calls`` columns, their SQL types and descriptions (the one list).
-- ``_sqlite``: connections, migrations, ``Store`` (batched inserts for ``record/_writer``).
+- ``_backend``: ``LogBackend``, what the writer needs from an engine (a ``Protocol``).
+- ``_open``: which backend serves a log (SQLite today; Postgres next).
+- ``_sqlite``: connections, migrations, ``Store`` (the SQLite ``LogBackend``: batched,
+  idempotent inserts, a refused row reported alone).
 - ``_views``: reporting views, indexes and the full-text search index.
 - ``_rollup``: daily rollups behind ``stats`` and the datasette facets.
 - ``_reader``: ``Log`` / ``open_log()``, reading and searching the log from Python.

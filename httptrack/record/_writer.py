@@ -149,8 +149,9 @@ class Writer:
         self._wake = threading.Event()
         #: One drainer at a time (the writer thread, or a flush when there is none).
         self._lock = threading.Lock()
-        #: Held by the writer thread while it imports or builds a row: fork() waits for it.
-        self._fork_lock = threading.Lock()
+        #: Held by the writer thread while it imports, builds a row or is inside SQLite: fork()
+        #: waits for it. Re-entrant: the writer thread itself may fork (a helper process).
+        self._fork_lock = threading.RLock()
         self._fork_held = False
         self._thread: threading.Thread | None = None
         self._logs: dict[Path, _Log] = {}
