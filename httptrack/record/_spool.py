@@ -4,8 +4,8 @@ The writer thread builds and writes rows a little after each call ends; a proces
 meanwhile (``kill -9``, ``os._exit``, an unhandled ``SIGTERM``, a crash) would lose them.
 So on the app's thread, when a call ends and *before* the app gets the end of its response
 (the tee finishes the exchange before its last read returns), the raw exchange is appended
-to this process's spool file: one ``os.writev`` of a ``marshal``-ed tuple, a few
-microseconds, no ``fsync`` (the page cache outlives the process, not the machine: a power
+to this process's spool file: one ``os.writev`` of a ``marshal``-ed tuple (microseconds:
+see benchmarks/README.md), no ``fsync`` (the page cache outlives the process, not the machine: a power
 cut can still lose the last seconds, and that is the promise).
 
 Layout: a folder beside the database, ``<db>-spool/`` (0700), holding one file per process
