@@ -43,7 +43,8 @@ def handler(request):
     return httpx.Response(200, headers={{"content-type": "application/json",
                                          "set-cookie": "session={SECRET}"}}, content=body)
 client = httpx.Client(transport=httptrack.TrackingTransport(httpx.MockTransport(handler),
-                                                            db=os.environ["DB"], cache=False))
+                                                            db=os.environ["DB"], cache=False,
+                                                            prices_file=os.environ.get("PRICES")))
 for _ in range(int(os.environ.get("CALLS", "3"))):
     client.post("https://api.openai.com/v1/chat/completions?key={SECRET}",
                 headers={{"authorization": "Bearer {SECRET}"}}, json={{"model": "gpt-4o-mini"}})
@@ -58,9 +59,12 @@ def _env(db: Path) -> dict[str, str]:
     return {**env, "PYTHONPATH": path, "DB": str(db)}
 
 
-def _stuck_app(db: Path) -> subprocess.Popen[str]:
+def _stuck_app(db: Path, **env: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(STUCK)], stdout=subprocess.PIPE, text=True, env=_env(db)
+        [sys.executable, "-c", textwrap.dedent(STUCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**_env(db), **env},
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -117,6 +121,16 @@ def test_liveness_is_the_owner_s_lock_not_its_pid(tmp_path: Path) -> None:
     spool.rename(reused)
     with httptrack.open_log(db) as log:
         assert len(list(log.calls())) == 3
+
+
+def test_a_call_whose_price_file_is_gone_is_still_recovered(tmp_path: Path) -> None:
+    db, prices = tmp_path / "calls.db", tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-4o-mini": {"input_mtok": 1000.0, "output_mtok": 1000.0}}))
+    _kill(_stuck_app(db, PRICES=str(prices)))
+    prices.unlink()
+    with httptrack.open_log(db) as log:
+        assert len(list(log.calls())) == 3
+    assert httptrack.fault_counts().get("spool") == 1  # said once
 
 
 def test_no_credential_reaches_the_spool(tmp_path: Path) -> None:

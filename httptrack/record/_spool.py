@@ -27,7 +27,8 @@ ever sees an owned file unlocked.
   the spooled headers, query and error text (bodies are spooled as they are, in a 0600 file,
   until written). A recovered row is therefore scrubbed of header credentials by name,
   not by value, and one whose app had a ``redact`` hook keeps no bodies: the hook is not
-  there to apply.
+  there to apply. A provider the app registered in code (``register_provider``) and the
+  recovering process does not know is read as an OpenAI-compatible one.
 """
 
 from __future__ import annotations
@@ -375,16 +376,19 @@ def _settings(db: Path, record: tuple[Any, ...]) -> Settings:
     key = (str(db), marshal.dumps(record))
     settings = _recovered_settings.get(key)
     if settings is None:
-        settings = Settings(
-            db=db,
+        options = {
+            "db": db,
             # The app's redact hook is not here to apply: keep no bodies rather than raw ones.
-            store_bodies=bool(store_bodies) and not redact,
-            max_body_bytes=max_body_bytes,
-            user=user,
-            service=service,
-            prices=prices,
-            prices_file=prices_file,
-        )
+            "store_bodies": bool(store_bodies) and not redact,
+            "max_body_bytes": max_body_bytes,
+            "user": user,
+            "service": service,
+        }
+        try:
+            settings = Settings(**options, prices=prices, prices_file=prices_file)
+        except Exception as exc:  # the price file is gone (or changed): priced without it
+            report_fault("spool", f"recovered calls are priced without their price overrides ({exc})", exc)
+            settings = Settings(**options)
         if len(_recovered_settings) > 64:
             _recovered_settings.clear()
         _recovered_settings[key] = settings
