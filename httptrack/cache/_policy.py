@@ -217,7 +217,8 @@ def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
     ``Parsed.complete``, so a proxy closing a stream cleanly mid-answer is not enough),
     with no error inside (an error event in a 200 stream makes the row an error; an error
     object in a 200 body leaves an error code), that the provider did not mark
-    ``Cache-Control: no-store``, that sets no cookie (a session: an answer for one client),
+    ``Cache-Control: no-store``, that sets no cookie (a session: an answer for one client;
+    a load balancer's or Cloudflare's own cookies aside, see ``_INFRASTRUCTURE_COOKIES``),
     and that holds no credential (one the request carried, echoed back, or a new one it
     mints)."""
     status = exchange.status or 0
@@ -233,9 +234,33 @@ def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
         lower = name.lower()
         if lower == b"cache-control" and b"no-store" in value.lower():
             return False
-        if lower in (b"set-cookie", b"set-cookie2"):
+        if lower in (b"set-cookie", b"set-cookie2") and not _infrastructure_cookie(value):
             return False
     return True
+
+
+#: Cookies set by the network in front of an API, not by the API: Cloudflare's bot
+#: management and load balancing (``api.openai.com`` sets ``__cf_bm`` and ``_cfuvid`` on
+#: every answer), AWS load balancers' stickiness. They say nothing about who is calling;
+#: refusing to cache every answer that carries one would turn the cache off for OpenAI.
+#: They are never stored either way (see ``_stored_headers``).
+_INFRASTRUCTURE_COOKIES = frozenset(
+    {
+        b"__cf_bm",
+        b"_cfuvid",
+        b"__cflb",
+        b"__cfruid",
+        b"awsalb",
+        b"awsalbcors",
+        b"awsalbtg",
+        b"awsalbtgcors",
+        b"awselb",
+    }
+)
+
+
+def _infrastructure_cookie(value: bytes) -> bool:
+    return value.partition(b"=")[0].strip().lower() in _INFRASTRUCTURE_COOKIES
 
 
 def _stored_headers(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
