@@ -174,13 +174,16 @@ _SECRET_IN_TEXT = re.compile(
 )
 
 
-def scrub_text(text: str) -> str:
-    """``text`` (an error message: an exception's words may quote a URL) without the values
-    of ``name=value`` pairs named like credentials. The values the request itself carried
-    are removed from every text by :meth:`Credentials.scrub_row`."""
-    if "=" not in text:
-        return text
-    return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+def scrub_text(request_headers: Iterable[tuple[bytes, bytes]], text: str) -> str:
+    """``text`` (an error message: an exception's words may quote a URL or a header)
+    without credentials: the values of ``name=value`` pairs named like credentials, and the
+    values of the request's secret headers. (A row's texts also lose the call's other
+    credentials, its body fields' included: see :meth:`Credentials.scrub_row`.)"""
+    if "=" in text:
+        text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    found = Credentials()
+    found.add_headers(request_headers)
+    return found.scrub(text) if found.values else text
 
 
 # -- by value -----------------------------------------------------------------------------

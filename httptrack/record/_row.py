@@ -215,7 +215,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
         "outcome": ex.outcome,
         "http_status": ex.status,
         "error_code": error_code,
-        "error_message": scrub_text(error_message) if error_message else None,
+        "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
