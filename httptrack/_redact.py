@@ -1,24 +1,41 @@
-"""Everything about credentials, in one place: which header and query names carry them,
-how headers, queries and URLs are written without them, and how an error text loses any
-credential value the request carried.
+"""Everything about credentials, in one place: which header, query and body-field names
+carry them, how headers, queries and URLs are written without them, and how every text a
+call stores loses each credential *value* the call carried or received.
 
 Used by the recorder (rows), the response cache (keys, stored headers, metadata) and the
 CLI's exports alike, so a credential is recognised the same way everywhere.
+
+Two nets, one after the other:
+
+- **By name.** Secret headers (``Authorization``, anything named like a key, token, secret
+  ...), query parameters (``key=``, ``subscription-key=``, ``sig=`` ...) and body fields
+  (``api_key``, ``access_token``, ``client_secret``, ``assertion``, ``password`` ...; and a
+  new key's ``value`` on the endpoints that mint keys) are recognised by their names.
+- **By value.** Every value found so (:class:`Credentials`) is then removed from every
+  text of the call's row, raw, JSON-escaped and URL-encoded: a 401 that quotes the key, an
+  SSE error event, a custom header that echoes it, an answer that repeats it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode
+from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode
 
 __all__ = [
+    "CREDENTIAL_IN_RESPONSE",
+    "MIN_VALUE",
     "REDACTED",
     "SECRET_HEADERS",
     "SECRET_PARAMS",
+    "Credentials",
+    "is_credential_field",
     "is_secret_header",
+    "is_secret_param",
     "redact_headers",
     "redact_query",
     "redacted_headers",
@@ -43,10 +60,24 @@ SECRET_HEADERS = frozenset(
     }
 )
 _SECRET_HEADER_PARTS = ("api-key", "apikey", "token", "secret", "password", "auth", "credential")
-#: Query parameters that carry credentials (Gemini's ``key=``, SAS signatures, tokens).
+#: Query parameters that carry credentials by these very names (``-`` read as ``_``):
+#: Gemini's ``key=``, SAS signatures, Azure Functions' ``code=``, tokens.
 SECRET_PARAMS = frozenset(
-    {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "secret", "password"}
+    {
+        "key",
+        "api_key",
+        "apikey",
+        "access_token",
+        "token",
+        "sig",
+        "signature",
+        "secret",
+        "password",
+        "code",
+        "auth",
+    }
 )
+_SECRET_PARAM_ENDS = ("key", "token", "secret", "password", "signature", "credential", "credentials")
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of names, asked about for every header of every call
@@ -114,30 +145,259 @@ def redacted_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], st
     return headers, "{" + ", ".join(members) + "}", False
 
 
+@functools.lru_cache(maxsize=1024)
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter's value is a credential: the names in
+    :data:`SECRET_PARAMS`, and any name ending in ``key``, ``token``, ``secret``,
+    ``password``, ``signature`` or ``credential`` (Azure API Management's
+    ``subscription-key``, ``x-api-key``, ``client_secret``, ``X-Amz-Signature``), but not a
+    list's ``page_token`` / ``pageToken``."""
+    name = name.lower().replace("-", "_")
+    if name in SECRET_PARAMS:
+        return True
+    return name.endswith(_SECRET_PARAM_ENDS) and not name.endswith(("page_token", "pagetoken"))
+
+
 def redact_query(query: str) -> str:
     if not query:
         return ""
     pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(k.lower() in SECRET_PARAMS for k, _ in pairs):
+    if not any(is_secret_param(k) for k, _ in pairs):
         return query
-    return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]")
+    return urlencode([(k, REDACTED if is_secret_param(k) else v) for k, v in pairs], safe="[]")
 
 
-_SECRET_NAMES = "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
-_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + _SECRET_NAMES + r")=([^&\s'\"<>]+)")
+#: ``name=value`` in free text (an exception's words quoting some URL) where the name says
+#: the value is a credential.
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)\b((?:[\w.-]*?)(?:key|token|secret|password|signature|sig|credentials?))=([^&\s'\"<>]+)"
+)
 
 
 def scrub_text(request_headers: Iterable[tuple[bytes, bytes]], text: str) -> str:
-    """``text`` (an error message: an exception's words may quote the URL or a header)
-    without the request's credentials: ``key=`` query values and secret header values."""
-    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-    for name, value in request_headers:
-        if value and is_secret_header(name.decode("latin-1")):
-            secret = value.decode("latin-1").strip()
-            for part in (secret, secret.partition(" ")[2].strip()):  # "Bearer sk-..." and "sk-..."
-                if len(part) >= 8 and part in text:
-                    text = text.replace(part, REDACTED)
-    return text
+    """``text`` (an error message: an exception's words may quote a URL or a header)
+    without credentials: the values of ``name=value`` pairs named like credentials, and the
+    values of the request's secret headers. (A row's texts also lose the call's other
+    credentials, its body fields' included: see :meth:`Credentials.scrub_row`.)"""
+    if "=" in text:
+        text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    found = Credentials()
+    found.add_headers(request_headers)
+    return found.scrub(text) if found.values else text
+
+
+# -- by value -----------------------------------------------------------------------------
+
+#: Values shorter than this are not looked for in other texts (they would match ordinary
+#: words); a body field this short is still redacted where it stands (see ``Credentials``).
+MIN_VALUE = 8
+
+#: Body fields whose string values are credentials, compared in lower case without ``_``
+#: and ``-``, by how the name ends: OAuth's and OIDC's (``access_token``,
+#: ``refresh_token``, ``id_token``, ``client_secret``, ``assertion``, ``client_assertion``,
+#: ``subject_token``, ``password``), a gateway's upstream key (``api_key``, ``apiKey``,
+#: ``openai_api_key``), ChatKit's ``client_secret``, private and secret keys. Not ``token``
+#: or ``key`` alone (log-probabilities have a ``token``), not ``max_tokens`` (ends in s).
+_FIELD_ENDS = (
+    "apikey",
+    "accesstoken",
+    "refreshtoken",
+    "idtoken",
+    "sessiontoken",
+    "authtoken",
+    "bearertoken",
+    "subjecttoken",
+    "actortoken",
+    "secret",
+    "password",
+    "passwd",
+    "assertion",
+    "privatekey",
+    "secretkey",
+    "secretaccesskey",
+)
+#: The last path segment of endpoints whose answer's top-level ``value`` is a new
+#: credential: OpenAI's admin API keys, a service account's API keys, realtime client
+#: secrets. (A credential field holding an object has its ``value`` taken anywhere:
+#: a service account's ``api_key``, a realtime session's ``client_secret``.)
+MINTING_ENDPOINTS = frozenset({"admin_api_keys", "api_keys", "client_secrets"})
+#: Objects are searched this deep (lists are not entered: messages, tools, and the other
+#: places a conversation's content lives are lists, and content is never redacted by name).
+_FIELD_DEPTH = 6
+
+
+@functools.lru_cache(maxsize=4096)
+def is_credential_field(name: str) -> bool:
+    """Whether a body field (a JSON member, a form field) holds a credential, by its name."""
+    return name.lower().replace("_", "").replace("-", "").endswith(_FIELD_ENDS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_header_bytes(name: bytes) -> bool:
+    return is_secret_header(name.decode("latin-1"))
+
+
+#: value → the texts it is looked for as (longest first); the same keys come with every call.
+_forms: dict[str, tuple[str, ...]] = {}
+_FORMS_MAX = 1024
+
+
+def _forms_of(value: str) -> tuple[str, ...]:
+    """``value`` as it may be written: raw, JSON-escaped (also with ``\\/``), URL-encoded."""
+    found = _forms.get(value)
+    if found is None:
+        escaped = json.dumps(value)[1:-1]
+        texts = {value, escaped, escaped.replace("/", "\\/"), quote(value, safe=""), quote_plus(value)}
+        found = tuple(sorted(texts, key=len, reverse=True))
+        if len(_forms) >= _FORMS_MAX:
+            _forms.clear()
+        _forms[value] = found
+    return found
+
+
+#: The key (not a column) a row gets when its response held a credential, the request's or
+#: a new one: the response cache never stores that response (a replay would have to serve
+#: the credential, or an answer changed by scrubbing).
+CREDENTIAL_IN_RESPONSE = "_credential_in_response"
+#: Columns that say only what the request was: a credential found in them alone does not
+#: make the response unfit for the cache.
+_REQUEST_COLUMNS = frozenset({"url", "request_headers", "request_body"})
+
+
+class Credentials:
+    """The credential values one call carried (its request's secret headers, query
+    parameters and body fields) or received (credential fields of its response), to be
+    removed from everything the call stores. Built and used in the background writer."""
+
+    __slots__ = ("fields", "values")
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        #: ``(name, value)`` of credential body fields too short to look for by value.
+        self.fields: list[tuple[str, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.values or self.fields)
+
+    def add(self, value: str, name: str | None = None) -> bool:
+        value = value.strip()
+        if len(value) >= MIN_VALUE:
+            if value not in self.values:
+                self.values.append(value)
+            return True
+        if value and name is not None:
+            self.fields.append((name, value))
+            return True
+        return False
+
+    def add_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """The values of secret headers: a token without its scheme (``Bearer``), a Basic
+        password, each cookie's value."""
+        for name, raw in headers:
+            if not raw or not _is_secret_header_bytes(name):
+                continue
+            value = raw.decode("latin-1").strip()
+            if name.lower() in (b"cookie", b"cookie2", b"set-cookie"):
+                for part in value.split(";"):
+                    self.add(part.partition("=")[2])
+                continue
+            scheme, _, token = value.partition(" ")
+            if not token:
+                self.add(value)
+                continue
+            self.add(token)
+            if scheme.lower() == "basic":
+                import base64  # rare: not loaded until a Basic credential comes
+
+                with contextlib.suppress(ValueError):  # binascii.Error, UnicodeDecodeError
+                    self.add(base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2])
+
+    def add_query(self, query: str) -> None:
+        if query:
+            for name, value in parse_qsl(query, keep_blank_values=True):
+                if is_secret_param(name):
+                    self.add(value, name)
+
+    def add_form(self, body: bytes) -> None:
+        """Credential fields of a form-encoded body (an OAuth token request)."""
+        for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+            if is_credential_field(name):
+                self.add(value, name)
+
+    def add_fields(self, data: Any, *, minting: bool = False) -> bool:
+        """Credential fields of a decoded JSON body (objects, not lists); ``minting``: the
+        top-level ``value`` is one too. Whether any was found."""
+        if data.__class__ is not dict:
+            return False
+        found = False
+        if minting and data.get("value").__class__ is str:
+            found = self.add(data["value"], "value")
+        return self._walk(data, 0) or found
+
+    def add_answer(self, data: Any, path: str) -> bool:
+        """Credential fields of a decoded response body to a request for ``path``."""
+        return self.add_fields(data, minting=path.rstrip("/").rpartition("/")[2] in MINTING_ENDPOINTS)
+
+    def _walk(self, data: dict[str, Any], depth: int) -> bool:
+        found = False
+        for name, value in data.items():
+            kind = value.__class__
+            if kind is str:
+                if is_credential_field(name):
+                    found = self.add(value, name) or found
+            elif kind is dict and depth < _FIELD_DEPTH:
+                if is_credential_field(name) and value.get("value").__class__ is str:
+                    found = self.add(value["value"], "value") or found  # {"value": ..., "expires_at": ...}
+                found = self._walk(value, depth + 1) or found
+        return found
+
+    def forms(self) -> list[str]:
+        """Every text a credential may be written as, longest first."""
+        if len(self.values) == 1:
+            return list(_forms_of(self.values[0]))
+        return sorted({form for value in self.values for form in _forms_of(value)}, key=len, reverse=True)
+
+    def scrub(self, text: str, forms: list[str] | None = None) -> str:
+        """``text`` with every credential replaced by ``[redacted]``."""
+        for form in self.forms() if forms is None else forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        for name, value in self.fields:
+            text = _scrub_field(text, name, value)
+        return text
+
+    def found_in(self, data: bytes) -> bool:
+        """Whether ``data`` (a response body, UTF-8) holds any of the credentials."""
+        return any(form.encode() in data for form in self.forms())
+
+    def scrub_row(self, row: dict[str, Any]) -> bool:
+        """Every text of ``row`` scrubbed in place; whether one that says what the response
+        was (its body, text, headers, error) held a credential."""
+        forms = self.forms()
+        if not self.fields:
+            # Usually nothing is found: one search of all the texts at once per form (and
+            # no per-column work at all), instead of one per column.
+            joined = "\x00".join([text for text in row.values() if text.__class__ is str])
+            if not any(form in joined for form in forms):
+                return False
+        in_response = False
+        for column, text in row.items():
+            if text.__class__ is str and text:
+                scrubbed = self.scrub(text, forms)
+                if scrubbed != text:
+                    row[column] = scrubbed
+                    if column not in _REQUEST_COLUMNS:
+                        in_response = True
+        return in_response
+
+
+def _scrub_field(text: str, name: str, value: str) -> str:
+    """A short credential redacted only where it is a field's value: ``"name": "value"``
+    in JSON, ``name=value`` in a form."""
+    member = re.escape(json.dumps(name)) + r"(\s*:\s*)" + re.escape(json.dumps(value))
+    text = re.sub(member, lambda m: f'{json.dumps(name)}{m.group(1)}"{REDACTED}"', text)
+    pair = r"(?:(?<=^)|(?<=&))" + re.escape(quote_plus(name)) + "=" + re.escape(quote_plus(value)) + "(?=&|$)"
+    return re.sub(pair, f"{quote_plus(name)}={REDACTED}", text)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -156,7 +156,8 @@ def start_from_environment() -> None:
 
 def _unwritable(path: Path, *, folder: bool) -> str | None:
     """Why httptrack could not write ``path`` (a database file, or a folder), or ``None``.
-    Creates the missing parent folders, as the writer would."""
+    Creates the missing folders, as the writer and the cache would: the last one private
+    (0700; the cache makes a folder that already existed private when it opens it)."""
     try:
         target = path if folder else path.parent
         for existing in (target, *target.parents):
@@ -164,7 +165,8 @@ def _unwritable(path: Path, *, folder: bool) -> str | None:
                 if not existing.is_dir():
                     return f"{existing} is not a folder"
                 break
-        target.mkdir(parents=True, exist_ok=True)
+        if not target.is_dir():
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not folder and path.exists():
             if not path.is_file():
                 return "it is not a file"

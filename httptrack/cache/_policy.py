@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import CacheMiss
 from .._faults import report_fault
-from .._redact import is_secret_header, render_url
+from .._redact import CREDENTIAL_IN_RESPONSE, is_secret_header, render_url
 from .._settings import Settings, SettingsError, parse_duration
 from ..log._schema import TOKEN_COLUMNS
 from ._key import body_digest, request_key
@@ -217,8 +217,11 @@ def _storable(exchange: Exchange, built: BuiltRow) -> bool:
     did not find a job still running or a model being loaded: the recorder's
     ``Parsed.complete``, so a proxy closing a stream cleanly mid-answer is not enough),
     with no error inside (an error event in a 200 stream makes the row an error; an error
-    object in a 200 body leaves an error code), and that the provider did not mark
-    ``Cache-Control: no-store``."""
+    object in a 200 body leaves an error code), that the provider did not mark
+    ``Cache-Control: no-store``, that sets no cookie (a session: an answer for one client;
+    a load balancer's or Cloudflare's own cookies aside, see ``_INFRASTRUCTURE_COOKIES``),
+    and that holds no credential (one the request carried, echoed back, or a new one it
+    mints)."""
     status = exchange.status or 0
     if not 200 <= status < 300 or status == 206 or exchange.truncated:
         return False
@@ -227,10 +230,39 @@ def _storable(exchange: Exchange, built: BuiltRow) -> bool:
     row = built.row
     if row.get("status") != "success" or row.get("outcome") != "complete" or row.get("error_code"):
         return False
+    if row.get(CREDENTIAL_IN_RESPONSE):
+        return False
     for name, value in exchange.response_headers:
-        if name.lower() == b"cache-control" and b"no-store" in value.lower():
+        lower = name.lower()
+        if lower == b"cache-control" and b"no-store" in value.lower():
+            return False
+        if lower in (b"set-cookie", b"set-cookie2") and not _infrastructure_cookie(value):
             return False
     return True
+
+
+#: Cookies set by the network in front of an API, not by the API: Cloudflare's bot
+#: management and load balancing (``api.openai.com`` sets ``__cf_bm`` and ``_cfuvid`` on
+#: every answer), AWS load balancers' stickiness. They say nothing about who is calling;
+#: refusing to cache every answer that carries one would turn the cache off for OpenAI.
+#: They are never stored either way (see ``_stored_headers``).
+_INFRASTRUCTURE_COOKIES = frozenset(
+    {
+        b"__cf_bm",
+        b"_cfuvid",
+        b"__cflb",
+        b"__cfruid",
+        b"awsalb",
+        b"awsalbcors",
+        b"awsalbtg",
+        b"awsalbtgcors",
+        b"awselb",
+    }
+)
+
+
+def _infrastructure_cookie(value: bytes) -> bool:
+    return value.partition(b"=")[0].strip().lower() in _INFRASTRUCTURE_COOKIES
 
 
 def _stored_headers(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:

@@ -45,6 +45,7 @@ __all__ = [
     "clear_cache",
     "decode_entry",
     "encode_entry",
+    "make_private",
     "prune_cache",
     "shared_store",
 ]
@@ -234,9 +235,11 @@ class EntryStore:
                 return self._disk
             try:
                 self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                make_private(self.directory)
                 salt = _load_salt(self.directory)
                 self._disk = _diskcache().Cache(
                     str(self.directory),
+                    disk=_private_disk(),
                     timeout=READ_TIMEOUT,
                     # No size_limit here: diskcache would write it into the folder's settings
                     # on every open, whoever set it last; _apply_size_limit writes it only
@@ -454,6 +457,105 @@ def _diskcache() -> Any:
     return diskcache
 
 
+# -- private files ------------------------------------------------------------------------
+#
+# Entries are prompts and answers: the folder is its owner's only (0700, its files 0600),
+# whatever the umask, and also when it already existed (made by hand, or by a version that
+# left diskcache's 0644 files in a 0755 folder).
+
+
+def make_private(directory: Path) -> None:
+    """``directory`` 0700 and its files 0600: the folder itself, the files at its top
+    (diskcache's ``cache.db`` is created here first, 0600, so that SQLite makes its
+    ``-wal`` and ``-shm`` the same), and every folder below that another user could enter,
+    with all it holds. Best effort: a folder that is not ours stays as it is."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory / _DB_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+    _tighten(directory, 0o700)
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if _tighten(entry.path, 0o700):
+                    _make_tree_private(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                _tighten(entry.path, 0o600)
+        except OSError:
+            continue
+
+
+def _make_tree_private(folder: str) -> None:
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            _tighten(os.path.join(root, name), 0o700)
+        for name in files:
+            _tighten(os.path.join(root, name), 0o600)
+
+
+def _tighten(path: str | Path, mode: int) -> bool:
+    """``chmod path mode`` if another user may use it now; whether it had to."""
+    try:
+        if os.lstat(path).st_mode & 0o077:
+            os.chmod(path, mode)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+_private_disk_class: Any = None
+
+
+def _private_disk() -> Any:
+    """diskcache's ``Disk``, writing each large value's file 0600 in folders 0700 (its own
+    ``_write`` leaves both to the umask)."""
+    global _private_disk_class
+    if _private_disk_class is None:
+        base = _diskcache().Disk
+
+        class PrivateDisk(base):  # type: ignore[misc, valid-type]
+            def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
+                folder = os.path.dirname(full_path)
+                for attempt in range(10):  # another process may remove a folder meanwhile (as diskcache)
+                    _make_folders(self._directory, folder)
+                    try:
+                        fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    except FileNotFoundError:
+                        if attempt == 9:
+                            raise
+                        continue
+                    with open(fd, mode.replace("x", "w"), encoding=encoding) as writer:
+                        size = 0
+                        for chunk in iterator:
+                            size += len(chunk)
+                            writer.write(chunk)
+                        return size
+                raise AssertionError("unreachable")  # pragma: no cover
+
+        _private_disk_class = PrivateDisk
+    return _private_disk_class
+
+
+def _make_folders(top: str, folder: str) -> None:
+    """``folder`` and the folders between ``top`` and it, each created 0700."""
+    if os.path.isdir(folder):
+        return
+    parent = os.path.dirname(folder)
+    if parent != folder and os.path.abspath(parent) != os.path.abspath(top):
+        _make_folders(top, parent)
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # the open that follows says what is wrong
+    os.chmod(folder, 0o700)  # whatever the umask
+
+
 def _load_salt(directory: Path) -> bytes:
     from ._key import load_salt
 
@@ -476,7 +578,9 @@ def _write_generation(directory: Path) -> Any:
     time); its token, as :func:`_generation_token` will read it."""
     path = directory / GENERATION_FILE
     temp = directory / f".{GENERATION_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    temp.write_bytes(secrets.token_bytes(16))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(secrets.token_bytes(16))
     token = _token(os.stat(temp))
     os.replace(temp, path)
     return token
@@ -541,7 +645,8 @@ def _open_admin(directory: Path) -> Any:
     limit, are kept), or ``None`` when there is no cache there yet."""
     if not (directory / _DB_FILE).exists():
         return None
-    return _diskcache().Cache(str(directory), timeout=5.0)
+    make_private(directory)
+    return _diskcache().Cache(str(directory), timeout=5.0, disk=_private_disk())
 
 
 def cache_stats(directory: Path, *, now: float | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from .._exchange import BuiltRow, Exchange
 from .._faults import report_fault
 from .._json import loads_bytes, loads_text
-from .._redact import redacted_headers, render_url, scrub_text
+from .._redact import CREDENTIAL_IN_RESPONSE, Credentials, redacted_headers, render_url, scrub_text
 from .._usage import Usage
 from .._vocab import Outcome, Status
 from ..log._schema import TOKEN_COLUMNS
@@ -99,6 +99,8 @@ class _Body:
     tail (the last bytes of a body longer than the cap)."""
 
     def __init__(self, ex: Exchange, encoding: str | None, notes: list[str]) -> None:
+        #: The body decoded as JSON, once read (``None``: a stream, or not JSON).
+        self.json: Any = None
         self.head: list[bytes] = ex.chunks
         self.tail: list[bytes] = list(ex.tail) if ex.tail is not None else []
         if encoding and encoding.strip().lower() != "identity":
@@ -137,6 +139,14 @@ def build_row(ex: Exchange) -> BuiltRow:
     request_type = request_content_type(ex) if repeated else request_headers.get("content-type", "").lower()
     if request_json is None and ex.request_body and request_type.startswith("multipart/form-data"):
         request_json = form_fields(ex.request_body, request_type) or None
+    # Every credential the request carried: looked for, by value, in everything stored.
+    credentials = Credentials()
+    credentials.add_headers(ex.request_headers)
+    credentials.add_query(ex.query)
+    if request_json is not None:
+        credentials.add_fields(request_json)
+    elif ex.request_body and request_type.startswith("application/x-www-form-urlencoded"):
+        credentials.add_form(ex.request_body)
     try:
         parser.read_request(parsed, ex.method, ex.path, ex.query, request_json)
     except Exception as exc:
@@ -241,7 +251,19 @@ def build_row(ex: Exchange) -> BuiltRow:
         _price(row, ex, parsed, usage, status, started)
     _bodies(row, ex, body, parsed, content_type, request_type)
     row["parse_notes"] = "; ".join(notes) if notes else None
+    # A response that mints credentials (an OAuth token, a new API key) holds some of its own.
+    minted = body is not None and credentials.add_answer(body.json, ex.path)
+    if credentials and (credentials.scrub_row(row) or minted or _echoed(ex, body, credentials)):
+        row[CREDENTIAL_IN_RESPONSE] = True
     return BuiltRow(row, parsed.complete)
+
+
+def _echoed(ex: Exchange, body: _Body | None, credentials: Credentials) -> bool:
+    """With bodies not stored (so not searched above), whether a response the cache may
+    store quotes a credential."""
+    if ex.settings.store_bodies or body is None or ex.cache_ttl is None:
+        return False
+    return credentials.found_in(b"".join(body.head))
 
 
 def request_content_type(ex: Exchange) -> str:
@@ -289,7 +311,7 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
     if not data:
         return False
     if ex.tail is None:
-        decoded = _decode_json(data)
+        decoded = body.json = _decode_json(data)
         if decoded is None:
             if content_type.startswith("application/json") or status >= 400:
                 parsed.notes.append("response body is not valid JSON")
@@ -300,7 +322,7 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
         parsed.complete = "json" in content_type
     else:
         # Too long to keep whole: read the figures from the start and the end.
-        decoded = salvage_json(data[:65536].decode("utf-8", "replace"))
+        decoded = body.json = salvage_json(data[:65536].decode("utf-8", "replace"))
         decoded.update(salvage_json(b"".join(body.tail).decode("utf-8", "replace")))
         parsed.notes.append("body longer than the cap: figures read from its start and end")
     try:
