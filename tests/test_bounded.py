@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +69,7 @@ def _zstd() -> Any:
 
 def _zstd_decodable() -> bool:
     """Whether httptrack can decode zstd here (the decoder it would use is importable)."""
-    from httptrack import _decoders
+    from httptrack.record import _decoders
 
     try:
         _decoders.ContentDecoder("zstd")
@@ -211,7 +212,7 @@ def test_figures_at_the_end_of_a_long_compressed_body_are_still_read(encoding: s
         reply = client.post(
             "https://api.openai.com/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}
         )
-    assert reply.json()["usage"]["prompt_tokens"] == 1234
+    assert reply.status_code == 200  # (httpx2 decodes zstd only with backports.zstd installed)
     row = one_row(db)
     assert (row["status"], row["input_tokens"], row["tokens_estimated"]) == ("success", 1234, 0)
     assert row["body_truncated"] == 1
@@ -508,6 +509,7 @@ def test_a_deeply_nested_request_is_sent_cached_and_recorded(db: Path, cache_dir
 
     with raw_client(httpx2, db, handler, cache=True, cache_dir=cache_dir) as client:
         first = client.post(CHAT, content=request, headers={"content-type": "application/json"})
+        assert httptrack.flush(10)  # stored in the cache by the writer
         second = client.post(CHAT, content=request, headers={"content-type": "application/json"})
     assert first.json() == second.json() == CHAT_REPLY
     assert sent == [request]  # the second was served from the cache
@@ -543,12 +545,12 @@ def test_a_deeply_nested_request_through_the_openai_sdk(db: Path) -> None:
 def test_any_failure_while_building_a_row_still_leaves_a_row(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from httptrack import _recorder
+    from httptrack.record import _row
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(_recorder, "_price", broken)
+    monkeypatch.setattr(_row, "_price", broken)
     handler = json_reply(200, json.dumps(CHAT_REPLY).encode())
     with raw_client(httpx2, db, handler) as client:
         reply = client.post(
@@ -587,7 +589,10 @@ def corpus() -> list[str]:
         pieces = []
         for _ in range(rng.randint(1, 200)):
             low, high = rng.choice(alphabet)
-            pieces.append("".join(chr(rng.randint(low, high)) for _ in range(rng.randint(1, 12))))
+            chars = (chr(rng.randint(low, high)) for _ in range(rng.randint(1, 12)))
+            # Characters assigned in Unicode 14 only: newer ones may be letters to the regex
+            # module and unassigned to tiktoken's Rust (or the other way round).
+            pieces.append("".join(c for c in chars if unicodedata.category(c) != "Cn"))
             pieces.append(
                 rng.choice([" ", "  ", "\n", "\n\n", "\r\n", "\t", " \n ", "", "'s ", "123456", "...", "/"])
             )
@@ -604,7 +609,7 @@ def tiktoken_reference(name: str) -> Any:
     """tiktoken's own encoder over the shipped ranks (built here, in the tests only)."""
     import tiktoken
 
-    from httptrack import _tokens as T
+    from httptrack.record import _tokens as T
 
     return tiktoken.Encoding(
         name=name,
@@ -616,7 +621,7 @@ def tiktoken_reference(name: str) -> Any:
 
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
 def test_token_ids_are_tiktokens(name: str, texts: list[str]) -> None:
-    from httptrack import _tokens as T
+    from httptrack.record import _tokens as T
 
     reference = tiktoken_reference(name)
     encoding = T.load_encoding(name)
@@ -636,7 +641,7 @@ def test_counting_never_builds_tiktokens_rust_encoder() -> None:
             raise AssertionError("tiktoken's encoder was built")
         tiktoken.core.Encoding.__init__ = refuse
         tiktoken._tiktoken.CoreBPE = refuse
-        from httptrack import _tokens
+        from httptrack.record import _tokens
         print(_tokens.count_text("tiktoken is great!", "gpt-4o"), _tokens.count_text("tiktoken is great!", "gpt-4"))
         """
     )
@@ -651,7 +656,7 @@ def test_counting_never_builds_tiktokens_rust_encoder() -> None:
 
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
 def test_the_encoding_loads_in_bounded_steps(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from httptrack import _tokens as T
+    from httptrack.record import _tokens as T
 
     whole = T._read_ranks(name)
     steps: list[int] = []
@@ -668,33 +673,38 @@ def test_the_encoding_loads_in_bounded_steps(name: str, monkeypatch: pytest.Monk
     assert max(steps) <= 4096 + 256  # a step, and the rest of the line it ends in
 
 
-def test_long_texts_are_counted_in_bounded_segments(
-    texts: list[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_long_texts_are_matched_in_bounded_segments(
+    name: str, texts: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from httptrack import _tokens as T
+    # The regular expression runs over 64 KiB at a time (the GIL is taken to build each
+    # segment's pieces); cut into 48-character segments here, the corpus still splits into
+    # tiktoken's pieces, to the same ids.
+    from httptrack.record import _bpe
+    from httptrack.record import _tokens as T
 
-    reference = tiktoken_reference("o200k_base")
-    encoding = T.load_encoding("o200k_base")
+    reference = tiktoken_reference(name)
+    encoding = T.load_encoding(name)
     segments: list[int] = []
-    split = T._segments
+    split = _bpe._split
 
-    def recorded(text: str, size: int) -> Iterator[str]:
-        for segment in split(text, size):
-            segments.append(len(segment))
-            yield segment
+    def recorded(findall: Any, text: str, size: int) -> Iterator[list[str]]:
+        for pieces in split(findall, text, size):
+            segments.append(sum(map(len, pieces)))
+            yield pieces
 
-    monkeypatch.setattr(T, "_segments", recorded)
-    monkeypatch.setattr(T, "_SEGMENT", 64)
+    monkeypatch.setattr(_bpe, "_split", recorded)
+    monkeypatch.setattr(_bpe, "_SEGMENT", 48)
     for text in texts:
         assert encoding.encode(text, disallowed_special=()) == reference.encode(
             text, disallowed_special=()
         ), text[:80]
-    assert max(segments) < 64 + 1000  # a segment ends at the first line break past its size
-    assert len(segments) > len(texts) * 2
+    assert max(segments) <= 48 * 16  # a segment with no whole piece grows, up to 16 times
+    assert len(segments) > 20 * len(texts)
 
 
 def test_a_long_run_without_a_break_is_counted_in_windows() -> None:
-    from httptrack import _tokens as T
+    from httptrack.record import _tokens as T
 
     # One "word" of 200,000 letters: byte-pair merging is quadratic in a word's length, so a
     # word this long is merged in windows (a count within a few tokens of the exact one).
