@@ -574,6 +574,53 @@ def test_any_failure_while_building_a_row_still_leaves_a_row(
 # --------------------------------------------------------------------------- no stall
 
 
+def test_long_json_is_never_decoded_in_one_c_call(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # json's C scanner holds the GIL for a whole document (10 MB: 100-400 ms): the writer
+    # decodes long bodies and events with the pure-Python scanner, to the same figures.
+    from httptrack import _json
+
+    scanned: list[int] = []
+    scan = _json._scan
+
+    def recorded(text: str, index: int) -> Any:
+        scanned.append(len(text) - index)
+        return scan(text, index)
+
+    monkeypatch.setattr(_json, "_scan", recorded)
+    vectors = [{"object": "embedding", "index": i, "embedding": [0.1 + i / 1000] * 1000} for i in range(300)]
+    reply = {"object": "list", "data": vectors, "model": "text-embedding-3-small"}
+    reply["usage"] = {"prompt_tokens": 321, "total_tokens": 321}
+    body = json.dumps(reply).encode()
+    prompt = {"model": "text-embedding-3-small", "input": ["word " * 100] * 1000}
+    events = [sse(chunk("x" * 300_000)), sse(chunk(None, "stop")), sse(USAGE_CHUNK), b"data: [DONE]\n\n"]
+
+    def handler(request: Any) -> Any:
+        if request.url.path.endswith("/embeddings"):
+            return httpx2.Response(200, headers={"content-type": "application/json"}, content=body)
+        return httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=chunk_stream(httpx2, events)
+        )
+
+    with raw_client(httpx2, db, handler) as client:
+        client.post("https://api.openai.com/v1/embeddings", json=prompt)
+        stream = {
+            "model": "gpt-4o",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [],
+        }
+        client.post(CHAT, json=stream)
+    rows = read_rows(db)
+    assert len(body) > 2 * MIB and len(json.dumps(prompt)) > 500_000
+    assert (rows[0]["input_tokens"], rows[0]["model"], rows[0]["tokens_estimated"]) == (
+        321,
+        "text-embedding-3-small",
+        0,
+    )
+    assert (rows[1]["output_tokens"], len(rows[1]["response_text"])) == (3, 300_000)
+    assert scanned and max(scanned) <= 256 * 1024  # the rest went through the pure-Python scanner
+
+
 def corpus() -> list[str]:
     """Texts of every kind the estimates meet: provider samples, source code, prose in many
     scripts, emoji, odd whitespace, digits and punctuation runs."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._json import loads_text
+from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
 
 __all__ = [
     "TOO_DEEP",
@@ -251,8 +251,10 @@ class JSONArrayDecoder(StreamDecoder):
             if buffer[pos] == "]":
                 self.closed = True
                 break
+            # A long element is decoded by the pure-Python scanner (see _json).
+            decoder = self._decoder if len(buffer) - pos <= SCAN_IN_C_MAX else STEPPING_DECODER
             try:
-                item, end = self._decoder.raw_decode(buffer, pos)
+                item, end = decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError:
                 break  # incomplete: wait for more
             except RecursionError:
@@ -280,7 +282,7 @@ def _skip(text: str, pos: int, chars: str) -> int:
 
 def _json_or_text(line: str) -> Any:
     try:
-        return loads_text(line)
+        return loads_in_steps(line)
     except ValueError:
         return line
     except RecursionError:
@@ -428,7 +430,8 @@ class _Brotli:
                 raise ValueError("content-encoding br needs the brotli package") from None
         decompressor = brotli.Decompressor()
         # Google's brotli calls it ``process``, brotlicffi ``decompress``.
-        self._process: Callable[..., bytes] = getattr(decompressor, "process", decompressor.decompress)
+        process = getattr(decompressor, "process", None)
+        self._process: Callable[..., bytes] = process if process is not None else decompressor.decompress
         self._limited = True
 
     def decode(self, data: bytes) -> Iterator[bytes]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._exchange import TAIL_BYTES, Exchange
 from .._faults import report_fault
-from .._json import loads_bytes, loads_text
+from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
 from .._redact import redacted_headers, render_url, scrub_text
 from .._usage import Usage
 from .._vocab import Status
@@ -74,13 +74,14 @@ def _decode_json(data: bytes) -> Any:
     if not stripped or stripped[:1] not in b"{[":
         return None
     try:
-        return loads_bytes(data)
+        return loads_in_steps(data)
     except ValueError:
         return None
     except RecursionError:
         return TOO_DEEP
 
 
+_DECODER = json.JSONDecoder()
 _KEY = re.compile(r'"([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*')
 #: Values nested too deeply to decode that salvage_json tries before it gives up: each try
 #: descends to the recursion limit first, and in ``{"a": {"a": ...}}`` every key is one.
@@ -93,7 +94,8 @@ def salvage_json(text: str) -> dict[str, Any]:
     providers put at the end of a body are usually found this way. Later occurrences of a
     key win."""
     found: dict[str, Any] = {}
-    decoder = json.JSONDecoder()
+    # A value may be most of the text: never decoded by the C scanner in one go when long.
+    decoder = STEPPING_DECODER if len(text) > SCAN_IN_C_MAX else _DECODER
     deep = 0
     for match in _KEY.finditer(text):
         try:
@@ -448,7 +450,7 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
         if item.__class__ is SSEEvent:
             name: str | None = item.event
             try:
-                data: Any = loads_text(item.data)
+                data: Any = loads_in_steps(item.data)
             except ValueError:
                 data = item.data
                 if data in end_markers:  # the family's own end of stream, not JSON
