@@ -7,10 +7,11 @@
   request, still leaves a row with what is known (status, tokens where readable) and a note;
   it never reaches the app's own call.
 - Any other failure while a row is built leaves a row with what the transport saw.
-- Token counts never build tiktoken's Rust encoder (its constructor holds the GIL for
-  ~100-200 ms, freezing every thread of the app); the encoding loads, and long texts are
-  counted, in bounded steps. How long the GIL is held is measured in
-  benchmarks/bench_stall.py, not here.
+- No stall: long JSON is never decoded by json's C scanner in one call (it holds the GIL
+  for the whole document); token counts never build tiktoken's Rust encoder (its
+  constructor holds the GIL for ~100-200 ms, freezing every thread of the app); the
+  encoding loads, and long texts are matched, in bounded steps. How long the GIL is held
+  is measured in benchmarks/bench_stall.py, not here.
 """
 
 from __future__ import annotations
