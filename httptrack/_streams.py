@@ -102,7 +102,7 @@ class UsageChunkFilter:
         payload = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
         try:
             data = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deeply to decode: passed on as it is
             return False
         return self._is_usage_chunk(data)
 

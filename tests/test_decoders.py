@@ -113,5 +113,5 @@ def test_content_decoder_gzip_and_deflate_in_pieces() -> None:
         ("deflate", raw_deflate),
     ):
         decoder = ContentDecoder(encoding)
-        out = b"".join(decoder.decode(data[i : i + 7]) for i in range(0, len(data), 7)) + decoder.flush()
-        assert out == body
+        out = b"".join(piece for i in range(0, len(data), 7) for piece in decoder.decode(data[i : i + 7]))
+        assert out + b"".join(decoder.flush()) == body

@@ -96,7 +96,7 @@ def render_cell(value: Any, column: str, table: str | None, database: str, datas
     text = value
     stripped = value.lstrip()
     if stripped[:1] in ("{", "["):
-        with contextlib.suppress(ValueError):  # not JSON after all: shown as it is
+        with contextlib.suppress(ValueError, RecursionError):  # not JSON after all (or too deep): as it is
             text = json.dumps(json.loads(value), indent=2, ensure_ascii=False)
     summary = " ".join(value.split())
     if len(summary) > _SUMMARY_CHARS:

@@ -101,10 +101,10 @@ def _canonical_digest(body: bytes) -> tuple[bytes, str | None]:
     if _JSON_START.match(body):
         try:
             data: Any = loads_bytes(body)
-        except ValueError:
-            pass
-        else:
             canonical = _canonical_json(data)
+        except (ValueError, RecursionError):
+            pass  # not JSON, or nested too deeply to decode: keyed by its bytes
+        else:
             digest = hashlib.sha256(b"json\n")
             digest.update(canonical.encode("utf-8", "surrogatepass"))
             model = data.get("model") if isinstance(data, dict) else None

@@ -177,7 +177,7 @@ def pretty_body(text: str | None) -> str:
     if stripped[:1] in ("{", "["):
         try:
             return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to indent
             pass
     return text.rstrip("\n")
 

@@ -497,7 +497,7 @@ def _values(value: str | Sequence[str] | None) -> list[str]:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

@@ -77,7 +77,7 @@ class CallRecord(BaseModel):
             if isinstance(data.get(key), str):
                 try:
                     data[key] = json.loads(data[key])
-                except ValueError:
+                except (ValueError, RecursionError):
                     data[key] = None
         for key in ("stream", "tokens_estimated", "cached", "body_truncated"):
             if data.get(key) is None:
@@ -109,5 +109,5 @@ def _loads(text: str | None) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to decode
         return None

@@ -252,7 +252,7 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     """A request body decoded as a JSON object, or ``None``."""
     try:
         data = loads_bytes(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -231,7 +231,7 @@ def with_include_usage(body: bytes) -> bytes | None:
         return None  # (a UTF-16 or UTF-32 body starts otherwise: never edited byte-wise)
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to decode
         return None
     if not isinstance(data, dict) or data.get("stream") is not True:
         return None

@@ -10,21 +10,26 @@ the same bytes split any other way yields the same events; that property is fuzz
 - ``NDJSONDecoder``: one JSON value per line (Ollama).
 - ``JSONArrayDecoder``: one JSON array whose elements arrive over time (Gemini's
   ``streamGenerateContent`` without ``alt=sse``).
-- ``ContentDecoder``: undoes ``Content-Encoding`` (gzip, deflate, br, zstd) incrementally;
-  the transport sees the bytes as they came off the wire.
+- ``ContentDecoder``: undoes ``Content-Encoding`` (gzip, deflate, br, zstd) incrementally
+  and in bounded pieces (a compression bomb is never inflated at once); the transport sees
+  the bytes as they came off the wire.
 """
 
 from __future__ import annotations
 
 import codecs
+import importlib
+import itertools
 import json
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from .._json import loads_text
+from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
 
 __all__ = [
+    "TOO_DEEP",
     "ContentDecoder",
     "JSONArrayDecoder",
     "NDJSONDecoder",
@@ -43,6 +48,19 @@ class SSEEvent:
 
     def json(self) -> Any:
         return json.loads(self.data)
+
+
+class _TooDeep:
+    """What an event decodes to when its JSON is nested deeper than Python's recursion
+    limit (``json`` raises ``RecursionError``): it is skipped, with a note."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_DEEP"
+
+
+TOO_DEEP = _TooDeep()
 
 
 class StreamDecoder:
@@ -165,7 +183,8 @@ class SSEDecoder(_WholeBody):
 
 
 class NDJSONDecoder(_WholeBody):
-    """Yields each line's JSON value, or the raw line text when it is not valid JSON."""
+    """Yields each line's JSON value, or the raw line text when it is not valid JSON
+    (:data:`TOO_DEEP` when it is nested too deeply to decode)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,7 +204,9 @@ class NDJSONDecoder(_WholeBody):
 
 
 class JSONArrayDecoder(StreamDecoder):
-    """Elements of a top-level JSON array, each as soon as it is complete."""
+    """Elements of a top-level JSON array, each as soon as it is complete. An element nested
+    too deeply to decode yields :data:`TOO_DEEP`, and ends the reading: where it ends cannot
+    be told without decoding it."""
 
     _decoder = json.JSONDecoder()
 
@@ -195,12 +216,18 @@ class JSONArrayDecoder(StreamDecoder):
         self._opened = False
         #: The array's closing ``]`` arrived (a stream cut short never has it).
         self.closed = False
+        #: An element was nested too deeply to decode: nothing after it is read.
+        self.too_deep = False
 
     def feed(self, data: bytes) -> list[Any]:
+        if self.too_deep:
+            return []
         self._buffer += self._text.decode(data)
         return self._drain(final=False)
 
     def close(self) -> list[Any]:
+        if self.too_deep:
+            return []
         self._buffer += self._text.decode(b"", final=True)
         return self._drain(final=True)
 
@@ -224,10 +251,17 @@ class JSONArrayDecoder(StreamDecoder):
             if buffer[pos] == "]":
                 self.closed = True
                 break
+            # A long element is decoded by the pure-Python scanner (see _json).
+            decoder = self._decoder if len(buffer) - pos <= SCAN_IN_C_MAX else STEPPING_DECODER
             try:
-                item, end = self._decoder.raw_decode(buffer, pos)
+                item, end = decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError:
                 break  # incomplete: wait for more
+            except RecursionError:
+                self.too_deep = True
+                items.append(TOO_DEEP)
+                pos = len(buffer)
+                break
             if type(item) in (int, float) and not final and (end == len(buffer) or buffer[end] not in _AFTER):
                 break  # a number may go on in the next chunk: "[12" + "3]", "[1.5e" + "3]"
             items.append(item)
@@ -248,9 +282,11 @@ def _skip(text: str, pos: int, chars: str) -> int:
 
 def _json_or_text(line: str) -> Any:
     try:
-        return loads_text(line)
+        return loads_in_steps(line)
     except ValueError:
         return line
+    except RecursionError:
+        return TOO_DEEP
 
 
 def decoder_for(fmt: str) -> StreamDecoder:
@@ -264,90 +300,214 @@ def decoder_for(fmt: str) -> StreamDecoder:
 
 
 class ContentDecoder:
-    """Undo a ``Content-Encoding`` incrementally. Unknown or unavailable encodings raise
-    ``ValueError`` at construction so the caller can note it and store the raw bytes."""
+    """Undo a ``Content-Encoding`` incrementally, in bounded pieces. Unknown or unavailable
+    encodings raise ``ValueError`` at construction so the caller can note it and store the
+    raw bytes.
+
+    ``decode`` and ``flush`` yield the decoded bytes in pieces of at most
+    :data:`PIECE_BYTES` (brotli's decoder may overshoot a little): a few compressed bytes can
+    stand for gigabytes (a compression bomb), so nothing is ever decoded all at once and the
+    caller stops reading when it has what it needs. Several encodings ("gzip, br") are piped
+    into each other piece by piece.
+    """
 
     def __init__(self, encoding: str) -> None:
-        self._steps: list[Any] = []
+        self._steps: list[_Step] = []
         # Encodings apply in the order listed, so decoding runs in reverse.
         for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
             if name in ("identity", ""):
                 continue
             if name in ("gzip", "x-gzip"):
-                self._steps.append(zlib.decompressobj(zlib.MAX_WBITS | 16))
+                self._steps.append(_Zlib(zlib.MAX_WBITS | 16))
             elif name == "deflate":
                 self._steps.append(_Deflate())
             elif name == "br":
-                self._steps.append(_brotli())
+                self._steps.append(_Brotli())
             elif name == "zstd":
                 self._steps.append(_zstd())
             else:
                 raise ValueError(f"unsupported content-encoding {name!r}")
 
-    def decode(self, data: bytes) -> bytes:
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``data`` (the next piece of the body), piece by piece."""
+        pieces: Iterable[bytes] = (data,)
         for step in self._steps:
-            data = step.decompress(data)
-        return data
+            pieces = _pipe(step.decode, pieces)
+        yield from pieces
 
-    def flush(self) -> bytes:
-        data = b""
+    def flush(self) -> Iterator[bytes]:
+        """What the decoders still hold once the whole body was fed."""
+        pieces: Iterable[bytes] = ()
         for step in self._steps:
-            if data:
-                data = step.decompress(data)
-            flush = getattr(step, "flush", None)
-            if flush is not None:
-                data += flush()
-        return data
+            pieces = itertools.chain(_pipe(step.decode, pieces), step.flush())
+        yield from pieces
+
+    def decode_all(self, chunks: Iterable[bytes], *, final: bool = True) -> Iterator[bytes]:
+        """The decoded bytes of a body held as ``chunks``, piece by piece; without ``final``
+        (only the start of the body is there) what the decoders hold back is left unread."""
+        for chunk in chunks:
+            yield from self.decode(chunk)
+        if final:
+            yield from self.flush()
 
 
-class _Deflate:
+#: The most bytes one decoding step produces (what httpx2 itself decodes at a time).
+PIECE_BYTES = 1 << 20
+
+
+def _pipe(decode: Callable[[bytes], Iterator[bytes]], pieces: Iterable[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield from decode(piece)
+
+
+class _Step(Protocol):
+    def decode(self, data: bytes) -> Iterator[bytes]: ...
+
+    def flush(self) -> Iterator[bytes]: ...
+
+
+class _Zlib:
+    """gzip (and zlib-wrapped deflate): ``decompress`` with an output limit, the rest of
+    the input kept in ``unconsumed_tail`` for the next piece."""
+
+    def __init__(self, wbits: int) -> None:
+        self._obj = zlib.decompressobj(wbits)
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if data:
+            yield from self._drain(self._obj.decompress(data, PIECE_BYTES))
+
+    def _drain(self, out: bytes) -> Iterator[bytes]:
+        obj = self._obj
+        while out:  # full pieces may leave output pending even with no input left
+            yield out
+            out = obj.decompress(obj.unconsumed_tail, PIECE_BYTES)
+
+    def flush(self) -> Iterator[bytes]:
+        out = self._obj.flush()  # nothing is pending after _drain but the last few bytes
+        if out:
+            yield out
+
+
+class _Deflate(_Zlib):
     """``deflate`` is zlib-wrapped by the spec but raw in the wild: try one, then the other."""
 
     def __init__(self) -> None:
-        self._obj = zlib.decompressobj()
+        super().__init__(zlib.MAX_WBITS)
         self._first = True
 
-    def decompress(self, data: bytes) -> bytes:
+    def decode(self, data: bytes) -> Iterator[bytes]:
         if self._first and data:
             self._first = False
             try:
-                return self._obj.decompress(data)
+                out = self._obj.decompress(data, PIECE_BYTES)
             except zlib.error:
                 self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-        return self._obj.decompress(data)
+                out = self._obj.decompress(data, PIECE_BYTES)
+            yield from self._drain(out)
+        else:
+            yield from super().decode(data)
 
-    def flush(self) -> bytes:
-        return self._obj.flush()
 
+class _Brotli:
+    """Google's ``brotli`` (``process``) or ``brotlicffi`` (``decompress``), both of which
+    take an ``output_buffer_limit`` since 1.2. Older versions have none: the input is then
+    fed a few bytes at a time, which bounds what one call produces only loosely (a byte of
+    brotli can stand for megabytes)."""
 
-def _brotli() -> Any:
-    try:
-        import brotli  # type: ignore[import-not-found]
-    except ImportError:
+    #: Half a piece: the C decoder may allocate up to twice the limit (httpx2 does the same).
+    LIMIT = PIECE_BYTES // 2
+    #: Input fed at a time to a decoder that takes no output limit.
+    SLICE = 64
+
+    def __init__(self) -> None:
         try:
-            import brotlicffi as brotli  # type: ignore[import-not-found]
+            import brotli  # type: ignore[import-not-found]
         except ImportError:
-            raise ValueError("content-encoding br needs the brotli package") from None
-    decompressor = brotli.Decompressor()
-    if not hasattr(decompressor, "decompress"):  # Google's brotli calls it `process`
-        return _Renamed(decompressor.process)
-    return decompressor
+            try:
+                import brotlicffi as brotli  # type: ignore[import-not-found]
+            except ImportError:
+                raise ValueError("content-encoding br needs the brotli package") from None
+        decompressor = brotli.Decompressor()
+        # Google's brotli calls it ``process``, brotlicffi ``decompress``.
+        process = getattr(decompressor, "process", None)
+        self._process: Callable[..., bytes] = process if process is not None else decompressor.decompress
+        self._limited = True
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        if self._limited:
+            try:
+                out = self._process(data, output_buffer_limit=self.LIMIT)
+            except TypeError:  # brotli < 1.2: no output limit
+                self._limited = False
+            else:
+                while out:
+                    yield out
+                    out = self._process(b"", output_buffer_limit=self.LIMIT)
+                return
+        for start in range(0, len(data), self.SLICE):
+            out = self._process(data[start : start + self.SLICE])
+            if out:
+                yield out
+
+    def flush(self) -> Iterator[bytes]:
+        yield from ()
 
 
-class _Renamed:
-    def __init__(self, decompress: Any) -> None:
-        self.decompress = decompress
+class _ZstdStdlib:
+    """``compression.zstd`` (Python 3.14) or its backport: ``decompress`` with a
+    ``max_length``; frames one after another each get a fresh decompressor."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self._obj = module.ZstdDecompressor()
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._obj.eof:
+                self._obj = self._module.ZstdDecompressor()
+            out = self._obj.decompress(data, PIECE_BYTES)
+            while out:
+                yield out
+                if self._obj.needs_input or self._obj.eof:
+                    break
+                out = self._obj.decompress(b"", PIECE_BYTES)
+            data = self._obj.unused_data if self._obj.eof else b""
+
+    def flush(self) -> Iterator[bytes]:
+        yield from ()
 
 
-def _zstd() -> Any:
-    try:
-        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+class _Zstandard:
+    """The ``zstandard`` package, whose decompressor takes no output limit: the input is fed
+    a few bytes at a time (a zstd block of 128 KiB can be written in 4 bytes, so one call
+    produces a few MiB at most)."""
 
-        return zstd.ZstdDecompressor()
-    except ImportError:
-        pass
+    SLICE = 64
+
+    def __init__(self, module: Any) -> None:
+        self._obj = module.ZstdDecompressor().decompressobj()
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        for start in range(0, len(data), self.SLICE):
+            out = self._obj.decompress(data[start : start + self.SLICE])
+            if out:
+                yield out
+
+    def flush(self) -> Iterator[bytes]:
+        yield from ()
+
+
+def _zstd() -> _Step:
+    for name in ("compression.zstd", "backports.zstd"):
+        try:
+            return _ZstdStdlib(importlib.import_module(name))
+        except ImportError:
+            continue
     try:
         import zstandard  # type: ignore[import-not-found]
     except ImportError:
         raise ValueError("content-encoding zstd needs the zstandard package") from None
-    return zstandard.ZstdDecompressor().decompressobj()
+    return _Zstandard(zstandard)

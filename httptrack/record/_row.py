@@ -10,18 +10,19 @@ import json
 import math
 import os
 import re
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from .._exchange import BuiltRow, Exchange
+from .._exchange import TAIL_BYTES, BuiltRow, Exchange
 from .._faults import report_fault
-from .._json import loads_bytes, loads_text
+from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
 from .._redact import CREDENTIAL_IN_RESPONSE, Credentials, redacted_headers, render_url, scrub_text
 from .._usage import Usage
 from .._vocab import Outcome, Status
-from ..log._schema import TOKEN_COLUMNS
+from ..log._schema import COLUMN_NAMES, TOKEN_COLUMNS
 from ..providers import Parsed, Provider, form_fields
-from ._decoders import ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
+from ._decoders import TOO_DEEP, ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
 
 __all__ = ["build_row", "salvage_json"]
 
@@ -67,59 +68,178 @@ def _iso(ts: float) -> str:
 
 
 def _decode_json(data: bytes) -> Any:
+    """``data`` decoded as JSON; ``None`` when it is not JSON, :data:`TOO_DEEP` when it is
+    nested deeper than Python's recursion limit."""
     stripped = data.lstrip()
     if not stripped or stripped[:1] not in b"{[":
         return None
     try:
-        return loads_bytes(data)
+        return loads_in_steps(data)
     except ValueError:
         return None
+    except RecursionError:
+        return TOO_DEEP
 
 
+_DECODER = json.JSONDecoder()
 _KEY = re.compile(r'"([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*')
+#: Values nested too deeply to decode that salvage_json tries before it gives up: each try
+#: descends to the recursion limit first, and in ``{"a": {"a": ...}}`` every key is one.
+_DEEP_TRIES = 16
 
 
 def salvage_json(text: str) -> dict[str, Any]:
     """Whatever ``"key": value`` pairs can be read from a fragment of JSON (the tail of a
-    body too long to keep whole): the figures providers put at the end of a body are
-    usually found this way. Later occurrences of a key win."""
+    body too long to keep whole, or a body nested too deeply to decode whole): the figures
+    providers put at the end of a body are usually found this way. Later occurrences of a
+    key win."""
     found: dict[str, Any] = {}
-    decoder = json.JSONDecoder()
+    # A value may be most of the text: never decoded by the C scanner in one go when long.
+    decoder = STEPPING_DECODER if len(text) > SCAN_IN_C_MAX else _DECODER
+    deep = 0
     for match in _KEY.finditer(text):
         try:
             value, _ = decoder.raw_decode(text, match.end())
         except ValueError:
             continue
+        except RecursionError:
+            deep += 1
+            if deep == _DEEP_TRIES:
+                break
+            continue
         found[match.group(1)] = value
     return found
 
 
+def _salvage_deep(data: bytes, cap: int, what: str, notes: list[str]) -> dict[str, Any]:
+    notes.append(f"{what} nested too deeply to decode whole: read from its outer members")
+    return salvage_json(data[:cap].decode("utf-8", "replace"))
+
+
+#: A compressed body is decoded for the record up to this many times what is kept of it
+#: (``Exchange.limit``: the body cap, 1 MiB at least); past that it is a compression bomb,
+#: not an answer, and decoding stops. Only the head and the last TAIL_BYTES are ever held.
+DECODE_FACTOR = 64
+
+
 class _Body:
-    """A response body decompressed once, split into the head (up to the cap) and the
-    tail (the last bytes of a body longer than the cap)."""
+    """A response body decoded once, split as an uncompressed one is on the app's thread:
+    the head (its first ``Exchange.limit`` bytes) and the tail (the last ``TAIL_BYTES`` of
+    a body longer than that). ``cut``: the head is not the whole body."""
 
     def __init__(self, ex: Exchange, encoding: str | None, notes: list[str]) -> None:
         #: The body decoded as JSON, once read (``None``: a stream, or not JSON).
         self.json: Any = None
         self.head: list[bytes] = ex.chunks
         self.tail: list[bytes] = list(ex.tail) if ex.tail is not None else []
-        if encoding and encoding.strip().lower() != "identity":
-            try:
-                decoder = ContentDecoder(encoding)
-                decoded = [decoder.decode(chunk) for chunk in self.head]
-                if ex.tail is None:
-                    decoded.append(decoder.flush())
-                self.head = [chunk for chunk in decoded if chunk]
-            except Exception as exc:
-                notes.append(f"could not decode content-encoding {encoding}: {exc}")
-            if self.tail:
-                notes.append("body longer than the cap and compressed: its end could not be read")
-                self.tail = []
+        self.cut = ex.tail is not None
+        #: The head was decoded from a Content-Encoding.
+        self.decoded = False
+        if not encoding or encoding.strip().lower() == "identity":
+            return
+        try:
+            decoder = ContentDecoder(encoding)
+        except ValueError as exc:
+            notes.append(f"could not decode content-encoding {encoding}: {exc}")
+            return
+        if self.tail:
+            notes.append("body longer than the cap and compressed: its end could not be read")
+            self.tail = []
+        self._decode(ex, decoder, encoding, notes)
+
+    def _decode(self, ex: Exchange, decoder: ContentDecoder, encoding: str, notes: list[str]) -> None:
+        limit = ex.limit
+        budget = limit * DECODE_FACTOR
+        head: list[bytes] = []
+        tail: deque[bytes] = deque()
+        held = tail_bytes = total = 0
+        try:
+            for piece in decoder.decode_all(ex.chunks, final=ex.tail is None):
+                total += len(piece)
+                if held < limit:
+                    kept = piece[: limit - held]
+                    head.append(kept)
+                    held += len(kept)
+                    piece = piece[len(kept) :]
+                    if not piece:
+                        continue
+                self.cut = True
+                if total > budget:
+                    notes.append(
+                        f"compressed body decodes to more than {budget:,} bytes (a compression bomb?): "
+                        "decoded no further"
+                    )
+                    tail.clear()
+                    break
+                tail.append(piece)
+                tail_bytes += len(piece)
+                while tail_bytes - len(tail[0]) >= TAIL_BYTES:
+                    tail_bytes -= len(tail.popleft())
+        except Exception as exc:
+            notes.append(f"could not decode content-encoding {encoding}: {exc}")
+            if not head:
+                return  # not what it says it is: the bytes are kept as they came
+            self.cut = True
+        self.head, self.tail, self.decoded = head, list(tail), True
 
 
 def build_row(ex: Exchange) -> BuiltRow:
-    """The ``calls`` row for one finished exchange, and what was learned building it.
-    Reads ``ex``, never writes on it (it is the app's object)."""
+    """The ``calls`` row for one finished exchange, and what was learned building it. Reads
+    ``ex``, never writes on it (it is the app's object). Never raises: whatever goes wrong while
+    the exchange is read (a parser's bug, a recursion too deep, memory) still leaves a row
+    with what the transport saw, a note, and a fault counted."""
+    try:
+        return _build_row(ex)
+    except Exception as exc:
+        report_fault("record", "a call could not be read; only what the transport saw was recorded", exc)
+        return BuiltRow(_transport_row(ex, exc), False)
+
+
+def _transport_row(ex: Exchange, exc: Exception) -> dict[str, Any]:
+    """A row from what the transport saw, none of it parsed: where, when, how it ended, who
+    made it. No bodies (they were not read, so not redacted either)."""
+    row: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
+    attribution = ex.attribution
+    failed = ex.outcome in ("transport_error", "cache_miss", "failed", "limited") or (ex.status or 0) >= 400
+    error_code = f"http_{ex.status}" if (ex.status or 0) >= 400 else ex.error_type
+    message = scrub_text(ex.request_headers, ex.error_message) if failed and ex.error_message else None
+    row.update(
+        id=ex.call_id,
+        started_at=_iso(ex.started_at),
+        provider=ex.provider.name,
+        host=ex.host if ex.port is None else f"{ex.host}:{ex.port}",
+        method=ex.method,
+        endpoint=ex.path,
+        url=_url(ex),
+        operation=ex.operation,
+        stream=0,
+        status="error" if failed else "success",
+        outcome=ex.outcome,
+        http_status=ex.status,
+        error_code=error_code if failed else None,
+        error_message=message,
+        tokens_estimated=0,
+        latency_ms=_ms(ex.t0, ex.t_end),
+        cached=int(ex.cached),
+        cache_key=ex.cache_key,
+        user=attribution.user or ex.settings.user,
+        service=attribution.service or ex.settings.service,
+        session=attribution.session,
+        properties=json.dumps(dict(attribution.properties), sort_keys=True)
+        if attribution.properties
+        else None,
+        request_bytes=len(ex.request_body),
+        response_bytes=ex.received if ex.status is not None else None,
+        body_truncated=0,
+        pid=_pid,
+        parse_notes=f"httptrack could not read this call ({type(exc).__name__}): only what the transport saw "
+        "is recorded",
+    )
+    return row
+
+
+def _build_row(ex: Exchange) -> BuiltRow:
+    """:func:`build_row`'s work: decode, parse, estimate, price, redact."""
     settings = ex.settings
     outcome = ex.outcome
     provider = ex.provider
@@ -134,6 +254,8 @@ def build_row(ex: Exchange) -> BuiltRow:
         notes.append(f"parser selection error: {exc!r}")
 
     request_json = _decode_json(ex.request_body)
+    if request_json is TOO_DEEP:
+        request_json = _salvage_deep(ex.request_body, settings.max_body_bytes, "request body", notes)
     request_headers, request_headers_json, repeated = redacted_headers(ex.request_headers)
     # The first Content-Type, as request_content_type() reads it (the dict joins repeats).
     request_type = request_content_type(ex) if repeated else request_headers.get("content-type", "").lower()
@@ -305,26 +427,32 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
         if body.tail:
             # The tail starts mid-event; a fresh decoder skips the broken first piece.
             _read_events(provider, parsed, fmt, body.tail)
-            return False
-        return whole
+        return whole and not body.cut
     data = b"".join(body.head)
     if not data:
         return False
-    if ex.tail is None:
-        decoded = body.json = _decode_json(data)
-        if decoded is None:
+    if not body.cut:
+        decoded = _decode_json(data)
+        if decoded is TOO_DEEP:
+            # Not known whole (so never cached), but what its outer members say is read.
+            decoded = _salvage_deep(data, len(data), "response body", parsed.notes)
+        elif decoded is None:
             if content_type.startswith("application/json") or status >= 400:
                 parsed.notes.append("response body is not valid JSON")
             if status >= 400:
                 text = data.decode("utf-8", "replace").strip()
                 parsed.fail(None, text[:500] or None)
             return False
-        parsed.complete = "json" in content_type
+        else:
+            parsed.complete = "json" in content_type
+        body.json = decoded
     else:
         # Too long to keep whole: read the figures from the start and the end.
         decoded = body.json = salvage_json(data[:65536].decode("utf-8", "replace"))
         decoded.update(salvage_json(b"".join(body.tail).decode("utf-8", "replace")))
-        parsed.notes.append("body longer than the cap: figures read from its start and end")
+        where = "its start and end" if body.tail else "its start"
+        longer = "body longer than the cap once decoded" if body.decoded else "body longer than the cap"
+        parsed.notes.append(f"{longer}: figures read from {where}")
     try:
         provider.read_body(parsed, status, decoded)
     except Exception as exc:
@@ -343,11 +471,12 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
     read_event = provider.read_event
     end_markers = provider.stream_end_markers
     decoder = decoder_for(fmt)
+    deep = False
     for item in decoder.decode_all(chunks):
         if item.__class__ is SSEEvent:
             name: str | None = item.event
             try:
-                data: Any = loads_text(item.data)
+                data: Any = loads_in_steps(item.data)
             except ValueError:
                 data = item.data
                 if data in end_markers:  # the family's own end of stream, not JSON
@@ -355,10 +484,17 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
                     continue
                 if data.strip():  # an empty data line is a keep-alive
                     whole = False
+            except RecursionError:
+                data = TOO_DEEP
         else:
             name, data = None, item
             if data.__class__ is str:  # NDJSON: a line that is not JSON
                 whole = False
+        if data is TOO_DEEP:
+            if not deep:
+                deep = True
+                parsed.notes.append("a stream event nested too deeply to decode was skipped")
+            continue
         try:
             read_event(parsed, name, data)
         except Exception as exc:
@@ -589,7 +725,7 @@ def _bodies(
     if body is not None:
         data = b"".join(body.head)
         response_text, response_cut = _text_of(data, content_type, cap)
-        response_cut = response_cut or ex.truncated
+        response_cut = response_cut or body.cut
         if response_cut:
             response_text += f"\n[httptrack: truncated; {ex.received} bytes received in all]"
     if request_cut:

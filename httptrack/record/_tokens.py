@@ -1,20 +1,23 @@
 """Offline token counting, for when a provider sends no usage.
 
 An OpenAI stream without a usage chunk, a stream cut short, a provider that never reports
-usage: httptrack then counts the tokens itself and flags the figures as estimated. It uses
-tiktoken with OpenAI's ``o200k_base`` and ``cl100k_base`` BPE ranks *shipped inside this
-package* (``httptrack/encodings/*.tiktoken.gz``), never ``tiktoken.get_encoding``, which
-would try to download them on first use. Each file is checked against the sha256 that
-tiktoken itself pins for the official download (``tiktoken_ext/openai_public.py``) the
-first time it is loaded, so what is shipped is provably the official encoding.
-``scripts/build_encodings.py`` regenerates the files.
+usage: httptrack then counts the tokens itself and flags the figures as estimated. It counts
+with OpenAI's ``o200k_base`` and ``cl100k_base`` BPE ranks *shipped inside this package*
+(``httptrack/encodings/*.tiktoken.gz``), never ``tiktoken.get_encoding``, which would try to
+download them on first use. Each file is checked against the sha256 that tiktoken itself
+pins for the official download (``tiktoken_ext/openai_public.py``) the first time it is
+loaded, so what is shipped is provably the official encoding.
+``scripts/build_encodings.py`` regenerates the files. The ranks are encoded by tiktoken's
+algorithm in Python (``_bpe``), to the same token ids: tiktoken's own ``Encoding`` is never
+built, as its Rust constructor holds the GIL for 100-200 ms and stops every thread of the app.
 
 Which encoding: OpenAI's own table (``tiktoken.model``, a pure lookup) for the models it
 knows, ``o200k_base`` for everything else (Claude, Gemini, Llama, ...: the count is an
 estimate then, as is any count made with a tokenizer other than the model's).
 
-Nothing here imports tiktoken at module import time; the first count imports it and loads
-one encoding (~0.5-1 s for ``o200k_base``), once per process, under a lock.
+Nothing here imports tiktoken or ``regex`` at module import time; the first count loads one
+encoding (~0.15-0.3 s for ``o200k_base``, in steps that each hold the GIL a millisecond or
+two), once per process, under a lock.
 
 How a request's prompt is shaped is each provider family's to say
 (``Provider.count_prompt`` in ``providers/``): OpenAI-style chat by the formula of OpenAI's
@@ -26,11 +29,11 @@ audio and files nothing.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import hashlib
 import logging
 import threading
+import zlib
+from binascii import a2b_base64
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +44,7 @@ from ..providers import PromptTally, Provider, prompt_readers, registered_provid
 from ..providers._prompt import IMAGE_TOKENS
 
 if TYPE_CHECKING:
-    import tiktoken
+    from ._bpe import BytePairEncoding
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -124,54 +127,83 @@ _STAND_INS: dict[str, str] = {
 
 
 _lock = threading.Lock()
-_encodings: dict[str, tiktoken.Encoding] = {}
+_encodings: dict[str, BytePairEncoding] = {}
 _failures: dict[str, EncodingDataError] = {}
 
 
 # --------------------------------------------------------------------------- loading
 
 
+#: Bytes of an encoding file decompressed, hashed and parsed per step (~5,000 lines): each
+#: step is a few short loops in C, so loading never holds the GIL for more than a
+#: millisecond or two at a time (the file is ~3 MB once decompressed).
+_LOAD_STEP = 64 * 1024
+
+
 def _read_ranks(name: str) -> dict[bytes, int]:
-    """Read, verify and parse ``encodings/<name>.tiktoken.gz`` (no cache, no network)."""
+    """Read, verify and parse ``encodings/<name>.tiktoken.gz`` (no cache, no network), in
+    steps of :data:`_LOAD_STEP` bytes."""
     path = _ENCODINGS_DIR / f"{name}.tiktoken.gz"
+    ranks: dict[bytes, int] = {}
+    digest = hashlib.sha256()
+    malformed: ValueError | None = None
     try:
-        data = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        data = path.read_bytes()
+        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        rest = b""
+        while True:
+            piece = decompressor.decompress(data, _LOAD_STEP)
+            data = decompressor.unconsumed_tail
+            if not piece:
+                break
+            digest.update(piece)
+            lines = rest + piece
+            end = lines.rfind(b"\n") + 1
+            rest = lines[end:]
+            if malformed is None:
+                try:
+                    _add_lines(ranks, lines[:end])
+                except ValueError as exc:
+                    malformed = exc
+        if not decompressor.eof:
+            raise EOFError("the compressed file ends before its end-of-stream marker")
+        if rest and malformed is None:
+            _add_lines(ranks, rest)
+    except (OSError, EOFError, zlib.error) as exc:
         raise EncodingDataError(
             f"httptrack's bundled encoding file {path} cannot be read ({exc}); reinstall httptrack"
         ) from exc
-    digest = hashlib.sha256(data).hexdigest()
+    except ValueError as exc:
+        malformed = exc
     expected = ENCODING_SHA256[name]
-    if digest != expected:
+    if digest.hexdigest() != expected:
         raise EncodingDataError(
             f"httptrack's bundled encoding file {path} is not the official {name} "
-            f"(sha256 {digest}, expected {expected}); reinstall httptrack or rerun "
+            f"(sha256 {digest.hexdigest()}, expected {expected}); reinstall httptrack or rerun "
             "scripts/build_encodings.py"
         )
-    ranks: dict[bytes, int] = {}
-    try:
-        for line in data.splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-    except ValueError as exc:  # unreachable for a file whose hash matched
-        raise EncodingDataError(f"{path}: malformed line ({exc})") from exc
+    if malformed is not None:  # unreachable for a file whose hash matched
+        raise EncodingDataError(f"{path}: malformed line ({malformed})") from malformed
     return ranks
 
 
-def _build_encoding(name: str) -> tiktoken.Encoding:
-    """Construct a fresh ``tiktoken.Encoding`` from the shipped file (no cache)."""
-    import tiktoken
-
-    return tiktoken.Encoding(
-        name=name,
-        pat_str=_PAT_STR[name],
-        mergeable_ranks=_read_ranks(name),
-        special_tokens=dict(_SPECIAL_TOKENS[name]),
-    )
+def _add_lines(ranks: dict[bytes, int], lines: bytes) -> None:
+    """Add the ``<base64 token> <rank>`` lines of ``lines`` (whole lines) to ``ranks``."""
+    fields = lines.split()
+    if len(fields) % 2:
+        raise ValueError("a line without its rank")
+    ranks.update(zip(map(a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
 
 
-def load_encoding(name: str) -> tiktoken.Encoding:
+def _build_encoding(name: str) -> BytePairEncoding:
+    """A fresh encoding from the shipped file (no cache). Not ``tiktoken.Encoding``: its
+    Rust constructor holds the GIL for 100-200 ms (see ``_bpe``)."""
+    from ._bpe import BytePairEncoding
+
+    return BytePairEncoding(name, _PAT_STR[name], _read_ranks(name), dict(_SPECIAL_TOKENS[name]))
+
+
+def load_encoding(name: str) -> BytePairEncoding:
     """The shipped encoding ``name`` (``o200k_base`` or ``cl100k_base``), loaded once.
 
     Thread-safe. Raises :class:`EncodingDataError` when the shipped file is missing or
@@ -233,8 +265,8 @@ def _encoding_name(name: str) -> str:
     return DEFAULT_ENCODING
 
 
-def encoding_for_model(model: str | None) -> tiktoken.Encoding:
-    """The ``tiktoken.Encoding`` to count ``model``'s tokens with (see
+def encoding_for_model(model: str | None) -> BytePairEncoding:
+    """The encoding to count ``model``'s tokens with (see
     :func:`encoding_name_for_model`). Loads it on first use."""
     return load_encoding(encoding_name_for_model(model))
 
@@ -250,7 +282,7 @@ def count_text(text: str, model: str | None = None) -> int:
     """
     if not isinstance(text, str) or not text:
         return 0
-    return len(encoding_for_model(model).encode(text, disallowed_special=()))
+    return encoding_for_model(model).count(text)
 
 
 def count_output_text(text: str, model: str | None) -> int:
@@ -261,12 +293,7 @@ def count_output_text(text: str, model: str | None) -> int:
 def _counter(model: str | None) -> tuple[Callable[[str], int], str]:
     """The function counting a text's tokens with ``model``'s encoding, and its name."""
     enc = encoding_for_model(model)
-    encode = enc.encode
-
-    def count(text: str) -> int:
-        return len(encode(text, disallowed_special=()))
-
-    return count, enc.name
+    return enc.count, enc.name
 
 
 def _tally(model: str | None) -> PromptTally:
