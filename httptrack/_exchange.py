@@ -121,6 +121,7 @@ class Exchange:
         "finished",
         "host",
         "limit",
+        "limit_ticket",
         "method",
         "operation",
         "outcome",
@@ -196,7 +197,8 @@ class Exchange:
         self.t_first: float | None = None
         self.t_end: float | None = None
         #: "complete" | "cut_short" (the app closed the stream early) | "failed" (the stream
-        #: raised) | "transport_error" (no response at all) | "cache_miss" (replay mode)
+        #: raised) | "transport_error" (no response at all) | "cache_miss" (replay mode) |
+        #: "limited" (refused by a limit: nothing sent)
         self.outcome: Outcome = "complete"
         self.error_type: str | None = None
         self.error_message: str | None = None
@@ -216,6 +218,9 @@ class Exchange:
         #: condition for storing it in the response cache.
         self.response_complete = False
         self.finished = False
+        #: The call's reservations under the transport's limits (``limits/``), settled by
+        #: the writer once the row's real cost is known.
+        self.limit_ticket: Any = None
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.t_headers = time.perf_counter()

@@ -375,7 +375,8 @@ def test_reserve_admits_up_to_the_limit_and_reconcile_frees_the_rest(counters: S
     assert counters.usage(NOW + 3) == []  # lists registered limits only
     counters.register([budget], NOW)
     (state,) = counters.usage(NOW + 3)
-    assert (state.limit, state.used, state.reserved, state.calls) == ("usd=1/day", pytest.approx(0.1), 0.6, 2)
+    # calls: settled ones (b is still in flight)
+    assert (state.limit, state.used, state.reserved, state.calls) == ("usd=1/day", pytest.approx(0.1), 0.6, 1)
 
 
 def test_a_new_window_starts_empty_and_old_holds_settle_into_their_own(counters: SqliteCounters) -> None:
@@ -719,7 +720,10 @@ def test_engine_reserves_refuses_and_settles(counters: SqliteCounters) -> None:
     refused = enforcer.check(_exchange(CHAT, call_id="c"))
     assert isinstance(refused, Refused)
     assert refused.error_code == "budget_exceeded" and refused.scope == {"user": "alice"}
-    assert refused.message.startswith("httptrack limit usd=0.0025/day by user reached for user=alice:")
+    assert refused.message.startswith(
+        "httptrack limit usd=0.0025/day by user reached for user=alice ($0.00 + $0.002016 in flight of $0.0025;"
+    )
+    assert refused.retry_after == 1.0  # only calls in flight stand in the way
     assert "resets at 2026-03-19T00:00:00Z (in 12h00m)" in refused.message
     # Bob has his own budget.
     assert isinstance(enforcer.check(_exchange(CHAT, call_id="d", user="bob")), Ticket)

@@ -15,9 +15,11 @@ URL is a secret (Slack's holds its token): faults name its host only.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -115,6 +117,12 @@ def flush_alerts(timeout: float | None = 30.0) -> bool:
 
 
 def _at_exit() -> None:
+    # The writer's own exit flush settles the last calls, which may fire alerts: flush it
+    # first (atexit runs this before it, registered later), then deliver.
+    writer = sys.modules.get("httptrack.record._writer")
+    if writer is not None:
+        with contextlib.suppress(Exception):  # exiting: nothing more to do
+            writer.flush(EXIT_SECONDS)
     _dispatcher.flush(EXIT_SECONDS)
 
 

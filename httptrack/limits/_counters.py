@@ -36,6 +36,7 @@ __all__ = [
     "Settlement",
     "Verdict",
     "describe_amount",
+    "describe_usage",
     "iso",
 ]
 
@@ -51,6 +52,16 @@ def describe_amount(metric: str, value: float) -> str:
         return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.6f}".rstrip("0")
     count = round(value)
     return f"{count:,} {metric}" if count != 1 else f"1 {metric.removesuffix('s')}"
+
+
+def describe_usage(metric: str, used: float, reserved: float, cap: float) -> str:
+    """``$4.00 + $0.25 in flight of $5.00``, ``60 of 60 requests``."""
+    if metric == "usd":
+        shown = [describe_amount("usd", value) for value in (used, reserved, cap)]
+    else:
+        shown = [f"{round(used):,}", f"{round(reserved):,}", f"{round(cap):,} {metric}"]
+    flight = f" + {shown[1]} in flight" if reserved else ""
+    return f"{shown[0]}{flight} of {shown[2]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,19 +133,16 @@ class Alert:
         scope = (
             ", ".join(f"{k}={v if v is not None else '(none)'}" for k, v in self.scope.items()) or "all calls"
         )
-        used = describe_amount(limit.metric, self.used)
-        cap = describe_amount(limit.metric, limit.amount)
         resets = iso(self.window_end)
         if self.kind == "exhausted":
-            flight = f" + {describe_amount(limit.metric, self.reserved)} in flight" if self.reserved else ""
+            usage = describe_usage(limit.metric, self.used, self.reserved, limit.amount)
             return (
-                f"httptrack limit {limit.key} reached for {scope}: {used} used{flight} of {cap}; "
+                f"httptrack limit {limit.key} reached for {scope} ({usage}): "
                 f"calls are being refused until {resets}"
             )
+        usage = describe_usage(limit.metric, self.used, 0.0, limit.amount)
         percent = format_number(round((self.fraction or 0) * 100, 2))
-        return (
-            f"httptrack limit {limit.key}: {percent}% reached for {scope} ({used} of {cap}; resets {resets})"
-        )
+        return f"httptrack limit {limit.key}: {percent}% reached for {scope} ({usage}; resets {resets})"
 
     def payload(self) -> dict[str, Any]:
         """The webhook's JSON body."""

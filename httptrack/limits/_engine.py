@@ -30,7 +30,7 @@ from typing import Any
 
 from .._faults import get_logger, report_fault
 from ._alerts import AlertCallback, Notifier
-from ._counters import Charge, Counters, Hold, Refusal, Settlement, describe_amount, iso
+from ._counters import Charge, Counters, Hold, Refusal, Settlement, describe_amount, describe_usage, iso
 from ._estimate import DEFAULT_MAX_OUTPUT_TOKENS, CallEstimate, read_call
 from ._limit import Limit
 
@@ -295,18 +295,14 @@ class Enforcer:
                 f"and no price is known for model {model!r}"
             )
         else:
-            used = describe_amount(limit.metric, refusal.used)
-            in_flight = (
-                f" + {describe_amount(limit.metric, refusal.reserved)} in flight" if refusal.reserved else ""
-            )
+            usage = describe_usage(limit.metric, refusal.used, refusal.reserved, limit.amount)
             needs = (
                 f"; this call needs up to {describe_amount(limit.metric, charge.amount)}"
                 if limit.metric != "requests"
                 else ""
             )
             message = (
-                f"httptrack limit {limit.key} reached for {scope_text}: {used}{in_flight} of "
-                f"{describe_amount(limit.metric, limit.amount)}{needs}. "
+                f"httptrack limit {limit.key} reached for {scope_text} ({usage}{needs}). "
                 f"It resets at {iso(charge.end)} (in {_duration(wait)})."
             )
         try:

@@ -10,7 +10,8 @@ Tables (their own, beside ``calls``; created on first use, never altered by the 
 migrations):
 
 ``limit_defs``          each limit seen, by its text: what the CLI and the UI list
-``limit_counters``      meter × scope × window: ``used`` (settled) and ``calls`` admitted
+``limit_counters``      meter × scope × window: ``used`` and ``calls`` (requests as admitted;
+                        usd and tokens as settled)
 ``limit_reservations``  one row per admitted call and counter, until it settles or expires
 ``limit_events``        every refused call (``blocked``) and every alert fired (``threshold``,
                         ``exhausted``); an alert's ``dedupe`` key is unique, which is what
@@ -26,6 +27,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +47,7 @@ from ._counters import (
 )
 from ._limit import Limit, window_bounds
 
-__all__ = ["RESERVATION_TTL", "SCHEMA", "SqliteCounters"]
+__all__ = ["RESERVATION_TTL", "SCHEMA", "SqliteCounters", "read_events", "read_usage"]
 
 #: Seconds a reservation holds without being settled. A call's reservation is settled
 #: when its row is built (milliseconds after the response ends); one that is still there
@@ -84,12 +86,11 @@ CREATE TABLE IF NOT EXISTS limit_reservations (
   scope TEXT NOT NULL,
   window_start REAL NOT NULL,
   amount REAL NOT NULL,
-  expires_at REAL NOT NULL,
-  PRIMARY KEY (call_id, meter, scope, window_start)
-) WITHOUT ROWID;
+  expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS limit_reservations_call ON limit_reservations (call_id);
 CREATE INDEX IF NOT EXISTS limit_reservations_counter
-  ON limit_reservations (meter, scope, window_start, expires_at);
-CREATE INDEX IF NOT EXISTS limit_reservations_expiry ON limit_reservations (expires_at);
+  ON limit_reservations (meter, scope, window_start, expires_at, amount);
 CREATE TABLE IF NOT EXISTS limit_events (
   id INTEGER PRIMARY KEY,
   at TEXT NOT NULL,
@@ -124,12 +125,29 @@ _RESERVED = """
 SELECT total(amount) FROM limit_reservations
 WHERE meter = ? AND scope = ? AND window_start = ? AND expires_at > ?
 """
+_USED = "SELECT used FROM limit_counters WHERE meter = ? AND scope = ? AND window_start = ?"
+#: A counter's settled use and its live reservations, in one statement.
+_STATE = """
+SELECT
+  (SELECT used FROM limit_counters WHERE meter = ?1 AND scope = ?2 AND window_start = ?3),
+  (SELECT total(amount) FROM limit_reservations
+   WHERE meter = ?1 AND scope = ?2 AND window_start = ?3 AND expires_at > ?4)
+"""
 _EVENT = """
 INSERT OR IGNORE INTO limit_events
   (at, kind, limit_name, scope, window_start, window_end, used, reserved, amount, fraction,
    requested, call_id, message, dedupe)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+#: How long a step waits for the database's write lock before giving up (the call then
+#: goes ahead unlimited, and the fault is reported), as the call log's own busy timeout.
+LOCK_TIMEOUT = 5.0
+#: The waits between attempts to take it: short first. SQLite's own busy handler sleeps
+#: 1 ms, then 2, 5, 10 ...: a call that met the writer's transaction (a few hundred µs)
+#: would wait a whole millisecond or more for it.
+_FIRST_PAUSE = 0.00005
+_LONGEST_PAUSE = 0.002
 
 #: A sum of floats compared with a limit: within this (relative) margin it fits.
 _EPSILON = 1e-9
@@ -138,6 +156,28 @@ _EPSILON = 1e-9
 #: that the parent still uses can checkpoint and remove the parent's journal.
 _abandoned: list[sqlite3.Connection] = []
 _instances: weakref.WeakSet[SqliteCounters] = weakref.WeakSet()
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``: the write lock, taken before anything is read, so the step's
+    read-check-write is atomic across threads and processes. Retried while another
+    connection (the writer, another process) holds it, up to :data:`LOCK_TIMEOUT`."""
+    pause = _FIRST_PAUSE
+    deadline = 0.0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + LOCK_TIMEOUT
+            elif now >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, _LONGEST_PAUSE)
 
 
 def _over(total: float, limit: float) -> bool:
@@ -168,6 +208,7 @@ class SqliteCounters:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._salt: bytes | None = None
+        self._registered: set[str] = set()
         self._next_purge = 0.0
         _instances.add(self)
 
@@ -180,8 +221,9 @@ class SqliteCounters:
 
             conn = connect(self.path, readonly=self.readonly)
             if not self.readonly:
+                conn.execute("PRAGMA busy_timeout=0")  # waits are _begin's, finer than SQLite's
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    _begin(conn)
                     for statement in SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
@@ -198,7 +240,7 @@ class SqliteCounters:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
             try:
                 yield conn
             except BaseException:
@@ -239,11 +281,13 @@ class SqliteCounters:
         return salt
 
     def register(self, limits: Sequence[Limit], now: float) -> None:
-        if not limits:
+        # Once per process and limit: a transport made per request does not write each time.
+        new = [limit for limit in limits if limit.key not in self._registered]
+        if not new:
             return
         seen = iso(now)
         with self._transaction() as conn:
-            for limit in limits:
+            for limit in new:
                 conn.execute(
                     """
                     INSERT INTO limit_defs (limit_name, meter, metric, amount, per, seconds, action,
@@ -264,6 +308,7 @@ class SqliteCounters:
                         seen,
                     ),
                 )
+        self._registered.update(limit.key for limit in new)
 
     def reserve(self, call_id: str, charges: Sequence[Charge], now: float) -> Verdict:
         groups: dict[tuple[str, str, float], list[Charge]] = {}
@@ -276,12 +321,8 @@ class SqliteCounters:
             states: list[tuple[list[Charge], float, float, float]] = []
             refusals: list[Refusal] = []
             for (meter, scope, start), group in groups.items():
-                row = conn.execute(
-                    "SELECT used FROM limit_counters WHERE meter = ? AND scope = ? AND window_start = ?",
-                    (meter, scope, start),
-                ).fetchone()
-                used = row[0] if row else 0.0
-                (reserved,) = conn.execute(_RESERVED, (meter, scope, start, now)).fetchone()
+                used, reserved = conn.execute(_STATE, (meter, scope, start, now)).fetchone()
+                used = used or 0.0
                 amount = max(charge.amount for charge in group)
                 for charge in group:
                     if charge.limit.blocks and _over(used + reserved + amount, charge.limit.amount):
@@ -312,10 +353,10 @@ class SqliteCounters:
                         call_id,
                     )
                     continue
-                conn.execute(_UPSERT_USED, (limit.meter, first.scope, first.start, first.end, 0.0, 1, now))
+                # Counted (used, calls) when settled; meanwhile held by a reservation.
                 if amount > 0:
                     conn.execute(
-                        "INSERT OR REPLACE INTO limit_reservations VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO limit_reservations VALUES (?, ?, ?, ?, ?, ?)",
                         (call_id, limit.meter, first.scope, first.start, amount, now + self.reservation_ttl),
                     )
                 holds.append(
@@ -375,15 +416,13 @@ class SqliteCounters:
                 for hold in settlement.holds:
                     value = settlement.actual.get(hold.metric)
                     actual = float(value) if value is not None and math.isfinite(value) and value > 0 else 0.0
-                    if not actual:
-                        continue
-                    row = conn.execute(
-                        "SELECT used FROM limit_counters WHERE meter = ? AND scope = ? AND window_start = ?",
-                        (hold.meter, hold.scope, hold.start),
-                    ).fetchone()
-                    used = row[0] if row else 0.0
-                    conn.execute(_UPSERT_USED, (hold.meter, hold.scope, hold.start, hold.end, actual, 0, now))
-                    if any(limit.alert_at for limit in hold.limits):
+                    alerting = actual and any(limit.alert_at for limit in hold.limits)
+                    used = 0.0
+                    if alerting:
+                        row = conn.execute(_USED, (hold.meter, hold.scope, hold.start)).fetchone()
+                        used = row[0] if row else 0.0
+                    conn.execute(_UPSERT_USED, (hold.meter, hold.scope, hold.start, hold.end, actual, 1, now))
+                    if alerting:
                         alerts += self._crossings(
                             conn,
                             hold.limits,
@@ -466,94 +505,104 @@ class SqliteCounters:
         return cursor.rowcount == 1
 
     def usage(self, now: float) -> list[CounterState]:
-        states: list[CounterState] = []
-        try:
-            with self._reading() as conn:
-                defs = conn.execute(
-                    "SELECT limit_name, meter, metric, amount, per, seconds, action, definition, last_seen "
-                    "FROM limit_defs ORDER BY limit_name"
-                ).fetchall()
-                for name, meter, metric, amount, per, seconds, action, definition, last_seen in defs:
-                    per_value: str | float = per if per.isalpha() else float(per)
-                    start, end = window_bounds(per_value, seconds, now)
-                    counters = {
-                        scope: (used, calls)
-                        for scope, used, calls in conn.execute(
-                            "SELECT scope, used, calls FROM limit_counters "
-                            "WHERE meter = ? AND window_start = ?",
-                            (meter, start),
-                        )
-                    }
-                    reserved = dict(
-                        conn.execute(
-                            "SELECT scope, total(amount) FROM limit_reservations "
-                            "WHERE meter = ? AND window_start = ? AND expires_at > ? GROUP BY scope",
-                            (meter, start, now),
-                        ).fetchall()
-                    )
-                    scopes = sorted(set(counters) | set(reserved))
-                    if not scopes and not json.loads(definition).get("by"):
-                        scopes = ["{}"]
-                    for scope in scopes:
-                        used, calls = counters.get(scope, (0.0, 0))
-                        states.append(
-                            CounterState(
-                                name,
-                                meter,
-                                metric,
-                                amount,
-                                action,
-                                _scope_of(scope),
-                                start,
-                                end,
-                                used,
-                                float(reserved.get(scope, 0.0)),
-                                calls,
-                                last_seen,
-                            )
-                        )
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # no limit was ever used with this database
-            raise
-        return states
+        with self._reading() as conn:
+            return read_usage(conn, now)
 
     def events(self, limit: int = 100, kind: str | None = None) -> list[Event]:
-        sql = (
-            "SELECT id, at, kind, limit_name, scope, used, reserved, amount, fraction, requested, call_id, "
-            "message, window_end FROM limit_events"
-        )
-        params: list[Any] = []
-        if kind is not None:
-            sql += " WHERE kind = ?"
-            params.append(kind)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        try:
-            with self._reading() as conn:
-                rows = conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
-        return [
-            Event(
-                id=r[0],
-                at=r[1],
-                kind=r[2],
-                limit=r[3],
-                scope=_scope_of(r[4]),
-                used=r[5],
-                reserved=r[6],
-                amount=r[7],
-                fraction=r[8],
-                requested=r[9],
-                call_id=r[10],
-                message=r[11],
-                window_end=r[12],
+        with self._reading() as conn:
+            return read_events(conn, limit, kind)
+
+
+def read_usage(conn: sqlite3.Connection, now: float) -> list[CounterState]:
+    """Every registered limit's counters in their current windows, read on ``conn`` (also
+    datasette's read-only connection, for the dashboard)."""
+    states: list[CounterState] = []
+    try:
+        defs = conn.execute(
+            "SELECT limit_name, meter, metric, amount, per, seconds, action, definition, last_seen "
+            "FROM limit_defs ORDER BY limit_name"
+        ).fetchall()
+        for name, meter, metric, amount, per, seconds, action, definition, last_seen in defs:
+            per_value: str | float = per if per.isalpha() else float(per)
+            start, end = window_bounds(per_value, seconds, now)
+            counters = {
+                scope: (used, calls)
+                for scope, used, calls in conn.execute(
+                    "SELECT scope, used, calls FROM limit_counters WHERE meter = ? AND window_start = ?",
+                    (meter, start),
+                )
+            }
+            reserved = dict(
+                conn.execute(
+                    "SELECT scope, total(amount) FROM limit_reservations "
+                    "WHERE meter = ? AND window_start = ? AND expires_at > ? GROUP BY scope",
+                    (meter, start, now),
+                ).fetchall()
             )
-            for r in rows
-        ]
+            scopes = sorted(set(counters) | set(reserved))
+            if not scopes and not json.loads(definition).get("by"):
+                scopes = ["{}"]
+            for scope in scopes:
+                used, calls = counters.get(scope, (0.0, 0))
+                states.append(
+                    CounterState(
+                        name,
+                        meter,
+                        metric,
+                        amount,
+                        action,
+                        _scope_of(scope),
+                        start,
+                        end,
+                        used,
+                        float(reserved.get(scope, 0.0)),
+                        calls,
+                        last_seen,
+                    )
+                )
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # no limit was ever used with this database
+        raise
+    return states
+
+
+def read_events(conn: sqlite3.Connection, limit: int = 100, kind: str | None = None) -> list[Event]:
+    """The latest refusals and alerts, newest first, read on ``conn``."""
+    sql = (
+        "SELECT id, at, kind, limit_name, scope, used, reserved, amount, fraction, requested, call_id, "
+        "message, window_end FROM limit_events"
+    )
+    params: list[Any] = []
+    if kind is not None:
+        sql += " WHERE kind = ?"
+        params.append(kind)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(limit)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    return [
+        Event(
+            id=r[0],
+            at=r[1],
+            kind=r[2],
+            limit=r[3],
+            scope=_scope_of(r[4]),
+            used=r[5],
+            reserved=r[6],
+            amount=r[7],
+            fraction=r[8],
+            requested=r[9],
+            call_id=r[10],
+            message=r[11],
+            window_end=r[12],
+        )
+        for r in rows
+    ]
 
 
 def _reset_after_fork() -> None:
