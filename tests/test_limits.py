@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import pickle
 import sqlite3
 import threading
@@ -461,6 +462,54 @@ def test_refusals_are_events_and_the_first_fires_exhausted(counters: SqliteCount
     counters.reserve("d", [_charge(silent, 1.0, NOW)], NOW)
     refusal = counters.reserve("e", [_charge(silent, 1.0, NOW)], NOW).refusals[0]
     assert counters.refused("e", refusal, NOW, "no") == ()
+
+
+def test_a_step_waits_for_another_writer_then_gives_up(
+    counters: SqliteCounters, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from httptrack.limits import _sqlite
+
+    limit = Limit(requests=5, per="day")
+    counters.reserve("first", [_charge(limit, 1, NOW)], NOW)  # tables made, connection open
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the writer (or another process) holds the write lock
+    releaser = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    releaser.start()
+    assert counters.reserve("waited", [_charge(limit, 1, NOW)], NOW).admitted  # waited, then went
+    releaser.join()
+    monkeypatch.setattr(_sqlite, "LOCK_TIMEOUT", 0.05)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            counters.reserve("stuck", [_charge(limit, 1, NOW)], NOW)
+        enforcer = Enforcer([limit], db=db, counters=counters, clock=lambda: NOW)
+        assert enforcer.check(_exchange(CHAT)) is None  # fails open
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    from httptrack import fault_counts
+
+    assert fault_counts().get("limits") == 1
+    (state,) = (counters.register([limit], NOW), counters.usage(NOW))[1]
+    assert state.used == 2  # "stuck" and the unlimited call never counted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+def test_a_forked_child_counts_with_its_own_connection(counters: SqliteCounters) -> None:
+    limit = Limit(requests=2, per="day")
+    assert counters.reserve("parent", [_charge(limit, 1, NOW)], NOW).admitted
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's connection is left alone, a new one is made
+        code = 1
+        try:
+            first = counters.reserve("child", [_charge(limit, 1, NOW)], NOW)
+            second = counters.reserve("child-2", [_charge(limit, 1, NOW)], NOW)
+            code = 0 if first.admitted and not second.admitted else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not counters.reserve("parent-2", [_charge(limit, 1, NOW)], NOW).admitted
 
 
 def test_reading_a_database_without_limits(db: Path) -> None:

@@ -51,7 +51,7 @@ def _worker(db: str, index: int, barrier: Any, out: Any, alerts_path: str) -> No
 
     import httptrack
     from httptrack._fake import mock_transport
-    from httptrack.limits._alerts import flush_alerts
+    from httptrack.limits import flush_alerts
     from httptrack.limits._estimate import warm_up
 
     lock = threading.Lock()

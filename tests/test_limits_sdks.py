@@ -29,7 +29,7 @@ from conftest import read_rows
 import httptrack
 from httptrack import Limit, Settings, SettingsError
 from httptrack._fake import RecordedRequest, mock_transport
-from httptrack.limits._alerts import flush_alerts
+from httptrack.limits import flush_alerts
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 #: Output dear, input cheap: a reservation is mostly the stated maximum output.
@@ -383,3 +383,28 @@ def test_no_limits_no_enforcer_and_import_stays_light(db: Path) -> None:
         "assert httptrack.Limit(usd=1, per='day').usd == 1"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[1])
+
+
+def test_alerts_fired_as_the_program_exits_are_delivered(tmp_path: Path) -> None:
+    """The last call's settlement (the writer's exit flush) fires a threshold alert: the
+    callback still gets it before the interpreter is gone."""
+    out = tmp_path / "alerts.jsonl"
+    script = f"""
+import json, httpx2, openai, httptrack
+from httptrack._fake import mock_transport
+
+def on_alert(alert):
+    with open({str(out)!r}, "a") as file:
+        file.write(json.dumps(alert) + "\\n")
+
+transport = httptrack.TrackingTransport(
+    mock_transport(httpx2), db={str(tmp_path / "exit.db")!r}, cache=False, on_alert=on_alert,
+    prices={{"gpt-4o-mini": {{"input_mtok": 1.0, "output_mtok": 100.0}}}},
+    limits=[httptrack.Limit(usd=0.001, per="day", action="alert", alert_at=(0.5,))],
+)
+client = openai.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=transport))
+client.chat.completions.create(model="gpt-4o-mini", messages={QUESTION!r}, max_tokens=50)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=Path(__file__).parents[1])
+    (alert,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (alert["kind"], alert["fraction"]) == ("threshold", 0.5)

@@ -16,4 +16,20 @@ from __future__ import annotations
 from ._grammar import coerce_limits, load_limits_file, parse_limit, parse_limits
 from ._limit import Limit, LimitError
 
-__all__ = ["Limit", "LimitError", "coerce_limits", "load_limits_file", "parse_limit", "parse_limits"]
+__all__ = [
+    "Limit",
+    "LimitError",
+    "coerce_limits",
+    "flush_alerts",
+    "load_limits_file",
+    "parse_limit",
+    "parse_limits",
+]
+
+
+def flush_alerts(timeout: float | None = 30.0) -> bool:
+    """Wait until this process's queued alerts have gone to ``on_alert`` and the webhook
+    (they are delivered in a background thread); ``False`` if ``timeout`` ran out."""
+    from ._alerts import flush_alerts as flush
+
+    return flush(timeout)

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,7 @@ class _Fields(Mapping[str, str | None]):
 
 _counters: dict[Path, Counters] = {}
 _counters_lock = threading.Lock()
+_enforcers: weakref.WeakSet[Enforcer] = weakref.WeakSet()
 
 
 def counters_for(db: str | os.PathLike[str]) -> Counters:
@@ -175,6 +177,7 @@ class Enforcer:
         self._pending: list[Settlement] = []
         self._pending_lock = threading.Lock()
         self._unpriced_warned: set[tuple[str, str | None]] = set()
+        _enforcers.add(self)
         if any(limit.metric != "requests" for limit in self.limits):
             _warm_up_in_background()
 
@@ -404,3 +407,17 @@ def _warm_up_in_background() -> None:
             report_fault("limits", "price data or token encodings could not be loaded", exc)
 
     threading.Thread(target=run, name="httptrack-limits-warm-up", daemon=True).start()
+
+
+def _after_fork_in_child() -> None:
+    # Locks another thread held at fork() stay held in the child; the parent's pending
+    # settlements are the parent's to make.
+    global _counters_lock
+    _counters_lock = threading.Lock()
+    for enforcer in list(_enforcers):
+        enforcer._pending_lock = threading.Lock()
+        enforcer._pending = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
