@@ -31,6 +31,8 @@ FaultKind = Literal[
     "control_headers",  # an X-Httptrack-* header could not be read or removed
     "database",  # the call log could not be opened or written; rows wait and are retried
     "estimate",  # tokens could not be counted locally
+    "limit_alert",  # a limit alert could not reach on_alert or the webhook (it was logged)
+    "limits",  # limits could not be checked or settled; the call went ahead unlimited
     "pending_full",  # the log stayed unwritable too long; newer rows were dropped
     "pricing",  # price data could not be loaded
     "queue_full",  # the writer was too far behind; a call was not recorded

@@ -27,7 +27,7 @@ from httptrack.limits import _alerts as alerts_module
 from httptrack.limits._alerts import Notifier, flush_alerts
 from httptrack.limits._counters import Alert, Charge, Settlement
 from httptrack.limits._engine import Enforcer, Refused, Ticket
-from httptrack.limits._estimate import DEFAULT_MAX_OUTPUT_TOKENS, max_output_tokens, read_call
+from httptrack.limits._estimate import DEFAULT_MAX_OUTPUT_TOKENS, read_call
 from httptrack.limits._sqlite import SqliteCounters
 from httptrack.providers import provider_by_name
 
@@ -267,24 +267,47 @@ def test_missing_limit_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("provider", "body", "expected"),
     [
-        ({"max_tokens": 100}, (100, 1)),
-        ({"max_completion_tokens": 300, "n": 3}, (300, 3)),
-        ({"max_output_tokens": 50}, (50, 1)),
-        ({"prompt": "x", "max_tokens": 20, "best_of": 4, "n": 2}, (20, 4)),
-        ({"options": {"num_predict": 128}}, (128, 1)),
-        ({"options": {"num_predict": -1}}, (None, 1)),
-        ({"generationConfig": {"maxOutputTokens": 64, "candidateCount": 2}}, (64, 2)),
-        ({"generation_config": {"max_output_tokens": 64}}, (64, 1)),
-        ({"max_tokens": True}, (None, 1)),
-        ({"max_tokens": "100"}, (None, 1)),
-        ({}, (None, 1)),
-        ([], (None, 1)),
+        ("openai", {"max_tokens": 100}, (100, 1)),
+        ("openai", {"max_completion_tokens": 300, "n": 3}, (300, 3)),
+        ("openai", {"max_output_tokens": 50}, (50, 1)),  # Responses API
+        ("openai", {"prompt": "x", "max_tokens": 20, "best_of": 4, "n": 2}, (20, 4)),
+        ("groq", {"max_completion_tokens": 7}, (7, 1)),
+        ("anthropic", {"max_tokens": 1024, "n": 3}, (1024, 1)),
+        ("ollama", {"options": {"num_predict": 128}}, (128, 1)),
+        ("ollama", {"options": {"num_predict": -1}}, (None, 1)),
+        ("gemini", {"generationConfig": {"maxOutputTokens": 64, "candidateCount": 2}}, (64, 2)),
+        ("gemini", {"generation_config": {"max_output_tokens": 64}}, (64, 1)),
+        ("openai", {"max_tokens": True}, (None, 1)),
+        ("openai", {"max_tokens": 0}, (None, 1)),
+        ("openai", {}, (None, 1)),
     ],
 )
-def test_max_output_tokens(body: Any, expected: tuple[int | None, int]) -> None:
-    assert max_output_tokens(body) == expected
+def test_max_output_per_family(provider: str, body: dict[str, Any], expected: tuple[int | None, int]) -> None:
+    assert provider_by_name(provider).max_output(body) == expected
+
+
+def test_a_family_without_a_maximum_states_none() -> None:
+    from httptrack.providers._base import Provider, shape_parser
+
+    assert shape_parser("graphql").max_output({"max_tokens": 5}) == (None, 1)
+    assert Provider().limit_error("no", "rate_limited", "requests") == {
+        "error": {"message": "no", "type": "rate_limited", "code": "rate_limited"}
+    }
+
+
+def test_ollama_openai_paths_read_as_openai() -> None:
+    estimate = read_call(
+        provider_by_name("ollama"),
+        "chat",
+        "POST",
+        "/v1/chat/completions",
+        "",
+        "localhost",
+        json.dumps({"model": "llama3", "messages": [], "max_tokens": 9}).encode(),
+    )
+    assert estimate.stated_max_output == 9
 
 
 PRICES = {"priced-model": {"input_mtok": 1.0, "output_mtok": 10.0}}
@@ -636,7 +659,7 @@ def test_a_failing_callback_is_a_fault_not_an_error() -> None:
 
     Notifier(on_alert=broken).send([_alert()])
     assert flush_alerts(10)
-    assert fault_counts().get("limit_alert_callback") == 1
+    assert fault_counts().get("limit_alert") == 1
 
 
 class _Hook(BaseHTTPRequestHandler):

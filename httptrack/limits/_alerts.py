@@ -162,7 +162,7 @@ class Notifier:
             try:
                 self.on_alert(payload)
             except Exception as exc:
-                report_fault("limit_alert_callback", "the on_alert callback raised", exc)
+                report_fault("limit_alert", "the on_alert callback raised", exc)
         if self.webhook is not None:
             self._post(self.webhook, payload)
 
@@ -184,6 +184,6 @@ class Notifier:
             if status != 429 and status < 500:
                 break  # the hook refuses this payload: trying again will not change that
         report_fault(
-            "limit_webhook",
+            "limit_alert",
             f"a limit alert could not be delivered to the webhook at {_host_of(url)} ({problem})",
         )

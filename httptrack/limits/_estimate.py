@@ -3,32 +3,25 @@
 ``usd``: input tokens counted locally × the input price + the most output tokens the
 request allows × the output price (priced as the writer will price the call, overrides
 included, with no cache discount). ``tokens``: those two counts added. The most output a
-request allows is read from the fields the APIs define for it:
+request allows, and how many answers it asks for, is the provider family's to read
+(``Provider.max_output``: ``max_tokens``, ``max_completion_tokens``, Gemini's
+``generationConfig.maxOutputTokens`` ...). A request that states none is reserved
+:data:`DEFAULT_MAX_OUTPUT_TOKENS` output tokens: an estimate, not a bound (docs/limits.md).
 
-=================================== ================================================
-``max_completion_tokens``,          OpenAI-style chat completions (and every
-``max_tokens``                      compatible API), Anthropic messages, legacy
-                                    completions
-``max_output_tokens``               OpenAI Responses API
-``options.num_predict``             Ollama's native API (``-1``/``-2``: unbounded)
-``generationConfig.maxOutputTokens`` Gemini
-=================================== ================================================
-
-times the number of answers asked for (``n``, ``best_of``, Gemini's ``candidateCount``).
-A request that sets none of them is reserved :data:`DEFAULT_MAX_OUTPUT_TOKENS` output
-tokens: an estimate, not a bound (see docs/limits.md).
-
-The rest of httptrack is reached through the three small functions at the bottom
-(``_read_request``, ``_count_input`` and ``_price``), and nowhere else.
+The rest of httptrack is reached through the small functions at the bottom, and nowhere
+else.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "CallEstimate", "max_output_tokens", "read_call"]
+if TYPE_CHECKING:
+    from .._vocab import Operation
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "CallEstimate", "read_call", "warm_up"]
 
 #: Output tokens reserved for a request that states no maximum.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -38,39 +31,6 @@ _FREE_OPERATIONS = frozenset({"models"})
 #: Operations whose worst case is estimated from tokens (others reserve 0 and are
 #: counted at their recorded cost).
 _TOKEN_OPERATIONS = frozenset({"chat", "completion", "embeddings"})
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, float) and value.is_integer() and value > 0:
-        return int(value)
-    return None
-
-
-def max_output_tokens(body: Any) -> tuple[int | None, int]:
-    """``(most output tokens per answer or None, answers asked for)`` from a decoded body."""
-    if not isinstance(body, dict):
-        return None, 1
-    most = None
-    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        most = _positive_int(body.get(name))
-        if most is not None:
-            break
-    answers = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
-    options = body.get("options")
-    if most is None and isinstance(options, dict):
-        most = _positive_int(options.get("num_predict"))  # -1 (unbounded) and -2 read as unset
-    config = body.get("generationConfig", body.get("generation_config"))
-    if isinstance(config, dict):
-        if most is None:
-            most = _positive_int(config.get("maxOutputTokens", config.get("max_output_tokens")))
-        answers = max(
-            answers, _positive_int(config.get("candidateCount", config.get("candidate_count"))) or 1
-        )
-    return most, answers
 
 
 @dataclass(slots=True)
@@ -91,6 +51,7 @@ class CallEstimate:
     tier: tuple[str, str] | None = None
     _body: Any = None
     _provider: str = ""
+    _parser: Any = None
     _operation: str = ""
     _host: str | None = None
 
@@ -102,7 +63,7 @@ class CallEstimate:
     def count_input(self) -> int:
         if self.input_tokens is None:
             if self._operation in _TOKEN_OPERATIONS and self.billed:
-                self.input_tokens = _count_input(self._provider, self._operation, self._body, self.model) or 0
+                self.input_tokens = _count_input(self._parser, self._operation, self._body, self.model) or 0
             else:
                 self.input_tokens = 0
             self._body = None  # counted: the body is not needed any more
@@ -133,12 +94,13 @@ class CallEstimate:
 
 
 def read_call(
-    provider: Any, operation: str, method: str, path: str, query: str, host: str | None, body: bytes
+    provider: Any, operation: Operation, method: str, path: str, query: str, host: str | None, body: bytes
 ) -> CallEstimate:
     """Read the model, the stated maximum output and the body's ``user`` from a request."""
     decoded = _decode(body)
-    model, user, billed, tier = _read_request(provider, operation, method, path, query, decoded)
-    stated, answers = max_output_tokens(decoded)
+    parser = provider.parser_for(method, path)
+    model, user, billed, tier = _read_request(parser, operation, method, path, query, decoded)
+    stated, answers = parser.max_output(decoded) if isinstance(decoded, dict) else (None, 1)
     return CallEstimate(
         model=model,
         body_user=user,
@@ -147,7 +109,8 @@ def read_call(
         answers=answers,
         tier=tier,
         _body=decoded,
-        _provider=str(getattr(provider, "name", provider)),
+        _provider=str(provider.name),
+        _parser=parser,
         _operation=operation,
         _host=host,
     )
@@ -168,7 +131,7 @@ def _decode(body: bytes) -> Any:
 
 
 def _read_request(
-    provider: Any, operation: str, method: str, path: str, query: str, body: Any
+    parser: Any, operation: Operation, method: str, path: str, query: str, body: Any
 ) -> tuple[str | None, str | None, bool | None, tuple[str, str] | None]:
     """``(model, user, billed, price tier)`` as the provider's parser reads them (the same reading the
     row gets, so counters and rows agree on the model)."""
@@ -176,14 +139,14 @@ def _read_request(
 
     parsed = Parsed(operation=operation)
     with contextlib.suppress(Exception):
-        provider.parser_for(method, path).read_request(parsed, method, path, query, body)
+        parser.read_request(parsed, method, path, query, body)
     return parsed.model, parsed.user, parsed.billed, parsed.price_tier
 
 
-def _count_input(provider: str, operation: str, body: Any, model: str | None) -> int | None:
+def _count_input(parser: Any, operation: str, body: Any, model: str | None) -> int | None:
     from ..record._tokens import estimate_prompt_tokens
 
-    return estimate_prompt_tokens(provider, operation, body, model)
+    return estimate_prompt_tokens(parser, operation, body, model)
 
 
 def _price(
@@ -196,7 +159,7 @@ def _price(
     tier: tuple[str, str] | None,
 ) -> float | None:
     from .._usage import Usage
-    from ..pricing._prices import price_usage
+    from ..pricing import price_usage
 
     usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
     return price_usage(provider, model, usage, host=host, overrides=prices or None, tier=tier).cost_usd
@@ -206,7 +169,7 @@ def warm_up() -> None:
     """Load the price data and the default token encoding now (a second or so, once per
     process), so the first call under a budget does not wait for them. Off the app's
     thread: the engine runs it in a daemon thread."""
-    from ..pricing._prices import warm_up as prices_warm_up
+    from ..pricing import warm_up as prices_warm_up
     from ..record._tokens import DEFAULT_ENCODING, load_encoding
 
     prices_warm_up()

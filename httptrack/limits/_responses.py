@@ -1,20 +1,10 @@
-"""The 429 a refused call gets: shaped like its provider's own, so its SDK raises what it
-raises for a real rate limit (``openai.RateLimitError``, ``anthropic.RateLimitError``,
-``ollama.ResponseError`` ...).
+"""The 429 a refused call gets: its body shaped like the provider's own errors (each family
+says how: ``Provider.limit_error``), so its SDK raises what it raises for a real rate limit
+(``openai.RateLimitError``, ``anthropic.RateLimitError``, ``ollama.ResponseError`` ...).
 
-======================== ========================================================================
-API shape                body
-======================== ========================================================================
-OpenAI and compatible    ``{"error": {"message", "type", "param": null, "code"}}`` (``type`` as
-(Groq, Mistral, Azure..) OpenAI's: ``insufficient_quota`` for budgets, ``requests``/``tokens``)
-Anthropic Messages       ``{"type": "error", "error": {"type": "rate_limit_error", "message"}}``
-Ollama (native API)      ``{"error": "..."}``
-Gemini                   ``{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message"}}``
-======================== ========================================================================
-
-``code``/``error_code`` is ``budget_exceeded`` (usd) or ``rate_limited`` (requests, tokens).
-Headers: ``Retry-After`` (whole seconds, at least 1) and ``retry-after-ms``; for budgets
-``x-should-retry: false``, which the Stainless SDKs (openai, anthropic, groq ...) obey.
+Headers: ``Retry-After`` (whole seconds, at least 1) and ``retry-after-ms``; the limit's
+name in ``x-httptrack-limit``; for budgets ``x-should-retry: false``, which the Stainless
+SDKs (openai, anthropic, groq ...) obey.
 """
 
 from __future__ import annotations
@@ -29,23 +19,6 @@ __all__ = ["LIMIT_HEADER", "refusal"]
 
 #: Names the limit that refused the call (the message says it too).
 LIMIT_HEADER = "x-httptrack-limit"
-_OPENAI_TYPES = {"usd": "insufficient_quota", "requests": "requests", "tokens": "tokens"}
-
-
-def _shape(parser: Any) -> str:
-    """The error shape of the API a request went to (by the parser its path uses, so the
-    Anthropic API served by Ollama or Azure gets Anthropic's)."""
-    from ..providers.anthropic import Anthropic
-    from ..providers.gemini import Gemini
-    from ..providers.ollama import Ollama
-
-    if isinstance(parser, Anthropic):
-        return "anthropic"
-    if isinstance(parser, Gemini):
-        return "gemini"
-    if isinstance(parser, Ollama):
-        return "ollama"
-    return "openai"
 
 
 def refusal(exchange: Any, refused: Refused) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -54,24 +27,7 @@ def refusal(exchange: Any, refused: Refused) -> tuple[int, list[tuple[bytes, byt
         parser = exchange.provider.parser_for(exchange.method, exchange.path)
     except Exception:
         parser = exchange.provider
-    shape = _shape(parser)
-    message = refused.message
-    body: dict[str, Any]
-    if shape == "anthropic":
-        body = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
-    elif shape == "gemini":
-        body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": message}}
-    elif shape == "ollama":
-        body = {"error": message}
-    else:
-        body = {
-            "error": {
-                "message": message,
-                "type": _OPENAI_TYPES[refused.limit.metric],
-                "param": None,
-                "code": refused.error_code,
-            }
-        }
+    body = parser.limit_error(refused.message, refused.error_code, refused.limit.metric)
     content = json.dumps(body).encode()
     retry_after = max(refused.retry_after, 0.0)
     headers = [
