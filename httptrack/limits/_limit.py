@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._errors import SettingsError
+from .._time import duration_seconds
 
 __all__ = [
     "ACTIONS",
@@ -64,10 +65,6 @@ _UNIT_ALIASES = {
     "hrs": "hour",
     **{f"{unit}s": unit for unit in UNITS},
 }
-#: Durations written as a number and a unit letter (``30s``, ``5m``, ``2h``, ``1d``):
-#: epoch-aligned windows of that many seconds.
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: A plain second/minute/hour/day is the same window as that many seconds: one name for both.
 _SECONDS_TO_UNIT = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
 #: 1970-01-01 was a Thursday; weeks start on Monday, 4 days later.
@@ -102,13 +99,15 @@ def parse_period(value: object, name: str = "per") -> tuple[str | float, float |
         if text in UNITS:
             length = UNITS[text]
             return text, None if length is None else float(length)
-        match = _DURATION.fullmatch(text)
-        if not match:
+        # A length of time in httptrack's one vocabulary (30, 90s, 5m, 2h, 1d): epoch-aligned
+        # windows of that many seconds.
+        found = duration_seconds(text)
+        if found is None:
             units = ", ".join(UNITS)
             raise LimitError(
                 f"{name}: unknown period {value!r} (expected {units}, or seconds such as 30, 30s, 5m, 2h)"
             )
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = found
     else:
         raise LimitError(f"{name}: expected a unit or a number of seconds, got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
