@@ -408,3 +408,45 @@ client.chat.completions.create(model="gpt-4o-mini", messages={QUESTION!r}, max_t
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=Path(__file__).parents[1])
     (alert,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (alert["kind"], alert["fraction"]) == ("threshold", 0.5)
+
+
+def test_a_failed_stream_and_a_connection_error_are_settled(db: Path) -> None:
+    """A stream that breaks off mid-way, and a call that gets no response at all: each
+    reservation becomes what the row says (what arrived; nothing), none is left held."""
+    limits = [Limit(usd=1, per="day"), Limit(tokens=10_000, per="day")]
+
+    def unreachable(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    client = openai.OpenAI(
+        api_key="sk-test",
+        max_retries=0,
+        http_client=httpx2.Client(transport=transport(httpx2, db, limits=limits)),
+    )
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=QUESTION,
+        max_tokens=50,
+        stream=True,
+        extra_headers={"x-fake-behavior": "cut-stream"},
+    )
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+    down = openai.OpenAI(
+        api_key="sk-test",
+        max_retries=0,
+        http_client=httpx2.Client(
+            transport=httptrack.TrackingTransport(
+                httpx2.MockTransport(unreachable), db=db, cache=False, limits=limits, prices=PRICES
+            )
+        ),
+    )
+    with pytest.raises(openai.APIConnectionError):
+        down.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, max_tokens=50)
+    rows = read_rows(db)
+    assert [r["outcome"] for r in rows] == ["failed", "transport_error"]
+    used = {c["meter"]: c["used"] for c in counters(db)}
+    assert used["usd/day"] == pytest.approx(sum(r["cost_usd"] or 0 for r in rows)) and used["usd/day"] > 0
+    assert used["tokens/day"] == sum(r["total_tokens"] or 0 for r in rows)
+    assert reserved(db) == 0.0
