@@ -28,6 +28,7 @@ from ._transport import AsyncTrackingTransport, TrackingTransport
 from .autoload import install, uninstall
 
 if TYPE_CHECKING:
+    from .limits import Limit
     from .log._reader import Log, open_log
     from .log._records import CallRecord
     from .providers import register_provider
@@ -39,6 +40,7 @@ __all__ = [
     "AsyncTrackingTransport",
     "CacheMiss",
     "CallRecord",
+    "Limit",
     "Log",
     "Settings",
     "SettingsError",
@@ -58,6 +60,7 @@ __all__ = [
 # made, so `import httptrack` itself stays light.)
 _LAZY = {
     "CallRecord": ".log._records",
+    "Limit": ".limits",
     "Log": ".log._reader",
     "flush": ".record._writer",
     "open_log": ".log._reader",

@@ -151,6 +151,7 @@ class Exchange:
         "finished",
         "host",
         "limit",
+        "limit_ticket",
         "method",
         "operation",
         "outcome",
@@ -226,7 +227,8 @@ class Exchange:
         self.t_first: float | None = None
         self.t_end: float | None = None
         #: "complete" | "cut_short" (the app closed the stream early) | "failed" (the stream
-        #: raised) | "transport_error" (no response at all) | "cache_miss" (replay mode)
+        #: raised) | "transport_error" (no response at all) | "cache_miss" (replay mode) |
+        #: "limited" (refused by a limit: nothing sent)
         self.outcome: Outcome = "complete"
         self.error_type: str | None = None
         self.error_message: str | None = None
@@ -246,6 +248,9 @@ class Exchange:
         #: app's thread), or -1: not spooled.
         self.spooled = -1
         self.finished = False
+        #: The call's reservations under the transport's limits (``limits/``), settled by
+        #: the writer once the row's real cost is known.
+        self.limit_ticket: Any = None
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.t_headers = time.perf_counter()

@@ -41,6 +41,8 @@ FaultKind = Literal[
     "database",  # the call log could not be opened or written; rows wait and are retried
     "estimate",  # tokens could not be counted locally
     "flush_timeout",  # flush() gave up waiting for the writer
+    "limit_alert",  # a limit alert could not reach on_alert or the webhook (it was logged)
+    "limits",  # limits could not be checked or settled; the call went ahead unlimited
     "pending_full",  # the log stayed unwritable too long; newer rows were dropped
     "pricing",  # price data could not be loaded
     "queue_full",  # the writer was too far behind; a call was not recorded

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import SettingsError
 from ._time import duration_seconds
@@ -19,6 +19,9 @@ from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode
 from .pricing._overrides import check_prices, load_price_file
 
 # CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
+if TYPE_CHECKING:
+    from .limits import Limit
+
 __all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
 
 _DEFAULT_TTL: dict[Operation, float] = {
@@ -250,10 +253,17 @@ class Settings:
                                                       ones are dropped
     ``redact``          (code only)                   ``callable(text) -> text`` applied to
                                                       bodies before they are stored
+    ``limits``          ``HTTPTRACK_LIMITS``          spend and rate limits: ``Limit`` objects, or
+                                                      ``usd=5/day by user; ...``, or ``@file``
+                                                      (docs/limits.md)
+    ``on_alert``        (code only)                   ``callable(alert: dict)``, called for
+                                                      each limit alert (off the app's thread)
+    ``alert_webhook``   ``HTTPTRACK_ALERT_WEBHOOK``   URL each limit alert is POSTed to as JSON
     =================== ============================= ==========================================
     """
 
     __slots__ = (
+        "alert_webhook",
         "cache",
         "cache_dir",
         "cache_key_headers",
@@ -263,8 +273,10 @@ class Settings:
         "enabled",
         "hosts",
         "include_usage",
+        "limits",
         "max_body_bytes",
         "max_queue",
+        "on_alert",
         "prices",
         "prices_file",
         "redact",
@@ -290,6 +302,9 @@ class Settings:
     include_usage: bool
     max_queue: int
     redact: Callable[[str], str] | None
+    limits: tuple[Limit, ...]
+    on_alert: Callable[[dict[str, Any]], object] | None
+    alert_webhook: str | None
 
     def __init__(
         self,
@@ -311,6 +326,9 @@ class Settings:
         include_usage: bool | str | None = None,
         max_queue: int | str | None = None,
         redact: Callable[[str], str] | None = None,
+        limits: Iterable[Limit | str | Mapping[str, Any]] | Limit | str | os.PathLike[str] | None = None,
+        on_alert: Callable[[dict[str, Any]], object] | None = None,
+        alert_webhook: str | None = None,
     ) -> None:
         def pick(arg: Any, env: str) -> tuple[Any, str]:
             if arg is not None:
@@ -379,6 +397,22 @@ class Settings:
             raise SettingsError(f"redact: expected a function taking and returning text, got {redact!r}")
         set_(self, "redact", redact)
 
+        # -- limits (limits/): parsed here, so a bad limit fails when the transport is made.
+        value, name = pick(limits, "HTTPTRACK_LIMITS")
+        if value in (None, "", ()):
+            set_(self, "limits", ())
+        else:
+            from .limits import coerce_limits
+
+            set_(self, "limits", coerce_limits(value, name))
+        if on_alert is not None and not callable(on_alert):
+            raise SettingsError(f"on_alert: expected a function taking the alert (a dict), got {on_alert!r}")
+        set_(self, "on_alert", on_alert)
+        value, name = pick(alert_webhook, "HTTPTRACK_ALERT_WEBHOOK")
+        if value and not str(value).lower().startswith(("http://", "https://")):
+            raise SettingsError(f"{name}: expected an http:// or https:// URL")
+        set_(self, "alert_webhook", str(value) if value else None)
+
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; use settings.replace(...)")
 
@@ -399,5 +433,7 @@ class Settings:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n != "redact")
+        # Not the webhook's URL: it is a secret (a Slack hook's holds its token).
+        hidden = ("redact", "on_alert", "alert_webhook")
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in hidden)
         return f"Settings({shown})"

@@ -41,7 +41,7 @@ provider_for_host: Any = None
 class Tracker:
     """One per transport: its settings, its cache, the shared writer."""
 
-    __slots__ = ("_hosts", "_writer", "cache", "settings")
+    __slots__ = ("_hosts", "_writer", "cache", "enforcer", "settings")
 
     def __init__(self, settings: Settings, cache: Any = None) -> None:
         global provider_for_host
@@ -55,6 +55,18 @@ class Tracker:
         self._hosts = settings.hosts or None
         self.cache = cache
         self._writer = writer()
+        # -- limits (limits/): None without limits, so a call pays one attribute test.
+        self.enforcer: Any = None
+        if settings.limits and settings.enabled:
+            from .limits._engine import Enforcer
+
+            self.enforcer = Enforcer(
+                settings.limits,
+                db=settings.db,
+                prices=settings.prices,
+                on_alert=settings.on_alert,
+                webhook=settings.alert_webhook,
+            )
 
     @property
     def enabled(self) -> bool:
@@ -148,6 +160,44 @@ class Tracker:
             self.hide_injected_usage(exchange, entry.status, content_type.decode("latin-1"), response.headers)
         response.stream = tee(ReplayChunks(entry.chunks), exchange, self.finish)
         return response
+
+    # -- limits (limits/) ------------------------------------------------------------------
+    # After the cache lookup: a cache hit costs nothing, so it is neither limited nor counted.
+
+    def check_limits(self, exchange: Exchange, library: Any) -> Any:
+        """Reserve the call's share of every limit that counts it (waiting here while a
+        ``wait`` limit holds it). ``None``: send the call. Else the 429 response the app
+        gets instead, in ``library``'s types (httpx or httpx2); nothing is sent."""
+        return self._limited(exchange, self.enforcer.check(exchange), library)
+
+    async def acheck_limits(self, exchange: Exchange, library: Any) -> Any:
+        """:meth:`check_limits` off the event loop (worker thread, ``anyio.sleep``)."""
+        return self._limited(exchange, await self.enforcer.acheck(exchange), library)
+
+    def _limited(self, exchange: Exchange, decision: Any, library: Any) -> Any:
+        if decision is None:
+            return None
+        from .limits._engine import Ticket
+
+        if isinstance(decision, Ticket):
+            exchange.limit_ticket = decision  # settled in after_record, with the real cost
+            return None
+        try:
+            from .limits._responses import refusal
+
+            status, headers, body = refusal(exchange, decision)
+            response = library.Response(status, headers=headers, stream=library.ByteStream(body))
+            response.headers[CALL_ID_HEADER] = exchange.call_id
+            exchange.received_headers(status, headers)
+            exchange.add_chunk(body)
+            if exchange.end("limited"):
+                exchange.error_type = decision.error_code
+                exchange.error_message = decision.message
+                self.finish(exchange)
+            return response
+        except Exception as exc:
+            report_fault("limits", "a refused call's response could not be built; the call is sent", exc)
+            return None
 
     def rewrite(self, exchange: Exchange, request: Any) -> None:
         """Adjust the request on its way out where tracking needs it: ask a stream for its
@@ -258,6 +308,9 @@ class Tracker:
         cache = self.cache
         if cache is not None:
             cache.after_record(exchange, built)
+        ticket = exchange.limit_ticket
+        if ticket is not None:  # limits: the reservation becomes the real cost and tokens
+            ticket.settle(built.row.get("cost_usd"), built.row.get("total_tokens"))
 
     def after_batch(self) -> None:
         """Called by the writer thread after :meth:`after_record` for each call of a batch
@@ -265,3 +318,5 @@ class Tracker:
         cache = self.cache
         if cache is not None:
             cache.after_batch()
+        if self.enforcer is not None:
+            self.enforcer.flush()  # limits: the batch's calls settled in one transaction

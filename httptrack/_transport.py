@@ -150,6 +150,10 @@ class TrackingTransport(_Shell, _SyncBase):
             replayed = tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
             if replayed is not None:
                 return replayed
+        if tracker.enforcer is not None:  # limits: reserve, wait, or refuse (nothing sent)
+            refused = tracker.check_limits(exchange, library.module)
+            if refused is not None:
+                return refused
         tracker.rewrite(exchange, request)
         try:
             response = inner.handle_request(request)
@@ -217,6 +221,10 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
             replayed = tracker.replay(exchange, cached, library.module.Response, library.async_tee)
             if replayed is not None:
                 return replayed
+        if tracker.enforcer is not None:  # limits: reserve, wait, or refuse (nothing sent)
+            refused = await tracker.acheck_limits(exchange, library.module)
+            if refused is not None:
+                return refused
         tracker.rewrite(exchange, request)
         try:
             response = await inner.handle_async_request(request)

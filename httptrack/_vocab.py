@@ -28,8 +28,9 @@ Operation = Literal["chat", "completion", "embeddings", "models", "other"]
 
 #: How a call ended (the ``outcome`` column): ``complete``; ``cut_short`` (the app closed the
 #: stream early); ``failed`` (the stream raised); ``transport_error`` (no response at all);
-#: ``cache_miss`` (replay mode had no answer, nothing was sent).
-Outcome = Literal["complete", "cut_short", "failed", "transport_error", "cache_miss"]
+#: ``cache_miss`` (replay mode had no answer, nothing was sent); ``limited`` (refused by a
+#: limit, nothing was sent).
+Outcome = Literal["complete", "cut_short", "failed", "transport_error", "cache_miss", "limited"]
 
 #: The ``status`` column: whether the call did what it was asked.
 Status = Literal["success", "error"]

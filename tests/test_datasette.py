@@ -152,6 +152,36 @@ async def test_dashboard(ds: Datasette, ids: list[str], log_db: Path) -> None:
     assert 'href="/-/httptrack"' in home  # in the menu
 
 
+async def test_dashboard_shows_limits(log_db: Path, ids: list[str]) -> None:
+    """Limits in use: the dashboard lists their counters; refusals and alerts are a table."""
+    import httpx2
+    import openai
+
+    from httptrack._fake import mock_transport
+
+    page = (await make_datasette(log_db).client.get("/-/httptrack")).text
+    assert "<h2>Limits</h2>" not in page  # none used yet
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=log_db, cache=False, limits="requests=1/day by user"
+    )
+    client = openai.OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+    with httptrack.attribute(user="zoe"):
+        client.models.list()
+        with pytest.raises(openai.RateLimitError):
+            client.models.list()
+    httptrack.flush()
+    ds = make_datasette(log_db)
+    page = (await ds.client.get("/-/httptrack")).text
+    assert "<h2>Limits</h2>" in page
+    assert re.search(
+        r"<td>requests=1/day by user</td><td>user=zoe</td><td>1</td><td>0</td><td>1</td><td>100%</td>", page
+    )
+    events = await get_json(ds, "/log/limit_events.json?_shape=array")
+    assert [e["kind"] for e in events] == ["exhausted", "blocked", "threshold", "threshold"]  # newest first
+    tables = (await ds.client.get("/log")).text
+    assert "limit_events" in tables and "limit_meta" not in tables  # the key salt's table is hidden
+
+
 async def test_ui_reads_alongside_a_live_writer(ds: Datasette, ids: list[str], log_db: Path) -> None:
     """The app keeps writing while the UI reads: datasette sees new calls (not immutable)
     and never opens a connection that could write."""

@@ -210,10 +210,6 @@ CONTRACT = {
 }
 #: In ``__all__`` beyond the contract, on purpose.
 EXTRA = {"Log", "SettingsError", "__version__", "fault_counts"}
-#: Contract names not in httptrack yet. `Limit` is being added by helper `limits`: skipped
-#: while ``httptrack.Limit`` does not exist; once it does, it must be in ``__all__``. The lead
-#: empties this set after merging that branch.
-PENDING = {"Limit"}
 
 
 def _design_names() -> set[str]:
@@ -238,18 +234,10 @@ def test_the_contract_copy_matches_design() -> None:
 
 
 def test_all_is_the_public_names() -> None:
-    absent = {name for name in PENDING if not _exists(name)}
-    assert sorted(httptrack.__all__) == sorted((CONTRACT - absent) | EXTRA)
+    assert sorted(httptrack.__all__) == sorted(CONTRACT | EXTRA)
     for name in httptrack.__all__:
         assert _exists(name), name
     assert httptrack.__all__ == sorted(httptrack.__all__)
-
-
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_pending_public_name(name: str) -> None:
-    if not _exists(name):
-        pytest.skip(f"httptrack.{name} has not landed yet")
-    assert name in httptrack.__all__, f"{name} exists: add it to __all__ (and remove it from PENDING)"
 
 
 def test_star_import_gives_every_public_name() -> None:

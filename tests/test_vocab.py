@@ -83,7 +83,7 @@ def test_fault_counts_keys_are_plain_strings() -> None:
 
 def test_value_tuples_follow_the_literals() -> None:
     assert _vocab.OPERATIONS == ("chat", "completion", "embeddings", "models", "other")
-    assert _vocab.OUTCOMES == ("complete", "cut_short", "failed", "transport_error", "cache_miss")
+    assert _vocab.OUTCOMES == ("complete", "cut_short", "failed", "transport_error", "cache_miss", "limited")
     assert _vocab.STATUSES == ("success", "error")
     assert _vocab.CACHE_MODES == ("on", "off", "refresh", "replay")
     # The old names, kept for the CLI and older code.

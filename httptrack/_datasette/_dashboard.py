@@ -4,6 +4,7 @@ code as ``httptrack stats``) on datasette's read-only connection."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -89,7 +90,34 @@ def dashboard_context(conn: sqlite3.Connection, path: str, days: int) -> dict[st
             }
             for g in per_model[:TOP]
         ],
+        "limits": _limits(conn),
     }
+
+
+def _limits(conn: sqlite3.Connection) -> list[dict[str, str]]:
+    """Each limit's counters in their current window (as ``httptrack limits`` shows them)."""
+    from ..limits._counters import iso
+    from ..limits._sqlite import read_usage
+
+    def amount(metric: str, value: float) -> str:
+        return money(value) if metric == "usd" else count(round(value))
+
+    shown = []
+    for state in read_usage(conn, time.time()):
+        share = (state.used + state.reserved) / state.amount if state.amount else 1.0
+        shown.append(
+            {
+                "limit": state.limit,
+                "scope": ", ".join(f"{k}={v if v is not None else '(none)'}" for k, v in state.scope.items())
+                or "all calls",
+                "used": amount(state.metric, state.used),
+                "reserved": amount(state.metric, state.reserved),
+                "cap": amount(state.metric, state.amount),
+                "share": f"{share * 100:.0f}%",
+                "resets": iso(state.window_end).replace("T", " ").rstrip("Z"),
+            }
+        )
+    return shown
 
 
 def _dollars(value: float) -> str:

@@ -103,6 +103,20 @@ def database_metadata() -> dict[str, Any]:
         },
         FTS_TABLE: {"hidden": True},
         "_sqlite_migrations": {"hidden": True},
+        # limits/: its tables (reservations and the salt of key scopes are its own business).
+        "limit_events": {
+            "description": "Calls refused by a limit (blocked) and limit alerts fired "
+            "(threshold, exhausted).",
+            "sort_desc": "id",
+            "facets": ["kind", "limit_name"],
+        },
+        "limit_counters": {
+            "description": "Limit counters: per meter, scope and window (Unix seconds), what was "
+            "used and how many calls were counted.",
+        },
+        "limit_defs": {"description": "Every limit an app has used with this database."},
+        "limit_reservations": {"hidden": True},
+        "limit_meta": {"hidden": True},
     }
     for name, (description, _) in VIEWS.items():
         tables[name] = {"description": description}

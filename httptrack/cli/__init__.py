@@ -11,6 +11,7 @@ from ._cache import cache
 from ._calls import calls
 from ._demo import demo
 from ._export import export
+from ._limits import limits
 from ._maintenance import prune, reindex
 from ._run import run
 from ._show import show
@@ -34,6 +35,7 @@ def main() -> None:
 main.add_command(calls)
 main.add_command(show)
 main.add_command(stats)
+main.add_command(limits)
 main.add_command(export)
 main.add_command(prune)
 main.add_command(reindex)

@@ -31,6 +31,7 @@ __all__ = [
     "items",
     "json_object",
     "merge_usage",
+    "positive_int",
     "shape_parser",
 ]
 
@@ -207,6 +208,19 @@ class Provider:
         ``tally``, for the estimate made when the provider reports no usage. A body in
         another shape adds nothing (``tally.found`` stays false)."""
 
+    # -- for spend and rate limits (limits/) ------------------------------------------------
+
+    def max_output(self, body: dict[str, Any]) -> tuple[int | None, int]:
+        """``(most output tokens per answer, answers)`` a request (its decoded JSON) allows:
+        what a budget reserves for its output. ``None``: the request states no maximum."""
+        return None, 1
+
+    def limit_error(self, message: str, code: str, metric: str) -> dict[str, Any]:
+        """The JSON body of the 429 a call refused by a limit gets, shaped like this family's
+        own errors so that its SDK raises its rate-limit error. ``code``: ``budget_exceeded``
+        or ``rate_limited``; ``metric``: ``usd``, ``requests`` or ``tokens``."""
+        return {"error": {"message": message, "type": code, "code": code}}
+
     def runs_locally(self, host: str | None) -> bool:
         """Whether a model served at ``host`` (a lower-case host name, no port; ``None``:
         not known) runs on the user's own machine or server, where it costs nothing per
@@ -290,6 +304,12 @@ def items(value: Any) -> list[Any]:
     """``value`` if it is a list, else an empty one (so a loop never trips on a payload that
     puts a string, a number or an object where the reference has an array)."""
     return value if isinstance(value, list) else []
+
+
+def positive_int(value: Any) -> int | None:
+    """A stated maximum (``max_tokens`` ...): a whole number above 0, else ``None``."""
+    count = as_int(value)
+    return count if count else None
 
 
 def first_str(value: Any) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .._usage import Usage
 from .._vocab import Operation
-from ._base import Parsed, Provider, add_shape, as_int, dig, first_str, items
+from ._base import Parsed, Provider, add_shape, as_int, dig, first_str, items, positive_int
 from ._batch import add_batch_result, finish_batch_results, is_batch_results
 from ._prompt import PromptTally
 
@@ -88,6 +88,12 @@ class Anthropic(Provider):
         if operation == "other":  # token counting: free and read-only; never batches or files
             return method == "POST" and path.rstrip("/").endswith("/messages/count_tokens")
         return super().cacheable(method, path, operation)
+
+    def max_output(self, body: dict[str, Any]) -> tuple[int | None, int]:
+        return positive_int(body.get("max_tokens")), 1  # thinking included
+
+    def limit_error(self, message: str, code: str, metric: str) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)

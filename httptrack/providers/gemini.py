@@ -40,6 +40,7 @@ from ._base import (
     expect_choices,
     first_str,
     items,
+    positive_int,
     shape_parser,
 )
 from ._prompt import PromptTally
@@ -109,6 +110,16 @@ class Gemini(Provider):
         if "/openai/" in path or "/endpoints/openapi/" in path:
             return shape_parser("openai")
         return self
+
+    def max_output(self, body: dict[str, Any]) -> tuple[int | None, int]:
+        config = body.get("generationConfig", body.get("generation_config"))  # the REST API takes both
+        if not isinstance(config, dict):
+            return None, 1
+        most = positive_int(config.get("maxOutputTokens", config.get("max_output_tokens")))
+        return most, positive_int(config.get("candidateCount", config.get("candidate_count"))) or 1
+
+    def limit_error(self, message: str, code: str, metric: str) -> dict[str, Any]:
+        return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": message}}
 
     def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)

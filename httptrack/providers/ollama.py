@@ -15,7 +15,7 @@ from typing import Any
 
 from .._usage import Usage
 from .._vocab import Operation
-from ._base import Parsed, Provider, as_int, dig, first_str, json_object
+from ._base import Parsed, Provider, as_int, dig, first_str, json_object, positive_int
 from ._prompt import PromptTally
 from .openai import INCLUDE_USAGE, OpenAICompatible, count_chat, count_tools, endpoint_kind
 
@@ -54,6 +54,13 @@ class Ollama(Provider):
         if path.startswith("/v1/"):
             return self._compat.parser_for(method, path)
         return self
+
+    def max_output(self, body: dict[str, Any]) -> tuple[int | None, int]:
+        # options.num_predict: -1 (no limit) and -2 (fill the context) state no maximum.
+        return positive_int(dig(body, "options", "num_predict")), 1
+
+    def limit_error(self, message: str, code: str, metric: str) -> dict[str, Any]:
+        return {"error": message}  # what the ollama client reads into ResponseError
 
     def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)

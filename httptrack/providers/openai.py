@@ -44,6 +44,7 @@ from ._base import (
     items,
     json_object,
     merge_usage,
+    positive_int,
     shape_parser,
 )
 from ._batch import add_batch_result, finish_batch_results, is_batch_results
@@ -413,6 +414,20 @@ class OpenAICompatible(Provider):
         if path.endswith("/graphql"):
             return shape_parser("graphql")
         return self
+
+    def max_output(self, body: dict[str, Any]) -> tuple[int | None, int]:
+        most = None
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):  # Responses API: the last
+            most = positive_int(body.get(name))
+            if most is not None:
+                break
+        # Legacy completions bill every one of best_of candidates.
+        return most, max(positive_int(body.get("n")) or 1, positive_int(body.get("best_of")) or 1)
+
+    def limit_error(self, message: str, code: str, metric: str) -> dict[str, Any]:
+        # OpenAI's own types: insufficient_quota for a spent quota, requests/tokens for limits.
+        kind = {"usd": "insufficient_quota"}.get(metric, metric)
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
         if operation == "other":  # moderations: free and read-only, worth answering locally

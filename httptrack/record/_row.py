@@ -507,7 +507,7 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
 
 
 def _status(ex: Exchange, outcome: Outcome, parsed: Parsed) -> tuple[Status, str | None, str | None]:
-    if outcome in ("transport_error", "cache_miss"):
+    if outcome in ("transport_error", "cache_miss", "limited"):  # limited: refused by a limit
         return "error", ex.error_type, ex.error_message
     status = ex.status or 0
     if status >= 400:
@@ -583,6 +583,10 @@ def _price(
     row["cost_usd"] = None
     row["cost_saved_usd"] = None
     row["cost_note"] = None
+    if ex.outcome == "limited":  # limits/: refused before it was sent
+        row["cost_usd"] = 0.0
+        row["cost_note"] = "not sent: refused by a limit"
+        return
     billed = parsed.billed
     if billed is None:
         billed = parsed.operation in ("chat", "completion", "embeddings")
