@@ -62,18 +62,19 @@ async def test_calls_page_shows_column_descriptions_and_search(ds: Datasette, id
     assert 'name="_search"' in page
     assert "What each column means" in page  # the long list of descriptions is folded
     found = await get_json(ds, "/log/calls.json?_search=umbrellas&_shape=array")
-    assert [r["id"] for r in found] == [ids[5], ids[2]]
+    assert sorted(r["id"] for r in found) == sorted([ids[5], ids[2]])  # two calls may share a millisecond
 
 
 async def test_bodies_render_readably(ds: Datasette, ids: list[str], log_db: Path) -> None:
-    page = (await ds.client.get(f"/log/calls/{ids[2]}")).text
+    # Every column of a call, as datasette shows a row (a call's own page is its record).
+    page = (await ds.client.get(f"/log/calls/{ids[2]}?_all_columns=1")).text
     raw = rows(log_db, "id = ?", (ids[2],))[0]
     assert '<details class="httptrack-body">' in page
     pretty = json.dumps(json.loads(raw["request_body"]), indent=2, ensure_ascii=False)
     assert pretty in html.unescape(page)
     assert 'class="httptrack-text"' in page and "Hello! You said: What is the refund policy" in page
     assert "sk-ant-test-not-real" not in page
-    streamed = (await ds.client.get(f"/log/calls/{ids[3]}")).text
+    streamed = (await ds.client.get(f"/log/calls/{ids[3]}?_all_columns=1")).text
     assert "event: message_start" in streamed  # a stream is shown as received, as text
 
 
@@ -137,7 +138,7 @@ async def test_dashboard(ds: Datasette, ids: list[str], log_db: Path) -> None:
         totals = log.totals()
         (day,) = log.stats(by="day")
     assert re.search(r'<div class="label">Calls</div><div class="value">8</div>', page)
-    assert re.search(r'<div class="label">Error rate</div><div class="value">25.0%</div>', page)
+    assert re.search(r'<div class="label">Errors</div><div class="value">2 \(25.0%\)</div>', page)
     # Charts are inline SVG, a <title> on every bar with its figure.
     assert page.count('<svg class="httptrack-chart"') == 4
     assert f"<title>{day['day']}: $" in page

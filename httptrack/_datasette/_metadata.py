@@ -86,6 +86,7 @@ def database_metadata() -> dict[str, Any]:
     to the next ``Datasette`` in the process). Building it takes microseconds."""
     tables: dict[str, Any] = {
         "calls": {
+            "title": "Calls",
             "description": "One row per LLM API call recorded by httptrack, newest first. "
             "The search box searches prompts and generated text.",
             "sort_desc": "started_at",

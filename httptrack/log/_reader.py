@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["JSON_COLUMNS", "STATS_GROUPS", "STAT_FIELDS", "Filters", "Log", "open_log", "parse_when"]
 
 #: ``stats(by=...)`` groupings and the SQL expression each groups on: the rollup's
-#: dimensions, and the day.
+#: dimensions, the model asked for (``model`` is the one that answered; a failed call has
+#: none, so its error counts against the model asked for only), and the day.
 STATS_GROUPS = {
     **{name: sql for name, sql in _rollup.DIMENSIONS.items() if name},
+    "requested_model": "nullif(model, '')",
     "day": "substr(started_at, 1, 10)",
 }
 #: What each ``stats()`` row holds (after the group's own key, if any).
@@ -289,8 +291,9 @@ class Log:
         self, *, by: str | None = None, percentiles: bool = True, **filters: Unpack[Filters]
     ) -> list[dict[str, Any]]:
         """Totals of the matching calls (one row), or per ``by`` group: ``provider``,
-        ``model`` (the model that answered), ``user``, ``service``, ``operation``,
-        ``status`` or ``day`` (UTC). Groups come most expensive first (days newest first).
+        ``model`` (the model that answered, else the one asked for), ``requested_model``
+        (the one asked for), ``user``, ``service``, ``operation``, ``status`` or ``day``
+        (UTC). Groups come most expensive first (days newest first).
 
         Each row holds ``STAT_FIELDS``: calls, errors, error_rate, cache_hits (calls served
         by httptrack's cache), tokens, cost_usd, cost_saved_usd (what the cache hits would
@@ -363,7 +366,11 @@ class Log:
         clauses: list[str] = []
         params: list[Any] = []
         # A model filter also matches the model asked for: calls_rollup has only the answering one.
-        if len(involved) <= 1 and not dims - set(_rollup.DIMENSIONS) and "model" not in dims:
+        if (
+            len(involved) <= 1
+            and not involved - set(_rollup.DIMENSIONS)
+            and "model" not in dims
+        ):
             dim = next(iter(involved), "")
             clauses.append("dim = ?")
             params.append(dim)
