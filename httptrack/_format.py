@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
-from decimal import Decimal
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["Column", "count", "duration", "money", "percent", "plain_number", "render_table", "short_time"]

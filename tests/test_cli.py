@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,10 @@ def test_search_lists_and_exports_by_start_time(db: Path) -> None:
 def test_calls_messages(db: Path, tmp_path: Path) -> None:
     result = run("calls", "--db", tmp_path / "missing.db", ok=False)
     assert result.exit_code == 1
-    assert "no call log at" in result.stderr and "httptrack demo" in result.stderr
+    assert result.stderr == f"Error: no such file: {tmp_path / 'missing.db'}\n"
+    result = run("calls", ok=False)  # the default place, nothing recorded there yet
+    assert result.exit_code == 1
+    assert "no call log at" in result.stderr and "make a tracked call first" in result.stderr
     record_calls(db)
     result = run("calls", "-u", "nobody", "--db", db)
     assert result.stdout == "" and "No calls match." in result.stderr
@@ -254,7 +258,8 @@ def test_stats_json(db: Path, ids: list[str]) -> None:
     data = json.loads(run("stats", "--json", "--db", db).stdout)
     all_rows = rows(db)
     totals = data["totals"]
-    assert list(data) == ["totals"]
+    assert list(data) == ["totals", "by", "groups"] and data["by"] == "model"  # per model by default
+    assert list(json.loads(run("stats", "--by", "none", "--json", "--db", db).stdout)) == ["totals"]
     assert (totals["calls"], totals["errors"], totals["error_rate"], totals["cache_hits"]) == (8, 2, 0.25, 0)
     assert totals["input_tokens"] == sum(r["input_tokens"] or 0 for r in all_rows)
     assert totals["output_tokens"] == sum(r["output_tokens"] or 0 for r in all_rows)
@@ -316,7 +321,7 @@ def test_stats_tables(db: Path, ids: list[str]) -> None:
     tokens_in = sum(r["input_tokens"] or 0 for r in all_rows)
     tokens_out = sum(r["output_tokens"] or 0 for r in all_rows)
     assert f"tokens      {tokens_in} in + {tokens_out} out = {tokens_in + tokens_out}" in out
-    assert re.search(r"latency     p50 \d+ ms   p95 \d+ ms", out)
+    assert re.search(r"latency     p50 [\d.]+ ms   p95 [\d.]+ ms", out)
     out = run("stats", "--by", "provider", "--db", db).stdout
     table = out.split("\n\n", 1)[1].splitlines()
     assert table[0].split() == [
@@ -367,12 +372,22 @@ def test_export_jsonl(db: Path, ids: list[str]) -> None:
     assert [json.loads(line) for line in lines] == [decoded(r, COLUMN_NAMES) for r in rows(db)]
 
 
+def written(value: Any) -> str:
+    """A value as a CSV export writes it: a float as a decimal, never in exponent form."""
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return "" if value is None else str(value)
+
+
 def test_export_csv(db: Path, ids: list[str]) -> None:
     out = run("export", "--format", "csv", "--db", db).stdout
     table = list(csv.reader(io.StringIO(out)))
     assert table[0] == list(COLUMN_NAMES)
-    expected = [["" if r[c] is None else str(r[c]) for c in COLUMN_NAMES] for r in rows(db)]
+    expected = [[written(r[c]) for c in COLUMN_NAMES] for r in rows(db)]
     assert table[1:] == expected
+    costs = [line[COLUMN_NAMES.index("cost_usd")] for line in table[1:]]
+    assert "0.0000093" in costs  # 9.3e-06, as a spreadsheet reads it
+    assert not [c for c in costs if "e" in c.lower()]
 
 
 def test_export_options(db: Path, ids: list[str], tmp_path: Path) -> None:
@@ -393,7 +408,7 @@ def test_export_options(db: Path, ids: list[str], tmp_path: Path) -> None:
     )
     assert result.stderr == f"Exported 3 calls to {target}\n"
     assert list(csv.reader(io.StringIO(target.read_text()))) == [["id", "model", "cost_usd"]] + [
-        [r["id"], r["model"], str(r["cost_usd"])] for r in reversed(rows(db, "user = 'bob'"))
+        [r["id"], r["model"], written(r["cost_usd"])] for r in reversed(rows(db, "user = 'bob'"))
     ]
     lean = [
         json.loads(line) for line in run("export", "--no-bodies", "-n", "2", "--db", db).stdout.splitlines()

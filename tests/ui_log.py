@@ -7,6 +7,7 @@ the datasette pages and by ``scripts/ui_screenshots.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -63,9 +64,9 @@ def _openai_like(lib: Any) -> Any:
     def handler(request: Any) -> Any:
         body = bytes(request.content)
         data = json.loads(body) if body.startswith(b"{") else {}
-        if b'"get_weather"' in body and request.url.path.endswith("/chat/completions"):
-            if data["messages"][-1]["role"] == "user":
-                return lib.Response(200, json=_weather_call(DATED.get(data["model"], data["model"])))
+        calls_tool = b'"get_weather"' in body and request.url.path.endswith("/chat/completions")
+        if calls_tool and data["messages"][-1]["role"] == "user":
+            return lib.Response(200, json=_weather_call(DATED.get(data["model"], data["model"])))
         response = fake(request)
         if data.get("model") in DATED and response.status_code == 200 and not data.get("stream"):
             answer = json.loads(response.read())
@@ -74,6 +75,11 @@ def _openai_like(lib: Any) -> Any:
         return response
 
     return handler
+
+
+def behave(how: str) -> dict[str, str]:
+    """The fake provider's header for a failure (``rate-limited``, ``server-error`` ...)."""
+    return {"x-fake-behavior": how}
 
 
 def _weather_call(model: str) -> dict[str, Any]:
@@ -173,7 +179,9 @@ def record_ui_log(db: Path, cache_dir: Path) -> UiLog:
                         model="llama-3.1-8b-instant", messages=[{"role": "user", "content": question}]
                     )
                 else:
-                    oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": question}])
+                    oai.chat.completions.create(
+                        model="gpt-4o", messages=[{"role": "user", "content": question}]
+                    )
 
         # A conversation of two turns in one session, with a system prompt.
         with httptrack.attribute(user="alice", service="summarizer", session="chat-42"):
@@ -214,11 +222,18 @@ def record_ui_log(db: Path, cache_dir: Path) -> UiLog:
                             {
                                 "id": tool_call.id,
                                 "type": "function",
-                                "function": {"name": "get_weather", "arguments": tool_call.function.arguments},
+                                "function": {
+                                    "name": "get_weather",
+                                    "arguments": tool_call.function.arguments,
+                                },
                             }
                         ],
                     },
-                    {"role": "tool", "tool_call_id": tool_call.id, "content": '{"rain_mm": 6, "wind_kmh": 30}'},
+                    {
+                        "role": "tool",
+                        "tool_call_id": tool_call.id,
+                        "content": '{"rain_mm": 6, "wind_kmh": 30}',
+                    },
                 ],
             )
             keep("tool_result")
@@ -246,49 +261,52 @@ def record_ui_log(db: Path, cache_dir: Path) -> UiLog:
             keep("prompt_cache")
         with httptrack.attribute(user="alice", service="research"):
             oai.chat.completions.create(
-                model="o3-mini", messages=[{"role": "user", "content": "Plan a study of umbrella sales by season"}]
+                model="o3-mini",
+                messages=[{"role": "user", "content": "Plan a study of umbrella sales by season"}],
             )
             keep("reasoning")
         with httptrack.attribute(user="carol", service="indexer"):
             oai.embeddings.create(model="text-embedding-3-small", input=["storm umbrella", "golf umbrella"])
             olla.embed(model="nomic-embed-text", input=["Paris", "Lyon"])
             for _ in olla.chat(
-                model="llama3.2", messages=[{"role": "user", "content": "Name three umbrella colours"}], stream=True
+                model="llama3.2",
+                messages=[{"role": "user", "content": "Name three umbrella colours"}],
+                stream=True,
             ):
                 pass
             keep("local")
 
         # Failures: as the SDK raises them to the app.
+        hello = [{"role": "user", "content": "Hello?"}]
         with httptrack.attribute(user="bob", service="support"):
-            try:
-                oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello?"}],
-                                            extra_headers={"x-fake-behavior": "rate-limited"})  # fmt: skip
-            except openai.RateLimitError:
-                pass
+            with contextlib.suppress(openai.RateLimitError):
+                oai.chat.completions.create(
+                    model="gpt-4o", messages=hello, extra_headers=behave("rate-limited")
+                )
             keep("rate_limited")
-            try:
-                claude.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "Hi"}],
-                                       extra_headers={"x-fake-behavior": "overloaded"})  # fmt: skip
-            except anthropic.APIStatusError:
-                pass
+            with contextlib.suppress(anthropic.APIStatusError):
+                claude.messages.create(
+                    model="claude-sonnet-4-6",
+                    max_tokens=100,
+                    messages=hello,
+                    extra_headers=behave("overloaded"),
+                )
             keep("overloaded")
         with httptrack.attribute(user="alice", service="summarizer"):
-            try:
-                oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Summarise"}],
-                                            extra_headers={"x-fake-behavior": "server-error"})  # fmt: skip
-            except openai.InternalServerError:
-                pass
+            summarise = [{"role": "user", "content": "Summarise the complaints of this week"}]
+            with contextlib.suppress(openai.InternalServerError):
+                oai.chat.completions.create(
+                    model="gpt-4o-mini", messages=summarise, extra_headers=behave("server-error")
+                )
             keep("server_error")
-            try:
+            with contextlib.suppress(openai.APIConnectionError):
                 for _ in oai.chat.completions.create(
                     model="gpt-4o-mini",
                     messages=[{"role": "user", "content": "Write a long story about umbrellas"}],
                     stream=True,
-                    extra_headers={"x-fake-behavior": "cut-stream"},
+                    extra_headers=behave("cut-stream"),
                 ):
                     pass
-            except openai.APIConnectionError:
-                pass
             keep("cut_by_network")
             stream = oai.chat.completions.create(
                 model="gpt-4o-mini",
@@ -301,11 +319,12 @@ def record_ui_log(db: Path, cache_dir: Path) -> UiLog:
         # A model only ever failing: it must still show on the dashboard.
         with httptrack.attribute(user="erin", service="batch"):
             for _ in range(2):
-                try:
-                    oai.chat.completions.create(model="gpt-4.1-nano", messages=[{"role": "user", "content": "ping"}],
-                                                extra_headers={"x-fake-behavior": "rate-limited"})  # fmt: skip
-                except openai.RateLimitError:
-                    pass
+                with contextlib.suppress(openai.RateLimitError):
+                    oai.chat.completions.create(
+                        model="gpt-4.1-nano",
+                        messages=[{"role": "user", "content": "ping"}],
+                        extra_headers=behave("rate-limited"),
+                    )
             keep("error_only_model")
     assert httptrack.flush(10)
     log.all_ids = _ids(db)

@@ -23,16 +23,18 @@ import contextlib
 import json
 import sqlite3
 from typing import Any
+from urllib.parse import quote
 
 from datasette import hookimpl
-from datasette.utils import path_with_removed_args, urlsafe_components
+from datasette.utils import path_with_removed_args, tilde_decode, urlsafe_components
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from .._format import money, plain_number
+from ._csv import csv_decimals
 from ._facets import RollupColumnFacet, RollupDateFacet
 from ._listing import list_rows
-from ._metadata import FTS_QUERY_FUNCTION, database_metadata
+from ._metadata import FTS_QUERY_FUNCTION, database_metadata, links_html
 
 __all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
 
@@ -95,6 +97,17 @@ def startup(datasette: Any) -> None:
 
 
 @hookimpl
+def asgi_wrapper(datasette: Any) -> Any:
+    # Costs in a call log's CSV as decimals (0.000049), not 4.9e-05: see _csv.
+    def is_log_path(path: str) -> bool:
+        base = datasette.setting("base_url") or "/"
+        name = path[len(base) :] if path.startswith(base) else path.lstrip("/")
+        return tilde_decode(name.split("/", 1)[0].removesuffix(".csv")) in log_databases(datasette)
+
+    return lambda app: csv_decimals(app, is_log_path)
+
+
+@hookimpl
 def register_facet_classes() -> list[type[Any]]:
     # The calls table's facets (see _metadata): datasette's, counted from the rollups
     # when the page shows the whole table.
@@ -106,7 +119,16 @@ def get_metadata(datasette: Any, key: str, database: str | None, table: str | No
     names = log_databases(datasette)
     if not names:
         return {}
-    return {"databases": {name: database_metadata() for name in names}}
+    urls = datasette.urls
+    links = {name: (urls.path(f"/-/httptrack?db={quote(name)}"), urls.table(name, "calls")) for name in names}
+    return {
+        # The instance's front page: the way in to each call log first.
+        "description_html": "".join(
+            (f"<h2>{escape(name)}</h2>" if len(names) > 1 else "") + links_html(*links[name])
+            for name in names
+        ),
+        "databases": {name: database_metadata(*links[name]) for name in names},
+    }
 
 
 #: Columns shown as money wherever they appear in a call log: the table, the views, queries.
@@ -116,7 +138,9 @@ MONEY_COLUMNS = frozenset({"cost_usd", "cost_saved_usd", "avg_cost_usd"})
 @hookimpl
 def render_cell(value: Any, column: str, table: str | None, database: str, datasette: Any) -> Any:
     if column in MONEY_COLUMNS and isinstance(value, int | float) and database in log_databases(datasette):
-        return Markup(f'<span class="httptrack-money" title="{plain_number(value)} USD">{escape(money(value))}</span>')
+        return Markup(
+            f'<span class="httptrack-money" title="{plain_number(value)} USD">{escape(money(value))}</span>'
+        )
     if table != "calls" or not isinstance(value, str) or not value:
         return None
     if column == "response_text":
@@ -141,7 +165,9 @@ def render_cell(value: Any, column: str, table: str | None, database: str, datas
 
 
 @hookimpl
-def extra_template_vars(template: str, database: str | None, table: str | None, request: Any, datasette: Any) -> Any:
+def extra_template_vars(
+    template: str, database: str | None, table: str | None, request: Any, datasette: Any
+) -> Any:
     """On a call log's ``calls`` pages: the list of calls (``_table.html``) and the call's
     record (``row.html``). ``?_all_columns=1`` (or datasette's ``?_col=``) gives
     datasette's own pages instead, every column."""

@@ -41,7 +41,7 @@ def _json_text(value: Any) -> str:
         try:  # arguments are a JSON string: shown indented
             value = json.loads(value)
         except ValueError:
-            return value
+            return str(value)
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
@@ -75,12 +75,16 @@ def _parts(content: Any) -> list[Part]:
         kind = block.get("type")
         if isinstance(block.get("text"), str) and kind in (None, "text", "input_text", "output_text"):
             parts.append(Part("text", block["text"]))
-        elif kind in ("image_url", "image", "input_image", "document", "input_file") or "inline_data" in block:
+        elif (
+            kind in ("image_url", "image", "input_image", "document", "input_file") or "inline_data" in block
+        ):
             parts.append(Part("image", str(kind or "image")))
         elif kind in ("tool_use", "server_tool_use"):
             parts.append(Part("tool_call", _json_text(block.get("input")), str(block.get("name", ""))))
         elif kind == "tool_result":
-            parts.append(Part("tool_result", _text_of(block.get("content")), str(block.get("tool_use_id", ""))))
+            parts.append(
+                Part("tool_result", _text_of(block.get("content")), str(block.get("tool_use_id", "")))
+            )
         elif kind in ("thinking", "redacted_thinking"):
             parts.append(Part("thinking", str(block.get("thinking", ""))))
         elif isinstance(block.get("functionCall"), dict):  # Gemini
@@ -110,9 +114,13 @@ def _message(item: dict[str, Any]) -> Message | None:
     """One entry of ``messages`` / ``contents`` / the Responses API's ``input``."""
     kind = item.get("type")
     if kind == "function_call":  # Responses API items
-        return Message("assistant", [Part("tool_call", _json_text(item.get("arguments")), str(item.get("name", "")))])
+        return Message(
+            "assistant", [Part("tool_call", _json_text(item.get("arguments")), str(item.get("name", "")))]
+        )
     if kind == "function_call_output":
-        return Message("tool", [Part("tool_result", _text_of(item.get("output")), str(item.get("call_id", "")))])
+        return Message(
+            "tool", [Part("tool_result", _text_of(item.get("output")), str(item.get("call_id", "")))]
+        )
     if kind == "reasoning":
         return None
     role = str(item.get("role") or "user")

@@ -70,13 +70,18 @@ def _day_series(per_day: list[dict[str, Any]], first: date | None, today: date) 
     day = start
     while day <= end:
         key = day.isoformat()
-        series.append(by_day.get(key) or {"day": key, "calls": 0, "errors": 0, "cache_hits": 0, "cost_usd": 0.0})
+        series.append(
+            by_day.get(key) or {"day": key, "calls": 0, "errors": 0, "cache_hits": 0, "cost_usd": 0.0}
+        )
         day += timedelta(days=1)
     return series
 
 
 def _with_other(
-    groups: list[dict[str, Any]], key: str, top: int = TOP, keep: Callable[[dict[str, Any]], bool] | None = None
+    groups: list[dict[str, Any]],
+    key: str,
+    top: int = TOP,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """The first ``top`` groups (and any other that ``keep`` says must show), then one
     "other" group summing the rest, so that the lines add up to the total."""
@@ -87,7 +92,15 @@ def _with_other(
         shown.append(rest[0])
     elif rest:
         other: dict[str, Any] = {key: None, "other": len(rest)}
-        for field in ("calls", "errors", "cache_hits", "input_tokens", "output_tokens", "total_tokens", "unpriced"):
+        for field in (
+            "calls",
+            "errors",
+            "cache_hits",
+            "input_tokens",
+            "output_tokens",
+            "total_tokens",
+            "unpriced",
+        ):
             other[field] = sum(g.get(field) or 0 for g in rest)
         for field in ("cost_usd", "cost_saved_usd"):
             values = [g[field] for g in rest if g.get(field) is not None]
@@ -131,8 +144,9 @@ def _breakdown_rows(groups: list[dict[str, Any]], by: str, total_cost: float) ->
 def _recent_errors(conn: sqlite3.Connection, since: str | None) -> list[dict[str, str]]:
     """The newest failed calls of the period (``idx_calls_status`` finds them)."""
     cursor = conn.execute(
-        "SELECT id, started_at, provider, model, http_status, outcome, error_code, error_message, user, service "
-        "FROM calls WHERE status = 'error' AND started_at >= ? ORDER BY started_at DESC LIMIT ?",
+        "SELECT id, started_at, provider, model, http_status, outcome, error_code, error_message, "
+        "user, service FROM calls WHERE status = 'error' AND started_at >= ? "
+        "ORDER BY started_at DESC LIMIT ?",
         [since or "", RECENT_ERRORS],
     )
     names = [d[0] for d in cursor.description]
@@ -160,8 +174,8 @@ def limits_tables(conn: sqlite3.Connection) -> list[str]:
     """The spend and rate limit tables in the log (``limit_*``), if the app uses limits:
     the dashboard's limits section shows only then."""
     rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name LIKE 'limit\\_%' ESCAPE '\\' "
-        "ORDER BY name"
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name LIKE 'limit\\_%' ESCAPE '\\' ORDER BY name"
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -181,7 +195,8 @@ def dashboard_context(
     groups = log.stats(by=by, **filters)
     total_cost = totals["cost_usd"] or 0
     tokens = _with_other(
-        sorted(per_model, key=lambda g: -((g["input_tokens"] or 0) + (g["output_tokens"] or 0))), "requested_model"
+        sorted(per_model, key=lambda g: -((g["input_tokens"] or 0) + (g["output_tokens"] or 0))),
+        "requested_model",
     )
     command = "httptrack stats" + (f" --since {since}" if since else "")
     return {
@@ -229,7 +244,10 @@ def dashboard_context(
         "tokens_per_model": Markup(
             stacked_bar_chart(
                 [
-                    (_label(g, "requested_model", "(unknown)"), [g["input_tokens"] or 0, g["output_tokens"] or 0])
+                    (
+                        _label(g, "requested_model", "(unknown)"),
+                        [g["input_tokens"] or 0, g["output_tokens"] or 0],
+                    )
                     for g in tokens
                 ],
                 series=["input tokens", "output tokens"],

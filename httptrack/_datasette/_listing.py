@@ -84,7 +84,7 @@ def list_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
     the list needs."""
     out = []
     for row in rows:
-        if not LIST_NEEDS <= set(row.keys()):
+        if not set(row.keys()) >= LIST_NEEDS:
             return None
         status, kind = _status(row)
         estimated = "~" if row["tokens_estimated"] else ""

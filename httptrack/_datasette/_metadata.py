@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from markupsafe import escape
+
+from ..log import _rollup
 from ..log._schema import DESCRIPTIONS
 from ..log._views import FTS_TABLE, VIEWS
 
-__all__ = ["CANNED_QUERIES", "FTS_QUERY_FUNCTION", "SETTINGS", "database_metadata"]
+__all__ = [
+    "CANNED_QUERIES",
+    "FTS_QUERY_FUNCTION",
+    "INTERNAL_TABLES",
+    "SETTINGS",
+    "database_metadata",
+    "links_html",
+]
 
 #: The SQL function (registered by the plugin on every connection) that turns a user's
 #: words into an FTS5 query that cannot be a syntax error, as ``httptrack calls -q`` does.
@@ -79,7 +89,31 @@ ORDER BY started_at DESC LIMIT 200""",
 }
 
 
-def database_metadata() -> dict[str, Any]:
+#: Tables httptrack keeps for itself (rollups, bookmarks, migrations, the search index):
+#: hidden from datasette's lists, still one click away under "hidden tables".
+INTERNAL_TABLES = (
+    _rollup.ROLLUP_TABLE,
+    _rollup.LATENCY_TABLE,
+    _rollup.DETAIL_TABLE,
+    _rollup.DETAIL_LATENCY_TABLE,
+    _rollup.STATE_TABLE,
+    FTS_TABLE,
+    "_sqlite_migrations",
+)
+
+
+def links_html(dashboard_url: str, calls_url: str) -> str:
+    """The way in to a call log: its dashboard and its calls, for the top of datasette's
+    pages."""
+    return (
+        '<p class="httptrack-links" style="font-size: 1.15em">'
+        f'<a href="{escape(dashboard_url)}"><strong>Dashboard</strong></a>: cost, calls, errors and '
+        f'latency over time &nbsp;·&nbsp; <a href="{escape(calls_url)}"><strong>Calls</strong></a>: '
+        "every call, newest first, searchable; click one for all of it</p>"
+    )
+
+
+def database_metadata(dashboard_url: str = "/-/httptrack", calls_url: str = "calls") -> dict[str, Any]:
     """Metadata for one call log database (the same for every one), a new copy each time:
     datasette merges the user's own metadata (``-m metadata.json``) into what the plugin
     returns, in place, so a shared copy would carry one database's settings to another (and
@@ -100,14 +134,14 @@ def database_metadata() -> dict[str, Any]:
             "fts_pk": "rowid",
             "size": 50,
         },
-        FTS_TABLE: {"hidden": True},
-        "_sqlite_migrations": {"hidden": True},
+        **{name: {"hidden": True} for name in INTERNAL_TABLES},
     }
     for name, (description, _) in VIEWS.items():
         tables[name] = {"description": description}
     return {
         "title": "httptrack call log",
-        "description": "Every LLM API call, its tokens, cost and latency. Dashboard: /-/httptrack",
+        "description_html": "<p>Every LLM API call, with its tokens, cost and latency.</p>"
+        + links_html(dashboard_url, calls_url),
         "tables": tables,
         "queries": {name: dict(query) for name, query in CANNED_QUERIES.items()},
     }

@@ -16,7 +16,7 @@ from typing import Any
 from .._format import count, duration, money, short_time
 from ._conversation import Message, Part, request_conversation, response_tool_calls, tool_names
 
-__all__ = ["Breakdown", "RELATED_LIMIT", "call_context", "cost_breakdown", "pretty_json", "related_calls"]
+__all__ = ["RELATED_LIMIT", "Breakdown", "call_context", "cost_breakdown", "pretty_json", "related_calls"]
 
 #: At most this many of a session's (or a cache key's) other calls are listed.
 RELATED_LIMIT = 50
@@ -48,7 +48,7 @@ def pretty_json(text: str | None) -> str:
     return text
 
 
-def _status_line(row: dict[str, Any]) -> dict[str, str]:
+def _status_line(row: dict[str, Any]) -> dict[str, Any]:
     """The banner at the top: what kind of outcome, a headline, and why."""
     code = row.get("http_status")
     http = ""
@@ -66,8 +66,10 @@ def _status_line(row: dict[str, Any]) -> dict[str, str]:
         kind, headline = "warning", "Cut short"
     else:
         kind, headline = "success", "Succeeded"
-    details = [d for d in (http, f"finished: {row['finish_reason']}" if row.get("finish_reason") else "") if d]
-    hints = []
+    details = [
+        d for d in (http, f"finished: {row['finish_reason']}" if row.get("finish_reason") else "") if d
+    ]
+    hints: list[tuple[str, str]] = []
     if kind == "error":  # what the provider said about when to try again
         headers = _loads(row.get("response_headers"))
         hints = [
@@ -125,19 +127,25 @@ def cost_breakdown(row: dict[str, Any]) -> Breakdown | None:
     lines: list[tuple[str, str, str, str]] = []
     kinds = (
         ("input", inp - read - write, price.input_mtok),
-        ("cache reads", read, price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok),
-        ("cache writes", write, price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok),
+        (
+            "cache reads",
+            read,
+            price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok,
+        ),
+        (
+            "cache writes",
+            write,
+            price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok,
+        ),
         ("output", out, price.output_mtok),
     )
     for name, tokens, per_million in kinds:
         if not tokens:
             continue
-        if per_million is None:
-            per_million = 0
-        if not isinstance(per_million, Decimal | int | float):
+        if per_million is not None and not isinstance(per_million, Decimal):
             return None  # tiered prices: the lines would not be one price each
-        amount = float(per_million) * tokens / 1e6
-        lines.append((name, count(tokens), money(float(per_million)), money(amount)))
+        rate = float(per_million or 0)
+        lines.append((name, count(tokens), money(rate), money(rate * tokens / 1e6)))
     total = float(calc.total_price)
     recorded = float(row["cost_usd"])
     matches = abs(total - recorded) <= 1e-9 + 1e-6 * abs(recorded)
@@ -148,7 +156,10 @@ def _tokens(row: dict[str, Any]) -> list[tuple[str, str]]:
     if row.get("input_tokens") is None and row.get("output_tokens") is None:
         return []
     lines = [("input", count(row.get("input_tokens")))]
-    for key, label in (("cached_input_tokens", "read from the prompt cache"), ("cache_write_tokens", "written to it")):
+    for key, label in (
+        ("cached_input_tokens", "read from the prompt cache"),
+        ("cache_write_tokens", "written to it"),
+    ):
         if row.get(key):
             lines.append((f"… {label}", count(row[key])))
     lines.append(("output", count(row.get("output_tokens"))))
@@ -175,7 +186,9 @@ def _cache(row: dict[str, Any]) -> str:
         return "hit: served by httptrack, not sent" + (f"; saved {money(saved)}" if saved else "")
     if row.get("cache_key"):
         return "miss: sent to the provider" + (
-            "; the answer was stored" if row.get("status") == "success" and row.get("outcome") == "complete" else ""
+            "; the answer was stored"
+            if row.get("status") == "success" and row.get("outcome") == "complete"
+            else ""
         )
     return "not used"
 
@@ -244,10 +257,8 @@ def call_context(row: dict[str, Any]) -> dict[str, Any]:
     model = row.get("model") or "-"
     answered = row.get("response_model")
     cost = row.get("cost_usd")
-    if cost is None:
-        cost_text = "not priced" if row.get("status") == "success" else "-"
-    else:
-        cost_text = money(cost)
+    unknown = "not priced" if row.get("status") == "success" else "-"
+    cost_text = unknown if cost is None else money(cost)
     conversation: list[Message] = request_conversation(row.get("request_body"))
     calls = response_tool_calls(row.get("response_body"))
     properties = _loads(row.get("properties"))

@@ -8,13 +8,15 @@ log.stats(by="model")                           # totals per model, as dicts
 log.totals(since="7d")["cost_usd"]
 ```
 
-The database is opened read-only, so reading never blocks the app's writer and never
-takes a write lock. Every query here is answered from an index (see ``_views``), so it
+The database is opened read-only and never written, so reading never blocks the app's
+writer and never takes a write lock; a file that is not a call log is refused (``LogError``),
+never given httptrack's tables. Every query here is answered from an index (see ``_views``), so it
 stays fast on millions of calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -24,10 +26,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from .._errors import LogError
 from .._settings import Settings
 from . import _rollup
 from ._rollup import Totals
-from ._sqlite import connect, is_current, migrate
+from ._sqlite import connect
 from ._views import FTS_TABLE
 
 if TYPE_CHECKING:
@@ -66,6 +69,11 @@ JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EQUALITY_FILTERS = ("provider", "user", "service", "session", "status", "operation")
+#: Columns the ``calls`` table of every httptrack call log has had, since its first schema:
+#: a ``calls`` table without them is someone else's.
+CALL_LOG_COLUMNS = frozenset({"id", "started_at", "provider", "model", "status", "cost_usd", "latency_ms"})
+#: SQLite's largest integer: a bigger ``limit`` means no limit.
+_MAX_LIMIT = 2**63 - 1
 
 
 class Filters(TypedDict, total=False):
@@ -103,7 +111,10 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> str:
         match = _RELATIVE.match(value)
         if match:
             seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            moment = (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+            try:
+                moment = (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+            except OverflowError:
+                raise ValueError(f"not a time: {value!r} is further back than the calendar goes") from None
         else:
             try:
                 moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -137,11 +148,16 @@ class Log:
         if connection is None:
             if not self.path.exists():
                 raise FileNotFoundError(f"no httptrack database at {self.path}")
-            connection = connect(self.path, readonly=True)
+            connection = _open_readonly(self.path)
             self._owned = True
         else:
             self._owned = False  # someone else's (datasette's): used as it is, never closed here
         self._conn = connection
+        try:
+            self._columns = _call_log_columns(connection, self.path)
+        except BaseException:
+            self.close()
+            raise
         self._searchable = (
             self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
         )
@@ -228,7 +244,8 @@ class Log:
             bad = [c for c in columns if c not in COLUMN_NAMES]
             if bad:
                 raise ValueError(f"no such column: {', '.join(bad)}")
-            select = ", ".join(f'calls."{c}"' for c in columns)
+            # A log of an earlier schema (read as it is) may lack a newer column: NULL there.
+            select = ", ".join(f'calls."{c}"' if c in self._columns else f'NULL AS "{c}"' for c in columns)
         else:
             select = "calls.*"
         order = "DESC" if newest_first else "ASC"
@@ -237,7 +254,7 @@ class Log:
         where, params = self._where(filters, in_time_order=True)
         sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
         if limit:
-            sql += f" LIMIT {int(limit)}"
+            sql += f" LIMIT {min(int(limit), _MAX_LIMIT)}"
         cursor = self._execute(sql, params)
         try:
             while True:
@@ -252,7 +269,10 @@ class Log:
                                 data[key] = _loads(data[key])
                     yield data
         finally:
-            cursor.close()
+            # Left unfinished (a reader's pipe closed, say), the generator may be closed only
+            # after the log: its cursor then went with the connection.
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                cursor.close()
 
     def calls(
         self, *, limit: int | None = None, newest_first: bool = True, **filters: Unpack[Filters]
@@ -366,11 +386,7 @@ class Log:
         clauses: list[str] = []
         params: list[Any] = []
         # A model filter also matches the model asked for: calls_rollup has only the answering one.
-        if (
-            len(involved) <= 1
-            and not involved - set(_rollup.DIMENSIONS)
-            and "model" not in dims
-        ):
+        if len(involved) <= 1 and not involved - set(_rollup.DIMENSIONS) and "model" not in dims:
             dim = next(iter(involved), "")
             clauses.append("dim = ?")
             params.append(dim)
@@ -530,31 +546,54 @@ def _loads(text: str) -> Any:
         return text
 
 
-def open_log(path: str | Path | None = None) -> Log:
-    """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
-    for reading, bringing an older database's schema up to date first (the only time this
-    writes: once per schema change)."""
-    target = Path(path) if path is not None else Settings().db
-    if target.exists() and _needs_migration(target):
-        try:
-            conn = connect(target)
-            try:
-                migrate(conn)
-            finally:
-                conn.close()
-        except (sqlite3.Error, OSError):
-            pass  # a read-only copy: read it as it is
-    return Log(target)
-
-
-def _needs_migration(path: Path) -> bool:
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to ``path``, refused with a ``LogError`` that says why when
+    it is no SQLite database or cannot be read. A log that SQLite cannot open read-only
+    as it is (a read-only copy whose write-ahead log would need recovering, on read-only
+    media) is read as an unchanging snapshot: its main file, without the ``-wal``."""
     try:
         conn = connect(path, readonly=True)
-    except sqlite3.Error:
-        return False
+    except sqlite3.Error as exc:
+        raise LogError(f"cannot open {path}: {exc}") from None
     try:
-        return not is_current(conn)
-    except sqlite3.Error:
-        return False
-    finally:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
         conn.close()
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        conn.close()
+        raise LogError(f"{path} is not an httptrack call log: {exc}") from None
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise LogError(f"cannot read {path}: {exc}") from None
+    return conn
+
+
+def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
+    """The columns of ``calls``; a ``LogError`` when the database is not a call log."""
+    try:
+        columns = frozenset(row[1] for row in conn.execute("PRAGMA table_info(calls)"))
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f"{path} is not an httptrack call log: {exc}") from None
+    if not columns:
+        raise LogError(f"{path} is not an httptrack call log (it has no calls table)")
+    if not columns >= CALL_LOG_COLUMNS:
+        raise LogError(f"{path} is not an httptrack call log (its calls table is not httptrack's)")
+    return columns
+
+
+def open_log(path: str | Path | None = None) -> Log:
+    """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
+    for reading. It is never written: a log of an earlier schema is read as it is (the
+    next call recorded into it, or ``httptrack reindex``, brings it up to date). Raises
+    ``FileNotFoundError`` when there is no such file, and a ``ValueError`` saying why
+    when the file is no call log."""
+    target = Path(path) if path is not None else Settings().db
+    return Log(target)
