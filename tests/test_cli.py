@@ -749,3 +749,225 @@ def test_every_command_is_in_the_cli_docs() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     for name in commands():
         assert f"## `httptrack {name}" in text, name
+
+
+# -- reading never writes; clear errors -------------------------------------------------------
+
+READ_COMMANDS = [
+    ["calls"],
+    ["calls", "--json"],
+    ["show"],
+    ["stats"],
+    ["status"],
+    ["export"],
+    ["ui", "--no-browser"],
+]
+
+
+def fingerprint(path: Path) -> dict[str, bytes]:
+    """The bytes of a database and of its journal files, whichever exist."""
+    return {p.name: p.read_bytes() for p in path.parent.glob(path.name + "*")}
+
+
+@pytest.mark.parametrize("args", [*READ_COMMANDS, ["prune", "--older-than", "1d"], ["reindex"]])
+def test_a_file_that_is_not_a_call_log_is_refused_untouched(tmp_path: Path, args: list[str]) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE calls (name TEXT)")  # a table called calls, not httptrack's
+    conn.close()
+    before = fingerprint(other)
+    result = run(*args, "--db", other, ok=False)
+    assert result.exit_code == 1
+    assert (
+        result.stderr == f"Error: {other} is not an httptrack call log (its calls table is not httptrack's)\n"
+    )
+    assert fingerprint(other) == before
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, just notes\n" * 50)
+    result = run(*args, "--db", text, ok=False)
+    assert result.exit_code == 1 and f"{text} is not an httptrack call log" in result.stderr
+    assert text.read_text() == "not a database, just notes\n" * 50
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = run(*args, "--db", empty, ok=False)
+    assert result.stderr == f"Error: {empty} is not an httptrack call log (it has no calls table)\n"
+    assert empty.read_bytes() == b""
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_reading_an_older_log_writes_nothing(
+    db: Path, ids: list[str], args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from test_migrations import downgrade_to_v1
+
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    httptrack.flush()
+    downgrade_to_v1(db)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = fingerprint(db)
+    run(*args, "--db", db)
+    assert fingerprint(db) == before
+
+
+def test_wrong_path_and_folder_messages(tmp_path: Path) -> None:
+    typo = tmp_path / "no-such-folder" / "calls.db"
+    result = run("stats", "--db", typo, ok=False)
+    assert result.stderr == f"Error: no such file: {typo} (there is no folder {typo.parent} either)\n"
+    assert not typo.parent.exists()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    result = run("calls", "--db", folder, ok=False)
+    assert result.exit_code in (1, 2) and "folder.db" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_log_sqlite_cannot_open_read_only_is_read_as_a_snapshot(
+    db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only copy whose write-ahead log would need recovering makes SQLite refuse
+    even to read it ("attempt to write a readonly database"): it is read as it is, the
+    main file without its -wal."""
+    from httptrack.log import _reader
+
+    httptrack.flush()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    real = _reader.connect
+
+    class Refusing:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        def close(self) -> None:
+            self.conn.close()
+
+    monkeypatch.setattr(
+        _reader, "connect", lambda path, readonly=False: Refusing(real(path, readonly=readonly))
+    )
+    data = json.loads(run("calls", "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == ids[::-1]
+    assert json.loads(run("stats", "--json", "--db", db).stdout)["totals"]["calls"] == 8
+
+
+def test_a_read_only_copy_is_read(db: Path, ids: list[str], tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads and writes any file: a read-only copy needs another user")
+    httptrack.flush()
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for path in db.parent.glob(db.name + "*"):
+        shutil.copy(path, folder / path.name)
+    for path in folder.iterdir():
+        path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        data = json.loads(run("calls", "--json", "--db", folder / db.name).stdout)
+        assert len(data) == 8
+    finally:
+        folder.chmod(0o755)
+
+
+def test_huge_values_are_clear_errors_or_mean_everything(db: Path, ids: list[str]) -> None:
+    result = run("calls", "--since", "99999999999d", "--db", db, ok=False)
+    assert result.exit_code == 2 and "further back than the calendar goes" in result.stderr
+    result = run("stats", "--until", "99999999999w", "--db", db, ok=False)
+    assert result.exit_code == 2 and "further back than the calendar goes" in result.stderr
+    listed = json.loads(run("calls", "-n", "99999999999999999999", "--json", "--db", db).stdout)
+    assert len(listed) == 8
+    lines = run("export", "-n", str(2**70), "--db", db).stdout.splitlines()
+    assert len(lines) == 8
+
+
+@pytest.mark.parametrize("args", [["export"], ["calls", "--json"], ["calls", "-n", "0"]])
+def test_a_closed_pipe_ends_quietly(tmp_path: Path, args: list[str]) -> None:
+    """``httptrack export | head``: the reader goes away; no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "big.db"
+    record_calls(db)
+    conn = sqlite3.connect(db)
+    with conn:  # enough calls to fill a pipe many times over
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(calls)")]
+        select = ", ".join("id || '-' || ?" if c == "id" else f'"{c}"' for c in columns)
+        for n in range(300):
+            conn.execute(f"INSERT INTO calls SELECT {select} FROM calls WHERE id NOT LIKE '%-%'", [n])
+    conn.close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "httptrack.cli", *args, "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()  # as `head` does once it has its lines
+    try:
+        errors = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.stderr.close()
+    assert errors == b"", errors.decode()
+    assert process.returncode in (0, 1)
+
+
+def test_stats_breaks_down_per_model_by_default(db: Path, ids: list[str]) -> None:
+    out = run("stats", "--db", db).stdout
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split()[:2] == ["model", "calls"]
+    models = {line.split()[0] for line in table[2:]}
+    assert models >= {"gpt-4o-mini", "claude-haiku-4-5", "rate-limited", "total"}
+    assert "\n\n" not in run("stats", "--by", "none", "--db", db).stdout.strip()
+    asked = json.loads(run("stats", "--by", "requested_model", "--json", "--db", db).stdout)
+    assert {g["requested_model"]: g["errors"] for g in asked["groups"]}["rate-limited"] == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("192.168.1.5", True),
+        ("myhost", True),
+    ],
+)
+def test_ui_warns_when_serving_beyond_this_machine(
+    db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch, host: str, warned: bool
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    result = run("ui", "--no-browser", "--host", host, "--db", db)
+    assert ("Warning: serving on" in result.stderr) is warned
+    if warned:
+        assert "every prompt and answer" in result.stderr and "authentication" in result.stderr
+
+
+def test_demo_names_a_ui_this_install_can_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    out = run("demo", "--db", tmp_path / "a.db").stdout
+    assert f"In your browser: httptrack ui --db {tmp_path / 'a.db'}" in out
+    assert "datasette " not in out
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "datasette" else real(name, *a)
+    )
+    out = run("demo", "--db", tmp_path / "b.db").stdout
+    assert "pip install 'httptrack[ui]', then httptrack ui --db" in out

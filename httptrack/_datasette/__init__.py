@@ -45,7 +45,11 @@ _detected: dict[tuple[str, str], bool] = {}
 
 
 def is_call_log(path: str | None) -> bool:
-    """Whether the SQLite file at ``path`` is an httptrack call log (cached per path)."""
+    """Whether the SQLite file at ``path`` is an httptrack call log: a ``calls`` table with
+    httptrack's columns (cached per path). A log of an older schema (no views, no rollups)
+    is one too: the pages read it as it is."""
+    from ..log._reader import CALL_LOG_COLUMNS
+
     if not path:
         return False
     key = ("path", path)
@@ -53,15 +57,10 @@ def is_call_log(path: str | None) -> bool:
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
-                names = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_master WHERE name IN ('calls', 'cost_per_day')"
-                    )
-                }
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
             finally:
                 conn.close()
-            _detected[key] = names == {"calls", "cost_per_day"}
+            _detected[key] = columns >= CALL_LOG_COLUMNS
         except sqlite3.Error:
             _detected[key] = False
     return _detected[key]

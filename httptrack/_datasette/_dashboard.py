@@ -83,9 +83,10 @@ def _with_other(
     top: int = TOP,
     keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The first ``top`` groups (and any other that ``keep`` says must show), then one
-    "other" group summing the rest, so that the lines add up to the total."""
-    shown = [g for i, g in enumerate(groups) if i < top or (keep is not None and keep(g))]
+    """The first ``TOP`` groups (and any other that ``keep`` says must show), then one
+    "other" group summing the rest, so that the lines add up to the total (a single group
+    left over is shown as itself)."""
+    shown = [g for i, g in enumerate(groups) if i < TOP or (keep is not None and keep(g))]
     picked = {id(g) for g in shown}
     rest = [g for g in groups if id(g) not in picked]
     if len(rest) == 1:

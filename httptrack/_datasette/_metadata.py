@@ -107,8 +107,9 @@ def links_html(dashboard_url: str, calls_url: str) -> str:
     pages."""
     return (
         '<p class="httptrack-links" style="font-size: 1.15em">'
-        f'<a href="{escape(dashboard_url)}"><strong>Dashboard</strong></a>: cost, calls, errors and '
-        f'latency over time &nbsp;·&nbsp; <a href="{escape(calls_url)}"><strong>Calls</strong></a>: '
+        f'<a class="httptrack-dashboard" href="{escape(dashboard_url)}"><strong>Dashboard</strong></a>: '
+        "cost, calls, errors and latency over time &nbsp;·&nbsp; "
+        f'<a class="httptrack-calls" href="{escape(calls_url)}"><strong>Calls</strong></a>: '
         "every call, newest first, searchable; click one for all of it</p>"
     )
 
