@@ -227,6 +227,7 @@ def dashboard_context(
                 axis=_dollars,
                 title="Cost per day (USD)",
                 width=1200,
+                height=170,
             )
         ),
         "calls_per_day": Markup(

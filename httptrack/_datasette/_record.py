@@ -185,11 +185,7 @@ def _cache(row: dict[str, Any]) -> str:
         saved = row.get("cost_saved_usd")
         return "hit: served by httptrack, not sent" + (f"; saved {money(saved)}" if saved else "")
     if row.get("cache_key"):
-        return "miss: sent to the provider" + (
-            "; the answer was stored"
-            if row.get("status") == "success" and row.get("outcome") == "complete"
-            else ""
-        )
+        return "miss: sent to the provider"
     return "not used"
 
 
