@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from datasette.app import Datasette
+from datasette.database import Database
 from datasette.plugins import pm
 from recorded_log import record_calls, rows
 
@@ -603,27 +604,31 @@ async def test_dashboard_takes_any_long_period_as_everything(ui_ds: Datasette) -
 async def test_dashboard_rolls_the_rest_up_and_never_hides_errors(
     ui_ds: Datasette, ui_log: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The most expensive groups by name, and the ones failing most; the rest in one line
+    whose figures (errors too) add up with them to the total."""
     from httptrack._datasette import _dashboard
 
     monkeypatch.setattr(_dashboard, "TOP", 1)
     page = (await ui_ds.client.get("/-/httptrack?days=0&by=requested_model")).text
-    shown = re.findall(r'<tr data-group="([^"]*)">\s*<td>(?:<a [^>]*>)?([^<]+)', page)
+    shown = re.findall(
+        r'<tr data-group="([^"]*)">\s*<td>(?:<a [^>]*>)?([^<]+)(?:</a>)?</td>\s*<td>([\d,]+)</td>'
+        r"<td[^>]*>([\d,]+)</td>",
+        page,
+    )
     with httptrack.open_log(ui_log.db) as log:
         groups = log.stats(by="requested_model")
         totals = log.totals()
     top, *rest = groups
-    with_errors = [g["requested_model"] for g in rest if g["errors"]]
-    assert with_errors  # the log has failures beyond the most expensive model
-    others = [g for g in rest if not g["errors"]]
-    assert len(others) > 1
-    assert [label for _, label in shown] == [
-        top["requested_model"],
-        *with_errors,
-        f"{len(others)} others",
-    ]
-    cells = re.search(r'<tr data-group="">\s*<td>\d+ others</td>\s*<td>([\d,]+)</td>', page)
-    assert cells and int(cells.group(1).replace(",", "")) == sum(g["calls"] for g in others)
-    assert sum(g["calls"] for g in groups) == totals["calls"]
+    failing = max((g for g in rest if g["errors"]), key=lambda g: g["errors"])
+    others = [g for g in rest if g is not failing]
+    assert len(others) > 1 and any(g["errors"] for g in others)
+    named = [g["requested_model"] for g in groups if g is top or g is failing]
+    assert [label for _, label, _, _ in shown] == [*named, f"{len(others)} others"]
+    *_, (_, _, calls, errors) = shown
+    assert int(calls) == sum(g["calls"] for g in others)
+    assert int(errors) == sum(g["errors"] for g in others)
+    assert sum(int(c.replace(",", "")) for _, _, c, _ in shown) == totals["calls"]
+    assert sum(int(e) for _, _, _, e in shown) == totals["errors"]
 
 
 async def test_costs_are_money_in_views_and_decimals_in_csv(ui_ds: Datasette, ui_log: Any) -> None:
@@ -802,3 +807,23 @@ def test_conversations_of_every_shape() -> None:
         ("tool_call", "f")
     ]
     assert response_tool_calls("data: {}\n\n") == []
+
+
+async def test_other_databases_keep_datasettes_own_pages(ui_log: Any, tmp_path: Path) -> None:
+    """The plugin's row and table templates stand in for datasette's only on a call log."""
+    other = tmp_path / "pets.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE pets (id INTEGER PRIMARY KEY, name TEXT, cost_usd REAL)")
+        conn.execute("INSERT INTO pets VALUES (1, 'Cleo', 4.9e-05)")
+    conn.close()
+    ds = make_datasette(ui_log.db)
+    ds.add_database(Database(ds, path=str(other)), name="pets")
+    table = (await ds.client.get("/pets/pets")).text
+    assert 'class="rows-and-columns"' in table and "calls-list" not in table and "Cleo" in table
+    assert "4.9e-05" in table  # not a call log: its figures are left as they are
+    record = (await ds.client.get("/pets/pets/1")).text
+    assert 'class="rows-and-columns"' in record and 'id="status"' not in record
+    assert "4.9e-05" in (await ds.client.get("/pets/pets.csv")).text
+    calls = (await ds.client.get("/log/calls")).text
+    assert 'id="calls-list"' in calls

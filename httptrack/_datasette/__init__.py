@@ -1,20 +1,29 @@
 """httptrack's datasette plugin: the call log set up for reading.
 
-For every database that is an httptrack call log (it has the ``calls`` table and the
-reporting views), this plugin gives datasette:
+For every database that is an httptrack call log (it has httptrack's ``calls`` table), this
+plugin gives datasette:
 
+- a page per call that reads as a record (``row.html`` → ``httptrack_call.html``, built by
+  ``_record``): status and error first, tokens, cost and its prices, timings, the cache,
+  the conversation and the answer, related calls, the raw bodies;
+- the calls as a list, one line each (``_table.html`` → ``httptrack_list.html``, from
+  ``_listing``), inside datasette's table page with its facets, filters and search;
+  ``?_all_columns=1`` gives datasette's own pages, every column;
 - table settings: ``calls`` newest first, facets (provider, model, user, service, status,
   day; counted from the daily rollups on the unfiltered table, see ``_facets``), column
-  descriptions from ``_schema``, full-text search over prompts and responses;
+  descriptions from ``_schema``, full-text search over prompts and responses; httptrack's
+  internal tables hidden, the dashboard and the calls linked first;
 - canned queries (cost for one user per day, one session's calls, cost per hour, latency
   percentiles per model), beside the views that live in the database itself;
-- JSON bodies and headers rendered indented and folded (``<details>``), streams as text;
-- a dashboard at ``/-/httptrack``: headline figures and charts (cost per day, tokens per
-  model, cost per user) drawn as inline SVG, so nothing is fetched from anywhere.
+- costs shown as money in every table, view and query, and written as decimals in CSV
+  (``_csv``);
+- a dashboard at ``/-/httptrack`` (``_dashboard``): figures, failures, a breakdown, and
+  charts drawn as inline SVG, so nothing is fetched from anywhere.
 
-``httptrack ui`` registers it; installed beside datasette (``pip install 'httptrack[ui]'``)
-it is also found through its entry point, so ``datasette "$(httptrack path)"`` has it too.
-It only reads: the database is opened by datasette in read-only mode.
+Other databases keep datasette's own pages. ``httptrack ui`` registers the plugin;
+installed beside datasette (``pip install 'httptrack[ui]'``) it is also found through its
+entry point, so ``datasette "$(httptrack path)"`` has it too. It only reads: the database
+is opened by datasette in read-only mode.
 """
 
 from __future__ import annotations

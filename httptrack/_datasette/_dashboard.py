@@ -9,7 +9,6 @@ checked there. Nothing is left out: groups beyond the first few are summed into 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -77,17 +76,15 @@ def _day_series(per_day: list[dict[str, Any]], first: date | None, today: date) 
     return series
 
 
-def _with_other(
-    groups: list[dict[str, Any]],
-    key: str,
-    top: int = TOP,
-    keep: Callable[[dict[str, Any]], bool] | None = None,
-) -> list[dict[str, Any]]:
-    """The first ``TOP`` groups (and any other that ``keep`` says must show), then one
-    "other" group summing the rest, so that the lines add up to the total (a single group
-    left over is shown as itself)."""
-    shown = [g for i, g in enumerate(groups) if i < TOP or (keep is not None and keep(g))]
-    picked = {id(g) for g in shown}
+def _with_other(groups: list[dict[str, Any]], key: str, *, failing: bool = False) -> list[dict[str, Any]]:
+    """The first ``TOP`` groups, and with ``failing`` the ``TOP`` others with the most
+    errors, then one "other" group summing the rest (errors included), so that the lines
+    add up to the total (a single group left over is shown as itself). Order is kept."""
+    picked = {id(g) for g in groups[:TOP]}
+    if failing:
+        erring = sorted((g for g in groups[TOP:] if g["errors"]), key=lambda g: -g["errors"])
+        picked |= {id(g) for g in erring[:TOP]}
+    shown = [g for g in groups if id(g) in picked]
     rest = [g for g in groups if id(g) not in picked]
     if len(rest) == 1:
         shown.append(rest[0])
@@ -120,7 +117,7 @@ def _label(group: dict[str, Any], key: str, none: str = "(none)") -> str:
 
 def _breakdown_rows(groups: list[dict[str, Any]], by: str, total_cost: float) -> list[dict[str, str]]:
     rows = []
-    for g in _with_other(groups, by, keep=lambda g: bool(g["errors"])):
+    for g in _with_other(groups, by, failing=True):
         cost = g["cost_usd"]
         rows.append(
             {
