@@ -44,8 +44,10 @@ def stats(by: str, as_json: bool, db: Path | None, **options: Any) -> None:
     filters = filters_from(options)
     with open_log_or_fail(db) as log:
         try:
-            totals = log.totals(**filters)
-            groups = log.stats(by=by_group, **filters) if by_group else None
+            if by_group:
+                totals, groups = log.stats_and_totals(by=by_group, **filters)
+            else:
+                totals, groups = log.totals(**filters), None
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     if as_json:

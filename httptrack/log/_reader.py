@@ -322,12 +322,39 @@ class Log:
         Answered from the daily rollups where the question allows (see ``_rollup``).
         ``percentiles=False`` skips p50/p95 (``None``), which is quicker for many groups.
         """
+        return _rows(by, self._collect(by, percentiles, filters))
+
+    def stats_and_totals(
+        self, *, by: str, **filters: Unpack[Filters]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``totals(**filters)`` and ``stats(by=by, **filters)`` at once. Where the rollups
+        cannot answer (a search, a session), the calls are read once for both, not twice:
+        the totals are the groups' sums."""
+        filters = self._fixed(filters)
+        if self._rollup_plan(None, filters) is not None:  # the totals cost a few rollup rows
+            return self.totals(**filters), self.stats(by=by, **filters)
+        groups = self._collect(by, True, filters)
+        total = _rollup.Totals()
+        for part in groups.values():
+            total.add(part.values)
+            for bucket, n in part.hist.items():
+                total.hist[bucket] = total.hist.get(bucket, 0) + n
+        return _rows(None, {None: total})[0], _rows(by, groups)
+
+    def _fixed(self, filters: Filters) -> Filters:
+        """``filters`` with ``since``/``until`` as moments: "7d" means the same moment in
+        every query that follows."""
+        fixed: dict[str, Any] = dict(filters)
+        for key in ("since", "until"):
+            if fixed.get(key) is not None:
+                fixed[key] = parse_when(fixed[key])
+        return fixed  # type: ignore[return-value]
+
+    def _collect(self, by: str | None, percentiles: bool, filters: Filters) -> dict[Any, Totals]:
+        """Each group's sums and latency histogram (``by`` None: one group, the totals)."""
         if by is not None and by not in STATS_GROUPS:
             raise ValueError(f"cannot group by {by!r} (choose from {', '.join(STATS_GROUPS)})")
-        # "7d" means the same moment in every query below.
-        for key in ("since", "until"):
-            if filters.get(key) is not None:
-                filters[key] = parse_when(filters[key])
+        filters = self._fixed(filters)
         where, params = self._where(filters)
         groups: dict[Any, Totals] = {}
         plan = self._rollup_plan(by, filters)
@@ -350,17 +377,10 @@ class Log:
             )
             bounds = [b for b in (full_start, full_end) if b]
             self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [plan.bookmark, *params, *bounds])
-        if by is None and not groups:
-            groups[None] = Totals()
         if not percentiles:
             for totals in groups.values():
                 totals.hist.clear()  # the calls' own buckets too: all or nothing
-        rows = [_finish(by, key, totals) for key, totals in groups.items()]
-        if by == "day":
-            rows.sort(key=lambda r: r["day"] or "", reverse=True)
-        elif by is not None:
-            rows.sort(key=lambda r: (-(r["cost_usd"] or 0), -r["calls"], "" if r[by] is None else str(r[by])))
-        return rows
+        return groups
 
     def totals(self, **filters: Unpack[Filters]) -> dict[str, Any]:
         """``stats()`` of the matching calls as one dict."""
@@ -504,6 +524,18 @@ class _RollupPlan:
     """The end of the last whole day (``until``'s midnight), if it has an end."""
     bookmark: int
     """The rollup holds the calls up to this rowid."""
+
+
+def _rows(by: str | None, groups: dict[Any, Totals]) -> list[dict[str, Any]]:
+    """``stats()``'s rows from the groups' sums, in its order."""
+    if by is None and not groups:
+        groups = {None: Totals()}
+    rows = [_finish(by, key, totals) for key, totals in groups.items()]
+    if by == "day":
+        rows.sort(key=lambda r: r["day"] or "", reverse=True)
+    elif by is not None:
+        rows.sort(key=lambda r: (-(r["cost_usd"] or 0), -r["calls"], "" if r[by] is None else str(r[by])))
+    return rows
 
 
 def _finish(by: str | None, key: Any, totals: Totals) -> dict[str, Any]:
