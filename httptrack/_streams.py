@@ -15,9 +15,9 @@ The record is finished exactly once, whichever comes first:
 response stream is an instance of *their* ``SyncByteStream``/``AsyncByteStream``, so
 ``_transport`` mixes these into per-library subclasses.
 
-One exception to "the same chunks": when httptrack itself asked an OpenAI-style stream for
-its usage chunk (``_rewrite``), the exchange carries a :class:`UsageChunkFilter` and the
-app receives the stream without that one event. The recorder still gets every byte.
+One exception to "the same chunks": when httptrack itself asked a stream for its usage
+chunk (``_include_usage``), the exchange carries a :class:`UsageChunkFilter` and the app
+receives the stream without that one event. The recorder still gets every byte.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exchange import Exchange
+
+if TYPE_CHECKING:
+    from ._vocab import Outcome
 
 __all__ = ["AsyncTee", "ReplayChunks", "SyncTee", "UsageChunkFilter", "finish_open_streams"]
 
@@ -36,8 +39,9 @@ _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
 
 
 class UsageChunkFilter:
-    """Cuts an SSE stream at event boundaries and drops the one usage-only event
-    (``"choices": []`` with a ``usage`` object) that httptrack asked for.
+    """Cuts an SSE stream at event boundaries and drops the one usage event that httptrack
+    asked for: the first one with a ``usage`` object that ``is_usage_chunk`` (the
+    provider's test, given the event's decoded JSON) calls the usage chunk.
 
     The app's SSE parser acts on complete events only, so forwarding each complete event as
     soon as its blank line arrives delays nothing it could act on; only the bytes of an
@@ -45,10 +49,11 @@ class UsageChunkFilter:
     a substring test; an event is parsed only when it holds a usage object.
     """
 
-    __slots__ = ("_buffer", "removed")
+    __slots__ = ("_buffer", "_is_usage_chunk", "removed")
 
-    def __init__(self) -> None:
+    def __init__(self, is_usage_chunk: Callable[[Any], bool]) -> None:
         self._buffer = b""
+        self._is_usage_chunk = is_usage_chunk
         #: The usage event was found and kept from the app.
         self.removed = False
 
@@ -84,11 +89,22 @@ class UsageChunkFilter:
         kept: list[bytes] = []
         for index, event in enumerate(pieces):
             end = ends[index] if index < len(ends) else b""
-            if not self.removed and _is_usage_event(event):
+            if not self.removed and self._is_usage_event(event):
                 self.removed = True
                 continue
             kept.append(event + end)
         return b"".join(kept)
+
+    def _is_usage_event(self, event: bytes) -> bool:
+        lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line.startswith(b"data:")]
+        if not lines:
+            return False
+        payload = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return False
+        return self._is_usage_chunk(data)
 
 
 def _has_usage_object(data: bytes) -> bool:
@@ -101,18 +117,6 @@ def _has_usage_object(data: bytes) -> bool:
             return True
         start = data.find(b'"usage":', start + 8)
     return False
-
-
-def _is_usage_event(event: bytes) -> bool:
-    lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line.startswith(b"data:")]
-    if not lines:
-        return False
-    payload = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and not data.get("choices") and isinstance(data.get("usage"), dict)
 
 
 #: Streams handed to the app and not finished yet (by ``id`` of their exchange), so that what
@@ -138,7 +142,7 @@ class _Tee:
         self._on_end = on_end
         _open[id(exchange)] = (exchange, on_end)
 
-    def _end(self, outcome: str, exc: BaseException | None = None) -> None:
+    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
         exchange = self._exchange
         if exchange.end(outcome, exc):
             _open.pop(id(exchange), None)

@@ -43,36 +43,13 @@ from .._format import money, plain_number
 from ._csv import csv_decimals
 from ._facets import RollupColumnFacet, RollupDateFacet
 from ._listing import list_rows
-from ._metadata import FTS_QUERY_FUNCTION, database_metadata, links_html
+from ._metadata import FTS_QUERY_FUNCTION, database_metadata, is_call_log, links_html
 
 __all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
 
 #: Cells rendered as folded, indented JSON (or as text when they are not JSON).
 BODY_COLUMNS = {"request_body", "response_body", "request_headers", "response_headers", "properties"}
 _SUMMARY_CHARS = 90
-_detected: dict[tuple[str, str], bool] = {}
-
-
-def is_call_log(path: str | None) -> bool:
-    """Whether the SQLite file at ``path`` is an httptrack call log: a ``calls`` table with
-    httptrack's columns (cached per path). A log of an older schema (no views, no rollups)
-    is one too: the pages read it as it is."""
-    from ..log._reader import CALL_LOG_COLUMNS
-
-    if not path:
-        return False
-    key = ("path", path)
-    if key not in _detected:
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                columns = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
-            finally:
-                conn.close()
-            _detected[key] = columns >= CALL_LOG_COLUMNS
-        except sqlite3.Error:
-            _detected[key] = False
-    return _detected[key]
 
 
 def log_databases(datasette: Any) -> list[str]:

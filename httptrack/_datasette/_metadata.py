@@ -1,13 +1,15 @@
-"""The datasette metadata for a call log database: table settings and canned queries."""
+"""The datasette metadata for a call log database: which databases are call logs, their
+table settings and canned queries."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from markupsafe import escape
 
 from ..log import _rollup
-from ..log._schema import DESCRIPTIONS
+from ..log._schema import CALL_LOG_COLUMNS, DESCRIPTIONS
 from ..log._views import FTS_TABLE, VIEWS
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "INTERNAL_TABLES",
     "SETTINGS",
     "database_metadata",
+    "is_call_log",
     "links_html",
 ]
 
@@ -146,3 +149,26 @@ def database_metadata(dashboard_url: str = "/-/httptrack", calls_url: str = "cal
         "tables": tables,
         "queries": {name: dict(query) for name, query in CANNED_QUERIES.items()},
     }
+
+
+_detected: dict[tuple[str, str], bool] = {}
+
+
+def is_call_log(path: str | None) -> bool:
+    """Whether the SQLite file at ``path`` is an httptrack call log: a ``calls`` table with
+    httptrack's columns (cached per path). A log of an older schema (no views, no rollups)
+    is one too: the pages read it as it is."""
+    if not path:
+        return False
+    key = ("path", path)
+    if key not in _detected:
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
+            finally:
+                conn.close()
+            _detected[key] = columns >= CALL_LOG_COLUMNS
+        except sqlite3.Error:
+            _detected[key] = False
+    return _detected[key]

@@ -109,18 +109,22 @@ def cost_breakdown(row: dict[str, Any]) -> Breakdown | None:
     try:
         import genai_prices
 
-        from ..pricing._prices import PROVIDER_IDS
+        from ..pricing._lookup import Entry, key_for, resolve
 
-        provider = row.get("provider") or ""
-        provider_id = PROVIDER_IDS.get(provider, provider)
-        model = row.get("response_model") or row.get("model") or ""
+        # The genai-prices model the writer priced the call as (the same lookup).
+        key = key_for(
+            row.get("provider") or "", row.get("response_model") or row.get("model") or "", row.get("host")
+        )
+        entry = resolve(key.provider, key.model, key.host)
+        if not isinstance(entry, Entry) or key.local is not None:
+            return None
         inp, out = row.get("input_tokens") or 0, row.get("output_tokens") or 0
         read, write = row.get("cached_input_tokens") or 0, row.get("cache_write_tokens") or 0
         usage = genai_prices.Usage(
             input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write
         )
         at = datetime.fromisoformat(str(row["started_at"]).replace("Z", "+00:00"))
-        calc = genai_prices.calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=at)
+        calc = entry.model.calc_price(usage, entry.provider, genai_request_timestamp=at)
     except Exception:  # unknown model, odd row: the page shows the recorded cost alone
         return None
     price = calc.model_price
