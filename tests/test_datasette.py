@@ -738,7 +738,7 @@ async def test_record_lists_the_same_keys_answers_where_the_key_is_indexed(
 
 
 def test_conversations_of_every_shape() -> None:
-    from httptrack._datasette._conversation import request_conversation, response_tool_calls, tool_names
+    from httptrack.providers._conversation import request_conversation, response_tool_calls, tool_names
 
     def shown(body: Any) -> list[tuple[str, list[tuple[str, str, str]]]]:
         return [

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._format import count, duration, money
-from ._conversation import request_conversation
+from ..providers._conversation import request_conversation
 
 __all__ = ["LIST_NEEDS", "list_rows", "prompt_snippet"]
 

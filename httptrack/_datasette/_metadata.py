@@ -51,7 +51,7 @@ FROM calls WHERE user = :user GROUP BY day ORDER BY day DESC""",
         "description": "Every call of a session (conversation), in order, with what it said.",
         "sql": """SELECT id, started_at, provider, coalesce(response_model, model) AS model, status,
   input_tokens, output_tokens, cost_usd, latency_ms, response_text
-FROM calls WHERE session = :session ORDER BY started_at""",
+FROM calls WHERE session = :session ORDER BY started_at, id""",
     },
     "cost_per_hour": {
         "title": "Cost per hour, last 48 hours",
@@ -87,7 +87,7 @@ FROM ranked GROUP BY model ORDER BY calls DESC""",
         "sql": f"""SELECT id, started_at, provider, coalesce(response_model, model) AS model, user, service,
   substr(response_text, 1, 300) AS response
 FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH {FTS_QUERY_FUNCTION}(:q))
-ORDER BY started_at DESC LIMIT 200""",
+ORDER BY started_at DESC, id DESC LIMIT 200""",
     },
 }
 

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any
 
 from .._format import count, duration, money, short_time
-from ._conversation import Message, Part, request_conversation, response_tool_calls, tool_names
+from ..providers._conversation import Message, Part, request_conversation, response_tool_calls, tool_names
 
 __all__ = ["RELATED_LIMIT", "Breakdown", "call_context", "cost_breakdown", "pretty_json", "related_calls"]
 

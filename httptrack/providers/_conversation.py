@@ -1,8 +1,9 @@
-"""A request body read as a conversation, and a response body's tool calls, for the call
-page. Read by shape, not by provider: the message lists of chat completions, Anthropic's
-messages, Ollama's chat, the Responses API's input items, Gemini's contents, a prompt, an
-embedding's input. Anything else is left to the raw body shown below it; nothing here
-raises on an odd body."""
+"""A request body read as a conversation, and a response body's tool calls, for people to
+read (the datasette call page). Read by shape, across the families: the message lists of
+chat completions, Anthropic's messages, Ollama's chat, the Responses API's input items,
+Gemini's contents, a prompt, an embedding's input. It lives here because those shapes are
+wire details (only ``providers/`` names them). Anything else is left to the raw body the
+page shows below; nothing here raises on an odd body."""
 
 from __future__ import annotations
 
