@@ -51,8 +51,8 @@ def plausible_latencies(db: Path) -> None:
         conn.execute("BEGIN")
         conn.execute(
             """UPDATE calls SET
-                 ttft_ms = 280 + (abs(random()) % 400),
-                 latency_ms = 280 + (abs(random()) % 400) + 21.5 * coalesce(output_tokens, 0)
+                 ttft_ms = 280 + (rowid * 97) % 400,
+                 latency_ms = 300 + (rowid * 61) % 400 + 21.5 * coalesce(output_tokens, 0)
                WHERE cached = 0"""
         )
         conn.execute("UPDATE calls SET latency_ms = max(latency_ms, ttft_ms) WHERE ttft_ms IS NOT NULL")
