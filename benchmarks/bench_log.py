@@ -361,7 +361,19 @@ def _datasette_cases(db: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("ui: cost_by_user view", page(f"/{name}/cost_by_user.json")),
         ("ui: errors view", page(f"/{name}/errors.json")),
         ("ui: dashboard, last 30 days", page("/-/httptrack")),
+        ("ui: dashboard, everything, by user", page("/-/httptrack?days=0&by=user")),
+        ("ui: calls page (the list, HTML)", page(f"/{name}/calls")),
+        ("ui: calls page?status=error (HTML)", page(f"/{name}/calls?status=error")),
+        ("ui: a call's page", page(f"/{name}/calls/{_newest_id(db)}")),
     ]
+
+
+def _newest_id(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("SELECT max(id) FROM calls").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def bench_queries(db: Path, repeat: int, warm: bool = True) -> list[tuple[str, float, float]]:

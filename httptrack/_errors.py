@@ -1,7 +1,7 @@
 """Every exception httptrack defines, in one light module (importing it imports nothing
 else): what it raises into the app (``CacheMiss``), for bad settings (``SettingsError`` and
-its ``PriceFileError``), and its own internal conditions (``EncodingDataError``,
-``CorruptEntry``, ``LogUnavailable``)."""
+its ``PriceFileError``), for a file that is no call log (``LogError``), and its own
+internal conditions (``EncodingDataError``, ``CorruptEntry``, ``LogUnavailable``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ __all__ = [
     "CacheMiss",
     "CorruptEntry",
     "EncodingDataError",
+    "LogError",
     "LogUnavailable",
     "PriceFileError",
     "SettingsError",
@@ -27,6 +28,11 @@ class PriceFileError(SettingsError):
 
 class EncodingDataError(RuntimeError):
     """A shipped encoding file is missing, unreadable or not the official one."""
+
+
+class LogError(ValueError):
+    """A file given as a call log cannot be read as one: not an SQLite database, or not
+    httptrack's (no ``calls`` table of its own), or unreadable. The message names the file."""
 
 
 class CorruptEntry(ValueError):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
-__all__ = ["Column", "count", "duration", "money", "percent", "render_table", "short_time"]
+__all__ = ["Column", "count", "duration", "money", "percent", "plain_number", "render_table", "short_time"]
 
 NONE = "-"
 
@@ -18,27 +19,40 @@ def count(value: Any) -> str:
 
 
 def money(value: Any) -> str:
-    """Dollars with as many decimals as a small figure needs to say something."""
+    """Dollars with as many decimals as a small figure needs to say something, never a
+    trailing zero past the cents: ``$1,234.50``, ``$1.25``, ``$0.50``, ``$0.0123``,
+    ``$0.008``, ``$0.000348``."""
     if value is None:
         return NONE
     value = float(value)
     if value == 0:
         return "$0"
-    if abs(value) >= 100:
-        return f"${value:,.2f}"
     if abs(value) >= 1:
-        return f"${value:,.3f}"
-    if abs(value) >= 0.01:
-        return f"${value:.4f}"
-    # Three significant digits, however small: $0.000348, $0.0000093.
-    decimals = min(12, 2 - math.floor(math.log10(abs(value))))
-    return f"${value:.{decimals}f}".rstrip("0").rstrip(".")
+        return f"${value:,.2f}"
+    # Three significant digits, however small, and at least the cents: $0.0123, $0.0000093.
+    decimals = min(12, max(2, 2 - math.floor(math.log10(abs(value)))))
+    text = f"{value:.{decimals}f}".rstrip("0")
+    if len(text.partition(".")[2]) < 2:
+        text = f"{value:.2f}"
+    return f"${text}" if value > 0 else f"-${text[1:]}"
+
+
+def plain_number(value: Any) -> str:
+    """A figure as a decimal, never in exponent form (``0.000049``, not ``4.9e-05``): for
+    CSV and other text a spreadsheet reads."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return "" if value is None else str(value)
+    text = repr(value)
+    # The same shortest digits as repr, written out: exact, no float noise.
+    return text if "e" not in text else format(Decimal(text), "f")
 
 
 def duration(ms: Any) -> str:
     if ms is None:
         return NONE
     ms = float(ms)
+    if ms < 9.95:  # a local model, a cache hit: "0 ms" would say nothing
+        return f"{ms:.1f} ms"
     if ms < 1000:
         return f"{ms:.0f} ms"
     if ms < 60_000:

@@ -90,9 +90,14 @@ def is_secret_header(name: str) -> bool:
     ``password``, ``auth``, ``credential`` or ``key`` (a gateway's ``x-portkey-virtual-key``,
     an app's ``x-custom-key``). Not ``Idempotency-Key``: SDKs send a fresh one per request,
     so keying on it would make every request unique; nor the gateway name *Portkey* by
-    itself (``x-portkey-trace-id`` is a tracing id)."""
+    itself (``x-portkey-trace-id`` is a tracing id); nor a rate limit's figures
+    (``x-ratelimit-remaining-tokens``: a count of tokens, not a token)."""
     name = name.lower()
-    if name in SECRET_HEADERS or any(part in name for part in _SECRET_HEADER_PARTS):
+    if name in SECRET_HEADERS:
+        return True
+    if "ratelimit" in name:  # x-ratelimit-remaining-tokens, anthropic-ratelimit-tokens-limit: counts
+        return False
+    if any(part in name for part in _SECRET_HEADER_PARTS):
         return True
     return "key" in name.replace("portkey", "") and "idempotency" not in name
 

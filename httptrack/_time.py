@@ -45,7 +45,10 @@ def parse_when(value: str | datetime, *, now: datetime | None = None) -> str:
     else:
         seconds = duration_seconds(value, unit_required=True)
         if seconds is not None:
-            moment = (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+            try:
+                moment = (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+            except OverflowError:
+                raise ValueError(f"not a time: {value!r} is further back than the calendar goes") from None
         else:
             try:
                 moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))

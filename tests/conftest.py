@@ -229,3 +229,28 @@ def load_sample(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
 
 def sample_names() -> list[str]:
     return sorted(p.name for p in SAMPLES.iterdir() if (p / "expected.json").exists())
+
+
+@pytest.fixture(scope="session")
+def ui_log(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The varied call log of ``ui_log.py`` (about 50 calls through the real SDKs: failures,
+    cache hits, sessions, tool calls, ten days), made once per test session. Read it only:
+    a test that changes a log copies it first."""
+    import os
+
+    from ui_log import record_ui_log
+
+    from httptrack.cache import _store as _cache_store
+
+    folder = tmp_path_factory.mktemp("ui-log")
+    with pytest.MonkeyPatch.context() as patch:  # as _isolated does for each test
+        for name in list(os.environ):
+            if name.startswith("HTTPTRACK"):
+                patch.delenv(name)
+        patch.setenv("XDG_DATA_HOME", str(folder / "xdg-data"))
+        patch.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))
+        made = record_ui_log(folder / "log.db", folder / "cache")
+        for store in _cache_store._stores.values():
+            store.close()
+        _cache_store._stores.clear()
+    return made

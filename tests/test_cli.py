@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,10 @@ def test_search_lists_and_exports_by_start_time(db: Path) -> None:
 def test_calls_messages(db: Path, tmp_path: Path) -> None:
     result = run("calls", "--db", tmp_path / "missing.db", ok=False)
     assert result.exit_code == 1
-    assert "no call log at" in result.stderr and "httptrack demo" in result.stderr
+    assert result.stderr == f"Error: no such file: {tmp_path / 'missing.db'}\n"
+    result = run("calls", ok=False)  # the default place, nothing recorded there yet
+    assert result.exit_code == 1
+    assert "no call log at" in result.stderr and "make a tracked call first" in result.stderr
     record_calls(db)
     result = run("calls", "-u", "nobody", "--db", db)
     assert result.stdout == "" and "No calls match." in result.stderr
@@ -254,7 +258,8 @@ def test_stats_json(db: Path, ids: list[str]) -> None:
     data = json.loads(run("stats", "--json", "--db", db).stdout)
     all_rows = rows(db)
     totals = data["totals"]
-    assert list(data) == ["totals"]
+    assert list(data) == ["totals", "by", "groups"] and data["by"] == "model"  # per model by default
+    assert list(json.loads(run("stats", "--by", "none", "--json", "--db", db).stdout)) == ["totals"]
     assert (totals["calls"], totals["errors"], totals["error_rate"], totals["cache_hits"]) == (8, 2, 0.25, 0)
     assert totals["input_tokens"] == sum(r["input_tokens"] or 0 for r in all_rows)
     assert totals["output_tokens"] == sum(r["output_tokens"] or 0 for r in all_rows)
@@ -316,7 +321,7 @@ def test_stats_tables(db: Path, ids: list[str]) -> None:
     tokens_in = sum(r["input_tokens"] or 0 for r in all_rows)
     tokens_out = sum(r["output_tokens"] or 0 for r in all_rows)
     assert f"tokens      {tokens_in} in + {tokens_out} out = {tokens_in + tokens_out}" in out
-    assert re.search(r"latency     p50 \d+ ms   p95 \d+ ms", out)
+    assert re.search(r"latency     p50 [\d.]+ ms   p95 [\d.]+ ms", out)
     out = run("stats", "--by", "provider", "--db", db).stdout
     table = out.split("\n\n", 1)[1].splitlines()
     assert table[0].split() == [
@@ -367,12 +372,22 @@ def test_export_jsonl(db: Path, ids: list[str]) -> None:
     assert [json.loads(line) for line in lines] == [decoded(r, COLUMN_NAMES) for r in rows(db)]
 
 
+def written(value: Any) -> str:
+    """A value as a CSV export writes it: a float as a decimal, never in exponent form."""
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return "" if value is None else str(value)
+
+
 def test_export_csv(db: Path, ids: list[str]) -> None:
     out = run("export", "--format", "csv", "--db", db).stdout
     table = list(csv.reader(io.StringIO(out)))
     assert table[0] == list(COLUMN_NAMES)
-    expected = [["" if r[c] is None else str(r[c]) for c in COLUMN_NAMES] for r in rows(db)]
+    expected = [[written(r[c]) for c in COLUMN_NAMES] for r in rows(db)]
     assert table[1:] == expected
+    costs = [line[COLUMN_NAMES.index("cost_usd")] for line in table[1:]]
+    assert "0.0000093" in costs  # 9.3e-06, as a spreadsheet reads it
+    assert not [c for c in costs if "e" in c.lower()]
 
 
 def test_export_options(db: Path, ids: list[str], tmp_path: Path) -> None:
@@ -393,7 +408,7 @@ def test_export_options(db: Path, ids: list[str], tmp_path: Path) -> None:
     )
     assert result.stderr == f"Exported 3 calls to {target}\n"
     assert list(csv.reader(io.StringIO(target.read_text()))) == [["id", "model", "cost_usd"]] + [
-        [r["id"], r["model"], str(r["cost_usd"])] for r in reversed(rows(db, "user = 'bob'"))
+        [r["id"], r["model"], written(r["cost_usd"])] for r in reversed(rows(db, "user = 'bob'"))
     ]
     lean = [
         json.loads(line) for line in run("export", "--no-bodies", "-n", "2", "--db", db).stdout.splitlines()
@@ -734,3 +749,225 @@ def test_every_command_is_in_the_cli_docs() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     for name in commands():
         assert f"## `httptrack {name}" in text, name
+
+
+# -- reading never writes; clear errors -------------------------------------------------------
+
+READ_COMMANDS = [
+    ["calls"],
+    ["calls", "--json"],
+    ["show"],
+    ["stats"],
+    ["status"],
+    ["export"],
+    ["ui", "--no-browser"],
+]
+
+
+def fingerprint(path: Path) -> dict[str, bytes]:
+    """The bytes of a database and of its journal files, whichever exist."""
+    return {p.name: p.read_bytes() for p in path.parent.glob(path.name + "*")}
+
+
+@pytest.mark.parametrize("args", [*READ_COMMANDS, ["prune", "--older-than", "1d"], ["reindex"]])
+def test_a_file_that_is_not_a_call_log_is_refused_untouched(tmp_path: Path, args: list[str]) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE calls (name TEXT)")  # a table called calls, not httptrack's
+    conn.close()
+    before = fingerprint(other)
+    result = run(*args, "--db", other, ok=False)
+    assert result.exit_code == 1
+    assert (
+        result.stderr == f"Error: {other} is not an httptrack call log (its calls table is not httptrack's)\n"
+    )
+    assert fingerprint(other) == before
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, just notes\n" * 50)
+    result = run(*args, "--db", text, ok=False)
+    assert result.exit_code == 1 and f"{text} is not an httptrack call log" in result.stderr
+    assert text.read_text() == "not a database, just notes\n" * 50
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = run(*args, "--db", empty, ok=False)
+    assert result.stderr == f"Error: {empty} is not an httptrack call log (it has no calls table)\n"
+    assert empty.read_bytes() == b""
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_reading_an_older_log_writes_nothing(
+    db: Path, ids: list[str], args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from test_migrations import downgrade_to_v1
+
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    httptrack.flush()
+    downgrade_to_v1(db)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = fingerprint(db)
+    run(*args, "--db", db)
+    assert fingerprint(db) == before
+
+
+def test_wrong_path_and_folder_messages(tmp_path: Path) -> None:
+    typo = tmp_path / "no-such-folder" / "calls.db"
+    result = run("stats", "--db", typo, ok=False)
+    assert result.stderr == f"Error: no such file: {typo} (there is no folder {typo.parent} either)\n"
+    assert not typo.parent.exists()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    result = run("calls", "--db", folder, ok=False)
+    assert result.exit_code in (1, 2) and "folder.db" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_log_sqlite_cannot_open_read_only_is_read_as_a_snapshot(
+    db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only copy whose write-ahead log would need recovering makes SQLite refuse
+    even to read it ("attempt to write a readonly database"): it is read as it is, the
+    main file without its -wal."""
+    from httptrack.log import _reader
+
+    httptrack.flush()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    real = _reader.connect
+
+    class Refusing:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        def close(self) -> None:
+            self.conn.close()
+
+    monkeypatch.setattr(
+        _reader, "connect", lambda path, readonly=False: Refusing(real(path, readonly=readonly))
+    )
+    data = json.loads(run("calls", "--json", "--db", db).stdout)
+    assert [c["id"] for c in data] == ids[::-1]
+    assert json.loads(run("stats", "--json", "--db", db).stdout)["totals"]["calls"] == 8
+
+
+def test_a_read_only_copy_is_read(db: Path, ids: list[str], tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads and writes any file: a read-only copy needs another user")
+    httptrack.flush()
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for path in db.parent.glob(db.name + "*"):
+        shutil.copy(path, folder / path.name)
+    for path in folder.iterdir():
+        path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        data = json.loads(run("calls", "--json", "--db", folder / db.name).stdout)
+        assert len(data) == 8
+    finally:
+        folder.chmod(0o755)
+
+
+def test_huge_values_are_clear_errors_or_mean_everything(db: Path, ids: list[str]) -> None:
+    result = run("calls", "--since", "99999999999d", "--db", db, ok=False)
+    assert result.exit_code == 2 and "further back than the calendar goes" in result.stderr
+    result = run("stats", "--until", "99999999999w", "--db", db, ok=False)
+    assert result.exit_code == 2 and "further back than the calendar goes" in result.stderr
+    listed = json.loads(run("calls", "-n", "99999999999999999999", "--json", "--db", db).stdout)
+    assert len(listed) == 8
+    lines = run("export", "-n", str(2**70), "--db", db).stdout.splitlines()
+    assert len(lines) == 8
+
+
+@pytest.mark.parametrize("args", [["export"], ["calls", "--json"], ["calls", "-n", "0"]])
+def test_a_closed_pipe_ends_quietly(tmp_path: Path, args: list[str]) -> None:
+    """``httptrack export | head``: the reader goes away; no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "big.db"
+    record_calls(db)
+    conn = sqlite3.connect(db)
+    with conn:  # enough calls to fill a pipe many times over
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(calls)")]
+        select = ", ".join("id || '-' || ?" if c == "id" else f'"{c}"' for c in columns)
+        for n in range(300):
+            conn.execute(f"INSERT INTO calls SELECT {select} FROM calls WHERE id NOT LIKE '%-%'", [n])
+    conn.close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "httptrack.cli", *args, "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()  # as `head` does once it has its lines
+    try:
+        errors = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.stderr.close()
+    assert errors == b"", errors.decode()
+    assert process.returncode in (0, 1)
+
+
+def test_stats_breaks_down_per_model_by_default(db: Path, ids: list[str]) -> None:
+    out = run("stats", "--db", db).stdout
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split()[:2] == ["model", "calls"]
+    models = {line.split()[0] for line in table[2:]}
+    assert models >= {"gpt-4o-mini", "claude-haiku-4-5", "rate-limited", "total"}
+    assert "\n\n" not in run("stats", "--by", "none", "--db", db).stdout.strip()
+    asked = json.loads(run("stats", "--by", "requested_model", "--json", "--db", db).stdout)
+    assert {g["requested_model"]: g["errors"] for g in asked["groups"]}["rate-limited"] == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("192.168.1.5", True),
+        ("myhost", True),
+    ],
+)
+def test_ui_warns_when_serving_beyond_this_machine(
+    db: Path, ids: list[str], monkeypatch: pytest.MonkeyPatch, host: str, warned: bool
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    result = run("ui", "--no-browser", "--host", host, "--db", db)
+    assert ("Warning: serving on" in result.stderr) is warned
+    if warned:
+        assert "every prompt and answer" in result.stderr and "authentication" in result.stderr
+
+
+def test_demo_names_a_ui_this_install_can_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    out = run("demo", "--db", tmp_path / "a.db").stdout
+    assert f"In your browser: httptrack ui --db {tmp_path / 'a.db'}" in out
+    assert "datasette " not in out
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "datasette" else real(name, *a)
+    )
+    out = run("demo", "--db", tmp_path / "b.db").stdout
+    assert "pip install 'httptrack[ui]', then httptrack ui --db" in out

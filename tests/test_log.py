@@ -381,3 +381,23 @@ def test_fts_query_quotes_every_term() -> None:
     assert fts_query('say "hi') == '"say" """hi"'
     assert fts_query("a OR b NOT c") == '"a" "OR" "b" "NOT" "c"'
     assert fts_query("   ") == ""
+
+
+@pytest.mark.parametrize(
+    ("by", "filters"),
+    [
+        ("model", {}),
+        ("user", {"query": "umbrellas"}),
+        ("requested_model", {"session": "s-1"}),
+        ("day", {"query": "capital", "since": "2d"}),
+        ("service", {"provider": "openai", "user": "alice"}),
+    ],
+)
+def test_stats_and_totals_read_once_what_stats_and_totals_read_twice(
+    db: Path, ids: list[str], by: str, filters: dict[str, Any]
+) -> None:
+    with httptrack.open_log(db) as log:
+        totals, groups = log.stats_and_totals(by=by, **filters)
+        assert groups == log.stats(by=by, **filters)
+        assert totals == log.totals(**filters)
+        assert sum(g["calls"] for g in groups) == totals["calls"]

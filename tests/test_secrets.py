@@ -10,6 +10,7 @@ import anthropic
 import httpx
 import httpx2
 import openai
+import pytest
 from conftest import read_rows
 
 import httptrack
@@ -297,3 +298,32 @@ def test_an_error_text_quoting_another_url_loses_its_credential_parameters() -> 
         "GET https://x.azure-api.net/a?subscription-key=[redacted]&api-version=1&X-Amz-Signature=[redacted] failed"
     )
     assert scrub_text([], "max_tokens=5 and code=42") == "max_tokens=5 and code=42"
+
+
+def test_rate_limit_figures_are_kept_not_redacted(db: Path) -> None:
+    """``x-ratelimit-remaining-tokens`` is a count of tokens, not a credential: a person
+    reading a 429 needs it."""
+    limits = {
+        "x-ratelimit-limit-tokens": "30000",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "6s",
+        "x-ratelimit-remaining-requests": "499",
+        "anthropic-ratelimit-input-tokens-remaining": "0",
+        "retry-after": "6",
+    }
+
+    def limited(request: Any) -> Any:
+        body = {"error": {"message": "Rate limit reached", "type": "tokens", "code": "rate_limit_exceeded"}}
+        return httpx2.Response(429, json=body, headers={**limits, "x-session-token": SECRETS["custom"]})
+
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(limited), db=db, cache=False)
+    client = openai.OpenAI(
+        api_key=SECRETS["openai"], http_client=httpx2.Client(transport=transport), max_retries=0
+    )
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    (row,) = read_rows(db)
+    headers = json.loads(row["response_headers"])
+    assert {name: headers[name] for name in limits} == limits
+    assert headers["x-session-token"] == "[redacted]"  # a token that is a credential still is
+    assert SECRETS["custom"].encode() not in all_bytes(db)

@@ -1,20 +1,29 @@
 """httptrack's datasette plugin: the call log set up for reading.
 
-For every database that is an httptrack call log (it has the ``calls`` table and the
-reporting views), this plugin gives datasette:
+For every database that is an httptrack call log (it has httptrack's ``calls`` table), this
+plugin gives datasette:
 
+- a page per call that reads as a record (``row.html`` → ``httptrack_call.html``, built by
+  ``_record``): status and error first, tokens, cost and its prices, timings, the cache,
+  the conversation and the answer, related calls, the raw bodies;
+- the calls as a list, one line each (``_table.html`` → ``httptrack_list.html``, from
+  ``_listing``), inside datasette's table page with its facets, filters and search;
+  ``?_all_columns=1`` gives datasette's own pages, every column;
 - table settings: ``calls`` newest first, facets (provider, model, user, service, status,
   day; counted from the daily rollups on the unfiltered table, see ``_facets``), column
-  descriptions from ``_schema``, full-text search over prompts and responses;
+  descriptions from ``_schema``, full-text search over prompts and responses; httptrack's
+  internal tables hidden, the dashboard and the calls linked first;
 - canned queries (cost for one user per day, one session's calls, cost per hour, latency
   percentiles per model), beside the views that live in the database itself;
-- JSON bodies and headers rendered indented and folded (``<details>``), streams as text;
-- a dashboard at ``/-/httptrack``: headline figures and charts (cost per day, tokens per
-  model, cost per user) drawn as inline SVG, so nothing is fetched from anywhere.
+- costs shown as money in every table, view and query, and written as decimals in CSV
+  (``_csv``);
+- a dashboard at ``/-/httptrack`` (``_dashboard``): figures, failures, a breakdown, and
+  charts drawn as inline SVG, so nothing is fetched from anywhere.
 
-``httptrack ui`` registers it; installed beside datasette (``pip install 'httptrack[ui]'``)
-it is also found through its entry point, so ``datasette "$(httptrack path)"`` has it too.
-It only reads: the database is opened by datasette in read-only mode.
+Other databases keep datasette's own pages. ``httptrack ui`` registers the plugin;
+installed beside datasette (``pip install 'httptrack[ui]'``) it is also found through its
+entry point, so ``datasette "$(httptrack path)"`` has it too. It only reads: the database
+is opened by datasette in read-only mode.
 """
 
 from __future__ import annotations
@@ -23,13 +32,18 @@ import contextlib
 import json
 import sqlite3
 from typing import Any
+from urllib.parse import quote
 
 from datasette import hookimpl
+from datasette.utils import path_with_removed_args, tilde_decode, urlsafe_components
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
+from .._format import money, plain_number
+from ._csv import csv_decimals
 from ._facets import RollupColumnFacet, RollupDateFacet
-from ._metadata import FTS_QUERY_FUNCTION, database_metadata, is_call_log
+from ._listing import list_rows
+from ._metadata import FTS_QUERY_FUNCTION, database_metadata, is_call_log, links_html
 
 __all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
 
@@ -68,6 +82,17 @@ def startup(datasette: Any) -> None:
 
 
 @hookimpl
+def asgi_wrapper(datasette: Any) -> Any:
+    # Costs in a call log's CSV as decimals (0.000049), not 4.9e-05: see _csv.
+    def is_log_path(path: str) -> bool:
+        base = datasette.setting("base_url") or "/"
+        name = path[len(base) :] if path.startswith(base) else path.lstrip("/")
+        return tilde_decode(name.split("/", 1)[0].removesuffix(".csv")) in log_databases(datasette)
+
+    return lambda app: csv_decimals(app, is_log_path)
+
+
+@hookimpl
 def register_facet_classes() -> list[type[Any]]:
     # The calls table's facets (see _metadata): datasette's, counted from the rollups
     # when the page shows the whole table.
@@ -79,11 +104,28 @@ def get_metadata(datasette: Any, key: str, database: str | None, table: str | No
     names = log_databases(datasette)
     if not names:
         return {}
-    return {"databases": {name: database_metadata() for name in names}}
+    urls = datasette.urls
+    links = {name: (urls.path(f"/-/httptrack?db={quote(name)}"), urls.table(name, "calls")) for name in names}
+    return {
+        # The instance's front page: the way in to each call log first.
+        "description_html": "".join(
+            (f"<h2>{escape(name)}</h2>" if len(names) > 1 else "") + links_html(*links[name])
+            for name in names
+        ),
+        "databases": {name: database_metadata(*links[name]) for name in names},
+    }
+
+
+#: Columns shown as money wherever they appear in a call log: the table, the views, queries.
+MONEY_COLUMNS = frozenset({"cost_usd", "cost_saved_usd", "avg_cost_usd"})
 
 
 @hookimpl
 def render_cell(value: Any, column: str, table: str | None, database: str, datasette: Any) -> Any:
+    if column in MONEY_COLUMNS and isinstance(value, int | float) and database in log_databases(datasette):
+        return Markup(
+            f'<span class="httptrack-money" title="{plain_number(value)} USD">{escape(money(value))}</span>'
+        )
     if table != "calls" or not isinstance(value, str) or not value:
         return None
     if column == "response_text":
@@ -105,6 +147,49 @@ def render_cell(value: Any, column: str, table: str | None, database: str, datas
         f'<details class="httptrack-body"><summary>{escape(summary)}</summary>'
         f'<pre style="white-space: pre-wrap; max-height: 40em; overflow: auto">{escape(text)}</pre></details>'
     )
+
+
+@hookimpl
+def extra_template_vars(
+    template: str, database: str | None, table: str | None, request: Any, datasette: Any
+) -> Any:
+    """On a call log's ``calls`` pages: the list of calls (``_table.html``) and the call's
+    record (``row.html``). ``?_all_columns=1`` (or datasette's ``?_col=``) gives
+    datasette's own pages instead, every column."""
+    if table != "calls" or request is None or database not in log_databases(datasette):
+        return {}
+    args = request.args
+    if template == "table.html":
+        if args.get("_all_columns"):
+            return {"httptrack_compact_url": path_with_removed_args(request, {"_all_columns"})}
+        if "_col" in args or "_nocol" in args:
+            return {}
+        return {"httptrack_list": list_rows}
+    if template == "row.html" and not args.get("_all_columns") and request.url_vars.get("pks"):
+        return _call_vars(datasette, database, request.url_vars["pks"])
+    return {}
+
+
+async def _call_vars(datasette: Any, database: str, pks: str) -> dict[str, Any]:
+    from ._record import call_context, related_calls
+
+    (call_id,) = urlsafe_components(pks)[:1] or [""]
+    db = datasette.get_database(database)
+
+    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        cursor = conn.execute("SELECT * FROM calls WHERE id = ?", [call_id])
+        found = cursor.fetchone()
+        if found is None:
+            return {}
+        row = dict(zip([d[0] for d in cursor.description], found, strict=True))
+        return {
+            "httptrack_call": call_context(row),
+            "httptrack_session": related_calls(conn, "session", row.get("session"), call_id),
+            "httptrack_same_key": related_calls(conn, "cache_key", row.get("cache_key"), call_id),
+        }
+
+    result: dict[str, Any] = await db.execute_fn(read)
+    return result
 
 
 #: The calls table has ~50 described columns: datasette lists them all above the table.
@@ -142,22 +227,33 @@ def menu_links(datasette: Any) -> list[dict[str, str]]:
 
 
 async def dashboard(datasette: Any, request: Any) -> Response:
-    """``/-/httptrack``: headline figures and charts for one call log (``?db=``), over the
-    last ``?days=`` days (default 30; 0 for everything)."""
-    from ._dashboard import dashboard_context
+    """``/-/httptrack``: headline figures, failures, a breakdown (``?by=``) and charts for one
+    call log (``?db=``), over the last ``?days=`` days (default 30; 0 for everything)."""
+    from ._dashboard import BREAKDOWNS, dashboard_context, parse_days
 
     names = log_databases(datasette)
     if not names:
-        return Response.html("<p>No httptrack call log is attached to this datasette.</p>", status=404)
+        return await _error(datasette, request, "No httptrack call log is attached to this datasette.", 404)
     name = request.args.get("db") or names[0]
     if name not in names:
-        return Response.html(f"<p>{escape(name)} is not an httptrack call log.</p>", status=404)
+        return await _error(datasette, request, f"{name} is not an httptrack call log.", 404)
     try:
-        days = max(0, int(request.args.get("days", "30")))
-    except ValueError:
-        days = 30
+        days = parse_days(request.args.get("days"))
+    except ValueError as exc:
+        return await _error(datasette, request, str(exc), 400)
+    by = request.args.get("by") or "requested_model"
+    if by not in BREAKDOWNS:
+        return await _error(datasette, request, f"by must be one of {', '.join(BREAKDOWNS)}, not {by!r}", 400)
     db = datasette.get_database(name)
-    context = await db.execute_fn(lambda conn: dashboard_context(conn, db.path, days))
+    context = await db.execute_fn(lambda conn: dashboard_context(conn, db.path, days, by))
     context.update(database=name, databases=names, days=days, database_url=datasette.urls.database(name))
     html = await datasette.render_template("httptrack_dashboard.html", context, request=request)
     return Response.html(html)
+
+
+async def _error(datasette: Any, request: Any, message: str, status: int) -> Response:
+    title = "Not found" if status == 404 else "Bad request"
+    html = await datasette.render_template(
+        "error.html", {"error": message, "title": title, "status": status}, request=request
+    )
+    return Response.html(html, status=status)

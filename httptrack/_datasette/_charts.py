@@ -8,10 +8,14 @@ import math
 from collections.abc import Callable, Sequence
 from html import escape
 
-__all__ = ["PALETTE", "column_chart", "stacked_bar_chart"]
+__all__ = ["ERROR_COLOR", "PALETTE", "ZERO_COLOR", "column_chart", "stacked_bar_chart"]
 
 #: Colour-blind-safe (Okabe and Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
+#: Errors: Okabe and Ito's vermillion, never a green.
+ERROR_COLOR = "#D55E00"
+#: A day (or group) of zero: a thin grey line on the axis, so that it reads as a zero, not a gap.
+ZERO_COLOR = "#bbb"
 _FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
 
@@ -57,10 +61,13 @@ def column_chart(
     every = max(1, round(len(points) / 8))  # at most ~8 labels under the bars
     for i, (label, value) in enumerate(points):
         h = plot_h * value / peak
+        fill = color
+        if h < 1.5:  # zero (or next to it): drawn as a line on the axis, never left out
+            h, fill = 1.5, (color if value else ZERO_COLOR)
         x = left + i * slot + (slot - bar) / 2
         parts.append(
-            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
-            f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>"
+            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{fill}" '
+            f'data-value="{value!r}"><title>{escape(label)}: {escape(fmt(value))}</title></rect>'
         )
         # Every few bars, counting from the newest, so the latest day is always labelled.
         if (len(points) - 1 - i) % every == 0:
@@ -79,10 +86,11 @@ def stacked_bar_chart(
     series: Sequence[str],
     fmt: Callable[[float], str],
     title: str,
+    colors: Sequence[str] = PALETTE,
     width: int = 760,
 ) -> str:
     """Horizontal bars, one per row, each split into ``series`` (e.g. input and output
-    tokens per model), largest first as given, with a legend."""
+    tokens per model) drawn in ``colors``, largest first as given, with a legend."""
     if not rows:
         return f'<p class="httptrack-empty">{escape(title)}: nothing to show yet.</p>'
     label_w, right, row_h, top = 210, 90, 22, 26
@@ -96,7 +104,7 @@ def stacked_bar_chart(
     ]
     x = label_w
     for i, name in enumerate(series):  # legend
-        color = PALETTE[i % len(PALETTE)]
+        color = colors[i % len(colors)]
         parts.append(
             f'<rect x="{x}" y="4" width="10" height="10" fill="{color}"/>'
             f'<text x="{x + 14}" y="13" fill="#333">{escape(name)}</text>'
@@ -115,7 +123,7 @@ def stacked_bar_chart(
                 continue
             parts.append(
                 f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
-                f'fill="{PALETTE[i % len(PALETTE)]}"><title>{escape(label)}, {escape(series[i])}: '
+                f'fill="{colors[i % len(colors)]}"><title>{escape(label)}, {escape(series[i])}: '
                 f"{escape(fmt(value))}</title></rect>"
             )
             x0 += w

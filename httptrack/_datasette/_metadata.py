@@ -6,10 +6,21 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ..log._schema import DESCRIPTIONS
+from markupsafe import escape
+
+from ..log import _rollup
+from ..log._schema import CALL_LOG_COLUMNS, DESCRIPTIONS
 from ..log._views import FTS_TABLE, VIEWS
 
-__all__ = ["CANNED_QUERIES", "FTS_QUERY_FUNCTION", "SETTINGS", "database_metadata", "is_call_log"]
+__all__ = [
+    "CANNED_QUERIES",
+    "FTS_QUERY_FUNCTION",
+    "INTERNAL_TABLES",
+    "SETTINGS",
+    "database_metadata",
+    "is_call_log",
+    "links_html",
+]
 
 #: The SQL function (registered by the plugin on every connection) that turns a user's
 #: words into an FTS5 query that cannot be a syntax error, as ``httptrack calls -q`` does.
@@ -40,7 +51,7 @@ FROM calls WHERE user = :user GROUP BY day ORDER BY day DESC""",
         "description": "Every call of a session (conversation), in order, with what it said.",
         "sql": """SELECT id, started_at, provider, coalesce(response_model, model) AS model, status,
   input_tokens, output_tokens, cost_usd, latency_ms, response_text
-FROM calls WHERE session = :session ORDER BY started_at""",
+FROM calls WHERE session = :session ORDER BY started_at, id""",
     },
     "cost_per_hour": {
         "title": "Cost per hour, last 48 hours",
@@ -81,13 +92,39 @@ ORDER BY started_at DESC, id DESC LIMIT 200""",
 }
 
 
-def database_metadata() -> dict[str, Any]:
+#: Tables httptrack keeps for itself (rollups, bookmarks, migrations, the search index):
+#: hidden from datasette's lists, still one click away under "hidden tables".
+INTERNAL_TABLES = (
+    _rollup.ROLLUP_TABLE,
+    _rollup.LATENCY_TABLE,
+    _rollup.DETAIL_TABLE,
+    _rollup.DETAIL_LATENCY_TABLE,
+    _rollup.STATE_TABLE,
+    FTS_TABLE,
+    "_sqlite_migrations",
+)
+
+
+def links_html(dashboard_url: str, calls_url: str) -> str:
+    """The way in to a call log: its dashboard and its calls, for the top of datasette's
+    pages."""
+    return (
+        '<p class="httptrack-links" style="font-size: 1.15em">'
+        f'<a class="httptrack-dashboard" href="{escape(dashboard_url)}"><strong>Dashboard</strong></a>: '
+        "cost, calls, errors and latency over time &nbsp;·&nbsp; "
+        f'<a class="httptrack-calls" href="{escape(calls_url)}"><strong>Calls</strong></a>: '
+        "every call, newest first, searchable; click one for all of it</p>"
+    )
+
+
+def database_metadata(dashboard_url: str = "/-/httptrack", calls_url: str = "calls") -> dict[str, Any]:
     """Metadata for one call log database (the same for every one), a new copy each time:
     datasette merges the user's own metadata (``-m metadata.json``) into what the plugin
     returns, in place, so a shared copy would carry one database's settings to another (and
     to the next ``Datasette`` in the process). Building it takes microseconds."""
     tables: dict[str, Any] = {
         "calls": {
+            "title": "Calls",
             "description": "One row per LLM API call recorded by httptrack, newest first. "
             "The search box searches prompts and generated text.",
             "sort_desc": "started_at",
@@ -101,8 +138,7 @@ def database_metadata() -> dict[str, Any]:
             "fts_pk": "rowid",
             "size": 50,
         },
-        FTS_TABLE: {"hidden": True},
-        "_sqlite_migrations": {"hidden": True},
+        **{name: {"hidden": True} for name in INTERNAL_TABLES},
         # limits/: its tables (reservations and the salt of key scopes are its own business).
         "limit_events": {
             "description": "Calls refused by a limit (blocked) and limit alerts fired "
@@ -122,7 +158,8 @@ def database_metadata() -> dict[str, Any]:
         tables[name] = {"description": description}
     return {
         "title": "httptrack call log",
-        "description": "Every LLM API call, its tokens, cost and latency. Dashboard: /-/httptrack",
+        "description_html": "<p>Every LLM API call, with its tokens, cost and latency.</p>"
+        + links_html(dashboard_url, calls_url),
         "tables": tables,
         "queries": {name: dict(query) for name, query in CANNED_QUERIES.items()},
     }
@@ -132,7 +169,9 @@ _detected: dict[tuple[str, str], bool] = {}
 
 
 def is_call_log(path: str | None) -> bool:
-    """Whether the SQLite file at ``path`` is an httptrack call log (cached per path)."""
+    """Whether the SQLite file at ``path`` is an httptrack call log: a ``calls`` table with
+    httptrack's columns (cached per path). A log of an older schema (no views, no rollups)
+    is one too: the pages read it as it is."""
     if not path:
         return False
     key = ("path", path)
@@ -140,15 +179,10 @@ def is_call_log(path: str | None) -> bool:
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
-                names = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_master WHERE name IN ('calls', 'cost_per_day')"
-                    )
-                }
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
             finally:
                 conn.close()
-            _detected[key] = names == {"calls", "cost_per_day"}
+            _detected[key] = columns >= CALL_LOG_COLUMNS
         except sqlite3.Error:
             _detected[key] = False
     return _detected[key]

@@ -25,6 +25,7 @@ __all__ = [
     "json_option",
     "json_option_saying",
     "open_log_or_fail",
+    "require_call_log",
     "resolve_db",
 ]
 
@@ -61,17 +62,36 @@ def resolve_db(db: Path | None) -> Path:
 
 
 def open_log_or_fail(db: Path | None) -> Log:
+    """The call log, opened read-only (never written: not even an older log's schema is
+    brought up to date), or a clear error: no such file, not a call log, unreadable."""
+    import os
+
     from ..log._reader import open_log
 
     target = resolve_db(db)
     try:
         return open_log(target)
     except FileNotFoundError:
-        raise click.ClickException(
-            f"no call log at {target} yet: make a tracked call first (or try `httptrack demo --db {target}`)"
-        ) from None
-    except Exception as exc:  # not a database, or not httptrack's
-        raise click.ClickException(f"cannot read {target}: {exc}") from None
+        if db is None and not os.environ.get("HTTPTRACK_DB"):  # the default place: nothing recorded yet
+            raise click.ClickException(
+                f"no call log at {target} yet: make a tracked call first "
+                f"(or try `httptrack demo --db {target}`)"
+            ) from None
+        where = "" if target.parent.is_dir() else f" (there is no folder {target.parent} either)"
+        raise click.ClickException(f"no such file: {target}{where}") from None
+    except IsADirectoryError:
+        raise click.ClickException(f"{target} is a folder, not a call log") from None
+    except ValueError as exc:  # not a database, or not httptrack's (LogError)
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {target}: {exc.strerror or exc}") from None
+
+
+def require_call_log(db: Path | None) -> Path:
+    """For the commands that write (``prune``, ``reindex``): the call log's path, after
+    checking (read-only) that it is one, so that no other file ever gets httptrack's tables."""
+    with open_log_or_fail(db) as log:
+        return log.path
 
 
 class _When(click.ParamType):  # type: ignore[type-arg,unused-ignore]

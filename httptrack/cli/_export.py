@@ -11,10 +11,14 @@ from typing import IO, Any
 
 import click
 
+from .._format import plain_number
+from ..log._schema import COLUMNS
 from ._common import db_option, filter_options, filters_from, open_log_or_fail
 
 __all__ = ["BODY_COLUMNS", "export"]
 
+#: The columns that hold floats (costs, times), written as plain decimals in CSV.
+_REAL_COLUMNS = frozenset(name for name, sqltype, _ in COLUMNS if sqltype == "REAL")
 #: Left out by ``--no-bodies``.
 BODY_COLUMNS = ("request_headers", "request_body", "response_headers", "response_body", "response_text")
 
@@ -134,8 +138,12 @@ def _write(stream: IO[str], fmt: str, columns: list[str], rows: Iterator[dict[st
     if fmt == "csv":
         writer = csv.writer(stream)
         writer.writerow(columns)
+        # Figures as decimals (0.000049, not 4.9e-05): what a spreadsheet reads as a number.
+        decimal = [c in _REAL_COLUMNS for c in columns]
         for row in rows:
-            writer.writerow([row[c] for c in columns])
+            writer.writerow(
+                [plain_number(row[c]) if d else row[c] for c, d in zip(columns, decimal, strict=True)]
+            )
             written += 1
     else:
         dumps = json.dumps

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ._common import WHEN, db_option, resolve_db
+from ._common import WHEN, db_option, require_call_log
 
 __all__ = ["prune", "reindex"]
 
@@ -87,9 +87,7 @@ def prune(
             f"--keep-bodies {keep_bodies} is longer than --older-than {older_than}: "
             "the calls would be deleted before their bodies"
         )
-    target = resolve_db(db)
-    if not target.exists():
-        raise click.ClickException(f"no call log at {target}")
+    target = require_call_log(db)
     cutoff, n, bodies_cutoff, n_bodies = count_prunable(
         target, cutoff, bodies_only=bodies_only, keep_bodies=keep
     )
@@ -137,12 +135,11 @@ def reindex(db: Path | None) -> None:
 
     httptrack keeps both up to date as it records and prunes; run this after changing
     the `calls` table with another tool (deleting rows with sqlite3, say), so that `-q`
-    and `stats` match the calls again. Safe while apps are recording.
+    and `stats` match the calls again. It also brings a log written by an older
+    httptrack up to date. Safe while apps are recording.
     """
     from ..log._maintenance import reindex as reindex_log
 
-    target = resolve_db(db)
-    if not target.exists():
-        raise click.ClickException(f"no call log at {target}")
+    target = require_call_log(db)
     n = reindex_log(target)
     click.echo(f"Rebuilt the search index and the daily totals of {n:,} calls.")

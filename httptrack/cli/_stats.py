@@ -15,40 +15,51 @@ __all__ = ["stats"]
 
 
 @click.command()
-@click.option("--by", type=click.Choice(list(STATS_GROUPS)), help="Break the totals down by this.")
+@click.option(
+    "--by",
+    type=click.Choice([*STATS_GROUPS, "none"]),
+    default="model",
+    show_default=True,
+    help="Break the totals down by this (model: the one that answered; requested_model: the one "
+    "asked for, which a failed call counts against); none: totals only.",
+)
 @filter_options
 @json_option
 @db_option
-def stats(by: str | None, as_json: bool, db: Path | None, **options: Any) -> None:
+def stats(by: str, as_json: bool, db: Path | None, **options: Any) -> None:
     """Totals and breakdowns of calls, tokens, cost and latency.
 
     Calls, tokens, cost, what httptrack's cache saved, the error rate and latency
-    (p50/p95), broken down with --by.
+    (p50/p95), per model unless --by says otherwise.
 
     \b
     Examples:
-      httptrack stats                          # everything recorded
-      httptrack stats --since 7d --by model    # the last week, per model
+      httptrack stats                          # everything recorded, per model
+      httptrack stats --since 7d               # the last week
       httptrack stats --by day --since 30d
       httptrack stats --by user --json
+      httptrack stats --by none                # the totals alone
     """
+    by_group = None if by == "none" else by
     filters = filters_from(options)
     with open_log_or_fail(db) as log:
         try:
-            totals = log.totals(**filters)
-            groups = log.stats(by=by, **filters) if by else None
+            if by_group:
+                totals, groups = log.stats_and_totals(by=by_group, **filters)
+            else:
+                totals, groups = log.totals(**filters), None
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     if as_json:
-        echo_json({"totals": totals, **({"by": by, "groups": groups} if by else {})})
+        echo_json({"totals": totals, **({"by": by_group, "groups": groups} if by_group else {})})
         return
     if not totals["calls"]:
         click.echo("No calls match." if filters else "No calls recorded yet.")
         return
     click.echo(summary(totals))
-    if groups is not None and by is not None:
+    if groups is not None and by_group is not None:
         click.echo("")
-        click.echo(breakdown(by, groups, totals))
+        click.echo(breakdown(by_group, groups, totals))
 
 
 def summary(t: dict[str, Any]) -> str:

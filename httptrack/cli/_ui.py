@@ -12,9 +12,21 @@ import click
 
 from ._common import db_option, open_log_or_fail
 
-__all__ = ["make_datasette", "ui"]
+__all__ = ["is_loopback", "make_datasette", "ui"]
 
 MISSING = "httptrack ui needs datasette, an optional extra: pip install 'httptrack[ui]'"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (``127.0.0.1``, ``::1``, ``localhost``)."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name, or an interface's address: reachable from elsewhere
 
 
 def make_datasette(path: Path) -> Any:
@@ -69,8 +81,15 @@ def ui(port: int, host: str, no_browser: bool, db: Path | None) -> None:
         from datasette.app import Datasette  # noqa: F401
     except ImportError:
         raise click.ClickException(MISSING) from None
-    with open_log_or_fail(db) as log:  # brings an old database's schema up to date first
+    with open_log_or_fail(db) as log:  # a call log? (read-only: nothing is written)
         path = log.path
+    if not is_loopback(host):
+        click.echo(
+            f"Warning: serving on {host}, beyond this machine: anyone who can reach it reads every "
+            "prompt and answer in the log, with no password. Put authentication in front of it, "
+            "or use the default --host 127.0.0.1.",
+            err=True,
+        )
     ds = make_datasette(path)
     server = uvicorn.Server(uvicorn.Config(ds.app(), host=host, port=port, log_level="warning"))
 

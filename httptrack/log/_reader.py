@@ -8,13 +8,15 @@ log.stats(by="model")                           # totals per model, as dicts
 log.totals(since="7d")["cost_usd"]
 ```
 
-The database is opened read-only, so reading never blocks the app's writer and never
-takes a write lock. Every query here is answered from an index (see ``_views``), so it
+The database is opened read-only and never written, so reading never blocks the app's
+writer and never takes a write lock; a file that is not a call log is refused (``LogError``),
+never given httptrack's tables. Every query here is answered from an index (see ``_views``), so it
 stays fast on millions of calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -24,12 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from .._errors import LogError
 from .._settings import Settings
 from .._time import parse_when
-from ..record._spool import recover_log
 from . import _rollup
 from ._rollup import Totals
-from ._sqlite import connect, is_current, migrate
+from ._schema import CALL_LOG_COLUMNS
+from ._sqlite import connect
 from ._views import FTS_TABLE
 
 if TYPE_CHECKING:
@@ -38,9 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["JSON_COLUMNS", "STATS_GROUPS", "STAT_FIELDS", "Filters", "Log", "open_log", "parse_when"]
 
 #: ``stats(by=...)`` groupings and the SQL expression each groups on: the rollup's
-#: dimensions, and the day.
+#: dimensions, the model asked for (``model`` is the one that answered; a failed call has
+#: none, so its error counts against the model asked for only), and the day.
 STATS_GROUPS = {
     **{name: sql for name, sql in _rollup.DIMENSIONS.items() if name},
+    "requested_model": "nullif(model, '')",
     "day": "substr(started_at, 1, 10)",
 }
 #: What each ``stats()`` row holds (after the group's own key, if any).
@@ -64,6 +69,8 @@ STAT_FIELDS = (
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 
 _EQUALITY_FILTERS = ("provider", "user", "service", "session", "status", "operation")
+#: SQLite's largest integer: a bigger ``limit`` means no limit.
+_MAX_LIMIT = 2**63 - 1
 
 
 class Filters(TypedDict, total=False):
@@ -113,11 +120,16 @@ class Log:
         if connection is None:
             if not self.path.exists():
                 raise FileNotFoundError(f"no httptrack database at {self.path}")
-            connection = connect(self.path, readonly=True)
+            connection = _open_readonly(self.path)
             self._owned = True
         else:
             self._owned = False  # someone else's (datasette's): used as it is, never closed here
         self._conn = connection
+        try:
+            self._columns = _call_log_columns(connection, self.path)
+        except BaseException:
+            self.close()
+            raise
         self._searchable = (
             self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
         )
@@ -204,7 +216,8 @@ class Log:
             bad = [c for c in columns if c not in COLUMN_NAMES]
             if bad:
                 raise ValueError(f"no such column: {', '.join(bad)}")
-            select = ", ".join(f'calls."{c}"' for c in columns)
+            # A log of an earlier schema (read as it is) may lack a newer column: NULL there.
+            select = ", ".join(f'calls."{c}"' if c in self._columns else f'NULL AS "{c}"' for c in columns)
         else:
             select = "calls.*"
         order = "DESC" if newest_first else "ASC"
@@ -213,7 +226,7 @@ class Log:
         where, params = self._where(filters, in_time_order=True)
         sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
         if limit:
-            sql += f" LIMIT {int(limit)}"
+            sql += f" LIMIT {min(int(limit), _MAX_LIMIT)}"
         cursor = self._execute(sql, params)
         try:
             while True:
@@ -228,7 +241,10 @@ class Log:
                                 data[key] = _loads(data[key])
                     yield data
         finally:
-            cursor.close()
+            # Left unfinished (a reader's pipe closed, say), the generator may be closed only
+            # after the log: its cursor then went with the connection.
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                cursor.close()
 
     def calls(
         self, *, limit: int | None = None, newest_first: bool = True, **filters: Unpack[Filters]
@@ -267,8 +283,9 @@ class Log:
         self, *, by: str | None = None, percentiles: bool = True, **filters: Unpack[Filters]
     ) -> list[dict[str, Any]]:
         """Totals of the matching calls (one row), or per ``by`` group: ``provider``,
-        ``model`` (the model that answered), ``user``, ``service``, ``operation``,
-        ``status`` or ``day`` (UTC). Groups come most expensive first (days newest first).
+        ``model`` (the model that answered, else the one asked for), ``requested_model``
+        (the one asked for), ``user``, ``service``, ``operation``, ``status`` or ``day``
+        (UTC). Groups come most expensive first (days newest first).
 
         Each row holds ``STAT_FIELDS``: calls, errors, error_rate, cache_hits (calls served
         by httptrack's cache), tokens, cost_usd, cost_saved_usd (what the cache hits would
@@ -277,12 +294,39 @@ class Log:
         Answered from the daily rollups where the question allows (see ``_rollup``).
         ``percentiles=False`` skips p50/p95 (``None``), which is quicker for many groups.
         """
+        return _rows(by, self._collect(by, percentiles, filters))
+
+    def stats_and_totals(
+        self, *, by: str, **filters: Unpack[Filters]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``totals(**filters)`` and ``stats(by=by, **filters)`` at once. Where the rollups
+        cannot answer (a search, a session), the calls are read once for both, not twice:
+        the totals are the groups' sums."""
+        filters = self._fixed(filters)
+        if self._rollup_plan(None, filters) is not None:  # the totals cost a few rollup rows
+            return self.totals(**filters), self.stats(by=by, **filters)
+        groups = self._collect(by, True, filters)
+        total = _rollup.Totals()
+        for part in groups.values():
+            total.add(part.values)
+            for bucket, n in part.hist.items():
+                total.hist[bucket] = total.hist.get(bucket, 0) + n
+        return _rows(None, {None: total})[0], _rows(by, groups)
+
+    def _fixed(self, filters: Filters) -> Filters:
+        """``filters`` with ``since``/``until`` as moments: "7d" means the same moment in
+        every query that follows."""
+        fixed: dict[str, Any] = dict(filters)
+        for key in ("since", "until"):
+            if fixed.get(key) is not None:
+                fixed[key] = parse_when(fixed[key])
+        return fixed  # type: ignore[return-value]
+
+    def _collect(self, by: str | None, percentiles: bool, filters: Filters) -> dict[Any, Totals]:
+        """Each group's sums and latency histogram (``by`` None: one group, the totals)."""
         if by is not None and by not in STATS_GROUPS:
             raise ValueError(f"cannot group by {by!r} (choose from {', '.join(STATS_GROUPS)})")
-        # "7d" means the same moment in every query below.
-        for key in ("since", "until"):
-            if filters.get(key) is not None:
-                filters[key] = parse_when(filters[key])
+        filters = self._fixed(filters)
         where, params = self._where(filters)
         groups: dict[Any, Totals] = {}
         plan = self._rollup_plan(by, filters)
@@ -305,17 +349,10 @@ class Log:
             )
             bounds = [b for b in (full_start, full_end) if b]
             self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [plan.bookmark, *params, *bounds])
-        if by is None and not groups:
-            groups[None] = Totals()
         if not percentiles:
             for totals in groups.values():
                 totals.hist.clear()  # the calls' own buckets too: all or nothing
-        rows = [_finish(by, key, totals) for key, totals in groups.items()]
-        if by == "day":
-            rows.sort(key=lambda r: r["day"] or "", reverse=True)
-        elif by is not None:
-            rows.sort(key=lambda r: (-(r["cost_usd"] or 0), -r["calls"], "" if r[by] is None else str(r[by])))
-        return rows
+        return groups
 
     def totals(self, **filters: Unpack[Filters]) -> dict[str, Any]:
         """``stats()`` of the matching calls as one dict."""
@@ -341,7 +378,7 @@ class Log:
         clauses: list[str] = []
         params: list[Any] = []
         # A model filter also matches the model asked for: calls_rollup has only the answering one.
-        if len(involved) <= 1 and not dims - set(_rollup.DIMENSIONS) and "model" not in dims:
+        if len(involved) <= 1 and not involved - set(_rollup.DIMENSIONS) and "model" not in dims:
             dim = next(iter(involved), "")
             clauses.append("dim = ?")
             params.append(dim)
@@ -461,6 +498,18 @@ class _RollupPlan:
     """The rollup holds the calls up to this rowid."""
 
 
+def _rows(by: str | None, groups: dict[Any, Totals]) -> list[dict[str, Any]]:
+    """``stats()``'s rows from the groups' sums, in its order."""
+    if by is None and not groups:
+        groups = {None: Totals()}
+    rows = [_finish(by, key, totals) for key, totals in groups.items()]
+    if by == "day":
+        rows.sort(key=lambda r: r["day"] or "", reverse=True)
+    elif by is not None:
+        rows.sort(key=lambda r: (-(r["cost_usd"] or 0), -r["calls"], "" if r[by] is None else str(r[by])))
+    return rows
+
+
 def _finish(by: str | None, key: Any, totals: Totals) -> dict[str, Any]:
     v = totals
     calls = v["calls"] or 0
@@ -501,34 +550,54 @@ def _loads(text: str) -> Any:
         return text
 
 
-def open_log(path: str | Path | None = None) -> Log:
-    """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
-    for reading, bringing an older database's schema up to date first and writing the
-    spooled calls of processes that died before writing them (the only times this
-    writes)."""
-    target = Path(path) if path is not None else Settings().db
-    # Calls of processes that died before writing them wait in the spool beside the log.
-    recover_log(target)
-    if target.exists() and _needs_migration(target):
-        try:
-            conn = connect(target)
-            try:
-                migrate(conn)
-            finally:
-                conn.close()
-        except (sqlite3.Error, OSError):
-            pass  # a read-only copy: read it as it is
-    return Log(target)
-
-
-def _needs_migration(path: Path) -> bool:
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to ``path``, refused with a ``LogError`` that says why when
+    it is no SQLite database or cannot be read. A log that SQLite cannot open read-only
+    as it is (a read-only copy whose write-ahead log would need recovering, on read-only
+    media) is read as an unchanging snapshot: its main file, without the ``-wal``."""
     try:
         conn = connect(path, readonly=True)
-    except sqlite3.Error:
-        return False
+    except sqlite3.Error as exc:
+        raise LogError(f"cannot open {path}: {exc}") from None
     try:
-        return not is_current(conn)
-    except sqlite3.Error:
-        return False
-    finally:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
         conn.close()
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        conn.close()
+        raise LogError(f"{path} is not an httptrack call log: {exc}") from None
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise LogError(f"cannot read {path}: {exc}") from None
+    return conn
+
+
+def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
+    """The columns of ``calls``; a ``LogError`` when the database is not a call log."""
+    try:
+        columns = frozenset(row[1] for row in conn.execute("PRAGMA table_info(calls)"))
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f"{path} is not an httptrack call log: {exc}") from None
+    if not columns:
+        raise LogError(f"{path} is not an httptrack call log (it has no calls table)")
+    if not columns >= CALL_LOG_COLUMNS:
+        raise LogError(f"{path} is not an httptrack call log (its calls table is not httptrack's)")
+    return columns
+
+
+def open_log(path: str | Path | None = None) -> Log:
+    """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
+    for reading. It is never written: a log of an earlier schema is read as it is (the
+    next call recorded into it, or ``httptrack reindex``, brings it up to date). Raises
+    ``FileNotFoundError`` when there is no such file, and a ``ValueError`` saying why
+    when the file is no call log."""
+    target = Path(path) if path is not None else Settings().db
+    return Log(target)

@@ -115,6 +115,7 @@ DETAIL_FILTERS = frozenset({"provider", "model", "operation", "status", "cached"
 DETAIL_GROUPS = {
     "provider": "nullif(provider, '')",
     "model": "coalesce(nullif(response_model, ''), nullif(model, ''))",
+    "requested_model": "nullif(model, '')",
     "operation": "nullif(operation, '')",
     "status": "nullif(status, '')",
 }

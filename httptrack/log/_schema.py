@@ -4,7 +4,7 @@ datasette and ``httptrack show``. Changes to the table are migrations (``_store`
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "COLUMN_NAMES", "DESCRIPTIONS", "TOKEN_COLUMNS"]
+__all__ = ["CALL_LOG_COLUMNS", "COLUMNS", "COLUMN_NAMES", "DESCRIPTIONS", "TOKEN_COLUMNS"]
 
 #: (name, SQLite type, description), in table order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -81,3 +81,6 @@ TOKEN_COLUMNS: tuple[str, ...] = (
     "reasoning_tokens",
     "tokens_estimated",
 )
+#: Columns the ``calls`` table of every httptrack call log has had, since its first schema:
+#: a ``calls`` table without them is someone else's (readers refuse it; the UI leaves it be).
+CALL_LOG_COLUMNS = frozenset({"id", "started_at", "provider", "model", "status", "cost_usd", "latency_ms"})
