@@ -33,6 +33,8 @@ _NATIVE_OPERATIONS = {
 class Ollama(Provider):
     name = "ollama"
     hosts = ("localhost:11434", "127.0.0.1:11434", "[::1]:11434", "::1:11434", "0.0.0.0:11434", "ollama.com")
+    #: Its ``/v1`` chunks leave ``usage`` out (Go's ``omitempty``) rather than ``null``.
+    marks_usage_chunks = False
 
     def __init__(self) -> None:
         self._compat = _OllamaCompatible()
