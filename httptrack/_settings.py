@@ -335,7 +335,11 @@ class Settings:
 
         set_ = object.__setattr__
         arguments = locals()
-        set_(self, "given", frozenset(n for n in self.__slots__ if n != "given" and arguments.get(n) is not None))
+        set_(
+            self,
+            "given",
+            frozenset(n for n in self.__slots__ if n != "given" and arguments.get(n) is not None),
+        )
         value, name = pick(enabled, "HTTPTRACK_ENABLED")
         set_(self, "enabled", True if value in (None, "") else parse_bool(value, name))
 
@@ -428,7 +432,9 @@ class Settings:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in ("redact", "given"))
+        shown = ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in ("redact", "given")
+        )
         return f"Settings({shown})"
 
 

@@ -216,8 +216,9 @@ class Tracker:
         """When :meth:`rewrite` asked for the usage chunk (``exchange.rewritten``) and the
         answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
         app (only if the stream shows the server sent it because it was asked: see
-        :class:`~httptrack._streams.UsageChunkFilter`). A replayed cache entry recorded from such a request needs the same: set
-        ``exchange.rewritten`` from the entry, then call this before wrapping the stream.
+        :class:`~httptrack._streams.UsageChunkFilter`). A replayed cache entry recorded from
+        such a request needs the same: set ``exchange.rewritten`` from the entry, then call
+        this before wrapping the stream.
         ``headers``: the response's, as the app will see them: its ``Content-Length`` (which
         counts the chunk the app will not get) is removed."""
         if (
@@ -233,12 +234,15 @@ class Tracker:
         """Note the response's status and headers, label it for the app, and wrap its
         stream in ``tee`` so the body is captured as the app reads it."""
         try:
-            if exchange.cache_ttl is not None and not self.caches_doubles:
-                # httpcore gives every response read off a connection its `network_stream`;
-                # one without it was made in memory (a mock transport, respx, an ASGI app):
-                # a test double, not stored (see caches_doubles).
-                if "network_stream" not in response.extensions:
-                    exchange.cache_ttl = None
+            # httpcore gives every response read off a connection its `network_stream`; one
+            # without it was made in memory (a mock transport, respx, an ASGI app): a test
+            # double, not stored (see caches_doubles).
+            if (
+                exchange.cache_ttl is not None
+                and not self.caches_doubles
+                and "network_stream" not in response.extensions
+            ):
+                exchange.cache_ttl = None
             raw_headers = response.headers.raw
             response.headers[CALL_ID_HEADER] = exchange.call_id
             if exchange.cache_status is not None:

@@ -202,7 +202,7 @@ class ResponseCache:
             status=exchange.status or 0,
             headers=_stored_headers(exchange.response_headers),
             chunks=tuple(exchange.chunks),
-            figures={name: row.get(name) for name in ORIGINAL_COLUMNS},
+            figures=_figures(exchange, row),
             created=self.clock(),
             ttl=ttl,
             info={
@@ -231,6 +231,17 @@ class ResponseCache:
         replacing, self._replacing = self._replacing, False
         if staged and self.store.put_many(staged) and replacing:
             self.store.announce_replaced()
+
+
+def _figures(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
+    """What a hit takes from the row of the call that fetched it (less the loop guard's
+    note, which was about that call, not about the answer)."""
+    figures = {name: row.get(name) for name in ORIGINAL_COLUMNS}
+    note = exchange.cache_note
+    if note and figures.get("parse_notes"):
+        kept = [n for n in str(figures["parse_notes"]).split("; ") if n != note]
+        figures["parse_notes"] = "; ".join(kept) or None
+    return figures
 
 
 def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
