@@ -8,8 +8,10 @@ suite. This runs one suite three times:
 3. ``default``: ``HTTPTRACK=1`` with the default cache (a fresh cache folder),
 
 each with ``--junitxml``, and prints per run how many tests passed, failed, errored and were
-skipped, then every test whose outcome differs between the runs. Exit status 0 when no test
-differs, 1 when some do, 2 for a usage error.
+skipped, then every test whose outcome differs between the runs. ``--recheck N`` then runs
+each differing test alone, N times in every mode, to tell a difference httptrack makes
+(the same outcome every time) from a flaky test (timing-sensitive tests on a busy machine).
+Exit status 0 when no test differs, 1 when some do, 2 for a usage error.
 
 The suite is not part of httptrack: fetch the SDK's source (its repository at the tag of the
 installed version, or its sdist, which for the Stainless-generated SDKs includes tests/),
@@ -85,11 +87,12 @@ def run_once(
     hosts: str,
     timeout: float,
     extra_env: dict[str, str],
+    folder_name: str | None = None,
 ) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HTTPTRACK")}
     env.update(RUNS[name])
     env.update(extra_env)
-    folder = out / name
+    folder = out / (folder_name or name)
     folder.mkdir(parents=True, exist_ok=True)
     if name != "plain":
         env["HTTPTRACK_DB"] = str(folder / "calls.db")
@@ -104,8 +107,54 @@ def run_once(
             subprocess.run(command, cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
             print(f"{name}: timed out after {timeout:.0f} s (see {folder / 'output.txt'})", file=sys.stderr)
-    print(f"{name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    print(f"{folder.name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     return junit
+
+
+def node_id(src: Path, test: str) -> str:
+    """A junit ``classname::name`` as a pytest node id (``tests/x.py::Class::name``)."""
+    classname, _, name = test.partition("::")
+    parts = classname.split(".")
+    for cut in range(len(parts), 0, -1):
+        path = Path(*parts[:cut]).with_suffix(".py")
+        if (src / path).is_file():
+            return "::".join([path.as_posix(), *parts[cut:], name])
+    return test
+
+
+def recheck(
+    tests: list[str],
+    times: int,
+    python: str,
+    src: Path,
+    out: Path,
+    hosts: str,
+    timeout: float,
+    env: dict[str, str],
+) -> dict[str, dict[str, list[str]]]:
+    """Each test alone (no xdist), ``times`` times per mode: ``test -> mode -> outcomes``."""
+    found: dict[str, dict[str, list[str]]] = {test: {} for test in tests}
+    has_xdist = subprocess.run([python, "-c", "import xdist"], capture_output=True).returncode == 0
+    alone = ["-n", "0"] if has_xdist else []
+    for test in tests:
+        node = node_id(src, test)
+        for name in RUNS:
+            for _ in range(times):
+                folder = out / "recheck" / f"{len(found[test].get(name, []))}-{name}"
+                junit = run_once(
+                    name,
+                    python,
+                    src,
+                    [node, *alone],
+                    folder.parent,
+                    hosts,
+                    timeout,
+                    env,
+                    folder.name,
+                )
+                outcome = parse_junit(junit).get(test, "missing") if junit.exists() else "missing"
+                found[test].setdefault(name, []).append(outcome)
+    return found
 
 
 def summarize(results: dict[str, dict[str, str]]) -> tuple[list[str], dict[str, object]]:
@@ -154,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run (default 3600)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    parser.add_argument(
+        "--recheck-from",
+        type=Path,
+        metavar="JSON",
+        help="no runs: recheck the differences of a comparison.json",
+    )
+    parser.add_argument(
+        "--recheck", type=int, default=0, metavar="N", help="run each differing test alone N times per mode"
+    )
     options = parser.parse_args(argv)
     preset = PRESETS.get(options.sdk or "", {"args": ["tests"], "hosts": ""})
     args = pytest_args if pytest_args is not None else list(preset["args"])  # type: ignore[call-overload]
@@ -168,12 +226,32 @@ def main(argv: list[str] | None = None) -> int:
         or Path.cwd() / f"sdk-suite-{options.sdk or options.src.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     results: dict[str, dict[str, str]] = {}
-    for name in runs:
+    for name in runs if options.recheck_from is None else []:
         junit = run_once(
             name, options.python, options.src.resolve(), args, out, hosts, options.timeout, extra_env
         )
         results[name] = parse_junit(junit) if junit.exists() else {}
-    lines, report = summarize(results)
+    if options.recheck_from is not None:  # the runs were made before: recheck their differences
+        report: dict[str, object] = json.loads(options.recheck_from.read_text())
+        lines = [f"differing {len(report['differing'])} (from {options.recheck_from})"]  # type: ignore[arg-type]
+    else:
+        lines, report = summarize(results)
+    differing = list(report["differing"])  # type: ignore[call-overload]
+    if options.recheck and differing:
+        found = recheck(
+            differing,
+            options.recheck,
+            options.python,
+            options.src.resolve(),
+            out,
+            hosts,
+            options.timeout,
+            extra_env,
+        )
+        report["recheck"] = found
+        lines.append(f"rechecked alone, {options.recheck} times per mode:")
+        for test, by_mode in found.items():
+            lines.append(f"  {test}: " + ", ".join(f"{m}={'/'.join(o)}" for m, o in by_mode.items()))
     (out / "comparison.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2) if options.json else "\n".join(lines))
     return 1 if report["differing"] else 0
