@@ -406,3 +406,18 @@ def test_the_loop_guard_can_be_turned_off(db: Path, cache_dir: Path, monkeypatch
             httptrack.flush()
     assert len(seen) == 1
     assert "cache_loop" not in fault_counts()
+
+
+def test_the_writers_pauses_are_not_the_apps_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """openai's test_retry_limits_and_backoff patches time.sleep and counts its calls: the
+    writer thread's short pauses (it lets the app's threads have the GIL) must not show."""
+    import time
+
+    from httptrack.record._writer import writer
+
+    calls: list[float] = []
+    monkeypatch.setattr(time, "sleep", calls.append)
+    shared = writer()
+    shared._slice_start = time.perf_counter() - 10  # a long slice: time to pause
+    shared._pause()
+    assert calls == []
