@@ -24,7 +24,7 @@ from httptrack._context import current_attribution
 from httptrack._exchange import Exchange
 from httptrack._settings import Settings
 from httptrack._streams import SyncTee, UsageChunkFilter
-from httptrack.providers import provider_for_host
+from httptrack.providers import provider_by_name, provider_for_host
 
 BASE = {
     "id": "chatcmpl-B74aE2TDl9ZbKx2fXoVatoMDnErNm",
@@ -79,7 +79,7 @@ def run_raw(chunks: list[bytes]) -> None:
 
 def run_tee(chunks: list[bytes], filtered: bool) -> None:
     ex = exchange()
-    ex.chunk_filter = UsageChunkFilter() if filtered else None
+    ex.chunk_filter = UsageChunkFilter(provider_by_name("openai").is_usage_chunk) if filtered else None
     for _ in SyncTee(chunks, ex, lambda e: None):
         pass
 

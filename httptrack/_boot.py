@@ -5,8 +5,13 @@
 :func:`start`. That is all that happens at start-up: this module imports nothing beyond what
 the interpreter has already loaded and never raises. It registers a post-import hook on
 ``httpx`` and ``httpx2``; when the program (or an SDK) first imports either, httptrack itself
-is imported and patches both libraries (``httptrack.autoload``). A program that never
-imports them pays for this module and nothing more.
+is imported and patches both libraries (the entry point the .pth line names,
+``httptrack.autoload:start_from_environment``). A program that never imports them pays for
+this module and nothing more.
+
+This module names nothing of httptrack: the package depends on it (``httptrack.autoload``
+registers its hooks here), not the other way round, and the one link back is the entry
+point written in ``httptrack.pth``, the file that wires the two together.
 
 Why a top-level module: importing ``httptrack._anything`` runs ``httptrack/__init__``, which
 costs far more than the start-up budget. Why a post-import hook and not an import of httpx
@@ -50,6 +55,8 @@ _lock = allocate_lock()  # guards _hooks / _finder; never held while a hook runs
 _hooks: "dict[str, list[Hook]]" = {}
 _finder: "_Finder | None" = None
 _started = False
+#: ``"module:function"`` that :func:`start` calls when the first library is imported.
+_entry = ""
 
 
 def warn(message: str) -> None:
@@ -170,11 +177,12 @@ class _HookedLoader:
         return getattr(self._loader, name)
 
 
-def start() -> None:
+def start(entry: str = "") -> None:
     """Called by ``httptrack.pth`` when ``HTTPTRACK`` is set: track every httpx/httpx2 client
-    this program creates, from the moment either library is imported. Never raises; a bad
-    value prints one warning and the program runs untracked."""
-    global _started
+    this program creates, from the moment either library is imported, by calling ``entry``
+    (``"module:function"``, i.e. ``httptrack.autoload:start_from_environment``) then. Never
+    raises; a bad value prints one warning and the program runs untracked."""
+    global _started, _entry
     if _started:  # site processes a venv's site-packages twice on some Pythons
         return
     _started = True
@@ -183,6 +191,10 @@ def start() -> None:
         if raw.strip().lower() not in ON_VALUES:
             warn(f"HTTPTRACK: expected on/off (1/0, true/false), got {raw!r}; this program runs untracked")
             return
+        if ":" not in entry:  # an httptrack.pth older than this module
+            warn("the start-up hook is out of date; reinstall httptrack. This program runs untracked")
+            return
+        _entry = entry
         for name in LIBRARIES:
             when_imported(name, _start_tracking)
     except Exception as exc:
@@ -199,9 +211,11 @@ def _start_tracking(module: "ModuleType") -> None:
     # The first of httpx/httpx2 is being imported: now httptrack may load. It reads the
     # settings (a bad one prints one warning) and patches both libraries.
     cancel(_start_tracking)
+    name, _, function = _entry.partition(":")
     try:
-        from httptrack.autoload import start_from_environment
+        __import__(name)
+        begin = getattr(sys.modules[name], function)
     except Exception as exc:
         warn(f"could not load httptrack ({type(exc).__name__}: {exc}); this program runs untracked")
         return
-    start_from_environment()
+    begin()

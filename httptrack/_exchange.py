@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._context import Attribution, ControlHeaders
     from ._settings import Settings
+    from ._vocab import Operation, Outcome
     from .providers import Provider
 
 __all__ = ["TAIL_BYTES", "Exchange", "new_call_id"]
@@ -154,7 +155,7 @@ class Exchange:
         self,
         *,
         provider: Provider,
-        operation: str,
+        operation: Operation,
         settings: Settings,
         sink: Any,
         method: str,
@@ -204,7 +205,7 @@ class Exchange:
         self.t_end: float | None = None
         #: "complete" | "cut_short" (the app closed the stream early) | "failed" (the stream
         #: raised) | "transport_error" (no response at all) | "cache_miss" (replay mode)
-        self.outcome = "complete"
+        self.outcome: Outcome = "complete"
         self.error_type: str | None = None
         self.error_message: str | None = None
         self.cached = False
@@ -259,7 +260,7 @@ class Exchange:
     def truncated(self) -> bool:
         return self.tail is not None
 
-    def end(self, outcome: str | None = None, exc: BaseException | None = None) -> bool:
+    def end(self, outcome: Outcome | None = None, exc: BaseException | None = None) -> bool:
         """Mark the exchange finished; ``True`` the first time only (so it is recorded
         once, whichever of close(), an error or garbage collection got here first)."""
         if self.finished:

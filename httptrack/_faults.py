@@ -10,12 +10,41 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["fault_counts", "get_logger", "report_fault", "reset_faults"]
+__all__ = ["FAULT_KINDS", "FaultKind", "fault_counts", "get_logger", "report_fault", "reset_faults"]
+
+#: Every kind of fault: the keys of :func:`fault_counts` (docs/architecture.md says what each
+#: means). A new kind is added here and to that list; mypy rejects any other string.
+FaultKind = Literal[
+    "after_record",  # a post-record hook (storing a response in the cache) raised
+    "autoload",  # install() / HTTPTRACK=1 could not track a client
+    "begin",  # a request could not be tracked; it is sent untracked
+    "cache_corrupt",  # a damaged cache entry was dropped
+    "cache_loop",  # the loop guard sent a request the cache answered too often (cache_max_hits)
+    "cache_open",  # the cache folder cannot be used; calls go uncached
+    "cache_read",  # the cache could not be read; a miss
+    "cache_replay",  # a cached response could not be replayed; the request is sent
+    "cache_write",  # the cache could not be written; storing pauses
+    "control_headers",  # an X-Httptrack-* header could not be read or removed
+    "database",  # the call log could not be opened or written; rows wait and are retried
+    "estimate",  # tokens could not be counted locally
+    "pending_full",  # the log stayed unwritable too long; newer rows were dropped
+    "pricing",  # price data could not be loaded
+    "queue_full",  # the writer was too far behind; a call was not recorded
+    "record",  # a call could not be queued or turned into a row
+    "redact",  # Settings(redact=...) raised; that call's bodies were not stored
+    "request_body",  # a streamed request body could not be followed; it is not recorded
+    "respond",  # a response could not be tracked
+    "rewrite",  # a request could not be adjusted (include_usage); it was sent as it was
+    "rollup",  # the daily rollups could not be updated (the calls are recorded)
+    "search_index",  # the search index could not be updated (the calls are recorded)
+    "writer",  # the writer thread hit an unexpected error
+]
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 _logger: logging.Logger | None = None
 
@@ -41,7 +70,7 @@ _lock = threading.Lock()
 _counts: Counter[str] = Counter()
 
 
-def report_fault(kind: str, message: str, exc: BaseException | None = None) -> None:
+def report_fault(kind: FaultKind, message: str, exc: BaseException | None = None) -> None:
     """Count a fault of ``kind`` and log it (a warning the first time, debug after)."""
     try:
         with _lock:

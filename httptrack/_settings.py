@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SettingsError
+from ._time import duration_seconds
+from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
+from .pricing._overrides import check_prices, load_price_file
 
+# CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
 __all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
 
-#: Cache modes: ``on`` read and write; ``off`` neither; ``refresh`` always call, then store;
-#: ``replay`` serve only from the cache (a miss is an error and nothing is sent).
-CACHE_MODES = ("on", "off", "refresh", "replay")
-OPERATIONS = ("chat", "completion", "embeddings", "models", "other")
-
-_DEFAULT_TTL: dict[str, float] = {
+_DEFAULT_TTL: dict[Operation, float] = {
     "embeddings": 7 * 86400.0,
     "models": 86400.0,
     "chat": 3600.0,
@@ -49,7 +48,6 @@ _UNITS = {
     "gb": 1000**3,
     "gib": 1024**3,
 }
-_DURATIONS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def _env(name: str) -> str | None:
@@ -97,21 +95,20 @@ def parse_duration(value: object, name: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*", str(value))
-        unit = match.group(2).lower() if match else ""
-        if not match or unit not in _DURATIONS:
+        parsed = duration_seconds(str(value))
+        if parsed is None:
             raise SettingsError(f"{name}: expected a duration such as 3600, 30m, 1h or 7d, got {value!r}")
-        seconds = float(match.group(1)) * _DURATIONS[unit]
+        seconds = parsed
     if seconds < 0:
         raise SettingsError(f"{name}: must not be negative, got {value!r}")
     return seconds
 
 
-def parse_cache_mode(value: object, name: str) -> str:
+def parse_cache_mode(value: object, name: str) -> CacheMode:
     if isinstance(value, bool):
         return "on" if value else "off"
     text = str(value).strip().lower()
-    if text in CACHE_MODES:
+    if is_cache_mode(text):
         return text
     if text in _TRUE:
         return "on"
@@ -168,7 +165,7 @@ def _check_provider_name(provider: str, host: str, name: str) -> None:
         )
 
 
-def parse_ttls(value: object, name: str) -> dict[str, float]:
+def parse_ttls(value: object, name: str) -> dict[Operation, float]:
     """``operation=duration`` pairs (``chat=2h,embeddings=30d``) or a mapping."""
     if isinstance(value, Mapping):
         items = list(value.items())
@@ -180,10 +177,10 @@ def parse_ttls(value: object, name: str) -> dict[str, float]:
                 if not sep:
                     raise SettingsError(f"{name}: expected operation=duration pairs, got {part!r}")
                 items.append((op, ttl))
-    ttls: dict[str, float] = {}
+    ttls: dict[Operation, float] = {}
     for op, ttl in items:
         op = str(op).strip().lower()
-        if op not in OPERATIONS:
+        if not is_operation(op):
             raise SettingsError(f"{name}: unknown operation {op!r} (known: {', '.join(OPERATIONS)})")
         ttls[op] = parse_duration(ttl, f"{name}[{op}]")
     return ttls
@@ -285,7 +282,7 @@ class Settings:
 
     enabled: bool
     db: Path
-    cache: str
+    cache: CacheMode
     cache_dir: Path
     cache_key_headers: frozenset[bytes]
     cache_max_hits: int
@@ -294,7 +291,7 @@ class Settings:
     #: ``cache_dir=``) also stores what test doubles answer.
     given: frozenset[str]
     cache_size_limit: int | None
-    cache_ttl: dict[str, float]
+    cache_ttl: dict[Operation, float]
     store_bodies: bool
     max_body_bytes: int
     user: str | None
@@ -390,10 +387,8 @@ class Settings:
         set_(self, "prices_file", Path(value).expanduser() if value else None)
         merged: dict[str, dict[str, float]] = {}
         if self.prices_file is not None:
-            from .pricing._prices import load_price_file  # read once, here: a bad file fails now
-
-            merged.update(load_price_file(self.prices_file))
-        merged.update(_check_prices(prices or {}, "prices"))  # entries given in code win, whole
+            merged.update(load_price_file(self.prices_file))  # read once, here: a bad file fails now
+        merged.update(check_prices(prices or {}, "prices"))  # entries given in code win, whole
         set_(self, "prices", merged)
 
         value, name = pick(include_usage, "HTTPTRACK_INCLUDE_USAGE")
@@ -421,7 +416,7 @@ class Settings:
         object.__setattr__(copy, "given", self.given | frozenset(changed))
         return copy
 
-    def ttl_for(self, operation: str) -> float:
+    def ttl_for(self, operation: Operation) -> float:
         return self.cache_ttl.get(operation, self.cache_ttl["other"])
 
     def __eq__(self, other: object) -> bool:
@@ -436,31 +431,3 @@ class Settings:
             f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in ("redact", "given")
         )
         return f"Settings({shown})"
-
-
-#: How genai-prices names prices: per million tokens/characters, per thousand requests or
-#: pages, per billion pixels, per hour of audio.
-_PRICE_SUFFIXES = ("_mtok", "_kcount", "_kpages", "_mchars", "_gpixels", "_hours")
-
-
-def _check_prices(prices: Mapping[str, Mapping[str, float]], name: str) -> dict[str, dict[str, float]]:
-    checked: dict[str, dict[str, float]] = {}
-    for model, entry in prices.items():
-        if not isinstance(entry, Mapping):
-            raise SettingsError(f"{name}[{model!r}]: expected a mapping such as {{'input_mtok': 1.0}}")
-        values: dict[str, float] = {}
-        for key, price in entry.items():
-            if not str(key).endswith(_PRICE_SUFFIXES):
-                raise SettingsError(
-                    f"{name}[{model!r}]: unknown price {key!r} "
-                    "(use input_mtok, output_mtok, cache_read_mtok, cache_write_mtok ...)"
-                )
-            try:
-                number = float(price)
-            except (TypeError, ValueError):
-                raise SettingsError(f"{name}[{model!r}][{key!r}]: expected a number, got {price!r}") from None
-            if number < 0:
-                raise SettingsError(f"{name}[{model!r}][{key!r}]: must not be negative")
-            values[str(key)] = number
-        checked[str(model).lower()] = values
-    return checked

@@ -15,10 +15,10 @@ The record is finished exactly once, whichever comes first:
 response stream is an instance of *their* ``SyncByteStream``/``AsyncByteStream``, so
 ``_transport`` mixes these into per-library subclasses.
 
-One exception to "the same chunks": when httptrack itself asked an OpenAI-style stream for
-its usage chunk (``_include_usage``), the exchange carries a :class:`UsageChunkFilter` and
-the app receives the stream without that one event (when the stream shows it was sent
-because httptrack asked: see the filter). The recorder still gets every byte.
+One exception to "the same chunks": when httptrack itself asked a stream for its usage
+chunk (``_include_usage``), the exchange carries a :class:`UsageChunkFilter` and the app
+receives the stream without that one event (when the stream shows it was sent because
+httptrack asked: see the filter). The recorder still gets every byte.
 
 The request side: :class:`RequestTee` passes a streamed upload (``content=`` an iterator)
 on chunk by chunk as the inner transport reads it, keeping a copy for the record.
@@ -29,9 +29,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exchange import Exchange
+
+if TYPE_CHECKING:
+    from ._vocab import Outcome
 
 __all__ = ["AsyncTee", "ReplayChunks", "RequestTee", "SyncTee", "UsageChunkFilter", "finish_open_streams"]
 
@@ -40,19 +43,21 @@ _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
 
 
 class UsageChunkFilter:
-    """Cuts an SSE stream at event boundaries and drops the one usage-only event
-    (``"choices": []`` with a ``usage`` object) that httptrack asked for, and only that.
+    """Cuts an SSE stream at event boundaries and drops the one usage event that httptrack
+    asked for, and only that: the first one with a ``usage`` object that ``is_usage_chunk``
+    (the provider's test, given the event's decoded JSON) calls the usage chunk.
 
-    Which usage event httptrack caused: it adds ``include_usage`` only to a request that did
-    not ask for usage (``_include_usage``), so the app would have received no usage chunk
-    from a server that sends one only when asked. OpenAI's protocol says such a server then
-    gives every other chunk a ``"usage": null`` member, and OpenAI does (recorded in
+    Which usage event httptrack caused: it asks for usage only in a request that did not
+    (``_include_usage``), so the app would have received no usage chunk from a server that
+    sends one only when asked. OpenAI's protocol says such a server then gives every other
+    chunk a ``"usage": null`` member, and OpenAI does (recorded in
     ``provider-samples/openai_chat_stream_include_usage``; a stream that did not ask has no
     ``usage`` member at all). A usage event that comes after chunks without that mark was
     sent whether asked or not (OpenAI's own recorded fixture in its SDK's tests has one;
     so do servers that always report usage): the app would have had it, and receives it.
-    ``needs_mark=False`` is for servers known to answer ``include_usage`` without marking
-    their chunks (Ollama's ``/v1``, vLLM): there the first usage-only event is httptrack's.
+    ``needs_mark=False`` is for servers known to answer the option without marking their
+    chunks (``Provider.marks_usage_chunks``: Ollama's ``/v1``, vLLM): there the first usage
+    event is httptrack's.
 
     The app's SSE parser acts on complete events only, so forwarding each complete event as
     soon as its blank line arrives delays nothing it could act on; only the bytes of an
@@ -60,11 +65,12 @@ class UsageChunkFilter:
     substring tests; an event is parsed only when it holds a usage object.
     """
 
-    __slots__ = ("_buffer", "done", "marked", "removed")
+    __slots__ = ("_buffer", "_is_usage_chunk", "done", "marked", "removed")
 
-    def __init__(self, *, needs_mark: bool = True) -> None:
+    def __init__(self, is_usage_chunk: Callable[[Any], bool], *, needs_mark: bool = True) -> None:
         self._buffer = b""
-        #: A chunk with ``"usage": null`` was seen (the server answered ``include_usage``);
+        self._is_usage_chunk = is_usage_chunk
+        #: A chunk with ``"usage": null`` was seen (the server answered the option);
         #: ``True`` from the start when the mark is not needed.
         self.marked = not needs_mark
         #: The usage event was found and kept from the app.
@@ -107,7 +113,7 @@ class UsageChunkFilter:
         kept: list[bytes] = []
         for index, event in enumerate(pieces):
             end = ends[index] if index < len(ends) else b""
-            if not self.done and _is_usage_event(event):
+            if not self.done and self._is_usage_event(event):
                 self.done = True
                 if self.marked:  # httptrack's: kept from the app
                     self.removed = True
@@ -117,6 +123,17 @@ class UsageChunkFilter:
                 self.marked = True
             kept.append(event + end)
         return b"".join(kept)
+
+    def _is_usage_event(self, event: bytes) -> bool:
+        lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line.startswith(b"data:")]
+        if not lines:
+            return False
+        payload = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return False
+        return self._is_usage_chunk(data)
 
 
 def _has_usage_null(data: bytes) -> bool:
@@ -135,18 +152,6 @@ def _has_usage_object(data: bytes) -> bool:
             return True
         start = data.find(b'"usage":', start + 8)
     return False
-
-
-def _is_usage_event(event: bytes) -> bool:
-    lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line.startswith(b"data:")]
-    if not lines:
-        return False
-    payload = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and not data.get("choices") and isinstance(data.get("usage"), dict)
 
 
 #: Streams handed to the app and not finished yet (by ``id`` of their exchange), so that what
@@ -172,7 +177,7 @@ class _Tee:
         self._on_end = on_end
         _open[id(exchange)] = (exchange, on_end)
 
-    def _end(self, outcome: str, exc: BaseException | None = None) -> None:
+    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
         exchange = self._exchange
         if exchange.end(outcome, exc):
             _open.pop(id(exchange), None)

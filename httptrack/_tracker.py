@@ -26,9 +26,9 @@ from ._context import ControlHeaders, current_attribution
 from ._errors import CacheMiss
 from ._exchange import Exchange
 from ._faults import report_fault
-from ._include_usage import INCLUDE_USAGE, with_include_usage
+from ._include_usage import usage_filter, usage_request
 from ._settings import Settings
-from ._streams import ReplayChunks, UsageChunkFilter
+from ._streams import ReplayChunks
 
 __all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker"]
 
@@ -178,23 +178,20 @@ class Tracker:
         return response
 
     def rewrite(self, exchange: Exchange, request: Any) -> None:
-        """Adjust the request on its way out where tracking needs it: ask an OpenAI-style
-        stream for its usage chunk (``_rewrite``). The app's view does not change (the
-        extra event is filtered out in :meth:`respond`), the recorded request and the cache
-        key stay the app's own (``exchange.request_body``)."""
+        """Adjust the request on its way out where tracking needs it: ask a stream for its
+        usage chunk (``_include_usage``). The app's view does not change (the extra event is
+        filtered out in :meth:`respond`), the recorded request and the cache key stay the
+        app's own (``exchange.request_body``)."""
         try:
             if not self.settings.include_usage or exchange.operation not in ("chat", "completion"):
                 return
-            if exchange.method != "POST" or not exchange.provider.include_usage(
-                exchange.path, exchange.query
-            ):
-                return
             # The body first: most requests are not streams, and that test is cheaper than
-            # reading two headers. (with_include_usage has no side effects: the order only
+            # reading two headers. (usage_request has no side effects: the order only
             # changes what is spent on a request that is left alone.)
-            body = with_include_usage(exchange.request_body)
-            if body is None:
+            asked = usage_request(exchange)
+            if asked is None:
                 return
+            body, option = asked
             headers = request.headers
             if headers.get("content-encoding") or "json" not in headers.get("content-type", "json"):
                 return
@@ -207,7 +204,7 @@ class Tracker:
             request._content = body
             if "Content-Length" in headers:
                 headers["Content-Length"] = str(len(body))
-            exchange.rewritten = INCLUDE_USAGE
+            exchange.rewritten = option
         except Exception as exc:
             report_fault("rewrite", "a request could not be adjusted; it was sent as it was", exc)
 
@@ -226,7 +223,7 @@ class Tracker:
             and 200 <= status < 300
             and content_type.lower().startswith("text/event-stream")
         ):
-            exchange.chunk_filter = UsageChunkFilter(needs_mark=exchange.provider.marks_usage_chunks)
+            exchange.chunk_filter = usage_filter(exchange)
             if headers is not None and "content-length" in headers:
                 del headers["content-length"]
 

@@ -51,6 +51,9 @@ BOOT_SOURCE = SOURCE_DIR / "_boot.py"
 _EMULATE = textwrap.dedent("""\
     import os, runpy, site, sys
     folder = os.environ.pop("HTTPTRACK_TEST_SITE")
+    value = os.environ.pop("HTTPTRACK_TEST_VALUE", None)
+    if value is not None:  # kept from the hook installed from another checkout (see Hook.env)
+        os.environ["HTTPTRACK"] = value
     other = sys.modules.pop("_httptrack_boot", None)  # installed from another checkout
     if other is not None:
         other.stop()
@@ -74,6 +77,8 @@ class Hook:
     def env(self, env: dict[str, str]) -> dict[str, str]:
         if self.emulated_site is not None:
             env = {**env, "HTTPTRACK_TEST_SITE": str(self.emulated_site)}
+            if "HTTPTRACK" in env:  # a hook installed from another checkout must not see it
+                env["HTTPTRACK_TEST_VALUE"] = env.pop("HTTPTRACK")
         return env
 
 

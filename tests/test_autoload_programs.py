@@ -8,7 +8,9 @@ child interpreter gets the start-up hook.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,6 +32,7 @@ from autoload_helpers import (
 )
 from click.testing import CliRunner
 
+from httptrack import autoload as _autoload
 from httptrack._fake import FakeProviderServer
 from httptrack.cli import main as cli
 
@@ -508,6 +511,40 @@ def test_pth_line_without_its_module_warns_once(tmp_path: Path) -> None:
     )
 
 
+def test_the_pth_line_names_autoloads_entry_point() -> None:
+    # _boot names nothing of httptrack (no import cycle): the .pth line tells it what to call
+    # once httpx is imported, as a string that no type checker follows; this test does.
+    entries = re.findall(r"_httptrack_boot\.start\('([\w.]+):(\w+)'\)", PTH_SOURCE.read_text())
+    assert entries == [("httptrack.autoload", "start_from_environment")]
+    module, function = entries[0]
+    assert getattr(importlib.import_module(module), function) is _autoload.start_from_environment
+
+
+def test_pth_line_older_than_its_module_warns_once(tmp_path: Path) -> None:
+    # A .pth from before the entry point was named in it, beside this module.
+    folder = tmp_path / "site"
+    folder.mkdir()
+    old_line = re.sub(r"start\('[^']*'\)", "start()", PTH_SOURCE.read_text())
+    (folder / "httptrack.pth").write_text(old_line)
+    (folder / "_httptrack_boot.py").write_bytes(BOOT_SOURCE.read_bytes())
+    result = run_python(
+        Hook([sys.executable, "-S"], None, None),
+        program(
+            tmp_path,
+            f"""
+        import site, sys
+        site.addsitedir({str(folder)!r})
+        print(sys.modules["_httptrack_boot"]._hooks)
+    """,
+        ),
+        env=child_env(HTTPTRACK="1"),
+    )
+    assert (result.returncode, result.stdout) == (0, "{}\n")
+    assert result.stderr == (
+        "httptrack: the start-up hook is out of date; reinstall httptrack. This program runs untracked\n"
+    )
+
+
 def test_environment_proxy_keeps_working(
     hook: Hook, env: dict[str, str], servers: dict[str, FakeProviderServer], tmp_path: Path
 ) -> None:
@@ -599,12 +636,14 @@ def test_httptrack_run(
     ]
     del env["HTTPTRACK_HOSTS"], env["HTTPTRACK_DB"]
     result = subprocess.run(command, env=hook.env(env), capture_output=True, text=True, timeout=120)
-    # Where the hook is only reproduced for the test, `run` rightly says it is not installed.
+    # Where no hook is installed at all (the test reproduces this checkout's), `run` rightly
+    # says so; one installed from another checkout is a hook all the same.
+    installed = hook.installed_in is not None or importlib.util.find_spec("_httptrack_boot") is not None
     missing = (
         "httptrack run: the start-up hook (httptrack.pth) is not installed in this Python environment; "
         "reinstall httptrack (pip install httptrack) or call httptrack.install() in the program.\n"
     )
-    assert (result.returncode, result.stderr) == (0, "" if hook.installed_in else missing)
+    assert (result.returncode, result.stderr) == (0, "" if installed else missing)
     assert_rows_match(
         rows_in(db),
         last_json_line(result.stdout),

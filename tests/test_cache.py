@@ -1060,7 +1060,7 @@ def test_control_headers_per_request(db: Path, cache_dir: Path) -> None:
         assert ask(client, {"X-Httptrack-Cache": "no-cache, no-store"}) == (None, "answer 5")
         assert ask(client) == ("HIT", "answer 3")
         assert ask(client, {"X-Httptrack-Cache": "sometimes"}) == ("HIT", "answer 3")  # unknown: ignored
-    assert fault_counts().get("control_header") == 1
+    assert fault_counts().get("control_headers") == 1
     assert [r["cached"] for r in read_rows(db)] == [0, 0, 1, 0, 1, 0, 0, 1, 1]
 
 
@@ -1142,7 +1142,7 @@ def test_ttl_settings_env_and_per_request(db: Path, cache_dir: Path, monkeypatch
         assert ask(client, {"X-Httptrack-Cache-Ttl": "0"}) == ("MISS", "answer 5")  # never fresh, not stored
         assert ask(client) == ("HIT", "answer 4")
         assert ask(client, {"X-Httptrack-Cache-Ttl": "soon"}) == ("HIT", "answer 4")  # bad value: default TTL
-    assert fault_counts().get("control_header") == 1
+    assert fault_counts().get("control_headers") == 1
     # Given in code, a TTL wins over the environment.
     transport = tracking(inner, db, cache_dir, clock=clock, cache_ttl={"chat": "1h"})
     assert transport.settings.ttl_for("chat") == 3600

@@ -23,11 +23,13 @@ from hypothesis import strategies as st
 
 import httptrack
 from httptrack._fake import RecordedRequest, mock_transport
-from httptrack._include_usage import with_include_usage
 from httptrack._streams import UsageChunkFilter
+from httptrack.providers import provider_by_name
+from httptrack.providers.openai import with_include_usage
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+IS_USAGE_CHUNK = provider_by_name("openai").is_usage_chunk
 USAGE_SAMPLE = load_sample("openai_chat_stream_include_usage")[1]["body_text"].encode()
 
 
@@ -92,7 +94,7 @@ def test_existing_options_are_extended_not_duplicated() -> None:
 
 
 def filtered(body: bytes, pieces: list[bytes]) -> bytes:
-    chunk_filter = UsageChunkFilter()
+    chunk_filter = UsageChunkFilter(IS_USAGE_CHUNK)
     out = b"".join(chunk_filter.feed(piece) for piece in pieces) + chunk_filter.flush()
     assert chunk_filter.removed
     return out

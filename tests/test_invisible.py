@@ -32,6 +32,7 @@ from httptrack._fake import FakeProviderServer, mock_transport
 from httptrack._faults import fault_counts
 from httptrack._streams import UsageChunkFilter
 from httptrack.cache import _guard
+from httptrack.providers import provider_by_name
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 UPLOAD = "https://api.openai.com/v1/uploads/u1/parts"
@@ -299,9 +300,12 @@ def test_a_request_that_asked_for_usage_is_left_alone(db: Path) -> None:
 def test_servers_that_do_not_mark_their_chunks() -> None:
     body = stream_body(marked=False, with_usage=True)
     (usage_event,) = [e + b"\n\n" for e in body.split(b"\n\n") if b'"choices": [], "usage": {' in e]
-    marked = UsageChunkFilter()
+    is_usage_chunk = provider_by_name("openai").is_usage_chunk
+    marked = UsageChunkFilter(is_usage_chunk)
     assert marked.feed(body) + marked.flush() == body and not marked.removed
-    unmarked = UsageChunkFilter(needs_mark=False)  # Ollama's /v1, vLLM: the first usage chunk is ours
+    unmarked = UsageChunkFilter(
+        is_usage_chunk, needs_mark=False
+    )  # Ollama's /v1, vLLM: the first usage chunk is ours
     assert unmarked.feed(body) + unmarked.flush() == body.replace(usage_event, b"")
     assert unmarked.removed
 

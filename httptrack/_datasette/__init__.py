@@ -29,37 +29,13 @@ from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from ._facets import RollupColumnFacet, RollupDateFacet
-from ._metadata import FTS_QUERY_FUNCTION, database_metadata
+from ._metadata import FTS_QUERY_FUNCTION, database_metadata, is_call_log
 
 __all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
 
 #: Cells rendered as folded, indented JSON (or as text when they are not JSON).
 BODY_COLUMNS = {"request_body", "response_body", "request_headers", "response_headers", "properties"}
 _SUMMARY_CHARS = 90
-_detected: dict[tuple[str, str], bool] = {}
-
-
-def is_call_log(path: str | None) -> bool:
-    """Whether the SQLite file at ``path`` is an httptrack call log (cached per path)."""
-    if not path:
-        return False
-    key = ("path", path)
-    if key not in _detected:
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                names = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_master WHERE name IN ('calls', 'cost_per_day')"
-                    )
-                }
-            finally:
-                conn.close()
-            _detected[key] = names == {"calls", "cost_per_day"}
-        except sqlite3.Error:
-            _detected[key] = False
-    return _detected[key]
 
 
 def log_databases(datasette: Any) -> list[str]:

@@ -57,6 +57,7 @@ from datasette.filters import Filters
 from datasette.utils import escape_sqlite, path_with_added_args, path_with_removed_args
 
 from ..log import _rollup
+from ._metadata import is_call_log
 
 __all__ = [
     "RollupColumnFacet",
@@ -231,8 +232,6 @@ class _FromRollups:
         """The rollup tables this page's facets can read (with ``httptrack_state``): none
         unless the page shows the whole ``calls`` table of an httptrack call log, or the
         calls ``detail_filters`` can select, and only those at most ``MAX_LAG`` calls behind."""
-        from . import is_call_log
-
         if self.table != "calls" or not (self.whole_table() or self.detail_filters()):
             return set()
         if not is_call_log(getattr(self.ds.get_database(self.database), "path", None)):

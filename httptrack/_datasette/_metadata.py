@@ -1,13 +1,15 @@
-"""The datasette metadata for a call log database: table settings and canned queries."""
+"""The datasette metadata for a call log database: which databases are call logs, their
+table settings and canned queries."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from ..log._schema import DESCRIPTIONS
 from ..log._views import FTS_TABLE, VIEWS
 
-__all__ = ["CANNED_QUERIES", "FTS_QUERY_FUNCTION", "SETTINGS", "database_metadata"]
+__all__ = ["CANNED_QUERIES", "FTS_QUERY_FUNCTION", "SETTINGS", "database_metadata", "is_call_log"]
 
 #: The SQL function (registered by the plugin on every connection) that turns a user's
 #: words into an FTS5 query that cannot be a syntax error, as ``httptrack calls -q`` does.
@@ -74,7 +76,7 @@ FROM ranked GROUP BY model ORDER BY calls DESC""",
         "sql": f"""SELECT id, started_at, provider, coalesce(response_model, model) AS model, user, service,
   substr(response_text, 1, 300) AS response
 FROM calls WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH {FTS_QUERY_FUNCTION}(:q))
-ORDER BY started_at DESC LIMIT 200""",
+ORDER BY started_at DESC, id DESC LIMIT 200""",
     },
 }
 
@@ -110,3 +112,29 @@ def database_metadata() -> dict[str, Any]:
         "tables": tables,
         "queries": {name: dict(query) for name, query in CANNED_QUERIES.items()},
     }
+
+
+_detected: dict[tuple[str, str], bool] = {}
+
+
+def is_call_log(path: str | None) -> bool:
+    """Whether the SQLite file at ``path`` is an httptrack call log (cached per path)."""
+    if not path:
+        return False
+    key = ("path", path)
+    if key not in _detected:
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                names = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE name IN ('calls', 'cost_per_day')"
+                    )
+                }
+            finally:
+                conn.close()
+            _detected[key] = names == {"calls", "cost_per_day"}
+        except sqlite3.Error:
+            _detected[key] = False
+    return _detected[key]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._json import loads_bytes
 from .._redact import is_secret_header
+from ..providers import cache_key_headers
 
 if TYPE_CHECKING:
     from .._exchange import Exchange
@@ -44,21 +45,11 @@ KEY_VERSION = b"httptrack-cache-key-1"
 SALT_FILE = "httptrack.salt"
 _SALT_BYTES = 32
 
-#: Request headers that select what a provider answers (API version, beta features, the
-#: account it bills, the encoding the body comes back in). All others (user agent, SDK
-#: telemetry, retry counters, tracing ids) are left out, or no request would ever repeat.
-KEY_HEADERS = frozenset(
-    {
-        b"accept",
-        b"accept-encoding",
-        b"anthropic-beta",
-        b"anthropic-version",
-        b"openai-beta",
-        b"openai-organization",
-        b"openai-project",
-        b"x-goog-user-project",
-    }
-)
+#: Request headers that select what a provider answers: the encoding the body comes back
+#: in, and each provider family's own (API version, beta features, the account it bills:
+#: ``Provider.cache_key_headers``). All others (user agent, SDK telemetry, retry counters,
+#: tracing ids) are left out, or no request would ever repeat.
+KEY_HEADERS = frozenset({b"accept", b"accept-encoding"}) | cache_key_headers()
 
 #: Secret-looking headers that do not say who is calling. Cookies: LLM APIs authenticate
 #: with keys, while the cookies a client's jar sends back (Cloudflare's ``__cf_bm``,

@@ -52,9 +52,6 @@ ORIGINAL_COLUMNS = (
     "parse_notes",
     "response_bytes",
 )
-#: Finish reasons of a 200 that is not an answer to keep: a job still running (a Responses
-#: API ``background`` call), an Ollama model being loaded or unloaded.
-_UNFINISHED = frozenset({"queued", "in_progress", "load", "unload"})
 
 
 def _directive(value: str) -> tuple[bool, bool]:
@@ -69,7 +66,7 @@ def _directive(value: str) -> tuple[bool, bool]:
             read = write = False
         elif token not in ("", "on"):
             report_fault(
-                "control_header",
+                "control_headers",
                 f"X-Httptrack-Cache: unknown value {token!r} ignored (use no-cache, no-store or off)",
             )
     return read, write
@@ -180,7 +177,7 @@ class ResponseCache:
             try:
                 return parse_duration(control.cache_ttl, "X-Httptrack-Cache-Ttl")
             except SettingsError as exc:
-                report_fault("control_header", f"{exc}; the default TTL applies")
+                report_fault("control_headers", f"{exc}; the default TTL applies")
         return self.settings.ttl_for(exchange.operation)
 
     def miss(self, exchange: Exchange, reason: str) -> CacheMiss:
@@ -247,19 +244,18 @@ def _figures(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
 def _storable(exchange: Exchange, row: dict[str, Any]) -> bool:
     """Only complete, successful answers: a 2xx (not a partial 206) whose body arrived whole
     and in full (not cut short, not failed, not over the size cap), that is positively
-    known complete (a stream's end marker was read, a body parsed as JSON: the recorder's
+    known complete (a stream's end marker was read, a body parsed as JSON, and the parser
+    did not find a job still running or a model being loaded: the recorder's
     ``Parsed.complete``, so a proxy closing a stream cleanly mid-answer is not enough),
     with no error inside (an error event in a 200 stream makes the row an error; an error
-    object in a 200 body leaves an error code), that the provider did not mark
-    ``Cache-Control: no-store``, and that is not a job still running."""
+    object in a 200 body leaves an error code), and that the provider did not mark
+    ``Cache-Control: no-store``."""
     status = exchange.status or 0
     if not 200 <= status < 300 or status == 206 or exchange.truncated:
         return False
     if not exchange.response_complete:
         return False
     if row.get("status") != "success" or row.get("outcome") != "complete" or row.get("error_code"):
-        return False
-    if row.get("finish_reason") in _UNFINISHED:
         return False
     for name, value in exchange.response_headers:
         if name.lower() == b"cache-control" and b"no-store" in value.lower():

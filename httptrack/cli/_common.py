@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .._vocab import OPERATIONS, STATUSES
+
 if TYPE_CHECKING:
     from ..log._reader import Filters, Log
 
@@ -111,12 +113,10 @@ def filter_options(func: F) -> F:
         click.option(
             "--operation",
             multiple=True,
-            type=click.Choice(["chat", "completion", "embeddings", "models", "other"]),
+            type=click.Choice(OPERATIONS),
             help="Only this kind of call. Repeatable.",
         ),
-        click.option(
-            "--status", type=click.Choice(["success", "error"]), help="Only successful or only failed calls."
-        ),
+        click.option("--status", type=click.Choice(STATUSES), help="Only successful or only failed calls."),
         click.option(
             "--cached/--not-cached",
             default=None,

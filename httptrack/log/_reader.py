@@ -20,11 +20,12 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from .._settings import Settings
+from .._time import parse_when
 from . import _rollup
 from ._rollup import Totals
 from ._sqlite import connect, is_current, migrate
@@ -61,8 +62,6 @@ STAT_FIELDS = (
 #: Columns that hold JSON text; ``rows(decode_json=True)`` returns them decoded.
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EQUALITY_FILTERS = ("provider", "user", "service", "session", "status", "operation")
 
 
@@ -90,28 +89,6 @@ class Filters(TypedDict, total=False):
     query: str
     """Full-text search over prompts and generated text: every word must occur (words are
     matched whole, case and accents ignored; ``"a phrase"`` in quotes, ``pref*`` for a prefix)."""
-
-
-def parse_when(value: str | datetime, *, now: datetime | None = None) -> str:
-    """``2h``/``7d`` (that long ago), an ISO date or datetime, or a ``datetime`` → the
-    ``started_at`` text form, for comparisons in SQL."""
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-    else:
-        match = _RELATIVE.match(value)
-        if match:
-            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            moment = (now or datetime.now(UTC)) - timedelta(seconds=seconds)
-        else:
-            try:
-                moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            except ValueError:
-                raise ValueError(
-                    f"not a time: {value!r} (use e.g. 2h, 7d, 2026-01-31 or 2026-01-31T12:00)"
-                ) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def fts_query(text: str) -> str:

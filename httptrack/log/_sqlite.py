@@ -18,7 +18,7 @@ from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
-from .._faults import report_fault
+from .._faults import FaultKind, report_fault
 from . import _views
 from ._schema import COLUMN_NAMES, COLUMNS
 
@@ -293,6 +293,7 @@ class Store:
         self.behind = 0
         self._derived_at = time.monotonic()
         pause = self.pause
+        name: FaultKind
         for wanted, name, update in (
             (self._searchable, "search_index", _views.index_new_rows),
             (self._rolled_up, "rollup", lambda conn: _views.roll_up_new_rows(conn, pause)),

@@ -9,8 +9,11 @@ an app's other HTTP traffic.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
-from ._base import Parsed, Provider
+from . import graphql as graphql  # a shape other families' hosts serve: no hosts of its own
+from ._base import Parsed, Provider, form_fields, shape_parser
+from ._prompt import PromptTally
 from .anthropic import Anthropic
 from .azure import AzureOpenAI
 from .compatible import COMPATIBLE
@@ -20,11 +23,16 @@ from .openai import OpenAI, OpenAICompatible
 
 __all__ = [
     "Parsed",
+    "PromptTally",
     "Provider",
+    "cache_key_headers",
+    "form_fields",
+    "prompt_readers",
     "provider_by_name",
     "provider_for_host",
     "register_provider",
     "registered_providers",
+    "shape_parser",
 ]
 
 _lock = threading.Lock()
@@ -97,6 +105,29 @@ def register_provider(host: str, provider: str | Provider) -> None:
 
 def registered_providers() -> dict[str, Provider]:
     return dict(_BY_NAME)
+
+
+def cache_key_headers() -> frozenset[bytes]:
+    """Every family's :attr:`Provider.cache_key_headers`: the request headers that select
+    what a provider answers. All of them are keyed on every host (a host may serve a second
+    family's API, and a header no API reads changes nothing)."""
+    return frozenset().union(*(family.cache_key_headers for family in _BY_NAME.values()))
+
+
+#: The API shapes a request body is tried in, in this order, when the call's own parser
+#: finds no prompt in it (a ``Provider`` of the app's own, a body of another family's shape
+#: on a host mapped by hand).
+_PROMPT_SHAPES = ("openai", "anthropic", "gemini")
+
+
+def prompt_readers(parser: Provider) -> Iterator[Provider]:
+    """Who may count a request's prompt (:meth:`Provider.count_prompt`), first to last: the
+    parser that reads the call, then each known API shape."""
+    yield parser
+    for name in _PROMPT_SHAPES:
+        shape = shape_parser(name)
+        if type(shape) is not type(parser):
+            yield shape
 
 
 def provider_for_host(host: str, port: int | None, extra: dict[str, str] | None = None) -> Provider | None:

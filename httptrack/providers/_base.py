@@ -12,11 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .._json import loads_bytes
 from .._usage import Usage
+from .._vocab import Operation
+from ._prompt import PromptTally
 
 __all__ = [
     "Parsed",
     "Provider",
+    "add_shape",
     "all_choices_finished",
     "as_int",
     "choice_finished",
@@ -27,6 +31,7 @@ __all__ = [
     "items",
     "json_object",
     "merge_usage",
+    "shape_parser",
 ]
 
 
@@ -34,7 +39,7 @@ __all__ = [
 class Parsed:
     """Everything the parsers learned about one call."""
 
-    operation: str = "other"
+    operation: Operation = "other"
     model: str | None = None
     stream: bool = False
     user: str | None = None
@@ -65,6 +70,8 @@ class Parsed:
     #: no half-written event after it, or a plain body parsed as JSON. Only a complete
     #: response is stored in the response cache: a proxy cutting a stream cleanly (the
     #: transport sees a normal end) must not leave a broken answer to be served for hours.
+    #: Nor is a whole 200 that is not the answer yet: parsers leave it ``False`` for a job
+    #: still running (a Responses API ``background`` call) or a model being (un)loaded.
     complete: bool = False
     #: The request went to a batch API (priced at the batch discount).
     batch: bool = False
@@ -106,8 +113,26 @@ class Provider:
     hosts: ClassVar[tuple[str, ...]] = ()
     #: Response headers carrying the provider's request id, in order of preference.
     request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
+    #: Request headers (lower case) that select what this family's API answers: its API
+    #: version, beta features, the account or project billed. Part of the response cache's
+    #: key, so a request sent with another value is another request. (Credentials are in the
+    #: key too, hashed, whatever their name: the cache finds those itself.)
+    cache_key_headers: ClassVar[frozenset[bytes]] = frozenset()
+    #: ``data:`` payloads of this family's SSE streams that are not JSON and end the stream
+    #: (OpenAI's ``[DONE]``): once one arrives the response is complete.
+    stream_end_markers: ClassVar[frozenset[str]] = frozenset()
+    #: genai-prices' id for the provider this family's calls are priced as (``google`` for
+    #: ``gemini``, ``x-ai`` for ``xai``). ``None``: genai-prices' provider of the same name
+    #: if there is one, else the one the model's name (or the host) points to.
+    price_provider: ClassVar[str | None] = None
+    #: The share of the standard price a batch API bills, where genai-prices has no batch
+    #: price of its own for the model (``0.5``: OpenAI's and Anthropic's batch APIs bill
+    #: half). ``None``: no discount known; batch calls are priced standard, with a note.
+    batch_discount: ClassVar[float | None] = None
+    #: What :meth:`ask_for_usage` adds to a request, as the ``parse_notes`` entry names it.
+    usage_option: ClassVar[str] = ""
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         """``chat`` | ``completion`` | ``embeddings`` | ``models`` | ``other``."""
         return "other"
 
@@ -129,6 +154,19 @@ class Provider:
     def include_usage(self, path: str, query: str) -> bool:
         """Whether this endpoint accepts ``stream_options.include_usage`` on an
         OpenAI-style streaming request (so httptrack may ask for the usage chunk)."""
+        return False
+
+    def ask_for_usage(self, body: bytes) -> bytes | None:
+        """``body`` with the option that makes a stream report its usage added (OpenAI's
+        ``stream_options.include_usage``), or ``None`` when it needs no change (not a stream,
+        usage already asked for, not a body this can edit). Asked only where
+        :meth:`include_usage` allows it. Runs on the app's thread for every such request:
+        check bytes before parsing."""
+        return None
+
+    def is_usage_chunk(self, data: Any) -> bool:
+        """Whether a stream event (its decoded JSON) is the usage chunk that
+        :meth:`ask_for_usage` brought: kept from the app, which did not ask for it."""
         return False
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
@@ -172,6 +210,35 @@ class Provider:
     def finish(self, parsed: Parsed) -> None:
         """Called once after the body or all events were read."""
 
+    def count_prompt(self, tally: PromptTally, operation: str, body: dict[str, Any]) -> None:
+        """Add the prompt of a request in this family's shape (``body``: its decoded JSON) to
+        ``tally``, for the estimate made when the provider reports no usage. A body in
+        another shape adds nothing (``tally.found`` stays false)."""
+
+    def runs_locally(self, host: str | None) -> bool:
+        """Whether a model served at ``host`` (a lower-case host name, no port; ``None``:
+        not known) runs on the user's own machine or server, where it costs nothing per
+        token."""
+        return False
+
+
+#: The parser of each API shape that hosts of other families serve too (``openai``,
+#: ``anthropic``, ``graphql``), added by the module that reads the shape. A family hands such
+#: a path over by the shape's name (see :meth:`Provider.parser_for`), so no family module
+#: imports another to do it. ``providers/__init__`` imports every family module before any
+#: call is read, so every shape is here by then.
+_SHAPES: dict[str, Provider] = {}
+
+
+def add_shape(name: str, parser: Provider) -> None:
+    """Make ``parser`` the reader of the API shape ``name`` (see :func:`shape_parser`)."""
+    _SHAPES[name] = parser
+
+
+def shape_parser(name: str) -> Provider:
+    """The parser of the API shape ``name`` (``openai``, ``anthropic``, ``graphql``)."""
+    return _SHAPES[name]
+
 
 def expect_choices(parsed: Parsed, count: Any) -> None:
     """The request asked for ``count`` answers (OpenAI's ``n``, Gemini's ``candidateCount``):
@@ -191,8 +258,6 @@ def all_choices_finished(parsed: Parsed) -> bool:
 
 def json_object(body: bytes) -> dict[str, Any] | None:
     """A request body decoded as a JSON object, or ``None``."""
-    from .._json import loads_bytes
-
     try:
         data = loads_bytes(body)
     except ValueError:

@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
-from ._base import Parsed, Provider, as_int, dig, first_str, items
-from .openai import add_batch_result, finish_batch_results
+from .._vocab import Operation
+from ._base import Parsed, Provider, add_shape, as_int, dig, first_str, items
+from ._batch import add_batch_result, finish_batch_results, is_batch_results
+from ._prompt import PromptTally
 
-__all__ = ["ANTHROPIC_PARSER", "Anthropic", "read_anthropic_usage"]
+__all__ = ["Anthropic", "read_anthropic_usage"]
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
@@ -60,12 +62,19 @@ def read_anthropic_usage(raw: Any) -> Usage | None:
     return usage
 
 
+#: The speed billed at the standard price (``fast`` has prices of its own).
+_STANDARD_SPEED = "standard"
+
+
 class Anthropic(Provider):
     name = "anthropic"
     hosts = ("api.anthropic.com",)
     request_id_headers = ("request-id", "x-request-id")
+    cache_key_headers = frozenset({b"anthropic-beta", b"anthropic-version"})
+    price_provider = "anthropic"
+    batch_discount = 0.5
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         path = path.rstrip("/")
         if path.endswith(("/messages", ":rawPredict", ":streamRawPredict")):
             return "chat"
@@ -89,9 +98,7 @@ class Anthropic(Provider):
             parsed.stream = parsed.stream or path.endswith(":streamRawPredict")
         if isinstance(body, dict):
             parsed.user = first_str(dig(body, "metadata", "user_id"))
-            speed = body.get("speed")  # fast mode, as requested; the response's usage.speed wins
-            if isinstance(speed, str) and speed:
-                parsed.price_tier = ("speed", speed)
+            _take_speed(parsed, body.get("speed"))  # as requested; the response's usage.speed wins
         path = path.rstrip("/")
         if "/batches" in path:
             parsed.batch = True
@@ -186,7 +193,7 @@ class Anthropic(Provider):
         add_batch_result(parsed, first_str(message.get("model")), read_anthropic_usage(message.get("usage")))
 
     def finish(self, parsed: Parsed) -> None:
-        if "batch_lines" in parsed.state:
+        if is_batch_results(parsed):
             finish_batch_results(parsed)
             return
         raw = parsed.state.get("usage")
@@ -196,9 +203,54 @@ class Anthropic(Provider):
         if isinstance(raw, dict):
             if raw.get("service_tier") == "batch":
                 parsed.batch = True
-            speed = raw.get("speed")  # the speed the request actually ran at (and is billed at)
-            if isinstance(speed, str) and speed:
-                parsed.price_tier = ("speed", speed)
+            _take_speed(parsed, raw.get("speed"))  # the speed it actually ran (and is billed) at
+
+    def count_prompt(self, tally: PromptTally, operation: str, body: dict[str, Any]) -> None:
+        # Text only: Claude's tokenizer and its message framing are not public.
+        if "messages" in body:
+            tally.content(body.get("system"), _count_part)
+            messages = body.get("messages")
+            if isinstance(messages, list):
+                for message in messages:
+                    if isinstance(message, dict):
+                        tally.found = True
+                        tally.content(message.get("content"), _count_part)
+            tools = body.get("tools")
+            if isinstance(tools, list):
+                for tool in tools:
+                    if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                        tally.text(tool["name"])
+                        tally.text(tool.get("description"))
+                        tally.json(tool.get("input_schema"))
+        elif "prompt" in body:  # legacy text completions
+            tally.prompt(body.get("prompt"))
+
+
+def _take_speed(parsed: Parsed, speed: Any) -> None:
+    """Fast mode (``speed: "fast"``) has prices of its own; a later value replaces an earlier one."""
+    if isinstance(speed, str) and speed:
+        parsed.price_tier = None if speed == _STANDARD_SPEED else ("speed", speed)
+
+
+def _count_part(tally: PromptTally, part: dict[str, Any], depth: int) -> None:
+    """One content block: text, an image, a tool call, a tool result (its own content), a
+    document with a plain-text or content-block source. Thinking is not counted."""
+    ptype = part.get("type")
+    if isinstance(part.get("text"), str):
+        tally.text(part["text"])
+    elif ptype == "image":
+        tally.images()
+    elif ptype in ("tool_use", "server_tool_use"):
+        tally.text(part.get("name"))
+        tally.json(part.get("input"))
+    elif isinstance(ptype, str) and ptype.endswith("tool_result"):
+        tally.content(part.get("content"), _count_part, depth + 1)
+    elif ptype == "document":
+        source = part.get("source")
+        if isinstance(source, dict) and source.get("type") == "text":
+            tally.text(source.get("data"))
+        elif isinstance(source, dict) and source.get("type") == "content":
+            tally.content(source.get("content"), _count_part, depth + 1)
 
 
 def _present(raw: dict[str, Any]) -> dict[str, Any]:
@@ -206,5 +258,5 @@ def _present(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if v is not None}
 
 
-#: The parser other families hand Anthropic-format calls to.
-ANTHROPIC_PARSER = Anthropic()
+#: The reader of Anthropic's API shape wherever another family's host serves it.
+add_shape("anthropic", Anthropic())

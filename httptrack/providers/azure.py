@@ -25,7 +25,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ._base import Parsed, Provider
+from ._base import Parsed, Provider, shape_parser
 from .openai import OpenAICompatible
 
 __all__ = ["AzureOpenAI", "accepts_stream_options"]
@@ -51,12 +51,13 @@ class AzureOpenAI(OpenAICompatible):
     name = "azure_openai"
     hosts = ("*.openai.azure.com", "*.cognitiveservices.azure.com", "*.services.ai.azure.com")
     request_id_headers = ("x-request-id", "apim-request-id", "x-ms-request-id")
+    # genai-prices' azure falls back to OpenAI's, Anthropic's, DeepSeek's and xAI's prices.
+    price_provider = "azure"
+    batch_discount = 0.5  # the global batch API
 
     def parser_for(self, method: str, path: str) -> Provider:
         if path.startswith("/anthropic/"):
-            from .anthropic import ANTHROPIC_PARSER
-
-            return ANTHROPIC_PARSER
+            return shape_parser("anthropic")
         return super().parser_for(method, path)
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:

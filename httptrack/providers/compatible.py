@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._vocab import Operation
 from ._base import Parsed, first_str, items
 from .openai import OpenAICompatible, endpoint_kind
 
@@ -51,8 +52,9 @@ __all__ = [
 class Mistral(OpenAICompatible):
     name = "mistral"
     hosts = ("api.mistral.ai", "codestral.mistral.ai")
+    price_provider = "mistral"
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         path = path.rstrip("/")
         if path.endswith("/agents/completions") or ("/conversations" in path and method == "POST"):
             return "chat"
@@ -100,11 +102,13 @@ class Mistral(OpenAICompatible):
 class Groq(OpenAICompatible):
     name = "groq"
     hosts = ("api.groq.com",)
+    price_provider = "groq"
 
 
 class DeepSeek(OpenAICompatible):
     name = "deepseek"
     hosts = ("api.deepseek.com",)
+    price_provider = "deepseek"
 
     def include_usage(self, path: str, query: str) -> bool:
         return endpoint_kind(path) == "chat"
@@ -113,16 +117,19 @@ class DeepSeek(OpenAICompatible):
 class Together(OpenAICompatible):
     name = "together"
     hosts = ("api.together.xyz", "api.together.ai")
+    price_provider = "together"
 
 
 class OpenRouter(OpenAICompatible):
     name = "openrouter"
     hosts = ("openrouter.ai",)
+    price_provider = "openrouter"
 
 
 class XAI(OpenAICompatible):
     name = "xai"
     hosts = ("api.x.ai",)
+    price_provider = "x-ai"
 
     def include_usage(self, path: str, query: str) -> bool:
         return endpoint_kind(path) == "chat"
@@ -131,11 +138,13 @@ class XAI(OpenAICompatible):
 class Fireworks(OpenAICompatible):
     name = "fireworks"
     hosts = ("api.fireworks.ai",)
+    price_provider = "fireworks"
 
 
 class Perplexity(OpenAICompatible):
     name = "perplexity"
     hosts = ("api.perplexity.ai",)
+    price_provider = "perplexity"
 
 
 class SelfHosted(OpenAICompatible):

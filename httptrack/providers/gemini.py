@@ -28,9 +28,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import (
     Parsed,
     Provider,
+    add_shape,
     all_choices_finished,
     as_int,
     choice_finished,
@@ -38,11 +40,13 @@ from ._base import (
     expect_choices,
     first_str,
     items,
+    shape_parser,
 )
+from ._prompt import PromptTally
 
 __all__ = ["Gemini", "VertexAI", "read_gemini_usage"]
 
-_ACTIONS = {
+_ACTIONS: dict[str, Operation] = {
     "generateContent": "chat",
     "streamGenerateContent": "chat",
     "embedContent": "embeddings",
@@ -98,13 +102,15 @@ class Gemini(Provider):
     name = "gemini"
     hosts: ClassVar[tuple[str, ...]] = ("generativelanguage.googleapis.com",)
     request_id_headers = ("x-request-id", "x-goog-request-id")
+    cache_key_headers = frozenset({b"x-goog-user-project"})
+    price_provider = "google"
 
     def parser_for(self, method: str, path: str) -> Provider:
         if "/openai/" in path or "/endpoints/openapi/" in path:
-            return _OPENAI_STYLE
+            return shape_parser("openai")
         return self
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
         if parser is not self:
             return parser.operation(method, path)
@@ -202,6 +208,24 @@ class Gemini(Provider):
             parsed.usage = Usage(input_tokens=sum(c for c in counts if c is not None))
         parsed.response_model = first_str(body.get("deployedModelId")) or parsed.response_model
 
+    def count_prompt(self, tally: PromptTally, operation: str, body: dict[str, Any]) -> None:
+        # Text only, as for Claude: Gemini's tokenizer is not public.
+        _count_contents(tally, body.get("systemInstruction", body.get("system_instruction")))
+        _count_contents(tally, body.get("contents"))
+        _count_contents(tally, body.get("content"))  # embedContent
+        requests = body.get("requests")  # batchEmbedContents
+        if isinstance(requests, list):
+            for request in requests:
+                if isinstance(request, dict):
+                    _count_contents(tally, request.get("content"))
+        tools = body.get("tools")
+        if isinstance(tools, list):
+            for tool in tools:
+                if isinstance(tool, dict):
+                    declarations = tool.get("functionDeclarations", tool.get("function_declarations"))
+                    if declarations is not None:
+                        tally.json(declarations)
+
     def _read_error(self, parsed: Parsed, error: Any) -> None:
         if isinstance(error, dict):
             code = first_str(error.get("status"))
@@ -220,16 +244,48 @@ class VertexAI(Gemini):
 
     def parser_for(self, method: str, path: str) -> Provider:
         if "/publishers/anthropic/" in path:
-            from .anthropic import ANTHROPIC_PARSER
-
-            return ANTHROPIC_PARSER
+            return shape_parser("anthropic")
         return super().parser_for(method, path)
 
 
-def _openai_style() -> Provider:
-    from .openai import OpenAICompatible
-
-    return OpenAICompatible()
+#: The reader of Gemini's API shape (a request body in it, on a host mapped by hand).
+add_shape("gemini", Gemini())
 
 
-_OPENAI_STYLE = _openai_style()
+def _count_contents(tally: PromptTally, content: Any) -> None:
+    """``Content`` objects (``{"role", "parts"}``), a list of them, or plain text."""
+    if isinstance(content, dict):
+        tally.content(content.get("parts"), _count_part)
+    elif isinstance(content, list):
+        for item in content:
+            _count_contents(tally, item)
+    elif isinstance(content, str):
+        tally.text(content)
+
+
+def _count_part(tally: PromptTally, part: dict[str, Any], depth: int) -> None:
+    """One part: text, an inline or file image, a function call or response, code and its
+    result (snake_case spellings too). Audio and other files are not counted."""
+    if isinstance(part.get("text"), str):
+        tally.text(part["text"])
+        return
+    blob = part.get("inlineData") or part.get("inline_data") or part.get("fileData") or part.get("file_data")
+    if isinstance(blob, dict):
+        mime = blob.get("mimeType") or blob.get("mime_type")
+        if isinstance(mime, str) and mime.startswith("image/"):
+            tally.images()
+            return
+    call = part.get("functionCall") or part.get("function_call")
+    if isinstance(call, dict):
+        tally.text(call.get("name"))
+        tally.json(call.get("args"))
+    response = part.get("functionResponse") or part.get("function_response")
+    if isinstance(response, dict):
+        tally.text(response.get("name"))
+        tally.json(response.get("response"))
+    code = part.get("executableCode") or part.get("executable_code")
+    if isinstance(code, dict):
+        tally.text(code.get("code"))
+    result = part.get("codeExecutionResult") or part.get("code_execution_result")
+    if isinstance(result, dict):
+        tally.text(result.get("output"))

@@ -17,9 +17,9 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ._base import Parsed, Provider, dig, first_str
+from ._base import Parsed, Provider, add_shape, dig, first_str
 
-__all__ = ["GRAPHQL_PARSER", "GraphQL", "operation_name"]
+__all__ = ["GraphQL", "operation_name"]
 
 # `query Name`, `mutation Name(...)`, `subscription Name {` after optional comments/whitespace.
 _NAMED = re.compile(r"^\s*(?:#[^\n]*\n\s*)*(query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
@@ -71,5 +71,5 @@ class GraphQL(Provider):
                     parsed.notes.append(f"graphql partial success: {message or code}")
 
 
-#: The parser OpenAI-compatible (generic) hosts hand ``/graphql`` calls to.
-GRAPHQL_PARSER = GraphQL()
+#: The reader of GraphQL calls on OpenAI-compatible (generic) hosts.
+add_shape("graphql", GraphQL())

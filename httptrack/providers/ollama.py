@@ -14,12 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import Parsed, Provider, as_int, dig, first_str, json_object
-from .openai import OpenAICompatible, endpoint_kind
+from ._prompt import PromptTally
+from .openai import INCLUDE_USAGE, OpenAICompatible, count_chat, count_tools, endpoint_kind
 
 __all__ = ["Ollama"]
 
-_NATIVE_OPERATIONS = {
+_NATIVE_OPERATIONS: dict[str, Operation] = {
     "/api/chat": "chat",
     "/api/generate": "completion",
     "/api/embed": "embeddings",
@@ -30,9 +32,20 @@ _NATIVE_OPERATIONS = {
 }
 
 
+#: Why a native chat or generate answered with ``done: true`` is not an answer: the request
+#: only loaded the model, or unloaded it (``keep_alive: 0``).
+_NOT_ANSWERS = frozenset({"load", "unload"})
+#: The hosted service; any other host is the user's own machine or server.
+_HOSTED = "ollama.com"
+
+
 class Ollama(Provider):
     name = "ollama"
-    hosts = ("localhost:11434", "127.0.0.1:11434", "[::1]:11434", "::1:11434", "0.0.0.0:11434", "ollama.com")
+    hosts = ("localhost:11434", "127.0.0.1:11434", "[::1]:11434", "::1:11434", "0.0.0.0:11434", _HOSTED)
+    # Hosted Ollama has no genai-prices provider today: one is used if it appears, rather
+    # than pricing a model as another vendor serving a model of the same name.
+    price_provider = "ollama"
+    usage_option = INCLUDE_USAGE  # on the OpenAI-compatible paths (see include_usage)
     #: Its ``/v1`` chunks leave ``usage`` out (Go's ``omitempty``) rather than ``null``.
     marks_usage_chunks = False
 
@@ -44,7 +57,7 @@ class Ollama(Provider):
             return self._compat.parser_for(method, path)
         return self
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
         if parser is not self:
             return parser.operation(method, path)
@@ -52,6 +65,12 @@ class Ollama(Provider):
 
     def include_usage(self, path: str, query: str) -> bool:
         return path.startswith("/v1/") and endpoint_kind(path) in ("chat", "completion")
+
+    def ask_for_usage(self, body: bytes) -> bytes | None:
+        return self._compat.ask_for_usage(body)
+
+    def is_usage_chunk(self, data: Any) -> bool:
+        return self._compat.is_usage_chunk(data)
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
         parser = self.parser_for(method, path)
@@ -119,13 +138,37 @@ class Ollama(Provider):
         if isinstance(thinking, str) and thinking:
             parsed.output.append(thinking)
         if line.get("done") is True:
-            parsed.stream_done = parsed.usage_final = parsed.complete = True
+            parsed.stream_done = parsed.usage_final = True
+            parsed.complete = line.get("done_reason") not in _NOT_ANSWERS
         if line.get("done") is True or "prompt_eval_count" in line or "eval_count" in line:
             parsed.finish_reason = first_str(line.get("done_reason")) or parsed.finish_reason
             input_tokens = as_int(line.get("prompt_eval_count"))
             output_tokens = as_int(line.get("eval_count"))
             if input_tokens is not None or output_tokens is not None:
                 parsed.usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+    def count_prompt(self, tally: PromptTally, operation: str, body: dict[str, Any]) -> None:
+        if "messages" in body:  # /api/chat: OpenAI's chat formula, images beside the content
+            messages = body.get("messages")
+            count_chat(tally, messages)
+            count_tools(tally, body.get("tools"))
+            count_tools(tally, body.get("functions"))
+            for message in messages if isinstance(messages, list) else ():
+                images = message.get("images") if isinstance(message, dict) else None
+                if isinstance(images, list):
+                    tally.images(len(images))
+        elif "input" in body:  # /api/embed
+            tally.prompt(body["input"])
+        elif "prompt" in body:  # /api/generate, /api/embeddings
+            tally.prompt(body.get("prompt"))
+            tally.text(body.get("system"))
+            tally.text(body.get("suffix"))
+            images = body.get("images")
+            if isinstance(images, list) and tally.found:
+                tally.images(len(images))
+
+    def runs_locally(self, host: str | None) -> bool:
+        return host is None or not (host == _HOSTED or host.endswith("." + _HOSTED))
 
 
 class _OllamaCompatible(OpenAICompatible):

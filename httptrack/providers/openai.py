@@ -25,12 +25,16 @@ Usage, normalized:
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, ClassVar
 
 from .._usage import Usage
+from .._vocab import Operation
 from ._base import (
     Parsed,
     Provider,
+    add_shape,
     all_choices_finished,
     as_int,
     choice_finished,
@@ -40,20 +44,25 @@ from ._base import (
     items,
     json_object,
     merge_usage,
+    shape_parser,
 )
+from ._batch import add_batch_result, finish_batch_results, is_batch_results
+from ._prompt import PromptTally, dumps
 
 __all__ = [
+    "INCLUDE_USAGE",
     "OpenAI",
     "OpenAICompatible",
-    "add_usage",
+    "count_chat",
+    "count_tools",
     "endpoint_kind",
-    "finish_batch_results",
     "read_openai_usage",
     "read_reported_cost",
+    "with_include_usage",
 ]
 
 #: What each kind of endpoint counts as in the ``operation`` column.
-_OPERATIONS = {
+_OPERATIONS: dict[str, Operation] = {
     "chat": "chat",
     "responses": "chat",
     "completion": "completion",
@@ -76,6 +85,14 @@ _BILLED = {
 # 1 + 164 cached input and 2 + 129 reasoning output tokens of grok-4-fast is $0.0000739).
 # Divided (correctly rounded: 739000 -> 7.39e-05), not multiplied by 1e-10 (7.390000000000001e-05).
 _XAI_TICKS_PER_USD = 10_000_000_000
+
+#: Service tiers billed at the standard price: ``auto`` (the response names the tier that
+#: served the call), ``default``, Groq's ``on_demand``, ``scale`` (billed by commitment, not
+#: per token).
+_STANDARD_TIERS = frozenset({"auto", "default", "standard", "scale", "on_demand"})
+#: A Responses API object's status while a background job is still running: a 200 that is
+#: not the answer (never stored in the response cache).
+_RUNNING = frozenset({"queued", "in_progress"})
 
 
 def endpoint_kind(path: str) -> str:
@@ -191,23 +208,184 @@ def read_reported_cost(raw: Any) -> float | None:
     return None
 
 
-def add_usage(a: Usage, b: Usage) -> Usage:
-    """The sum of two calls' usage (for batch result files)."""
+# -- asking a stream for its usage --------------------------------------------------------
 
-    def plus(x: int | None, y: int | None) -> int | None:
-        return None if x is None and y is None else (x or 0) + (y or 0)
+#: What :func:`with_include_usage` adds, as the ``parse_notes`` entry names it.
+INCLUDE_USAGE = "stream_options.include_usage"
+_OPTION = b'"stream_options":{"include_usage":true},'
+# A top-level-looking `"stream": true`: a cheap test before parsing the body at all.
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+# Bodies larger than this are sent untouched (parsing them on the app's thread costs).
+_MAX_EDITED_BODY = 4 * 1024 * 1024
 
-    extra = dict(a.extra)
-    for key, value in b.extra.items():
-        extra[key] = extra.get(key, 0) + value
-    return Usage(
-        input_tokens=plus(a.input_tokens, b.input_tokens),
-        output_tokens=plus(a.output_tokens, b.output_tokens),
-        cached_input_tokens=plus(a.cached_input_tokens, b.cached_input_tokens),
-        cache_write_tokens=plus(a.cache_write_tokens, b.cache_write_tokens),
-        reasoning_tokens=plus(a.reasoning_tokens, b.reasoning_tokens),
-        extra=extra,
+
+def with_include_usage(body: bytes) -> bytes | None:
+    """``body`` with ``stream_options.include_usage`` set, or ``None`` when it needs no change
+    (not a streaming request, usage already asked for, not a JSON object, too large).
+
+    A chat completions stream reports its usage only when asked this way. The body is edited
+    in place (the option inserted after the opening brace) so everything the app wrote
+    keeps its bytes; when it already has a ``stream_options`` object without
+    ``include_usage``, that object is extended instead."""
+    if len(body) > _MAX_EDITED_BODY or body.lstrip()[:1] != b"{" or _STREAM_TRUE.search(body) is None:
+        return None  # (a UTF-16 or UTF-32 body starts otherwise: never edited byte-wise)
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("stream") is not True:
+        return None
+    options = data.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return None  # the app asked for usage itself: nothing to add, nothing to hide
+    if "stream_options" not in data:
+        start = body.index(b"{") + 1
+        rest = body[start:].lstrip()
+        if rest.startswith(b"}"):
+            return None  # an empty object cannot be streaming
+        return body[:start] + _OPTION + body[start:]
+    # Rare: an options object without include_usage (or include_usage false/null). JSON
+    # keeps the last of duplicate keys in some parsers and the first in others, so the body
+    # is written anew rather than given a second "stream_options".
+    merged = dict(options) if isinstance(options, dict) else {}
+    merged["include_usage"] = True
+    data["stream_options"] = merged
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- counting a prompt --------------------------------------------------------------------
+
+# The constants of OpenAI's cookbook ("How to count tokens with tiktoken") for tool
+# definitions (func_init, prop_init, prop_key, enum_init, enum_item, func_end), measured by
+# OpenAI for gpt-4o/gpt-4o-mini (o200k_base) and gpt-3.5/gpt-4 (cl100k_base).
+_TOOL_CONSTANTS: dict[str, tuple[int, int, int, int, int, int]] = {
+    "o200k_base": (7, 3, 3, -3, 3, 12),
+    "cl100k_base": (10, 3, 3, -3, 3, 12),
+}
+
+
+def _count_part(tally: PromptTally, part: dict[str, Any], depth: int) -> None:
+    """One content part: text (``text``, ``input_text``, ``output_text``), a refusal, an image."""
+    if isinstance(part.get("text"), str):
+        tally.text(part["text"])
+    elif isinstance(part.get("refusal"), str):
+        tally.text(part["refusal"])
+    elif part.get("type") in ("image_url", "input_image"):
+        tally.images()
+
+
+def _count_function_call(tally: PromptTally, fn: Any) -> None:
+    if isinstance(fn, dict):
+        tally.text(fn.get("name"))
+        tally.json(fn.get("arguments"))
+
+
+def _count_message(tally: PromptTally, message: Any) -> None:
+    """One chat message by the cookbook formula: 3 tokens, its role, its content, +1 for a
+    ``name``, the function name and arguments of its tool calls."""
+    if not isinstance(message, dict):
+        return
+    tally.found = True
+    tally.total += 3  # <|start|>{role/name}\n{content}<|end|>\n
+    tally.text(message.get("role"))
+    tally.content(message.get("content"), _count_part)
+    name = message.get("name")
+    if isinstance(name, str):
+        tally.text(name)
+        tally.total += 1
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        for call in calls:
+            if isinstance(call, dict):
+                _count_function_call(tally, call.get("function"))
+    _count_function_call(tally, message.get("function_call"))
+
+
+def count_chat(tally: PromptTally, messages: Any) -> None:
+    """Chat ``messages`` by the cookbook formula (each message, +3 priming the reply)."""
+    if isinstance(messages, list) and any(isinstance(m, dict) for m in messages):
+        for message in messages:
+            _count_message(tally, message)
+        tally.total += 3  # every reply is primed with <|start|>assistant<|message|>
+
+
+def count_tools(tally: PromptTally, tools: Any) -> None:
+    """Function tool definitions (chat's nested or the Responses API's flat shape) by the
+    cookbook's ``num_tokens_for_tools``. Built-in tools have no definition to count."""
+    if not isinstance(tools, list):
+        return
+    func_init, prop_init, prop_key, enum_init, enum_item, func_end = _TOOL_CONSTANTS.get(
+        tally.encoding, _TOOL_CONSTANTS["o200k_base"]
     )
+    seen = False
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        nested = tool.get("function")
+        fn: dict[str, Any] = nested if isinstance(nested, dict) else tool
+        name = fn.get("name")
+        if not isinstance(name, str):
+            continue  # built-in tools (web_search, ...) have no definition to count
+        seen = tally.found = True
+        tally.total += func_init
+        tally.text(f"{name}:{_str(fn.get('description')).removesuffix('.')}")
+        params = fn.get("parameters")
+        props = params.get("properties") if isinstance(params, dict) else None
+        if not isinstance(props, dict) or not props:
+            continue
+        tally.total += prop_init
+        for key, value in props.items():
+            tally.total += prop_key
+            prop: dict[str, Any] = value if isinstance(value, dict) else {}
+            enum = prop.get("enum")
+            if isinstance(enum, list):
+                tally.total += enum_init
+                for item in enum:
+                    tally.total += enum_item
+                    tally.text(item if isinstance(item, str) else dumps(item))
+            ptype = prop.get("type")
+            ptype = ptype if isinstance(ptype, str) else dumps(ptype) or ""
+            pdesc = _str(prop.get("description")).removesuffix(".")
+            tally.text(f"{key}:{ptype}:{pdesc}")
+    if seen:
+        tally.total += func_end
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count_responses_input(tally: PromptTally, body: dict[str, Any]) -> None:
+    """A Responses API request: ``instructions`` (a developer message) and ``input`` (a
+    string, or items: messages, function calls and their outputs) by the chat formula,
+    and its tools."""
+    instructions = body.get("instructions")
+    if isinstance(instructions, str):
+        _count_message(tally, {"role": "developer", "content": instructions})
+    inp = body.get("input")
+    if isinstance(inp, str):
+        _count_message(tally, {"role": "user", "content": inp})
+    elif isinstance(inp, list):
+        for item in inp:
+            if isinstance(item, str):
+                _count_message(tally, {"role": "user", "content": item})
+            elif not isinstance(item, dict):
+                continue
+            elif "role" in item or item.get("type") == "message":
+                _count_message(tally, item)
+            elif item.get("type") in ("function_call", "custom_tool_call"):
+                tally.total += 3
+                tally.found = True
+                tally.text(item.get("name"))
+                tally.json(item.get("arguments", item.get("input")))
+            elif item.get("type") in ("function_call_output", "custom_tool_call_output"):
+                tally.total += 3
+                tally.found = True
+                tally.content(item.get("output"), _count_part)
+            # reasoning items, item references, ...: not counted
+    if tally.found:
+        tally.total += 3
+    count_tools(tally, body.get("tools"))
 
 
 class OpenAICompatible(Provider):
@@ -215,8 +393,11 @@ class OpenAICompatible(Provider):
     (and, where verified, :meth:`include_usage`)."""
 
     name: ClassVar[str] = "generic"
+    cache_key_headers = frozenset({b"openai-beta", b"openai-organization", b"openai-project"})
+    stream_end_markers = frozenset({"[DONE]"})
+    usage_option = INCLUDE_USAGE
 
-    def operation(self, method: str, path: str) -> str:
+    def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
         if parser is not self:
             return parser.operation(method, path)
@@ -228,13 +409,9 @@ class OpenAICompatible(Provider):
         # (Ollama, xAI, LiteLLM, Azure AI Foundry ...); OpenAI's own Assistants API has
         # /threads/{id}/messages, which is not this.
         if path.endswith(("/v1/messages", "/v1/messages/count_tokens")) and "/threads/" not in path:
-            from .anthropic import ANTHROPIC_PARSER
-
-            return ANTHROPIC_PARSER
+            return shape_parser("anthropic")
         if path.endswith("/graphql"):
-            from .graphql import GRAPHQL_PARSER
-
-            return GRAPHQL_PARSER
+            return shape_parser("graphql")
         return self
 
     def cacheable(self, method: str, path: str, operation: str) -> bool:
@@ -251,6 +428,13 @@ class OpenAICompatible(Provider):
             if data is not None:
                 return data.get("conversation") is None and data.get("background") is not True
         return True
+
+    def ask_for_usage(self, body: bytes) -> bytes | None:
+        return with_include_usage(body)
+
+    def is_usage_chunk(self, data: Any) -> bool:
+        # The usage chunk: no choices, a usage object.
+        return isinstance(data, dict) and not data.get("choices") and isinstance(data.get("usage"), dict)
 
     def read_request(self, parsed: Parsed, method: str, path: str, query: str, body: Any) -> None:
         super().read_request(parsed, method, path, query, body)
@@ -346,6 +530,8 @@ class OpenAICompatible(Provider):
         status = first_str(response.get("status"))
         reason = first_str(dig(response, "incomplete_details", "reason"))
         parsed.finish_reason = reason or status or parsed.finish_reason
+        if status in _RUNNING:
+            parsed.complete = False  # a background job's first word, not its answer
         if status == "failed" or response.get("error"):
             parsed.stream_error = True
             self._read_error(parsed, response.get("error") or {"code": "response_failed"})
@@ -480,8 +666,25 @@ class OpenAICompatible(Provider):
         parsed.batch = True
         add_batch_result(parsed, first_str(body.get("model")), read_openai_usage(body.get("usage")))
 
+    def count_prompt(self, tally: PromptTally, operation: str, body: dict[str, Any]) -> None:
+        if "messages" in body:  # chat completions
+            count_chat(tally, body.get("messages"))
+            count_tools(tally, body.get("tools"))
+            count_tools(tally, body.get("functions"))
+        elif "input" in body:  # the Responses API, or embeddings and moderations
+            inp = body["input"]
+            chat_like = operation in ("chat", "completion", "responses") or "instructions" in body
+            listed = isinstance(inp, list) and any(isinstance(i, dict) for i in inp)
+            if "embed" not in operation and (chat_like or listed):
+                _count_responses_input(tally, body)
+            else:
+                tally.prompt(inp)
+        elif "prompt" in body:  # legacy completions
+            tally.prompt(body.get("prompt"))
+            tally.text(body.get("suffix"))
+
     def finish(self, parsed: Parsed) -> None:
-        if "batch_lines" in parsed.state:
+        if is_batch_results(parsed):
             finish_batch_results(parsed)
             return
         # A chat or completions stream is whole at ``[DONE]`` (the recorder sees it), or,
@@ -500,36 +703,18 @@ def _take_service_tier(parsed: Parsed, body: dict[str, Any]) -> None:
     priority have prices of their own. A later value (the response's) replaces an earlier one."""
     tier = body.get("service_tier")
     if isinstance(tier, str) and tier:
-        parsed.price_tier = ("service_tier", tier)  # "auto", "default": the standard price
-
-
-def add_batch_result(parsed: Parsed, model: str | None, usage: Usage | None) -> None:
-    """Count one succeeded request of a batch results file (OpenAI or Anthropic): its
-    model, its usage added to the file's."""
-    parsed.billed = True
-    models: set[str] = parsed.state.setdefault("batch_models", set())
-    if model:
-        models.add(model)
-    if usage is not None:
-        parsed.usage = add_usage(parsed.usage, usage)
-    parsed.state["batch_lines"] = parsed.state.get("batch_lines", 0) + 1
-
-
-def finish_batch_results(parsed: Parsed) -> None:
-    """Close the reading of a batch results file (OpenAI or Anthropic)."""
-    parsed.stream = False  # read line by line, but a file download, not a stream
-    models = sorted(parsed.state.get("batch_models", ()))
-    count = parsed.state.get("batch_lines", 0)
-    parsed.notes.append(f"batch results: {count} requests; their usage is counted where the results are read")
-    if len(models) == 1:
-        parsed.response_model = models[0]
-    elif models:
-        parsed.notes.append(f"batch results for several models ({', '.join(models)}): not priced as one")
+        parsed.price_tier = None if tier in _STANDARD_TIERS else ("service_tier", tier)
 
 
 class OpenAI(OpenAICompatible):
     name = "openai"
     hosts = ("api.openai.com",)
+    price_provider = "openai"
+    batch_discount = 0.5
 
     def include_usage(self, path: str, query: str) -> bool:
         return endpoint_kind(path) in ("chat", "completion")
+
+
+#: The reader of OpenAI's API shape wherever another family's host serves it.
+add_shape("openai", OpenAICompatible())

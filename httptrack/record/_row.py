@@ -18,9 +18,9 @@ from .._faults import report_fault
 from .._json import loads_bytes, loads_text
 from .._redact import redacted_headers, render_url, scrub_text
 from .._usage import Usage
+from .._vocab import Status
 from ..log._schema import TOKEN_COLUMNS
-from ..providers import Parsed, Provider
-from ..providers._base import form_fields
+from ..providers import Parsed, Provider, form_fields
 from ._decoders import ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
 
 __all__ = ["build_row", "salvage_json"]
@@ -178,7 +178,7 @@ def build_row(ex: Exchange) -> dict[str, Any]:
     if ex.outcome == "cut_short" and parsed.stream_done:
         ex.outcome = "complete"  # the SDK stopped reading after the stream's end marker
     status, error_code, error_message = _status(ex, parsed)
-    usage = parsed.usage if replayed is not None else _with_estimates(ex, parsed, request_json, parsed.usage)
+    usage = parsed.usage if replayed is not None else _with_estimates(ex, parser, parsed, request_json)
     if (
         status == "success"
         and parsed.usage.is_empty
@@ -310,24 +310,26 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
     return True
 
 
-def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -> bool:
+def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[bytes]) -> bool:
     """Feed every event to ``provider``; ``False`` when one was not whole: an event (SSE
     data or NDJSON line) that is not JSON, as the last one is when a stream is cut off
-    mid-event, or a JSON array with no closing bracket."""
+    mid-event (but for the provider's own end marker), or a JSON array with no closing
+    bracket."""
     errors = 0
     whole = True
     read_event = provider.read_event
+    end_markers = provider.stream_end_markers
     decoder = decoder_for(fmt)
     for item in decoder.decode_all(chunks):
         if item.__class__ is SSEEvent:
             name: str | None = item.event
-            if item.data == "[DONE]":
-                parsed.stream_done = parsed.complete = True
-                continue
             try:
                 data: Any = loads_text(item.data)
             except ValueError:
                 data = item.data
+                if data in end_markers:  # the family's own end of stream, not JSON
+                    parsed.stream_done = parsed.complete = True
+                    continue
                 if data.strip():  # an empty data line is a keep-alive
                     whole = False
         else:
@@ -345,7 +347,7 @@ def _read_events(provider: Any, parsed: Parsed, fmt: str, chunks: list[bytes]) -
     return whole
 
 
-def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:
+def _status(ex: Exchange, parsed: Parsed) -> tuple[Status, str | None, str | None]:
     if ex.outcome in ("transport_error", "cache_miss"):
         return "error", ex.error_type, ex.error_message
     status = ex.status or 0
@@ -358,11 +360,13 @@ def _status(ex: Exchange, parsed: Parsed) -> tuple[str, str | None, str | None]:
     return "success", parsed.error_code, parsed.error_message
 
 
-def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usage) -> Usage:
+def _with_estimates(ex: Exchange, parser: Provider, parsed: Parsed, request_json: Any) -> Usage:
     """Count tokens locally where the provider sent none (streams without a usage chunk,
     streams cut short or broken off, bodies without usage), and flag the figures as
     estimated. Only for generations and embeddings that reached the app: a call refused with
-    an HTTP error produced nothing to count."""
+    an HTTP error produced nothing to count. The prompt is counted as ``parser`` (the one
+    that read the call) says its requests are shaped."""
+    usage = parsed.usage
     if parsed.operation not in ("chat", "completion", "embeddings") or parsed.billed is False:
         return usage
     if ex.status is None or ex.status >= 400 or ex.cached:
@@ -393,7 +397,7 @@ def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usag
     )
     try:
         if estimated.input_tokens is None and request_json is not None:
-            count = _tokens.estimate_prompt_tokens(ex.provider.name, parsed.operation, request_json, model)
+            count = _tokens.estimate_prompt_tokens(parser, parsed.operation, request_json, model)
             if count is not None:
                 estimated.input_tokens = count
                 estimated.estimated = True
@@ -413,7 +417,7 @@ def _with_estimates(ex: Exchange, parsed: Parsed, request_json: Any, usage: Usag
 
 
 def _price(
-    row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: str, started: datetime
+    row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: Status, started: datetime
 ) -> None:
     row["cost_usd"] = None
     row["cost_saved_usd"] = None
@@ -490,14 +494,14 @@ def _price(
         row["cost_note"] = result.reason
 
 
-#: ``_pricing.price_usage``, imported on first use (genai-prices is heavy to import, and
+#: ``pricing.price_usage``, imported on first use (genai-prices is heavy to import, and
 #: this module is also imported on the app's thread); an import statement per row costs too.
 _price_usage: Any = None
 
 
 def _load_pricing() -> Any:
     global _price_usage
-    from ..pricing._prices import price_usage
+    from ..pricing import price_usage
 
     _price_usage = price_usage
     return price_usage
