@@ -139,6 +139,7 @@ class Exchange:
     __slots__ = (
         "attribution",
         "cache_key",
+        "cache_note",
         "cache_status",
         "cache_ttl",
         "cached",
@@ -163,6 +164,8 @@ class Exchange:
         "replayed_row",
         "request_body",
         "request_headers",
+        "request_parts",
+        "request_sent",
         "response_headers",
         "rewritten",
         "scheme",
@@ -212,6 +215,11 @@ class Exchange:
         self.query = query
         self.request_headers = request_headers
         self.request_body = request_body
+        #: A streamed request body (``_streams.RequestTee``): the chunks kept for the record
+        #: (joined into ``request_body`` when the call is recorded) and the bytes sent in all.
+        #: ``None``: the body was in memory from the start (``request_body`` is all of it).
+        self.request_parts: list[bytes] | None = None
+        self.request_sent = 0
         self.attribution = attribution
         self.control = control
         self.status: int | None = None
@@ -236,6 +244,9 @@ class Exchange:
         self.cache_key: str | None = None
         #: ``"HIT"`` / ``"MISS"`` when the cache was consulted (the app sees it as a header).
         self.cache_status: str | None = None
+        #: What the cache decided that the row should say (the loop guard sent a request the
+        #: cache could have answered): a note in ``parse_notes``.
+        self.cache_note: str | None = None
         #: The TTL the response is to be stored with; ``None``: it is not to be stored.
         self.cache_ttl: float | None = None
         #: For a cache hit: the original call's token figures and cost (recorded as is).

@@ -33,6 +33,7 @@ FaultKind = Literal[
     "autoload",  # install() / HTTPTRACK=1 could not track a client
     "begin",  # a request could not be tracked; it is sent untracked
     "cache_corrupt",  # a damaged cache entry was dropped
+    "cache_loop",  # the loop guard sent a request the cache answered too often (cache_max_hits)
     "cache_open",  # the cache folder cannot be used; calls go uncached
     "cache_read",  # the cache could not be read; a miss
     "cache_replay",  # a cached response could not be replayed; the request is sent
@@ -49,6 +50,7 @@ FaultKind = Literal[
     "record",  # a call could not be queued or turned into a row
     "redact",  # Settings(redact=...) raised; that call's bodies were not stored
     "refused",  # the log refused a row (a constraint a newer schema added); the rest are written
+    "request_body",  # a streamed request body could not be followed; it is not recorded
     "respond",  # a response could not be tracked
     "rewrite",  # a request could not be adjusted (include_usage); it was sent as it was
     "rollup",  # the daily rollups could not be updated (the calls are recorded)

@@ -36,5 +36,7 @@ def usage_request(exchange: Exchange) -> tuple[bytes, str] | None:
 
 
 def usage_filter(exchange: Exchange) -> UsageChunkFilter:
-    """The filter that keeps the usage chunk :func:`usage_request` asked for from the app."""
-    return UsageChunkFilter(exchange.provider.is_usage_chunk)
+    """The filter that keeps the usage chunk :func:`usage_request` asked for from the app
+    (and only that one: see ``UsageChunkFilter`` and ``Provider.marks_usage_chunks``)."""
+    provider = exchange.provider
+    return UsageChunkFilter(provider.is_usage_chunk, needs_mark=provider.marks_usage_chunks)

@@ -33,6 +33,8 @@ _DEFAULT_TTL: dict[Operation, float] = {
 }
 _DEFAULT_MAX_BODY = 10 * 1024 * 1024
 _DEFAULT_MAX_QUEUE = 200_000
+#: Hits per cache key per minute (per process) before the loop guard sends the request.
+_DEFAULT_CACHE_MAX_HITS = 60
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -236,6 +238,9 @@ class Settings:
     ``cache_key_headers`` ``HTTPTRACK_CACHE_KEY_HEADERS`` more request headers that are part of
                                                       the cache key (a gateway's routing headers):
                                                       ``x-route,x-model-tier``
+    ``cache_max_hits``  ``HTTPTRACK_CACHE_MAX_HITS``  hits one key may have per minute in one
+                                                      process before the request is sent again
+                                                      (a loop guard; 60; ``0``: no limit)
     ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies
     ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (10 MiB); longer ones
                                                       are truncated
@@ -267,10 +272,12 @@ class Settings:
         "cache",
         "cache_dir",
         "cache_key_headers",
+        "cache_max_hits",
         "cache_size_limit",
         "cache_ttl",
         "db",
         "enabled",
+        "given",
         "hosts",
         "include_usage",
         "limits",
@@ -290,6 +297,11 @@ class Settings:
     cache: CacheMode
     cache_dir: Path
     cache_key_headers: frozenset[bytes]
+    cache_max_hits: int
+    #: The names of the settings given in code (arguments, ``replace``), not taken from the
+    #: environment or the defaults: a cache asked for on a transport (``cache=``,
+    #: ``cache_dir=``) also stores what test doubles answer.
+    given: frozenset[str]
     cache_size_limit: int | None
     cache_ttl: dict[Operation, float]
     store_bodies: bool
@@ -316,6 +328,7 @@ class Settings:
         cache_size_limit: int | str | None = None,
         cache_ttl: Mapping[str, float | str] | str | None = None,
         cache_key_headers: str | Iterable[str | bytes] | None = None,
+        cache_max_hits: int | str | None = None,
         store_bodies: bool | str | None = None,
         max_body_bytes: int | str | None = None,
         user: str | None = None,
@@ -336,6 +349,12 @@ class Settings:
             return _env(env), env
 
         set_ = object.__setattr__
+        arguments = locals()
+        set_(
+            self,
+            "given",
+            frozenset(n for n in self.__slots__ if n != "given" and arguments.get(n) is not None),
+        )
         value, name = pick(enabled, "HTTPTRACK_ENABLED")
         set_(self, "enabled", True if value in (None, "") else parse_bool(value, name))
 
@@ -361,6 +380,12 @@ class Settings:
         set_(
             self, "cache_key_headers", frozenset() if value in (None, "") else parse_header_names(value, name)
         )
+
+        value, name = pick(cache_max_hits, "HTTPTRACK_CACHE_MAX_HITS")
+        hits = _DEFAULT_CACHE_MAX_HITS if value in (None, "") else parse_count(value, name)
+        if hits < 0:
+            raise SettingsError(f"{name}: must not be negative (0: no limit), got {value!r}")
+        set_(self, "cache_max_hits", hits)
 
         value, name = pick(store_bodies, "HTTPTRACK_STORE_BODIES")
         set_(self, "store_bodies", True if value in (None, "") else parse_bool(value, name))
@@ -418,9 +443,12 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed (``None`` leaves a value as it is)."""
-        current = {name: getattr(self, name) for name in self.__slots__}
-        current.update({k: v for k, v in changes.items() if v is not None})
-        return Settings(**current)
+        current = {name: getattr(self, name) for name in self.__slots__ if name != "given"}
+        changed = {k: v for k, v in changes.items() if v is not None}
+        current.update(changed)
+        copy = Settings(**current)
+        object.__setattr__(copy, "given", self.given | frozenset(changed))
+        return copy
 
     def ttl_for(self, operation: Operation) -> float:
         return self.cache_ttl.get(operation, self.cache_ttl["other"])
@@ -428,12 +456,12 @@ class Settings:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Settings):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "given")
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         # Not the webhook's URL: it is a secret (a Slack hook's holds its token).
-        hidden = ("redact", "on_alert", "alert_webhook")
+        hidden = ("redact", "on_alert", "alert_webhook", "given")
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in hidden)
         return f"Settings({shown})"

@@ -17,7 +17,11 @@ response stream is an instance of *their* ``SyncByteStream``/``AsyncByteStream``
 
 One exception to "the same chunks": when httptrack itself asked a stream for its usage
 chunk (``_include_usage``), the exchange carries a :class:`UsageChunkFilter` and the app
-receives the stream without that one event. The recorder still gets every byte.
+receives the stream without that one event (when the stream shows it was sent because
+httptrack asked: see the filter). The recorder still gets every byte.
+
+The request side: :class:`RequestTee` passes a streamed upload (``content=`` an iterator)
+on chunk by chunk as the inner transport reads it, keeping a copy for the record.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ._exchange import Exchange
 if TYPE_CHECKING:
     from ._vocab import Outcome
 
-__all__ = ["AsyncTee", "ReplayChunks", "SyncTee", "UsageChunkFilter", "finish_open_streams"]
+__all__ = ["AsyncTee", "ReplayChunks", "RequestTee", "SyncTee", "UsageChunkFilter", "finish_open_streams"]
 
 # The end of an SSE event: a blank line, whatever the line endings.
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
@@ -40,22 +44,40 @@ _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
 
 class UsageChunkFilter:
     """Cuts an SSE stream at event boundaries and drops the one usage event that httptrack
-    asked for: the first one with a ``usage`` object that ``is_usage_chunk`` (the
-    provider's test, given the event's decoded JSON) calls the usage chunk.
+    asked for, and only that: the first one with a ``usage`` object that ``is_usage_chunk``
+    (the provider's test, given the event's decoded JSON) calls the usage chunk.
+
+    Which usage event httptrack caused: it asks for usage only in a request that did not
+    (``_include_usage``), so the app would have received no usage chunk from a server that
+    sends one only when asked. OpenAI's protocol says such a server then gives every other
+    chunk a ``"usage": null`` member, and OpenAI does (recorded in
+    ``provider-samples/openai_chat_stream_include_usage``; a stream that did not ask has no
+    ``usage`` member at all). A usage event that comes after chunks without that mark was
+    sent whether asked or not (OpenAI's own recorded fixture in its SDK's tests has one;
+    so do servers that always report usage): the app would have had it, and receives it.
+    ``needs_mark=False`` is for servers known to answer the option without marking their
+    chunks (``Provider.marks_usage_chunks``: Ollama's ``/v1``, vLLM): there the first usage
+    event is httptrack's.
 
     The app's SSE parser acts on complete events only, so forwarding each complete event as
     soon as its blank line arrives delays nothing it could act on; only the bytes of an
     unfinished event wait (for the rest of that event). Per chunk: a few ``rfind`` calls and
-    a substring test; an event is parsed only when it holds a usage object.
+    substring tests; an event is parsed only when it holds a usage object.
     """
 
-    __slots__ = ("_buffer", "_is_usage_chunk", "removed")
+    __slots__ = ("_buffer", "_is_usage_chunk", "done", "marked", "removed")
 
-    def __init__(self, is_usage_chunk: Callable[[Any], bool]) -> None:
+    def __init__(self, is_usage_chunk: Callable[[Any], bool], *, needs_mark: bool = True) -> None:
         self._buffer = b""
         self._is_usage_chunk = is_usage_chunk
+        #: A chunk with ``"usage": null`` was seen (the server answered the option);
+        #: ``True`` from the start when the mark is not needed.
+        self.marked = not needs_mark
         #: The usage event was found and kept from the app.
         self.removed = False
+        #: The first usage-only event has gone by (kept from the app or not): the rest of
+        #: the stream is passed on as it is.
+        self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes of ``chunk`` (with what was held back) that the app may have now."""
@@ -72,26 +94,33 @@ class UsageChunkFilter:
                 return b""
             self._buffer = data[end:]
             data = data[:end]
-        if not self.removed and _has_usage_object(data):
-            data = self._drop_usage_event(data)
-        return data
+        return self._filter(data)
 
     def flush(self) -> bytes:
         """What is left at the end of the stream (an event with no closing blank line)."""
         data, self._buffer = self._buffer, b""
-        if data and not self.removed and _has_usage_object(data):
-            data = self._drop_usage_event(data)
-        return data
+        return self._filter(data) if data else data
 
-    def _drop_usage_event(self, data: bytes) -> bytes:
+    def _filter(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        if not _has_usage_object(data):
+            if not self.marked and _has_usage_null(data):
+                self.marked = True
+            return data
         pieces = _EVENT_END.split(data)
         ends = _EVENT_END.findall(data)
         kept: list[bytes] = []
         for index, event in enumerate(pieces):
             end = ends[index] if index < len(ends) else b""
-            if not self.removed and self._is_usage_event(event):
-                self.removed = True
-                continue
+            if not self.done and self._is_usage_event(event):
+                self.done = True
+                if self.marked:  # httptrack's: kept from the app
+                    self.removed = True
+                    continue
+                # else the server's own: the app would have had it without httptrack
+            elif not self.marked and _has_usage_null(event):
+                self.marked = True
             kept.append(event + end)
         return b"".join(kept)
 
@@ -105,6 +134,12 @@ class UsageChunkFilter:
         except (ValueError, RecursionError):  # nested too deeply to decode: passed on as it is
             return False
         return self._is_usage_chunk(data)
+
+
+def _has_usage_null(data: bytes) -> bool:
+    """Whether ``data`` has the ``"usage": null`` member of a stream that asked for usage
+    (inside a JSON string a quote is escaped, so this cannot match generated text)."""
+    return b'"usage":null' in data or b'"usage": null' in data
 
 
 def _has_usage_object(data: bytes) -> bool:
@@ -227,6 +262,52 @@ class AsyncTee(_Tee):
                 await aclose()
         finally:
             self._end("cut_short")
+
+
+class RequestTee:
+    """A streamed request body (``content=`` an iterator or a file, multipart with files)
+    handed to the inner transport chunk by chunk, as it reads them: nothing is read ahead,
+    so the first byte leaves before the app's generator has made the last, as without
+    httptrack. A copy of each chunk is kept for the record (``exchange.request_parts``, up
+    to the exchange's body cap) and the bytes sent are counted (``exchange.request_sent``);
+    the pipeline joins them into ``request_body`` when the call is recorded.
+
+    ``_transport`` mixes this into the library's ``SyncByteStream`` or ``AsyncByteStream``
+    (its transports assert the request stream is one of theirs)."""
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    def _keep(self, chunk: bytes) -> None:
+        exchange = self._exchange
+        kept = exchange.request_sent
+        exchange.request_sent = kept + len(chunk)
+        parts = exchange.request_parts
+        if parts is not None and kept < exchange.limit:
+            parts.append(chunk if kept + len(chunk) <= exchange.limit else chunk[: exchange.limit - kept])
+
+    def __iter__(self) -> Iterator[bytes]:
+        keep = self._keep
+        for chunk in self._inner:
+            keep(chunk)
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        keep = self._keep
+        async for chunk in self._inner:
+            keep(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class ReplayChunks:

@@ -7,12 +7,14 @@ in ``_transport`` is a few lines around these steps:
 1. ``begin``: match the host to a provider (unknown host → ``None``: pass through
    untouched), take the ``X-Httptrack-*`` control headers off the request, capture
    attribution. Cheap: dictionary lookups and a clock read.
-2. ``lookup``: the response cache, when enabled (a hit is replayed chunk by chunk).
-3. ``respond``: note status and headers, label the response for the app.
-4. ``finish``: hand the finished exchange to the background writer (from the tee's
+2. ``take_body``: the request body for the record and the cache key (a body in memory as
+   it is; a streamed one through a tee, chunk by chunk as it is sent).
+3. ``lookup``: the response cache, when enabled (a hit is replayed chunk by chunk).
+4. ``respond``: note status and headers, label the response for the app.
+5. ``finish``: hand the finished exchange to the background writer (from the tee's
    close, or ``failed`` when no response came at all).
 
-Any fault in steps 1–4 is httptrack's problem, never the app's: it is reported once and the
+Any fault in steps 1–5 is httptrack's problem, never the app's: it is reported once and the
 call goes on as if httptrack were not there.
 """
 
@@ -41,7 +43,7 @@ provider_for_host: Any = None
 class Tracker:
     """One per transport: its settings, its cache, the shared writer."""
 
-    __slots__ = ("_hosts", "_writer", "cache", "enforcer", "settings")
+    __slots__ = ("_hosts", "_writer", "cache", "caches_doubles", "enforcer", "settings")
 
     def __init__(self, settings: Settings, cache: Any = None) -> None:
         global provider_for_host
@@ -54,6 +56,10 @@ class Tracker:
         self.settings = settings
         self._hosts = settings.hosts or None
         self.cache = cache
+        #: Whether answers that did not come over the network (a mock transport, respx, an
+        #: ASGI app) may be stored in the cache: only when the app asked the transport for
+        #: a cache (``cache=``, ``cache_dir=``), else one test's double would answer another.
+        self.caches_doubles = False
         self._writer = writer()
         # -- limits (limits/): None without limits, so a call pays one attribute test.
         self.enforcer: Any = None
@@ -111,6 +117,28 @@ class Tracker:
         except Exception as exc:
             report_fault("begin", "a request could not be tracked", exc)
             return None
+
+    @staticmethod
+    def take_body(exchange: Exchange, request: Any, upload: Any) -> None:
+        """The request body, for the record and the cache key. A body in memory (JSON:
+        nearly every call) is taken as it is. A streamed one (``content=`` an iterator or a
+        file, multipart with files) is left to stream: ``upload`` (a
+        :class:`~httptrack._streams.RequestTee` of the request's library) keeps a copy as
+        the inner transport reads it, and such a request is never looked up in the cache."""
+        try:
+            exchange.request_body = request.content
+            return
+        except Exception:  # RequestNotRead: the body is a stream
+            pass
+        try:
+            stream = request.stream
+            if type(stream).__name__ == "ByteStream":  # in memory all the same
+                exchange.request_body = request.read()
+            elif isinstance(stream, upload.accepts):  # else the inner transport says what is wrong
+                exchange.request_parts = []
+                request.stream = upload(stream, exchange)
+        except Exception as exc:
+            report_fault("request_body", "a request body could not be followed; it is not recorded", exc)
 
     def lookup(self, exchange: Exchange) -> Any:
         """The response cache's answer for this request (replayed by :meth:`replay`), or
@@ -234,8 +262,10 @@ class Tracker:
     def hide_injected_usage(exchange: Exchange, status: int, content_type: str, headers: Any = None) -> None:
         """When :meth:`rewrite` asked for the usage chunk (``exchange.rewritten``) and the
         answer is a 2xx event stream, give the tee the filter that keeps that chunk from the
-        app. A replayed cache entry recorded from such a request needs the same: set
-        ``exchange.rewritten`` from the entry, then call this before wrapping the stream.
+        app (only if the stream shows the server sent it because it was asked: see
+        :class:`~httptrack._streams.UsageChunkFilter`). A replayed cache entry recorded from
+        such a request needs the same: set ``exchange.rewritten`` from the entry, then call
+        this before wrapping the stream.
         ``headers``: the response's, as the app will see them: its ``Content-Length`` (which
         counts the chunk the app will not get) is removed."""
         if (
@@ -251,6 +281,15 @@ class Tracker:
         """Note the response's status and headers, label it for the app, and wrap its
         stream in ``tee`` so the body is captured as the app reads it."""
         try:
+            # httpcore gives every response read off a connection its `network_stream`; one
+            # without it was made in memory (a mock transport, respx, an ASGI app): a test
+            # double, not stored (see caches_doubles).
+            if (
+                exchange.cache_ttl is not None
+                and not self.caches_doubles
+                and "network_stream" not in response.extensions
+            ):
+                exchange.cache_ttl = None
             raw_headers = response.headers.raw
             response.headers[CALL_ID_HEADER] = exchange.call_id
             if exchange.cache_status is not None:
@@ -290,6 +329,7 @@ class Tracker:
         """No response at all (connect error, timeout ...): record it; the caller re-raises."""
         try:
             if exchange.end("transport_error", exc):
+                _join_request_body(exchange)
                 self._writer.submit(exchange)
         except Exception as fault:
             report_fault("record", "a failed call could not be recorded", fault)
@@ -297,6 +337,7 @@ class Tracker:
     def finish(self, exchange: Exchange) -> None:
         """The tee's end-of-stream callback (the exchange has just been marked ended)."""
         try:
+            _join_request_body(exchange)
             self._writer.submit(exchange)
         except Exception as exc:
             report_fault("record", "a call could not be queued for recording", exc)
@@ -320,3 +361,10 @@ class Tracker:
             cache.after_batch()
         if self.enforcer is not None:
             self.enforcer.flush()  # limits: the batch's calls settled in one transaction
+
+
+def _join_request_body(exchange: Exchange) -> None:
+    """A streamed request body's kept chunks, as ``request_body`` for the record."""
+    parts = exchange.request_parts
+    if parts is not None:
+        exchange.request_body = b"".join(parts)

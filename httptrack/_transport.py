@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ._context import ControlHeaders
 from ._settings import Settings
-from ._streams import AsyncTee, SyncTee
+from ._streams import AsyncTee, RequestTee, SyncTee
 from ._tracker import Tracker
 
 __all__ = ["AsyncTrackingTransport", "TrackingTransport"]
@@ -23,12 +23,20 @@ __all__ = ["AsyncTrackingTransport", "TrackingTransport"]
 
 class _Library:
     """What the shells need from httpx or httpx2: stream base classes (the clients assert
-    that a response stream is an instance of *theirs*) and the default transports."""
+    that a response stream is an instance of *theirs*, the transports that a request
+    stream is) and the default transports."""
 
     def __init__(self, module: ModuleType) -> None:
         self.module = module
         self.sync_tee: type[SyncTee] = type("TrackedSyncStream", (SyncTee, module.SyncByteStream), {})
         self.async_tee: type[AsyncTee] = type("TrackedAsyncStream", (AsyncTee, module.AsyncByteStream), {})
+        sync_base, async_base = module.SyncByteStream, module.AsyncByteStream
+        self.sync_upload: type[RequestTee] = type(
+            "TrackedSyncUpload", (RequestTee, sync_base), {"accepts": sync_base}
+        )
+        self.async_upload: type[RequestTee] = type(
+            "TrackedAsyncUpload", (RequestTee, async_base), {"accepts": async_base}
+        )
 
 
 if TYPE_CHECKING:
@@ -91,6 +99,9 @@ class _Shell:
         options.update(db=db, cache=cache, cache_dir=cache_dir)
         self.settings = _make_settings(settings, {k: v for k, v in options.items() if v is not None})
         self._tracker = Tracker(self.settings, _make_cache(self.settings))
+        # Answers from test doubles (mock transports, respx) go into the cache only when the
+        # app asked this transport for a cache; autoload's never do (see Tracker.respond).
+        self._tracker.caches_doubles = not self._auto and bool(self.settings.given & {"cache", "cache_dir"})
         self._inner = transport
         self._created: dict[_Library, Any] = {}
         self._lock = threading.Lock()
@@ -144,7 +155,7 @@ class TrackingTransport(_Shell, _SyncBase):
         exchange = tracker.begin(request)
         if exchange is None:
             return inner.handle_request(request)
-        exchange.request_body = request.read()
+        tracker.take_body(exchange, request, library.sync_upload)
         cached = tracker.lookup(exchange)
         if cached is not None:
             replayed = tracker.replay(exchange, cached, library.module.Response, library.sync_tee)
@@ -215,7 +226,7 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         exchange = tracker.begin(request)
         if exchange is None:
             return await inner.handle_async_request(request)
-        exchange.request_body = await request.aread()
+        tracker.take_body(exchange, request, library.async_upload)
         cached = tracker.lookup(exchange)
         if cached is not None:
             replayed = tracker.replay(exchange, cached, library.module.Response, library.async_tee)

@@ -40,6 +40,20 @@ def usage_event_of(body: bytes) -> bytes:
     return event
 
 
+def events_of(body: bytes) -> list[Any]:
+    """An SSE body's events, parsed, with a ``"usage": null`` member left out."""
+    events: list[Any] = []
+    for event in body.split(b"\n\n"):
+        data = event.removeprefix(b"data: ")
+        if not data or data == b"[DONE]":
+            continue
+        parsed = json.loads(data)
+        if "usage" in parsed and parsed["usage"] is None:
+            del parsed["usage"]
+        events.append(parsed)
+    return events
+
+
 # -- the request body --------------------------------------------------------------------
 
 
@@ -105,20 +119,21 @@ def test_filter_is_independent_of_chunking(cuts: list[int], crlf: bool) -> None:
 
 def test_filter_keeps_azure_filter_results_and_usage_on_content_chunks() -> None:
     azure = b'data: {"choices":[],"id":"","model":"","prompt_filter_results":[{"prompt_index":0}]}\n\n'
+    content = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n'
     finish = (
         b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3}}\n\n'
     )
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
-    body = azure + finish + usage + b"data: [DONE]\n\n"
-    assert filtered(body, [body[:10], body[10:]]) == azure + finish + b"data: [DONE]\n\n"
+    body = azure + content + finish + usage + b"data: [DONE]\n\n"
+    assert filtered(body, [body[:10], body[10:]]) == azure + content + finish + b"data: [DONE]\n\n"
 
 
 # -- through the transport ---------------------------------------------------------------
 
 
 def openai_like(lib: Any, seen: list[Any], preread: bool = False) -> Any:
-    """A server that, like OpenAI, adds a usage chunk only when the request asks for it.
-    ``preread``: the response is built with ``content=`` (as mock transports and test
+    """A server that, like OpenAI, adds a usage chunk only when the request asks for it (and
+    then gives every other chunk ``"usage": null``). ``preread``: the response is built with ``content=`` (as mock transports and test
     doubles do), so it reaches httptrack already read."""
 
     def handler(request: Any) -> Any:
@@ -131,6 +146,7 @@ def openai_like(lib: Any, seen: list[Any], preread: bool = False) -> Any:
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (data.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}
+            events = [{**event, "usage": None} for event in events]
             events.append({**base, "choices": [], "usage": usage})
         body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
         if preread:
@@ -164,7 +180,9 @@ def test_the_app_sees_the_stream_it_asked_for_and_the_row_is_exact(
     assert b'"usage"' not in without
     seen: list[Any] = []
     received = stream_through(lib, db, body, seen, preread)
-    assert received == without  # byte for byte what the app would have had without httptrack
+    # What the app would have had without httptrack, event by event; asked for usage, the
+    # server marks each chunk "usage": null, which SDKs read as no usage, as without it.
+    assert b'"usage":{' not in received and events_of(received) == events_of(without)
     sent = seen[0]
     assert json.loads(sent.content)["stream_options"] == {"include_usage": True}
     assert sent.headers["content-length"] == str(len(sent.content))
@@ -241,7 +259,10 @@ def test_an_error_reply_reaches_the_app_untouched(lib: Any, db: Path) -> None:
     assert one_row(db)["status"] == "error"
 
 
-def test_chunked_request_bodies_stay_chunked(db: Path) -> None:
+def test_chunked_request_bodies_are_sent_as_they_are(db: Path) -> None:
+    """A streamed body is passed on as the app streams it (never read ahead: see
+    test_streamed_uploads), so it is not edited: its stream keeps no usage chunk to hide,
+    and the row estimates the usage."""
     seen: list[Any] = []
     transport = httptrack.TrackingTransport(httpx.MockTransport(openai_like(httpx, seen)), db=db, cache=False)
     payload = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": QUESTION}).encode()
@@ -251,8 +272,10 @@ def test_chunked_request_bodies_stay_chunked(db: Path) -> None:
     ):
         reply.read()
     assert seen[0].headers["transfer-encoding"] == "chunked" and "content-length" not in seen[0].headers
-    assert json.loads(seen[0].content)["stream_options"] == {"include_usage": True}
-    assert one_row(db)["output_tokens"] == 3
+    assert seen[0].content == payload
+    row = one_row(db)
+    assert row["request_body"] == payload.decode() and row["request_bytes"] == len(payload)
+    assert (row["tokens_estimated"], row["parse_notes"]) == (1, None)
 
 
 # -- with the real SDK -------------------------------------------------------------------
@@ -332,6 +355,6 @@ def test_a_content_length_counting_the_hidden_chunk_is_not_shown_to_the_app(
                 received = b"".join(reply.iter_raw())
             assert reply.headers["x-httptrack-cache"] == expected
             assert "content-length" not in reply.headers
-            assert b'"usage"' not in received and received.endswith(b"data: [DONE]\n\n")
+            assert b'"usage":{' not in received and received.endswith(b"data: [DONE]\n\n")
             httptrack.flush()
     assert len(seen) == 1

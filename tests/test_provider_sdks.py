@@ -230,6 +230,8 @@ def azure_handler(seen: list[httpx2.Request]) -> Any:
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         ]
         if (data.get("stream_options") or {}).get("include_usage"):
+            # Asked for usage, Azure (as OpenAI) gives every chunk a "usage": null.
+            events = [{**event, "usage": None} for event in events]
             events.append({**base, "choices": [], "usage": usage})
         return reply(httpx2, sse(*events), content_type="text/event-stream")
 

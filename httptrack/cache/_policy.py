@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import CacheMiss
 from .._faults import report_fault
 from .._redact import CREDENTIAL_IN_RESPONSE, is_secret_header, render_url
 from .._settings import Settings, SettingsError, parse_duration
 from ..log._schema import TOKEN_COLUMNS
+from ._guard import WINDOW, guard
 from ._key import body_digest, request_key
 from ._store import CacheEntry, EntryStore, shared_store
 
@@ -111,6 +112,10 @@ class ResponseCache:
         if directive:
             allowed_read, allowed_write = _directive(directive)
             read, write = read and allowed_read, write and allowed_write
+        if exchange.request_parts is not None:  # streamed: not in memory to key, never cached
+            if mode == "replay":
+                raise self.miss(exchange, "a streamed request body (an iterator, a file) is never cached")
+            return None
         provider = exchange.provider
         if not provider.cacheable(exchange.method, exchange.path, exchange.operation):
             if mode == "replay":
@@ -141,8 +146,24 @@ class ResponseCache:
         entry = store.get(key)
         # Replay mode is for offline runs and tests of recorded calls: a recording is served
         # whatever its age (entries stay on disk past their TTL for this).
-        if entry is not None and (mode == "replay" or entry.fresh(self.clock(), ttl)):
+        if mode == "replay" and entry is not None:
             return entry
+        if entry is not None:
+            now = self.clock()
+            if entry.fresh(now, ttl):
+                limit = self.settings.cache_max_hits
+                if guard.allow(key, limit, now):
+                    return entry
+                # The loop guard (_guard): answered `limit` times within a minute; send it.
+                exchange.cache_note = (
+                    f"the cache answered this request {limit} times within {WINDOW:.0f} s "
+                    "(HTTPTRACK_CACHE_MAX_HITS): sent to the provider again"
+                )
+                report_fault(
+                    "cache_loop",
+                    f"an identical request was answered from the cache {limit} times within a minute "
+                    "(a loop?); it is sent to the provider again (HTTPTRACK_CACHE_MAX_HITS)",
+                )
         if mode == "replay":
             if store.broken is not None:
                 raise self.miss(exchange, f"the cache folder cannot be used ({store.broken})")
@@ -179,7 +200,7 @@ class ResponseCache:
             status=exchange.status or 0,
             headers=_stored_headers(exchange.response_headers),
             chunks=tuple(exchange.chunks),
-            figures={name: row.get(name) for name in ORIGINAL_COLUMNS},
+            figures=_figures(exchange, row),
             created=self.clock(),
             ttl=ttl,
             info={
@@ -208,6 +229,17 @@ class ResponseCache:
         replacing, self._replacing = self._replacing, False
         if staged and self.store.put_many(staged) and replacing:
             self.store.announce_replaced()
+
+
+def _figures(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
+    """What a hit takes from the row of the call that fetched it (less the loop guard's
+    note, which was about that call, not about the answer)."""
+    figures = {name: row.get(name) for name in ORIGINAL_COLUMNS}
+    note = exchange.cache_note
+    if note and figures.get("parse_notes"):
+        kept = [n for n in str(figures["parse_notes"]).split("; ") if n != note]
+        figures["parse_notes"] = "; ".join(kept) or None
+    return figures
 
 
 def _storable(exchange: Exchange, built: BuiltRow) -> bool:

@@ -144,6 +144,14 @@ class Provider:
         The row keeps this provider's name (and so its prices)."""
         return self
 
+    #: Whether this provider's server, asked for ``stream_options.include_usage``, marks
+    #: every other chunk with ``"usage": null`` (OpenAI's protocol). httptrack then hides
+    #: the usage chunk it asked for only on a stream with that mark: a usage chunk after
+    #: unmarked chunks is one the server sends unasked, which the app would have had
+    #: anyway. ``False`` for servers that answer the option without the mark (the first
+    #: usage-only chunk of a stream httptrack asked is then always hidden).
+    marks_usage_chunks: ClassVar[bool] = True
+
     def include_usage(self, path: str, query: str) -> bool:
         """Whether this endpoint accepts ``stream_options.include_usage`` on an
         OpenAI-style streaming request (so httptrack may ask for the usage chunk)."""

@@ -151,9 +151,11 @@ class SelfHosted(OpenAICompatible):
     """An OpenAI-compatible server people run themselves, named in ``HTTPTRACK_HOSTS`` or
     ``register_provider`` (``gpu1:8000=vllm``): no hosts of its own. These servers accept
     ``stream_options.include_usage`` on chat completions (vLLM since 0.5, SGLang, LiteLLM's
-    proxy, LM Studio, llama.cpp's server), so streams get exact usage too."""
+    proxy, LM Studio, llama.cpp's server), so streams get exact usage too. vLLM leaves
+    ``usage`` out of the other chunks rather than marking them ``null``."""
 
     hosts = ()
+    marks_usage_chunks = False
 
     def include_usage(self, path: str, query: str) -> bool:
         return endpoint_kind(path) == "chat"

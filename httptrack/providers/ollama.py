@@ -46,6 +46,8 @@ class Ollama(Provider):
     # than pricing a model as another vendor serving a model of the same name.
     price_provider = "ollama"
     usage_option = INCLUDE_USAGE  # on the OpenAI-compatible paths (see include_usage)
+    #: Its ``/v1`` chunks leave ``usage`` out (Go's ``omitempty``) rather than ``null``.
+    marks_usage_chunks = False
 
     def __init__(self) -> None:
         self._compat = _OllamaCompatible()

@@ -275,6 +275,8 @@ def _build_row(ex: Exchange) -> BuiltRow:
         notes.append(f"request parser error: {exc!r}")
     if ex.rewritten:
         notes.append(f"httptrack added {ex.rewritten} to the request; the app did not see what it added")
+    if ex.cache_note:
+        notes.append(ex.cache_note)
 
     if ex.status is not None:
         response_headers, response_headers_json, _ = redacted_headers(ex.response_headers)
@@ -362,7 +364,7 @@ def _build_row(ex: Exchange) -> BuiltRow:
         "response_id": parsed.response_id,
         "finish_reason": parsed.finish_reason,
         "request_headers": request_headers_json,
-        "request_bytes": len(ex.request_body),
+        "request_bytes": _request_bytes(ex),
         "response_headers": response_headers_json,
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": _pid,
@@ -696,6 +698,11 @@ def _replayed_figures(row: dict[str, Any], original: dict[str, Any]) -> None:
     row["cost_note"] = "served from httptrack's cache" + (f"; {note}" if note else "")
 
 
+def _request_bytes(ex: Exchange) -> int:
+    """The request body's size: all of it, for a streamed body kept only in part."""
+    return len(ex.request_body) if ex.request_parts is None else ex.request_sent
+
+
 def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:
     truncated = len(data) > cap
     if truncated:
@@ -724,6 +731,8 @@ def _bodies(
         return
     cap = settings.max_body_bytes
     request_text, request_cut = _text_of(ex.request_body, request_type, cap)
+    sent = _request_bytes(ex)
+    request_cut = request_cut or sent > len(ex.request_body)  # a streamed body kept in part
     response_text = None
     response_cut = False
     if body is not None:
@@ -733,7 +742,7 @@ def _bodies(
         if response_cut:
             response_text += f"\n[httptrack: truncated; {ex.received} bytes received in all]"
     if request_cut:
-        request_text += f"\n[httptrack: truncated; {len(ex.request_body)} bytes sent in all]"
+        request_text += f"\n[httptrack: truncated; {sent} bytes sent in all]"
     generated = parsed.text or None
     if generated is not None and len(generated) > cap:
         generated = generated[:cap]

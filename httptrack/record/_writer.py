@@ -69,6 +69,10 @@ FORK_WAIT_SECONDS = 6.0
 #: in, or the sleep took long: another thread had the GIL meanwhile), backing off to
 #: YIELD_EVERY_MAX while nothing else wants the GIL (then the writer runs flat out).
 YIELD_FOR = 0.0001
+#: ``time.sleep`` as it was when this module loaded: a test that patches ``time.sleep`` to
+#: count an SDK's retry delays (openai's test_retry_limits_and_backoff) must not count the
+#: writer's pauses too.
+_sleep = time.sleep
 YIELD_EVERY_MIN = 0.001
 YIELD_EVERY_MAX = 0.05
 #: Rows kept in memory per database while it cannot be written (locked, full, read-only).
@@ -393,7 +397,7 @@ class Writer:
         now = time.perf_counter()
         if now - self._slice_start < self._yield_every:
             return
-        time.sleep(YIELD_FOR)
+        _sleep(YIELD_FOR)
         after = time.perf_counter()
         # Back from the sleep much later than asked: another thread ran meanwhile.
         if after - now > YIELD_FOR + 0.0005 or self._submitted != self._seen:
