@@ -766,7 +766,7 @@ READ_COMMANDS = [
 
 def fingerprint(path: Path) -> dict[str, bytes]:
     """The bytes of a database and of its journal files, whichever exist."""
-    return {p.name: p.read_bytes() for p in path.parent.glob(path.name + "*")}
+    return {p.name: p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file()}
 
 
 @pytest.mark.parametrize("args", [*READ_COMMANDS, ["prune", "--older-than", "1d"], ["reindex"]])

@@ -260,3 +260,18 @@ def test_build_row_returns_what_it_learned_and_leaves_the_exchange_as_it_was() -
     assert (built.outcome, built.row["outcome"], built.response_complete) == ("complete", "complete", True)
     assert ex.outcome == "cut_short"  # the app's object: not written on
     assert not hasattr(ex, "response_complete")
+
+
+def test_restore_sets_every_slot_of_an_exchange() -> None:
+    """A recovered call goes through the same build_row as a live one: every attribute an
+    Exchange has must be set by ``restore`` (a slot added to Exchange and forgotten here made
+    every recovered row fail with AttributeError)."""
+    import inspect
+    import re
+
+    from httptrack._exchange import Exchange
+    from httptrack.record import _spool
+
+    source = inspect.getsource(_spool.restore)
+    assigned = set(re.findall(r"\bex\.(\w+)", source))
+    assert set(Exchange.__slots__) - assigned == set()

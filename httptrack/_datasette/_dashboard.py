@@ -169,16 +169,6 @@ def _recent_errors(conn: sqlite3.Connection, since: str | None) -> list[dict[str
     return out
 
 
-def limits_tables(conn: sqlite3.Connection) -> list[str]:
-    """The spend and rate limit tables in the log (``limit_*``), if the app uses limits:
-    the dashboard's limits section shows only then."""
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-        "AND name LIKE 'limit\\_%' ESCAPE '\\' ORDER BY name"
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def dashboard_context(
     conn: sqlite3.Connection, path: str, days: int, by: str = "requested_model", *, today: date | None = None
 ) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from .._errors import LogError
 from .._settings import Settings
 from .._time import parse_when
+from ..record._spool import recover_log
 from . import _rollup
 from ._rollup import Totals
 from ._schema import CALL_LOG_COLUMNS
@@ -595,9 +596,11 @@ def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
 
 def open_log(path: str | Path | None = None) -> Log:
     """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
-    for reading. It is never written: a log of an earlier schema is read as it is (the
-    next call recorded into it, or ``httptrack reindex``, brings it up to date). Raises
-    ``FileNotFoundError`` when there is no such file, and a ``ValueError`` saying why
-    when the file is no call log."""
+    for reading. The one thing it writes: the calls of processes that died before writing
+    them, kept in the spool beside the log (``record/_spool``), which are part of the log.
+    Nothing else: a log of an earlier schema is read as it is (the next call recorded into
+    it, or ``httptrack reindex``, brings it up to date). Raises ``FileNotFoundError`` when
+    there is no such file, and a ``ValueError`` saying why when the file is no call log."""
     target = Path(path) if path is not None else Settings().db
+    recover_log(target)
     return Log(target)

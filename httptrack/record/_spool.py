@@ -448,6 +448,9 @@ def restore(record: tuple[Any, ...], db: Path) -> Exchange:
     ex.outcome, ex.error_type, ex.error_message = outcome, error_type, error_message
     ex.cached, ex.cache_key, ex.cache_status, ex.cache_ttl = cached, cache_key, None, None
     ex.replayed_row, ex.rewritten, ex.chunk_filter = replayed_row, rewritten, None
+    # Not spooled: the cache's loop-guard note, a streamed body's parts (already joined into
+    # request_body when the call was spooled), the limits' reservation (it expires).
+    ex.cache_note, ex.request_parts, ex.request_sent, ex.limit_ticket = None, None, 0, None
     return ex
 
 
