@@ -528,6 +528,43 @@ def _recover(
     return written, lost
 
 
+def _any_orphan(folder: Path, names: list[str]) -> bool:
+    """Whether a spool in ``folder`` belongs to a process that is gone (its lock is free),
+    or another process is writing such spools into the log right now (then the caller
+    waits for it in :func:`recover`, and reads the log with those calls in it)."""
+    if RECOVER_LOCK in names and _locked(folder / RECOVER_LOCK):
+        return True
+    for name in names:
+        if not name.endswith((".spool", ".tmp")):
+            continue
+        try:
+            fd = os.open(folder / name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True  # nobody holds it (the lock goes with the descriptor, closed below)
+        except OSError:
+            continue  # its owner is alive
+        finally:
+            os.close(fd)
+    return False
+
+
+def _locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def recover_log(db: Path) -> None:
     """Write the spooled calls of processes that ended into the log at ``db`` (what
     ``open_log`` and the CLI do before reading). Cheap when there is nothing to do (one
@@ -536,8 +573,9 @@ def recover_log(db: Path) -> None:
         names = os.listdir(spool_folder(db))
     except OSError:
         return
-    if not any(name.endswith(".spool") for name in names):
-        return
+    if not _any_orphan(spool_folder(db), names):
+        return  # only live processes' spools (this one's among them): nothing to write, and
+        # the log is not opened for writing (a read must not migrate it, say)
     backend = open_backend(db)
     try:
         backend.open()
