@@ -29,7 +29,8 @@ from .._settings import Settings, SettingsError, parse_duration
 from ..log._schema import TOKEN_COLUMNS
 from ._guard import WINDOW, guard
 from ._key import body_digest, request_key
-from ._store import CacheEntry, EntryStore, shared_store
+from ._storage import CacheStorage
+from ._store import CacheEntry, shared_store
 
 if TYPE_CHECKING:
     from .._exchange import BuiltRow, Exchange
@@ -82,7 +83,7 @@ class ResponseCache:
     __slots__ = ("_replacing", "_staged", "clock", "mode", "settings", "store")
 
     def __init__(
-        self, settings: Settings, store: EntryStore, clock: Callable[[], float] | None = None
+        self, settings: Settings, store: CacheStorage, clock: Callable[[], float] | None = None
     ) -> None:
         self.settings = settings
         self.mode = settings.cache
