@@ -501,7 +501,7 @@ def bench_writer(calls: int = 1500) -> list[tuple[str, float, float]]:
                     exchange.settings = settings
                 writer = _store.Writer()
                 writer._write(exchanges[:1])  # create and migrate
-                store = writer._stores[path]
+                store = writer._logs[path].backend  # log/_sqlite.Store
                 store._searchable = store._rolled_up = derived
                 t0 = time.perf_counter()
                 for i in range(1, len(exchanges), batch):

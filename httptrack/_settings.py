@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SettingsError
 from ._time import duration_seconds
 from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
-from .pricing._overrides import check_prices, load_price_file
 
 # CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
 if TYPE_CHECKING:
@@ -405,8 +404,13 @@ class Settings:
         set_(self, "prices_file", Path(value).expanduser() if value else None)
         merged: dict[str, dict[str, float]] = {}
         if self.prices_file is not None:
+            from .pricing._overrides import load_price_file  # only with prices: keeps import light
+
             merged.update(load_price_file(self.prices_file))  # read once, here: a bad file fails now
-        merged.update(check_prices(prices or {}, "prices"))  # entries given in code win, whole
+        if prices is not None:
+            from .pricing._overrides import check_prices
+
+            merged.update(check_prices(prices, "prices"))  # entries given in code win, whole
         set_(self, "prices", merged)
 
         value, name = pick(include_usage, "HTTPTRACK_INCLUDE_USAGE")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import LIBS, chunk_stream, one_row, read_rows
+from helpers import LIBS, chunk_stream, one_row, read_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

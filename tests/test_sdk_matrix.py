@@ -30,7 +30,7 @@ import httpx2
 import ollama
 import openai
 import pytest
-from conftest import genai_price, one_row
+from helpers import genai_price, one_row
 
 import httptrack
 

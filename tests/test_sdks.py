@@ -19,8 +19,8 @@ import httpx2
 import ollama
 import openai
 import pytest
-from conftest import genai_price as price
-from conftest import one_row, read_rows
+from helpers import genai_price as price
+from helpers import one_row, read_rows
 
 import httptrack
 from httptrack._fake import FakeProviderServer, mock_transport

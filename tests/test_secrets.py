@@ -11,7 +11,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from conftest import read_rows
+from helpers import read_rows
 
 import httptrack
 from httptrack._fake import mock_transport

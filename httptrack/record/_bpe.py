@@ -4,7 +4,7 @@ tiktoken's ``Encoding`` hands its 100,000-200,000 ranks to a Rust constructor th
 them and builds its tables with the GIL held: 100-200 ms during which no other thread of
 the app runs (an asyncio app's event loop stops). httptrack only needs token *counts* for
 its estimates, so it encodes with the same ranks and the same split pattern by the same
-algorithm here instead, and gets the same token ids (``tests/test_bounded.py`` compares
+algorithm here instead, and gets the same token ids (``tests/record/test_bounded.py`` compares
 them with tiktoken's over a corpus):
 
 1. the text is split into *pieces* by the encoding's regular expression (the ``regex``

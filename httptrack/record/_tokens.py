@@ -78,7 +78,7 @@ SHIPPED_ENCODINGS: tuple[str, ...] = tuple(ENCODING_SHA256)
 _ENCODINGS_DIR = Path(__file__).resolve().parent.parent / "encodings"
 
 # Same special tokens and split patterns as tiktoken_ext/openai_public.py (tiktoken 0.14.0);
-# tests/test_tokens.py checks they still agree with the installed tiktoken.
+# tests/record/test_tokens.py checks they still agree with the installed tiktoken.
 _ENDOFTEXT = "<|endoftext|>"
 _FIM_PREFIX = "<|fim_prefix|>"
 _FIM_MIDDLE = "<|fim_middle|>"

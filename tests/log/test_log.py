@@ -3,15 +3,20 @@ the transport (see ``recorded_log``), checked against the rows themselves."""
 
 from __future__ import annotations
 
-import math
 import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from recorded_log import age_calls, record_calls, rows, unique_prefix
+from recorded_log import (
+    age_calls,
+    check_stats,
+    record_calls,
+    record_overlapping_calls,
+    rows,
+    unique_prefix,
+)
 
 import httptrack
 from httptrack.log._reader import fts_query, parse_when
@@ -20,58 +25,6 @@ from httptrack.log._reader import fts_query, parse_when
 @pytest.fixture
 def ids(db: Path) -> list[str]:
     return record_calls(db)
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
-
-
-def expected_stats(selected: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``stats`` must say about these rows, computed here from scratch."""
-
-    def total(key: str) -> Any:
-        values = [r[key] for r in selected if r[key] is not None]
-        return sum(values) if values else None
-
-    timed = [r["latency_ms"] for r in selected if r["latency_ms"] is not None and not r["cached"]]
-    errors = sum(r["status"] == "error" for r in selected)
-    return {
-        "calls": len(selected),
-        "errors": errors,
-        "error_rate": round(errors / len(selected), 4),
-        "cache_hits": sum(bool(r["cached"]) for r in selected),
-        "input_tokens": total("input_tokens"),
-        "output_tokens": total("output_tokens"),
-        "total_tokens": total("total_tokens"),
-        "cached_input_tokens": total("cached_input_tokens"),
-        "cost_usd": None if total("cost_usd") is None else round(total("cost_usd"), 9),
-        "cost_saved_usd": total("cost_saved_usd"),
-        "unpriced": sum(r["cost_usd"] is None and r["status"] == "success" for r in selected),
-        "avg_latency_ms": round(sum(timed) / len(timed), 1) if timed else None,
-        "p50": nearest_rank(timed, 0.5) if timed else None,
-        "p95": nearest_rank(timed, 0.95) if timed else None,
-    }
-
-
-def check_stats(got: dict[str, Any], selected: list[dict[str, Any]]) -> None:
-    want = expected_stats(selected)
-    p50, p95 = want.pop("p50"), want.pop("p95")
-    # Rounded sums of floats added in another order (per day, per batch) may land either
-    # side of a tie (an average of exactly x.x5 ms): equal to within the last rounded digit.
-    for key, digit in (("avg_latency_ms", 0.1), ("cost_usd", 1e-9)):
-        exact = want.pop(key)
-        if exact is None:
-            assert got[key] is None
-        else:
-            assert got[key] == pytest.approx(exact, rel=1e-9, abs=digit * 1.0001), key
-    assert {k: got[k] for k in want} == want
-    # Latency percentiles come from 2%-wide histogram buckets: within 1% of the exact value.
-    for estimate, exact in ((got["p50_latency_ms"], p50), (got["p95_latency_ms"], p95)):
-        if exact is None:
-            assert estimate is None
-        else:
-            assert abs(estimate - exact) <= 0.01 * exact + 0.0001, (estimate, exact)
 
 
 def test_calls_are_records_newest_first(db: Path, ids: list[str]) -> None:
@@ -125,31 +78,6 @@ def test_filters(db: Path, ids: list[str], filters: dict[str, Any], picked: list
         assert [r["id"] for r in log.rows(newest_first=False, columns=["id"], **filters)] == [
             ids[i] for i in picked
         ]
-
-
-def record_overlapping_calls(db: Path) -> tuple[str, str]:
-    """A stream that starts first and ends last, and a call made meanwhile: the stream is
-    written (gets its rowid) after the call that started after it. Returns (stream, call)."""
-    import httpx2
-
-    from httptrack._fake import mock_transport
-
-    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False)
-    url = "https://api.openai.com/v1/chat/completions"
-
-    def ask(text: str) -> list[dict[str, str]]:
-        return [{"role": "user", "content": text}]
-
-    with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-x"}) as client:
-        with client.stream(
-            "POST", url, json={"model": "gpt-4o-mini", "messages": ask("overlap stream"), "stream": True}
-        ) as stream:
-            time.sleep(0.01)  # the next call starts a few ms later
-            call = client.post(url, json={"model": "gpt-4o-mini", "messages": ask("overlap call")})
-            assert httptrack.flush(10)  # ... and is written while the stream is still open
-            stream.read()
-    assert httptrack.flush(10)
-    return stream.headers["x-httptrack-call-id"], call.headers["x-httptrack-call-id"]
 
 
 def test_search_results_are_newest_first_by_start_time(db: Path) -> None:

@@ -25,7 +25,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from conftest import LIBS, chunk_stream, one_row, read_rows
+from helpers import LIBS, chunk_stream, one_row, read_rows
 
 import httptrack
 from httptrack._fake import FakeProviderServer, mock_transport

@@ -24,7 +24,7 @@ import httpx2
 import ollama
 import openai
 import pytest
-from conftest import read_rows
+from helpers import read_rows
 
 import httptrack
 from httptrack import Limit, Settings, SettingsError
@@ -382,7 +382,7 @@ def test_no_limits_no_enforcer_and_import_stays_light(db: Path) -> None:
         "httptrack.TrackingTransport(); assert 'httptrack.limits' not in sys.modules; "
         "assert httptrack.Limit(usd=1, per='day').usd == 1"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[2])
 
 
 def test_alerts_fired_as_the_program_exits_are_delivered(tmp_path: Path) -> None:
@@ -405,7 +405,7 @@ transport = httptrack.TrackingTransport(
 client = openai.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=transport))
 client.chat.completions.create(model="gpt-4o-mini", messages={QUESTION!r}, max_tokens=50)
 """
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=Path(__file__).parents[2])
     (alert,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (alert["kind"], alert["fraction"]) == ("threshold", 0.5)
 

@@ -28,7 +28,7 @@ from httptrack.record._spool import VERSION, read_records, spool_folder
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX flock and signals")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-SPOOLSECRET0123456789abcdef"
 
 #: An app whose writer never writes (a disk that does not answer): its calls stay in its

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import FIGURES, check_cost, chunk_stream, one_row, split
+from helpers import FIGURES, check_cost, chunk_stream, one_row, split
 
 import httptrack
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "providers"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
 
 
 def fixture_names() -> list[str]:

@@ -28,7 +28,7 @@ import httptrack
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and fork")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The app: `call(i)` makes call i (even: plain, odd: streamed and read to the end) through
 #: the openai SDK and returns once the app has the whole answer.

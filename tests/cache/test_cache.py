@@ -26,7 +26,7 @@ import httpx2
 import ollama
 import openai
 import pytest
-from conftest import LIBS, chunk_stream, read_rows, responder
+from helpers import LIBS, chunk_stream, read_rows, responder
 
 import httptrack
 from httptrack._fake import RecordedRequest, mock_transport
@@ -35,7 +35,7 @@ from httptrack.cache import _store as _cache_store
 from httptrack.cache._policy import ResponseCache
 from httptrack.cache._store import CacheEntry, decode_entry, encode_entry, shared_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CHAT_URL = "https://api.openai.com/v1/chat/completions"
 SAME_IN_HITS = (

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import read_rows, responder
+from helpers import read_rows, responder
 
 import httptrack
 from httptrack.log._schema import COLUMN_NAMES

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import LIBS, chunk_stream, one_row, read_rows, responder
+from helpers import LIBS, chunk_stream, one_row, read_rows, responder
 
 import httptrack
 

@@ -28,7 +28,7 @@ import pytest
 
 from httptrack.record import _tokens as T
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # tiktoken 0.14.0, tiktoken_ext/openai_public.py: load_tiktoken_bpe(..., expected_hash=...).
 OFFICIAL_SHA256 = {

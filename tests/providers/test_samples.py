@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import FIGURES, check_cost, chunk_stream, load_sample, one_row, sample_names, split
+from helpers import FIGURES, check_cost, chunk_stream, load_sample, one_row, sample_names, split
 
 import httptrack
 

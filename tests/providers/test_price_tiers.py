@@ -12,7 +12,7 @@ from typing import Any
 import genai_prices
 import httpx2
 import pytest
-from conftest import chunk_stream, one_row
+from helpers import chunk_stream, one_row
 
 import httptrack
 

@@ -19,10 +19,10 @@ import httpx
 import httpx2
 import openai
 import pytest
-from conftest import chunk_stream, one_row, read_rows
-from conftest import genai_price as price
 from google import genai
 from google.genai import types as genai_types
+from helpers import chunk_stream, one_row, read_rows
+from helpers import genai_price as price
 from mistralai.client import Mistral
 
 import httptrack

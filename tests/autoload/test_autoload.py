@@ -21,7 +21,7 @@ import httpx2
 import openai
 import pytest
 from autoload_helpers import PTH_SOURCE
-from conftest import LIBS, read_rows
+from helpers import LIBS, read_rows
 
 import httptrack
 from httptrack import SettingsError, _settings

@@ -27,7 +27,7 @@ from httptrack.providers import registered_providers
 PROVIDER_IDS = {name: family.price_provider for name, family in registered_providers().items()}
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # (httptrack provider, model as the API reports it, genai-prices provider id)
 MODELS = [

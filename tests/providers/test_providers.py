@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import chunk_stream, one_row
+from helpers import chunk_stream, one_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

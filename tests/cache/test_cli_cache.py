@@ -14,7 +14,7 @@ import httpx2
 import openai
 import pytest
 from click.testing import CliRunner, Result
-from conftest import read_rows
+from helpers import read_rows
 
 import httptrack
 from httptrack.cache import _store as _cache_store
@@ -150,7 +150,7 @@ def test_a_clear_from_another_process_is_noticed(
     sdk.models.list()
     httptrack.flush()
     assert sdk.models.with_raw_response.list().headers["x-httptrack-cache"] == "HIT"  # now held in memory
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     command = [sys.executable, "-c", "from httptrack.cli import main; main()", "cache", "clear"]
     cleared = subprocess.run(
         [*command, "--cache-dir", str(cache_dir)],

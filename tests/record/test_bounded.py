@@ -34,11 +34,11 @@ import httpx2
 import ollama
 import openai
 import pytest
-from conftest import SAMPLES, chunk_stream, one_row, read_rows
+from helpers import SAMPLES, chunk_stream, one_row, read_rows
 
 import httptrack
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHAT = "https://api.openai.com/v1/chat/completions"
 MODELS = "https://api.openai.com/v1/models"
 #: Deeper than any recursion limit Python runs with.

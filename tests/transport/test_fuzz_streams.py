@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from conftest import SAMPLES, chunk_stream
+from helpers import SAMPLES, chunk_stream, split_at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_decoders import split_at
 
 import httptrack
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "providers"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
 COMPARED = (
     "provider", "operation", "model", "response_model", "stream", "status", "outcome", "error_code",
     "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens", "cache_write_tokens",

@@ -24,7 +24,7 @@ from httptrack.cli._calls import LIST_COLUMNS
 from httptrack.log._reader import STAT_FIELDS
 from httptrack.log._schema import COLUMN_NAMES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 
 
@@ -113,7 +113,7 @@ def test_calls_filters(db: Path, ids: list[str], args: list[str], picked: list[i
 
 
 def test_search_lists_and_exports_by_start_time(db: Path) -> None:
-    from test_log import record_overlapping_calls
+    from recorded_log import record_overlapping_calls
 
     stream, call = record_overlapping_calls(db)  # the stream started first, was written last
     data = json.loads(run("calls", "-q", "overlap", "--json", "--db", db).stdout)
@@ -278,7 +278,7 @@ def test_stats_json(db: Path, ids: list[str]) -> None:
 @pytest.mark.parametrize("by", ["model", "service", "operation", "status"])
 def test_stats_by_json_matches_the_rows(db: Path, ids: list[str], by: str) -> None:
     """Each group's figures, summed here from the rows themselves (not through httptrack)."""
-    from test_log import check_stats
+    from recorded_log import check_stats
 
     all_rows = rows(db)
 
@@ -430,7 +430,7 @@ def test_export_streams_in_constant_memory(tmp_path: Path) -> None:
     import sys
     import tracemalloc
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import bench_log
 
     db = tmp_path / "big.db"
@@ -746,7 +746,7 @@ def test_every_command_is_in_the_readme() -> None:
 
 
 def test_every_command_is_in_the_cli_docs() -> None:
-    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     for name in commands():
         assert f"## `httptrack {name}" in text, name
 
@@ -800,7 +800,7 @@ def test_reading_an_older_log_writes_nothing(
     db: Path, ids: list[str], args: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import uvicorn
-    from test_migrations import downgrade_to_v1
+    from recorded_log import downgrade_to_v1
 
     monkeypatch.setattr(uvicorn, "Server", FakeServer)
     httptrack.flush()
@@ -904,7 +904,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path, args: list[str]) -> None:
         for n in range(300):
             conn.execute(f"INSERT INTO calls SELECT {select} FROM calls WHERE id NOT LIKE '%-%'", [n])
     conn.close()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(
         [sys.executable, "-m", "httptrack.cli", *args, "--db", str(db)],
         stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ import gzip
 import json
 import zlib
 
+from helpers import split_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,16 +19,6 @@ def feed_all(decoder, pieces):  # type: ignore[no-untyped-def]
         out.extend(decoder.feed(piece))
     out.extend(decoder.close())
     return out
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, last = [], 0
-    for p in points:
-        pieces.append(data[last:p])
-        last = p
-    pieces.append(data[last:])
-    return pieces
 
 
 SSE = (

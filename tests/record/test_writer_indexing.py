@@ -14,7 +14,7 @@ import httptrack
 from httptrack.log import _sqlite as _store
 from httptrack.record import _writer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
 def indexed(db: Path) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from conftest import LIBS, chunk_stream, load_sample, one_row
+from helpers import LIBS, chunk_stream, load_sample, one_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

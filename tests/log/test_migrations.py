@@ -10,42 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recorded_log import record_calls, rows
+from recorded_log import V2_OBJECTS, V3_OBJECTS, downgrade_to_v1, record_calls, rows
 
 import httptrack
 from httptrack.log import _rollup, _views
 from httptrack.log._sqlite import SCHEMA_VERSION, connect, migrate
 from httptrack.record._writer import writer
-
-V2_OBJECTS = {
-    "calls_fts",
-    "calls_rollup",
-    "calls_rollup_latency",
-    "httptrack_state",
-    "idx_calls_usage",
-    "idx_calls_latency",
-    *_views.VIEWS,
-}
-V3_OBJECTS = {"calls_rollup_detail", "calls_rollup_detail_latency"}
-
-
-def downgrade_to_v1(db: Path) -> None:
-    """Make ``db`` what schema version 1 left: the ``calls`` table and its indexes only."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        for name, kind in conn.execute(
-            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(V2_OBJECTS | V3_OBJECTS))})",
-            sorted(V2_OBJECTS | V3_OBJECTS),
-        ).fetchall():
-            conn.execute(f"DROP {kind.upper()} IF EXISTS {name}")
-        conn.execute(
-            "DELETE FROM _sqlite_migrations WHERE name IN ('m002_call_log_views', 'm003_detail_rollup')"
-        )
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def upgrade(db: Path) -> None:
