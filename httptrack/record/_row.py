@@ -199,43 +199,49 @@ def _transport_row(ex: Exchange, exc: Exception) -> dict[str, Any]:
     """A row from what the transport saw, none of it parsed: where, when, how it ended, who
     made it. No bodies (they were not read, so not redacted either)."""
     row: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
-    attribution = ex.attribution
-    failed = ex.outcome in ("transport_error", "cache_miss", "failed", "limited") or (ex.status or 0) >= 400
-    error_code = f"http_{ex.status}" if (ex.status or 0) >= 400 else ex.error_type
-    message = scrub_text(ex.request_headers, ex.error_message) if failed and ex.error_message else None
+    row.update(_seen(ex))
+    status, error_code, error_message = _status(ex, ex.outcome, Parsed(operation=ex.operation))
     row.update(
-        id=ex.call_id,
-        started_at=_iso(ex.started_at),
-        provider=ex.provider.name,
-        host=ex.host if ex.port is None else f"{ex.host}:{ex.port}",
-        method=ex.method,
         endpoint=ex.path,
-        url=_url(ex),
-        operation=ex.operation,
         stream=0,
-        status="error" if failed else "success",
+        status=status,
         outcome=ex.outcome,
-        http_status=ex.status,
-        error_code=error_code if failed else None,
-        error_message=message,
+        error_code=error_code,
+        error_message=scrub_text(ex.request_headers, error_message) if error_message else None,
         tokens_estimated=0,
-        latency_ms=_ms(ex.t0, ex.t_end),
-        cached=int(ex.cached),
-        cache_key=ex.cache_key,
-        user=attribution.user or ex.settings.user,
-        service=attribution.service or ex.settings.service,
-        session=attribution.session,
-        properties=json.dumps(dict(attribution.properties), sort_keys=True)
-        if attribution.properties
-        else None,
-        request_bytes=len(ex.request_body),
-        response_bytes=ex.received if ex.status is not None else None,
+        user=ex.attribution.user or ex.settings.user,
         body_truncated=0,
-        pid=_pid,
         parse_notes=f"httptrack could not read this call ({type(exc).__name__}): only what the transport saw "
         "is recorded",
     )
     return row
+
+
+def _seen(ex: Exchange) -> dict[str, Any]:
+    """The columns read off the exchange as the transport captured it, the same in every
+    row (a parsed one and :func:`_transport_row`'s alike)."""
+    attribution = ex.attribution
+    return {
+        "id": ex.call_id,
+        "started_at": _iso(ex.started_at),
+        "provider": ex.provider.name,
+        "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
+        "method": ex.method,
+        "url": _url(ex),
+        "operation": ex.operation,
+        "http_status": ex.status,
+        "latency_ms": _ms(ex.t0, ex.t_end),
+        "cached": int(ex.cached),
+        "cache_key": ex.cache_key,
+        "service": attribution.service or ex.settings.service,
+        "session": attribution.session,
+        "properties": json.dumps(dict(attribution.properties), sort_keys=True)
+        if attribution.properties
+        else None,
+        "request_bytes": _request_bytes(ex),
+        "response_bytes": ex.received if ex.status is not None else None,
+        "pid": _pid,
+    }
 
 
 def _build_row(ex: Exchange) -> BuiltRow:
@@ -326,49 +332,35 @@ def _build_row(ex: Exchange) -> BuiltRow:
         notes.append("no usage and no generated text found in the response: a shape httptrack does not know")
 
     started = datetime.fromtimestamp(ex.started_at, UTC)
-    row: dict[str, Any] = {
-        "id": ex.call_id,
-        "started_at": _iso(ex.started_at),
-        "provider": provider.name,
-        "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
-        "method": ex.method,
-        "endpoint": ex.path if not parsed.endpoint_detail else f"{ex.path}#{parsed.endpoint_detail}",
-        "url": _url(ex),
-        "operation": ex.operation,
-        "model": parsed.model,
-        "response_model": parsed.response_model,
-        "stream": int(parsed.stream),
-        "status": status,
-        "outcome": outcome,
-        "http_status": ex.status,
-        "error_code": error_code,
-        "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "tokens_estimated": int(usage.estimated),
-        "latency_ms": _ms(ex.t0, ex.t_end),
-        "ttft_ms": _ms(ex.t0, ex.t_first) if parsed.stream else None,
-        "cached": int(ex.cached),
-        "cache_key": ex.cache_key,
-        "user": ex.attribution.user or parsed.user or settings.user,
-        "service": ex.attribution.service or settings.service,
-        "session": ex.attribution.session,
-        "properties": json.dumps(dict(ex.attribution.properties), sort_keys=True)
-        if ex.attribution.properties
-        else None,
-        "request_id": _request_id(provider.request_id_headers + parser.request_id_headers, response_headers),
-        "response_id": parsed.response_id,
-        "finish_reason": parsed.finish_reason,
-        "request_headers": request_headers_json,
-        "request_bytes": _request_bytes(ex),
-        "response_headers": response_headers_json,
-        "response_bytes": ex.received if ex.status is not None else None,
-        "pid": _pid,
-    }
+    row = _seen(ex)
+    row.update(
+        {
+            "endpoint": ex.path if not parsed.endpoint_detail else f"{ex.path}#{parsed.endpoint_detail}",
+            "model": parsed.model,
+            "response_model": parsed.response_model,
+            "stream": int(parsed.stream),
+            "status": status,
+            "outcome": outcome,
+            "error_code": error_code,
+            "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "tokens_estimated": int(usage.estimated),
+            "ttft_ms": _ms(ex.t0, ex.t_first) if parsed.stream else None,
+            "user": ex.attribution.user or parsed.user or settings.user,
+            "request_id": _request_id(
+                provider.request_id_headers + parser.request_id_headers, response_headers
+            ),
+            "response_id": parsed.response_id,
+            "finish_reason": parsed.finish_reason,
+            "request_headers": request_headers_json,
+            "response_headers": response_headers_json,
+        }
+    )
     if replayed is not None:
         _replayed_figures(row, replayed)
     else:
