@@ -9,7 +9,18 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Column", "count", "duration", "money", "percent", "plain_number", "render_table", "short_time"]
+__all__ = [
+    "Column",
+    "count",
+    "duration",
+    "limit_amount",
+    "money",
+    "percent",
+    "plain_number",
+    "render_table",
+    "short_time",
+    "time_left",
+]
 
 NONE = "-"
 
@@ -58,6 +69,26 @@ def duration(ms: Any) -> str:
     if ms < 60_000:
         return f"{ms / 1000:.2f} s"
     return f"{ms / 60_000:.1f} min"
+
+
+def time_left(seconds: float) -> str:
+    """Seconds until something happens (a limit's window resets), rounded up: ``45s``,
+    ``4m05s``, ``12h00m``, ``3d04h``."""
+    seconds = max(math.ceil(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def limit_amount(metric: str, value: float) -> str:
+    """A limit's figure: dollars for a ``usd`` limit, a whole count for the others."""
+    return money(value) if metric == "usd" else count(round(value))
 
 
 def percent(rate: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from .._format import count, duration, money, percent, short_time
+from .._format import count, duration, limit_amount, money, percent, short_time
 from ..log._reader import Log
 from ._charts import ERROR_COLOR, PALETTE, column_chart, stacked_bar_chart
 
@@ -267,25 +267,18 @@ def _limits(conn: sqlite3.Connection) -> list[dict[str, str]]:
     from ..limits._counters import iso
     from ..limits._sqlite import read_usage
 
-    def amount(metric: str, value: float) -> str:
-        return money(value) if metric == "usd" else count(round(value))
-
-    shown = []
-    for state in read_usage(conn, time.time()):
-        share = (state.used + state.reserved) / state.amount if state.amount else 1.0
-        shown.append(
-            {
-                "limit": state.limit,
-                "scope": ", ".join(f"{k}={v if v is not None else '(none)'}" for k, v in state.scope.items())
-                or "all calls",
-                "used": amount(state.metric, state.used),
-                "reserved": amount(state.metric, state.reserved),
-                "cap": amount(state.metric, state.amount),
-                "share": f"{share * 100:.0f}%",
-                "resets": iso(state.window_end).replace("T", " ").rstrip("Z"),
-            }
-        )
-    return shown
+    return [
+        {
+            "limit": state.limit,
+            "scope": state.scope_text,
+            "used": limit_amount(state.metric, state.used),
+            "reserved": limit_amount(state.metric, state.reserved),
+            "cap": limit_amount(state.metric, state.amount),
+            "share": f"{state.share * 100:.0f}%",
+            "resets": iso(state.window_end).replace("T", " ").rstrip("Z"),
+        }
+        for state in read_usage(conn, time.time())
+    ]
 
 
 def _dollars(value: float) -> str:

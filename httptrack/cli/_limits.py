@@ -5,33 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .._format import Column, count, money, render_table, short_time
+from .._format import Column, count, limit_amount, render_table, short_time, time_left
+from ..limits._counters import scope_text
 from ._common import db_option, echo_json, json_option_saying, resolve_db
 
 __all__ = ["limits"]
-
-
-def _amount(metric: str, value: float) -> str:
-    return money(value) if metric == "usd" else count(round(value))
-
-
-def _until(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
-def _scope(scope: Any) -> str:
-    return ", ".join(f"{k}={v if v is not None else '(none)'}" for k, v in dict(scope).items()) or "all calls"
 
 
 @click.command()
@@ -82,19 +63,17 @@ def limits(events: int, as_json: bool, db: Path | None) -> None:
         return
     rows = []
     for state in states:
-        left = max(state.amount - state.used - state.reserved, 0.0)
-        share = (state.used + state.reserved) / state.amount if state.amount else 1.0
         rows.append(
             [
                 state.limit,
-                _scope(state.scope),
-                _amount(state.metric, state.used),
-                _amount(state.metric, state.reserved),
-                _amount(state.metric, state.amount),
-                _amount(state.metric, left),
-                f"{share * 100:.0f}%",
+                state.scope_text,
+                limit_amount(state.metric, state.used),
+                limit_amount(state.metric, state.reserved),
+                limit_amount(state.metric, state.amount),
+                limit_amount(state.metric, state.remaining),
+                f"{state.share * 100:.0f}%",
                 count(state.calls),
-                f"{short_time(_iso(state.window_end))} (in {_until(state.window_end - now)})",
+                f"{short_time(_iso(state.window_end))} (in {time_left(state.window_end - now)})",
             ]
         )
     columns = [
@@ -113,7 +92,14 @@ def limits(events: int, as_json: bool, db: Path | None) -> None:
         click.echo("")
         click.echo("Recent refusals and alerts")
         event_rows = [
-            [short_time(e.at), e.kind, e.limit, _scope(e.scope), e.call_id or "-", (e.message or "")[:200]]
+            [
+                short_time(e.at),
+                e.kind,
+                e.limit,
+                scope_text(e.scope),
+                e.call_id or "-",
+                (e.message or "")[:200],
+            ]
             for e in recent
         ]
         event_columns = [

@@ -46,6 +46,12 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def scope_text(scope: Mapping[str, str | None]) -> str:
+    """A counter's scope for people: ``user=alice, model=gpt-4o``; ``all calls`` for a limit
+    with no ``by``."""
+    return ", ".join(f"{k}={v if v is not None else '(none)'}" for k, v in scope.items()) or "all calls"
+
+
 def describe_amount(metric: str, value: float) -> str:
     """``$4.20``, ``60 requests``, ``200,000 tokens``."""
     if metric == "usd":
@@ -204,6 +210,20 @@ class CounterState:
     calls: int
     last_seen: str | None = None
 
+    @property
+    def remaining(self) -> float:
+        """What is left to spend or reserve in this window."""
+        return max(self.amount - self.used - self.reserved, 0.0)
+
+    @property
+    def share(self) -> float:
+        """How much of the limit is used or reserved (1.0: all of it)."""
+        return (self.used + self.reserved) / self.amount if self.amount else 1.0
+
+    @property
+    def scope_text(self) -> str:
+        return scope_text(self.scope)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "limit": self.limit,
@@ -213,7 +233,7 @@ class CounterState:
             "used": self.used,
             "reserved": self.reserved,
             "limit_value": self.amount,
-            "remaining": max(self.amount - self.used - self.reserved, 0.0),
+            "remaining": self.remaining,
             "calls": self.calls,
             "window_start": iso(self.window_start),
             "resets_at": iso(self.window_end),

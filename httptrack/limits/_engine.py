@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._faults import get_logger, report_fault
+from .._format import time_left
 from ._alerts import AlertCallback, Notifier
 from ._counters import Charge, Counters, Hold, Refusal, Settlement, describe_amount, describe_usage, iso
 from ._estimate import DEFAULT_MAX_OUTPUT_TOKENS, CallEstimate, read_call
@@ -306,7 +307,7 @@ class Enforcer:
             )
             message = (
                 f"httptrack limit {limit.key} reached for {scope_text} ({usage}{needs}). "
-                f"It resets at {iso(charge.end)} (in {_duration(wait)})."
+                f"It resets at {iso(charge.end)} (in {time_left(wait)})."
             )
         try:
             self.notifier.send(self.counters.refused(exchange.call_id, refusal, now, message))
@@ -374,19 +375,6 @@ def _credential(exchange: Any) -> bytes | None:
             if k.lower() in SECRET_PARAMS
         )
     return b"\n".join(parts) if parts else None
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(math.ceil(seconds), 0)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
 
 
 _warmed = threading.Event()
