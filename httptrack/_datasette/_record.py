@@ -43,7 +43,7 @@ def pretty_json(text: str | None) -> str:
     if text.lstrip()[:1] in ("{", "["):
         try:
             return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to indent
             pass
     return text
 
@@ -196,7 +196,7 @@ def _cache(row: dict[str, Any]) -> str:
 def _loads(text: Any) -> dict[str, Any]:
     try:
         value = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -37,13 +37,26 @@ class Message:
     parts: list[Part] = field(default_factory=list)
 
 
+def _object(body: str | None) -> dict[str, Any] | None:
+    """A stored body as a JSON object; ``None`` when it is none (empty, not JSON, or nested
+    too deeply to decode: a page showing the call must still render)."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _json_text(value: Any) -> str:
-    if isinstance(value, str):
-        try:  # arguments are a JSON string: shown indented
-            value = json.loads(value)
-        except ValueError:
-            return str(value)
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    try:
+        if isinstance(value, str):
+            try:  # arguments are a JSON string: shown indented
+                value = json.loads(value)
+            except ValueError:
+                return str(value)
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except RecursionError:  # nested too deeply to indent: shown as it is
+        return value if isinstance(value, str) else repr(value)
 
 
 def _text_of(value: Any) -> str:
@@ -137,11 +150,8 @@ def _message(item: dict[str, Any]) -> Message | None:
 
 def request_conversation(body: str | None) -> list[Message]:
     """The messages of a request body, system prompt first; ``[]`` when it has none we know."""
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        return []
-    if not isinstance(data, dict):
+    data = _object(body)
+    if data is None:
         return []
     messages: list[Message] = []
     for key in ("system", "instructions", "systemInstruction", "system_instruction"):
@@ -168,11 +178,8 @@ def request_conversation(body: str | None) -> list[Message]:
 
 def tool_names(body: str | None) -> list[str]:
     """The names of the tools a request offered the model."""
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        return []
-    tools = data.get("tools") if isinstance(data, dict) else None
+    data = _object(body)
+    tools = data.get("tools") if data is not None else None
     names: list[str] = []
     for tool in tools if isinstance(tools, list) else []:
         if not isinstance(tool, dict):
@@ -192,11 +199,8 @@ def response_tool_calls(body: str | None) -> list[Part]:
     """The tool calls in a (not streamed) response body: chat completions' and Ollama's
     ``tool_calls``, Anthropic's ``tool_use`` blocks, the Responses API's ``function_call``
     items, Gemini's ``functionCall`` parts."""
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        return []
-    if not isinstance(data, dict):
+    data = _object(body)
+    if data is None:
         return []
     parts: list[Part] = []
     for choice in data.get("choices") or []:

@@ -845,3 +845,33 @@ async def test_other_databases_keep_datasettes_own_pages(ui_log: Any, tmp_path: 
     assert "4.9e-05" in (await ds.client.get("/pets/pets.csv")).text
     calls = (await ds.client.get("/log/calls")).text
     assert 'id="calls-list"' in calls
+
+
+async def test_a_call_with_a_deeply_nested_body_has_a_page(tmp_path: Path) -> None:
+    """A body nested too deeply for json.loads (a row is still recorded for it) must not
+    make its record page an error: it is shown as stored."""
+    import httpx
+
+    deep = "[" * 100_000 + "]" * 100_000
+    request = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "x": ' + deep + "}"
+    answer = (
+        '{"id": "c", "model": "gpt-4o-mini", "choices": [{"index": 0, "message": {"role": "assistant", '
+        '"content": "yo"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}, '
+        '"y": ' + deep + "}"
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=answer.encode(), headers={"content-type": "application/json"})
+
+    db = tmp_path / "deep.db"
+    transport = httptrack.TrackingTransport(httpx.MockTransport(handler), db=db, cache=False)
+    with httpx.Client(transport=transport) as client:
+        response = client.post(
+            "https://api.openai.com/v1/chat/completions",
+            content=request.encode(),
+            headers={"content-type": "application/json"},
+        )
+    assert httptrack.flush(10)
+    page = await make_datasette(db).client.get(f"/deep/calls/{response.headers['x-httptrack-call-id']}")
+    assert page.status_code == 200, page.text[:300]
+    assert "gpt-4o-mini" in page.text
