@@ -616,25 +616,11 @@ def _price(
         return
     price_usage = _price_usage or _load_pricing()
     overrides = ex.settings.prices or None
-    result = price_usage(
-        ex.provider.name,
-        parsed.response_model or parsed.model,
-        usage,
-        host=ex.host,
-        at=started,
-        overrides=overrides,
-        batch=parsed.batch,
-        tier=parsed.price_tier,
-    )
-    if (
-        result.cost_usd is None
-        and parsed.response_model
-        and parsed.model
-        and parsed.model != parsed.response_model
-    ):
-        retry = price_usage(
+
+    def priced(model: str | None) -> Any:
+        return price_usage(
             ex.provider.name,
-            parsed.model,
+            model,
             usage,
             host=ex.host,
             at=started,
@@ -642,6 +628,16 @@ def _price(
             batch=parsed.batch,
             tier=parsed.price_tier,
         )
+
+    # The model that answered, else (no price for it) the one asked for.
+    result = priced(parsed.response_model or parsed.model)
+    if (
+        result.cost_usd is None
+        and parsed.response_model
+        and parsed.model
+        and parsed.model != parsed.response_model
+    ):
+        retry = priced(parsed.model)
         if retry.cost_usd is not None:
             result = retry
     if ex.cached:
