@@ -19,6 +19,7 @@ import pytest
 import httptrack
 from httptrack._fake import mock_transport
 from httptrack.log import _views
+from httptrack.log._schema import READ_INDEXES
 
 OPENAI = "https://api.openai.com/v1"
 ANTHROPIC = "https://api.anthropic.com/v1"
@@ -245,12 +246,12 @@ V2_OBJECTS = {
     "calls_rollup_latency",
     "httptrack_state",
     "idx_calls_usage",
-    "idx_calls_latency",
     *_views.VIEWS,
 }
 
 
 V3_OBJECTS = {"calls_rollup_detail", "calls_rollup_detail_latency"}
+V4_OBJECTS = set(READ_INDEXES)
 
 
 def downgrade_to_v1(db: Path) -> None:
@@ -259,12 +260,13 @@ def downgrade_to_v1(db: Path) -> None:
     try:
         conn.execute("BEGIN")
         for name, kind in conn.execute(
-            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(V2_OBJECTS | V3_OBJECTS))})",
-            sorted(V2_OBJECTS | V3_OBJECTS),
+            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(V2_OBJECTS | V3_OBJECTS | V4_OBJECTS))})",
+            sorted(V2_OBJECTS | V3_OBJECTS | V4_OBJECTS),
         ).fetchall():
             conn.execute(f"DROP {kind.upper()} IF EXISTS {name}")
         conn.execute(
-            "DELETE FROM _sqlite_migrations WHERE name IN ('m002_call_log_views', 'm003_detail_rollup')"
+            "DELETE FROM _sqlite_migrations WHERE name IN ('m002_call_log_views', 'm003_detail_rollup', "
+            "'m004_read_indexes')"
         )
         conn.execute("PRAGMA user_version = 1")
         conn.execute("COMMIT")

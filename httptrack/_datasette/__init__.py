@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -44,6 +45,7 @@ from ._csv import csv_decimals
 from ._facets import RollupColumnFacet, RollupDateFacet
 from ._listing import list_rows
 from ._metadata import FTS_QUERY_FUNCTION, database_metadata, is_call_log, links_html
+from ._pages import PAGE, PageState, about, estimate, planned_execute
 
 __all__ = ["FTS_QUERY_FUNCTION", "dashboard", "is_call_log", "log_databases", "search_terms"]
 
@@ -79,6 +81,35 @@ def startup(datasette: Any) -> None:
     # call log attached, suggestions are off.
     if log_databases(datasette) and datasette.setting("suggest_facets"):
         datasette._settings["suggest_facets"] = False
+    # The calls pages' SQL, planned for millions of calls (_pages): datasette has no hook
+    # for the SQL of a table page, so each call log's Database runs it through the planner.
+    for name in log_databases(datasette):
+        db = datasette.get_database(name)
+        if not getattr(db, "httptrack_planned", False):
+            db.execute = planned_execute(db.execute, _rollups_checker(db.path))
+            db.httptrack_planned = True
+
+
+def _rollups_checker(path: str) -> Any:
+    """Whether the log at ``path`` has its rollups (checked until it has: a log of an
+    earlier schema gains them when its writer next opens it)."""
+    found = False
+
+    def has_rollups() -> bool:
+        nonlocal found
+        if not found:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                from ..log._rollup import rollups_exist
+
+                found = rollups_exist(conn)
+            except sqlite3.Error:
+                return False
+            finally:
+                conn.close()
+        return found
+
+    return has_rollups
 
 
 @hookimpl
@@ -89,7 +120,20 @@ def asgi_wrapper(datasette: Any) -> Any:
         name = path[len(base) :] if path.startswith(base) else path.lstrip("/")
         return tilde_decode(name.split("/", 1)[0].removesuffix(".csv")) in log_databases(datasette)
 
-    return lambda app: csv_decimals(app, is_log_path)
+    def wrap(app: Any) -> Any:
+        app = csv_decimals(app, is_log_path)
+
+        async def with_page(scope: Any, receive: Any, send: Any) -> None:
+            # Each request's page state (_pages): its facets' time budget, its count.
+            token = PAGE.set(PageState(time.monotonic()) if scope.get("type") == "http" else None)
+            try:
+                await app(scope, receive, send)
+            finally:
+                PAGE.reset(token)
+
+        return with_page
+
+    return wrap
 
 
 @hookimpl
@@ -164,10 +208,32 @@ def extra_template_vars(
             return {"httptrack_compact_url": path_with_removed_args(request, {"_all_columns"})}
         if "_col" in args or "_nocol" in args:
             return {}
-        return {"httptrack_list": list_rows}
+        return _list_vars(datasette, database, request)
     if template == "row.html" and not args.get("_all_columns") and request.url_vars.get("pks"):
         return _call_vars(datasette, database, request.url_vars["pks"])
     return {}
+
+
+async def _list_vars(datasette: Any, database: str, request: Any) -> dict[str, Any]:
+    return {
+        "httptrack_list": list_rows,
+        "httptrack_count_estimate": await _count_estimate(datasette, database, request),
+    }
+
+
+async def _count_estimate(datasette: Any, database: str, request: Any) -> str | None:
+    """"about 1.2M calls" when the page's exact count was too slow to make (``_pages``)."""
+    page = PAGE.get()
+    if page is None or not page.count_skipped:
+        return None
+    from datasette.filters import Filters
+
+    args = request.args
+    pairs = [(k, v) for k in args if not (k.startswith("_") and "__" not in k) for v in args.getlist(k)]
+    selections = list(Filters(sorted(pairs)).selections())
+    search = args.get("_search")
+    n = await datasette.get_database(database).execute_fn(lambda conn: estimate(conn, selections, search))
+    return None if n is None else about(n)
 
 
 async def _call_vars(datasette: Any, database: str, pks: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from datasette.utils import escape_sqlite, path_with_added_args, path_with_remov
 
 from ..log import _rollup
 from ._metadata import is_call_log
+from ._pages import PAGE, without_next
 
 __all__ = [
     "RollupColumnFacet",
@@ -270,13 +271,18 @@ class _FromRollups:
         parameters) if given, else from datasette's facet SQL, with datasette's time limit
         either way."""
         sql, params = counts or (fallback, self.params)
-        return await self.ds.execute(
-            self.database,
-            sql,
-            params,
-            truncate=False,
-            custom_time_limit=self.ds.setting("facet_time_limit_ms"),
-        )
+        limit = self.ds.setting("facet_time_limit_ms")
+        page = PAGE.get()
+        if counts is None and page is not None:
+            # Counted from the calls: within what is left of the page's budget.
+            limit = page.facet_time_limit(limit)
+        return await self.ds.execute(self.database, sql, params, truncate=False, custom_time_limit=limit)
+
+    def forget_next_page(self) -> None:
+        """On a page after the first, count the facets of the whole list (datasette's
+        SQL for them has the next-page condition: the calls after this page)."""
+        if self.table == "calls":
+            self.sql, self.params = without_next(self.sql, self.params)
 
     def rollup_counts(
         self,
@@ -318,6 +324,7 @@ class RollupColumnFacet(_FromRollups, ColumnFacet):
             return facet_results, facets_timed_out
         qs_pairs = self.get_querystring_pairs()
         facet_size = self.get_facet_size()
+        self.forget_next_page()
         tables = await self.rollup_tables()
         for source_and_config in configs:
             config = source_and_config["config"]
@@ -408,6 +415,7 @@ class RollupDateFacet(_FromRollups, DateFacet):
             return facet_results, facets_timed_out
         args = dict(self.get_querystring_pairs())
         facet_size = self.get_facet_size()
+        self.forget_next_page()
         tables = await self.rollup_tables()
         for source_and_config in configs:
             config = source_and_config["config"]

@@ -4,7 +4,15 @@ datasette and ``httptrack show``. Changes to the table are migrations (``_store`
 
 from __future__ import annotations
 
-__all__ = ["CALL_LOG_COLUMNS", "COLUMNS", "COLUMN_NAMES", "DESCRIPTIONS", "TOKEN_COLUMNS"]
+__all__ = [
+    "CALL_LOG_COLUMNS",
+    "COLUMNS",
+    "COLUMN_NAMES",
+    "DESCRIPTIONS",
+    "DROPPED_INDEXES",
+    "READ_INDEXES",
+    "TOKEN_COLUMNS",
+]
 
 #: (name, SQLite type, description), in table order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -84,3 +92,23 @@ TOKEN_COLUMNS: tuple[str, ...] = (
 #: Columns the ``calls`` table of every httptrack call log has had, since its first schema:
 #: a ``calls`` table without them is someone else's (readers refuse it; the UI leaves it be).
 CALL_LOG_COLUMNS = frozenset({"id", "started_at", "provider", "model", "status", "cost_usd", "latency_ms"})
+
+
+# -- Indexes for reading (issue 23) -----------------------------------------------------------
+# The one place where indexes are added to or dropped from ``calls`` (migration
+# m004_read_indexes applies them; the earlier migrations' own are in ``_sqlite._INDEXES``
+# and ``_views.INDEXES``). The writer pays for every index on every call: each one here
+# answers something no rollup can, and the ones it makes unnecessary are dropped.
+
+#: name -> columns. The calls page sorts by these (a click on a column's header) and pages
+#: through them (``?_next=``): each walk starts where the last page ended and stops at the
+#: page's end, ties in ``id`` order as datasette pages them (``_datasette/_pages``).
+#: ``latency_ms`` also serves the ``slowest_calls`` view.
+READ_INDEXES: dict[str, str] = {
+    "idx_calls_cost": "cost_usd, id",
+    "idx_calls_latency_ms": "latency_ms, id",
+    "idx_calls_tokens": "total_tokens, id",
+}
+#: Indexes earlier schemas made that no reader needs any more: ``idx_calls_latency``
+#: (``cached, latency_ms``): ``slowest_calls`` walks ``idx_calls_latency_ms`` instead.
+DROPPED_INDEXES: tuple[str, ...] = ("idx_calls_latency",)

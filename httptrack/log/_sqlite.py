@@ -40,7 +40,7 @@ __all__ = [
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 5000
 #: The search index and the daily rollup are brought up to date at least this often
 #: (seconds), or after this many rows, and at every flush().
@@ -226,6 +226,16 @@ def _migrations() -> Any:
         from . import _rollup
 
         _rollup.create_detail_rollups(db.conn)
+
+    @migrations(name="m004_read_indexes")
+    def m004_read_indexes(db: Any) -> None:
+        # The indexes the calls pages sort and page by, and those they replace (_schema).
+        from . import _schema
+
+        for index in _schema.DROPPED_INDEXES:
+            db.execute(f"DROP INDEX IF EXISTS {index}")
+        for index, cols in _schema.READ_INDEXES.items():
+            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
 
     return migrations
 

@@ -20,6 +20,7 @@ from recorded_log import (
 
 import httptrack
 from httptrack.log._reader import fts_query, parse_when
+from httptrack.log._sqlite import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -281,7 +282,7 @@ def test_status(db: Path, ids: list[str]) -> None:
     all_rows = rows(db)
     assert info["calls"] == 8
     assert (info["oldest"], info["newest"]) == (all_rows[0]["started_at"], all_rows[-1]["started_at"])
-    assert info["schema_version"] == 3 and info["search_index"] is True
+    assert info["schema_version"] == SCHEMA_VERSION and info["search_index"] is True
     assert info["size_bytes"] >= db.stat().st_size
 
 

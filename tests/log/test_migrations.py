@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recorded_log import V2_OBJECTS, V3_OBJECTS, downgrade_to_v1, record_calls, rows
+from recorded_log import V2_OBJECTS, V3_OBJECTS, V4_OBJECTS, downgrade_to_v1, record_calls, rows
 
 import httptrack
 from httptrack.log import _rollup, _views
@@ -53,13 +53,13 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
         assert sorted(r.id for r in log.calls(query="umbrellas")) == sorted([ids[5], ids[2]])
         assert log.stats(by="user") == stats_before
         assert log._rolled_up and log._searchable
-    assert schema_names(db) >= V2_OBJECTS
+    assert schema_names(db) >= V2_OBJECTS | V4_OBJECTS
     assert rows(db) == before
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-        assert applied == ["m001_create_calls", "m002_call_log_views", "m003_detail_rollup"]
+        assert applied == ["m001_create_calls", "m002_call_log_views", "m003_detail_rollup", "m004_read_indexes"]
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
         assert _rollup.bookmark(conn) == conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
     finally:
@@ -73,6 +73,9 @@ def downgrade_to_v2(db: Path) -> None:
         conn.execute("BEGIN")
         for name in sorted(V3_OBJECTS):
             conn.execute(f"DROP TABLE {name}")
+        for name in sorted(V4_OBJECTS):
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_read_indexes'")
         conn.execute("DELETE FROM httptrack_state WHERE key = 'rollup_detail_rowid'")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm003_detail_rollup'")
         conn.execute("PRAGMA user_version = 2")
@@ -111,7 +114,7 @@ def test_a_version_2_log_gains_the_detail_rollup(db: Path) -> None:
             log._rolled_up = True
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT sum(calls) FROM calls_rollup_detail").fetchone()[0] == 8
         top = conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
         assert _rollup.detail_bookmark(conn) == _rollup.bookmark(conn) == top

@@ -1,0 +1,333 @@
+"""The ``calls`` pages of a call log at millions of calls: datasette's own table SQL,
+answered by plans that walk an index and stop at the page's end.
+
+datasette builds one ``select … from calls where … order by … limit N`` per page, a
+``select count(*)`` for the count, and a facet query per facet. Its SQL is right and its
+results are what the page shows; on millions of calls three of its shapes read every row:
+
+- the next page (``?_next=``) adds ``(c < :v or c is null or (c = :v and id > :k))``: an
+  ``OR`` SQLite answers with one index search per branch and a sort of every row they
+  find (timeouts at 1M calls). Here it becomes ``c <= :v and (c < :v or id > :k)``: a range
+  of the sort column's index, walked in order and stopped at the page's end; the rows
+  where ``c`` is null, which that range leaves out, are a second walk of the same index,
+  read only when the first comes up short (``_page_sql``);
+- a search adds ``rowid in (select rowid from calls_fts where calls_fts match …)``, which
+  materialises every match (all of them, for a common word) before the first row. A
+  search in the default order is answered from the search index itself, newest recorded
+  first (``order by rowid desc``, which FTS5 walks without sorting), joined to ``calls``
+  one row at a time until the page is full: the rank and limit are inside the search. Its
+  next page continues below the last call's rowid. (So a searched list is in the order
+  the calls were recorded, i.e. finished: a long call that started earlier can come
+  before a short one that started later.) Under an explicit sort the search is a test of
+  each row the sort's index gives (``exists``: one lookup in the search index per row);
+- ``count(*)`` of a filter or a search counts every match. The whole table's count comes
+  from the rollups (exact); a search alone from the search index (exact, no row read);
+  anything else is counted with a short time limit (``COUNT_TIME_LIMIT_MS``) and, when that
+  is not enough, left out: the page then says "about N" from the rollups (``estimate``)
+  and the JSON's ``filtered_table_rows_count`` is ``null``, never a wrong number.
+
+A view's count (``slowest_calls``: every call) gets the same short limit.
+
+Every rewrite gives the rows, in the order, that datasette's SQL gives (tests compare them
+on a small log). The plugin installs :func:`planned_execute` on each call log's
+``Database`` at startup; SQL of any other shape passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from datasette.database import QueryInterrupted
+
+from ..log import _rollup
+from ..log._views import FTS_TABLE
+
+__all__ = [
+    "COUNT_TIME_LIMIT_MS",
+    "FACET_BUDGET_MS",
+    "PAGE",
+    "SORT_COLUMNS",
+    "PageState",
+    "about",
+    "count_sql",
+    "estimate",
+    "page_sql",
+    "planned_execute",
+    "without_next",
+]
+
+#: Columns the calls page sorts by (a click on a column's header): each has an index that
+#: gives its order (``_schema.READ_INDEXES``). ``id`` is the primary key.
+SORT_COLUMNS = ("id", "started_at", "cost_usd", "latency_ms", "total_tokens")
+#: How long an exact count may take before the page shows an estimate instead.
+COUNT_TIME_LIMIT_MS = 200
+#: How long all the facets of one page counted from the calls (not from the rollups) may
+#: take together; a facet past it is listed by datasette as timed out.
+FACET_BUDGET_MS = 600
+
+
+@dataclass
+class PageState:
+    """What one request's queries learn about its page (set by the plugin's ASGI wrapper)."""
+
+    started: float
+    #: The exact count was not made (too slow): the page shows an estimate.
+    count_skipped: bool = False
+
+    def facet_time_limit(self, setting: int) -> int:
+        """The time limit (ms) for the next facet counted from the calls."""
+        left = FACET_BUDGET_MS - (time.monotonic() - self.started) * 1000
+        return max(1, min(setting, int(left)))
+
+
+PAGE: ContextVar[PageState | None] = ContextVar("httptrack_page", default=None)
+
+_TABLE = re.compile(
+    r"select (?P<cols>[^()]+?) from calls (?:where (?P<where>.*) )?order by (?P<order>[\w ,]+?) limit (?P<limit>\d+)",
+    re.S,
+)
+_COUNT = re.compile(r"select count\(\*\) from calls (?:where (?P<where>.*) )?", re.S)
+_VIEW_COUNT = re.compile(r"select count\(\*\) from (?P<view>\w+) ", re.S)
+_SEARCH = re.compile(
+    rf"rowid in \(select rowid from {FTS_TABLE} where {FTS_TABLE} match (?P<match>escape_fts\(:search\)|:search)\)"
+)
+_COL = "|".join(SORT_COLUMNS)
+#: datasette's next-page conditions (``views/table.py``), by sort direction and whether the
+#: last row's sort value was null.
+_NEXT = {
+    "desc": re.compile(
+        rf"\((?P<c>{_COL}) < :(?P<v>p\d+) or (?P=c) is null or \((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"
+    ),
+    "desc_null": re.compile(rf"\((?P<c>{_COL}) is null and \(\(id > :(?P<k>p\d+)\)\)\)"),
+    "asc": re.compile(rf"\((?P<c>{_COL}) > :(?P<v>p\d+) or \((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"),
+    "asc_null": re.compile(
+        rf"\((?P<c>{_COL}) is not null or \((?P=c) is null and \(\(id > :(?P<k>p\d+)\)\)\)\)"
+    ),
+    "pk": re.compile(r"\(\(id > :(?P<k>p\d+)\)\)"),
+}
+
+
+def _remove(where: str, clause: str) -> str:
+    """``where`` (clauses joined by `` and ``) without the whole clause ``clause``."""
+    if where == clause:
+        return ""
+    if where.startswith(clause + " and "):
+        return where[len(clause) + 5 :]
+    return where.replace(" and " + clause, "", 1)
+
+
+def _find_next(where: str) -> tuple[str, re.Match[str]] | None:
+    """datasette's next-page condition in ``where`` (it is the last clause): its kind and match."""
+    for kind, pattern in _NEXT.items():
+        found = None
+        for found in pattern.finditer(where):
+            pass
+        if found is not None and where.endswith(found.group(0)):
+            return kind, found
+    return None
+
+
+def without_next(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """datasette's SQL for a page's facets (``select … from calls where … ``) on a page
+    after the first, without the next-page condition: the facets of the whole filtered
+    list (as on its first page, often from the rollups), not of the calls after this page."""
+    facet = re.fullmatch(r"(?P<head>select .+? from calls )where (?P<where>.*) ", sql, re.S)
+    found = None if facet is None else _find_next(facet["where"])
+    if facet is None or found is None:
+        return sql, params
+    match = found[1]
+    rest = _remove(facet["where"], match.group(0))
+    used = {match["k"], *([match["v"]] if "v" in match.groupdict() else [])}
+    kept = {k: v for k, v in params.items() if k not in used}
+    return facet["head"] + (f"where {rest} " if rest else ""), kept
+
+
+def page_sql(sql: str, params: dict[str, Any]) -> str | None:
+    """The SQL that gives datasette's page of ``calls`` (``sql``) by walking an index, or
+    ``None`` when ``sql`` is not such a page or needs no help."""
+    table = _TABLE.fullmatch(sql.strip())
+    if table is None:
+        return None
+    cols, where, order, limit = table["cols"], table["where"] or "", table["order"], table["limit"]
+    search = _SEARCH.search(where)
+    found = _find_next(where)
+    default_order = order in ("started_at desc", "started_at desc, id")
+    if search is not None and default_order:
+        return _search_page(cols, where, search, found, limit)
+    if search is not None:
+        # Under another order: each row the order's index gives, tested against the search.
+        where = where.replace(
+            search.group(0),
+            f"exists (select 1 from {FTS_TABLE} where {FTS_TABLE} match {search['match']} "
+            f"and {FTS_TABLE}.rowid = calls.rowid)",
+        )
+    if found is None or found[0] == "pk":
+        if search is None:
+            return None
+        return f"select {cols} from calls where {where} order by {order} limit {limit}"
+    kind, match = found
+    column, k = match["c"], match["k"]
+    rest = _remove(where, match.group(0))
+    also = f"{rest} and " if rest else ""
+    if kind == "desc_null":  # the null tail only: an equality on the sort index
+        return f"select {cols} from calls where {also}{column} is null and id > :{k} order by {order} limit {limit}"
+    if kind == "asc_null":  # the rest of the nulls, then every non-null value
+        first, first_order, tail = f"{column} is null and id > :{k}", "id", f"{column} is not null"
+    elif kind == "asc":
+        # No null tail: nulls sort first, so a page after a non-null value has none.
+        v = match["v"]
+        return (
+            f"select {cols} from calls where {also}{column} >= :{v} and ({column} > :{v} or id > :{k}) "
+            f"order by {order} limit {limit}"
+        )
+    else:  # desc: the values below the last one, then the nulls
+        v = match["v"]
+        first = f"{column} <= :{v} and ({column} < :{v} or id > :{k})"
+        first_order, tail = f"{column} desc, id", f"{column} is null"
+    # Two walks of the sort column's index, each stopped at the page's end; the page is the
+    # first `limit` of the two, in datasette's order.
+    return f"""select {cols} from calls where rowid in (
+  select rowid from (select rowid from calls where {also}{first} order by {first_order} limit {limit})
+  union all
+  select rowid from (select rowid from calls where {also}{tail} order by {order.replace(", id", "")}, id limit {limit})
+) order by {order} limit {limit}"""
+
+
+def _search_page(cols: str, where: str, search: re.Match[str], found: Any, limit: str) -> str:
+    """A searched page in the default order: the search index's rowids, newest first,
+    each call looked up and tested against the other filters until the page is full."""
+    rest = _remove(where, search.group(0))
+    bound = ""
+    if found is not None:
+        rest = _remove(rest, found[1].group(0))
+        # The next page: below the rowid of the last call shown (its id is the key).
+        bound = f" and {FTS_TABLE}.rowid < coalesce((select rowid from calls where id = :{found[1]['k']}), 0)"
+    also = f" and {rest}" if rest else ""
+    return (
+        f"select {cols} from {FTS_TABLE} cross join calls on calls.rowid = {FTS_TABLE}.rowid "
+        f"where {FTS_TABLE} match {search['match']}{bound}{also} order by {FTS_TABLE}.rowid desc limit {limit}"
+    )
+
+
+def count_sql(sql: str) -> str | None:
+    """SQL for datasette's ``count(*)`` of ``calls`` that reads no call: the whole table's
+    from the rollups (plus the calls past their bookmark), a search's from the search index.
+    ``None``: neither can."""
+    count = _COUNT.fullmatch(sql)
+    if count is None:
+        return None
+    where = count["where"] or ""
+    if not where:
+        return (
+            f"select coalesce((select sum(calls) from {_rollup.ROLLUP_TABLE} where dim = ''), 0) + "
+            "(select count(*) from calls not indexed where rowid > coalesce("
+            f"(select cast(value as integer) from {_rollup.STATE_TABLE} where key = '{_rollup.BOOKMARK_KEY}'), 0))"
+        )
+    search = _SEARCH.fullmatch(where)
+    if search is not None:
+        return f"select count(*) from {FTS_TABLE} where {FTS_TABLE} match {search['match']}"
+    return None
+
+
+Execute = Callable[..., Awaitable[Any]]
+
+
+def planned_execute(execute: Execute, has_rollups: Callable[[], bool]) -> Execute:
+    """``Database.execute`` of a call log, with the plans above for the calls pages."""
+
+    async def run(
+        sql: str,
+        params: Any = None,
+        truncate: bool = False,
+        custom_time_limit: int | None = None,
+        page_size: int | None = None,
+        log_sql_errors: bool = True,
+    ) -> Any:
+        page = PAGE.get()
+        if page is not None and isinstance(params, dict | None):
+            values = params or {}
+            if sql.startswith("select count(*) from "):
+                return await _count(execute, sql, values, page, has_rollups)
+            better = page_sql(sql, values)
+            if better is not None:
+                sql = better
+        return await execute(
+            sql,
+            params,
+            truncate=truncate,
+            custom_time_limit=custom_time_limit,
+            page_size=page_size,
+            log_sql_errors=log_sql_errors,
+        )
+
+    return run
+
+
+async def _count(
+    execute: Execute, sql: str, params: dict[str, Any], page: PageState, has_rollups: Callable[[], bool]
+) -> Any:
+    better = count_sql(sql)
+    if better is not None and (has_rollups() or "calls_fts match" in better):
+        return await execute(better, params)
+    try:
+        return await execute(sql, params, custom_time_limit=COUNT_TIME_LIMIT_MS)
+    except QueryInterrupted:
+        page.count_skipped = True
+        raise
+
+
+def about(n: int) -> str:
+    """An estimated count for people: ``about 1.2M``, ``about 35k``, ``about 800``."""
+    if n >= 1_000_000:
+        return f"about {n / 1_000_000:.1f}M".replace(".0M", "M")
+    if n >= 10_000:
+        return f"about {round(n / 1000):,}k"
+    if n >= 1000:
+        return f"about {n / 1000:.1f}k".replace(".0k", "k")
+    return f"about {n:,}"
+
+
+#: ``?column=value`` filters whose share of the calls the rollups know: a column of
+#: ``calls_rollup`` (its dimension of the same name) or of ``calls_rollup_detail``.
+_MAIN_DIMS = frozenset({"provider", "user", "service", "operation", "status"})
+
+
+def estimate(conn: Any, selections: list[tuple[str, str, str]], search: str | None) -> int | None:
+    """How many calls match ``selections`` (datasette's ``(column, lookup, value)``) and
+    the search ``search``, estimated as if they were independent: the calls, times each
+    filter's share of them (from the rollups), times the search's (from the search index).
+    ``None``: a filter whose share no rollup knows."""
+    import sqlite3
+
+    try:
+        total = conn.execute(f"select sum(calls) from {_rollup.ROLLUP_TABLE} where dim = ''").fetchone()[0]
+        if not total:
+            return None
+        share = 1.0
+        for column, lookup, value in selections:
+            if lookup != "exact":
+                return None
+            if column in _MAIN_DIMS:
+                sql = f"select sum(calls) from {_rollup.ROLLUP_TABLE} where dim = ? and value = ?"
+                args: list[Any] = [column, value]
+            elif column in ("model", "cached"):
+                sql = f"select sum(calls) from {_rollup.DETAIL_TABLE} where {column} = ?"
+                args = [value]
+            else:
+                return None
+            share *= (conn.execute(sql, args).fetchone()[0] or 0) / total
+        if search:
+            from ..log._reader import fts_query
+
+            (found,) = conn.execute(
+                f"select count(*) from {FTS_TABLE} where {FTS_TABLE} match ?", [fts_query(search) or '""']
+            ).fetchone()
+            share *= found / total
+    except sqlite3.Error:
+        return None
+    return round(total * share)
