@@ -29,17 +29,21 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+#: The checkout whose httptrack is measured: this one, or another's (``HTTPTRACK_BENCH_CODE``:
+#: main's, for the "before" column).
+CODE = Path(os.environ.get("HTTPTRACK_BENCH_CODE") or ROOT)
+sys.path.insert(0, str(CODE))
 
 from httptrack._exchange import new_call_id  # noqa: E402
 from httptrack.log._schema import COLUMN_NAMES  # noqa: E402
-from httptrack.log._sqlite import connect, migrate  # noqa: E402
+from httptrack.log._sqlite import connect, is_current, migrate  # noqa: E402
 
 #: provider -> [(model, weight, $ per 1M input tokens, $ per 1M output tokens)]
 MODELS: dict[str, list[tuple[str, float, float, float]]] = {
@@ -278,8 +282,8 @@ def _cli(db: Path, *args: str) -> Callable[[], Any]:
             [*command, *args, "--db", str(db)],
             check=True,
             stdout=subprocess.DEVNULL,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=CODE,
+            env={**os.environ, "PYTHONPATH": str(CODE)},
         )
 
     return run
@@ -517,6 +521,168 @@ def bench_writer(calls: int = 1500) -> list[tuple[str, float, float]]:
     return results
 
 
+#: The busiest user of every generated log (the Zipf head: about 19% of the calls).
+BUSIEST_USER = "user-000"
+
+
+def issue_cases(db: Path, http: str | None = None) -> list[tuple[str, Callable[[], Any]]]:
+    """Issue 23's table: the admin's moves in ``httptrack ui`` (through datasette's own test
+    client, or over HTTP to a running ``httptrack ui`` at ``http``) and the CLI's."""
+    import asyncio
+    import urllib.request
+
+    name = db.stem
+    if http is None:
+        from httptrack.cli._ui import make_datasette
+
+        ds = make_datasette(db)
+
+        def fetch(path: str) -> str:
+            response = asyncio.run(ds.client.get(path))
+            assert response.status_code == 200, (path, response.status_code)
+            return str(response.text)
+
+    else:
+
+        def fetch(path: str) -> str:
+            with urllib.request.urlopen(http + path, timeout=60) as response:  # noqa: S310 - our own server
+                assert response.status == 200, (path, response.status)
+                return str(response.read().decode())
+
+    def page(path: str) -> Callable[[], Any]:
+        return lambda: fetch(path)
+
+    first = json.loads(fetch(f"/{name}/calls.json?_nofacet=1&_nocount=1"))
+    next_token = urllib.parse.quote(str(first["next"]))
+    day = _recent_day(db)
+    return [
+        ("calls list, first page (with facets)", page(f"/{name}/calls")),
+        ("calls list, page 2 (_next)", page(f"/{name}/calls?_next={next_token}")),
+        ("sorted by cost (a column click)", page(f"/{name}/calls?_sort_desc=cost_usd")),
+        ("sorted by latency", page(f"/{name}/calls?_sort_desc=latency_ms")),
+        (
+            f"filtered: provider=openai & user={BUSIEST_USER}",
+            page(f"/{name}/calls?provider=openai&user={BUSIEST_USER}"),
+        ),
+        ("search a common word (_search=refund)", page(f"/{name}/calls?_search=refund")),
+        ('search a phrase ("refund policy")', page(f"/{name}/calls?_search=%22refund+policy%22")),
+        ("slowest_calls view", page(f"/{name}/slowest_calls")),
+        (f"canned cost_for_user ({BUSIEST_USER})", page(f"/{name}/cost_for_user?user={BUSIEST_USER}")),
+        ("dashboard, 90 days", page("/-/httptrack?days=90")),
+        ("httptrack stats --by user", _cli(db, "stats", "--by", "user")),
+        ("httptrack calls -q refund", _cli(db, "calls", "-q", "refund")),
+        (
+            "httptrack export one day",
+            _cli(db, "export", "--since", day, "--until", _next_day(day), "-o", os.devnull),
+        ),
+    ]
+
+
+def _next_day(day: str) -> str:
+    from datetime import date, timedelta
+
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def _day_rows(db: Path) -> int:
+    day = _recent_day(db)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM calls WHERE started_at >= ? AND started_at < ?", [day, _next_day(day)]
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(n)
+
+
+def bench_issue_table(db: Path, repeat: int, http: str | None = None) -> list[tuple[str, float | None, str]]:
+    """(case, median seconds or None for a failure/timeout, note) for each row of the table."""
+    results: list[tuple[str, float | None, str]] = []
+    day_rows = _day_rows(db)
+    for name, fn in issue_cases(db, http):
+        try:
+            fn()  # warm: the OS page cache, as on any machine that used the log before
+            _, median = _time(fn, repeat)
+        except Exception as exc:  # a timeout (datasette's 500 "interrupted") or an error
+            results.append((name, None, f"failed: {type(exc).__name__}"))
+            print(f"  {name:<46} failed: {exc!r:.200}", file=sys.stderr)
+            continue
+        note = f"{day_rows / median:,.0f} rows/s" if name.startswith("httptrack export") else ""
+        results.append((name, median, note))
+        print(f"  {name:<46} {median * 1000:8.0f} ms {note}", file=sys.stderr)
+    return results
+
+
+def print_issue_table(rows: int, db: Path, results: list[tuple[str, float | None, str]], how: str) -> None:
+    print(f"\nIssue 23's table: {rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {how}, median of runs\n")
+    print(f"| {'page or command':<46} | {'median':>10} | {'< 1 s':>5} |")
+    print("|" + "-" * 48 + "|" + "-" * 11 + ":|" + "-" * 6 + ":|")
+    for name, median, note in results:
+        shown = "failed" if median is None else f"{median * 1000:,.0f} ms"
+        verdict = "NO" if median is None or median >= 1 else "yes"
+        if note and median is not None:  # export: a rate, not a time
+            shown, verdict = note, "-"
+        print(f"| {name:<46} | {shown:>10} | {verdict:>5} |")
+
+
+def serve_ui(db: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``httptrack ui`` on a free port of this machine, and its base URL, once it answers."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = shutil.which("httptrack")
+    command = [exe] if exe else [sys.executable, "-m", "httptrack.cli"]
+    server = subprocess.Popen(
+        [*command, "ui", "--db", str(db), "--port", str(port), "--no-browser"],
+        cwd=CODE,
+        env={**os.environ, "PYTHONPATH": str(CODE)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(url + "/-/versions.json", timeout=2):  # noqa: S310
+                return server, url
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("httptrack ui did not start")
+
+
+def write_through_writer(path: Path, n: int, batch: int = 100) -> float:
+    """``path`` with ``n`` generated calls written as the background writer writes them:
+    ``Store.write`` one batch per transaction (its multi-row inserts, the search index and
+    rollups brought up to date every DERIVE_ROWS calls or second), all indexes in place.
+    Returns the seconds it took."""
+    from httptrack.log._sqlite import Store
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    store = Store(path)
+    rows = _rows(n)
+    done = 0
+    while done < n:
+        chunk = [row for _, row in zip(range(batch), rows, strict=False)]
+        store.write(chunk)
+        done += len(chunk)
+        if done % 50_000 < batch:
+            print(f"\r  written {done:,}/{n:,} calls", end="", file=sys.stderr, flush=True)
+    store.catch_up()
+    store.close()
+    conn = connect(path)
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    print(file=sys.stderr)
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -524,24 +690,57 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, default=None, help="where the generated database goes")
     parser.add_argument("--fresh", action="store_true", help="generate again even if the database exists")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--writer", action="store_true", help="also measure what indexing costs the writer")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 2,000 calls in a scratch database, each query once"
+    )
+    parser.add_argument("--more", action="store_true", help="also every other query (CLI, API, datasette)")
+    parser.add_argument("--http", action="store_true", help="issue 23's table over HTTP from `httptrack ui`")
+    parser.add_argument(
+        "--written",
+        action="store_true",
+        help="generate through the writer's Store.write (batches, search index, rollups) instead of a bulk load",
+    )
+    parser.add_argument(
+        "--upgrade", action="store_true", help="bring an existing database to this checkout's schema first"
     )
     args = parser.parse_args(argv)
     if args.quick:
         import tempfile
 
         scratch = tempfile.TemporaryDirectory(prefix="httptrack-bench-log-")
-        args.rows, args.repeat, args.fresh, args.writer = 2_000, 1, True, True
+        args.rows, args.repeat, args.fresh, args.writer, args.more = 2_000, 1, True, True, True
         args.db = Path(scratch.name) / "log.db"
     db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh or not db.exists():
         print(f"Generating {args.rows:,} calls into {db} ...", file=sys.stderr)
-        seconds = generate(db, args.rows)
+        seconds = (write_through_writer if args.written else generate)(db, args.rows)
         print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
+    elif args.upgrade:
+        conn = connect(db)
+        if not is_current(conn):
+            print(f"Upgrading {db} to this schema ...", file=sys.stderr)
+            migrate(conn)
+            conn.execute("ANALYZE")
+        conn.close()
+    server = None
+    try:
+        if args.http:
+            server, url = serve_ui(db)
+            how = f"over HTTP from `httptrack ui` ({CODE.name})"
+            table = bench_issue_table(db, args.repeat, url)
+        else:
+            how = f"datasette's test client ({CODE.name})"
+            table = bench_issue_table(db, args.repeat)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+    print_issue_table(args.rows, db, table, how)
+    if not args.more:
+        return
     results = bench_queries(db, args.repeat, warm=not args.quick)
     print(
         f"\nCall log: {args.rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {os.cpu_count()} CPUs, "

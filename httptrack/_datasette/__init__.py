@@ -222,7 +222,7 @@ async def _list_vars(datasette: Any, database: str, request: Any) -> dict[str, A
 
 
 async def _count_estimate(datasette: Any, database: str, request: Any) -> str | None:
-    """"about 1.2M calls" when the page's exact count was too slow to make (``_pages``)."""
+    """ "about 1.2M calls" when the page's exact count was too slow to make (``_pages``)."""
     page = PAGE.get()
     if page is None or not page.count_skipped:
         return None

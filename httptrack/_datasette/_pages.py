@@ -64,6 +64,8 @@ __all__ = [
 #: Columns the calls page sorts by (a click on a column's header): each has an index that
 #: gives its order (``_schema.READ_INDEXES``). ``id`` is the primary key.
 SORT_COLUMNS = ("id", "started_at", "cost_usd", "latency_ms", "total_tokens")
+#: Sort columns with many equal values (a first page in datasette's order of ties: id).
+_TIES = frozenset({"cost_usd", "latency_ms", "total_tokens"})
 #: How long an exact count may take before the page shows an estimate instead.
 COUNT_TIME_LIMIT_MS = 200
 #: How long all the facets of one page counted from the calls (not from the rollups) may
@@ -104,7 +106,9 @@ _NEXT = {
         rf"\((?P<c>{_COL}) < :(?P<v>p\d+) or (?P=c) is null or \((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"
     ),
     "desc_null": re.compile(rf"\((?P<c>{_COL}) is null and \(\(id > :(?P<k>p\d+)\)\)\)"),
-    "asc": re.compile(rf"\((?P<c>{_COL}) > :(?P<v>p\d+) or \((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"),
+    "asc": re.compile(
+        rf"\((?P<c>{_COL}) > :(?P<v>p\d+) or \((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"
+    ),
     "asc_null": re.compile(
         rf"\((?P<c>{_COL}) is not null or \((?P=c) is null and \(\(id > :(?P<k>p\d+)\)\)\)\)"
     ),
@@ -167,9 +171,15 @@ def page_sql(sql: str, params: dict[str, Any]) -> str | None:
             f"and {FTS_TABLE}.rowid = calls.rowid)",
         )
     if found is None or found[0] == "pk":
-        if search is None:
+        sort = order.split()[0]
+        if sort in _TIES and ", " not in order:
+            # datasette orders its first page by the column alone and the next by it and
+            # id: ties (costs of 0) in id order on both, or page 2 repeats calls of page 1.
+            order = f"{order}, id"
+        elif search is None:
             return None
-        return f"select {cols} from calls where {where} order by {order} limit {limit}"
+        clause = f"where {where} " if where else ""
+        return f"select {cols} from calls {clause}order by {order} limit {limit}"
     kind, match = found
     column, k = match["c"], match["k"]
     rest = _remove(where, match.group(0))

@@ -59,7 +59,12 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-        assert applied == ["m001_create_calls", "m002_call_log_views", "m003_detail_rollup", "m004_read_indexes"]
+        assert applied == [
+            "m001_create_calls",
+            "m002_call_log_views",
+            "m003_detail_rollup",
+            "m004_read_indexes",
+        ]
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
         assert _rollup.bookmark(conn) == conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
     finally:

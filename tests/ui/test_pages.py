@@ -1,0 +1,312 @@
+"""The calls pages at scale (``_datasette/_pages``): every page, sort, filter and search
+gives what datasette's own SQL gives, through plans that use the indexes; counts exact
+where cheap, estimated where not. On a small log written through the writer's Store."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from datasette.app import Datasette
+from datasette.database import Database, QueryInterrupted
+
+from httptrack._datasette import _pages
+from httptrack.cli._ui import make_datasette
+from httptrack.log._schema import COLUMN_NAMES, READ_INDEXES
+from httptrack.log._sqlite import Store
+
+WORDS = "refund policy invoice order shipping delay summary meeting notes python error cache".split()
+
+
+def write_log(path: Path, n: int = 400) -> None:
+    """``n`` calls: ties in cost (many 0), NULL costs and latencies, a few providers and
+    users, prompts of a few words; started_at not in the order written (long calls)."""
+    rng = random.Random(23)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    index = {name: i for i, name in enumerate(COLUMN_NAMES)}
+    rows = []
+    for i in range(n):
+        row: list[Any] = [None] * len(COLUMN_NAMES)
+        started = start + timedelta(seconds=i * 60 - rng.choice([0, 0, 0, 300]))
+        error = rng.random() < 0.1
+        values = {
+            "id": f"01K{i:023d}",
+            "started_at": started.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "provider": rng.choice(["openai", "openai", "anthropic", "ollama"]),
+            "model": rng.choice(["m1", "m2", "m3"]),
+            "operation": "chat",
+            "status": "error" if error else "success",
+            "user": rng.choice(["u0", "u0", "u0", "u1", "u2", None]),
+            "service": rng.choice(["a", "b"]),
+            "cached": 0,
+            "cost_usd": None if error else rng.choice([0.0, 0.0, 0.5, 1.0, rng.random()]),
+            "latency_ms": None if rng.random() < 0.05 else rng.choice([100.0, 200.0, rng.uniform(1, 999)]),
+            "total_tokens": None if error else rng.choice([10, 20, rng.randrange(1000)]),
+            "request_body": json.dumps(
+                {"messages": [{"role": "user", "content": " ".join(rng.choices(WORDS, k=6))}]}
+            ),
+            "response_text": " ".join(rng.choices(WORDS, k=4)),
+        }
+        for key, value in values.items():
+            row[index[key]] = value
+        rows.append(tuple(row))
+    store = Store(path)
+    for at in range(0, n, 50):
+        store.write(rows[at : at + 50])
+    store.catch_up()
+    store.close()
+
+
+@pytest.fixture
+def log_db(tmp_path: Path) -> Path:
+    path = tmp_path / "log.db"
+    write_log(path)
+    return path
+
+
+@pytest.fixture
+def planned(log_db: Path) -> Datasette:
+    return make_datasette(log_db)
+
+
+@pytest.fixture
+def plain(log_db: Path) -> Datasette:
+    """The same, with datasette's own SQL (the planner taken off again)."""
+    return make_datasette(log_db)
+
+
+async def unplanned(ds: Datasette) -> Datasette:
+    await ds.invoke_startup()
+    db = ds.get_database("log")
+    db.execute = Database.execute.__get__(db)  # type: ignore[method-assign]
+    return ds
+
+
+async def pages(ds: Datasette, query: str) -> list[list[str]]:
+    """Each page's ids, following datasette's ``next`` to the end."""
+    out: list[list[str]] = []
+    path = f"/log/calls.json?_size=7&_nofacet=1&_shape=objects&{query}"
+    for _ in range(200):
+        response = await ds.client.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        data = response.json()
+        out.append([r["id"] for r in data["rows"]])
+        if not data["next"]:
+            return out
+        path = f"/log/calls.json?_size=7&_nofacet=1&_shape=objects&{query}&_next={quote(data['next'])}"
+    raise AssertionError("no last page")
+
+
+@pytest.mark.parametrize("query", ["", "_sort=started_at", "provider=openai&user=u0", "status=error"])
+async def test_every_page_is_datasettes(planned: Datasette, plain: Datasette, query: str) -> None:
+    got = await pages(planned, query)
+    assert got == await pages(await unplanned(plain), query)
+    ids = [i for page in got for i in page]
+    where = " AND ".join(
+        f"{k} = '{v}'" for k, v in (p.split("=") for p in query.split("&") if p[:1] not in "_")
+    )
+    assert (
+        len(ids)
+        == len(set(ids))
+        == naive(planned_path(planned), f"SELECT count(*) FROM calls WHERE {where or 1}")[0]
+    )
+
+
+def planned_path(ds: Datasette) -> Path:
+    return Path(ds.get_database("log").path)
+
+
+@pytest.mark.parametrize(
+    ("query", "order", "where"),
+    [
+        ("_sort_desc=cost_usd", "cost_usd DESC", "1"),
+        ("_sort=cost_usd", "cost_usd", "1"),
+        ("_sort_desc=latency_ms", "latency_ms DESC", "1"),
+        ("_sort=latency_ms", "latency_ms", "1"),
+        ("_sort_desc=total_tokens", "total_tokens DESC", "1"),
+        ("_sort=total_tokens", "total_tokens", "1"),
+        (
+            "provider=openai&user=u0&_sort_desc=cost_usd",
+            "cost_usd DESC",
+            "provider = 'openai' AND user = 'u0'",
+        ),
+        ("status=error&_sort=cost_usd", "cost_usd", "status = 'error'"),
+        (
+            "_search=refund&_sort_desc=cost_usd",
+            "cost_usd DESC",
+            "rowid IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH 'refund')",
+        ),
+    ],
+)
+async def test_sorted_pages_are_the_sorted_calls(
+    planned: Datasette, log_db: Path, query: str, order: str, where: str
+) -> None:
+    """Every call once, in datasette's order (ties by id, nulls last when descending),
+    however many share a value (costs of 0, errors' missing costs)."""
+    got = [i for page in await pages(planned, query) for i in page]
+    assert got == naive(log_db, f"SELECT id FROM calls WHERE {where} ORDER BY {order}, id")
+
+
+def naive(db: Path, sql: str, params: Any = ()) -> list[Any]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [
+        ("_search=refund", ""),
+        ("_search=%22refund+policy%22", ""),
+        ("_search=refund&user=u0", "AND user = 'u0'"),
+        (
+            "_search=refund+python&provider=openai&status=success",
+            "AND provider = 'openai' AND status = 'success'",
+        ),
+    ],
+)
+async def test_a_search_lists_every_match_newest_recorded_first(
+    planned: Datasette, log_db: Path, query: str, where: str
+) -> None:
+    match = query.split("&")[0].split("=")[1].replace("+", " ").replace("%22", '"')
+    terms = match if match.startswith('"') else " ".join(f'"{w}"' for w in match.split())
+    want = naive(
+        log_db,
+        f"SELECT id FROM calls WHERE rowid IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?) {where} "
+        "ORDER BY rowid DESC",
+        [terms],
+    )
+    assert len(want) > 7  # more than a page
+    got = await pages(planned, query)
+    assert [i for page in got for i in page] == want
+    data = (await planned.client.get(f"/log/calls.json?_nofacet=1&{query}")).json()
+    assert data["filtered_table_rows_count"] == len(want)  # exact: cheap on a small log
+
+
+async def test_counts(planned: Datasette, log_db: Path) -> None:
+    for query, where in [
+        ("", "1"),
+        ("provider=openai&user=u0", "provider = 'openai' AND user = 'u0'"),
+        ("status=error", "status = 'error'"),
+    ]:
+        data = (await planned.client.get(f"/log/calls.json?_nofacet=1&{query}")).json()
+        assert (
+            data["filtered_table_rows_count"] == naive(log_db, f"SELECT count(*) FROM calls WHERE {where}")[0]
+        )
+
+
+async def test_a_count_too_slow_to_make_is_an_estimate(
+    planned: Datasette, log_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def too_slow(execute: Any, sql: str, params: Any, page: Any, has_rollups: Any) -> Any:
+        page.count_skipped = True
+        raise QueryInterrupted(Exception("interrupted"), sql, params)
+
+    monkeypatch.setattr(_pages, "_count", too_slow)
+    data = (await planned.client.get("/log/calls.json?_nofacet=1&provider=openai&user=u0")).json()
+    assert data["filtered_table_rows_count"] is None  # unknown, never a wrong number
+    page = (await planned.client.get("/log/calls?provider=openai&user=u0")).text
+    total, openai, u0 = (
+        naive(log_db, "SELECT count(*) FROM calls")[0],
+        naive(log_db, "SELECT count(*) FROM calls WHERE provider = 'openai'")[0],
+        naive(log_db, "SELECT count(*) FROM calls WHERE user = 'u0'")[0],
+    )
+    assert f">{_pages.about(round(total * openai / total * u0 / total))} calls</strong>" in page
+    page = (await planned.client.get("/log/calls?_search=refund")).text
+    matches = naive(log_db, "SELECT count(*) FROM calls_fts WHERE calls_fts MATCH 'refund'")[0]
+    assert f">{_pages.about(matches)} calls</strong>" in page
+    page = (await planned.client.get("/log/calls?host=x")).text  # no rollup knows: no figure
+    assert "httptrack-count" not in page
+
+
+def test_about() -> None:
+    assert [_pages.about(n) for n in (7, 1234, 35_400, 1_230_000, 5_000_000)] == [
+        "about 7",
+        "about 1.2k",
+        "about 35k",
+        "about 1.2M",
+        "about 5M",
+    ]
+
+
+async def test_page_two_has_the_facets_of_the_whole_list(planned: Datasette) -> None:
+    first = (await planned.client.get("/log/calls.json?_size=7&provider=openai")).json()
+    second = (
+        await planned.client.get(f"/log/calls.json?_size=7&provider=openai&_next={quote(first['next'])}")
+    ).json()
+    counts = {k: [(v["value"], v["count"]) for v in f["results"]] for k, f in first["facet_results"].items()}
+    assert counts == {
+        k: [(v["value"], v["count"]) for v in f["results"]] for k, f in second["facet_results"].items()
+    }
+    assert sum(c for _, c in counts["provider"]) == first["filtered_table_rows_count"]
+
+
+# -- the plans --------------------------------------------------------------------------------
+
+
+def full_scans(conn: sqlite3.Connection, sql: str, params: Any) -> list[str]:
+    """The steps of ``sql``'s plan that read all of ``calls`` or sort all it reads."""
+    plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    # A sort is of the page's few rows when they are looked up by a list of rowids (the
+    # index walks below the list stop at the page's end).
+    bounded = any("INTEGER PRIMARY KEY (rowid=?)" in step for step in plan)
+    return [
+        step
+        for step in plan
+        if step in ("SCAN calls", "SCAN calls NOT INDEXED")
+        or (step == "USE TEMP B-TREE FOR ORDER BY" and not bounded)
+    ]
+
+
+PAGES = [
+    "",
+    "_sort_desc=cost_usd",
+    "_sort_desc=latency_ms",
+    "_sort_desc=total_tokens",
+    "_sort=cost_usd",
+    "provider=openai&user=u0",
+    "_search=refund",
+    "_search=%22refund+policy%22",
+]
+
+
+@pytest.mark.parametrize("query", PAGES)
+async def test_each_page_walks_an_index(planned: Datasette, log_db: Path, query: str) -> None:
+    await planned.invoke_startup()
+    db = planned.get_database("log")
+    seen: list[tuple[str, Any]] = []
+    inner = Database.execute.__get__(db)
+
+    async def record(sql: str, params: Any = None, **kwargs: Any) -> Any:
+        seen.append((sql, params))
+        return await inner(sql, params, **kwargs)
+
+    db.execute = _pages.planned_execute(record, lambda: True)  # type: ignore[method-assign]
+    from datasette.utils import escape_fts
+
+    conn = sqlite3.connect(log_db)
+    conn.create_function("escape_fts", 1, escape_fts)
+    conn.execute("ANALYZE")  # as a big log's: SQLite plans by the statistics
+    try:
+        first = (await planned.client.get(f"/log/calls.json?_size=7&_nofacet=1&{query}")).json()
+        await planned.client.get(f"/log/calls.json?_size=7&_nofacet=1&{query}&_next={quote(first['next'])}")
+        pages_sql = [(s, p) for s, p in seen if " limit 8" in s]
+        counts = [(s, p) for s, p in seen if s.startswith("select count(*)")]
+        assert len(pages_sql) == 2
+        for sql, params in pages_sql + (counts if "user" not in query else []):
+            assert not full_scans(conn, sql, params or {}), sql
+    finally:
+        conn.close()
+
+
+def test_the_read_indexes_exist(log_db: Path) -> None:
+    names = set(naive(log_db, "SELECT name FROM sqlite_master WHERE type = 'index'"))
+    assert set(READ_INDEXES) <= names and "idx_calls_latency" not in names
