@@ -90,20 +90,23 @@ class PageState:
 PAGE: ContextVar[PageState | None] = ContextVar("httptrack_page", default=None)
 
 _TABLE = re.compile(
-    r"select (?P<cols>[^()]+?) from calls (?:where (?P<where>.*) )?order by (?P<order>[\w ,]+?) limit (?P<limit>\d+)",
+    r"select (?P<cols>[^()]+?) from calls (?:where (?P<where>.*) )?"
+    r"order by (?P<order>[\w ,]+?) limit (?P<limit>\d+)",
     re.S,
 )
 _COUNT = re.compile(r"select count\(\*\) from calls (?:where (?P<where>.*) )?", re.S)
 _VIEW_COUNT = re.compile(r"select count\(\*\) from (?P<view>\w+) ", re.S)
 _SEARCH = re.compile(
-    rf"rowid in \(select rowid from {FTS_TABLE} where {FTS_TABLE} match (?P<match>escape_fts\(:search\)|:search)\)"
+    rf"rowid in \(select rowid from {FTS_TABLE} where {FTS_TABLE} match "
+    r"(?P<match>escape_fts\(:search\)|:search)\)"
 )
 _COL = "|".join(SORT_COLUMNS)
 #: datasette's next-page conditions (``views/table.py``), by sort direction and whether the
 #: last row's sort value was null.
 _NEXT = {
     "desc": re.compile(
-        rf"\((?P<c>{_COL}) < :(?P<v>p\d+) or (?P=c) is null or \((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"
+        rf"\((?P<c>{_COL}) < :(?P<v>p\d+) or (?P=c) is null or "
+        r"\((?P=c) = :(?P=v) and \(\(id > :(?P<k>p\d+)\)\)\)\)"
     ),
     "desc_null": re.compile(rf"\((?P<c>{_COL}) is null and \(\(id > :(?P<k>p\d+)\)\)\)"),
     "asc": re.compile(
@@ -128,11 +131,9 @@ def _remove(where: str, clause: str) -> str:
 def _find_next(where: str) -> tuple[str, re.Match[str]] | None:
     """datasette's next-page condition in ``where`` (it is the last clause): its kind and match."""
     for kind, pattern in _NEXT.items():
-        found = None
-        for found in pattern.finditer(where):
-            pass
-        if found is not None and where.endswith(found.group(0)):
-            return kind, found
+        matches = list(pattern.finditer(where))
+        if matches and where.endswith(matches[-1].group(0)):
+            return kind, matches[-1]
     return None
 
 
@@ -185,7 +186,10 @@ def page_sql(sql: str, params: dict[str, Any]) -> str | None:
     rest = _remove(where, match.group(0))
     also = f"{rest} and " if rest else ""
     if kind == "desc_null":  # the null tail only: an equality on the sort index
-        return f"select {cols} from calls where {also}{column} is null and id > :{k} order by {order} limit {limit}"
+        return (
+            f"select {cols} from calls where {also}{column} is null and id > :{k} "
+            f"order by {order} limit {limit}"
+        )
     if kind == "asc_null":  # the rest of the nulls, then every non-null value
         first, first_order, tail = f"{column} is null and id > :{k}", "id", f"{column} is not null"
     elif kind == "asc":
@@ -199,12 +203,13 @@ def page_sql(sql: str, params: dict[str, Any]) -> str | None:
         v = match["v"]
         first = f"{column} <= :{v} and ({column} < :{v} or id > :{k})"
         first_order, tail = f"{column} desc, id", f"{column} is null"
+    tail_order = f"{order.replace(', id', '')}, id"
     # Two walks of the sort column's index, each stopped at the page's end; the page is the
     # first `limit` of the two, in datasette's order.
     return f"""select {cols} from calls where rowid in (
   select rowid from (select rowid from calls where {also}{first} order by {first_order} limit {limit})
   union all
-  select rowid from (select rowid from calls where {also}{tail} order by {order.replace(", id", "")}, id limit {limit})
+  select rowid from (select rowid from calls where {also}{tail} order by {tail_order} limit {limit})
 ) order by {order} limit {limit}"""
 
 
@@ -216,11 +221,13 @@ def _search_page(cols: str, where: str, search: re.Match[str], found: Any, limit
     if found is not None:
         rest = _remove(rest, found[1].group(0))
         # The next page: below the rowid of the last call shown (its id is the key).
-        bound = f" and {FTS_TABLE}.rowid < coalesce((select rowid from calls where id = :{found[1]['k']}), 0)"
+        last = f"(select rowid from calls where id = :{found[1]['k']})"
+        bound = f" and {FTS_TABLE}.rowid < coalesce({last}, 0)"
     also = f" and {rest}" if rest else ""
     return (
         f"select {cols} from {FTS_TABLE} cross join calls on calls.rowid = {FTS_TABLE}.rowid "
-        f"where {FTS_TABLE} match {search['match']}{bound}{also} order by {FTS_TABLE}.rowid desc limit {limit}"
+        f"where {FTS_TABLE} match {search['match']}{bound}{also} "
+        f"order by {FTS_TABLE}.rowid desc limit {limit}"
     )
 
 
@@ -236,7 +243,8 @@ def count_sql(sql: str) -> str | None:
         return (
             f"select coalesce((select sum(calls) from {_rollup.ROLLUP_TABLE} where dim = ''), 0) + "
             "(select count(*) from calls not indexed where rowid > coalesce("
-            f"(select cast(value as integer) from {_rollup.STATE_TABLE} where key = '{_rollup.BOOKMARK_KEY}'), 0))"
+            f"(select cast(value as integer) from {_rollup.STATE_TABLE} "
+            f"where key = '{_rollup.BOOKMARK_KEY}'), 0))"
         )
     search = _SEARCH.fullmatch(where)
     if search is not None:
@@ -340,4 +348,4 @@ def estimate(conn: Any, selections: list[tuple[str, str, str]], search: str | No
             share *= found / total
     except sqlite3.Error:
         return None
-    return round(total * share)
+    return round(float(total) * share)

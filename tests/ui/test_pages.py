@@ -21,7 +21,20 @@ from httptrack.cli._ui import make_datasette
 from httptrack.log._schema import COLUMN_NAMES, READ_INDEXES
 from httptrack.log._sqlite import Store
 
-WORDS = "refund policy invoice order shipping delay summary meeting notes python error cache".split()
+WORDS = [
+    "refund",
+    "policy",
+    "invoice",
+    "order",
+    "shipping",
+    "delay",
+    "summary",
+    "meeting",
+    "notes",
+    "python",
+    "error",
+    "cache",
+]
 
 
 def write_log(path: Path, n: int = 400) -> None:
