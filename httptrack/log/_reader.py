@@ -20,6 +20,7 @@ import contextlib
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +71,8 @@ STAT_FIELDS = (
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")
 
 _EQUALITY_FILTERS = ("provider", "user", "service", "session", "status", "operation")
+#: How long a search may walk the calls in time order before the other plan is tried.
+PROBE_SECONDS = 0.15
 #: SQLite's largest integer: a bigger ``limit`` means no limit.
 _MAX_LIMIT = 2**63 - 1
 
@@ -157,9 +160,12 @@ class Log:
 
     # -- filters --------------------------------------------------------------------------
 
-    def _where(self, filters: Filters, *, in_time_order: bool = False) -> tuple[str, list[Any]]:
+    def _where(
+        self, filters: Filters, *, in_time_order: bool = False, probe: bool = False
+    ) -> tuple[str, list[Any]]:
         """SQL conditions for ``filters``, and their parameters. ``in_time_order``: for a
-        listing that walks an index in time order and stops at its limit (see ``rows``)."""
+        listing that walks an index in time order and stops at its limit (see ``rows``);
+        ``probe``: the search as a lookup in the search index for each row walked."""
         unknown = set(filters) - set(Filters.__annotations__)
         if unknown:
             raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
@@ -186,7 +192,13 @@ class Log:
             params.append(int(bool(filters["cached"])))
         query = (filters.get("query") or "").strip()
         if query:
-            if self._searchable:
+            if self._searchable and probe:
+                clauses.append(
+                    f"EXISTS (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
+                    f"AND {FTS_TABLE}.rowid = calls.rowid)"
+                )
+                params.append(fts_query(query))
+            elif self._searchable:
                 # `+rowid`: not a lookup key for the matches (which SQLite would then fetch
                 # and sort, all 800,000 of a common word: seconds), only a test of each row
                 # against them, while an index of the other filters is walked in time order.
@@ -224,10 +236,17 @@ class Log:
         order = "DESC" if newest_first else "ASC"
         # Newest (or oldest) first by start time, searched or not: the search index's order
         # is the order calls were written in, i.e. finished in (a long stream comes last).
-        where, params = self._where(filters, in_time_order=True)
+        # A limited search that the walk in time order (``_probed``) did not answer quickly
+        # has few matches: they are looked up and sorted (``rowid IN``), not tested against
+        # every call the walk would pass.
+        where, params = self._where(filters, in_time_order=not limit)
         sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
         if limit:
             sql += f" LIMIT {min(int(limit), _MAX_LIMIT)}"
+            found = self._probed(select, order, limit, filters)
+            if found is not None:
+                yield from (self._decoded(dict(row), decode_json) for row in found)
+                return
         cursor = self._execute(sql, params)
         try:
             while True:
@@ -235,17 +254,46 @@ class Log:
                 if not batch:
                     return
                 for row in batch:
-                    data = dict(row)
-                    if decode_json:
-                        for key in JSON_COLUMNS:
-                            if isinstance(data.get(key), str):
-                                data[key] = _loads(data[key])
-                    yield data
+                    yield self._decoded(dict(row), decode_json)
         finally:
             # Left unfinished (a reader's pipe closed, say), the generator may be closed only
             # after the log: its cursor then went with the connection.
             with contextlib.suppress(sqlite3.ProgrammingError):
                 cursor.close()
+
+    @staticmethod
+    def _decoded(data: dict[str, Any], decode_json: bool) -> dict[str, Any]:
+        if decode_json:
+            for key in JSON_COLUMNS:
+                if isinstance(data.get(key), str):
+                    data[key] = _loads(data[key])
+        return data
+
+    def _probed(self, select: str, order: str, limit: int, filters: Filters) -> list[sqlite3.Row] | None:
+        """The first ``limit`` searched calls, found by walking the calls in time order and
+        looking each up in the search index, if that takes at most ``PROBE_SECONDS``: a
+        common word is in most calls, so a page of them is found in a few lookups, where
+        the other plan (``+rowid IN``) gathers every match first (all of them: seconds on
+        millions of calls). A rare word or phrase makes the walk long: then ``None``, and
+        the other plan, quick for few matches, runs. (Only on a connection of this Log's
+        own: a progress handler on someone else's would replace theirs.)"""
+        if not (filters.get("query") or "").strip() or not self._searchable or not self._owned:
+            return None
+        where, params = self._where(filters, in_time_order=True, probe=True)
+        sql = (
+            f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order} "
+            f"LIMIT {min(int(limit), _MAX_LIMIT)}"
+        )
+        deadline = time.monotonic() + PROBE_SECONDS
+        self._conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        try:
+            return self._execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            return None
+        finally:
+            self._conn.set_progress_handler(None, 0)
 
     def calls(
         self, *, limit: int | None = None, newest_first: bool = True, **filters: Unpack[Filters]

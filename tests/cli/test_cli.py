@@ -23,6 +23,7 @@ from httptrack.cli import main
 from httptrack.cli._calls import LIST_COLUMNS
 from httptrack.log._reader import STAT_FIELDS
 from httptrack.log._schema import COLUMN_NAMES
+from httptrack.log._sqlite import SCHEMA_VERSION
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 JSON_COLUMNS = ("properties", "request_headers", "response_headers")
@@ -623,7 +624,7 @@ def test_status_and_path(db: Path, ids: list[str]) -> None:
     all_rows = rows(db)
     assert info["path"] == str(db) and info["calls"] == 8
     assert (info["oldest"], info["newest"]) == (all_rows[0]["started_at"], all_rows[-1]["started_at"])
-    assert info["schema_version"] == 3 and info["search_index"] is True
+    assert info["schema_version"] == SCHEMA_VERSION and info["search_index"] is True
     out = run("status", "--db", db).stdout
     assert f"database    {db}\n" in out and "calls       8\n" in out and "full-text search on" in out
     assert run("path", "--db", db).stdout == f"{db}\n"

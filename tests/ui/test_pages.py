@@ -4,10 +4,7 @@ where cheap, estimated where not. On a small log written through the writer's St
 
 from __future__ import annotations
 
-import json
-import random
 import sqlite3
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,65 +12,11 @@ from urllib.parse import quote
 import pytest
 from datasette.app import Datasette
 from datasette.database import Database, QueryInterrupted
+from recorded_log import write_log
 
 from httptrack._datasette import _pages
 from httptrack.cli._ui import make_datasette
-from httptrack.log._schema import COLUMN_NAMES, READ_INDEXES
-from httptrack.log._sqlite import Store
-
-WORDS = [
-    "refund",
-    "policy",
-    "invoice",
-    "order",
-    "shipping",
-    "delay",
-    "summary",
-    "meeting",
-    "notes",
-    "python",
-    "error",
-    "cache",
-]
-
-
-def write_log(path: Path, n: int = 400) -> None:
-    """``n`` calls: ties in cost (many 0), NULL costs and latencies, a few providers and
-    users, prompts of a few words; started_at not in the order written (long calls)."""
-    rng = random.Random(23)
-    start = datetime(2026, 3, 1, tzinfo=UTC)
-    index = {name: i for i, name in enumerate(COLUMN_NAMES)}
-    rows = []
-    for i in range(n):
-        row: list[Any] = [None] * len(COLUMN_NAMES)
-        started = start + timedelta(seconds=i * 60 - rng.choice([0, 0, 0, 300]))
-        error = rng.random() < 0.1
-        values = {
-            "id": f"01K{i:023d}",
-            "started_at": started.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            "provider": rng.choice(["openai", "openai", "anthropic", "ollama"]),
-            "model": rng.choice(["m1", "m2", "m3"]),
-            "operation": "chat",
-            "status": "error" if error else "success",
-            "user": rng.choice(["u0", "u0", "u0", "u1", "u2", None]),
-            "service": rng.choice(["a", "b"]),
-            "cached": 0,
-            "cost_usd": None if error else rng.choice([0.0, 0.0, 0.5, 1.0, rng.random()]),
-            "latency_ms": None if rng.random() < 0.05 else rng.choice([100.0, 200.0, rng.uniform(1, 999)]),
-            "total_tokens": None if error else rng.choice([10, 20, rng.randrange(1000)]),
-            "request_body": json.dumps(
-                {"messages": [{"role": "user", "content": " ".join(rng.choices(WORDS, k=6))}]}
-            ),
-            "response_text": " ".join(rng.choices(WORDS, k=4)),
-        }
-        for key, value in values.items():
-            row[index[key]] = value
-        rows.append(tuple(row))
-    store = Store(path)
-    for at in range(0, n, 50):
-        store.write(rows[at : at + 50])
-    store.catch_up()
-    store.close()
+from httptrack.log._schema import READ_INDEXES
 
 
 @pytest.fixture
