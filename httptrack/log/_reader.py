@@ -397,7 +397,11 @@ class Log:
                 [" AND started_at >= ?" if full_start else "", " AND started_at < ?" if full_end else ""]
             )
             bounds = [b for b in (full_start, full_end) if b]
-            self._add_calls(groups, by, f"rowid > ? AND {where}{span}", [plan.bookmark, *params, *bounds])
+            # NOT INDEXED: by rowid from the bookmark (a few calls), never an index of
+            # `started_at` over the whole range (every call of the last 90 days).
+            self._add_calls(
+                groups, by, f"rowid > ? AND {where}{span}", [plan.bookmark, *params, *bounds], past=True
+            )
         if not percentiles:
             for totals in groups.values():
                 totals.hist.clear()  # the calls' own buckets too: all or nothing
@@ -494,9 +498,12 @@ class Log:
             hist = totals_for(key).hist
             hist[bucket] = hist.get(bucket, 0) + n
 
-    def _add_calls(self, groups: dict[Any, Totals], by: str | None, where: str, params: list[Any]) -> None:
+    def _add_calls(
+        self, groups: dict[Any, Totals], by: str | None, where: str, params: list[Any], *, past: bool = False
+    ) -> None:
         key_sql = STATS_GROUPS[by] if by else "NULL"
-        sql = f"SELECT {key_sql}, {', '.join(_rollup.RAW_COLUMNS)} FROM calls WHERE {where}"
+        table = "calls NOT INDEXED" if past else "calls"
+        sql = f"SELECT {key_sql}, {', '.join(_rollup.RAW_COLUMNS)} FROM {table} WHERE {where}"
         cursor = self._conn.execute(sql, params)
         while True:
             batch = cursor.fetchmany(10_000)
