@@ -67,10 +67,10 @@ SORT_COLUMNS = ("id", "started_at", "cost_usd", "latency_ms", "total_tokens")
 #: Sort columns with many equal values (a first page in datasette's order of ties: id).
 _TIES = frozenset({"cost_usd", "latency_ms", "total_tokens"})
 #: How long an exact count may take before the page shows an estimate instead.
-COUNT_TIME_LIMIT_MS = 200
+COUNT_TIME_LIMIT_MS = 150
 #: How long all the facets of one page counted from the calls (not from the rollups) may
 #: take together; a facet past it is listed by datasette as timed out.
-FACET_BUDGET_MS = 600
+FACET_BUDGET_MS = 500
 
 
 @dataclass
