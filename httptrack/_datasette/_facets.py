@@ -49,6 +49,7 @@ datasette would.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from datasette.database import QueryInterrupted
@@ -58,7 +59,7 @@ from datasette.utils import escape_sqlite, path_with_added_args, path_with_remov
 
 from ..log import _rollup
 from ._metadata import is_call_log
-from ._pages import PAGE, without_next
+from ._pages import FACET_MAX_ROWS, PAGE, without_next
 
 __all__ = [
     "RollupColumnFacet",
@@ -274,8 +275,13 @@ class _FromRollups:
         limit = self.ds.setting("facet_time_limit_ms")
         page = PAGE.get()
         if counts is None and page is not None:
-            # Counted from the calls: within what is left of the page's budget.
+            # Counted from the calls: within what is left of the page's budget, and not at
+            # all when they are too many to count in it (or too many for datasette to have
+            # counted them): that time would only be lost.
             limit = page.facet_time_limit(limit)
+            many = self.row_count is None or self.row_count > FACET_MAX_ROWS
+            if self.table == "calls" and not self.whole_table() and many:
+                raise QueryInterrupted(sqlite3.OperationalError("interrupted"), sql, params)
         return await self.ds.execute(self.database, sql, params, truncate=False, custom_time_limit=limit)
 
     def forget_next_page(self) -> None:

@@ -50,6 +50,7 @@ from ..log._views import FTS_TABLE
 __all__ = [
     "COUNT_TIME_LIMIT_MS",
     "FACET_BUDGET_MS",
+    "FACET_MAX_ROWS",
     "PAGE",
     "SORT_COLUMNS",
     "PageState",
@@ -72,6 +73,10 @@ COUNT_TIME_LIMIT_MS = 150
 #: How long all the facets of one page counted from the calls (not from the rollups) may
 #: take together; a facet past it is listed by datasette as timed out.
 FACET_BUDGET_MS = 500
+#: Facets of a filtered page are counted from the calls only when there are at most this
+#: many (about what SQLite counts within the budget, by an index): past it they are listed
+#: as timed out at once.
+FACET_MAX_ROWS = 50_000
 
 
 @dataclass

@@ -303,3 +303,18 @@ async def test_a_search_with_filters_has_a_second_plan_with_the_same_rows(
             assert "SCAN calls" not in plan, plan
     finally:
         conn.close()
+
+
+async def test_facets_too_many_to_count_are_not_tried(
+    planned: Datasette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from httptrack._datasette import _facets
+
+    path = "/log/calls.json?provider=openai&service=a"  # no rollup has services by provider
+    assert len((await planned.client.get(path)).json()["facet_results"]) == 6
+    monkeypatch.setattr(_facets, "FACET_MAX_ROWS", 5)
+    assert (await planned.client.get(path)).json()["facet_results"] == {}  # timed out, at once
+    # The whole list's (from the rollups) and a filter the detail rollup answers are counted.
+    assert len((await planned.client.get("/log/calls.json")).json()["facet_results"]) == 6
+    facets = (await planned.client.get("/log/calls.json?provider=openai")).json()["facet_results"]
+    assert set(facets) == {"provider", "model", "status", "started_at"}
