@@ -191,6 +191,7 @@ class _FromRollups:
     table: str | None
     sql: str
     params: Any
+    row_count: int | None
 
     def whole_table(self) -> bool:
         """Whether the page shows the whole table (datasette's SQL has no ``WHERE``)."""
