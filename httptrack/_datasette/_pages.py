@@ -21,15 +21,16 @@ results are what the page shows; on millions of calls three of its shapes read e
   before a short one that started later.) Under an explicit sort the search is a test of
   each row the sort's index gives (``exists``: one lookup in the search index per row);
 - ``count(*)`` of a filter or a search counts every match. The whole table's count comes
-  from the rollups (exact); a search alone from the search index (exact, no row read);
-  anything else is counted with a short time limit (``COUNT_TIME_LIMIT_MS``) and, when that
-  is not enough, left out: the page then says "about N" from the rollups (``estimate``)
-  and the JSON's ``filtered_table_rows_count`` is ``null``, never a wrong number.
+  from the rollups (exact); a search alone from the search index (exact, no call read),
+  anything else from the calls, both within ``COUNT_TIME_LIMIT_MS``; when that is not
+  enough the count is left out: the page says "about N" (``estimate``) and the JSON's
+  ``filtered_table_rows_count`` is ``null``, never a wrong number.
 
 A view's count (``slowest_calls``: every call) gets the same short limit.
 
-Every rewrite gives the rows, in the order, that datasette's SQL gives (tests compare them
-on a small log). The plugin installs :func:`planned_execute` on each call log's
+Every rewrite gives the rows datasette's SQL gives, in its order (a search's in the order
+recorded, as above; ties of a sort column in id order on the first page too, as on the
+next ones); tests compare them on a small log. The plugin installs :func:`planned_execute` on each call log's
 ``Database`` at startup; SQL of any other shape passes through unchanged.
 """
 
@@ -330,10 +331,12 @@ async def _count(
     execute: Execute, sql: str, params: dict[str, Any], page: PageState, has_rollups: Callable[[], bool]
 ) -> Any:
     better = count_sql(sql)
-    if better is not None and (has_rollups() or "calls_fts match" in better):
+    if better is not None and has_rollups() and "calls_fts match" not in better:
         return await execute(better, params)
     try:
-        return await execute(sql, params, custom_time_limit=COUNT_TIME_LIMIT_MS)
+        # A search's count from the search index reads no call, but a phrase of common
+        # words is costly to match everywhere: it has the same time limit.
+        return await execute(better or sql, params, custom_time_limit=COUNT_TIME_LIMIT_MS)
     except QueryInterrupted:
         page.count_skipped = True
         raise
@@ -350,6 +353,9 @@ def about(n: int) -> str:
     return f"about {n:,}"
 
 
+#: The search index's vocabulary (words and how many calls have each), made on the reading
+#: connection (in its temporary schema: nothing is written to the log).
+VOCAB_TABLE = "httptrack_fts_vocab"
 #: ``?column=value`` filters whose share of the calls the rollups know: a column of
 #: ``calls_rollup`` (its dimension of the same name) or of ``calls_rollup_detail``.
 _MAIN_DIMS = frozenset({"provider", "user", "service", "operation", "status"})
@@ -358,7 +364,8 @@ _MAIN_DIMS = frozenset({"provider", "user", "service", "operation", "status"})
 def estimate(conn: Any, selections: list[tuple[str, str, str]], search: str | None) -> int | None:
     """How many calls match ``selections`` (datasette's ``(column, lookup, value)``) and
     the search ``search``, estimated as if they were independent: the calls, times each
-    filter's share of them (from the rollups), times the search's (from the search index).
+    filter's share of them (from the rollups), times each searched word's (from the search
+    index's vocabulary).
     ``None``: a filter whose share no rollup knows."""
     import sqlite3
 
@@ -380,12 +387,13 @@ def estimate(conn: Any, selections: list[tuple[str, str, str]], search: str | No
                 return None
             share *= (conn.execute(sql, args).fetchone()[0] or 0) / total
         if search:
-            from ..log._reader import fts_query
-
-            (found,) = conn.execute(
-                f"select count(*) from {FTS_TABLE} where {FTS_TABLE} match ?", [fts_query(search) or '""']
-            ).fetchone()
-            share *= found / total
+            # Each word's share of the calls, from the search index's vocabulary (no match
+            # is made: a phrase of common words is what was too slow to count).
+            vocabulary = f"fts5vocab(main, {FTS_TABLE}, row)"
+            conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{VOCAB_TABLE} USING {vocabulary}")
+            for word in re.findall(r"\w+", search.lower()):
+                found = conn.execute(f"select doc from temp.{VOCAB_TABLE} where term = ?", [word]).fetchone()
+                share *= (found[0] if found else 0) / total
     except sqlite3.Error:
         return None
     return round(float(total) * share)
