@@ -247,6 +247,9 @@ class Settings:
                                                       attribution
     ``service``         ``HTTPTRACK_SERVICE``         default service
     ``hosts``           ``HTTPTRACK_HOSTS``           extra ``host[:port]=provider`` mappings
+    ``detect``          ``HTTPTRACK_DETECT``          track a ``POST`` to any other host whose
+                                                      path has an LLM API's shape
+                                                      (``/v1/chat/completions`` ...; on)
     ``prices``          (code only)                   per-model price overrides, USD per million
                                                       tokens: ``{"my-model": {"input_mtok": 1.0}}``
     ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape;
@@ -275,6 +278,7 @@ class Settings:
         "cache_size_limit",
         "cache_ttl",
         "db",
+        "detect",
         "enabled",
         "given",
         "hosts",
@@ -308,6 +312,7 @@ class Settings:
     user: str | None
     service: str | None
     hosts: dict[str, str]
+    detect: bool
     prices: dict[str, dict[str, float]]
     prices_file: Path | None
     include_usage: bool
@@ -333,6 +338,7 @@ class Settings:
         user: str | None = None,
         service: str | None = None,
         hosts: Mapping[str, str] | str | None = None,
+        detect: bool | str | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         prices_file: str | os.PathLike[str] | None = None,
         include_usage: bool | str | None = None,
@@ -399,6 +405,8 @@ class Settings:
 
         value, name = pick(hosts, "HTTPTRACK_HOSTS")
         set_(self, "hosts", {} if value in (None, "") else parse_hosts(value, name))
+        value, name = pick(detect, "HTTPTRACK_DETECT")
+        set_(self, "detect", True if value in (None, "") else parse_bool(value, name))
 
         value, name = pick(prices_file, "HTTPTRACK_PRICES")
         set_(self, "prices_file", Path(value).expanduser() if value else None)

@@ -181,6 +181,9 @@ class Gemini(Provider):
         if "error" in data:
             parsed.stream_error = True
             self._read_error(parsed, data["error"])
+            usage = read_gemini_usage(data.get("usageMetadata"))  # what the error billed
+            if usage is not None:
+                parsed.usage = usage
             return
         self._read_chunk(parsed, data)
 

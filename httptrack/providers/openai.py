@@ -593,6 +593,15 @@ class OpenAICompatible(Provider):
             if not error and groq is not None:
                 error = groq.get("error")
             self._read_error(parsed, error or data)
+            # The figures that came with the error are what the call billed (OpenRouter's
+            # error chunk carries the usage so far; Groq's x_groq beside its error).
+            usage = get("usage")
+            if isinstance(usage, dict):
+                self._take_usage(parsed, usage, merge=True)
+                parsed.usage_final = True
+            if groq is not None and isinstance(groq.get("usage"), dict):
+                self._take_usage(parsed, groq["usage"], merge=True)
+                parsed.usage_final = True
             return
         model = get("model")
         if isinstance(model, str) and model:
