@@ -52,7 +52,7 @@ def read_cohere_usage(raw: Any) -> Usage | None:
     extra: dict[str, int | float] = {}
     searches = as_int(billed.get("search_units"))
     if searches:
-        extra["search_units"] = searches
+        extra["rerank_searches"] = searches  # genai-prices' name for them
     images = as_int(billed.get("images"))
     if images:
         extra["input_images"] = images
@@ -90,6 +90,8 @@ class Cohere(Provider):
     hosts = ("api.cohere.com", "api.cohere.ai")
     price_provider = "cohere"
     request_id_headers = ("x-request-id", "x-debug-trace-id")
+    #: v2 streams end with ``message-end`` and then, as recorded, ``data: [DONE]``.
+    stream_end_markers = frozenset({"[DONE]"})
 
     def operation(self, method: str, path: str) -> Operation:
         parser = self.parser_for(method, path)
