@@ -5,8 +5,8 @@ in common (``method``, ``url.host/port/path/query``, ``headers``), so each trans
 in ``_transport`` is a few lines around these steps:
 
 1. ``begin``: match the host to a provider (unknown host → the path's API shape, if it
-   has one; else ``None``: pass through untouched), take the ``X-Httptrack-*`` control headers off the request, capture
-   attribution. Cheap: dictionary lookups and a clock read.
+   has one; else ``None``: pass through untouched), take the ``X-Httptrack-*`` control
+   headers off the request, capture attribution. Cheap: dictionary lookups and a clock read.
 2. ``take_body``: the request body for the record and the cache key (a body in memory as
    it is; a streamed one through a tee, chunk by chunk as it is sent).
 3. ``lookup``: the response cache, when enabled (a hit is replayed chunk by chunk).

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 from . import graphql as graphql  # a shape other families' hosts serve: no hosts of its own
 from ._base import Parsed, Provider, form_fields, shape_parser
+from ._detect import SHAPE_FAMILIES, LocalOpenAICompatibleShape, is_loopback, shape_of
 from ._prompt import PromptTally
 from .anthropic import Anthropic
-from ._detect import SHAPE_FAMILIES, LocalOpenAICompatibleShape, is_loopback, shape_of
 from .azure import AzureOpenAI
 from .cohere import Cohere
 from .compatible import COMPATIBLE

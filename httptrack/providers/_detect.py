@@ -80,7 +80,12 @@ class LocalOpenAICompatibleShape(OpenAICompatibleShape):
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (as ``url.host`` gives it: lower case, IPv6 without brackets) is
     this machine."""
-    return host == "localhost" or host.startswith("127.") or host in ("::1", "0.0.0.0") or host.endswith(".localhost")
+    return (
+        host == "localhost"
+        or host.startswith("127.")
+        or host in ("::1", "0.0.0.0")
+        or host.endswith(".localhost")
+    )
 
 
 class AnthropicCompatibleShape(Anthropic):

@@ -22,7 +22,7 @@ model's own count is used only when no billed figure is there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .._usage import Usage
 from .._vocab import Operation
@@ -87,8 +87,8 @@ _OPERATIONS: dict[str, Operation] = {
 
 class Cohere(Provider):
     name = "cohere"
-    hosts = ("api.cohere.com", "api.cohere.ai")
-    price_provider = "cohere"
+    hosts: ClassVar[tuple[str, ...]] = ("api.cohere.com", "api.cohere.ai")
+    price_provider: ClassVar[str | None] = "cohere"
     request_id_headers = ("x-request-id", "x-debug-trace-id")
     #: v2 streams end with ``message-end`` and then, as recorded, ``data: [DONE]``.
     stream_end_markers = frozenset({"[DONE]"})

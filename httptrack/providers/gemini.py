@@ -104,7 +104,7 @@ class Gemini(Provider):
     hosts: ClassVar[tuple[str, ...]] = ("generativelanguage.googleapis.com",)
     request_id_headers = ("x-request-id", "x-goog-request-id")
     cache_key_headers = frozenset({b"x-goog-user-project"})
-    price_provider = "google"
+    price_provider: ClassVar[str | None] = "google"
 
     def parser_for(self, method: str, path: str) -> Provider:
         if "/openai/" in path or "/endpoints/openapi/" in path:

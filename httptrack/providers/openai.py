@@ -726,7 +726,7 @@ class OpenAICompatible(Provider):
         ):
             # A transcription asked for as text, srt or vtt: whisper-1 bills the audio's
             # seconds, which only the JSON formats report.
-            parsed.notes.append("audio: the response reports no usage (its duration is in the JSON formats only)")
+            parsed.notes.append("audio: no usage in the response (its duration is in the JSON formats only)")
         # A chat or completions stream is whole at ``[DONE]`` (the recorder sees it), or,
         # for servers that do not send it, once every choice has its finish reason and the
         # usage chunk the app asked for (it follows them) has arrived.

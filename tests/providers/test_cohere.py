@@ -17,7 +17,10 @@ from helpers import read_rows
 
 import httptrack
 
-BILLED = {"billed_units": {"input_tokens": 9, "output_tokens": 5}, "tokens": {"input_tokens": 75, "output_tokens": 5}}
+BILLED = {
+    "billed_units": {"input_tokens": 9, "output_tokens": 5},
+    "tokens": {"input_tokens": 75, "output_tokens": 5},
+}
 
 
 def handler(request: httpx.Request) -> httpx.Response:
@@ -25,15 +28,26 @@ def handler(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
     if path == "/v2/chat" and body.get("stream"):
         events = [
-            ("message-start", {"id": "c2", "type": "message-start", "delta": {"message": {"role": "assistant"}}}),
-            ("content-delta", {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Paris"}}}}),
+            (
+                "message-start",
+                {"id": "c2", "type": "message-start", "delta": {"message": {"role": "assistant"}}},
+            ),
+            (
+                "content-delta",
+                {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Paris"}}}},
+            ),
             ("message-end", {"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": BILLED}}),
         ]
-        text = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events) + "data: [DONE]\n\n"
+        text = (
+            "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+            + "data: [DONE]\n\n"
+        )
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=text.encode())
     if path == "/v2/chat":
         message = {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]}
-        return httpx.Response(200, json={"id": "c1", "message": message, "finish_reason": "COMPLETE", "usage": BILLED})
+        return httpx.Response(
+            200, json={"id": "c1", "message": message, "finish_reason": "COMPLETE", "usage": BILLED}
+        )
     if path == "/v1/chat":
         lines = [
             {"is_finished": False, "event_type": "stream-start", "generation_id": "g1"},
@@ -42,17 +56,26 @@ def handler(request: httpx.Request) -> httpx.Response:
                 "is_finished": True,
                 "event_type": "stream-end",
                 "finish_reason": "COMPLETE",
-                "response": {"response_id": "r1", "text": "Paris", "finish_reason": "COMPLETE", "meta": BILLED},
+                "response": {
+                    "response_id": "r1",
+                    "text": "Paris",
+                    "finish_reason": "COMPLETE",
+                    "meta": BILLED,
+                },
             },
         ]
         text = "".join(json.dumps(line) + "\n" for line in lines)
         return httpx.Response(200, headers={"content-type": "application/stream+json"}, content=text.encode())
     if path == "/v2/embed":
         meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 3}}
-        return httpx.Response(200, json={"id": "e1", "embeddings": {"float": [[0.1, 0.2]]}, "texts": ["hi"], "meta": meta})
+        return httpx.Response(
+            200, json={"id": "e1", "embeddings": {"float": [[0.1, 0.2]]}, "texts": ["hi"], "meta": meta}
+        )
     if path == "/v2/rerank":
         meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
-        return httpx.Response(200, json={"id": "k1", "results": [{"index": 0, "relevance_score": 0.9}], "meta": meta})
+        return httpx.Response(
+            200, json={"id": "k1", "results": [{"index": 0, "relevance_score": 0.9}], "meta": meta}
+        )
     return httpx.Response(404, json={"message": f"no route {path}"})
 
 
@@ -62,7 +85,9 @@ def test_cohere_sdk_chat_stream_embed_rerank(db: Path) -> None:
     answer = client.chat(model="command-r", messages=[{"role": "user", "content": "Capital of France?"}])
     assert answer.usage is not None and answer.usage.billed_units is not None
     assert answer.usage.billed_units.input_tokens == 9
-    streamed = [e.type for e in client.chat_stream(model="command-r", messages=[{"role": "user", "content": "Hi"}])]
+    streamed = [
+        e.type for e in client.chat_stream(model="command-r", messages=[{"role": "user", "content": "Hi"}])
+    ]
     assert streamed[-1] == "message-end"
     client.embed(model="embed-v4.0", texts=["hi"], input_type="search_query", embedding_types=["float"])
     client.rerank(model="rerank-v3.5", query="q", documents=["a"])
@@ -102,7 +127,10 @@ def test_cohere_stream_error_keeps_its_billed_usage(db: Path) -> None:
                 "is_finished": True,
                 "event_type": "stream-end",
                 "finish_reason": "ERROR",
-                "response": {"text": "Par", "meta": {"billed_units": {"input_tokens": 7, "output_tokens": 1}}},
+                "response": {
+                    "text": "Par",
+                    "meta": {"billed_units": {"input_tokens": 7, "output_tokens": 1}},
+                },
             },
         ]
         text = "".join(json.dumps(line) + "\n" for line in lines)
@@ -110,7 +138,9 @@ def test_cohere_stream_error_keeps_its_billed_usage(db: Path) -> None:
 
     transport = httptrack.TrackingTransport(httpx.MockTransport(failing), db=db, cache=False)
     with httpx.Client(transport=transport) as client:
-        client.post("https://api.cohere.com/v1/chat", json={"model": "command-r", "message": "Hi", "stream": True})
+        client.post(
+            "https://api.cohere.com/v1/chat", json={"model": "command-r", "message": "Hi", "stream": True}
+        )
     transport.close()
     (row,) = read_rows(db)
     assert (row["status"], row["error_code"]) == ("error", "error")
@@ -122,7 +152,11 @@ def test_cohere_compatibility_api_is_read_as_openai(db: Path) -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         message = {"role": "assistant", "content": "Hi"}
-        body: dict[str, Any] = {"id": "x", "model": "command-r", "choices": [{"index": 0, "message": message}]}
+        body: dict[str, Any] = {
+            "id": "x",
+            "model": "command-r",
+            "choices": [{"index": 0, "message": message}],
+        }
         return httpx.Response(200, json={**body, "usage": usage})
 
     transport = httptrack.TrackingTransport(httpx.MockTransport(answer), db=db, cache=False)
@@ -133,4 +167,9 @@ def test_cohere_compatibility_api_is_read_as_openai(db: Path) -> None:
         )
     transport.close()
     (row,) = read_rows(db)
-    assert (row["provider"], row["operation"], row["input_tokens"], row["output_tokens"]) == ("cohere", "chat", 4, 2)
+    assert (row["provider"], row["operation"], row["input_tokens"], row["output_tokens"]) == (
+        "cohere",
+        "chat",
+        4,
+        2,
+    )

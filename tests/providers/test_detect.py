@@ -114,10 +114,15 @@ def test_an_openai_compatible_server_on_any_port_is_tracked_exactly(lib: Any, db
     ]
     usage = plain["usage"]
     for row in rows:
-        assert (row["input_tokens"], row["output_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+        assert (row["input_tokens"], row["output_tokens"]) == (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+        )
         assert row["tokens_estimated"] == 0 and row["status"] == "success"
         assert row["cost_usd"] == pytest.approx(
-            genai_price("openai", "gpt-4o-mini", input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
+            genai_price(
+                "openai", "gpt-4o-mini", input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]
+            ),
             rel=1e-12,
         )
 
@@ -127,18 +132,25 @@ def test_the_sdks_against_the_fake_on_a_random_port(db: Path) -> None:
     would: every call has its row, with the figures the SDK reported."""
     with FakeProviderServer() as server:
         transport = httptrack.TrackingTransport(db=db, cache=False)
-        oa = openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", http_client=httpx2.Client(transport=transport))
+        oa = openai.OpenAI(
+            base_url=f"{server.url}/v1", api_key="k", http_client=httpx2.Client(transport=transport)
+        )
         chat = oa.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)  # type: ignore[arg-type]
         stream = list(oa.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True))  # type: ignore[arg-type]
         embedded = oa.embeddings.create(model="text-embedding-3-small", input="hello")
-        an = anthropic.Anthropic(base_url=server.url, api_key="k", http_client=httpx2.Client(transport=transport))
+        an = anthropic.Anthropic(
+            base_url=server.url, api_key="k", http_client=httpx2.Client(transport=transport)
+        )
         message = an.messages.create(model="claude-3-5-haiku-latest", max_tokens=50, messages=QUESTION)  # type: ignore[arg-type]
         ol = ollama.Client(host=server.url, transport=transport)
         answered = ol.chat(model="llama3.2", messages=QUESTION)
         transport.close()
     assert all(c.usage is None for c in stream)  # the app did not ask for usage: it sees none
     rows = read_rows(db)
-    got = [(r["provider"], r["operation"], r["input_tokens"], r["output_tokens"], r["tokens_estimated"]) for r in rows]
+    got = [
+        (r["provider"], r["operation"], r["input_tokens"], r["output_tokens"], r["tokens_estimated"])
+        for r in rows
+    ]
     assert chat.usage is not None
     assert got == [
         ("openai_compatible", "chat", chat.usage.prompt_tokens, chat.usage.completion_tokens, 0),
@@ -159,7 +171,13 @@ def completion(lib: Any) -> Any:
                 "id": "c1",
                 "object": "chat.completion",
                 "model": "Qwen/Qwen2.5-7B-Instruct",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Paris."},
+                        "finish_reason": "stop",
+                    }
+                ],
                 "usage": {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20},
             }
             return lib.Response(200, json=body)
@@ -173,7 +191,9 @@ def test_an_odd_host_is_tracked_and_its_other_traffic_is_not(lib: Any, db: Path)
     transport = httptrack.TrackingTransport(lib.MockTransport(completion(lib)), db=db, cache=False)
     base = "http://gpu-box.lab.internal:8123/proxy/v1"
     with lib.Client(transport=transport) as client:
-        client.post(f"{base}/chat/completions", json={"model": "Qwen/Qwen2.5-7B-Instruct", "messages": QUESTION})
+        client.post(
+            f"{base}/chat/completions", json={"model": "Qwen/Qwen2.5-7B-Instruct", "messages": QUESTION}
+        )
         client.get(f"{base}/models")
         client.post("http://gpu-box.lab.internal:8123/metrics", json={"a": 1})
         client.get(f"{base}/chat/completions")  # not a POST: not a call
@@ -184,7 +204,12 @@ def test_an_odd_host_is_tracked_and_its_other_traffic_is_not(lib: Any, db: Path)
         "gpu-box.lab.internal:8123",
         "/proxy/v1/chat/completions",
     )
-    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"], row["tokens_estimated"]) == (17, 3, 20, 0)
+    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"], row["tokens_estimated"]) == (
+        17,
+        3,
+        20,
+        0,
+    )
 
 
 def test_a_vllm_style_local_base_url_through_the_openai_sdk(db: Path) -> None:
@@ -192,7 +217,9 @@ def test_a_vllm_style_local_base_url_through_the_openai_sdk(db: Path) -> None:
     rows, with no configuration."""
     transport = httptrack.TrackingTransport(httpx2.MockTransport(completion(httpx2)), db=db, cache=False)
     for base_url in ("http://localhost:8000/v1", "http://127.0.0.1:8080"):
-        client = openai.OpenAI(base_url=base_url, api_key="none", http_client=httpx2.Client(transport=transport))
+        client = openai.OpenAI(
+            base_url=base_url, api_key="none", http_client=httpx2.Client(transport=transport)
+        )
         client.chat.completions.create(model="Qwen/Qwen2.5-7B-Instruct", messages=QUESTION)  # type: ignore[arg-type]
         client.models.list()
     transport.close()
@@ -217,7 +244,9 @@ def test_detect_off_and_hosts_override(db: Path, monkeypatch: pytest.MonkeyPatch
     with httpx2.Client(transport=mapped) as client:
         client.post(url, json=payload)  # HTTPTRACK_HOSTS still names it, detection off or not
     monkeypatch.delenv("HTTPTRACK_DETECT")
-    with httpx2.Client(transport=httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False, detect=False)) as client:
+    with httpx2.Client(
+        transport=httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False, detect=False)
+    ) as client:
         client.post(url, json=payload)
     assert [r["provider"] for r in read_rows(db)] == ["vllm"]
 
@@ -229,8 +258,18 @@ def test_detect_off_and_hosts_override(db: Path, monkeypatch: pytest.MonkeyPatch
         ("https://api.z.ai/api/paas/v4/chat/completions", "zai", "glm-4.5", "zai"),
         ("https://api.moonshot.ai/v1/chat/completions", "moonshotai", "kimi-k2-0905-preview", "moonshotai"),
         ("https://api.novita.ai/v3/openai/chat/completions", "novita", "deepseek/deepseek-r1-0528", "novita"),
-        ("https://router.huggingface.co/v1/chat/completions", "huggingface", "Qwen/Qwen2.5-7B-Instruct", None),
-        ("https://api.deepinfra.com/v1/openai/chat/completions", "deepinfra", "meta-llama/Llama-3.3-70B-Instruct", None),
+        (
+            "https://router.huggingface.co/v1/chat/completions",
+            "huggingface",
+            "Qwen/Qwen2.5-7B-Instruct",
+            None,
+        ),
+        (
+            "https://api.deepinfra.com/v1/openai/chat/completions",
+            "deepinfra",
+            "meta-llama/Llama-3.3-70B-Instruct",
+            None,
+        ),
     ],
 )
 def test_well_known_clouds_are_named_by_host(
