@@ -122,6 +122,30 @@ SHAPE_FAMILIES: tuple[type[Provider], ...] = (
     CohereCompatibleShape,
 )
 
+#: The last segment of every path :data:`_SHAPE` matches (Gemini's have a ``:`` instead): a
+#: path ending otherwise is no API's, with no regular expression run and nothing memoized
+#: (an app's REST paths with ids in them are mostly seen once).
+_LAST_SEGMENTS = frozenset(
+    {
+        "completions",
+        "embeddings",
+        "responses",
+        "moderations",
+        "transcriptions",
+        "translations",
+        "speech",
+        "generations",
+        "edits",
+        "variations",
+        "messages",
+        "count_tokens",
+        "chat",
+        "generate",
+        "embed",
+        "rerank",
+    }
+)
+
 _memo: dict[str, str | None] = {}
 
 
@@ -132,7 +156,11 @@ def shape_of(path: str) -> str | None:
         return _memo[path]
     except KeyError:
         pass
-    match = _SHAPE.search(path.rstrip("/"))
+    stripped = path.rstrip("/")
+    last = stripped[stripped.rfind("/") + 1 :]
+    if last not in _LAST_SEGMENTS and ":" not in last:
+        return None
+    match = _SHAPE.search(stripped)
     shape = match.lastgroup if match is not None else None
     if len(_memo) > 4096:  # an app calling many distinct paths: don't grow without bound
         _memo.clear()
