@@ -191,7 +191,7 @@ class _WellKnown(OpenAICompatible):
 
 #: OpenAI-compatible clouds, by host: ``(name, hosts, genai-prices id or None)``. Every path
 #: on these hosts is tracked, as on any provider's host. Where genai-prices has no provider
-#: for the service, its calls are priced by the model's name (the cost note says as whom).
+#: for the service, its calls are priced by the model's name, else its cost is NULL with the reason.
 WELL_KNOWN: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("cerebras", ("api.cerebras.ai",), "cerebras"),
     ("zai", ("api.z.ai",), "zai"),

@@ -157,6 +157,8 @@ def test_every_provider_family_has_fixtures() -> None:
         "huggingface",
         "openai_compatible",
         "anthropic_compatible",
+        "gemini_compatible",
+        "cohere_compatible",
     }
     for name in fixture_names():
         assert load(name)[2]["source"], name
