@@ -99,7 +99,7 @@ def operation_name(row: Mapping[str, Any]) -> str:
     operation = row.get("operation") or "other"
     if operation == "chat" and row.get("provider") in ("gemini", "vertex_ai"):
         return "generate_content"
-    return _OPERATIONS.get(operation, operation)  # type: ignore[no-any-return]
+    return str(_OPERATIONS.get(operation, operation))
 
 
 def span_name(row: Mapping[str, Any]) -> str:

@@ -37,7 +37,7 @@ from ._conventions import (
 if TYPE_CHECKING:
     from .._exchange import BuiltRow, Exchange
 
-__all__ = ["current_span_getter", "export_batch", "flush", "reset", "shutdown"]
+__all__ = ["SpanMaker", "current_span_getter", "export_batch", "flush", "reset", "shutdown"]
 
 #: How long ``httptrack.flush()`` (and exit) waits for httptrack's own exporters, at most.
 FLUSH_MILLIS = 3000
@@ -56,6 +56,48 @@ def current_span_getter() -> Callable[[], Any] | None:
         return context if context.is_valid else None
 
     return current
+
+
+class SpanMaker:
+    """Makes a call's span from its row (live here, and for ``httptrack export --format otlp``)."""
+
+    def __init__(self, conv: Conventions) -> None:
+        from opentelemetry.context import Context
+        from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, set_span_in_context
+
+        self.conv = conv
+        self._empty = Context()
+        self._with_parent: Callable[[Any], Any] = lambda span_context: set_span_in_context(
+            NonRecordingSpan(span_context)
+        )
+        self._client = SpanKind.CLIENT
+        self._error_status: Callable[[str | None], Any] = lambda message: Status(StatusCode.ERROR, message)
+
+    def make(
+        self, tracer: Any, row: dict[str, Any], *, start: int, end: int, first_token: int | None, parent: Any
+    ) -> None:
+        """Start and end the span of ``row`` (times in ns since the epoch; ``parent``: the
+        app's ``SpanContext`` when the call began, or ``None``: a trace of its own)."""
+        conv = self.conv
+        span = tracer.start_span(
+            span_name(row),
+            context=self._empty if parent is None else self._with_parent(parent),
+            kind=self._client,
+            attributes=span_attributes(row, conv),
+            start_time=start,
+        )
+        ttft = row.get("ttft_ms")
+        if first_token is not None and ttft is not None:
+            span.add_event(FIRST_TOKEN_EVENT, {"httptrack.ttft_ms": ttft}, timestamp=first_token)
+        if conv.content_on_span or conv.content_on_event:
+            messages = message_attributes(row)
+            if messages and conv.content_on_span:
+                span.set_attributes(messages)
+            if messages and conv.content_on_event:
+                span.add_event(DETAILS_EVENT, messages, timestamp=end)
+        if row.get("status") == "error":
+            span.set_status(self._error_status(row.get("error_message") or error_type(row)))
+        span.end(end_time=end)
 
 
 class LiveExporter:
@@ -90,13 +132,7 @@ class LiveExporter:
                 description="GenAI operation duration.",
                 explicit_bucket_boundaries_advisory=DURATION_BOUNDARIES,
             )
-        from opentelemetry.context import Context
-        from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, set_span_in_context
-
-        self._empty = Context()
-        self._parent = lambda span_context: set_span_in_context(NonRecordingSpan(span_context))
-        self._client = SpanKind.CLIENT
-        self._error = lambda message: Status(StatusCode.ERROR, message)
+        self.spans = SpanMaker(self.conv)
 
     def _own_tracer_provider(self) -> Any:
         import os
@@ -131,38 +167,21 @@ class LiveExporter:
         return provider
 
     def export(self, batch: Sequence[tuple[Exchange, BuiltRow]]) -> None:
-        conv = self.conv
         tracer = self.tracer
         for exchange, built in batch:
             row = built.row
             start = int(exchange.started_at * 1e9)
-            t_end = exchange.t_end
-            end = start + int((t_end - exchange.t0) * 1e9) if t_end is not None else start
+            t0, t_end, t_first = exchange.t0, exchange.t_end, exchange.t_first
+            end = start + int((t_end - t0) * 1e9) if t_end is not None else start
             if tracer is not None:
-                parent = exchange.otel_parent
-                span = tracer.start_span(
-                    span_name(row),
-                    context=self._empty if parent is None else self._parent(parent),
-                    kind=self._client,
-                    attributes=span_attributes(row, conv),
-                    start_time=start,
+                self.spans.make(
+                    tracer,
+                    row,
+                    start=start,
+                    end=end,
+                    first_token=None if t_first is None else start + int((t_first - t0) * 1e9),
+                    parent=exchange.otel_parent,
                 )
-                t_first = exchange.t_first
-                if t_first is not None and row.get("ttft_ms") is not None:
-                    span.add_event(
-                        FIRST_TOKEN_EVENT,
-                        {"httptrack.ttft_ms": row["ttft_ms"]},
-                        timestamp=start + int((t_first - exchange.t0) * 1e9),
-                    )
-                if conv.content_on_span or conv.content_on_event:
-                    messages = message_attributes(row)
-                    if messages and conv.content_on_span:
-                        span.set_attributes(messages)
-                    if messages and conv.content_on_event:
-                        span.add_event(DETAILS_EVENT, messages, timestamp=end)
-                if row.get("status") == "error":
-                    span.set_status(self._error(row.get("error_message") or error_type(row)))
-                span.end(end_time=end)
             self._record_metrics(row, (end - start) / 1e9)
 
     def _record_metrics(self, row: dict[str, Any], seconds: float) -> None:

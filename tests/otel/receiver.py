@@ -97,7 +97,9 @@ def _decode(body: bytes, encoding: str | None) -> bytes:
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            body = _decode(self.rfile.read(int(self.headers["Content-Length"])), self.headers.get("Content-Encoding"))
+            body = _decode(
+                self.rfile.read(int(self.headers["Content-Length"])), self.headers.get("Content-Encoding")
+            )
             receiver.requests.append(self.path)
             receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
             if self.path == "/v1/traces":
@@ -116,7 +118,10 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                                     start_ns=s.start_time_unix_nano,
                                     end_ns=s.end_time_unix_nano,
                                     attributes=attributes_of(s.attributes),
-                                    events=[(e.name, e.time_unix_nano, attributes_of(e.attributes)) for e in s.events],
+                                    events=[
+                                        (e.name, e.time_unix_nano, attributes_of(e.attributes))
+                                        for e in s.events
+                                    ],
                                     status_code=s.status.code,
                                     status_message=s.status.message,
                                     resource=resource,

@@ -5,7 +5,6 @@ checked against the call's row."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,77 +18,23 @@ import httptrack
 from httptrack._fake import mock_transport
 from httptrack._faults import fault_counts
 
-from .receiver import Point, Receiver, Span
+from .expect import STATUS_ERROR, check_span, expected_attributes
+from .receiver import Point, Receiver
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-SPAN_KIND_CLIENT = 3
-STATUS_ERROR = 2
 
 
 def client(db: Path, *, otel: bool = True, **options: Any) -> httpx2.Client:
-    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, settings=httptrack.Settings(otel=otel))
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=db, settings=httptrack.Settings(otel=otel)
+    )
     if options:
         transport = httptrack.TrackingTransport(
             mock_transport(httpx2), db=db, settings=httptrack.Settings(otel=otel), **options
         )
     return httpx2.Client(transport=transport)
-
-
-def expected_attributes(row: dict[str, Any], provider: str, operation: str, *, latest: bool = False) -> dict[str, Any]:
-    """What the conventions (and httptrack's own names) say of this row, written out here."""
-    host, _, port = row["host"].partition(":")
-    expected: dict[str, Any] = {
-        "gen_ai.operation.name": operation,
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": row["model"],
-        "gen_ai.response.model": row["response_model"],
-        "gen_ai.usage.input_tokens": row["input_tokens"],
-        "gen_ai.usage.output_tokens": row["output_tokens"],
-        "gen_ai.usage.cache_read.input_tokens": row["cached_input_tokens"],
-        "gen_ai.usage.cache_creation.input_tokens": row["cache_write_tokens"],
-        "gen_ai.usage.reasoning.output_tokens": row["reasoning_tokens"],
-        "gen_ai.response.finish_reasons": (row["finish_reason"],) if row["finish_reason"] else None,
-        "gen_ai.response.id": row["response_id"],
-        "gen_ai.conversation.id": row["session"],
-        "server.address": host,
-        "server.port": int(port) if port else 443,
-        "http.response.status_code": row["http_status"],
-        "httptrack.call_id": row["id"],
-        "httptrack.cost_usd": row["cost_usd"],
-        "httptrack.cost_saved_usd": row["cost_saved_usd"],
-        "httptrack.cached": bool(row["cached"]),
-        "httptrack.user": row["user"],
-        "httptrack.service": row["service"],
-        "httptrack.session": row["session"],
-        "httptrack.properties": row["properties"],
-        "httptrack.outcome": row["outcome"],
-        "httptrack.request_id": row["request_id"],
-        "httptrack.ttft_ms": row["ttft_ms"],
-        "httptrack.tokens_estimated": True if row["tokens_estimated"] else None,
-        "error.type": (row["error_code"] or str(row["http_status"])) if row["status"] == "error" else None,
-    }
-    if not latest:
-        expected["gen_ai.system"] = provider
-    return {k: v for k, v in expected.items() if v is not None}
-
-
-def started_ns(row: dict[str, Any]) -> int:
-    return int(datetime.fromisoformat(row["started_at"].replace("Z", "+00:00")).timestamp() * 1e9)
-
-
-def check_span(span: Span, row: dict[str, Any], provider: str, operation: str = "chat", **kw: Any) -> None:
-    assert span.name == f"{operation} {row['model']}"
-    assert span.kind == SPAN_KIND_CLIENT
-    assert span.scope == "httptrack"
-    assert span.resource["service.name"] == "otel-test-app"
-    assert span.attributes == expected_attributes(row, provider, operation, **kw)
-    # Real times: the row's start (stored to the millisecond) and its measured latency.
-    assert abs(span.start_ns - started_ns(row)) < 1_000_000
-    assert abs((span.end_ns - span.start_ns) / 1e6 - row["latency_ms"]) < 0.01
-    if row["status"] == "error":
-        assert span.status_code == STATUS_ERROR
 
 
 def received(receiver: Receiver, count: int) -> None:
@@ -192,7 +137,9 @@ def test_a_transport_error(db: Path, receiver: Receiver) -> None:
     def refuse(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ConnectError("connection refused", request=request)
 
-    transport = httptrack.TrackingTransport(httpx2.MockTransport(refuse), db=db, settings=httptrack.Settings(otel=True))
+    transport = httptrack.TrackingTransport(
+        httpx2.MockTransport(refuse), db=db, settings=httptrack.Settings(otel=True)
+    )
     sdk = openai.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=transport), max_retries=0)
     with pytest.raises(openai.APIConnectionError):
         sdk.chat.completions.create(model="gpt-4o", messages=QUESTION)
@@ -273,7 +220,9 @@ def test_the_environment_turns_it_on(db: Path, receiver: Receiver, monkeypatch: 
 # -- faults -----------------------------------------------------------------------------------
 
 
-def test_a_fault_in_export_never_breaks_a_call(db: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fault_in_export_never_breaks_a_call(
+    db: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from httptrack.otel import _live
 
     def broken(self: Any, batch: Any) -> None:
