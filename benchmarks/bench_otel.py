@@ -58,7 +58,8 @@ mode, n, db = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 import httpx2, openai
 
 ANSWER = {
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini-2024-07-18",
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000,
+    "model": "gpt-4o-mini-2024-07-18",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16},
 }
@@ -186,7 +187,9 @@ def bench_calls(n: int, rounds: int, peer: Path | None) -> None:
                 figures[label].append(_run(python, mode, n, endpoint, Path(tmp), r))
     server.shutdown()
     med = {label: statistics.median(values) for label, values in figures.items()}
-    print(f"\ncalls: openai SDK chat completion, {n:,} calls x {rounds} rounds, CPU µs per call (all threads)")
+    print(
+        f"\ncalls: openai SDK chat completion, {n:,} calls x {rounds} rounds, CPU µs per call (all threads)"
+    )
     print(f"  {'variant':<24} {'µs/call':>9} {'range':>15} {'added':>9} {'x bare':>7}")
     for label, _, _ in variants:
         base = med["bare (peer venv)"] if label in ("openllmetry", "bare (peer venv)") else med["bare"]
@@ -197,7 +200,8 @@ def bench_calls(n: int, rounds: int, peer: Path | None) -> None:
             f"{added:>+9.0f} {med[label] / base:>7.2f}"
         )
     if not has_peer:
-        print(f"  {'openllmetry':<24} not installed (--peer-python: a venv with opentelemetry-instrumentation-openai)")
+        note = "not installed (--peer-python: a venv with opentelemetry-instrumentation-openai)"
+        print(f"  {'openllmetry':<24} {note}")
     print(
         f"  otel on adds {med['httptrack, otel on'] - med['httptrack, otel off']:+.0f} µs/call over otel off "
         f"(OTLP requests received: {dict(sorted(_Sink.received.items()))})"
@@ -285,14 +289,17 @@ def bench_parquet(n: int) -> None:
         size = out.stat().st_size
     print(f"\nparquet: {n:,} calls (log made in {made:.1f} s)")
     print(f"  export --format parquet  {seconds:7.1f} s  {n / seconds:>10,.0f} rows/s  {size / 1e6:8.1f} MB")
-    print(f"  DuckDB reads it back     {read:7.2f} s  count and sums equal to SQLite's: {'yes' if equal else 'NO'}")
+    verdict = "yes" if equal else "NO"
+    print(f"  DuckDB reads it back     {read:7.2f} s  count and sums equal to SQLite's: {verdict}")
     if not equal:
         print(f"  SQLite {expected}\n  DuckDB {got}")
         raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run (CI)")
     parser.add_argument("--calls", type=int, help="calls per variant and round")
     parser.add_argument("--rounds", type=int, help="rounds (each variant once per round)")
@@ -307,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     only = set((args.only or "calls,parquet").split(","))
     if "calls" in only:
-        bench_calls(args.calls or (200 if args.quick else 2000), args.rounds or (1 if args.quick else 5), args.peer_python)
+        calls = args.calls or (200 if args.quick else 2000)
+        bench_calls(calls, args.rounds or (1 if args.quick else 5), args.peer_python)
     if "parquet" in only:
         bench_parquet(args.rows or (20_000 if args.quick else 1_000_000))
 
