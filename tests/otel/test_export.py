@@ -211,3 +211,18 @@ def test_parquet_of_50k_calls_reads_back_equal(tmp_path: Path, monkeypatch: pyte
     import pyarrow.parquet as pq
 
     assert pq.ParquetFile(out).metadata.num_row_groups >= 50_000 // 7_000
+
+
+def test_parquet_columns_and_nothing_matching(db: Path, tmp_path: Path) -> None:
+    rows = record_some_calls(db)
+    one, none = tmp_path / "one.parquet", tmp_path / "none.parquet"
+    assert export("-f", "parquet", "-c", "cost_usd", "-o", str(one), "--db", str(db)).exit_code == 0
+    assert export("-f", "parquet", "-o", str(none), "--user", "nobody", "--db", str(db)).exit_code == 0
+    con = duckdb.connect()
+    assert con.execute(f"SELECT count(*), sum(cost_usd) FROM '{one}'").fetchone() == (
+        len(rows),
+        pytest.approx(sum(r["cost_usd"] or 0 for r in rows)),
+    )
+    assert [c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM '{one}'").fetchall()] == ["cost_usd"]
+    assert con.execute(f"SELECT count(*) FROM '{none}'").fetchone() == (0,)
+    assert len(con.execute(f"DESCRIBE SELECT * FROM '{none}'").fetchall()) == len(COLUMN_NAMES)
