@@ -264,3 +264,16 @@ def test_an_unreachable_collector(db: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert len(read_rows(db)) == 1
     finally:
         _live.reset()
+
+
+async def test_async_client(db: Path, receiver: Receiver) -> None:
+    transport = httptrack.AsyncTrackingTransport(
+        mock_transport(httpx2), db=db, settings=httptrack.Settings(otel=True)
+    )
+    sdk = openai.AsyncOpenAI(api_key="sk-test", http_client=httpx2.AsyncClient(transport=transport))
+    stream = await sdk.chat.completions.create(model="gpt-4o", messages=QUESTION, stream=True)
+    async for _ in stream:
+        pass
+    received(receiver, 1)
+    (row,) = read_rows(db)
+    check_span(receiver.span_for(row["id"]), row, "openai")
