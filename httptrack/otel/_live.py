@@ -110,11 +110,18 @@ class LiveExporter:
         #: What this exporter made (and so flushes and shuts down); the app's are the app's.
         self.owned: list[Any] = []
         tracer_provider: Any = trace.get_tracer_provider()
-        if isinstance(tracer_provider, trace.ProxyTracerProvider):
-            tracer_provider = self._own_tracer_provider()
         meter_provider: Any = metrics.get_meter_provider()
-        if type(meter_provider).__name__ == "_ProxyMeterProvider":
-            meter_provider = self._own_meter_provider()
+        app_traces = not isinstance(tracer_provider, trace.ProxyTracerProvider)
+        app_metrics = type(meter_provider).__name__ != "_ProxyMeterProvider"
+        # httptrack's own provider for a signal the app did not set up: when the app set up
+        # neither, or the variables name an endpoint (an app that set up only tracing in code
+        # does not get metrics sent to localhost:4318 that nothing receives).
+        if not app_traces:
+            own = not app_metrics or _endpoint_named("TRACES")
+            tracer_provider = self._own_tracer_provider() if own else None
+        if not app_metrics:
+            own = not app_traces or _endpoint_named("METRICS")
+            meter_provider = self._own_meter_provider() if own else None
         __version__ = _version()
         self.tracer = tracer_provider.get_tracer("httptrack", __version__) if tracer_provider else None
         meter = meter_provider.get_meter("httptrack", __version__) if meter_provider else None
@@ -206,6 +213,15 @@ class LiveExporter:
     def shutdown(self) -> None:
         for provider in self.owned:
             provider.shutdown()
+
+
+def _endpoint_named(signal: str) -> bool:
+    import os
+
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    )
 
 
 def _version() -> str | None:

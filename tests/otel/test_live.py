@@ -277,3 +277,38 @@ async def test_async_client(db: Path, receiver: Receiver) -> None:
     received(receiver, 1)
     (row,) = read_rows(db)
     check_span(receiver.span_for(row["id"]), row, "openai")
+
+
+@pytest.mark.parametrize("endpoint", [False, True])
+def test_an_app_that_set_up_tracing_only(
+    db: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, endpoint: bool
+) -> None:
+    """The app's TracerProvider gets the spans; metrics go to httptrack's own provider only
+    when the variables name an endpoint (else nothing is sent to a default nobody listens on)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from httptrack.otel import _live
+
+    memory = InMemorySpanExporter()
+    app = TracerProvider()
+    app.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: app)  # as trace.set_tracer_provider
+    if not endpoint:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    _live.reset()
+    sdk = openai.OpenAI(api_key="sk-test", http_client=client(db))
+    sdk.chat.completions.create(model="gpt-4o", messages=QUESTION)
+    assert httptrack.flush()
+    (row,) = read_rows(db)
+    (span,) = memory.get_finished_spans()
+    assert span.attributes is not None and span.attributes["httptrack.call_id"] == row["id"]
+    exporter = _live._get()
+    assert exporter is not None and exporter.tracer is not None
+    assert (exporter.duration is not None) is endpoint
+    if endpoint:
+        assert receiver.wait_for(lambda: "/v1/metrics" in receiver.requests)
+    assert "/v1/traces" not in receiver.requests
+    app.shutdown()
