@@ -173,9 +173,13 @@ class LiveExporter:
         self.owned.append(provider)
         return provider
 
-    def export(self, batch: Sequence[tuple[Exchange, BuiltRow]]) -> None:
+    def export(
+        self, batch: Sequence[tuple[Exchange, BuiltRow]], pause: Callable[[], None] | None = None
+    ) -> None:
         tracer = self.tracer
         for exchange, built in batch:
+            if pause is not None:
+                pause()  # the writer's short turns: an app thread waiting for the GIL gets it
             row = built.row
             start = int(exchange.started_at * 1e9)
             t0, t_end, t_first = exchange.t0, exchange.t_end, exchange.t_first
@@ -258,12 +262,13 @@ def _get() -> LiveExporter | None:
     return exporter if isinstance(exporter, LiveExporter) else None
 
 
-def export_batch(batch: Sequence[tuple[Exchange, BuiltRow]]) -> None:
-    """Emit the spans and metrics of a batch of recorded calls (the writer thread)."""
+def export_batch(batch: Sequence[tuple[Exchange, BuiltRow]], pause: Callable[[], None] | None = None) -> None:
+    """Emit the spans and metrics of a batch of recorded calls (the writer thread, which
+    passes its ``pause``: called before each call's span)."""
     try:
         exporter = _get()
         if exporter is not None:
-            exporter.export(batch)
+            exporter.export(batch, pause)
     except Exception as exc:
         report_fault("otel", "calls could not be sent to OpenTelemetry (they are recorded)", exc)
 

@@ -390,7 +390,7 @@ class Writer:
         exported = [item for item in built if item[0].settings.otel]
         if exported:  # HTTPTRACK_OTEL: the batch's spans and metrics (otel/_live)
             with fork_lock:
-                _otel().export_batch(exported)
+                _otel().export_batch(exported, self._pause)
 
     def _log(self, path: Path) -> _Log:
         log = self._logs.get(path)

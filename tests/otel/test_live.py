@@ -225,7 +225,7 @@ def test_a_fault_in_export_never_breaks_a_call(
 ) -> None:
     from httptrack.otel import _live
 
-    def broken(self: Any, batch: Any) -> None:
+    def broken(self: Any, batch: Any, pause: Any = None) -> None:
         raise RuntimeError("exporter bug")
 
     monkeypatch.setattr(_live.LiveExporter, "export", broken)
