@@ -72,7 +72,12 @@ _PROVIDERS = {
     "xai": "x_ai",
 }
 #: ... and → the older ``gen_ai.system`` (v1.36.0 and before).
-_SYSTEMS = {"azure_openai": "az.ai.openai", "mistral": "mistral_ai", "xai": "xai"}
+_SYSTEMS = {
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "azure_openai": "az.ai.openai",
+    "mistral": "mistral_ai",
+}
 
 
 class Conventions(NamedTuple):
