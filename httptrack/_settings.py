@@ -266,6 +266,10 @@ class Settings:
     ``on_alert``        (code only)                   ``callable(alert: dict)``, called for
                                                       each limit alert (off the app's thread)
     ``alert_webhook``   ``HTTPTRACK_ALERT_WEBHOOK``   URL each limit alert is POSTed to as JSON
+    ``otel``            ``HTTPTRACK_OTEL``            each call as an OpenTelemetry GenAI span and
+                                                      metrics, sent from the writer thread through
+                                                      the standard ``OTEL_*`` configuration
+                                                      (docs/export.md)
     =================== ============================= ==========================================
     """
 
@@ -287,6 +291,7 @@ class Settings:
         "max_body_bytes",
         "max_queue",
         "on_alert",
+        "otel",
         "prices",
         "prices_file",
         "redact",
@@ -321,6 +326,7 @@ class Settings:
     limits: tuple[Limit, ...]
     on_alert: Callable[[dict[str, Any]], object] | None
     alert_webhook: str | None
+    otel: bool
 
     def __init__(
         self,
@@ -347,6 +353,7 @@ class Settings:
         limits: Iterable[Limit | str | Mapping[str, Any]] | Limit | str | os.PathLike[str] | None = None,
         on_alert: Callable[[dict[str, Any]], object] | None = None,
         alert_webhook: str | None = None,
+        otel: bool | str | None = None,
     ) -> None:
         def pick(arg: Any, env: str) -> tuple[Any, str]:
             if arg is not None:
@@ -449,6 +456,9 @@ class Settings:
         if value and not str(value).lower().startswith(("http://", "https://")):
             raise SettingsError(f"{name}: expected an http:// or https:// URL")
         set_(self, "alert_webhook", str(value) if value else None)
+
+        value, name = pick(otel, "HTTPTRACK_OTEL")
+        set_(self, "otel", False if value in (None, "") else parse_bool(value, name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; use settings.replace(...)")

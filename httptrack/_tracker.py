@@ -44,7 +44,16 @@ provider_for_shape: Any = None
 class Tracker:
     """One per transport: its settings, its cache, the shared writer."""
 
-    __slots__ = ("_detect", "_hosts", "_writer", "cache", "caches_doubles", "enforcer", "settings")
+    __slots__ = (
+        "_detect",
+        "_hosts",
+        "_otel_parent",
+        "_writer",
+        "cache",
+        "caches_doubles",
+        "enforcer",
+        "settings",
+    )
 
     def __init__(self, settings: Settings, cache: Any = None) -> None:
         global provider_for_host, provider_for_shape
@@ -64,6 +73,12 @@ class Tracker:
         #: a cache (``cache=``, ``cache_dir=``), else one test's double would answer another.
         self.caches_doubles = False
         self._writer = writer()
+        # -- otel/: with spans on, the app's current span is noted as a call begins (its parent).
+        self._otel_parent: Any = None
+        if settings.otel and settings.enabled:
+            from .otel._live import current_span_getter
+
+            self._otel_parent = current_span_getter()
         # -- limits (limits/): None without limits, so a call pays one attribute test.
         self.enforcer: Any = None
         if settings.limits and settings.enabled:
@@ -103,7 +118,7 @@ class Tracker:
             if control is not None:
                 attribution = control.apply_to(attribution)
             query = url.query
-            return Exchange(
+            exchange = Exchange(
                 provider=provider,
                 operation=provider.operation(method, path),
                 settings=self.settings,
@@ -119,6 +134,9 @@ class Tracker:
                 attribution=attribution,
                 control=control,
             )
+            if self._otel_parent is not None:
+                exchange.otel_parent = self._otel_parent()
+            return exchange
         except Exception as exc:
             report_fault("begin", "a request could not be tracked", exc)
             return None

@@ -449,8 +449,10 @@ def restore(record: tuple[Any, ...], db: Path) -> Exchange:
     ex.cached, ex.cache_key, ex.cache_status, ex.cache_ttl = cached, cache_key, None, None
     ex.replayed_row, ex.rewritten, ex.chunk_filter = replayed_row, rewritten, None
     # Not spooled: the cache's loop-guard note, a streamed body's parts (already joined into
-    # request_body when the call was spooled), the limits' reservation (it expires).
+    # request_body when the call was spooled), the limits' reservation (it expires), the
+    # app's span (a recovered call is not sent as a live span).
     ex.cache_note, ex.request_parts, ex.request_sent, ex.limit_ticket = None, None, 0, None
+    ex.otel_parent = None
     return ex
 
 

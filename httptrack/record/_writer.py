@@ -321,6 +321,8 @@ class Writer:
                     reason = (
                         self._unwritten_reason() if any(log.pending for log in self._logs.values()) else None
                     )
+                    if _otel_live is not None:
+                        _otel_live.flush()  # httptrack's own OpenTelemetry exporters, if any
                     for marker in markers:
                         marker.reason = reason
                         marker.done.set()
@@ -385,6 +387,10 @@ class Writer:
                     sink.after_batch()
             except Exception as exc:
                 report_fault("after_record", "a post-record hook failed", exc)
+        exported = [item for item in built if item[0].settings.otel]
+        if exported:  # HTTPTRACK_OTEL: the batch's spans and metrics (otel/_live)
+            with fork_lock:
+                _otel().export_batch(exported, self._pause)
 
     def _log(self, path: Path) -> _Log:
         log = self._logs.get(path)
@@ -566,6 +572,19 @@ class Writer:
         self.dropped, self.written = dropped, written
 
 
+#: ``otel._live``, imported with the first call that has ``HTTPTRACK_OTEL`` on.
+_otel_live: Any = None
+
+
+def _otel() -> Any:
+    global _otel_live
+    if _otel_live is None:
+        from ..otel import _live
+
+        _otel_live = _live
+    return _otel_live
+
+
 def _due(last: float | None, now: float) -> bool:
     return last is None or now - last >= RECOVER_EVERY
 
@@ -658,6 +677,8 @@ def _at_exit() -> None:
             _writer.close(timeout=EXIT_FAILING_SECONDS)
         else:
             _writer.close()
+        if _otel_live is not None:
+            _otel_live.shutdown()  # after the last rows: their spans go too
     except Exception:  # pragma: no cover
         pass
 
