@@ -30,6 +30,7 @@ advisory lock so that many processes starting at once migrate once.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -391,10 +392,8 @@ class PostgresStore:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection: nothing to close cleanly
                 conn.close()
-            except Exception:  # a broken connection: nothing to close cleanly
-                pass
 
     def forget(self) -> None:
         """After fork: the connection's socket is the parent's; never close it here (that

@@ -491,7 +491,12 @@ class Writer:
         )
 
     def _lost(
-        self, path: LogTarget, segments: list[int], kind: FaultKind, message: str, exc: BaseException | None = None
+        self,
+        path: LogTarget,
+        segments: list[int],
+        kind: FaultKind,
+        message: str,
+        exc: BaseException | None = None,
     ) -> None:
         """Count calls lost to the log (``rows_dropped``) and let their spool records go."""
         self.dropped += len(segments)
