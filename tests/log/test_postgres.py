@@ -175,3 +175,43 @@ def test_search_finds_something(both: tuple[Path, str]) -> None:
 
 def _rounded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+
+
+# -- a server that goes away ------------------------------------------------------------------
+
+
+def test_server_stopped_mid_run_costs_no_call_and_no_row(own_pg_server: Any, caplog: Any) -> None:
+    """The server stops while the app makes calls: every call succeeds all the same, the
+    rows wait (counted as a `database` fault, never `rows_dropped`), and all of them arrive
+    once it is back. No message carries the password."""
+    from httptrack._faults import fault_counts
+    from httptrack._fake import mock_transport
+
+    url = own_pg_server.url()
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=url, cache=False)
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+
+    def ask(n: int) -> None:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{n}"}])
+        assert reply.choices[0].message.content
+
+    for n in range(5):
+        ask(n)
+    assert httptrack.flush()
+    own_pg_server.pause()
+    for n in range(5, 25):
+        ask(n)  # the server is down: the calls go through untouched
+    assert not httptrack.flush(timeout=10)  # they wait, and flush says so
+    assert fault_counts().get("database", 0) >= 1 and not fault_counts().get("rows_dropped")
+    own_pg_server.resume()
+    for n in range(25, 30):
+        ask(n)
+    assert httptrack.flush(timeout=30)
+    with httptrack.open_log(url) as log:
+        assert sorted(c.request_body.split('"q')[1].split('"')[0] for c in log.calls()) == sorted(  # type: ignore[union-attr]
+            str(n) for n in range(30)
+        )
+    assert "127.0.0.1" in caplog.text and PASSWORD not in caplog.text
+
+
+PASSWORD = "s3cret-pw"
