@@ -192,7 +192,9 @@ def test_server_stopped_mid_run_costs_no_call_and_no_row(own_pg_server: Any, cap
     client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
 
     def ask(n: int) -> None:
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{n}"}])
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{n}"}]
+        )
         assert reply.choices[0].message.content
 
     for n in range(5):
