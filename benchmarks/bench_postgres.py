@@ -47,7 +47,9 @@ def _writer_cpu() -> float:
     for thread in threading.enumerate():
         if thread.name == "httptrack-writer" and thread.native_id is not None:
             try:
-                fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = (
+                    Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+                )
                 return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             except OSError:
                 return 0.0
@@ -60,7 +62,9 @@ def _worker(db: str, calls: int, barrier: Any, out: Any) -> None:
     import httptrack
 
     def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": "application/json"}, content=OPENAI_CHAT_COMPLETION)
+        return httpx2.Response(
+            200, headers={"content-type": "application/json"}, content=OPENAI_CHAT_COMPLETION
+        )
 
     transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=db, cache=False)
     client = httpx2.Client(transport=transport)
@@ -68,7 +72,10 @@ def _worker(db: str, calls: int, barrier: Any, out: Any) -> None:
     headers = {"authorization": "Bearer sk-bench"}
 
     def post() -> None:
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {next(counter)}"}]}
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"question {next(counter)}"}],
+        }
         client.post(CHAT, json=body, headers=headers).read()
 
     for _ in range(5):  # imports, the first connection, the schema: before the clock

@@ -17,8 +17,11 @@ carry the URL's password.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -140,6 +143,7 @@ class PostgresCounters(SqliteCounters):
         super().__init__(url.spool_folder(), reservation_ttl=reservation_ttl, readonly=readonly)
         self.url = url
         self._pg: psycopg.Connection[Any] | None = None
+        _instances.add(self)
 
     def _pg_connection(self) -> psycopg.Connection[Any]:
         conn = self._pg
@@ -209,20 +213,28 @@ class PostgresCounters(SqliteCounters):
     def _drop(self) -> None:
         conn, self._pg = self._pg, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 conn.close()
-            except Exception:  # pragma: no cover - already broken
-                _abandoned.append(conn)
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
     def _after_fork_in_child(self) -> None:
+        from ..log._postgres import detach
+
         self._lock = threading.Lock()
-        if self._pg is not None:
-            _abandoned.append(self._pg)  # the parent's session: never closed here
-            self._pg = None
+        conn, self._pg = self._pg, None
+        if conn is not None:
+            detach(conn)  # the parent's session: let go of it without ending it
 
 
-_abandoned: list[Any] = []
+_instances: weakref.WeakSet[PostgresCounters] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close the counters' connections at exit (a clean goodbye to the server)."""
+    for counters in list(_instances):
+        with contextlib.suppress(Exception):
+            counters._drop()

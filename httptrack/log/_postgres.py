@@ -50,6 +50,7 @@ __all__ = [
     "PG_TYPES",
     "PostgresStore",
     "connect",
+    "detach",
     "migrate",
     "select_list",
     "unavailable",
@@ -399,13 +400,26 @@ class PostgresStore:
                 conn.close()
 
     def forget(self) -> None:
-        """After fork: the connection's socket is the parent's; never close it here (that
-        would end the parent's session)."""
+        """After fork: the connection's socket is the parent's (see ``detach``)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            _abandoned.append(conn)
+            detach(conn)
 
 
-#: Connections left behind in forked children (kept referenced: their finalizer must not
-#: send a Terminate on the parent's socket).
-_abandoned: list[Any] = []
+def detach(conn: Any) -> None:
+    """Let go of a connection inherited through ``fork()`` without ending the parent's
+    session: closing it here would send the server a Terminate on the socket the parent
+    still uses. This process's copy of the socket's descriptor is pointed at /dev/null
+    first, so the goodbye goes nowhere, and the connection is then closed quietly."""
+    import os
+
+    try:
+        fd = conn.pgconn.socket
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        conn.close()
+    except Exception:  # pragma: no cover - already closed: nothing of the parent's here
+        pass

@@ -184,8 +184,8 @@ def test_server_stopped_mid_run_costs_no_call_and_no_row(own_pg_server: Any, cap
     """The server stops while the app makes calls: every call succeeds all the same, the
     rows wait (counted as a `database` fault, never `rows_dropped`), and all of them arrive
     once it is back. No message carries the password."""
-    from httptrack._faults import fault_counts
     from httptrack._fake import mock_transport
+    from httptrack._faults import fault_counts
 
     url = own_pg_server.url()
     transport = httptrack.TrackingTransport(mock_transport(httpx2), db=url, cache=False)
