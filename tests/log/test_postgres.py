@@ -217,3 +217,71 @@ def test_server_stopped_mid_run_costs_no_call_and_no_row(own_pg_server: Any, cap
 
 
 PASSWORD = "s3cret-pw"
+
+
+def test_fork_child_leaves_the_parents_connection_alone(pg_url: str) -> None:
+    """A child forked after the parent wrote (its writer's connection and the limits'
+    connection inherited) records its own calls and exits; the parent's connections keep
+    working: every row of both arrives."""
+    import multiprocessing
+
+    from httptrack import Limit
+    from httptrack._fake import mock_transport
+
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=pg_url, cache=False, limits=[Limit(requests=1000, per="day")]
+    )
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+
+    def ask() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+    ask()
+    assert httptrack.flush()
+
+    def child() -> None:
+        ask()
+        ask()
+        assert httptrack.flush()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    ask()  # the parent's writer and counters, on their connections of before the fork
+    assert httptrack.flush()
+    with httptrack.open_log(pg_url) as log:
+        assert log.count() == 4
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT used FROM limit_counters").fetchone() == (4.0,)
+
+
+def test_calls_of_a_killed_process_are_recovered_from_its_local_spool(pg_url: str, tmp_path: Path) -> None:
+    """A process that dies (``os._exit``) before its writer wrote: its calls are in its
+    spool, a local folder for a Postgres log, and the next reader writes them in."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    program = textwrap.dedent(
+        """
+        import os, httpx2, httptrack
+        from httptrack._fake import mock_transport
+        from httptrack.record import _writer
+        _writer.Writer._write = lambda self, batch: None   # the writer never gets to them
+        client = httpx2.Client(transport=httptrack.TrackingTransport(mock_transport(httpx2), cache=False))
+        for n in range(7):
+            client.post("https://api.openai.com/v1/chat/completions",
+                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).read()
+        os._exit(0)
+        """
+    )
+    env = {**os.environ, "HTTPTRACK_DB": pg_url, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=120)
+    spools = list((Path(os.environ["XDG_DATA_HOME"]) / "httptrack" / "postgres").glob("*-spool/*.spool"))
+    assert spools, "the calls were spooled locally"
+    with httptrack.open_log(pg_url) as log:
+        assert log.count() == 7
