@@ -285,3 +285,34 @@ def test_calls_of_a_killed_process_are_recovered_from_its_local_spool(pg_url: st
     assert spools, "the calls were spooled locally"
     with httptrack.open_log(pg_url) as log:
         assert log.count() == 7
+
+
+def test_the_sqlite_logs_views_exist_in_postgres_with_the_same_figures(both: tuple[Path, str]) -> None:
+    import sqlite3
+
+    import psycopg
+
+    from httptrack.log._views import VIEWS
+
+    sqlite_db, url = both
+    lite = sqlite3.connect(sqlite_db)
+    try:
+        with psycopg.connect(url) as pg:
+            for name in VIEWS:
+                assert pg.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0, name  # type: ignore[index]
+            for view, key in (("cost_by_model", "model"), ("cost_by_user", "user"), ("cost_per_day", "day")):
+                pg_rows = {
+                    str(k): (n, round(float(c or 0), 6))
+                    for k, n, c in pg.execute(f'SELECT "{key}", calls, cost_usd FROM {view}').fetchall()
+                }
+                lite_rows = {
+                    str(k): (n, round(float(c or 0), 6))
+                    for k, n, c in lite.execute(f'SELECT "{key}", calls, cost_usd FROM {view}').fetchall()
+                }
+                assert pg_rows == lite_rows, view
+            daily = pg.execute(
+                "SELECT day AS time, model, sum(cost_usd) FROM calls_daily GROUP BY 1, 2 ORDER BY 1"
+            ).fetchall()
+            assert daily
+    finally:
+        lite.close()
