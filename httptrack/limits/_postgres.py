@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,8 +34,10 @@ from ._sqlite import RESERVATION_TTL, SqliteCounters, read_events, read_usage
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["LIMITS_LOCK", "PG_SCHEMA", "PostgresCounters"]
+__all__ = ["LIMITS_LOCK", "PG_SCHEMA", "RETRY_SECONDS", "PostgresCounters"]
 
+#: After a failed connection, steps fail at once (the call unlimited) for this long.
+RETRY_SECONDS = 5.0
 #: The advisory lock every step takes (a constant of httptrack's own).
 LIMITS_LOCK = 0x6874_7472_6163_6B02
 
@@ -143,6 +146,7 @@ class PostgresCounters(SqliteCounters):
         super().__init__(url.spool_folder(), reservation_ttl=reservation_ttl, readonly=readonly)
         self.url = url
         self._pg: psycopg.Connection[Any] | None = None
+        self._down_until = 0.0
         _instances.add(self)
 
     def _pg_connection(self) -> psycopg.Connection[Any]:
@@ -150,7 +154,15 @@ class PostgresCounters(SqliteCounters):
         if conn is None or conn.closed:
             from ..log._postgres import connect
 
-            conn = connect(self.url)
+            if time.monotonic() < self._down_until:
+                # The server was unreachable a moment ago: the call goes ahead unlimited
+                # at once, instead of each call waiting for a connection timeout.
+                raise RuntimeError(f"{self.url} was unreachable less than {RETRY_SECONDS:g} s ago")
+            try:
+                conn = connect(self.url)
+            except Exception:
+                self._down_until = time.monotonic() + RETRY_SECONDS
+                raise
             if not self.readonly:
                 try:
                     with conn.transaction():

@@ -303,7 +303,6 @@ class PostgresStore:
         #: The search vector and the views are computed by Postgres: nothing is ever behind.
         self.behind = 0
         self._conn: psycopg.Connection[Any] | None = None
-        self._incoming = False
 
     def open(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -316,6 +315,11 @@ class PostgresStore:
             raise unavailable(self.url, exc, "could not connect to") from None
         try:
             migrate(conn)
+            # Outside any batch's transaction: a batch rolled back must not take it along.
+            types = ", ".join(f'"{name}" {_COPY_TYPES[sqltype]}' for name, sqltype, _ in COLUMNS)
+            conn.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n integer, {types}) ON COMMIT DELETE ROWS"
+            )
         except psycopg.Error as exc:
             conn.close()
             raise unavailable(self.url, exc, "could not set up the call log in") from None
@@ -323,7 +327,6 @@ class PostgresStore:
             conn.close()
             raise
         self._conn = conn
-        self._incoming = False
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> WriteResult:
         import psycopg
@@ -347,12 +350,6 @@ class PostgresStore:
             raise unavailable(self.url, exc, "could not write to") from None
 
     def _copy(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
-        if not self._incoming:
-            types = ", ".join(f'"{name}" {_COPY_TYPES[sqltype]}' for name, sqltype, _ in COLUMNS)
-            conn.execute(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n integer, {types}) ON COMMIT DELETE ROWS"
-            )
-            self._incoming = True
         with conn.cursor() as cursor:
             with cursor.copy(f"COPY {_INCOMING} (n, {_QUOTED}) FROM STDIN") as copy:
                 for n, row in enumerate(rows):

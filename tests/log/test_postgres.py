@@ -91,6 +91,8 @@ def test_duplicates_are_not_errors(pg_url: str) -> None:
         ]
     )
     assert result.written == 1 and [i for i, _ in result.refused] == [1]
+    # The batch a row spoiled is undone whole: the next batch is written as usual.
+    assert store.write([tuple(dict(row, id="01NEXT")[c] for c in COLUMN_NAMES)]) == (1, 0, [])
     store.close()
 
 
@@ -316,3 +318,21 @@ def test_the_sqlite_logs_views_exist_in_postgres_with_the_same_figures(both: tup
             assert daily
     finally:
         lite.close()
+
+
+def test_limits_with_the_server_down_let_calls_through(tmp_path: Path) -> None:
+    """Limits counted in a Postgres log whose server cannot be reached: every call goes
+    ahead (unlimited, the fault reported), and after the first failure without waiting to
+    connect again."""
+    from httptrack import Limit
+    from httptrack._faults import fault_counts
+    from httptrack._fake import mock_transport
+
+    url = "postgresql://u:hunter2pw@127.0.0.1:1/db"
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=url, cache=False, limits=[Limit(requests=1, per="day")]
+    )
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+    for _ in range(3):  # a limit of 1 request: the 2nd and 3rd would be refused if counted
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert fault_counts().get("limits", 0) >= 1
