@@ -44,6 +44,13 @@ from ._spool import Spool, recover
 __all__ = ["EXIT_FAILING_SECONDS", "EXIT_FLUSH_SECONDS", "Writer", "flush", "writer"]
 
 BATCH_SIZE = 1000
+#: While calls keep coming, the writer wakes on its own every BATCH_WAIT seconds (or when
+#: WAKE_ROWS calls wait), so a transaction holds the calls of that span and the app's
+#: thread never wakes the writer for one call (a wake hands the writer the GIL mid-call).
+#: Only the first call after the writer has been idle for IDLE_AFTER seconds wakes it.
+BATCH_WAIT = 0.05
+WAKE_ROWS = 256
+IDLE_AFTER = 0.25
 #: A transaction holds at most this many bytes of rows (and at least one row).
 BATCH_BYTES = 8 * 1024 * 1024
 #: After a failed write, the next one waits this long, doubling up to RETRY_MAX seconds.
@@ -151,6 +158,11 @@ class Writer:
         self._slice_start = 0.0
         self._yield_every = YIELD_EVERY_MIN
         self._wake = threading.Event()
+        #: The writer waits for a wake (nothing came for IDLE_AFTER seconds); else it wakes
+        #: on its own every BATCH_WAIT seconds and calls do not wake it.
+        self._idle = True
+        #: Transactions written (with ``written``: rows per transaction, for benchmarks).
+        self.transactions = 0
         #: One drainer at a time (the writer thread, or a flush when there is none).
         self._lock = threading.Lock()
         #: Held by the writer thread while it imports, builds a row or is inside SQLite: fork()
@@ -191,12 +203,14 @@ class Writer:
         queue.append(exchange)
         if self._thread is None:
             self._start()
-        wake = self._wake
-        # Setting an Event takes its lock and notifies: skipped while it is still set. Safe:
-        # the writer clears it *before* draining, so whatever was appended before this test
-        # saw it set is drained after the clear.
-        if not wake.is_set():
-            wake.set()
+        # While calls keep coming the writer wakes on its own (see BATCH_WAIT): a call wakes
+        # it only when it is idle, or when many calls wait. Safe: the writer marks itself idle
+        # *before* it looks at the queue a last time, and clears the event *before* draining,
+        # so a call appended before either test is drained.
+        if self._idle or len(queue) >= WAKE_ROWS:
+            wake = self._wake
+            if not wake.is_set():  # setting an Event takes its lock and notifies
+                wake.set()
         worker = self._worker
         if worker is None:
             worker = self._worker = _multiprocessing_child()
@@ -285,10 +299,27 @@ class Writer:
     def _run(self) -> None:
         with self._fork_lock:
             _warm_up()
+        wake = self._wake
+        quiet_since: float | None = None
         while True:
-            waiting = any(log.pending or log.backend.behind for log in self._logs.values())
-            self._wake.wait(timeout=1.0 if waiting else None)
-            self._wake.clear()
+            if self._idle:
+                waiting = any(log.pending or log.backend.behind for log in self._logs.values())
+                wake.wait(timeout=1.0 if waiting else None)
+            else:
+                wake.wait(timeout=BATCH_WAIT)
+            wake.clear()
+            if self._queue:
+                quiet_since = None
+                self._idle = False
+            elif not self._idle:
+                now = time.monotonic()
+                if quiet_since is None:
+                    quiet_since = now
+                elif now - quiet_since >= IDLE_AFTER:
+                    # Nothing came for a while: from here on, a call wakes the writer. One
+                    # appended before it saw this is in the queue: the drain below takes it.
+                    self._idle = True
+                    quiet_since = None
             # Woken by calls: the app is running. Yield often until that proves unneeded.
             self._yield_every = YIELD_EVERY_MIN
             self._slice_start = time.perf_counter()
@@ -437,6 +468,7 @@ class Writer:
                     rows.append(row)
                     size += row.size
                 result = backend.write([row.values for row in rows])
+                self.transactions += 1
                 for _ in rows:
                     pending.popleft()
                 log.pending_bytes -= size
