@@ -324,12 +324,16 @@ class Writer:
             self._yield_every = YIELD_EVERY_MIN
             self._slice_start = time.perf_counter()
             try:
-                self._drain()
+                self._drain(whole=False)
             except Exception as exc:  # pragma: no cover - a bug in httptrack: keep running
                 report_fault("writer", "the writer hit an unexpected error", exc)
 
-    def _drain(self) -> None:
-        """Process everything queued (runs in the writer thread, or inline at exit)."""
+    def _drain(self, *, whole: bool = True) -> None:
+        """Process everything queued (inline at exit, or at a flush without a writer thread).
+        The writer thread passes ``whole=False``: it stops once fewer than WAKE_ROWS calls
+        are left (those that came while it wrote), so they wait for its next turn and share
+        one transaction, instead of a transaction each as they trickle in (a flush, or
+        WAKE_ROWS calls, wake it at once)."""
         with self._lock:
             while True:
                 batch: list[Any] = []
@@ -355,7 +359,7 @@ class Writer:
                     for marker in markers:
                         marker.reason = reason
                         marker.done.set()
-                if not queue:
+                if not queue or (not whole and len(queue) < WAKE_ROWS):
                     break
             self._write_pending(force=False)
             self._catch_up(force=False)
@@ -484,8 +488,7 @@ class Writer:
                         dropped=len(result.refused),
                     )
                 if spool is not None:
-                    for row in rows:
-                        spool.release(row.segment)
+                    _release(spool, [row.segment for row in rows])
                 log.batch = min(BATCH_SIZE, log.batch * 2)
                 log.retry = 0.0
                 log.error = None
@@ -530,8 +533,7 @@ class Writer:
         report_fault(kind, message, exc, count=len(segments), dropped=len(segments))
         spool = self._spools.get(path)
         if spool is not None:
-            for segment in segments:
-                spool.release(segment)
+            _release(spool, segments)
 
     def close(self, timeout: float = 1.0) -> None:
         """Close every log (folding its journal into the file when this process is the last
@@ -596,6 +598,17 @@ class Writer:
         dropped, written = self.dropped, self.written
         self._reset()
         self.dropped, self.written = dropped, written
+
+
+def _release(spool: Spool, segments: list[int]) -> None:
+    """Release the spool records of ``segments`` (one per row): one call per run of rows in
+    the same segment, not one per row (each takes the spool's lock, which the app's
+    threads take to append)."""
+    start = 0
+    for end in range(1, len(segments) + 1):
+        if end == len(segments) or segments[end] != segments[start]:
+            spool.release(segments[start], end - start)
+            start = end
 
 
 def _due(last: float | None, now: float) -> bool:
