@@ -297,15 +297,15 @@ def installed(variant: str, python: str) -> bool:
     if variant not in PEERS:
         return True
     module = PEERS[variant][0]
-    probe = subprocess.run(
-        [
-            python,
-            "-c",
-            f"import importlib.util as u; raise SystemExit(u.find_spec({module.split('.')[0]!r}) is None)",
-        ],
-        capture_output=True,
-        timeout=60,
+    check = (
+        "import importlib.util as u\n"
+        "try:\n"
+        f"    found = u.find_spec({module!r}) is not None\n"
+        "except ModuleNotFoundError:\n"
+        "    found = False\n"
+        "raise SystemExit(not found)"
     )
+    probe = subprocess.run([python, "-c", check], capture_output=True, timeout=60)
     return probe.returncode == 0
 
 
