@@ -302,11 +302,11 @@ class Writer:
         wake = self._wake
         quiet_since: float | None = None
         while True:
-            if self._idle:
+            if not self._idle:
+                wake.wait(timeout=BATCH_WAIT)
+            elif not self._queue:  # (calls left by the last turn are not waited for)
                 waiting = any(log.pending or log.backend.behind for log in self._logs.values())
                 wake.wait(timeout=1.0 if waiting else None)
-            else:
-                wake.wait(timeout=BATCH_WAIT)
             wake.clear()
             if self._queue:
                 quiet_since = None
