@@ -3,6 +3,7 @@
     python benchmarks/bench_peers.py            # ~5-10 minutes (memory runs included)
     python benchmarks/bench_peers.py --quick    # a smoke run (seconds; CI)
     python benchmarks/bench_peers.py --no-memory --rounds 10
+    python benchmarks/bench_peers.py --only off,defaults,hit --baseline ../main   # before/after
 
 Each variant runs in its own long-lived worker process (so one tool's threads, patches and
 garbage never touch another's), driven round-robin from here: 25 rounds, the order shuffled
@@ -84,9 +85,9 @@ class _Worker:
     """One variant in one process: builds its client, runs batches of calls on request."""
 
     def __init__(self, variant: str, folder: Path, sink: str) -> None:
-        sys.path.insert(0, str(ROOT))
+        # (httptrack comes from PYTHONPATH: this checkout's, or --baseline's)
         sys.path.insert(0, str(HERE))
-        self.variant = variant
+        self.variant = variant.split("@")[0]
         self.folder = folder
         self.sink = sink
         self.counter = itertools.count()
@@ -310,10 +311,10 @@ def installed(variant: str, python: str) -> bool:
 
 
 class Process:
-    def __init__(self, variant: str, folder: Path, sink: str, python: str) -> None:
+    def __init__(self, variant: str, folder: Path, sink: str, python: str, root: Path = ROOT) -> None:
         env = dict(
             os.environ,
-            PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]),
+            PYTHONPATH=os.pathsep.join([str(root), str(HERE)]),
             LITELLM_LOCAL_MODEL_COST_MAP="True",
         )
         env.pop("HTTPTRACK", None)
@@ -350,7 +351,7 @@ def run_rounds(
     procs: dict[str, Process], rounds: int, calls: dict[str, int], failed: dict[str, str]
 ) -> dict[tuple[str, str], list[dict[str, float]]]:
     samples: dict[tuple[str, str], list[dict[str, float]]] = {}
-    jobs = [(v, s) for v in procs for s in SCENARIOS if s != "raw" or v in RAW_VARIANTS]
+    jobs = [(v, s) for v in procs for s in SCENARIOS if s != "raw" or v.split("@")[0] in RAW_VARIANTS]
     for job in jobs:  # warm-up batch: imports, price data, the cache folder, the SDK's first call
         variant, scenario = job
         if variant not in failed:
@@ -399,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--only", help="comma-separated variants (bare is always run)")
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the workers")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another httptrack checkout (say, main's) measured beside this one in the same run",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--sink", help=argparse.SUPPRESS)
@@ -410,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.calls, args.memory_calls = 3, 10, 300
     calls = {"chat": args.calls, "stream": max(1, args.calls // 2), "raw": args.calls * 2}
     wanted = list(VARIANTS) if not args.only else ["bare", *args.only.split(",")]
+    roots = {variant: ROOT for variant in wanted}
+    if args.baseline:
+        for variant in [v for v in wanted if v in ("off", "defaults", "hit")]:
+            wanted.insert(wanted.index(variant) + 1, f"{variant}@baseline")
+            roots[f"{variant}@baseline"] = args.baseline.resolve()
+            VARIANTS[f"{variant}@baseline"] = f"{VARIANTS[variant]} — baseline"
     sink = start_sink()
     failed: dict[str, str] = {}
     variants = []
@@ -429,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             folder = Path(tmp) / variant
             folder.mkdir()
-            procs[variant] = Process(variant, folder, sink, args.python)
+            procs[variant] = Process(variant, folder, sink, args.python, roots[variant])
         try:
             samples = run_rounds(procs, args.rounds, calls, failed)
         finally:
@@ -460,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nRaw httpx2 client.post() loop, every row written: rate against the bare loop\n")
         print("| variant | calls per CPU-second | × bare | calls per wall-second | × bare |")
         print("|---|---:|---:|---:|---:|")
-        for variant in RAW_VARIANTS:
+        for variant in wanted:
             if (variant, "raw") not in samples:
                 continue
             cpu_rate = 1e6 / median_us(samples, variant, "raw", "cpu")
@@ -475,11 +487,11 @@ def main(argv: list[str] | None = None) -> int:
             print("| variant | RSS before | after | growth |")
             print("|---|---:|---:|---:|")
             for variant in wanted:
-                if variant in failed or variant == "hit":
+                if variant in failed or variant.startswith("hit"):
                     continue
                 folder = Path(tmp) / f"memory-{variant}"
                 folder.mkdir()
-                proc = Process(variant, folder, sink, args.python)
+                proc = Process(variant, folder, sink, args.python, roots[variant])
                 try:
                     answer = proc.ask(do="memory", calls=args.memory_calls)
                 finally:
