@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 import httptrack
+from httptrack.log._bodies import COMPRESSED_COLUMNS, body_text
 
 #: The recorded real exchanges: ../shared/provider-samples beside the checkout (the source,
 #: and where new samples arrive), else the copy kept in tests/fixtures so that a plain clone
@@ -129,9 +130,14 @@ def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
+        rows = [dict(r) for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
     finally:
         conn.close()
+    for row in rows:  # long bodies are stored compressed: compared as the text they are
+        for column in COMPRESSED_COLUMNS:
+            if column in row:
+                row[column] = body_text(row[column])
+    return rows
 
 
 def one_row(db: Path) -> dict[str, Any]:

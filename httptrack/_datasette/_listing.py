@@ -44,9 +44,10 @@ SNIPPET_CHARS = 160
 _MAX_PARSE = 1 << 20
 
 
-def prompt_snippet(body: str | None) -> str:
+def prompt_snippet(body: str | bytes | None) -> str:
     """The start of the last thing the user said (a chat's last user message, a prompt, an
-    embedding's input), on one line."""
+    embedding's input), on one line. ``body`` as stored: text, or compressed (bytes)."""
+    body = body_text(body)
     if not body or len(body) > _MAX_PARSE:
         return ""
     for message in reversed(request_conversation(body)):

@@ -32,6 +32,7 @@ from .._time import parse_when
 from ..record._spool import recover_log
 from . import _rollup
 from ._rollup import Totals
+from ._bodies import BODY_FUNCTION, COMPRESSED_COLUMNS, register_functions
 from ._schema import CALL_LOG_COLUMNS
 from ._sqlite import connect
 from ._views import FTS_TABLE
@@ -131,6 +132,13 @@ class Log:
         except BaseException:
             self.close()
             raise
+        register_functions(connection)  # long bodies are stored compressed: read as text
+        # Every column, in table order, the compressed ones through httptrack_body().
+        ordered = [row[1] for row in connection.execute("PRAGMA table_info(calls)")]
+        self._select_all = ", ".join(
+            f'{BODY_FUNCTION}(calls."{c}") AS "{c}"' if c in COMPRESSED_COLUMNS else f'calls."{c}"'
+            for c in ordered
+        )
         self._searchable = (
             self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
         )
@@ -194,7 +202,7 @@ class Log:
                 clauses.append(f"{rowid} IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
                 params.append(fts_query(query))
             else:  # an SQLite without FTS5: slower, substring semantics
-                clauses.append("(request_body LIKE ? OR response_text LIKE ?)")
+                clauses.append(f"({BODY_FUNCTION}(request_body) LIKE ? OR response_text LIKE ?)")
                 params.extend([f"%{query}%"] * 2)
         return (" AND ".join(clauses) or "1"), params
 
@@ -218,9 +226,14 @@ class Log:
             if bad:
                 raise ValueError(f"no such column: {', '.join(bad)}")
             # A log of an earlier schema (read as it is) may lack a newer column: NULL there.
-            select = ", ".join(f'calls."{c}"' if c in self._columns else f'NULL AS "{c}"' for c in columns)
+            select = ", ".join(
+                (f'{BODY_FUNCTION}(calls."{c}") AS "{c}"' if c in COMPRESSED_COLUMNS else f'calls."{c}"')
+                if c in self._columns
+                else f'NULL AS "{c}"'
+                for c in columns
+            )
         else:
-            select = "calls.*"
+            select = self._select_all
         order = "DESC" if newest_first else "ASC"
         # Newest (or oldest) first by start time, searched or not: the search index's order
         # is the order calls were written in, i.e. finished in (a long stream comes last).
@@ -269,11 +282,12 @@ class Log:
         from ._records import CallRecord
 
         call_id = call_id.strip().upper()
-        row = self._execute("SELECT * FROM calls WHERE id = ?", [call_id]).fetchone()
+        select = self._select_all
+        row = self._execute(f"SELECT {select} FROM calls WHERE id = ?", [call_id]).fetchone()
         if row is None and len(call_id) >= 4:
             # Ids are upper-case Crockford base32: a prefix range uses the primary key.
             rows = self._execute(
-                "SELECT * FROM calls WHERE id >= ? AND id < ? LIMIT 2", [call_id, call_id + "\x7f"]
+                f"SELECT {select} FROM calls WHERE id >= ? AND id < ? LIMIT 2", [call_id, call_id + "\x7f"]
             ).fetchall()
             row = rows[0] if len(rows) == 1 else None
         return None if row is None else CallRecord.from_row(dict(row))

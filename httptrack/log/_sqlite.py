@@ -25,6 +25,7 @@ from .._errors import LogUnavailable
 from .._faults import FaultKind, report_fault
 from . import _views
 from ._backend import WriteResult
+from ._bodies import Compressor, register_functions
 from ._schema import COLUMN_NAMES, COLUMNS
 
 __all__ = [
@@ -184,6 +185,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    register_functions(conn)  # httptrack_body(): compressed bodies read as text (see _bodies)
     return conn
 
 
@@ -294,6 +296,7 @@ class Store:
         #: Rows written since the search index and the rollup were last brought up to date.
         self.behind = 0
         self._derived_at = -math.inf  # the first write indexes at once (monotonic() may be small)
+        self._compressor = Compressor()
 
     def open(self) -> None:
         if self._conn is not None:
@@ -319,6 +322,7 @@ class Store:
         self.open()
         conn = self._conn
         assert conn is not None
+        rows = self._compressor.rows(rows)  # long bodies as zstd frames (see _bodies)
         try:
             with write_transaction(conn):
                 result = _insert(conn, rows, self._max_variables)
