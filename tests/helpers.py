@@ -133,11 +133,15 @@ def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[
         rows = [dict(r) for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
     finally:
         conn.close()
-    for row in rows:  # long bodies are stored compressed: compared as the text they are
-        for column in COMPRESSED_COLUMNS:
-            if column in row:
-                row[column] = body_text(row[column])
-    return rows
+    return [as_text(row) for row in rows]
+
+
+def as_text(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``calls`` row read with plain SQL, its compressed bodies (bytes) as the text they are."""
+    for column in COMPRESSED_COLUMNS:
+        if column in row:
+            row[column] = body_text(row[column])
+    return row
 
 
 def one_row(db: Path) -> dict[str, Any]:

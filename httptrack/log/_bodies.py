@@ -75,8 +75,8 @@ class Compressor:
     """Compresses the long bodies of rows about to be written (one per writer: not
     shared between threads)."""
 
-    def __init__(self, min_bytes: int = COMPRESS_MIN_BYTES) -> None:
-        self.min_bytes = min_bytes
+    def __init__(self, min_bytes: int | None = None) -> None:
+        self.min_bytes = COMPRESS_MIN_BYTES if min_bytes is None else min_bytes
         self._zstd = zstandard.ZstdCompressor(level=_LEVEL)
 
     def rows(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -31,8 +31,8 @@ from .._settings import Settings
 from .._time import parse_when
 from ..record._spool import recover_log
 from . import _rollup
-from ._rollup import Totals
 from ._bodies import BODY_FUNCTION, COMPRESSED_COLUMNS, register_functions
+from ._rollup import Totals
 from ._schema import CALL_LOG_COLUMNS
 from ._sqlite import connect
 from ._views import FTS_TABLE

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, compress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import LogUnavailable
 from .._faults import FaultKind, report_fault
@@ -27,6 +27,9 @@ from . import _views
 from ._backend import WriteResult
 from ._bodies import Compressor, register_functions
 from ._schema import COLUMN_NAMES, COLUMNS
+
+if TYPE_CHECKING:
+    from .._settings import Retention
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -47,6 +50,11 @@ BUSY_TIMEOUT_MS = 5000
 #: (seconds), or after this many rows, and at every flush().
 DERIVE_SECONDS = 1.0
 DERIVE_ROWS = 200
+#: Retention (HTTPTRACK_RETENTION) is checked after a write at most this often when the log
+#: is within its policy, and every RETAIN_BUSY_SECONDS (or more: a fifth of the writer's
+#: time at most) while it has calls to prune.
+RETAIN_IDLE_SECONDS = 60.0
+RETAIN_BUSY_SECONDS = 0.25
 _NONES = (None,) * len(COLUMN_NAMES)
 #: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
 #: and every release is a chance for another thread to take the GIL, after which this one
@@ -284,7 +292,9 @@ def is_current(conn: sqlite3.Connection) -> bool:
 class Store:
     """One database file, as the writer thread sees it: the SQLite ``LogBackend``."""
 
-    def __init__(self, path: Path, pause: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, pause: Callable[[], None] | None = None, retention: Retention | None = None
+    ) -> None:
         self.path = path
         self.location = str(path)
         #: Called now and then during long stretches of Python work (see Writer._pause).
@@ -297,6 +307,9 @@ class Store:
         self.behind = 0
         self._derived_at = -math.inf  # the first write indexes at once (monotonic() may be small)
         self._compressor = Compressor()
+        #: HTTPTRACK_RETENTION, applied a step at a time after writes (see _retention).
+        self.retention = retention
+        self._retain_at = -math.inf
 
     def open(self) -> None:
         if self._conn is not None:
@@ -335,7 +348,27 @@ class Store:
             # replaced or repaired meanwhile).
             self.close()
             raise _unavailable(exc, f"could not write to {self.path}") from exc
+        if self.retention is not None and time.monotonic() >= self._retain_at:
+            self._retain(conn, self.retention)
         return result
+
+    def _retain(self, conn: sqlite3.Connection, policy: Retention) -> None:
+        """One step of the retention policy, in a short transaction of its own after a
+        batch (a few hundred calls at most): soon again while there is more to do, at
+        most a fifth of the writer's time; else in RETAIN_IDLE_SECONDS."""
+        from ._retention import retention_step
+
+        started = time.monotonic()
+        try:
+            with write_transaction(conn):
+                done = retention_step(conn, policy)
+        except sqlite3.Error as exc:  # locked, say: the calls are written; try again later
+            done = 0
+            report_fault("database", f"could not apply HTTPTRACK_RETENTION to {self.path}", exc)
+        now = time.monotonic()
+        self._retain_at = now + (
+            max(RETAIN_BUSY_SECONDS, 4 * (now - started)) if done else RETAIN_IDLE_SECONDS
+        )
 
     def due(self) -> bool:
         # Indexing costs about a millisecond per transaction however few rows it covers:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._errors import LogUnavailable
 from .._exchange import Exchange, RecordSink
@@ -40,6 +40,9 @@ from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
 from ._row import build_row
 from ._spool import Spool, recover
+
+if TYPE_CHECKING:
+    from .._settings import Retention
 
 __all__ = ["EXIT_FAILING_SECONDS", "EXIT_FLUSH_SECONDS", "Writer", "flush", "writer"]
 
@@ -361,7 +364,7 @@ class Writer:
             built.append((exchange, result))
             row = result.row
             values = _row_values(row)
-            log = self._log(exchange.settings.db)
+            log = self._log(exchange.settings.db, exchange.settings.retention)
             log.pending.append(_Row(values, exchange.spooled, _row_bytes(values)))
             log.pending_bytes += log.pending[-1].size
         # Not forced: while a database is failing, retries wait for their back-off instead of
@@ -386,10 +389,10 @@ class Writer:
             except Exception as exc:
                 report_fault("after_record", "a post-record hook failed", exc)
 
-    def _log(self, path: Path) -> _Log:
+    def _log(self, path: Path, retention: Retention | None = None) -> _Log:
         log = self._logs.get(path)
-        if log is None:
-            log = self._logs[path] = _Log(path, open_backend(path, self._pause))
+        if log is None:  # (a log's retention policy: that of the first call to it)
+            log = self._logs[path] = _Log(path, open_backend(path, self._pause, retention))
         return log
 
     def _pause(self) -> None:
