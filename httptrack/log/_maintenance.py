@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import _rollup, _views
 from ._reader import parse_when
-from ._retention import BODY_COLUMNS, HAS_BODIES, clear_bodies, delete_calls, used_bytes
+from ._retention import BODY_COLUMNS, HAS_BODIES, clear_bodies, delete_calls, drop_bodies, used_bytes
 from ._sqlite import connect, migrate, write_transaction
 
 __all__ = [
@@ -249,12 +249,11 @@ def _prune_part(conn: sqlite3.Connection, part: _Part, searchable: bool) -> int:
     while True:
         with write_transaction(conn):
             chunk = f"rowid IN (SELECT rowid FROM calls WHERE {where} ORDER BY started_at LIMIT {_CHUNK})"
-            if searchable:
-                _views.unindex(conn, chunk, [cutoff])
             if part.clear:
-                sets = ", ".join(f"{c} = NULL" for c in BODY_COLUMNS)
-                done = conn.execute(f"UPDATE calls SET {sets} WHERE {chunk}", [cutoff]).rowcount
+                done = drop_bodies(conn, chunk, [cutoff])
             else:
+                if searchable:
+                    _views.unindex(conn, chunk, [cutoff])
                 done = conn.execute(f"DELETE FROM calls WHERE {chunk}", [cutoff]).rowcount
         total += done
         if done < _CHUNK:

@@ -18,6 +18,7 @@ call's pages are reused by the next calls, so the file stops growing near ``size
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from .._settings import Retention
@@ -28,6 +29,7 @@ __all__ = [
     "STEP_ROWS",
     "clear_bodies",
     "delete_calls",
+    "drop_bodies",
     "retention_step",
     "stamp",
     "used_bytes",
@@ -83,13 +85,35 @@ def clear_bodies(conn: sqlite3.Connection, before: str | None, limit: int) -> in
         if before and before > mark:
             _set_mark(conn, before)
         return 0
-    in_chunk = f"rowid IN ({chosen})"
-    if _views.search_index_exists(conn):
-        _views.unindex(conn, in_chunk, params)
-    sets = ", ".join(f"{c} = NULL" for c in BODY_COLUMNS)
-    done = conn.execute(f"UPDATE calls SET {sets} WHERE {in_chunk}", params).rowcount
+    done = drop_bodies(conn, f"rowid IN ({chosen})", params)
     # Calls that started at `newest` may be left (the limit fell among them): from there.
     _set_mark(conn, before if before and count < limit else newest)
+    return int(done)
+
+
+def drop_bodies(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> int:
+    """Drop the bodies of the calls matching ``where``, in the current transaction, taking
+    them out of the search index first. Returns how many.
+
+    Not an ``UPDATE``: SQLite leaves a page that an update shrank where it is, mostly
+    empty (new calls go to the end of the table, never into it), so the space would come
+    back only with ``VACUUM``. The calls are deleted and written again without their
+    bodies, under the same rowids (the search index and the rollups point at them): a
+    deletion merges the emptied pages, which new calls then reuse."""
+    if _views.search_index_exists(conn):
+        _views.unindex(conn, where, list(params))
+    columns = [f'"{row[1]}"' for row in conn.execute("PRAGMA table_info(calls)")]
+    kept = ", ".join(f"NULL AS {c}" if c.strip('"') in BODY_COLUMNS else c for c in columns)
+    table = "temp.httptrack_bodiless"
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute(f"CREATE TABLE {table} AS SELECT rowid AS rid, {kept} FROM calls WHERE {where}", params)
+    try:
+        conn.execute(f"DELETE FROM calls WHERE rowid IN (SELECT rid FROM {table})")
+        names = ", ".join(columns)
+        insert = f"INSERT INTO calls (rowid, {names}) SELECT rid, {names} FROM {table} ORDER BY rid"
+        done = conn.execute(insert).rowcount
+    finally:
+        conn.execute(f"DROP TABLE {table}")
     return int(done)
 
 

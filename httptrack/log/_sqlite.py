@@ -54,6 +54,13 @@ DERIVE_ROWS = 200
 #: is within its policy, and every RETAIN_BUSY_SECONDS (or more: a fifth of the writer's
 #: time at most) while it has calls to prune.
 RETAIN_IDLE_SECONDS = 60.0
+#: The write-ahead log is folded back and restarted once it holds this much, as soon as no
+#: reader needs its older pages (see Store._bound_wal), and then kept to this size on disk.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+#: How long a restart waits for the readers of older snapshots (the writer holds the write
+#: lock meanwhile: other writers wait, the app's calls do not), and how often it is tried.
+WAL_RESTART_WAIT_MS = 200
+WAL_CHECK_SECONDS = 0.5
 RETAIN_BUSY_SECONDS = 0.25
 _NONES = (None,) * len(COLUMN_NAMES)
 #: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
@@ -310,6 +317,7 @@ class Store:
         #: HTTPTRACK_RETENTION, applied a step at a time after writes (see _retention).
         self.retention = retention
         self._retain_at = -math.inf
+        self._wal_checked_at = -math.inf
 
     def open(self) -> None:
         if self._conn is not None:
@@ -319,6 +327,7 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise _unavailable(exc, f"could not open {self.path}") from exc
         try:
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             migrate(conn)
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
@@ -350,7 +359,36 @@ class Store:
             raise _unavailable(exc, f"could not write to {self.path}") from exc
         if self.retention is not None and time.monotonic() >= self._retain_at:
             self._retain(conn, self.retention)
+        if time.monotonic() - self._wal_checked_at >= WAL_CHECK_SECONDS:
+            self._bound_wal(conn)
         return result
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """Keep the write-ahead log from growing while readers come and go.
+
+        SQLite checkpoints the WAL into the database as it goes (every 1000 pages), but it
+        starts writing it from the beginning again only at a moment when no reader is
+        using it: with the UI and the CLI reading all the time, such a moment may never
+        come, and the WAL grew to hundreds of MB. A ``RESTART`` checkpoint makes one: it
+        copies every page back, then waits (briefly) for the readers of older snapshots to
+        finish; readers starting meanwhile read the database file alone. The next write
+        then starts the WAL again, cut to ``journal_size_limit``. A reader holding one
+        snapshot for long still keeps what was written since (SQLite must), until it lets go."""
+        self._wal_checked_at = time.monotonic()
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size <= WAL_LIMIT_BYTES:
+            return
+        try:
+            conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:
+            pass  # busy: a reader still needs the pages; tried again later
 
     def _retain(self, conn: sqlite3.Connection, policy: Retention) -> None:
         """One step of the retention policy, in a short transaction of its own after a
