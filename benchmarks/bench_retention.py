@@ -8,7 +8,8 @@ per row as the log grows, the write-ahead log under busy readers, stats and expo
 Sections (CPU time of this process, steady on a shared machine; sizes in MB):
 
 1. compression: the same calls (``bench_log``'s generator: chat JSON bodies of 0.5-3 KB,
-   streams, errors, embeddings) written as text and as the writer now stores them.
+   errors, embeddings; streams' responses as the SSE they arrive as) written as text and
+   as the writer now stores them.
 2. prune: ``prune --max-size`` to half the log, and ``HTTPTRACK_RETENTION`` steps.
 3. writer: ``Store.write`` CPU per row (batches of 50: compress, insert, search index,
    rollups) into an empty log and into a copy of the big log.
@@ -57,7 +58,7 @@ def _fresh_rows(n: int, seed: int) -> Iterator[tuple[Any, ...]]:
     """``n`` realistic calls with new ids (another seed: none collides with the big log's)."""
     from httptrack._exchange import new_call_id
 
-    for row in _rows(n, seed=seed):
+    for row in realistic_rows(n, seed=seed):
         values = list(row)
         values[_ID] = new_call_id()
         yield tuple(values)
@@ -65,17 +66,53 @@ def _fresh_rows(n: int, seed: int) -> Iterator[tuple[Any, ...]]:
 
 # -- 1. compression ---------------------------------------------------------------------------
 
+_AT = {name: i for i, name in enumerate(COLUMN_NAMES)}
+
+
+def _sse(model: str, text: str) -> str:
+    """An OpenAI chat stream as it arrives: a chunk per few words, usage, ``[DONE]``."""
+    import json
+
+    words = text.split(" ")
+    events = []
+    for i in range(0, len(words), 3):
+        piece = " ".join(words[i : i + 3]) + " "
+        chunk = {
+            "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+            "object": "chat.completion.chunk",
+            "created": 1741569952,
+            "model": model,
+            "system_fingerprint": "fp_06737a9306",
+            "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}],
+        }
+        events.append("data: " + json.dumps(chunk, separators=(",", ":")))
+    events.append('data: {"id":"chatcmpl-x","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12}}')
+    events.append("data: [DONE]")
+    return "\n\n".join(events) + "\n\n"
+
+
+def realistic_rows(n: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
+    """``bench_log``'s calls, a stream's response body as the SSE it was (they are JSON there)."""
+    stream, body, text, model = _AT["stream"], _AT["response_body"], _AT["response_text"], _AT["model"]
+    for row in _rows(n, seed=seed):
+        if row[stream] and row[text]:
+            values = list(row)
+            values[body] = _sse(row[model], row[text])
+            row = tuple(values)
+        yield row
+
 
 def bench_compression(folder: Path, n: int) -> tuple[Path, Path]:
-    plain = folder / "plain.db"
-    packed = folder / "compressed.db"
-    generate(plain, n)
-    compressor = Compressor()
     import bench_log
 
+    plain = folder / "plain.db"
+    packed = folder / "compressed.db"
+    compressor = Compressor()
     original = bench_log._rows
     try:
-        bench_log._rows = lambda count, seed=7: iter(compressor.rows(list(original(count, seed))))  # type: ignore[assignment]
+        bench_log._rows = realistic_rows  # type: ignore[assignment]
+        generate(plain, n)
+        bench_log._rows = lambda count, seed=7: iter(compressor.rows(list(realistic_rows(count, seed))))  # type: ignore[assignment]
         generate(packed, n)
     finally:
         bench_log._rows = original  # type: ignore[assignment]
@@ -287,7 +324,9 @@ def bench_reading(db: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000, help="calls in the generated logs")
     parser.add_argument("--big", type=Path, default=None, help="a big log (bench_log.py's) for the writer")
     parser.add_argument("--writer-rows", type=int, default=10_000)

@@ -76,14 +76,15 @@ class Compressor:
     shared between threads)."""
 
     def __init__(self, min_bytes: int | None = None) -> None:
-        self.min_bytes = COMPRESS_MIN_BYTES if min_bytes is None else min_bytes
+        #: ``None``: ``COMPRESS_MIN_BYTES`` at each write.
+        self.min_bytes = min_bytes
         self._zstd = zstandard.ZstdCompressor(level=_LEVEL)
 
     def rows(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """``rows`` with each long body as a zstd frame (bytes); the rest unchanged."""
         out = []
         compress = self._zstd.compress
-        least = self.min_bytes
+        least = COMPRESS_MIN_BYTES if self.min_bytes is None else self.min_bytes
         for row in rows:
             changed: list[Any] | None = None
             for i in _AT:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import _rollup, _views
 from ._reader import parse_when
-from ._retention import BODY_COLUMNS, HAS_BODIES, clear_bodies, delete_calls, drop_bodies, used_bytes
+from ._retention import BODY_COLUMNS, HAS_BODIES, SizeDebt, drop_bodies, size_step, used_bytes
 from ._sqlite import connect, migrate, write_transaction
 
 __all__ = [
@@ -224,18 +224,18 @@ def estimate_size_prune(path: str | Path, max_size: int) -> tuple[int, int, int]
 
 def _prune_to_size(conn: sqlite3.Connection, max_size: int) -> tuple[int, int]:
     """Drop the oldest bodies, then delete the oldest calls, a chunk per transaction, until
-    the log uses at most ``max_size`` bytes. Returns (calls cleared, calls deleted)."""
-    cleared = deleted = 0
-    while used_bytes(conn) > max_size:
+    the log uses at most ``max_size`` bytes (``_retention.size_step``: what each chunk
+    frees is counted, the search index compacted, then the size measured again). Returns
+    (calls cleared, calls deleted)."""
+    debt = SizeDebt()
+    while True:
         with write_transaction(conn):
-            done = clear_bodies(conn, None, _SIZE_CHUNK)
-            cleared += done
-            if not done:
-                done = delete_calls(conn, None, _SIZE_CHUNK)
-                deleted += done
-        if not done:
-            break  # an empty log bigger than that: its indexes, the rollups
-    return cleared, deleted
+            if debt.left <= 0 and debt.compacting:
+                debt.compacting = False
+                _compact_search_index(conn)  # at once here: nothing else is waiting for it
+                continue
+            if not size_step(conn, max_size, debt, _SIZE_CHUNK):
+                return debt.cleared, debt.deleted
 
 
 def _prune_part(conn: sqlite3.Connection, part: _Part, searchable: bool) -> int:
@@ -254,10 +254,15 @@ def _prune_part(conn: sqlite3.Connection, part: _Part, searchable: bool) -> int:
             else:
                 if searchable:
                     _views.unindex(conn, chunk, [cutoff])
-                done = conn.execute(f"DELETE FROM calls WHERE {chunk}", [cutoff]).rowcount
+                done = int(conn.execute(f"DELETE FROM calls WHERE {chunk}", [cutoff]).rowcount)
         total += done
         if done < _CHUNK:
             return total
+
+
+def _compact_search_index(conn: sqlite3.Connection) -> None:
+    if _views.search_index_exists(conn):
+        conn.execute(f"INSERT INTO {_views.FTS_TABLE}({_views.FTS_TABLE}) VALUES ('optimize')")
 
 
 def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:

@@ -26,11 +26,15 @@ from . import _rollup, _views
 
 __all__ = [
     "BODY_COLUMNS",
+    "MERGE_PAGES",
     "STEP_ROWS",
+    "SizeDebt",
     "clear_bodies",
+    "compact_search_index",
     "delete_calls",
     "drop_bodies",
     "retention_step",
+    "size_step",
     "stamp",
     "used_bytes",
 ]
@@ -72,15 +76,60 @@ def _set_mark(conn: sqlite3.Connection, value: str) -> None:
         )
 
 
-def clear_bodies(conn: sqlite3.Connection, before: str | None, limit: int) -> int:
+class SizeDebt:
+    """What the size bound still asks to free, in bytes, and whether the search index is
+    being compacted.
+
+    Measured once, then counted down by what each step frees (the stored lengths of what
+    it drops), not measured again after each step: the search index forgets a call by
+    adding a deletion record beside what it held, so the pages a step frees come back in
+    full only once the index has merged those away. Measuring after every step would
+    drop far more than needed. So: pay half the excess, compact the index a little per
+    step (``merge``), measure again."""
+
+    __slots__ = ("cleared", "compacting", "deleted", "left")
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.compacting = False
+        #: Calls whose bodies the bound dropped, calls it deleted (so far).
+        self.cleared = self.deleted = 0
+
+
+#: Pages of the search index merged per step while it is compacted (FTS5 ``merge``).
+MERGE_PAGES = 200
+_LENGTHS = " + ".join(f"coalesce(length({c}), 0)" for c in BODY_COLUMNS)
+#: What a call without its bodies takes, about (its figures, its index entries).
+_CALL_BYTES = 400
+
+
+def compact_search_index(conn: sqlite3.Connection, pages: int = MERGE_PAGES) -> bool:
+    """Merge ``pages`` pages' worth of the search index's segments (deletion records go
+    with them), in the current transaction. Returns whether there is more to merge."""
+    if not _views.search_index_exists(conn):
+        return False
+    before = conn.total_changes
+    fts = _views.FTS_TABLE
+    conn.execute(f"INSERT INTO {fts}({fts}, rank) VALUES ('merge', ?)", [-pages])
+    return conn.total_changes - before >= 2  # FTS5's own test for "nothing left to merge"
+
+
+def clear_bodies(
+    conn: sqlite3.Connection, before: str | None, limit: int, debt: SizeDebt | None = None
+) -> int:
     """Drop the bodies of up to ``limit`` calls that have some, oldest first (started
-    before ``before``; ``None``: any), in the current transaction. Returns how many."""
+    before ``before``; ``None``: any), in the current transaction. Returns how many;
+    ``debt`` is counted down by their size."""
     mark = _mark(conn)
     where = f"started_at >= ? AND {HAS_BODIES}" + (" AND started_at < ?" if before else "")
     params: list[object] = [mark, *([before] if before else [])]
     chosen = f"SELECT rowid FROM calls WHERE {where} ORDER BY started_at LIMIT {int(limit)}"
-    picked = conn.execute(f"SELECT max(started_at), count(*) FROM calls WHERE rowid IN ({chosen})", params)
-    newest, count = picked.fetchone()
+    picked = conn.execute(
+        f"SELECT max(started_at), count(*), sum({_LENGTHS}) FROM calls WHERE rowid IN ({chosen})", params
+    )
+    newest, count, size = picked.fetchone()
+    if debt is not None:
+        debt.left -= size or 0
     if not count:
         if before and before > mark:
             _set_mark(conn, before)
@@ -117,12 +166,20 @@ def drop_bodies(conn: sqlite3.Connection, where: str, params: Sequence[object]) 
     return int(done)
 
 
-def delete_calls(conn: sqlite3.Connection, before: str | None, limit: int) -> int:
+def delete_calls(
+    conn: sqlite3.Connection, before: str | None, limit: int, debt: SizeDebt | None = None
+) -> int:
     """Delete up to ``limit`` calls, oldest first (started before ``before``; ``None``:
-    any), in the current transaction, the rollups holding them first. Returns how many."""
+    any), in the current transaction, the rollups holding them first. Returns how many;
+    ``debt`` is counted down by their size (about)."""
     where = "started_at < ?" if before else "1"
     params: list[object] = [before] if before else []
     chosen = f"rowid IN (SELECT rowid FROM calls WHERE {where} ORDER BY started_at LIMIT {int(limit)})"
+    if debt is not None:
+        (size,) = conn.execute(
+            f"SELECT sum({_LENGTHS} + {_CALL_BYTES}) FROM calls WHERE {chosen}", params
+        ).fetchone()
+        debt.left -= size or 0
     if _rollup.rollups_exist(conn):
         _rollup.roll_up_new_rows(conn)  # a deleted call still counts in its day's totals
     if _views.search_index_exists(conn):
@@ -130,12 +187,46 @@ def delete_calls(conn: sqlite3.Connection, before: str | None, limit: int) -> in
     return int(conn.execute(f"DELETE FROM calls WHERE {chosen}", params).rowcount)
 
 
+def size_step(conn: sqlite3.Connection, max_size: int, debt: SizeDebt, limit: int) -> int:
+    """One step towards ``max_size``: drop the oldest bodies (or, none left, delete the
+    oldest calls) while ``debt`` is owed; then compact the search index a little; then
+    measure again. Returns how many calls were changed, or 1 for a step of compaction
+    (0: within the bound)."""
+    if debt.left <= 0 and debt.compacting:
+        debt.compacting = compact_search_index(conn)
+        if debt.compacting:
+            return 1
+    if debt.left <= 0:
+        used = used_bytes(conn)
+        if used <= max_size:
+            return 0
+        # Half the excess at a time: what the index gives back on top of the bodies (their
+        # words) is known only once it is compacted; then measured again.
+        debt.left = (used - max_size) // 2 + max_size // 100
+    done = clear_bodies(conn, None, limit, debt)
+    debt.cleared += done
+    if not done:
+        done = delete_calls(conn, None, limit, debt)
+        debt.deleted += done
+    if not done:
+        debt.left = 0  # nothing left to prune
+    elif debt.left <= 0:
+        debt.compacting = True
+    return done
+
+
 def retention_step(
-    conn: sqlite3.Connection, policy: Retention, now: datetime | None = None, limit: int = STEP_ROWS
+    conn: sqlite3.Connection,
+    policy: Retention,
+    now: datetime | None = None,
+    limit: int | None = None,
+    debt: SizeDebt | None = None,
 ) -> int:
-    """One step of ``policy``, in the current transaction: at most ``limit`` calls deleted
-    or cleared, the most urgent first. Returns how many (0: the log is within the policy)."""
+    """One step of ``policy``, in the current transaction: at most ``limit`` calls
+    (``STEP_ROWS``) deleted or cleared, the most urgent first. Returns how many (0: the
+    log is within the policy). ``debt``: the size bound's state, kept between steps."""
     now = now or datetime.now(UTC)
+    limit = STEP_ROWS if limit is None else limit
     if policy.rows is not None:
         done = delete_calls(conn, stamp(now - timedelta(seconds=policy.rows)), limit)
         if done:
@@ -144,6 +235,6 @@ def retention_step(
         done = clear_bodies(conn, stamp(now - timedelta(seconds=policy.bodies)), limit)
         if done:
             return done
-    if policy.size is not None and used_bytes(conn) > policy.size:
-        return clear_bodies(conn, None, limit) or delete_calls(conn, None, limit)
+    if policy.size is not None:
+        return size_step(conn, policy.size, debt or SizeDebt(), limit)
     return 0

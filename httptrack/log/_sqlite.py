@@ -26,6 +26,7 @@ from .._faults import FaultKind, report_fault
 from . import _views
 from ._backend import WriteResult
 from ._bodies import Compressor, register_functions
+from ._retention import SizeDebt
 from ._schema import COLUMN_NAMES, COLUMNS
 
 if TYPE_CHECKING:
@@ -317,6 +318,7 @@ class Store:
         #: HTTPTRACK_RETENTION, applied a step at a time after writes (see _retention).
         self.retention = retention
         self._retain_at = -math.inf
+        self._size_debt = SizeDebt()
         self._wal_checked_at = -math.inf
 
     def open(self) -> None:
@@ -399,7 +401,7 @@ class Store:
         started = time.monotonic()
         try:
             with write_transaction(conn):
-                done = retention_step(conn, policy)
+                done = retention_step(conn, policy, debt=self._size_debt)
         except sqlite3.Error as exc:  # locked, say: the calls are written; try again later
             done = 0
             report_fault("database", f"could not apply HTTPTRACK_RETENTION to {self.path}", exc)

@@ -391,8 +391,10 @@ class Writer:
 
     def _log(self, path: Path, retention: Retention | None = None) -> _Log:
         log = self._logs.get(path)
-        if log is None:  # (a log's retention policy: that of the first call to it)
+        if log is None:
             log = self._logs[path] = _Log(path, open_backend(path, self._pause, retention))
+        elif retention is not None and hasattr(log.backend, "retention"):
+            log.backend.retention = retention  # the latest call's HTTPTRACK_RETENTION
         return log
 
     def _pause(self) -> None:
