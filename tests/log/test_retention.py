@@ -9,6 +9,8 @@ import os
 import random
 import re
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -354,9 +356,65 @@ def test_the_wal_is_cut_back_once_a_reader_lets_go_of_its_snapshot(
         held = wal.stat().st_size
         assert held > 3 * limit  # SQLite must keep every page the reader may need
         reader.execute("COMMIT")
-        for _ in range(3):
+        sizes = []
+        for _ in range(10):  # the WAL starts again at a write's beginning, once copied back
             store.write(rows_of(10, 20_000))
-        assert wal.stat().st_size <= limit + 300_000, (held, wal.stat().st_size)
+            sizes.append(wal.stat().st_size)
+            if sizes[-1] <= limit + 300_000:
+                break
+        assert sizes[-1] <= limit + 300_000, (held, sizes)
     finally:
         reader.close()
+        store.close()
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_the_wal_restarts_while_readers_take_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
+) -> None:
+    """There is always a reader: one lets go only once the next has begun. SQLite then
+    never finds a moment to start the WAL again; the writer's RESTART checkpoint makes one
+    (readers that begin once it has copied the WAL back read the database file alone)."""
+    limit = 1 << 20
+    monkeypatch.setattr(_sqlite, "WAL_LIMIT_BYTES", limit)
+    monkeypatch.setattr(_sqlite, "WAL_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(_sqlite, "WAL_RESTART_WAIT_MS", 20_000)  # waits for the first reader
+    if not restart:  # as before: SQLite's own checkpoints only
+        monkeypatch.setattr(_sqlite.Store, "_bound_wal", lambda self, conn: None)
+    db = tmp_path / "calls.db"
+    wal = Path(f"{db}-wal")
+    store = _sqlite.Store(db)
+    store.write(rows_of(1, 1000))
+    first = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    second = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        first.execute("BEGIN")
+        first.execute("SELECT count(*) FROM calls").fetchone()
+        monkeypatch.setattr(_sqlite, "WAL_CHECK_SECONDS", 1e9)  # not yet
+        for _ in range(20):
+            store.write(rows_of(10, 20_000))
+        assert wal.stat().st_size > 3 * limit
+
+        def take_turns() -> None:
+            time.sleep(0.3)
+            first.execute("COMMIT")
+            time.sleep(1.0)  # (the writer's checkpoint, if waiting, copies the WAL back meanwhile)
+            second.execute("BEGIN")
+            second.execute("SELECT count(*) FROM calls").fetchone()
+
+        turns = threading.Thread(target=take_turns)
+        turns.start()
+        assert store._conn is not None
+        store._bound_wal(store._conn)  # the writer after a write: waits for the first reader
+        turns.join(timeout=60)
+        store.write(rows_of(10, 20_000))
+        size = wal.stat().st_size
+        if restart:
+            assert size <= limit + 300_000
+        else:
+            assert size > 3 * limit  # the second reader keeps the WAL from starting again
+        second.execute("COMMIT")
+    finally:
+        first.close()
+        second.close()
         store.close()
