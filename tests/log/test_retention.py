@@ -395,10 +395,12 @@ def test_the_wal_restarts_while_readers_take_turns(
             store.write(rows_of(10, 20_000))
         assert wal.stat().st_size > 3 * limit
 
+        checked = threading.Event()
+
         def take_turns() -> None:
             time.sleep(0.3)
             first.execute("COMMIT")
-            time.sleep(1.0)  # (the writer's checkpoint, if waiting, copies the WAL back meanwhile)
+            checked.wait(timeout=60)  # (a checkpoint waiting for the first reader is done)
             second.execute("BEGIN")
             second.execute("SELECT count(*) FROM calls").fetchone()
 
@@ -406,6 +408,7 @@ def test_the_wal_restarts_while_readers_take_turns(
         turns.start()
         assert store._conn is not None
         store._bound_wal(store._conn)  # the writer after a write: waits for the first reader
+        checked.set()
         turns.join(timeout=60)
         store.write(rows_of(10, 20_000))
         size = wal.stat().st_size
