@@ -323,6 +323,7 @@ class Store:
         self._retain_at = -math.inf
         self._size_debt = SizeDebt()
         self._wal_checked_at = -math.inf
+        self._wal_backoff = WAL_CHECK_SECONDS
 
     def open(self) -> None:
         if self._conn is not None:
@@ -386,14 +387,20 @@ class Store:
             return
         if size <= WAL_LIMIT_BYTES:
             return
+        busy = 1
         try:
             conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
             try:
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                ((busy, _, _),) = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             finally:
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error:
-            pass  # busy: a reader still needs the pages; tried again later
+            pass
+        # Busy: a reader still holds an old snapshot (a long query). Waiting for it at every
+        # check would cost the writer (and other writers, kept from the write lock) up to
+        # WAL_RESTART_WAIT_MS each time: wait longer between tries, up to half a minute.
+        self._wal_backoff = min(self._wal_backoff * 2, 30.0) if busy else WAL_CHECK_SECONDS
+        self._wal_checked_at += self._wal_backoff - WAL_CHECK_SECONDS
 
     def _retain(self, conn: sqlite3.Connection, policy: Retention) -> None:
         """One step of the retention policy, in a short transaction of its own after a
