@@ -22,7 +22,7 @@ from .log._url import DatabaseURL, LogTarget, log_target
 if TYPE_CHECKING:
     from .limits import Limit
 
-__all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
+__all__ = ["CACHE_MODES", "OPERATIONS", "Retention", "Settings", "SettingsError", "parse_retention"]
 
 _DEFAULT_TTL: dict[Operation, float] = {
     "embeddings": 7 * 86400.0,
@@ -204,6 +204,92 @@ def parse_header_names(value: object, name: str) -> frozenset[bytes]:
     return frozenset(names)
 
 
+_RETENTION_AGE = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*"
+_RETENTION_KEYS = ("bodies", "rows", "size")
+
+
+class Retention:
+    """How long the call log keeps what (``HTTPTRACK_RETENTION``), applied by the writer in
+    small steps. ``bodies``: seconds after which a call's bodies (prompt, response,
+    generated text) are dropped, its figures kept; ``rows``: seconds after which calls are
+    deleted; ``size``: bytes the log may use, beyond which the oldest bodies are dropped,
+    then the oldest calls. ``None``: no such bound."""
+
+    __slots__ = ("bodies", "rows", "size")
+
+    bodies: float | None
+    rows: float | None
+    size: int | None
+
+    def __init__(
+        self, *, bodies: float | None = None, rows: float | None = None, size: int | None = None
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "bodies", bodies)
+        set_(self, "rows", rows)
+        set_(self, "size", size)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Retention is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Retention):
+            return NotImplemented
+        return (self.bodies, self.rows, self.size) == (other.bodies, other.rows, other.size)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Retention(bodies={self.bodies!r}, rows={self.rows!r}, size={self.size!r})"
+
+
+def parse_retention(value: object, name: str) -> Retention | None:
+    """``bodies=30d; rows=1y; size=5GB`` (``;`` or ``,`` between parts; any of the three,
+    each at most once; ages in s, m, h, d, w or y (365 days); sizes as for
+    ``HTTPTRACK_MAX_BODY_BYTES``), a ``Retention``, or ``off``/empty for none."""
+    if value is None or isinstance(value, Retention):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("", "off", "none", "0"):
+        return None
+    found: dict[str, Any] = {}
+    for part in re.split(r"[;,]", text):
+        if not part.strip():
+            continue
+        key, sep, raw = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in _RETENTION_KEYS:
+            raise SettingsError(
+                f"{name}: expected bodies=AGE, rows=AGE and/or size=SIZE separated by ';' "
+                f"(e.g. bodies=30d; rows=1y; size=5GB), got {part.strip()!r}"
+            )
+        if key in found:
+            raise SettingsError(f"{name}: {key} is given twice")
+        if key == "size":
+            found[key] = parse_size(raw, f"{name}[size]")
+            if found[key] == 0:
+                raise SettingsError(f"{name}[size]: must be more than 0, got {raw.strip()!r}")
+            continue
+        match = re.fullmatch(_RETENTION_AGE, raw)
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in ("s", "m", "h", "d", "w", "y"):
+            raise SettingsError(
+                f"{name}[{key}]: expected an age with its unit such as 12h, 30d, 8w or 1y, "
+                f"got {raw.strip()!r}"
+            )
+        seconds = float(match.group(1)) * (365 * 86400 if unit == "y" else duration_seconds("1" + unit) or 0)
+        if seconds <= 0:
+            raise SettingsError(f"{name}[{key}]: must be more than 0, got {raw.strip()!r}")
+        found[key] = seconds
+    if not found:
+        return None
+    if "bodies" in found and "rows" in found and found["bodies"] > found["rows"]:
+        raise SettingsError(
+            f"{name}: bodies is longer than rows: a call's bodies go with it, they cannot outlive it"
+        )
+    return Retention(**found)
+
+
 def _xdg(var: str, fallback: str) -> Path:
     base = os.environ.get(var)
     return Path(base) if base else Path.home() / fallback
@@ -273,6 +359,10 @@ class Settings:
                                                       metrics, sent from the writer thread through
                                                       the standard ``OTEL_*`` configuration
                                                       (docs/export.md)
+    ``retention``       ``HTTPTRACK_RETENTION``       how long the log keeps what, applied by the
+                                                      writer in small steps:
+                                                      ``bodies=30d; rows=1y; size=5GB``
+                                                      (docs/retention.md)
     =================== ============================= ==========================================
     """
 
@@ -298,6 +388,7 @@ class Settings:
         "prices",
         "prices_file",
         "redact",
+        "retention",
         "service",
         "store_bodies",
         "user",
@@ -330,6 +421,7 @@ class Settings:
     on_alert: Callable[[dict[str, Any]], object] | None
     alert_webhook: str | None
     otel: bool
+    retention: Retention | None
 
     def __init__(
         self,
@@ -357,6 +449,7 @@ class Settings:
         on_alert: Callable[[dict[str, Any]], object] | None = None,
         alert_webhook: str | None = None,
         otel: bool | str | None = None,
+        retention: Retention | str | None = None,
     ) -> None:
         def pick(arg: Any, env: str) -> tuple[Any, str]:
             if arg is not None:
@@ -465,6 +558,8 @@ class Settings:
 
         value, name = pick(otel, "HTTPTRACK_OTEL")
         set_(self, "otel", False if value in (None, "") else parse_bool(value, name))
+        value, name = pick(retention, "HTTPTRACK_RETENTION")
+        set_(self, "retention", parse_retention(value, name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; use settings.replace(...)")

@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 import httptrack
+from httptrack.log._bodies import COMPRESSED_COLUMNS, body_text
 
 #: The recorded real exchanges: ../shared/provider-samples beside the checkout (the source,
 #: and where new samples arrive), else the copy kept in tests/fixtures so that a plain clone
@@ -147,9 +148,18 @@ def read_rows(db: Path | str, where: str = "1", params: tuple[Any, ...] = ()) ->
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
+        rows = [dict(r) for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
     finally:
         conn.close()
+    return [as_text(row) for row in rows]
+
+
+def as_text(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``calls`` row read with plain SQL, its compressed bodies (bytes) as the text they are."""
+    for column in COMPRESSED_COLUMNS:
+        if column in row:
+            row[column] = body_text(row[column])
+    return row
 
 
 def one_row(db: Path | str) -> dict[str, Any]:

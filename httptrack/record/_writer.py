@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._errors import LogUnavailable
 from .._exchange import Exchange, RecordSink
@@ -40,6 +40,9 @@ from ..log._schema import COLUMN_NAMES
 from ..log._url import LogTarget
 from ._row import build_row
 from ._spool import Spool, recover
+
+if TYPE_CHECKING:
+    from .._settings import Retention
 
 __all__ = ["EXIT_FAILING_SECONDS", "EXIT_FLUSH_SECONDS", "Writer", "flush", "writer"]
 
@@ -398,7 +401,7 @@ class Writer:
             built.append((exchange, result))
             row = result.row
             values = _row_values(row)
-            log = self._log(exchange.settings.db)
+            log = self._log(exchange.settings.db, exchange.settings.retention)
             log.pending.append(_Row(values, exchange.spooled, _row_bytes(values)))
             log.pending_bytes += log.pending[-1].size
         # Not forced: while a database is failing, retries wait for their back-off instead of
@@ -427,10 +430,12 @@ class Writer:
             with fork_lock:
                 _otel().export_batch(exported, self._pause)
 
-    def _log(self, path: LogTarget) -> _Log:
+    def _log(self, path: LogTarget, retention: Retention | None = None) -> _Log:
         log = self._logs.get(path)
         if log is None:
-            log = self._logs[path] = _Log(path, open_backend(path, self._pause))
+            log = self._logs[path] = _Log(path, open_backend(path, self._pause, retention))
+        elif retention is not None and hasattr(log.backend, "retention"):
+            log.backend.retention = retention  # the latest call's HTTPTRACK_RETENTION
         return log
 
     def _pause(self) -> None:
