@@ -157,6 +157,7 @@ class Exchange:
         "limit_ticket",
         "method",
         "operation",
+        "otel_parent",
         "outcome",
         "path",
         "port",
@@ -264,6 +265,9 @@ class Exchange:
         #: The call's reservations under the transport's limits (``limits/``), settled by
         #: the writer once the row's real cost is known.
         self.limit_ticket: Any = None
+        #: With ``Settings(otel=True)``: the app's current span when the call began (an
+        #: OpenTelemetry ``SpanContext``), the parent of the call's span.
+        self.otel_parent: Any = None
 
     def received_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.t_headers = time.perf_counter()

@@ -44,6 +44,7 @@ FaultKind = Literal[
     "flush_timeout",  # flush() gave up waiting for the writer
     "limit_alert",  # a limit alert could not reach on_alert or the webhook (it was logged)
     "limits",  # limits could not be checked or settled; the call went ahead unlimited
+    "otel",  # spans or metrics could not be sent to OpenTelemetry (the calls are recorded)
     "pending_full",  # the log stayed unwritable too long; newer rows were dropped
     "pricing",  # price data could not be loaded
     "queue_full",  # the writer was too far behind; a call was not recorded

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SettingsError
 from ._time import duration_seconds
 from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
+from .log._url import DatabaseURL, LogTarget, log_target
 
 # CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
 if TYPE_CHECKING:
     from .limits import Limit
 
-__all__ = ["CACHE_MODES", "OPERATIONS", "Settings", "SettingsError"]
+__all__ = ["CACHE_MODES", "OPERATIONS", "Retention", "Settings", "SettingsError", "parse_retention"]
 
 _DEFAULT_TTL: dict[Operation, float] = {
     "embeddings": 7 * 86400.0,
@@ -203,6 +204,92 @@ def parse_header_names(value: object, name: str) -> frozenset[bytes]:
     return frozenset(names)
 
 
+_RETENTION_AGE = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*"
+_RETENTION_KEYS = ("bodies", "rows", "size")
+
+
+class Retention:
+    """How long the call log keeps what (``HTTPTRACK_RETENTION``), applied by the writer in
+    small steps. ``bodies``: seconds after which a call's bodies (prompt, response,
+    generated text) are dropped, its figures kept; ``rows``: seconds after which calls are
+    deleted; ``size``: bytes the log may use, beyond which the oldest bodies are dropped,
+    then the oldest calls. ``None``: no such bound."""
+
+    __slots__ = ("bodies", "rows", "size")
+
+    bodies: float | None
+    rows: float | None
+    size: int | None
+
+    def __init__(
+        self, *, bodies: float | None = None, rows: float | None = None, size: int | None = None
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "bodies", bodies)
+        set_(self, "rows", rows)
+        set_(self, "size", size)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Retention is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Retention):
+            return NotImplemented
+        return (self.bodies, self.rows, self.size) == (other.bodies, other.rows, other.size)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Retention(bodies={self.bodies!r}, rows={self.rows!r}, size={self.size!r})"
+
+
+def parse_retention(value: object, name: str) -> Retention | None:
+    """``bodies=30d; rows=1y; size=5GB`` (``;`` or ``,`` between parts; any of the three,
+    each at most once; ages in s, m, h, d, w or y (365 days); sizes as for
+    ``HTTPTRACK_MAX_BODY_BYTES``), a ``Retention``, or ``off``/empty for none."""
+    if value is None or isinstance(value, Retention):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("", "off", "none", "0"):
+        return None
+    found: dict[str, Any] = {}
+    for part in re.split(r"[;,]", text):
+        if not part.strip():
+            continue
+        key, sep, raw = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in _RETENTION_KEYS:
+            raise SettingsError(
+                f"{name}: expected bodies=AGE, rows=AGE and/or size=SIZE separated by ';' "
+                f"(e.g. bodies=30d; rows=1y; size=5GB), got {part.strip()!r}"
+            )
+        if key in found:
+            raise SettingsError(f"{name}: {key} is given twice")
+        if key == "size":
+            found[key] = parse_size(raw, f"{name}[size]")
+            if found[key] == 0:
+                raise SettingsError(f"{name}[size]: must be more than 0, got {raw.strip()!r}")
+            continue
+        match = re.fullmatch(_RETENTION_AGE, raw)
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in ("s", "m", "h", "d", "w", "y"):
+            raise SettingsError(
+                f"{name}[{key}]: expected an age with its unit such as 12h, 30d, 8w or 1y, "
+                f"got {raw.strip()!r}"
+            )
+        seconds = float(match.group(1)) * (365 * 86400 if unit == "y" else duration_seconds("1" + unit) or 0)
+        if seconds <= 0:
+            raise SettingsError(f"{name}[{key}]: must be more than 0, got {raw.strip()!r}")
+        found[key] = seconds
+    if not found:
+        return None
+    if "bodies" in found and "rows" in found and found["bodies"] > found["rows"]:
+        raise SettingsError(
+            f"{name}: bodies is longer than rows: a call's bodies go with it, they cannot outlive it"
+        )
+    return Retention(**found)
+
+
 def _xdg(var: str, fallback: str) -> Path:
     base = os.environ.get(var)
     return Path(base) if base else Path.home() / fallback
@@ -226,7 +313,9 @@ class Settings:
     ``enabled``         ``HTTPTRACK_ENABLED``         ``False``: every transport passes calls
                                                       through untouched
     ``db``              ``HTTPTRACK_DB``              SQLite file (default
-                                                      ``$XDG_DATA_HOME/httptrack/httptrack.db``)
+                                                      ``$XDG_DATA_HOME/httptrack/httptrack.db``),
+                                                      or a shared Postgres log:
+                                                      ``postgresql://user:pass@host:5432/db``
     ``cache``           ``HTTPTRACK_CACHE``           ``on`` | ``off`` | ``refresh`` | ``replay``
                                                       (or True/False)
     ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default
@@ -247,6 +336,9 @@ class Settings:
                                                       attribution
     ``service``         ``HTTPTRACK_SERVICE``         default service
     ``hosts``           ``HTTPTRACK_HOSTS``           extra ``host[:port]=provider`` mappings
+    ``detect``          ``HTTPTRACK_DETECT``          track a ``POST`` to any other host whose
+                                                      path has an LLM API's shape
+                                                      (``/v1/chat/completions`` ...; on)
     ``prices``          (code only)                   per-model price overrides, USD per million
                                                       tokens: ``{"my-model": {"input_mtok": 1.0}}``
     ``prices_file``     ``HTTPTRACK_PRICES``          JSON file of price overrides, same shape;
@@ -263,6 +355,14 @@ class Settings:
     ``on_alert``        (code only)                   ``callable(alert: dict)``, called for
                                                       each limit alert (off the app's thread)
     ``alert_webhook``   ``HTTPTRACK_ALERT_WEBHOOK``   URL each limit alert is POSTed to as JSON
+    ``otel``            ``HTTPTRACK_OTEL``            each call as an OpenTelemetry GenAI span and
+                                                      metrics, sent from the writer thread through
+                                                      the standard ``OTEL_*`` configuration
+                                                      (docs/export.md)
+    ``retention``       ``HTTPTRACK_RETENTION``       how long the log keeps what, applied by the
+                                                      writer in small steps:
+                                                      ``bodies=30d; rows=1y; size=5GB``
+                                                      (docs/retention.md)
     =================== ============================= ==========================================
     """
 
@@ -275,6 +375,7 @@ class Settings:
         "cache_size_limit",
         "cache_ttl",
         "db",
+        "detect",
         "enabled",
         "given",
         "hosts",
@@ -283,16 +384,18 @@ class Settings:
         "max_body_bytes",
         "max_queue",
         "on_alert",
+        "otel",
         "prices",
         "prices_file",
         "redact",
+        "retention",
         "service",
         "store_bodies",
         "user",
     )
 
     enabled: bool
-    db: Path
+    db: LogTarget
     cache: CacheMode
     cache_dir: Path
     cache_key_headers: frozenset[bytes]
@@ -308,6 +411,7 @@ class Settings:
     user: str | None
     service: str | None
     hosts: dict[str, str]
+    detect: bool
     prices: dict[str, dict[str, float]]
     prices_file: Path | None
     include_usage: bool
@@ -316,12 +420,14 @@ class Settings:
     limits: tuple[Limit, ...]
     on_alert: Callable[[dict[str, Any]], object] | None
     alert_webhook: str | None
+    otel: bool
+    retention: Retention | None
 
     def __init__(
         self,
         *,
         enabled: bool | str | None = None,
-        db: str | os.PathLike[str] | None = None,
+        db: str | os.PathLike[str] | DatabaseURL | None = None,
         cache: bool | str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size_limit: int | str | None = None,
@@ -333,6 +439,7 @@ class Settings:
         user: str | None = None,
         service: str | None = None,
         hosts: Mapping[str, str] | str | None = None,
+        detect: bool | str | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         prices_file: str | os.PathLike[str] | None = None,
         include_usage: bool | str | None = None,
@@ -341,6 +448,8 @@ class Settings:
         limits: Iterable[Limit | str | Mapping[str, Any]] | Limit | str | os.PathLike[str] | None = None,
         on_alert: Callable[[dict[str, Any]], object] | None = None,
         alert_webhook: str | None = None,
+        otel: bool | str | None = None,
+        retention: Retention | str | None = None,
     ) -> None:
         def pick(arg: Any, env: str) -> tuple[Any, str]:
             if arg is not None:
@@ -358,7 +467,10 @@ class Settings:
         set_(self, "enabled", True if value in (None, "") else parse_bool(value, name))
 
         value, name = pick(db, "HTTPTRACK_DB")
-        set_(self, "db", Path(value).expanduser() if value else default_db_path())
+        try:
+            set_(self, "db", log_target(value) if value else default_db_path())
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
 
         value, name = pick(cache, "HTTPTRACK_CACHE")
         set_(self, "cache", "on" if value in (None, "") else parse_cache_mode(value, name))
@@ -399,6 +511,8 @@ class Settings:
 
         value, name = pick(hosts, "HTTPTRACK_HOSTS")
         set_(self, "hosts", {} if value in (None, "") else parse_hosts(value, name))
+        value, name = pick(detect, "HTTPTRACK_DETECT")
+        set_(self, "detect", True if value in (None, "") else parse_bool(value, name))
 
         value, name = pick(prices_file, "HTTPTRACK_PRICES")
         set_(self, "prices_file", Path(value).expanduser() if value else None)
@@ -441,6 +555,11 @@ class Settings:
         if value and not str(value).lower().startswith(("http://", "https://")):
             raise SettingsError(f"{name}: expected an http:// or https:// URL")
         set_(self, "alert_webhook", str(value) if value else None)
+
+        value, name = pick(otel, "HTTPTRACK_OTEL")
+        set_(self, "otel", False if value in (None, "") else parse_bool(value, name))
+        value, name = pick(retention, "HTTPTRACK_RETENTION")
+        set_(self, "retention", parse_retention(value, name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; use settings.replace(...)")

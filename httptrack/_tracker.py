@@ -4,9 +4,9 @@ It knows nothing of either HTTP library beyond the request/response attributes t
 in common (``method``, ``url.host/port/path/query``, ``headers``), so each transport shell
 in ``_transport`` is a few lines around these steps:
 
-1. ``begin``: match the host to a provider (unknown host → ``None``: pass through
-   untouched), take the ``X-Httptrack-*`` control headers off the request, capture
-   attribution. Cheap: dictionary lookups and a clock read.
+1. ``begin``: match the host to a provider (unknown host → the path's API shape, if it
+   has one; else ``None``: pass through untouched), take the ``X-Httptrack-*`` control
+   headers off the request, capture attribution. Cheap: dictionary lookups and a clock read.
 2. ``take_body``: the request body for the record and the cache key (a body in memory as
    it is; a streamed one through a tee, chunk by chunk as it is sent).
 3. ``lookup``: the response cache, when enabled (a hit is replayed chunk by chunk).
@@ -35,32 +35,50 @@ __all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker"]
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
 _CACHE_HEADER_B = CACHE_HEADER.encode()
-#: ``providers.provider_for_host``, imported with the first Tracker (when a transport is
-#: made), so that ``import httptrack`` stays light.
+#: ``providers.provider_for_host`` and ``provider_for_shape``, imported with the first
+#: Tracker (when a transport is made), so that ``import httptrack`` stays light.
 provider_for_host: Any = None
+provider_for_shape: Any = None
 
 
 class Tracker:
     """One per transport: its settings, its cache, the shared writer."""
 
-    __slots__ = ("_hosts", "_writer", "cache", "caches_doubles", "enforcer", "settings")
+    __slots__ = (
+        "_detect",
+        "_hosts",
+        "_otel_parent",
+        "_writer",
+        "cache",
+        "caches_doubles",
+        "enforcer",
+        "settings",
+    )
 
     def __init__(self, settings: Settings, cache: Any = None) -> None:
-        global provider_for_host
+        global provider_for_host, provider_for_shape
         if provider_for_host is None:
             from .providers import provider_for_host as lookup
+            from .providers import provider_for_shape as by_shape
 
-            provider_for_host = lookup
+            provider_for_host, provider_for_shape = lookup, by_shape
         from .record._writer import writer
 
         self.settings = settings
         self._hosts = settings.hosts or None
+        self._detect = settings.detect
         self.cache = cache
         #: Whether answers that did not come over the network (a mock transport, respx, an
         #: ASGI app) may be stored in the cache: only when the app asked the transport for
         #: a cache (``cache=``, ``cache_dir=``), else one test's double would answer another.
         self.caches_doubles = False
         self._writer = writer()
+        # -- otel/: with spans on, the app's current span is noted as a call begins (its parent).
+        self._otel_parent: Any = None
+        if settings.otel and settings.enabled:
+            from .otel._live import current_span_getter
+
+            self._otel_parent = current_span_getter()
         # -- limits (limits/): None without limits, so a call pays one attribute test.
         self.enforcer: Any = None
         if settings.limits and settings.enabled:
@@ -85,6 +103,8 @@ class Tracker:
             host = url.host
             port = url.port
             provider = provider_for_host(host, port, self._hosts)
+            if provider is None and self._detect and request.method == "POST":
+                provider = provider_for_shape(url.path, host)  # an LLM API's path on any host
             headers = request.headers
             raw = headers.raw  # a new list per access: read once (again only if headers change)
             control = ControlHeaders.pop_from(headers, raw)
@@ -98,7 +118,7 @@ class Tracker:
             if control is not None:
                 attribution = control.apply_to(attribution)
             query = url.query
-            return Exchange(
+            exchange = Exchange(
                 provider=provider,
                 operation=provider.operation(method, path),
                 settings=self.settings,
@@ -114,6 +134,9 @@ class Tracker:
                 attribution=attribution,
                 control=control,
             )
+            if self._otel_parent is not None:
+                exchange.otel_parent = self._otel_parent()
+            return exchange
         except Exception as exc:
             report_fault("begin", "a request could not be tracked", exc)
             return None

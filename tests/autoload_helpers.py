@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from helpers import as_text
+
 import httptrack
 
 __all__ = [
@@ -155,7 +157,7 @@ def rows_in(db: Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY id")]
+        return [as_text(dict(r)) for r in conn.execute("SELECT * FROM calls ORDER BY id")]
     finally:
         conn.close()
 

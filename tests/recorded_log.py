@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from helpers import as_text
 
 import httptrack
 from httptrack._fake import mock_transport
@@ -155,7 +156,7 @@ def rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[
     conn.row_factory = sqlite3.Row
     try:
         return [
-            dict(r)
+            as_text(dict(r))
             for r in conn.execute(f"SELECT * FROM calls WHERE {where} ORDER BY started_at, id", params)
         ]
     finally:

@@ -34,9 +34,11 @@ import pytest
 from anthropic.lib.credentials import InMemoryConfig, WorkloadIdentityCredentials
 from autoload_helpers import child_env, find_hook, run_python
 from click.testing import CliRunner
+from helpers import as_text
 
 import httptrack
 from httptrack.cli import main as cli
+from httptrack.log import _bodies
 
 Handler = Callable[[Any], Any]
 FORM = "application/x-www-form-urlencoded"
@@ -92,7 +94,7 @@ class Probe:
         conn = sqlite3.connect(self.db)
         conn.row_factory = sqlite3.Row
         try:
-            return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY id")]
+            return [as_text(dict(r)) for r in conn.execute("SELECT * FROM calls ORDER BY id")]
         finally:
             conn.close()
 
@@ -139,7 +141,10 @@ def run_cli(*args: Any) -> bytes:
 
 
 @pytest.fixture
-def probe(tmp_path: Path) -> Probe:
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Probe:
+    # Bodies as plain text in the database file, so that searching its bytes finds any
+    # credential in them (compressed, it would not be there to find).
+    monkeypatch.setattr(_bodies, "COMPRESS_MIN_BYTES", 1 << 40)
     return Probe(tmp_path)
 
 

@@ -41,6 +41,7 @@ from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from .._format import money, plain_number
+from ..log._bodies import COMPRESSED_COLUMNS, body_text, register_functions
 from ._csv import csv_decimals
 from ._facets import RollupColumnFacet, RollupDateFacet
 from ._listing import list_rows
@@ -70,6 +71,8 @@ def search_terms(text: str | None) -> str:
 @hookimpl
 def prepare_connection(conn: sqlite3.Connection) -> None:
     conn.create_function(FTS_QUERY_FUNCTION, 1, search_terms, deterministic=True)
+    # httptrack_body(request_body): a body's text, whether it is stored compressed or not.
+    register_functions(conn)
 
 
 @hookimpl
@@ -170,6 +173,8 @@ def render_cell(value: Any, column: str, table: str | None, database: str, datas
         return Markup(
             f'<span class="httptrack-money" title="{plain_number(value)} USD">{escape(money(value))}</span>'
         )
+    if table == "calls" and column in COMPRESSED_COLUMNS and isinstance(value, bytes):
+        value = body_text(value)  # stored compressed: shown as the text it is
     if table != "calls" or not isinstance(value, str) or not value:
         return None
     if column == "response_text":
@@ -248,6 +253,8 @@ async def _call_vars(datasette: Any, database: str, pks: str) -> dict[str, Any]:
         if found is None:
             return {}
         row = dict(zip([d[0] for d in cursor.description], found, strict=True))
+        for column in COMPRESSED_COLUMNS:
+            row[column] = body_text(row.get(column))
         return {
             "httptrack_call": call_context(row),
             "httptrack_session": related_calls(conn, "session", row.get("session"), call_id),

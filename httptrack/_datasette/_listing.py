@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._format import count, duration, money
+from ..log._bodies import body_text
 from ..providers._conversation import request_conversation
 
 __all__ = ["LIST_NEEDS", "list_rows", "prompt_snippet"]
@@ -44,12 +45,13 @@ SNIPPET_CHARS = 160
 _MAX_PARSE = 1 << 20
 
 
-def prompt_snippet(body: str | None) -> str:
+def prompt_snippet(body: str | bytes | None) -> str:
     """The start of the last thing the user said (a chat's last user message, a prompt, an
-    embedding's input), on one line."""
-    if not body or len(body) > _MAX_PARSE:
+    embedding's input), on one line. ``body`` as stored: text, or compressed (bytes)."""
+    text: str | None = body_text(body)
+    if not text or len(text) > _MAX_PARSE:
         return ""
-    for message in reversed(request_conversation(body)):
+    for message in reversed(request_conversation(text)):
         if message.role in ("user", "input"):
             text = " ".join(p.text for p in message.parts if p.kind == "text")
             if not text:  # a user turn that only carries tool results

@@ -1,4 +1,5 @@
-"""``httptrack export``: calls as JSON lines or CSV, streamed."""
+"""``httptrack export``: calls as JSON lines, CSV or Parquet, or sent as OpenTelemetry spans
+(OTLP), streamed."""
 
 from __future__ import annotations
 
@@ -28,17 +29,34 @@ BODY_COLUMNS = ("request_headers", "request_body", "response_headers", "response
     "-f",
     "--format",
     "fmt",
-    type=click.Choice(["jsonl", "csv"]),
+    type=click.Choice(["jsonl", "csv", "parquet", "otlp"]),
     default="jsonl",
     show_default=True,
-    help="JSON lines (one object per call) or CSV (one row per call, with a header).",
+    help="JSON lines (one object per call), CSV (one row per call, with a header), Parquet "
+    "(typed columns; needs a file and pyarrow), or otlp: each call sent as an OpenTelemetry "
+    "GenAI span with its original times to --endpoint (docs/export.md).",
 )
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     default="-",
     help="Write to this file (default: standard output).",
+)
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    help="otlp: the OTLP/HTTP endpoint (http://localhost:4318, or a URL ending /v1/traces; "
+    "default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT).",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="otlp: a header sent with each request (authorization ...). Repeatable "
+    "(default: $OTEL_EXPORTER_OTLP_HEADERS).",
 )
 @click.option("-c", "--columns", help="Comma-separated columns to export, in this order (default: all).")
 @click.option("--no-bodies", is_flag=True, help="Leave out the bodies and headers (much smaller).")
@@ -51,11 +69,24 @@ BODY_COLUMNS = ("request_headers", "request_body", "response_headers", "response
     default=None,
     help="A progress bar on standard error (default: when it is a terminal and the output is not).",
 )
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["sqlite"]),
+    default=None,
+    help="Copy the calls into a SQLite call log FILE instead (created, or added to: calls already "
+    "there are skipped), with its search index, rollups and views: `httptrack ui --db FILE` or "
+    "datasette opens it. For a local look at a shared Postgres log.",
+)
 @filter_options
 @db_option
 def export(
+    to: str | None,
     fmt: str,
+    file: Path | None,
     output: Path,
+    endpoint: str | None,
+    headers: tuple[str, ...],
     columns: str | None,
     no_bodies: bool,
     newest_first: bool,
@@ -64,7 +95,7 @@ def export(
     db: Path | None,
     **options: Any,
 ) -> None:
-    """Export calls as JSON lines or CSV.
+    """Export calls as JSON lines, CSV or Parquet, or send them as OpenTelemetry spans.
 
     Oldest first, with the same filters as `calls`. Rows are streamed: memory stays
     flat however many calls there are.
@@ -74,16 +105,37 @@ def export(
       httptrack export > calls.jsonl
       httptrack export --format csv --since 30d --no-bodies -o last-month.csv
       httptrack export -c id,started_at,model,cost_usd --format csv --user alice
+      httptrack export --format parquet calls.parquet
+      httptrack export --format otlp --endpoint http://localhost:4318 --since 7d
+      httptrack export --db postgresql://user:pass@host/db --since 7d --to sqlite week.db
     """
     from ..log._schema import COLUMN_NAMES
 
     filters = filters_from(options)
+    if to == "sqlite":
+        destination = file or (None if str(output) == "-" else output)
+        if destination is None:
+            raise click.UsageError(
+                "--to sqlite needs a FILE to write (httptrack export --to sqlite calls.db)"
+            )
+        _to_sqlite(db, destination, filters)
+        return
+    if file is not None:
+        output = file
+    header_map = dict(_header(h) for h in headers)
+    if fmt != "otlp" and (endpoint or headers):
+        raise click.UsageError("--endpoint and --header are for --format otlp")
+    if fmt == "parquet" and str(output) == "-":
+        raise click.UsageError("--format parquet writes a file: name it (-o calls.parquet)")
+
     chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else list(COLUMN_NAMES)
     unknown = [c for c in chosen if c not in COLUMN_NAMES]
     if unknown:
         raise click.BadParameter(
             f"no such column: {', '.join(unknown)} (see `httptrack export --help`)", param_hint="--columns"
         )
+    if fmt == "otlp":  # a span says all it can of a call
+        chosen = list(COLUMN_NAMES)
     if no_bodies:
         chosen = [c for c in chosen if c not in BODY_COLUMNS]
     to_stdout = str(output) == "-"
@@ -102,7 +154,12 @@ def export(
             **filters,
         )
         if progress is None:
-            progress = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
+            progress = sys.stderr.isatty() and (fmt == "otlp" or not (to_stdout and sys.stdout.isatty()))
+        if fmt in ("parquet", "otlp"):
+            written = _export_to(fmt, output, chosen, rows, total, progress, endpoint, header_map)
+            where = (endpoint or "the OTLP endpoint") if fmt == "otlp" else output
+            click.echo(f"{'Sent' if fmt == 'otlp' else 'Exported'} {written:,} calls to {where}", err=True)
+            return
         stream: IO[str]
         with (
             click.open_file("-", "w") if to_stdout else output.open("w", encoding="utf-8", newline="")
@@ -120,6 +177,53 @@ def export(
                 written = _write(stream, fmt, chosen, rows)
     if not to_stdout:
         click.echo(f"Exported {written:,} calls to {output}", err=True)
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise click.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--header")
+    return name.strip(), value.strip()
+
+
+def _export_to(
+    fmt: str,
+    output: Path,
+    columns: list[str],
+    rows: Iterator[dict[str, Any]],
+    total: int,
+    progress: bool,
+    endpoint: str | None,
+    headers: dict[str, str],
+) -> int:
+    """Parquet (``cli/_parquet``) or OTLP spans (``otel/_backfill``), with the optional extras
+    they need named when missing."""
+    try:
+        if fmt == "parquet":
+            import pyarrow  # noqa: F401
+
+            from ._parquet import write_parquet as write
+        else:
+            from ..otel._backfill import ExportRefused, send_calls
+    except ImportError as exc:
+        extra = "parquet" if fmt == "parquet" else "otel"
+        raise click.ClickException(
+            f"--format {fmt} needs {exc.name}: pip install 'httptrack[{extra}]'"
+        ) from None
+
+    def run(rows: Iterator[dict[str, Any]]) -> int:
+        if fmt == "parquet":
+            return write(output, columns, rows)
+        try:
+            return send_calls(rows, endpoint=endpoint, headers=headers or None)
+        except ExportRefused as exc:
+            raise click.ClickException(str(exc)) from None
+
+    if not progress:
+        return run(rows)
+    label = f"{'Sending' if fmt == 'otlp' else 'Exporting'} {total:,} calls"
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
+        return run(_ticking(rows, bar))
 
 
 def _ticking(rows: Iterator[dict[str, Any]], bar: Any) -> Iterator[dict[str, Any]]:
@@ -152,3 +256,39 @@ def _write(stream: IO[str], fmt: str, columns: list[str], rows: Iterator[dict[st
             stream.write("\n")
             written += 1
     return written
+
+
+def _to_sqlite(db: Any, destination: Path, filters: Any) -> None:
+    """Copy the matching calls into the SQLite log at ``destination`` through its own
+    backend (the writer's inserts: idempotent by id, so a second export adds only what is
+    new), then index and roll them up."""
+    from ..log._schema import COLUMN_NAMES
+    from ..log._sqlite import Store
+
+    if destination.exists() and destination.stat().st_size:
+        open_log_or_fail(destination).close()  # an existing file must be a call log already
+    with open_log_or_fail(db) as log:
+        if str(log.path) == str(destination):
+            raise click.UsageError("the destination is the log being exported")
+        store = Store(destination)
+        written = duplicates = 0
+        try:
+            store.open()
+            batch: list[tuple[Any, ...]] = []
+            for row in log.rows(newest_first=False, columns=COLUMN_NAMES, **filters):
+                batch.append(tuple(row[c] for c in COLUMN_NAMES))
+                if len(batch) == 1000:
+                    result = store.write(batch)
+                    written, duplicates = written + result.written, duplicates + result.duplicates
+                    batch = []
+            if batch:
+                result = store.write(batch)
+                written, duplicates = written + result.written, duplicates + result.duplicates
+            store.catch_up()
+            store.checkpoint()
+        except Exception as exc:
+            raise click.ClickException(f"cannot write {destination}: {exc}") from None
+        finally:
+            store.close()
+    already = f" ({duplicates:,} already there)" if duplicates else ""
+    click.echo(f"Copied {written:,} calls from {log.path} to {destination}{already}", err=True)

@@ -3,8 +3,11 @@ prune``), and rebuilding what is derived from the calls (``httptrack reindex``).
 
 Works beside a live writer: each step is one short write transaction (the writer waits
 out its busy timeout, then retries; nothing is lost). The full-text index forgets what
-is removed, so a pruned prompt cannot be found (or recovered from the index) afterwards,
-and the daily rollups lose the deleted calls.
+is removed, so a pruned prompt cannot be found (or recovered from the index) afterwards.
+The daily rollups keep the deleted calls: ``stats``, the cost views and the dashboard
+still count what was spent on days whose calls are gone (a range that starts or ends
+inside such a day counts the calls left of its partial day). ``reindex`` rebuilds them
+from the calls there are, for the days that still have calls.
 """
 
 from __future__ import annotations
@@ -16,13 +19,22 @@ from pathlib import Path
 
 from . import _rollup, _views
 from ._reader import parse_when
+from ._retention import BODY_COLUMNS, HAS_BODIES, SizeDebt, drop_bodies, size_step, used_bytes
 from ._sqlite import connect, migrate, write_transaction
 
-__all__ = ["BODY_COLUMNS", "PruneResult", "count_prunable", "prune", "reindex"]
+__all__ = [
+    "BODY_COLUMNS",
+    "PruneResult",
+    "count_prunable",
+    "estimate_size_prune",
+    "log_bytes",
+    "prune",
+    "reindex",
+]
 
-#: What ``bodies_only`` clears: the content of a call, not its figures.
-BODY_COLUMNS = ("request_body", "response_body", "response_text")
 _CHUNK = 20_000  # rows per transaction: keeps each write lock short
+#: Calls per transaction while pruning to a size: the size is measured again after each.
+_SIZE_CHUNK = 2_000
 
 
 @dataclass(frozen=True)
@@ -38,9 +50,18 @@ class PruneResult:
     """``keep_bodies``: the calls (still there) that started before this lost their bodies."""
     bodies: int = 0
     """``keep_bodies``: how many calls lost their bodies (and stayed)."""
+    max_size: int | None = None
+    """``max_size``: the bytes the log was to use at most."""
+    size_bodies: int = 0
+    """``max_size``: how many calls lost their bodies to bring the log under it."""
+    size_calls: int = 0
+    """``max_size``: how many calls were deleted to bring it under (after every body)."""
+    used_before: int = 0
+    used_after: int = 0
+    """Bytes holding data before and after (free pages left out; see ``log_bytes``)."""
 
 
-_HAS_BODIES = "(" + " OR ".join(f"{c} IS NOT NULL" for c in BODY_COLUMNS) + ")"
+_HAS_BODIES = HAS_BODIES
 
 
 @dataclass(frozen=True)
@@ -59,7 +80,7 @@ def _plan(
     the calls older than ``older_than``; then clear the bodies of those older than
     ``keep_bodies`` (what the first part deleted is gone by then)."""
     if older_than is None and keep_bodies is None:
-        raise ValueError("nothing to prune: give older_than, keep_bodies or both")
+        return None, None
     if keep_bodies is not None and bodies_only:
         raise ValueError("keep_bodies already keeps the calls: it does not go with bodies_only")
     calls = bodies = None
@@ -109,27 +130,33 @@ def prune(
     bodies_only: bool = False,
     keep_bodies: str | datetime | None = None,
     vacuum: bool = False,
+    max_size: int | None = None,
 ) -> PruneResult:
     """Delete the calls that started before ``older_than`` (``30d``, an ISO date, a
     ``datetime``), or with ``bodies_only`` keep them and clear their request and response
     bodies and generated text. ``keep_bodies`` (a retention policy beside ``older_than``,
     or alone) clears the bodies of the calls (kept) that started before it: ``older_than=
     "90d", keep_bodies="7d"`` deletes calls after 90 days and their prompts after 7.
-    ``vacuum`` then gives the freed space back to the disk (it rewrites the whole file,
-    holding the lock meanwhile)."""
+    ``max_size`` (bytes) then drops the bodies of the oldest calls while the log uses more
+    than that (see ``log_bytes``), and once no call has a body left, deletes the oldest
+    calls. Deleted calls still count in the daily rollups. ``vacuum`` then gives the
+    freed space back to the disk (it rewrites the whole file, holding the lock meanwhile)."""
     path = Path(path)
     calls, bodies = _plan(older_than, bodies_only, keep_bodies)
+    if calls is None and bodies is None and max_size is None:
+        raise ValueError("nothing to prune: give older_than, keep_bodies, max_size or a mix")
     before = _size(path)
     conn = connect(path)
     try:
         migrate(conn)
+        used_before = used_bytes(conn)
         searchable = _views.search_index_exists(conn)
         n_calls = _prune_part(conn, calls, searchable) if calls else 0
         n_bodies = _prune_part(conn, bodies, searchable) if bodies else 0
-        if calls is not None and not calls.clear and n_calls and _rollup.rollups_exist(conn):
-            # The day of the cutoff lost part of its calls, the days before all of them.
-            with write_transaction(conn):
-                _rollup.recompute_days(conn, None, calls.cutoff[:10])
+        size_bodies = size_calls = 0
+        if max_size is not None:
+            size_bodies, size_calls = _prune_to_size(conn, max_size)
+        used_after = used_bytes(conn)
         if vacuum:
             _vacuum(conn, searchable)
         else:
@@ -144,7 +171,71 @@ def prune(
         bytes_after=_size(path),
         bodies_cutoff=bodies.cutoff if bodies else None,
         bodies=n_bodies,
+        max_size=max_size,
+        size_bodies=size_bodies,
+        size_calls=size_calls,
+        used_before=used_before,
+        used_after=used_after,
     )
+
+
+def log_bytes(path: str | Path) -> int:
+    """The bytes of the log that hold data: what ``max_size`` and ``HTTPTRACK_RETENTION``'s
+    ``size`` bound. Less than the file when calls were deleted since the last ``VACUUM``
+    (their pages wait, free, for the next calls)."""
+    conn = connect(path, readonly=True)
+    try:
+        return used_bytes(conn)
+    finally:
+        conn.close()
+
+
+def estimate_size_prune(path: str | Path, max_size: int) -> tuple[int, int, int]:
+    """(bytes the log uses now, about how many calls would lose their bodies, about how
+    many would then be deleted) for ``prune(max_size=...)``, read-only. An estimate: the
+    bodies' stored lengths against the excess (the pages they free may differ a little)."""
+    conn = connect(path, readonly=True)
+    try:
+        used = used_bytes(conn)
+        excess = used - max_size
+        if excess <= 0:
+            return used, 0, 0
+        lengths = conn.execute(
+            "SELECT "
+            + " + ".join(f"coalesce(length({c}), 0)" for c in BODY_COLUMNS)
+            + f" FROM calls WHERE {HAS_BODIES} ORDER BY started_at"
+        )
+        cleared = 0
+        for (size,) in lengths:
+            if excess <= 0:
+                break
+            excess -= size
+            cleared += 1
+        lengths.close()
+        deleted = 0
+        if excess > 0:
+            (count,) = conn.execute("SELECT count(*) FROM calls").fetchone()
+            per_call = max(1, (used - (used - max_size - excess)) // max(count, 1))
+            deleted = min(count, -(-excess // per_call))
+        return used, cleared, deleted
+    finally:
+        conn.close()
+
+
+def _prune_to_size(conn: sqlite3.Connection, max_size: int) -> tuple[int, int]:
+    """Drop the oldest bodies, then delete the oldest calls, a chunk per transaction, until
+    the log uses at most ``max_size`` bytes (``_retention.size_step``: what each chunk
+    frees is counted, the search index compacted, then the size measured again). Returns
+    (calls cleared, calls deleted)."""
+    debt = SizeDebt()
+    while True:
+        with write_transaction(conn):
+            if debt.left <= 0 and debt.compacting:
+                debt.compacting = False
+                _compact_search_index(conn)  # at once here: nothing else is waiting for it
+                continue
+            if not size_step(conn, max_size, debt, _SIZE_CHUNK):
+                return debt.cleared, debt.deleted
 
 
 def _prune_part(conn: sqlite3.Connection, part: _Part, searchable: bool) -> int:
@@ -152,30 +243,46 @@ def _prune_part(conn: sqlite3.Connection, part: _Part, searchable: bool) -> int:
     taking them out of the search index first. Returns how many."""
     total = 0
     where, cutoff = part.where, part.cutoff
+    if not part.clear and _rollup.rollups_exist(conn):
+        with write_transaction(conn):  # the deleted calls keep counting in their days' totals
+            _rollup.roll_up_new_rows(conn)
     while True:
         with write_transaction(conn):
             chunk = f"rowid IN (SELECT rowid FROM calls WHERE {where} ORDER BY started_at LIMIT {_CHUNK})"
-            if searchable:
-                _views.unindex(conn, chunk, [cutoff])
             if part.clear:
-                sets = ", ".join(f"{c} = NULL" for c in BODY_COLUMNS)
-                done = conn.execute(f"UPDATE calls SET {sets} WHERE {chunk}", [cutoff]).rowcount
+                done = drop_bodies(conn, chunk, [cutoff])
             else:
-                done = conn.execute(f"DELETE FROM calls WHERE {chunk}", [cutoff]).rowcount
+                if searchable:
+                    _views.unindex(conn, chunk, [cutoff])
+                done = int(conn.execute(f"DELETE FROM calls WHERE {chunk}", [cutoff]).rowcount)
         total += done
         if done < _CHUNK:
             return total
+
+
+def _compact_search_index(conn: sqlite3.Connection) -> None:
+    if _views.search_index_exists(conn):
+        conn.execute(f"INSERT INTO {_views.FTS_TABLE}({_views.FTS_TABLE}) VALUES ('optimize')")
 
 
 def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:
     # VACUUM may renumber the rows of a table without an INTEGER PRIMARY KEY, and the
     # search index points at rows by number: if the newest row moved, index again.
     probe = "SELECT rowid FROM calls ORDER BY id DESC LIMIT 1"
+    rolled_up = _rollup.rollups_exist(conn)
+    if rolled_up:
+        with write_transaction(conn):
+            _rollup.roll_up_new_rows(conn)
     before = conn.execute(probe).fetchone()
     conn.execute("VACUUM")
-    if searchable and conn.execute(probe).fetchone() != before:
+    if conn.execute(probe).fetchone() != before:
         with write_transaction(conn):
-            _views.rebuild_search_index(conn)
+            if searchable:
+                _views.rebuild_search_index(conn)
+            if rolled_up:  # every call there is was rolled up: the bookmarks at the new top
+                (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()
+                for key in (_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY):
+                    conn.execute(f"UPDATE {_rollup.STATE_TABLE} SET value = ? WHERE key = ?", [top, key])
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
@@ -185,7 +292,8 @@ def _size(path: Path) -> int:
 
 def reindex(path: str | Path) -> int:
     """Rebuild the full-text search index and the daily rollups from ``calls`` (after the
-    table was edited with another tool). Returns how many calls there are."""
+    table was edited with another tool). The rollups of the days before the oldest call
+    are kept (pruned calls count there). Returns how many calls there are."""
     conn = connect(path)
     try:
         migrate(conn)
@@ -193,7 +301,9 @@ def reindex(path: str | Path) -> int:
             if _views.search_index_exists(conn):
                 _views.rebuild_search_index(conn)
             if _rollup.rollups_exist(conn):
-                _rollup.rebuild_rollups(conn)
+                # Days before the oldest call keep their totals: their calls were pruned.
+                (first,) = conn.execute("SELECT min(started_at) FROM calls").fetchone()
+                _rollup.rebuild_rollups(conn, from_day=first[:10] if first else None)
             (n,) = conn.execute("SELECT count(*) FROM calls").fetchone()
     finally:
         conn.close()

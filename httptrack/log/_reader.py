@@ -25,16 +25,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from .._errors import LogError
 from .._settings import Settings
 from .._time import parse_when
 from ..record._spool import recover_log
 from . import _rollup
+from ._bodies import BODY_FUNCTION, COMPRESSED_COLUMNS, register_functions
 from ._rollup import Totals
 from ._schema import CALL_LOG_COLUMNS
 from ._sqlite import connect
+from ._url import DatabaseURL, log_target
 from ._views import FTS_TABLE
 
 if TYPE_CHECKING:
@@ -119,9 +121,19 @@ def fts_query(text: str) -> str:
 class Log:
     """A call log database, opened for reading. Use ``httptrack.open_log()``."""
 
-    def __init__(self, path: str | Path, *, connection: sqlite3.Connection | None = None) -> None:
-        self.path = Path(path)
-        if connection is None:
+    def __init__(
+        self, path: str | Path | DatabaseURL, *, connection: sqlite3.Connection | None = None
+    ) -> None:
+        self.path: Path | DatabaseURL = path if isinstance(path, DatabaseURL) else Path(path)
+        if isinstance(self.path, DatabaseURL):
+            # A Postgres log: the same queries, through a connection that speaks SQLite's
+            # dialect to Log and Postgres's to the server (_pgreader).
+            from ._pgreader import open_reader
+
+            # (It answers every call Log makes of an sqlite3.Connection.)
+            connection = cast(sqlite3.Connection, open_reader(self.path))
+            self._owned = True
+        elif connection is None:
             if not self.path.exists():
                 raise FileNotFoundError(f"no httptrack database at {self.path}")
             connection = _open_readonly(self.path)
@@ -134,6 +146,13 @@ class Log:
         except BaseException:
             self.close()
             raise
+        register_functions(connection)  # long bodies are stored compressed: read as text
+        # Every column, in table order, the compressed ones through httptrack_body().
+        ordered = [row[1] for row in connection.execute("PRAGMA table_info(calls)")]
+        self._select_all = ", ".join(
+            f'{BODY_FUNCTION}(calls."{c}") AS "{c}"' if c in COMPRESSED_COLUMNS else f'calls."{c}"'
+            for c in ordered
+        )
         self._searchable = (
             self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
         )
@@ -206,7 +225,7 @@ class Log:
                 clauses.append(f"{rowid} IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
                 params.append(fts_query(query))
             else:  # an SQLite without FTS5: slower, substring semantics
-                clauses.append("(request_body LIKE ? OR response_text LIKE ?)")
+                clauses.append(f"({BODY_FUNCTION}(request_body) LIKE ? OR response_text LIKE ?)")
                 params.extend([f"%{query}%"] * 2)
         return (" AND ".join(clauses) or "1"), params
 
@@ -230,9 +249,14 @@ class Log:
             if bad:
                 raise ValueError(f"no such column: {', '.join(bad)}")
             # A log of an earlier schema (read as it is) may lack a newer column: NULL there.
-            select = ", ".join(f'calls."{c}"' if c in self._columns else f'NULL AS "{c}"' for c in columns)
+            select = ", ".join(
+                (f'{BODY_FUNCTION}(calls."{c}") AS "{c}"' if c in COMPRESSED_COLUMNS else f'calls."{c}"')
+                if c in self._columns
+                else f'NULL AS "{c}"'
+                for c in columns
+            )
         else:
-            select = "calls.*"
+            select = self._select_all
         order = "DESC" if newest_first else "ASC"
         # Newest (or oldest) first by start time, searched or not: the search index's order
         # is the order calls were written in, i.e. finished in (a long stream comes last).
@@ -247,14 +271,22 @@ class Log:
             if found is not None:
                 yield from (self._decoded(dict(row), decode_json) for row in found)
                 return
-        cursor = self._execute(sql, params)
+        # Plain tuples zipped with the names: a third faster than dicts of sqlite3.Row.
+        cursor = self._conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        decoded = [n for n in JSON_COLUMNS if n in names] if decode_json else []
         try:
             while True:
                 batch = cursor.fetchmany(500)
                 if not batch:
                     return
                 for row in batch:
-                    yield self._decoded(dict(row), decode_json)
+                    data = dict(zip(names, row, strict=True))
+                    for key in decoded:
+                        value = data[key]
+                        if value.__class__ is str:
+                            data[key] = _loads(value)
+                    yield data
         finally:
             # Left unfinished (a reader's pipe closed, say), the generator may be closed only
             # after the log: its cursor then went with the connection.
@@ -277,7 +309,12 @@ class Log:
         millions of calls). A rare word or phrase makes the walk long: then ``None``, and
         the other plan, quick for few matches, runs. (Only on a connection of this Log's
         own: a progress handler on someone else's would replace theirs.)"""
-        if not (filters.get("query") or "").strip() or not self._searchable or not self._owned:
+        if (
+            not (filters.get("query") or "").strip()
+            or not self._searchable
+            or not self._owned
+            or not isinstance(self._conn, sqlite3.Connection)  # a Postgres log: its own search
+        ):
             return None
         where, params = self._where(filters, in_time_order=True, probe=True)
         sql = (
@@ -317,11 +354,12 @@ class Log:
         from ._records import CallRecord
 
         call_id = call_id.strip().upper()
-        row = self._execute("SELECT * FROM calls WHERE id = ?", [call_id]).fetchone()
+        select = self._select_all
+        row = self._execute(f"SELECT {select} FROM calls WHERE id = ?", [call_id]).fetchone()
         if row is None and len(call_id) >= 4:
             # Ids are upper-case Crockford base32: a prefix range uses the primary key.
             rows = self._execute(
-                "SELECT * FROM calls WHERE id >= ? AND id < ? LIMIT 2", [call_id, call_id + "\x7f"]
+                f"SELECT {select} FROM calls WHERE id >= ? AND id < ? LIMIT 2", [call_id, call_id + "\x7f"]
             ).fetchall()
             row = rows[0] if len(rows) == 1 else None
         return None if row is None else CallRecord.from_row(dict(row))
@@ -502,7 +540,7 @@ class Log:
         self, groups: dict[Any, Totals], by: str | None, where: str, params: list[Any], *, past: bool = False
     ) -> None:
         key_sql = STATS_GROUPS[by] if by else "NULL"
-        table = "calls NOT INDEXED" if past else "calls"
+        table = "calls NOT INDEXED" if past and isinstance(self._conn, sqlite3.Connection) else "calls"
         sql = f"SELECT {key_sql}, {', '.join(_rollup.RAW_COLUMNS)} FROM {table} WHERE {where}"
         cursor = self._conn.execute(sql, params)
         while True:
@@ -636,7 +674,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
+def _call_log_columns(conn: sqlite3.Connection, path: Path | DatabaseURL) -> frozenset[str]:
     """The columns of ``calls``; a ``LogError`` when the database is not a call log."""
     try:
         columns = frozenset(row[1] for row in conn.execute("PRAGMA table_info(calls)"))
@@ -649,13 +687,14 @@ def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
     return columns
 
 
-def open_log(path: str | Path | None = None) -> Log:
+def open_log(path: str | Path | DatabaseURL | None = None) -> Log:
     """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
     for reading. The one thing it writes: the calls of processes that died before writing
     them, kept in the spool beside the log (``record/_spool``), which are part of the log.
     Nothing else: a log of an earlier schema is read as it is (the next call recorded into
     it, or ``httptrack reindex``, brings it up to date). Raises ``FileNotFoundError`` when
-    there is no such file, and a ``ValueError`` saying why when the file is no call log."""
-    target = Path(path) if path is not None else Settings().db
+    there is no such file, and a ``ValueError`` saying why when the file is no call log.
+    ``path`` may be a ``postgresql://`` URL (a shared log in Postgres): read the same way."""
+    target = log_target(path) if path is not None else Settings().db
     recover_log(target)
     return Log(target)

@@ -441,11 +441,14 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
         _merge_into(conn, _accumulate_detail([r for r in rows if r[0] <= upto]), _DETAIL_UPSERTS)
 
 
-def rebuild_rollups(conn: sqlite3.Connection) -> None:
-    """Roll everything up again from ``calls`` (after the table was edited by hand)."""
+def rebuild_rollups(conn: sqlite3.Connection, from_day: str | None = None) -> None:
+    """Roll everything up again from ``calls`` (after the table was edited by hand).
+    ``from_day``: keep the days before it as they are (their calls were pruned); every
+    call must have started on or after it."""
     detail = detail_rollups_exist(conn)
+    span, params = ("WHERE day >= ?", [from_day]) if from_day else ("", [])
     for table in (ROLLUP_TABLE, LATENCY_TABLE) + ((DETAIL_TABLE, DETAIL_LATENCY_TABLE) if detail else ()):
-        conn.execute(f"DELETE FROM {table}")
+        conn.execute(f"DELETE FROM {table} {span}", params)
     _set_bookmark(conn, 0)
     if detail:
         _set_bookmark(conn, 0, DETAIL_BOOKMARK_KEY)

@@ -19,13 +19,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, compress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import LogUnavailable
 from .._faults import FaultKind, report_fault
 from . import _views
 from ._backend import WriteResult
+from ._bodies import Compressor, register_functions
+from ._retention import SizeDebt
 from ._schema import COLUMN_NAMES, COLUMNS
+
+if TYPE_CHECKING:
+    from .._settings import Retention
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -43,9 +48,24 @@ __all__ = [
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 5000
 #: The search index and the daily rollup are brought up to date at least this often
-#: (seconds), or after this many rows, and at every flush().
+#: (seconds), or after this many rows, and at every flush(). The search index is fed in
+#: bulk: each update writes a segment that FTS5 later merges with the others, a cost that
+#: grows with the index; on a log of a million calls, updates of 2,000 rows cost the
+#: writer ~80 µs per row less than updates of 200 (benchmarks/bench_retention.py).
 DERIVE_SECONDS = 1.0
-DERIVE_ROWS = 200
+DERIVE_ROWS = 2000
+#: Retention (HTTPTRACK_RETENTION) is checked after a write at most this often when the log
+#: is within its policy, and every RETAIN_BUSY_SECONDS (or more: a fifth of the writer's
+#: time at most) while it has calls to prune.
+RETAIN_IDLE_SECONDS = 60.0
+#: The write-ahead log is folded back and restarted once it holds this much, as soon as no
+#: reader needs its older pages (see Store._bound_wal), and then kept to this size on disk.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+#: How long a restart waits for the readers of older snapshots (the writer holds the write
+#: lock meanwhile: other writers wait, the app's calls do not), and how often it is tried.
+WAL_RESTART_WAIT_MS = 200
+WAL_CHECK_SECONDS = 0.5
+RETAIN_BUSY_SECONDS = 0.25
 _NONES = (None,) * len(COLUMN_NAMES)
 #: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
 #: and every release is a chance for another thread to take the GIL, after which this one
@@ -184,6 +204,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    register_functions(conn)  # httptrack_body(): compressed bodies read as text (see _bodies)
     return conn
 
 
@@ -292,7 +313,9 @@ def is_current(conn: sqlite3.Connection) -> bool:
 class Store:
     """One database file, as the writer thread sees it: the SQLite ``LogBackend``."""
 
-    def __init__(self, path: Path, pause: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, pause: Callable[[], None] | None = None, retention: Retention | None = None
+    ) -> None:
         self.path = path
         self.location = str(path)
         #: Called now and then during long stretches of Python work (see Writer._pause).
@@ -304,6 +327,13 @@ class Store:
         #: Rows written since the search index and the rollup were last brought up to date.
         self.behind = 0
         self._derived_at = -math.inf  # the first write indexes at once (monotonic() may be small)
+        self._compressor = Compressor()
+        #: HTTPTRACK_RETENTION, applied a step at a time after writes (see _retention).
+        self.retention = retention
+        self._retain_at = -math.inf
+        self._size_debt = SizeDebt()
+        self._wal_checked_at = -math.inf
+        self._wal_backoff = WAL_CHECK_SECONDS
 
     def open(self) -> None:
         if self._conn is not None:
@@ -313,6 +343,7 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise _unavailable(exc, f"could not open {self.path}") from exc
         try:
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             migrate(conn)
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
@@ -329,6 +360,7 @@ class Store:
         self.open()
         conn = self._conn
         assert conn is not None
+        rows = self._compressor.rows(rows)  # long bodies as zstd frames (see _bodies)
         try:
             with write_transaction(conn):
                 result = _insert(conn, rows, self._max_variables)
@@ -341,7 +373,62 @@ class Store:
             # replaced or repaired meanwhile).
             self.close()
             raise _unavailable(exc, f"could not write to {self.path}") from exc
+        if self.retention is not None and time.monotonic() >= self._retain_at:
+            self._retain(conn, self.retention)
+        if time.monotonic() - self._wal_checked_at >= WAL_CHECK_SECONDS:
+            self._bound_wal(conn)
         return result
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """Keep the write-ahead log from growing while readers come and go.
+
+        SQLite checkpoints the WAL into the database as it goes (every 1000 pages), but it
+        starts writing it from the beginning again only at a moment when no reader is
+        using it: with the UI and the CLI reading all the time, such a moment may never
+        come, and the WAL grew to hundreds of MB. A ``RESTART`` checkpoint makes one: it
+        copies every page back, then waits (briefly) for the readers of older snapshots to
+        finish; readers starting meanwhile read the database file alone. The next write
+        then starts the WAL again, cut to ``journal_size_limit``. A reader holding one
+        snapshot for long still keeps what was written since (SQLite must), until it lets go."""
+        self._wal_checked_at = time.monotonic()
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size <= WAL_LIMIT_BYTES:
+            return
+        busy = 1
+        try:
+            conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+            try:
+                ((busy, _, _),) = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:
+            pass
+        # Busy: a reader still holds an old snapshot (a long query). Waiting for it at every
+        # check would cost the writer (and other writers, kept from the write lock) up to
+        # WAL_RESTART_WAIT_MS each time: wait longer between tries, up to half a minute.
+        self._wal_backoff = min(self._wal_backoff * 2, 30.0) if busy else WAL_CHECK_SECONDS
+        self._wal_checked_at += self._wal_backoff - WAL_CHECK_SECONDS
+
+    def _retain(self, conn: sqlite3.Connection, policy: Retention) -> None:
+        """One step of the retention policy, in a short transaction of its own after a
+        batch (a few hundred calls at most): soon again while there is more to do, at
+        most a fifth of the writer's time; else in RETAIN_IDLE_SECONDS."""
+        from ._retention import retention_step
+
+        started = time.monotonic()
+        try:
+            with write_transaction(conn):
+                done = retention_step(conn, policy, debt=self._size_debt)
+        except sqlite3.Error as exc:  # locked, say: the calls are written; try again later
+            done = 0
+            report_fault("database", f"could not apply HTTPTRACK_RETENTION to {self.path}", exc)
+        now = time.monotonic()
+        self._retain_at = now + (
+            max(RETAIN_BUSY_SECONDS, 4 * (now - started)) if done else RETAIN_IDLE_SECONDS
+        )
 
     def due(self) -> bool:
         # Indexing costs about a millisecond per transaction however few rows it covers:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ._bodies import BODY_FUNCTION, register_functions
 from ._rollup import ROLLUP_TABLE, roll_up_new_rows, rollups_exist
 
 __all__ = [
@@ -58,6 +59,11 @@ def prompt_text_sql(body: str) -> str:
     )
 
 
+#: The rows to index, each request body as text (decompressed once, in a materialized CTE:
+#: the prompt expression names it four times).
+_BODIES = f"SELECT rowid, {BODY_FUNCTION}(request_body) AS body, response_text FROM calls"
+
+
 def has_fts5(conn: sqlite3.Connection) -> bool:
     """Whether this SQLite build has FTS5 (CPython's usually does)."""
     try:
@@ -95,9 +101,11 @@ def index_new_rows(conn: sqlite3.Connection) -> int:
     a writer that does not do this are picked up by the next one that does, since the
     bookmark is the index's own highest rowid."""
     (last,) = conn.execute(f"SELECT coalesce(max(id), 0) FROM {FTS_TABLE}_docsize").fetchone()
+    register_functions(conn)
     cursor = conn.execute(
         f"""INSERT INTO {FTS_TABLE}(rowid, prompt, response)
-        SELECT rowid, {prompt_text_sql("request_body")}, response_text FROM calls WHERE rowid > ?""",
+        WITH new AS MATERIALIZED ({_BODIES} WHERE rowid > ?)
+        SELECT rowid, {prompt_text_sql("body")}, response_text FROM new""",
         [last],
     )
     return cursor.rowcount
@@ -107,10 +115,11 @@ def unindex(conn: sqlite3.Connection, where: str, params: list[object]) -> None:
     """Remove the calls matching ``where`` from the search index (before deleting them, or
     before dropping their bodies). A contentless index forgets a row only when handed back
     the exact text it indexed, which the same expression over the row gives."""
+    register_functions(conn)
     conn.execute(
         f"""INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, prompt, response)
-        SELECT 'delete', rowid, {prompt_text_sql("request_body")}, response_text FROM calls
-        WHERE ({where}) AND rowid IN (SELECT id FROM {FTS_TABLE}_docsize)""",
+        WITH old AS MATERIALIZED ({_BODIES} WHERE ({where}) AND rowid IN (SELECT id FROM {FTS_TABLE}_docsize))
+        SELECT 'delete', rowid, {prompt_text_sql("body")}, response_text FROM old""",
         params,
     )
 

@@ -3,7 +3,8 @@
 Lookups run on the app's thread for every request, so they are dictionary hits: an exact
 ``host:port`` entry, then the bare host, then suffix rules (``*.openai.azure.com``), with
 the answer for each host memoized — including "not an LLM provider", the common case for
-an app's other HTTP traffic.
+an app's other HTTP traffic. A ``POST`` to a host no family names is tracked when its path
+has the shape of an LLM API (:func:`provider_for_shape`, see ``_detect``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Iterator
 
 from . import graphql as graphql  # a shape other families' hosts serve: no hosts of its own
 from ._base import Parsed, Provider, form_fields, shape_parser
+from ._detect import SHAPE_FAMILIES, LocalOpenAICompatibleShape, is_loopback, shape_of
 from ._prompt import PromptTally
 from .anthropic import Anthropic
 from .azure import AzureOpenAI
+from .cohere import Cohere
 from .compatible import COMPATIBLE
 from .gemini import Gemini, VertexAI
 from .ollama import Ollama
@@ -30,6 +33,7 @@ __all__ = [
     "prompt_readers",
     "provider_by_name",
     "provider_for_host",
+    "provider_for_shape",
     "register_provider",
     "registered_providers",
     "shape_parser",
@@ -62,10 +66,23 @@ _FAMILIES: tuple[type[Provider], ...] = (
     VertexAI,
     AzureOpenAI,
     OpenAICompatible,
+    Cohere,
     *COMPATIBLE,
+    *SHAPE_FAMILIES,
 )
 for _provider in (family() for family in _FAMILIES):
     _add(_provider)
+
+#: The family that reads each API shape on a host no family names (see ``_detect``).
+_BY_SHAPE: dict[str, Provider] = {
+    "openai": _BY_NAME["openai_compatible"],
+    "anthropic": _BY_NAME["anthropic_compatible"],
+    "gemini": _BY_NAME["gemini_compatible"],
+    "ollama": _BY_NAME["ollama"],
+    "cohere": _BY_NAME["cohere_compatible"],
+}
+#: ``openai_compatible`` on this machine: asked for a stream's usage (see ``_detect``).
+_LOCAL_OPENAI = LocalOpenAICompatibleShape()
 
 
 def provider_by_name(name: str) -> Provider:
@@ -147,6 +164,19 @@ def provider_for_host(host: str, port: int | None, extra: dict[str, str] | None 
         _memo.clear()
     _memo[key] = found
     return found
+
+
+def provider_for_shape(path: str, host: str = "") -> Provider | None:
+    """The family that reads a ``POST`` to ``path`` on ``host``, a host no family names, when
+    the path has the shape of an LLM API (``/v1/chat/completions``, ``/v1/messages``,
+    ``/api/chat`` ...); ``None`` for any other path. A dictionary lookup once a path has
+    been seen."""
+    shape = shape_of(path)
+    if shape is None:
+        return None
+    if shape == "openai" and is_loopback(host):
+        return _LOCAL_OPENAI
+    return _BY_SHAPE[shape]
 
 
 def _lookup(host: str, port: int | None) -> Provider | None:

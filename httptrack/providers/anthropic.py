@@ -19,7 +19,7 @@ proxy (see ``Provider.parser_for``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .._usage import Usage
 from .._vocab import Operation
@@ -68,11 +68,11 @@ _STANDARD_SPEED = "standard"
 
 class Anthropic(Provider):
     name = "anthropic"
-    hosts = ("api.anthropic.com",)
+    hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com",)
     request_id_headers = ("request-id", "x-request-id")
     cache_key_headers = frozenset({b"anthropic-beta", b"anthropic-version"})
-    price_provider = "anthropic"
-    batch_discount = 0.5
+    price_provider: ClassVar[str | None] = "anthropic"
+    batch_discount: ClassVar[float | None] = 0.5
 
     def operation(self, method: str, path: str) -> Operation:
         path = path.rstrip("/")

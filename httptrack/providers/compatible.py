@@ -14,6 +14,9 @@ quirks:
   ``cost_in_usd_ticks``; accepts ``stream_options``; also serves ``/v1/messages``.
 - Perplexity: usage (with ``citation_tokens``, ``num_search_queries`` and a ``cost`` object)
   on the chunks.
+- The other OpenAI-compatible clouds of :data:`WELL_KNOWN` (Cerebras, Z.ai, the Hugging Face
+  router, DeepInfra, Nebius, SambaNova, Moonshot, Novita ...): named by host, priced as
+  genai-prices' provider of the same service where it has one, else by the model's name.
 - Servers people run themselves, named when their host is mapped (``vllm``, ``sglang``,
   ``litellm``, ``lmstudio``, ``llamacpp``): accept ``stream_options``.
 
@@ -33,6 +36,7 @@ from .openai import OpenAICompatible, endpoint_kind
 __all__ = [
     "COMPATIBLE",
     "VLLM",
+    "WELL_KNOWN",
     "XAI",
     "DeepSeek",
     "Fireworks",
@@ -181,6 +185,48 @@ class LlamaCpp(SelfHosted):
     name = "llamacpp"
 
 
+class _WellKnown(OpenAICompatible):
+    """An OpenAI-compatible cloud known by its host (see :data:`WELL_KNOWN`)."""
+
+
+#: OpenAI-compatible clouds, by host: ``(name, hosts, genai-prices id or None)``. Every path
+#: on these hosts is tracked, as on any provider's host. Where genai-prices has no provider
+#: for the service, its calls are priced by the model's name, else its cost is NULL with the reason.
+WELL_KNOWN: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+    ("cerebras", ("api.cerebras.ai",), "cerebras"),
+    ("zai", ("api.z.ai",), "zai"),
+    ("zhipuai", ("open.bigmodel.cn",), "zhipuai"),
+    ("huggingface", ("router.huggingface.co", "api-inference.huggingface.co"), None),
+    ("deepinfra", ("api.deepinfra.com",), None),
+    ("nebius", ("api.studio.nebius.com", "api.studio.nebius.ai", "api.tokenfactory.nebius.com"), None),
+    ("sambanova", ("api.sambanova.ai",), None),
+    ("moonshotai", ("api.moonshot.ai", "api.moonshot.cn"), "moonshotai"),
+    ("novita", ("api.novita.ai",), "novita"),
+    ("minimax", ("api.minimax.io", "api.minimaxi.com", "api.minimax.chat"), "minimax"),
+    ("hyperbolic", ("api.hyperbolic.xyz",), None),
+    ("baseten", ("inference.baseten.co",), "baseten"),
+    ("avian", ("api.avian.io",), "avian"),
+    ("arcee", ("api.arcee.ai",), "arcee"),
+    ("nvidia_nim", ("integrate.api.nvidia.com",), None),
+    ("dashscope", ("dashscope.aliyuncs.com", "dashscope-intl.aliyuncs.com"), None),
+    ("siliconflow", ("api.siliconflow.cn", "api.siliconflow.com"), None),
+    ("lambda", ("api.lambda.ai", "api.lambdalabs.com"), None),
+    ("github_models", ("models.github.ai", "models.inference.ai.azure.com"), None),
+    ("ovhcloud", ("oai.endpoints.kepler.ai.cloud.ovh.net",), "ovhcloud"),
+)
+
+
+def _well_known() -> tuple[type[OpenAICompatible], ...]:
+    return tuple(
+        type(
+            f"{name.title().replace('_', '')}API",
+            (_WellKnown,),
+            {"name": name, "hosts": hosts, "price_provider": price_id, "__module__": __name__},
+        )
+        for name, hosts, price_id in WELL_KNOWN
+    )
+
+
 COMPATIBLE: tuple[type[OpenAICompatible], ...] = (
     Mistral,
     Groq,
@@ -195,4 +241,5 @@ COMPATIBLE: tuple[type[OpenAICompatible], ...] = (
     LiteLLM,
     LMStudio,
     LlamaCpp,
+    *_well_known(),
 )

@@ -104,7 +104,7 @@ class Gemini(Provider):
     hosts: ClassVar[tuple[str, ...]] = ("generativelanguage.googleapis.com",)
     request_id_headers = ("x-request-id", "x-goog-request-id")
     cache_key_headers = frozenset({b"x-goog-user-project"})
-    price_provider = "google"
+    price_provider: ClassVar[str | None] = "google"
 
     def parser_for(self, method: str, path: str) -> Provider:
         if "/openai/" in path or "/endpoints/openapi/" in path:
@@ -181,6 +181,9 @@ class Gemini(Provider):
         if "error" in data:
             parsed.stream_error = True
             self._read_error(parsed, data["error"])
+            usage = read_gemini_usage(data.get("usageMetadata"))  # what the error billed
+            if usage is not None:
+                parsed.usage = usage
             return
         self._read_chunk(parsed, data)
 

@@ -509,6 +509,12 @@ class OpenAICompatible(Provider):
             seconds = usage.get("seconds")
             if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
                 parsed.usage = Usage(extra={"audio_seconds": seconds, "input_audio_seconds": seconds})
+        if parsed.state.get("kind") == "images" and parsed.usage.is_empty:
+            # dall-e-2 and dall-e-3 bill per image (by size and quality) and report no tokens:
+            # the count is kept so that a price per image, where one is known, applies.
+            images = len(items(body.get("data")))
+            if images:
+                parsed.usage = Usage(extra={"output_images": images})
         choice = choices[0] if isinstance(choices, list) and choices else None
         if isinstance(choice, dict):
             parsed.finish_reason = first_str(choice.get("finish_reason"))
@@ -593,6 +599,15 @@ class OpenAICompatible(Provider):
             if not error and groq is not None:
                 error = groq.get("error")
             self._read_error(parsed, error or data)
+            # The figures that came with the error are what the call billed (OpenRouter's
+            # error chunk carries the usage so far; Groq's x_groq beside its error).
+            usage = get("usage")
+            if isinstance(usage, dict):
+                self._take_usage(parsed, usage, merge=True)
+                parsed.usage_final = True
+            if groq is not None and isinstance(groq.get("usage"), dict):
+                self._take_usage(parsed, groq["usage"], merge=True)
+                parsed.usage_final = True
             return
         model = get("model")
         if isinstance(model, str) and model:
@@ -702,6 +717,16 @@ class OpenAICompatible(Provider):
         if is_batch_results(parsed):
             finish_batch_results(parsed)
             return
+        if (
+            parsed.state.get("kind") == "audio"
+            and parsed.usage.is_empty
+            and not parsed.usage.extra
+            and parsed.error_code is None
+            and parsed.error_message is None
+        ):
+            # A transcription asked for as text, srt or vtt: whisper-1 bills the audio's
+            # seconds, which only the JSON formats report.
+            parsed.notes.append("audio: no usage in the response (its duration is in the JSON formats only)")
         # A chat or completions stream is whole at ``[DONE]`` (the recorder sees it), or,
         # for servers that do not send it, once every choice has its finish reason and the
         # usage chunk the app asked for (it follows them) has arrived.

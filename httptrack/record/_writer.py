@@ -29,8 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._errors import LogUnavailable
 from .._exchange import Exchange, RecordSink
@@ -38,12 +37,23 @@ from .._faults import FaultKind, get_logger, report_fault
 from ..log._backend import LogBackend
 from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
+from ..log._url import LogTarget
 from ._row import build_row
 from ._spool import Spool, recover
+
+if TYPE_CHECKING:
+    from .._settings import Retention
 
 __all__ = ["EXIT_FAILING_SECONDS", "EXIT_FLUSH_SECONDS", "Writer", "flush", "writer"]
 
 BATCH_SIZE = 1000
+#: While calls keep coming, the writer wakes on its own every BATCH_WAIT seconds (or when
+#: WAKE_ROWS calls wait), so a transaction holds the calls of that span and the app's
+#: thread never wakes the writer for one call (a wake hands the writer the GIL mid-call).
+#: Only the first call after the writer has been idle for IDLE_AFTER seconds wakes it.
+BATCH_WAIT = 0.05
+WAKE_ROWS = 256
+IDLE_AFTER = 0.25
 #: A transaction holds at most this many bytes of rows (and at least one row).
 BATCH_BYTES = 8 * 1024 * 1024
 #: After a failed write, the next one waits this long, doubling up to RETRY_MAX seconds.
@@ -119,7 +129,7 @@ class _Log:
         "retry_at",
     )
 
-    def __init__(self, path: Path, backend: LogBackend) -> None:
+    def __init__(self, path: LogTarget, backend: LogBackend) -> None:
         self.path = path
         self.backend = backend
         self.pending: deque[_Row] = deque()
@@ -151,6 +161,11 @@ class Writer:
         self._slice_start = 0.0
         self._yield_every = YIELD_EVERY_MIN
         self._wake = threading.Event()
+        #: The writer waits for a wake (nothing came for IDLE_AFTER seconds); else it wakes
+        #: on its own every BATCH_WAIT seconds and calls do not wake it.
+        self._idle = True
+        #: Transactions written (with ``written``: rows per transaction, for benchmarks).
+        self.transactions = 0
         #: One drainer at a time (the writer thread, or a flush when there is none).
         self._lock = threading.Lock()
         #: Held by the writer thread while it imports, builds a row or is inside SQLite: fork()
@@ -158,9 +173,9 @@ class Writer:
         self._fork_lock = threading.RLock()
         self._fork_held = False
         self._thread: threading.Thread | None = None
-        self._logs: dict[Path, _Log] = {}
+        self._logs: dict[LogTarget, _Log] = {}
         #: This process's spool for each log (the app's side; ``None``: could not be made).
-        self._spools: dict[Path, Spool | None] = {}
+        self._spools: dict[LogTarget, Spool | None] = {}
         self._spool_lock = threading.Lock()
         #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
@@ -191,12 +206,14 @@ class Writer:
         queue.append(exchange)
         if self._thread is None:
             self._start()
-        wake = self._wake
-        # Setting an Event takes its lock and notifies: skipped while it is still set. Safe:
-        # the writer clears it *before* draining, so whatever was appended before this test
-        # saw it set is drained after the clear.
-        if not wake.is_set():
-            wake.set()
+        # While calls keep coming the writer wakes on its own (see BATCH_WAIT): a call wakes
+        # it only when it is idle, or when many calls wait. Safe: the writer marks itself idle
+        # *before* it looks at the queue a last time, and clears the event *before* draining,
+        # so a call appended before either test is drained.
+        if self._idle or len(queue) >= WAKE_ROWS:
+            wake = self._wake
+            if not wake.is_set():  # setting an Event takes its lock and notifies
+                wake.set()
         worker = self._worker
         if worker is None:
             worker = self._worker = _multiprocessing_child()
@@ -208,7 +225,7 @@ class Writer:
             # (Other multiprocessing children flush at their end: see _multiprocessing_child.)
             self.flush(timeout=WORKER_FLUSH_SECONDS)
 
-    def _open_spool(self, db: Path) -> Spool | None:
+    def _open_spool(self, db: LogTarget) -> Spool | None:
         """This process's spool for ``db``, made on its first call (once)."""
         with self._spool_lock:
             if db in self._spools:
@@ -285,20 +302,41 @@ class Writer:
     def _run(self) -> None:
         with self._fork_lock:
             _warm_up()
+        wake = self._wake
+        quiet_since: float | None = None
         while True:
-            waiting = any(log.pending or log.backend.behind for log in self._logs.values())
-            self._wake.wait(timeout=1.0 if waiting else None)
-            self._wake.clear()
+            if not self._idle:
+                wake.wait(timeout=BATCH_WAIT)
+            elif not self._queue:  # (calls left by the last turn are not waited for)
+                waiting = any(log.pending or log.backend.behind for log in self._logs.values())
+                wake.wait(timeout=1.0 if waiting else None)
+            wake.clear()
+            if self._queue:
+                quiet_since = None
+                self._idle = False
+            elif not self._idle:
+                now = time.monotonic()
+                if quiet_since is None:
+                    quiet_since = now
+                elif now - quiet_since >= IDLE_AFTER:
+                    # Nothing came for a while: from here on, a call wakes the writer. One
+                    # appended before it saw this is in the queue: the drain below takes it.
+                    self._idle = True
+                    quiet_since = None
             # Woken by calls: the app is running. Yield often until that proves unneeded.
             self._yield_every = YIELD_EVERY_MIN
             self._slice_start = time.perf_counter()
             try:
-                self._drain()
+                self._drain(whole=False)
             except Exception as exc:  # pragma: no cover - a bug in httptrack: keep running
                 report_fault("writer", "the writer hit an unexpected error", exc)
 
-    def _drain(self) -> None:
-        """Process everything queued (runs in the writer thread, or inline at exit)."""
+    def _drain(self, *, whole: bool = True) -> None:
+        """Process everything queued (inline at exit, or at a flush without a writer thread).
+        The writer thread passes ``whole=False``: it stops once fewer than WAKE_ROWS calls
+        are left (those that came while it wrote), so they wait for its next turn and share
+        one transaction, instead of a transaction each as they trickle in (a flush, or
+        WAKE_ROWS calls, wake it at once)."""
         with self._lock:
             while True:
                 batch: list[Any] = []
@@ -321,10 +359,12 @@ class Writer:
                     reason = (
                         self._unwritten_reason() if any(log.pending for log in self._logs.values()) else None
                     )
+                    if _otel_live is not None:
+                        _otel_live.flush()  # httptrack's own OpenTelemetry exporters, if any
                     for marker in markers:
                         marker.reason = reason
                         marker.done.set()
-                if not queue:
+                if not queue or (not whole and len(queue) < WAKE_ROWS):
                     break
             self._write_pending(force=False)
             self._catch_up(force=False)
@@ -361,7 +401,7 @@ class Writer:
             built.append((exchange, result))
             row = result.row
             values = _row_values(row)
-            log = self._log(exchange.settings.db)
+            log = self._log(exchange.settings.db, exchange.settings.retention)
             log.pending.append(_Row(values, exchange.spooled, _row_bytes(values)))
             log.pending_bytes += log.pending[-1].size
         # Not forced: while a database is failing, retries wait for their back-off instead of
@@ -385,11 +425,17 @@ class Writer:
                     sink.after_batch()
             except Exception as exc:
                 report_fault("after_record", "a post-record hook failed", exc)
+        exported = [item for item in built if item[0].settings.otel]
+        if exported:  # HTTPTRACK_OTEL: the batch's spans and metrics (otel/_live)
+            with fork_lock:
+                _otel().export_batch(exported, self._pause)
 
-    def _log(self, path: Path) -> _Log:
+    def _log(self, path: LogTarget, retention: Retention | None = None) -> _Log:
         log = self._logs.get(path)
         if log is None:
-            log = self._logs[path] = _Log(path, open_backend(path, self._pause))
+            log = self._logs[path] = _Log(path, open_backend(path, self._pause, retention))
+        elif retention is not None and hasattr(log.backend, "retention"):
+            log.backend.retention = retention  # the latest call's HTTPTRACK_RETENTION
         return log
 
     def _pause(self) -> None:
@@ -437,6 +483,7 @@ class Writer:
                     rows.append(row)
                     size += row.size
                 result = backend.write([row.values for row in rows])
+                self.transactions += 1
                 for _ in rows:
                     pending.popleft()
                 log.pending_bytes -= size
@@ -452,8 +499,7 @@ class Writer:
                         dropped=len(result.refused),
                     )
                 if spool is not None:
-                    for row in rows:
-                        spool.release(row.segment)
+                    _release(spool, [row.segment for row in rows])
                 log.batch = min(BATCH_SIZE, log.batch * 2)
                 log.retry = 0.0
                 log.error = None
@@ -491,15 +537,19 @@ class Writer:
         )
 
     def _lost(
-        self, path: Path, segments: list[int], kind: FaultKind, message: str, exc: BaseException | None = None
+        self,
+        path: LogTarget,
+        segments: list[int],
+        kind: FaultKind,
+        message: str,
+        exc: BaseException | None = None,
     ) -> None:
         """Count calls lost to the log (``rows_dropped``) and let their spool records go."""
         self.dropped += len(segments)
         report_fault(kind, message, exc, count=len(segments), dropped=len(segments))
         spool = self._spools.get(path)
         if spool is not None:
-            for segment in segments:
-                spool.release(segment)
+            _release(spool, segments)
 
     def close(self, timeout: float = 1.0) -> None:
         """Close every log (folding its journal into the file when this process is the last
@@ -564,6 +614,30 @@ class Writer:
         dropped, written = self.dropped, self.written
         self._reset()
         self.dropped, self.written = dropped, written
+
+
+#: ``otel._live``, imported with the first call that has ``HTTPTRACK_OTEL`` on.
+_otel_live: Any = None
+
+
+def _otel() -> Any:
+    global _otel_live
+    if _otel_live is None:
+        from ..otel import _live
+
+        _otel_live = _live
+    return _otel_live
+
+
+def _release(spool: Spool, segments: list[int]) -> None:
+    """Release the spool records of ``segments`` (one per row): one call per run of rows in
+    the same segment, not one per row (each takes the spool's lock, which the app's
+    threads take to append)."""
+    start = 0
+    for end in range(1, len(segments) + 1):
+        if end == len(segments) or segments[end] != segments[start]:
+            spool.release(segments[start], end - start)
+            start = end
 
 
 def _due(last: float | None, now: float) -> bool:
@@ -658,6 +732,8 @@ def _at_exit() -> None:
             _writer.close(timeout=EXIT_FAILING_SECONDS)
         else:
             _writer.close()
+        if _otel_live is not None:
+            _otel_live.shutdown()  # after the last rows: their spans go too
     except Exception:  # pragma: no cover
         pass
 

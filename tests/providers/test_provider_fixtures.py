@@ -151,6 +151,14 @@ def test_every_provider_family_has_fixtures() -> None:
         "fireworks",
         "perplexity",
         "generic",
+        "cohere",
+        "cerebras",
+        "zai",
+        "huggingface",
+        "openai_compatible",
+        "anthropic_compatible",
+        "gemini_compatible",
+        "cohere_compatible",
     }
     for name in fixture_names():
         assert load(name)[2]["source"], name

@@ -276,3 +276,19 @@ def test_restore_sets_every_slot_of_an_exchange() -> None:
     source = inspect.getsource(_spool.restore)
     assigned = set(re.findall(r"\bex\.(\w+)", source))
     assert set(Exchange.__slots__) - assigned == set()
+
+
+def test_rows_written_together_release_their_spool_records_in_one_call_per_segment() -> None:
+    from httptrack.record._writer import _release
+
+    calls: list[tuple[int, int]] = []
+
+    class Recorder:
+        def release(self, segment: int, count: int = 1) -> None:
+            calls.append((segment, count))
+
+    _release(Recorder(), [3, 3, 3, 4, 4, -1, 4])  # type: ignore[arg-type]
+    assert calls == [(3, 3), (4, 2), (-1, 1), (4, 1)]
+    calls.clear()
+    _release(Recorder(), [])  # type: ignore[arg-type]
+    assert calls == []

@@ -137,6 +137,42 @@ def test_many_threads_lose_nothing(db: Path) -> None:
     assert {r["user"]: 0 for r in rows}.keys() == {f"t{n}" for n in range(8)}
 
 
+def test_calls_in_a_row_do_not_wake_the_writer_and_share_transactions(db: Path) -> None:
+    """While calls keep coming, the writer wakes on its own (every BATCH_WAIT, or when many
+    calls wait): a call never wakes it for its one row, and a transaction holds many."""
+    from httptrack.record import _writer
+
+    shared = _writer.writer()
+    with client(db) as c:
+        c.post(CHAT, json={"model": "gpt-4o-mini"})  # the writer starts, and is busy from here
+        assert httptrack.flush()
+        wake = shared._wake
+        woken_by_calls = 0
+        app = threading.get_ident()
+        real_set = wake.set
+
+        def counting_set() -> None:
+            nonlocal woken_by_calls
+            woken_by_calls += threading.get_ident() == app
+            real_set()
+
+        wake.set = counting_set  # type: ignore[method-assign]
+        try:
+            calls = 0
+            before = shared.transactions
+            for _ in range(60):
+                c.post(CHAT, json={"model": "gpt-4o-mini"})
+                calls += 1
+        finally:
+            del wake.set
+        assert httptrack.flush()
+    # (The writer goes idle, and the next call wakes it, only after IDLE_AFTER seconds
+    # without a call: a machine stalled that long between two calls may see one wake.)
+    assert woken_by_calls <= 1
+    assert shared.transactions - before < calls // 2
+    assert len(read_rows(db)) == calls + 1
+
+
 def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],

@@ -55,6 +55,12 @@ BODIES = [
     b'{"a": "\xff"}',
     b'{"a"\x00: 1}',
     b'{"a": [1, 2.5, -3e10, true, false, null]}',
+    # Where a fast decoder (msgspec) and json part ways: json's answer is the one given.
+    b'{"tokens": 123456789012345678901234567890, "n": -9223372036854775809}',
+    b"[1e400, -1e400, 1E-400, 2.2250738585072011e-308, 0.1, -0, -0.0]",
+    b'{"a": 1, "a": 2}',
+    b'"\\ud83d\\ude00 \\u0000 \\/"',
+    b"[" * 5000 + b"]" * 5000,
 ]
 
 
@@ -63,6 +69,14 @@ def _outcome(function: Any, data: bytes | str) -> tuple[str, str]:
         return "value", repr(function(data))
     except ValueError as exc:
         return "error", type(exc).__name__
+    except RecursionError:
+        return "error", "RecursionError"
+
+
+def test_bodies_are_decoded_by_the_fast_decoder_first() -> None:
+    from httptrack import _json
+
+    assert _json._fast is not None  # msgspec is a dependency: these tests exercise it
 
 
 def test_loads_bytes_is_json_loads() -> None:

@@ -516,8 +516,13 @@ def test_hosts_setting_maps_self_hosted_endpoints(db: Path) -> None:
     ) as c:
         c.post("http://127.0.0.1:8000/v1/chat/completions", json={"model": "gpt-4o-mini"})
         c.post("http://127.0.0.1:9000/v1/chat/completions", json={"model": "gpt-4o-mini"})  # not mapped
+        c.post("http://127.0.0.1:9000/v1/jobs", json={"model": "gpt-4o-mini"})  # nor an LLM API
     rows = read_rows(db)
-    assert [(r["provider"], r["host"]) for r in rows] == [("openai", "127.0.0.1:8000")]
+    # The mapped host is named as mapped; the other is recognised by its path alone.
+    assert [(r["provider"], r["host"]) for r in rows] == [
+        ("openai", "127.0.0.1:8000"),
+        ("openai_compatible", "127.0.0.1:9000"),
+    ]
 
 
 def test_close_closes_the_inner_transport_and_flushes(db: Path) -> None:
