@@ -73,7 +73,16 @@ LEASES_FOLDER = "leases"
 CHANGES_MARGIN = 5.0
 
 _MAGIC = b"HTC\x01"
+#: The same format, its body (the chunks, joined) compressed as one zstd frame.
+_MAGIC_ZSTD = b"HTC\x02"
 _HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
+#: Bodies at least this long are stored compressed (zstd): LLM answers are JSON or SSE, which
+#: compress 3-10x; below this the saving is a few hundred bytes of a page diskcache's index
+#: holds anyway.
+COMPRESS_ABOVE = 1024
+#: zstd's level: 3 is its default (hundreds of MB/s; higher levels cost more CPU than the
+#: bytes they save are worth here).
+COMPRESS_LEVEL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +123,32 @@ class CacheEntry:
 _encode_meta = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def encode_entry(entry: CacheEntry) -> bytes:
+_codecs = threading.local()
+
+
+def _compress(body: bytes) -> bytes:
+    compressor = getattr(_codecs, "compressor", None)
+    if compressor is None:
+        import zstandard
+
+        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
+    return compressor.compress(body)  # type: ignore[no-any-return]
+
+
+def _decompress(data: bytes, size: int) -> bytes:
+    decompressor = getattr(_codecs, "decompressor", None)
+    if decompressor is None:
+        import zstandard
+
+        decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
+    # The frame says its size; at most what the metadata says the chunks add up to.
+    return decompressor.decompress(data, max_output_size=size)  # type: ignore[no-any-return]
+
+
+def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE) -> bytes:
+    """The bytes stored for ``entry``: a head, the metadata (JSON), the body; the body as
+    one zstd frame when at least ``compress_above`` bytes long (``None``: never) and
+    smaller so."""
     meta = _encode_meta(
         {
             "status": entry.status,
@@ -127,8 +161,13 @@ def encode_entry(entry: CacheEntry) -> bytes:
         }
     ).encode("utf-8")
     body = b"".join(entry.chunks)
+    magic = _MAGIC
+    if compress_above is not None and len(body) >= compress_above:
+        packed = _compress(body)
+        if len(packed) < len(body):
+            body, magic = packed, _MAGIC_ZSTD
     crc = zlib.crc32(body, zlib.crc32(meta))
-    return b"".join((_HEAD.pack(_MAGIC, crc, len(meta)), meta, body))
+    return b"".join((_HEAD.pack(magic, crc, len(meta)), meta, body))
 
 
 def decode_entry(blob: object) -> CacheEntry:
@@ -136,7 +175,7 @@ def decode_entry(blob: object) -> CacheEntry:
     if not isinstance(blob, bytes) or len(blob) < _HEAD.size:
         raise CorruptEntry("not an httptrack cache entry")
     magic, crc, meta_len = _HEAD.unpack_from(blob)
-    if magic != _MAGIC:
+    if magic not in (_MAGIC, _MAGIC_ZSTD):
         raise CorruptEntry("not an httptrack cache entry (or written by another version)")
     view = memoryview(blob)[_HEAD.size :]
     if zlib.crc32(view) != crc:
@@ -145,7 +184,12 @@ def decode_entry(blob: object) -> CacheEntry:
         meta = json.loads(bytes(view[:meta_len]))
         sizes = meta["chunks"]
         start = _HEAD.size + meta_len
-        if sum(sizes) != len(blob) - start or any(not isinstance(n, int) or n < 0 for n in sizes):
+        if any(not isinstance(n, int) or n < 0 for n in sizes):
+            raise CorruptEntry("chunk sizes do not add up")
+        if magic == _MAGIC_ZSTD:
+            blob = _decompress(blob[start:], sum(sizes))
+            start = 0
+        if sum(sizes) != len(blob) - start:
             raise CorruptEntry("chunk sizes do not add up")
         chunks = []
         for size in sizes:

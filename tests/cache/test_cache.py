@@ -6,6 +6,7 @@ never on sleeps."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import gzip
 import json
@@ -1200,8 +1201,8 @@ def test_size_limit_evicts_the_oldest_stored(db: Path, cache_dir: Path) -> None:
 
     def handler(request: Any) -> Any:
         seen.append(request)
-        prompt = json.loads(request.content)["messages"][0]["content"]
-        body = chat_completion(prompt * 40_000)  # ~200 KB: a file of its own
+        # ~200 KB that does not compress (entries are stored compressed): a file of its own.
+        body = chat_completion(base64.b64encode(os.urandom(150_000)).decode())
         return httpx2.Response(200, headers={"content-type": "application/json"}, json=body)
 
     prompts = [f"p{n}" for n in range(8)]
@@ -1303,8 +1304,8 @@ def test_a_corrupted_entry_is_a_miss_and_is_dropped(db: Path, cache_dir: Path) -
 
 def test_a_damaged_entry_file_is_a_miss(db: Path, cache_dir: Path) -> None:
     big = json.dumps(
-        {"object": "list", "data": [{"id": f"model-{i}"} for i in range(3000)]}
-    ).encode()  # > 32 KiB: a file
+        {"object": "list", "data": [{"id": f"model-{os.urandom(16).hex()}"} for i in range(5000)]}
+    ).encode()  # > 32 KiB once compressed: a file
     seen: list[Any] = []
     with httpx2.Client(
         transport=tracking(httpx2.MockTransport(responder(httpx2, big, seen=seen)), db, cache_dir)
