@@ -132,7 +132,7 @@ def _compress(body: bytes) -> bytes:
         import zstandard
 
         compressor = _codecs.compressor = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
-    return compressor.compress(body)  # type: ignore[no-any-return]
+    return compressor.compress(body)
 
 
 def _decompress(data: bytes, size: int) -> bytes:
@@ -142,7 +142,7 @@ def _decompress(data: bytes, size: int) -> bytes:
 
         decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
     # The frame says its size; at most what the metadata says the chunks add up to.
-    return decompressor.decompress(data, max_output_size=size)  # type: ignore[no-any-return]
+    return decompressor.decompress(data, max_output_size=size)
 
 
 def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE) -> bytes:
