@@ -107,7 +107,14 @@ class CacheEntry:
 
     @property
     def size(self) -> int:
-        return sum(map(len, self.chunks)) + sum(len(k) + len(v) for k, v in self.headers) + 256
+        """About the memory it holds (what bounds the in-process memory of entries): the
+        bytes, and what Python objects cost around them (a bytes object ~33 bytes, a dict
+        item ~100, the figures' texts such as the response text)."""
+        size = sum(map(len, self.chunks)) + 40 * len(self.chunks) + 1024
+        size += sum(len(k) + len(v) + 120 for k, v in self.headers)
+        for value in self.figures.values():
+            size += 100 + (len(value) if isinstance(value, str) else 0)
+        return size + 100 * len(self.info)
 
     def stream(self, response_class: type) -> ReplayChunks:
         """The body for a hit: the recorded chunks, as an inner stream."""
@@ -467,7 +474,7 @@ class EntryStore:
         return self.put_many([(key, entry)]) == 1
 
     def put_many(self, entries: list[tuple[str, CacheEntry]]) -> int:
-        """Store ``entries`` (on disk and in memory), how many were stored. The background
+        """Store ``entries`` (on disk), how many were stored. The background
         writer stores a batch's responses at once: one transaction per :data:`PUT_BATCH`
         entries instead of one each (a commit costs more than the write itself)."""
         if not entries or time.monotonic() < self._write_after:
@@ -485,8 +492,11 @@ class EntryStore:
             group = blobs[start : start + PUT_BATCH]
             if not self._write_group(disk, group):
                 break
-            for key, entry, _ in group:
-                self.memory.put(key, entry)
+            # Not kept in memory: most answers are never asked again, and the process's
+            # memory would fill with them (a hit reads it from the folder once, then holds
+            # it). An older copy held here is forgotten: this one replaces it.
+            for key, _, _ in group:
+                self.memory.discard(key)
             stored += len(group)
         if stored:
             self._cull(disk)

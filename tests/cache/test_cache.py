@@ -1488,9 +1488,14 @@ def test_replacing_an_answer_keeps_this_process_memory(db: Path, cache_dir: Path
     with httpx2.Client(transport=tracking(inner, db, cache_dir)) as client:
         other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
         client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
-        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        httptrack.flush()
+        hit = client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
+        assert hit.headers["x-httptrack-cache"] == "HIT"  # read from the folder: now in memory
         store = shared_store(cache_dir, 1 << 30)
-        assert len(store.memory) == 2  # its own replacement did not make it forget
+        assert len(store.memory) == 1
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        httptrack.flush()
+        assert len(store.memory) == 1  # its own replacement did not make it forget
         assert (cache_dir / _cache_store.GENERATION_FILE).exists()
         assert ask(client) == ("HIT", "answer 2")
 
@@ -1507,6 +1512,7 @@ def test_replacing_an_answer_right_after_another_process_cleared_still_forgets(
         other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
         client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
         httptrack.flush()
+        client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})  # a hit: in memory
         store = shared_store(cache_dir, 1 << 30)
         assert len(store.memory) == 1
         _cache_store.clear_cache(cache_dir)  # as `httptrack cache clear` in another process

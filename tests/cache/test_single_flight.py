@@ -520,3 +520,38 @@ def test_large_entries_are_stored_compressed_and_replayed_byte_for_byte(db: Path
     damaged = blob[:-5] + bytes(5)
     with pytest.raises(httptrack._errors.CorruptEntry):
         decode_entry(damaged)
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def test_answers_only_stored_are_not_held_in_memory(db: Path, cache_dir: Path) -> None:
+    """One copy of an answer's bytes: once stored, the process keeps none (a hit reads it
+    back once); nothing is left in flight or waiting to be stored; misses are answered by
+    the membership filter without the folder."""
+    from httptrack.cache._store import shared_store
+
+    transport = tracking(mock_transport(httpx2), db, cache_dir)
+    with httpx2.Client(transport=transport) as client:
+        for n in range(50):
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{n}"}]}
+            )
+        httptrack.flush()
+        store = shared_store(cache_dir)
+        shared = shared_of(transport)
+        assert len(store.memory) == 0 and not shared.recent and not shared.flights
+        assert shared.filter is not None
+        reads = []
+        original_get = store.get
+        store.get = lambda key: reads.append(key) or original_get(key)  # type: ignore[method-assign]
+        for n in range(50, 60):
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{n}"}]}
+            )
+        hit = client.post(
+            CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q1"}]}
+        )
+        assert hit.headers["x-httptrack-cache"] == "HIT"
+        assert len(reads) <= 2  # the hit (and at most one false positive of ten misses)
+        assert len(store.memory) == 1
