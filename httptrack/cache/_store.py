@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CorruptEntry
-from .._faults import report_fault
+from .._faults import FaultKind, report_fault
 
 __all__ = [
     "GENERATION_FILE",
@@ -63,6 +63,13 @@ MEMORY_BYTES = 16 * 1024 * 1024
 MEMORY_ENTRY_BYTES = 1024 * 1024
 GENERATION_FILE = "httptrack.generation"
 GENERATION_CHECK_INTERVAL = 1.0
+#: SQLite page cache per connection to the index (pages of 4 KiB: 1 MiB).
+SQLITE_CACHE_PAGES = 256
+#: Single-flight leases (one folder per key being fetched, see :meth:`EntryStore.acquire`).
+LEASES_FOLDER = "leases"
+#: ``changes_since`` lists keys stored this many seconds before its cursor again: a write
+#: committed late (its ``store_time`` is when its ``set`` ran) is still seen.
+CHANGES_MARGIN = 5.0
 
 _MAGIC = b"HTC\x01"
 _HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
@@ -222,6 +229,8 @@ class EntryStore:
         self._write_after = 0.0
         self._generation: Any = _UNSET
         self._generation_due = 0.0
+        #: How long a lease lives (the policy's wait; set by every ``acquire``).
+        self._lease_seconds = 60.0
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -250,6 +259,12 @@ class EntryStore:
                     # No eviction inside every set (about four more statements each, every one
                     # a GIL release): put_many culls once per batch instead (see _cull).
                     cull_limit=0,
+                    # SQLite's page cache and memory map are per connection (diskcache opens one
+                    # per thread: the app's and the writer's): at diskcache's defaults (32 MiB
+                    # and 64 MiB) they grew the process by tens of MiB as the index grew. Reads
+                    # here are one row by key: a small cache serves them as well.
+                    sqlite_cache_size=SQLITE_CACHE_PAGES,
+                    sqlite_mmap_size=0,
                 )
                 self._salt = salt
                 self.broken = None
@@ -289,11 +304,7 @@ class EntryStore:
         try:
             blob = disk.get(key, default=None, retry=False)
         except Exception as exc:  # locked by another process past the timeout, I/O error
-            report_fault(
-                "cache_read",
-                f"the response cache at {self.directory} could not be read; treated as a miss",
-                exc,
-            )
+            _report_busy_or(exc, "cache_read", f"the response cache at {self.directory} could not be read; a miss")
             return None
         if blob is None:
             return None
@@ -326,6 +337,76 @@ class EntryStore:
             if self._generation is not _UNSET:
                 self.memory.clear()
             self._generation = token
+
+    # -- single-flight leases (any thread) --------------------------------------------------
+    #
+    # A lease is an empty folder ``leases/<key>``: ``mkdir`` is atomic on every local file
+    # system (it fails if the folder exists), costs one system call, and involves neither
+    # diskcache's index nor its lock, so taking one never waits on another process's write.
+    # It expires ``seconds`` after it was made (its mtime): a holder that died blocks nobody
+    # for longer. Two processes that find the same expired lease at once may both take it
+    # (one removes it, the other's fresh one with it): at worst one more call is sent.
+
+    def _lease_path(self, key: str) -> str:
+        return os.path.join(self.directory, LEASES_FOLDER, key)
+
+    def acquire(self, key: str, seconds: float) -> bool:
+        path = self._lease_path(key)
+        self._lease_seconds = seconds
+        for _ in range(2):
+            try:
+                os.mkdir(path, 0o700)
+                return True
+            except FileExistsError:
+                if not self._expired(path, seconds):
+                    return False
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            except FileNotFoundError:  # the leases folder does not exist yet
+                try:
+                    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                except OSError:
+                    return True
+            except OSError:  # unwritable: nobody can hold it either; no waiting
+                return True
+        return False
+
+    def held(self, key: str) -> bool:
+        try:
+            made = os.stat(self._lease_path(key)).st_mtime
+        except OSError:
+            return False
+        return time.time() < made + self._lease_seconds
+
+    def release(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(self._lease_path(key))
+
+    def _expired(self, path: str, seconds: float) -> bool:
+        try:
+            return time.time() >= os.stat(path).st_mtime + seconds
+        except OSError:
+            return True  # released meanwhile: try again
+
+    # -- what is stored (a membership filter's feed) -----------------------------------------
+
+    def changes_since(self, cursor: object | None) -> tuple[list[str], object] | None:
+        """The keys stored since ``cursor`` (a ``store_time``), read from diskcache's index
+        (its documented ``Cache`` table, ``store_time`` indexed for the eviction policy)."""
+        disk = self._open()
+        if disk is None:
+            return None
+        since = -1.0 if cursor is None else float(cursor)  # type: ignore[arg-type]
+        try:
+            with _read_index(self.directory, READ_TIMEOUT) as conn:
+                rows = conn.execute(
+                    "SELECT key, store_time FROM Cache WHERE store_time >= ?", (since - CHANGES_MARGIN,)
+                ).fetchall()
+        except Exception as exc:
+            _report_busy_or(exc, "cache_read", f"the response cache at {self.directory} could not be listed")
+            return None
+        newest = max((t for _, t in rows), default=since)
+        return [key for key, _ in rows if isinstance(key, str)], max(newest, since)
 
     # -- writing (the background writer) --------------------------------------------------
 
@@ -366,7 +447,7 @@ class EntryStore:
         try:
             disk.cull(retry=False)
         except Exception as exc:  # locked by another process: the next batch culls
-            report_fault("cache_write", f"could not evict old entries from {self.directory}", exc)
+            _report_busy_or(exc, "cache_write", f"could not evict old entries from {self.directory}")
 
     def _write_group(self, disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> bool:
         timeout = _diskcache().Timeout
@@ -384,11 +465,7 @@ class EntryStore:
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
                     lost = "a response was" if len(group) == 1 else f"{len(group)} responses were"
-                    report_fault(
-                        "cache_write",
-                        f"the response cache at {self.directory} stayed locked; {lost} not stored",
-                        exc,
-                    )
+                    _report_busy_or(exc, "cache_write", f"{lost} not stored in {self.directory}")
                     return False
             except Exception as exc:  # disk full, read-only, removed folder
                 self._write_after = time.monotonic() + RETRY_AFTER
@@ -723,6 +800,25 @@ def _keys_where(directory: Path, condition: str, value: float) -> list[Any]:
         return [key for (key,) in conn.execute(f"SELECT key FROM Cache WHERE {condition}", (value,))]
 
 
-def _read_index(directory: Path) -> contextlib.closing[sqlite3.Connection]:
+def _read_index(directory: Path, timeout: float = 5.0) -> contextlib.closing[sqlite3.Connection]:
     """diskcache's index (its documented ``Cache`` table), opened read-only."""
-    return contextlib.closing(sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0))
+    return contextlib.closing(
+        sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=timeout)
+    )
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says the index was locked by another process (diskcache's
+    ``Timeout``, SQLite's "database is locked"): an ordinary moment under load, not damage."""
+    if type(exc).__name__ == "Timeout":
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _report_busy_or(exc: BaseException, kind: FaultKind, message: str) -> None:
+    """A busy index is counted as ``cache_busy`` (no traceback: it is retried later); any
+    other failure as ``kind``, with its traceback."""
+    if _busy(exc):
+        report_fault("cache_busy", f"{message}: the index was busy (another process); tried again later")
+    else:
+        report_fault(kind, message, exc)
