@@ -54,6 +54,15 @@ PREFIX = "httptrack:"
 SALT_KEY = PREFIX + "salt"
 GENERATION_KEY = PREFIX + "generation"
 ENTRY_PREFIX = PREFIX + "entry:"
+#: Single-flight leases: ``lease:<key>``, a random token, ``PX`` the wait (never an entry).
+LEASE_PREFIX = PREFIX + "lease:"
+#: Every live entry's key, scored by when it expires (ms): the full list for a new process's
+#: membership filter (``changes_since(None)``); trimmed of expired keys on every write.
+KEYS_KEY = PREFIX + "keys"
+#: A stream with one record per stored batch (its keys): what was stored since a cursor.
+ADDED_KEY = PREFIX + "added"
+#: About how many batches the stream keeps; a cursor older than its start lists every key.
+ADDED_MAXLEN = 100_000
 #: Seconds to connect, and to wait for each answer: a Redis that does not answer in this
 #: long is treated as down (the call goes to the provider).
 CONNECT_TIMEOUT = 0.25
@@ -101,6 +110,8 @@ class RedisStore:
         #: The generation counter as last read (``None``: none yet; :data:`_UNSET`: not read).
         self._generation: Any = _UNSET
         self._generation_due = 0.0
+        #: The token of each lease this process holds (released only if still its own).
+        self._leases: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"RedisStore({self.shown_url!r})"
@@ -255,15 +266,23 @@ class RedisStore:
         if client is None:
             return 0
         kept = []
+        expiries: dict[str, int] = {}
+        now_ms = int(time.time() * 1000)
         pipe = client.pipeline(transaction=False)
         for key, entry in entries:
             blob = encode_entry(entry)
             if len(blob) > MAX_ENTRY_BYTES:
                 continue
-            pipe.set(ENTRY_PREFIX + key, blob, px=max(1, int(entry.ttl * 1000)))
+            ttl_ms = max(1, int(entry.ttl * 1000))
+            pipe.set(ENTRY_PREFIX + key, blob, px=ttl_ms)
+            expiries[key] = now_ms + ttl_ms
             kept.append((key, entry))
         if not kept:
             return 0
+        # What changes_since reads: the live keys by expiry, and this batch on the stream.
+        pipe.zadd(KEYS_KEY, expiries)
+        pipe.zremrangebyscore(KEYS_KEY, "-inf", now_ms)
+        pipe.xadd(ADDED_KEY, {"keys": " ".join(expiries)}, maxlen=ADDED_MAXLEN, approximate=True)
         try:
             pipe.execute()
         except Exception as exc:
@@ -273,6 +292,75 @@ class RedisStore:
         for key, entry in kept:
             self.memory.put(key, entry)
         return len(kept)
+
+    # -- single-flight leases (any thread) --------------------------------------------------
+
+    def acquire(self, key: str, seconds: float) -> bool:
+        """``SET lease:<key> <token> NX PX <ms>``: atomic across every client of the server;
+        the lease expires by itself. ``True`` (nobody to wait for) while Redis is down."""
+        client = self._usable()
+        if client is None:
+            return True
+        token = os.urandom(16)
+        try:
+            taken = client.set(LEASE_PREFIX + key, token, nx=True, px=max(1, int(seconds * 1000)))
+        except Exception as exc:
+            self._failed("cache_read", exc)
+            return True
+        if taken:
+            self._leases[key] = token
+        return bool(taken)
+
+    def held(self, key: str) -> bool:
+        client = self._usable()
+        if client is None:
+            return False
+        try:
+            return bool(client.exists(LEASE_PREFIX + key))
+        except Exception as exc:
+            self._failed("cache_read", exc)
+            return False
+
+    def release(self, key: str) -> None:
+        """Delete the lease if it is still this process's (compare-and-delete in one script:
+        a lease that expired and was taken by another process is left to it)."""
+        token = self._leases.pop(key, None)
+        client = self._usable()
+        if client is None or token is None:
+            return
+        try:
+            client.eval(_RELEASE, 1, LEASE_PREFIX + key, token)
+        except Exception as exc:
+            self._failed("cache_write", exc, writing=True)
+
+    # -- what is stored (the policy's membership filter) -------------------------------------
+
+    def changes_since(self, cursor: object | None) -> tuple[list[str], object] | None:
+        """``(keys, cursor)``: with no cursor every live key (the sorted set) and the
+        stream's last id, read in one ``MULTI`` (nothing stored between them is lost); with
+        one, the keys of the batches the stream holds after it, or every live key again if
+        the stream was trimmed past it. ``None`` while Redis cannot be reached."""
+        client = self._usable()
+        if client is None:
+            return None
+        try:
+            if cursor is not None:
+                pipe = client.pipeline(transaction=False)
+                pipe.xrange(ADDED_KEY, min="-", max="+", count=1)
+                pipe.xrange(ADDED_KEY, min=f"({_text(cursor)}", max="+")
+                first, added = pipe.execute()
+                if not first or _stream_id(first[0][0]) <= _stream_id(cursor) or _text(cursor) == "0-0":
+                    keys = [k for _, fields in added for k in _text(fields.get(b"keys", b"")).split()]
+                    return keys, (_text(added[-1][0]) if added else cursor)
+            pipe = client.pipeline(transaction=True)
+            pipe.xrevrange(ADDED_KEY, max="+", min="-", count=1)
+            pipe.zrangebyscore(KEYS_KEY, int(time.time() * 1000), "+inf")
+            last, live = pipe.execute()
+        except Exception as exc:
+            self._failed("cache_read", exc)
+            return None
+        self._succeeded()
+        return [_text(k) for k in live], (_text(last[0][0]) if last else "0-0")
 
     def announce_replaced(self) -> None:
         """Bump the generation: other processes forget their in-memory copies within a
@@ -296,6 +384,28 @@ class RedisStore:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+#: Delete a lease only if it holds this token (KEYS[1] the lease, ARGV[1] the token).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_id(value: object) -> tuple[int, int]:
+    """A stream id (``"1700000000000-3"``) as a comparable pair."""
+    ms, _, seq = _text(value).partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
 
 
 def _usable_salt(value: Any) -> bytes:
@@ -401,6 +511,7 @@ def clear_redis_cache(url: str) -> int:
                 batch = []
         if batch:
             removed += int(client.unlink(*batch))
+        client.unlink(KEYS_KEY, ADDED_KEY)
         client.incr(GENERATION_KEY)
     finally:
         client.close()

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -442,3 +443,70 @@ def test_cli_stats_and_clear_on_redis(db: Path, redis_url: str, monkeypatch: pyt
     pruned = runner.invoke(main, ["cache", "prune"])
     assert pruned.exit_code == 0 and "Redis expires entries itself" in pruned.output
     assert runner.invoke(main, ["cache", "path"]).output.strip() == redis_url
+
+
+# -- the storage seam's leases and change feed (single-flight, the membership filter) -------------
+
+
+def entry(answer: str, ttl: float = 3600.0) -> Any:
+    from httptrack.cache._store import CacheEntry
+
+    return CacheEntry(status=200, headers=(), chunks=(answer.encode(),), figures={}, created=0.0, ttl=ttl)
+
+
+def test_a_lease_is_taken_once_across_processes_and_expires(redis_url: str) -> None:
+    one, two = RedisStore(redis_url), RedisStore(redis_url)  # two processes
+    assert one.acquire("k1", 60) is True
+    assert two.acquire("k1", 60) is False and one.acquire("k1", 60) is False
+    assert two.held("k1") and not two.held("k2")
+    two.release("k1")  # not its lease: left to its holder
+    assert one.held("k1")
+    one.release("k1")
+    assert not two.held("k1") and two.acquire("k1", 60) is True
+    assert one.acquire("k3", 0.001) is True
+    deadline = time.monotonic() + 5
+    while one.held("k3") and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert not one.held("k3") and two.acquire("k3", 60) is True  # expired by itself
+    assert server(redis_url).get(ENTRY_PREFIX + "k1") is None  # a lease is not an entry
+    for store in (one, two):
+        store.close()
+
+
+def test_changes_since_lists_every_key_stored_by_any_process(redis_url: str) -> None:
+    one, two = RedisStore(redis_url), RedisStore(redis_url)
+    assert one.put_many([("a", entry("A")), ("b", entry("B"))]) == 2
+    listed = two.changes_since(None)
+    assert listed is not None
+    keys, cursor = listed
+    assert sorted(keys) == ["a", "b"]
+    assert two.changes_since(cursor) == ([], cursor)
+    one.put_many([("c", entry("C"))])
+    one.put_many([("d", entry("D", ttl=0.001))])
+    listed = two.changes_since(cursor)
+    assert listed is not None and listed[0] == ["c", "d"]
+    # A new process: every live key (d has expired: Redis dropped it, the list forgot it).
+    deadline = time.monotonic() + 5
+    while server(redis_url).exists(ENTRY_PREFIX + "d") and time.monotonic() < deadline:
+        time.sleep(0.001)
+    fresh = RedisStore(redis_url).changes_since(None)
+    assert fresh is not None and sorted(fresh[0]) == ["a", "b", "c"]
+    # A cursor the stream was trimmed past: every live key again.
+    server(redis_url).xtrim(_redis.ADDED_KEY, maxlen=0)
+    one.put_many([("e", entry("E"))])
+    again = two.changes_since(listed[1])
+    assert again is not None and sorted(again[0]) == ["a", "b", "c", "e"]
+    for store in (one, two):
+        store.close()
+
+
+def test_leases_and_changes_while_redis_is_down(own_redis: RedisServer) -> None:
+    store = RedisStore(own_redis.url)
+    assert store.acquire("k", 60) is True
+    own_redis.stop()
+    assert store.acquire("k", 60) is True  # nobody to wait for
+    assert store.held("k") is False
+    assert store.changes_since(None) is None
+    store.release("k")
+    assert store.broken is not None
+    store.close()
