@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SettingsError
 from ._time import duration_seconds
 from ._vocab import CACHE_MODES, OPERATIONS, CacheMode, Operation, is_cache_mode, is_operation
+from .log._url import DatabaseURL, LogTarget, log_target
 
 # CACHE_MODES and OPERATIONS live in _vocab; imported from here too (the CLI, older code).
 if TYPE_CHECKING:
@@ -257,7 +258,9 @@ class Settings:
     ``enabled``         ``HTTPTRACK_ENABLED``         ``False``: every transport passes calls
                                                       through untouched
     ``db``              ``HTTPTRACK_DB``              SQLite file (default
-                                                      ``$XDG_DATA_HOME/httptrack/httptrack.db``)
+                                                      ``$XDG_DATA_HOME/httptrack/httptrack.db``),
+                                                      or a shared Postgres log:
+                                                      ``postgresql://user:pass@host:5432/db``
     ``cache``           ``HTTPTRACK_CACHE``           ``on`` | ``off`` | ``refresh`` | ``replay``
                                                       (or True/False)
     ``cache_dir``       ``HTTPTRACK_CACHE_DIR``       response cache folder (default
@@ -327,7 +330,7 @@ class Settings:
     )
 
     enabled: bool
-    db: Path
+    db: LogTarget
     cache: CacheMode
     cache_dir: Path
     cache_key_headers: frozenset[bytes]
@@ -357,7 +360,7 @@ class Settings:
         self,
         *,
         enabled: bool | str | None = None,
-        db: str | os.PathLike[str] | None = None,
+        db: str | os.PathLike[str] | DatabaseURL | None = None,
         cache: bool | str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size_limit: int | str | None = None,
@@ -395,7 +398,10 @@ class Settings:
         set_(self, "enabled", True if value in (None, "") else parse_bool(value, name))
 
         value, name = pick(db, "HTTPTRACK_DB")
-        set_(self, "db", Path(value).expanduser() if value else default_db_path())
+        try:
+            set_(self, "db", log_target(value) if value else default_db_path())
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
 
         value, name = pick(cache, "HTTPTRACK_CACHE")
         set_(self, "cache", "on" if value in (None, "") else parse_cache_mode(value, name))

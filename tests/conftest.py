@@ -71,6 +71,44 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "calls.db"
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL server for the session (tests/pg_server.py). Tests that need
+    it skip, saying why, when it cannot be started here; under CI=true they fail instead."""
+    import os
+
+    from pg_server import PostgresServer, ServerUnavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs a PostgreSQL server for these tests: {exc}")
+        pytest.skip(f"no PostgreSQL server could be started: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_pg_databases = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> str:
+    """A ``postgresql://`` URL of a fresh, empty database on the session's server."""
+    return str(pg_server.create_database(f"t{next(_pg_databases)}"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log_db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The call log for tests run on both engines: a SQLite file, or a Postgres URL."""
+    if request.param == "sqlite":
+        return tmp_path / "calls.db"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"

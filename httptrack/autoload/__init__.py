@@ -35,6 +35,7 @@ from typing import Any
 
 from .._faults import report_fault
 from .._settings import Settings, SettingsError
+from ..log._url import DatabaseURL
 from .._transport import AsyncTrackingTransport, TrackingTransport, _make_settings, _Shell, auto_tracking
 
 __all__ = ["install", "installed_settings", "start_from_environment", "uninstall"]
@@ -131,7 +132,9 @@ def start_from_environment() -> None:
         return
     if not settings.enabled:  # HTTPTRACK_ENABLED=0 wins over HTTPTRACK=1
         return
-    problem = _unwritable(settings.db, folder=False)
+    # A Postgres log (a URL) is not checked here: a server that is down is a tracking fault
+    # like any other (rows wait for it), never a reason to run untracked.
+    problem = None if isinstance(settings.db, DatabaseURL) else _unwritable(settings.db, folder=False)
     if problem is not None:
         boot.warn(
             f"HTTPTRACK_DB: cannot write the call log {settings.db} ({problem}); this program runs untracked"

@@ -32,6 +32,7 @@ from typing import Any
 from .._faults import get_logger, report_fault
 from .._format import time_left
 from ._alerts import AlertCallback, Notifier
+from ..log._url import DatabaseURL
 from ._counters import Charge, Counters, Hold, Refusal, Settlement, describe_amount, describe_usage, iso
 from ._estimate import DEFAULT_MAX_OUTPUT_TOKENS, CallEstimate, read_call
 from ._limit import Limit
@@ -132,22 +133,28 @@ class _Fields(Mapping[str, str | None]):
         return 8
 
 
-_counters: dict[Path, Counters] = {}
+_counters: dict[Path | DatabaseURL, Counters] = {}
 _counters_lock = threading.Lock()
 _enforcers: weakref.WeakSet[Enforcer] = weakref.WeakSet()
 
 
-def counters_for(db: str | os.PathLike[str]) -> Counters:
-    """This process's counters for the log at ``db`` (one per database, shared)."""
-    path = Path(db).expanduser().absolute()
-    found = _counters.get(path)
+def counters_for(db: str | os.PathLike[str] | DatabaseURL) -> Counters:
+    """This process's counters for the log at ``db`` (one per database, shared): in the
+    SQLite file, or in the Postgres database of a ``postgresql://`` log."""
+    target = db if isinstance(db, DatabaseURL) else Path(db).expanduser().absolute()
+    found = _counters.get(target)
     if found is None:
         with _counters_lock:
-            found = _counters.get(path)
+            found = _counters.get(target)
             if found is None:
-                from ._sqlite import SqliteCounters
+                if isinstance(target, DatabaseURL):
+                    from ._postgres import PostgresCounters
 
-                found = _counters[path] = SqliteCounters(path)
+                    found = _counters[target] = PostgresCounters(target)
+                else:
+                    from ._sqlite import SqliteCounters
+
+                    found = _counters[target] = SqliteCounters(target)
     return found
 
 
@@ -158,7 +165,7 @@ class Enforcer:
         self,
         limits: Sequence[Limit],
         *,
-        db: str | os.PathLike[str],
+        db: str | os.PathLike[str] | DatabaseURL,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         on_alert: AlertCallback | None = None,
         webhook: str | None = None,

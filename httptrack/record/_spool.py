@@ -56,6 +56,7 @@ from .._redact import REDACTED, is_secret_header, redact_query, scrub_text
 from .._settings import Settings
 from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
+from ..log._url import DatabaseURL, LogTarget
 from ..providers import provider_by_name
 from ._row import build_row
 
@@ -79,8 +80,10 @@ RECOVER_LOCK = "recovering.lock"
 RECOVER_WAIT_SECONDS = 30.0
 
 
-def spool_folder(db: str | os.PathLike[str]) -> Path:
-    """Where the spools of the log at ``db`` live."""
+def spool_folder(db: str | os.PathLike[str] | DatabaseURL) -> Path:
+    """Where the spools of the log at ``db`` live (a Postgres log's: a local folder)."""
+    if isinstance(db, DatabaseURL):
+        return db.spool_folder()
     return Path(f"{os.fspath(db)}-spool")
 
 
@@ -202,7 +205,7 @@ class Spool:
     """This process's spool for one log. ``append`` runs on the app's threads, the rest in
     the writer thread (or at exit)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: LogTarget) -> None:
         self.folder = spool_folder(db)
         self._lock = threading.Lock()
         self._stem = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -371,7 +374,7 @@ def read_records(data: bytes) -> Iterator[tuple[Any, ...] | None]:
 _recovered_settings: dict[tuple[str, Any], Settings] = {}
 
 
-def _settings(db: Path, record: tuple[Any, ...]) -> Settings:
+def _settings(db: LogTarget, record: tuple[Any, ...]) -> Settings:
     store_bodies, max_body_bytes, user, service, prices, prices_file, redact = record
     key = (str(db), marshal.dumps(record))
     settings = _recovered_settings.get(key)
@@ -395,7 +398,7 @@ def _settings(db: Path, record: tuple[Any, ...]) -> Settings:
     return settings
 
 
-def restore(record: tuple[Any, ...], db: Path) -> Exchange:
+def restore(record: tuple[Any, ...], db: LogTarget) -> Exchange:
     """The exchange a record was made from, as far as building its row needs."""
     (
         _,
@@ -454,7 +457,7 @@ def restore(record: tuple[Any, ...], db: Path) -> Exchange:
     return ex
 
 
-def recover(db: Path, backend: LogBackend, own: Spool | None = None) -> tuple[int, int]:
+def recover(db: LogTarget, backend: LogBackend, own: Spool | None = None) -> tuple[int, int]:
     """Write the calls in the spools of processes that are gone into ``backend`` (the log
     at ``db``), then delete those spools. Returns (rows written, rows lost: unreadable,
     or refused by the log). Raises ``LogUnavailable`` if the log cannot be written (the
@@ -489,7 +492,7 @@ def recover(db: Path, backend: LogBackend, own: Spool | None = None) -> tuple[in
 
 
 def _recover(
-    db: Path, folder: Path, names: list[str], backend: LogBackend, own: Spool | None
+    db: LogTarget, folder: Path, names: list[str], backend: LogBackend, own: Spool | None
 ) -> tuple[int, int]:
     written = lost = 0
     for name in names:
@@ -565,7 +568,7 @@ def _locked(path: Path) -> bool:
         os.close(fd)
 
 
-def recover_log(db: Path) -> None:
+def recover_log(db: LogTarget) -> None:
     """Write the spooled calls of processes that ended into the log at ``db`` (what
     ``open_log`` and the CLI do before reading). Cheap when there is nothing to do (one
     directory listing); a log that cannot be written now is read as it is."""
@@ -588,7 +591,7 @@ def recover_log(db: Path) -> None:
         backend.close()
 
 
-def _ingest(db: Path, backend: LogBackend, data: bytes, pid: str) -> tuple[int, int]:
+def _ingest(db: LogTarget, backend: LogBackend, data: bytes, pid: str) -> tuple[int, int]:
     note = f"recovered from the spool of process {pid}, which ended before writing it"
     rows: list[tuple[Any, ...]] = []
     lost = 0

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._errors import LogUnavailable
@@ -38,6 +37,7 @@ from .._faults import FaultKind, get_logger, report_fault
 from ..log._backend import LogBackend
 from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
+from ..log._url import LogTarget
 from ._row import build_row
 from ._spool import Spool, recover
 
@@ -119,7 +119,7 @@ class _Log:
         "retry_at",
     )
 
-    def __init__(self, path: Path, backend: LogBackend) -> None:
+    def __init__(self, path: LogTarget, backend: LogBackend) -> None:
         self.path = path
         self.backend = backend
         self.pending: deque[_Row] = deque()
@@ -158,9 +158,9 @@ class Writer:
         self._fork_lock = threading.RLock()
         self._fork_held = False
         self._thread: threading.Thread | None = None
-        self._logs: dict[Path, _Log] = {}
+        self._logs: dict[LogTarget, _Log] = {}
         #: This process's spool for each log (the app's side; ``None``: could not be made).
-        self._spools: dict[Path, Spool | None] = {}
+        self._spools: dict[LogTarget, Spool | None] = {}
         self._spool_lock = threading.Lock()
         #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
@@ -208,7 +208,7 @@ class Writer:
             # (Other multiprocessing children flush at their end: see _multiprocessing_child.)
             self.flush(timeout=WORKER_FLUSH_SECONDS)
 
-    def _open_spool(self, db: Path) -> Spool | None:
+    def _open_spool(self, db: LogTarget) -> Spool | None:
         """This process's spool for ``db``, made on its first call (once)."""
         with self._spool_lock:
             if db in self._spools:
@@ -386,7 +386,7 @@ class Writer:
             except Exception as exc:
                 report_fault("after_record", "a post-record hook failed", exc)
 
-    def _log(self, path: Path) -> _Log:
+    def _log(self, path: LogTarget) -> _Log:
         log = self._logs.get(path)
         if log is None:
             log = self._logs[path] = _Log(path, open_backend(path, self._pause))
@@ -491,7 +491,12 @@ class Writer:
         )
 
     def _lost(
-        self, path: Path, segments: list[int], kind: FaultKind, message: str, exc: BaseException | None = None
+        self,
+        path: LogTarget,
+        segments: list[int],
+        kind: FaultKind,
+        message: str,
+        exc: BaseException | None = None,
     ) -> None:
         """Count calls lost to the log (``rows_dropped``) and let their spool records go."""
         self.dropped += len(segments)

@@ -7,6 +7,9 @@ through a tracking transport, all sharing one call log.
 - a ``wait`` limit spreads calls over windows, none failing;
 - each alert fires exactly once across all processes (the callbacks agree with the table);
 - ``httptrack limits --json`` shows the counters.
+
+Run on both engines: the counters in the SQLite log file, and in a Postgres log's database
+(a real throwaway server: tests/pg_server.py), where the budget holds across machines.
 """
 
 from __future__ import annotations
@@ -129,7 +132,13 @@ def _worker(db: str, index: int, barrier: Any, out: Any, alerts_path: str) -> No
     out.put(result)
 
 
-def _rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+def _rows(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    if isinstance(db, str):  # a postgresql:// URL
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(db, row_factory=dict_row) as pg:
+            return pg.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
@@ -139,8 +148,8 @@ def _rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]
 
 
 @pytest.mark.slow
-def test_limits_hold_across_processes_and_threads(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_limits_hold_across_processes_and_threads(tmp_path: Path, log_db: Path | str) -> None:
+    db = log_db
     alerts_path = tmp_path / "alerts.jsonl"
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)

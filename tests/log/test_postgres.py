@@ -1,0 +1,100 @@
+"""The call log in Postgres, on a real throwaway server (tests/pg_server.py): the same rows
+through the same writer and spool as SQLite, read back the same way."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+from openai import OpenAI
+
+import httptrack
+from httptrack._settings import Settings
+from httptrack.log._postgres import PostgresStore
+from httptrack.log._url import DatabaseURL
+
+
+def chat_handler(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(
+        200,
+        json={
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Bonjour le monde"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+        },
+    )
+
+
+def test_calls_recorded_in_postgres(pg_url: str) -> None:
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(chat_handler), db=pg_url)
+    client = OpenAI(api_key="sk-test-123", http_client=httpx2.Client(transport=transport))
+    for _ in range(3):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "say hello"}]
+        )
+    assert httptrack.flush()
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT model, input_tokens, cost_usd, properties, started_at FROM calls"
+        ).fetchall()
+        assert len(rows) == 3
+        assert rows[0][0] == "gpt-4o-mini" and rows[0][1] == 9
+        found = conn.execute(
+            "SELECT count(*) FROM calls WHERE search @@ to_tsquery('simple', 'hello')"
+        ).fetchone()
+        assert found == (3,)
+        assert "sk-test-123" not in str(conn.execute("SELECT request_headers::text FROM calls").fetchall())
+
+
+def test_url_prints_without_password(pg_url: str) -> None:
+    url = DatabaseURL(pg_url)
+    assert "s3cret-pw" not in str(url) and "s3cret-pw" not in repr(url)
+    settings = Settings(db=pg_url)
+    assert settings.db == url
+    assert "s3cret-pw" not in repr(settings)
+    assert "s3cret-pw" not in repr(httptrack.TrackingTransport(db=pg_url))
+
+
+def test_duplicates_are_not_errors(pg_url: str) -> None:
+    from httptrack.log._schema import COLUMN_NAMES
+
+    store = PostgresStore(DatabaseURL(pg_url))
+    row = dict.fromkeys(COLUMN_NAMES)
+    row.update(
+        id="01TEST",
+        started_at="2026-01-02T03:04:05.678Z",
+        provider="openai",
+        status="success",
+        properties='{"a": 1}',
+    )
+    values = tuple(row[c] for c in COLUMN_NAMES)
+    assert store.write([values]) == (1, 0, [])
+    assert store.write([values]) == (0, 1, [])
+    bad = dict(row, id="01BAD", properties="{not json")
+    result = store.write(
+        [
+            tuple(dict(row, id="01OK", response_body="nul\x00here")[c] for c in COLUMN_NAMES),
+            tuple(bad[c] for c in COLUMN_NAMES),
+        ]
+    )
+    assert result.written == 1 and [i for i, _ in result.refused] == [1]
+    store.close()
+
+
+def test_server_down_raises_log_unavailable_without_password() -> None:
+    from httptrack._errors import LogUnavailable
+
+    store = PostgresStore(DatabaseURL("postgresql://u:hunter2pw@127.0.0.1:1/db"))
+    with pytest.raises(LogUnavailable) as info:
+        store.open()
+    assert "hunter2pw" not in str(info.value) and "127.0.0.1" in str(info.value)
