@@ -35,6 +35,8 @@ _DEFAULT_MAX_BODY = 10 * 1024 * 1024
 _DEFAULT_MAX_QUEUE = 200_000
 #: Hits per cache key per minute (per process) before the loop guard sends the request.
 _DEFAULT_CACHE_MAX_HITS = 60
+#: Seconds an identical request waits for one already in flight (single-flight).
+_DEFAULT_CACHE_WAIT = 60.0
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -277,6 +279,9 @@ class Settings:
     ``cache_max_hits``  ``HTTPTRACK_CACHE_MAX_HITS``  hits one key may have per minute in one
                                                       process before the request is sent again
                                                       (a loop guard; 60; ``0``: no limit)
+    ``cache_wait``      ``HTTPTRACK_CACHE_WAIT``      single-flight: how long an identical request
+                                                      waits for the one already in flight (60s;
+                                                      ``0`` / ``off``: never waits, each is sent)
     ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies
     ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (10 MiB); longer ones
                                                       are truncated
@@ -312,6 +317,7 @@ class Settings:
         "cache_size_limit",
         "cache_ttl",
         "cache_url",
+        "cache_wait",
         "db",
         "enabled",
         "given",
@@ -342,6 +348,7 @@ class Settings:
     cache_size_limit: int | None
     cache_ttl: dict[Operation, float]
     cache_url: str | None
+    cache_wait: float
     store_bodies: bool
     max_body_bytes: int
     user: str | None
@@ -368,6 +375,7 @@ class Settings:
         cache_url: str | None = None,
         cache_key_headers: str | Iterable[str | bytes] | None = None,
         cache_max_hits: int | str | None = None,
+        cache_wait: float | str | None = None,
         store_bodies: bool | str | None = None,
         max_body_bytes: int | str | None = None,
         user: str | None = None,
@@ -431,6 +439,15 @@ class Settings:
         if hits < 0:
             raise SettingsError(f"{name}: must not be negative (0: no limit), got {value!r}")
         set_(self, "cache_max_hits", hits)
+
+        value, name = pick(cache_wait, "HTTPTRACK_CACHE_WAIT")
+        if value in (None, ""):
+            wait = _DEFAULT_CACHE_WAIT
+        elif value is False or str(value).strip().lower() in _FALSE:
+            wait = 0.0
+        else:
+            wait = parse_duration(value, name)
+        set_(self, "cache_wait", wait)
 
         value, name = pick(store_bodies, "HTTPTRACK_STORE_BODIES")
         set_(self, "store_bodies", True if value in (None, "") else parse_bool(value, name))

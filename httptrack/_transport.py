@@ -229,7 +229,7 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         if exchange is None:
             return await inner.handle_async_request(request)
         tracker.take_body(exchange, request, library.async_upload)
-        cached = tracker.lookup(exchange)
+        cached = await tracker.alookup(exchange)
         if cached is not None:
             replayed = tracker.replay(exchange, cached, library.module.Response, library.async_tee)
             if replayed is not None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from .._errors import CorruptEntry
 from .._faults import FaultKind, report_fault
+from .._streams import ReplayChunks
 
 __all__ = [
     "GENERATION_FILE",
@@ -98,6 +99,10 @@ class CacheEntry:
     @property
     def size(self) -> int:
         return sum(map(len, self.chunks)) + sum(len(k) + len(v) for k, v in self.headers) + 256
+
+    def stream(self, response_class: type) -> ReplayChunks:
+        """The body for a hit: the recorded chunks, as an inner stream."""
+        return ReplayChunks(self.chunks)
 
     def fresh(self, now: float, ttl: float) -> bool:
         """Younger than both the TTL it was stored with and ``ttl`` (the one that applies
@@ -296,7 +301,8 @@ class EntryStore:
     def get(self, key: str) -> CacheEntry | None:
         self._check_generation()
         entry = self.memory.get(key)
-        if entry is not None:
+        # One past its TTL may have been replaced by another process meanwhile: read again.
+        if entry is not None and time.time() < entry.created + entry.ttl:
             return entry
         disk = self._open()
         if disk is None:
@@ -465,7 +471,11 @@ class EntryStore:
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
                     lost = "a response was" if len(group) == 1 else f"{len(group)} responses were"
-                    _report_busy_or(exc, "cache_write", f"{lost} not stored in {self.directory}")
+                    # Lost, so counted as a write fault; busy, not broken: no traceback.
+                    report_fault(
+                        "cache_write",
+                        f"the response cache at {self.directory} stayed locked ({exc}); {lost} not stored",
+                    )
                     return False
             except Exception as exc:  # disk full, read-only, removed folder
                 self._write_after = time.monotonic() + RETRY_AFTER
