@@ -35,8 +35,8 @@ from typing import Any
 
 from .._faults import report_fault
 from .._settings import Settings, SettingsError
-from ..log._url import DatabaseURL
 from .._transport import AsyncTrackingTransport, TrackingTransport, _make_settings, _Shell, auto_tracking
+from ..log._url import DatabaseURL
 
 __all__ = ["install", "installed_settings", "start_from_environment", "uninstall"]
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..log._url import LogTarget
 from ._common import db_option, resolve_db
 
 __all__ = ["cache"]
@@ -232,7 +233,7 @@ def prune(cache_dir: Path | None, cache_url: str | None, older_than: float | Non
     click.echo(f"{text} cached response(s) from {folder}.")
 
 
-def _savings(db: Path) -> dict[str, Any]:
+def _savings(db: LogTarget) -> dict[str, Any]:
     """Hits and savings from the call log (``cached = 1`` rows)."""
     empty: dict[str, Any] = {
         "db": str(db),
@@ -242,7 +243,7 @@ def _savings(db: Path) -> dict[str, Any]:
         "cost_saved_usd": 0.0,
         "by_model": [],
     }
-    if not db.exists():
+    if not isinstance(db, Path) or not db.exists():  # (a Postgres log: not read here yet)
         return empty
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)) as conn:

@@ -15,6 +15,7 @@ from .._vocab import OPERATIONS, STATUSES
 
 if TYPE_CHECKING:
     from ..log._reader import Filters, Log
+    from ..log._url import LogTarget
 
 __all__ = [
     "WHEN",
@@ -32,12 +33,32 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _LogTarget(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A call log: a SQLite file (a ``Path``), or a ``postgresql://`` URL (a ``DatabaseURL``,
+    which prints without its password)."""
+
+    name = "path or postgresql:// URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..log._url import DatabaseURL, is_database_url, log_target
+
+        if isinstance(value, Path | DatabaseURL):
+            return value
+        if is_database_url(value):
+            try:
+                return log_target(value)
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        return click.Path(dir_okay=False, path_type=Path).convert(value, param, ctx)
+
+
 def db_option(func: F) -> F:
     return click.option(
         "--db",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=_LogTarget(),
         default=None,
-        help="Database file (default: $HTTPTRACK_DB or ~/.local/share/httptrack/httptrack.db).",
+        help="Database file (default: $HTTPTRACK_DB or ~/.local/share/httptrack/httptrack.db), "
+        "or a shared Postgres log: postgresql://user:pass@host:5432/db.",
     )(func)
 
 
@@ -50,7 +71,7 @@ def json_option_saying(help: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
-def resolve_db(db: Path | None) -> Path:
+def resolve_db(db: LogTarget | None) -> LogTarget:
     if db is not None:
         return db
     from .._settings import Settings, SettingsError
@@ -61,7 +82,7 @@ def resolve_db(db: Path | None) -> Path:
         raise click.UsageError(str(exc)) from None
 
 
-def open_log_or_fail(db: Path | None) -> Log:
+def open_log_or_fail(db: LogTarget | None) -> Log:
     """The call log, opened read-only (never written: not even an older log's schema is
     brought up to date), or a clear error: no such file, not a call log, unreadable."""
     import os
@@ -77,6 +98,7 @@ def open_log_or_fail(db: Path | None) -> Log:
                 f"no call log at {target} yet: make a tracked call first "
                 f"(or try `httptrack demo --db {target}`)"
             ) from None
+        assert isinstance(target, Path)  # (a Postgres log's absence is a LogError)
         where = "" if target.parent.is_dir() else f" (there is no folder {target.parent} either)"
         raise click.ClickException(f"no such file: {target}{where}") from None
     except IsADirectoryError:
@@ -87,7 +109,7 @@ def open_log_or_fail(db: Path | None) -> Log:
         raise click.ClickException(f"cannot read {target}: {exc.strerror or exc}") from None
 
 
-def require_call_log(db: Path | None) -> Path:
+def require_call_log(db: LogTarget | None) -> LogTarget:
     """For the commands that write (``prune``, ``reindex``): the call log's path, after
     checking (read-only) that it is one, so that no other file ever gets httptrack's tables."""
     with open_log_or_fail(db) as log:

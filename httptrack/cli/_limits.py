@@ -35,12 +35,20 @@ def limits(events: int, as_json: bool, db: Path | None) -> None:
     refused and alerts fired. Limits are set in the app (TrackingTransport(limits=...) or
     HTTPTRACK_LIMITS); see docs/limits.md.
     """
+    from ..limits._counters import Counters
     from ..limits._sqlite import SqliteCounters
+    from ..log._url import DatabaseURL
 
     target = resolve_db(db)
-    if not target.exists():
+    counters: Counters
+    if isinstance(target, DatabaseURL):  # counted in the Postgres log's database
+        from ..limits._postgres import PostgresCounters
+
+        counters = PostgresCounters(target, readonly=True)
+    elif not target.exists():
         raise click.ClickException(f"no call log at {target} yet: make a tracked call first")
-    counters = SqliteCounters(target, readonly=True)
+    else:
+        counters = SqliteCounters(target, readonly=True)
     now = time.time()
     try:
         states = counters.usage(now)

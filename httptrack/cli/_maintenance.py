@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..log._url import DatabaseURL
 from ._common import WHEN, db_option, require_call_log
 
 __all__ = ["prune", "reindex"]
@@ -88,8 +89,16 @@ def prune(
             "the calls would be deleted before their bodies"
         )
     target = require_call_log(db)
+    if isinstance(target, DatabaseURL):  # a Postgres log
+        from ..log import _pgmaintenance
+
+        count_prunable = _pgmaintenance.count_prunable  # type: ignore[assignment]
+        prune_log = _pgmaintenance.prune  # type: ignore[assignment]
     cutoff, n, bodies_cutoff, n_bodies = count_prunable(
-        target, cutoff, bodies_only=bodies_only, keep_bodies=keep
+        target,  # type: ignore[arg-type]
+        cutoff,
+        bodies_only=bodies_only,
+        keep_bodies=keep,
     )
     parts = []
     if cutoff is not None and n:
@@ -113,7 +122,13 @@ def prune(
         if not sys.stdin.isatty():
             raise click.UsageError(f"this would prune {described}: pass --yes to go ahead")
         click.confirm(f"Prune {described}?", abort=True)
-    result = prune_log(target, cutoff, bodies_only=bodies_only, keep_bodies=bodies_cutoff, vacuum=vacuum)
+    result = prune_log(
+        target,  # type: ignore[arg-type]
+        cutoff,
+        bodies_only=bodies_only,
+        keep_bodies=bodies_cutoff,
+        vacuum=vacuum,
+    )
     if result.cutoff is not None:
         verb = "Dropped the bodies of" if bodies_only else "Deleted"
         click.echo(f"{verb} {_calls(result.calls)} that started before {result.cutoff}.")
@@ -141,5 +156,10 @@ def reindex(db: Path | None) -> None:
     from ..log._maintenance import reindex as reindex_log
 
     target = require_call_log(db)
-    n = reindex_log(target)
+    if isinstance(target, DatabaseURL):
+        from ..log._pgmaintenance import reindex as reindex_pg
+
+        n = reindex_pg(target)
+    else:
+        n = reindex_log(target)
     click.echo(f"Rebuilt the search index and the daily totals of {n:,} calls.")

@@ -83,6 +83,12 @@ def ui(port: int, host: str, no_browser: bool, db: Path | None) -> None:
         raise click.ClickException(MISSING) from None
     with open_log_or_fail(db) as log:  # a call log? (read-only: nothing is written)
         path = log.path
+    if not isinstance(path, Path):
+        raise click.ClickException(
+            f"the UI reads SQLite logs; {path} is a Postgres log: copy it with "
+            "`httptrack export --db URL --to sqlite FILE` and open that, or point Grafana, Metabase "
+            "or Superset at the same views (docs/scaling.md)"
+        )
     if not is_loopback(host):
         click.echo(
             f"Warning: serving on {host}, beyond this machine: anyone who can reach it reads every "

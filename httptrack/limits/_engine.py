@@ -31,8 +31,8 @@ from typing import Any
 
 from .._faults import get_logger, report_fault
 from .._format import time_left
-from ._alerts import AlertCallback, Notifier
 from ..log._url import DatabaseURL
+from ._alerts import AlertCallback, Notifier
 from ._counters import Charge, Counters, Hold, Refusal, Settlement, describe_amount, describe_usage, iso
 from ._estimate import DEFAULT_MAX_OUTPUT_TOKENS, CallEstimate, read_call
 from ._limit import Limit

@@ -8,8 +8,9 @@ Postgres's own types:
 
 - ``started_at`` is ``timestamptz``; the readers give it back as the same ISO-8601 text
   (``2026-01-31T12:00:00.123Z``) SQLite holds.
-- ``properties``, ``request_headers``, ``response_headers`` are ``jsonb`` (always JSON
-  objects httptrack made): queryable with ``->>``, indexable. The bodies stay ``text``: they
+- ``properties`` is ``jsonb`` (queryable with ``properties->>'team'``, indexable); the
+  headers are ``json`` (validated, and kept as written: in the order sent). The bodies stay
+  ``text``: they
   are capped at ``HTTPTRACK_MAX_BODY_BYTES`` (a cut body is no JSON), streams are SSE or
   NDJSON (no JSON either), and ``jsonb`` would reorder keys and drop duplicates, so a body
   would no longer be the bytes as sent.
@@ -56,12 +57,14 @@ __all__ = [
 
 #: Seconds to wait for a connection: a server that is down costs the writer this, never the app.
 CONNECT_TIMEOUT = 3
-#: Columns held as ``jsonb`` (JSON objects httptrack wrote).
+#: Columns held as JSON: ``properties`` as ``jsonb`` (queried by key, indexable), the headers
+#: as ``json`` (validated, kept as written: in the order they were sent).
 JSONB_COLUMNS = frozenset({"properties", "request_headers", "response_headers"})
+_JSON_TYPE = {"properties": "jsonb", "request_headers": "json", "response_headers": "json"}
 #: SQLite type → Postgres type (``REAL`` is 8 bytes in SQLite: ``double precision``).
 _TYPE = {"TEXT": "text", "INTEGER": "bigint", "REAL": "double precision"}
 PG_TYPES: dict[str, str] = {
-    name: "timestamptz" if name == "started_at" else "jsonb" if name in JSONB_COLUMNS else _TYPE[sqltype]
+    name: "timestamptz" if name == "started_at" else _JSON_TYPE.get(name) or _TYPE[sqltype]
     for name, sqltype, _ in COLUMNS
 }
 #: Text longer than this (per body) is not indexed for search: a ``tsvector`` holds 1 MB.
@@ -266,7 +269,7 @@ _INCOMING = "httptrack_incoming"
 _COPY_TYPES = {"TEXT": "text", "INTEGER": "bigint", "REAL": "double precision"}
 _QUOTED = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
 _CASTS = ", ".join(
-    f'"{name}"::{PG_TYPES[name]}' if PG_TYPES[name] in ("jsonb", "timestamptz") else f'"{name}"'
+    f'"{name}"::{PG_TYPES[name]}' if PG_TYPES[name] in ("json", "jsonb", "timestamptz") else f'"{name}"'
     for name in COLUMN_NAMES
 )
 _MOVE = (
@@ -275,7 +278,7 @@ _MOVE = (
 _INSERT_ONE = (
     f"INSERT INTO calls ({_QUOTED}) VALUES ("
     + ", ".join(
-        f"%s::{PG_TYPES[name]}" if PG_TYPES[name] in ("jsonb", "timestamptz") else "%s"
+        f"%s::{PG_TYPES[name]}" if PG_TYPES[name] in ("json", "jsonb", "timestamptz") else "%s"
         for name in COLUMN_NAMES
     )
     + ") ON CONFLICT (id) DO NOTHING"

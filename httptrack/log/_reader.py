@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from .._errors import LogError
 from .._settings import Settings
@@ -34,6 +34,7 @@ from . import _rollup
 from ._rollup import Totals
 from ._schema import CALL_LOG_COLUMNS
 from ._sqlite import connect
+from ._url import DatabaseURL, log_target
 from ._views import FTS_TABLE
 
 if TYPE_CHECKING:
@@ -116,9 +117,19 @@ def fts_query(text: str) -> str:
 class Log:
     """A call log database, opened for reading. Use ``httptrack.open_log()``."""
 
-    def __init__(self, path: str | Path, *, connection: sqlite3.Connection | None = None) -> None:
-        self.path = Path(path)
-        if connection is None:
+    def __init__(
+        self, path: str | Path | DatabaseURL, *, connection: sqlite3.Connection | None = None
+    ) -> None:
+        self.path: Path | DatabaseURL = path if isinstance(path, DatabaseURL) else Path(path)
+        if isinstance(self.path, DatabaseURL):
+            # A Postgres log: the same queries, through a connection that speaks SQLite's
+            # dialect to Log and Postgres's to the server (_pgreader).
+            from ._pgreader import open_reader
+
+            # (It answers every call Log makes of an sqlite3.Connection.)
+            connection = cast(sqlite3.Connection, open_reader(self.path))
+            self._owned = True
+        elif connection is None:
             if not self.path.exists():
                 raise FileNotFoundError(f"no httptrack database at {self.path}")
             connection = _open_readonly(self.path)
@@ -581,7 +592,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
+def _call_log_columns(conn: sqlite3.Connection, path: Path | DatabaseURL) -> frozenset[str]:
     """The columns of ``calls``; a ``LogError`` when the database is not a call log."""
     try:
         columns = frozenset(row[1] for row in conn.execute("PRAGMA table_info(calls)"))
@@ -594,13 +605,14 @@ def _call_log_columns(conn: sqlite3.Connection, path: Path) -> frozenset[str]:
     return columns
 
 
-def open_log(path: str | Path | None = None) -> Log:
+def open_log(path: str | Path | DatabaseURL | None = None) -> Log:
     """Open the call log at ``path`` (default: ``HTTPTRACK_DB`` or the default location)
     for reading. The one thing it writes: the calls of processes that died before writing
     them, kept in the spool beside the log (``record/_spool``), which are part of the log.
     Nothing else: a log of an earlier schema is read as it is (the next call recorded into
     it, or ``httptrack reindex``, brings it up to date). Raises ``FileNotFoundError`` when
-    there is no such file, and a ``ValueError`` saying why when the file is no call log."""
-    target = Path(path) if path is not None else Settings().db
+    there is no such file, and a ``ValueError`` saying why when the file is no call log.
+    ``path`` may be a ``postgresql://`` URL (a shared log in Postgres): read the same way."""
+    target = log_target(path) if path is not None else Settings().db
     recover_log(target)
     return Log(target)

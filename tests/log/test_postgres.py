@@ -3,6 +3,9 @@ through the same writer and spool as SQLite, read back the same way."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import httpx2
 import pytest
 from openai import OpenAI
@@ -98,3 +101,77 @@ def test_server_down_raises_log_unavailable_without_password() -> None:
     with pytest.raises(LogUnavailable) as info:
         store.open()
     assert "hunter2pw" not in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+# -- reading: the same answers from both engines ----------------------------------------------
+
+
+def _copy_into_postgres(sqlite_db: Path, url: str) -> int:
+    """Every row of a SQLite log, written into a Postgres log through its backend."""
+    import sqlite3
+
+    from httptrack.log._schema import COLUMN_NAMES
+
+    conn = sqlite3.connect(sqlite_db)
+    try:
+        names = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+        rows = conn.execute(f"SELECT {names} FROM calls").fetchall()
+    finally:
+        conn.close()
+    store = PostgresStore(DatabaseURL(url))
+    try:
+        assert store.write(rows).refused == []
+    finally:
+        store.close()
+    return len(rows)
+
+
+@pytest.fixture
+def both(ui_log: Any, pg_url: str) -> tuple[Path, str]:
+    assert _copy_into_postgres(ui_log.db, pg_url) > 20
+    return ui_log.db, pg_url
+
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"since": "3d"},
+    {"until": "2d", "since": "8d"},
+    {"status": "error"},
+    {"cached": True},
+    {"model": "gpt-4o"},
+    {"user": ["alice", "bob"]},
+    {"provider": "anthropic", "operation": "chat"},
+    {"query": "umbrella"},
+    {"query": '"online umbrella" shop'},
+    {"query": "umbr*"},
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: ",".join(f) or "all")
+def test_reader_answers_the_same(both: tuple[Path, str], filters: dict[str, Any]) -> None:
+    sqlite_db, url = both
+    with httptrack.open_log(sqlite_db) as lite, httptrack.open_log(url) as pg:
+        assert pg.count(**filters) == lite.count(**filters)
+        for a, b in zip(pg.rows(**filters), lite.rows(**filters), strict=True):
+            assert {k: v for k, v in a.items() if b[k] != v} == {}
+        assert list(
+            pg.rows(limit=3, newest_first=False, columns=["id", "started_at", "properties"], **filters)
+        ) == list(
+            lite.rows(limit=3, newest_first=False, columns=["id", "started_at", "properties"], **filters)
+        )
+        for by in (None, "model", "user", "day", "provider", "requested_model", "status"):
+            assert _rounded(pg.stats(by=by, **filters)) == _rounded(lite.stats(by=by, **filters)), by
+
+
+def test_search_finds_something(both: tuple[Path, str]) -> None:
+    _, url = both
+    with httptrack.open_log(url) as pg:
+        assert pg.count(query="umbrella") > 0
+        first = next(pg.calls())
+        assert pg.get(first.id[:-6]) is None or pg.get(first.id[:-6]).id.startswith(first.id[:-6])  # type: ignore[union-attr]
+        assert pg.get(first.id) == first
+        assert "s3cret-pw" not in repr(pg) and pg.status()["calls"] == pg.count()
+
+
+def _rounded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
