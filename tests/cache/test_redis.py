@@ -510,3 +510,61 @@ def test_leases_and_changes_while_redis_is_down(own_redis: RedisServer) -> None:
     store.release("k")
     assert store.broken is not None
     store.close()
+
+
+_RACER = textwrap.dedent(
+    """
+    import json, os, sys, time, httpx2, openai, httptrack
+
+    url, db, go, calls_file = sys.argv[1:]
+    answer = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": f"from {os.getpid()}"},
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}}
+
+    def provider(request):
+        with open(calls_file, "a") as file:
+            file.write(f"{os.getpid()}\\n")
+        time.sleep(1.0)  # a slow model: the others ask while this one is in flight
+        return httpx2.Response(200, json=answer)
+
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(provider), db=db, cache_url=url)
+    client = openai.OpenAI(api_key="sk-a", max_retries=0, http_client=httpx2.Client(transport=transport))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "the same new question"}])
+    httptrack.flush()
+    print(json.dumps({"status": raw.headers.get("x-httptrack-cache"),
+                      "answer": raw.parse().choices[0].message.content}))
+    """
+)
+
+
+def test_identical_requests_from_three_processes_at_once_are_sent_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Single-flight across processes through Redis: one process takes the lease
+    (``SET NX PX``) and asks the provider; the others wait for its answer in Redis."""
+    go, calls = tmp_path / "go", tmp_path / "calls"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, redis_url, str(tmp_path / f"{n}.db"), str(go), str(calls)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for n in range(3)
+    ]
+    go.write_text("go")
+    results = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+        results.append(json.loads(out))
+    assert len(calls.read_text().split()) == 1, results  # one request reached the provider
+    assert sorted(r["status"] for r in results) == ["HIT", "HIT", "MISS"]
+    assert len({r["answer"] for r in results}) == 1
+    assert server(redis_url).keys(_redis.LEASE_PREFIX + "*") == []  # released
