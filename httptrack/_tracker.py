@@ -321,7 +321,9 @@ class Tracker:
                 content = response.content
                 exchange.add_chunk(content)
                 if shared:
-                    self.cache.responded(exchange, response.status_code, exchange.response_headers, None, content)
+                    self.cache.responded(
+                        exchange, response.status_code, exchange.response_headers, None, content
+                    )
                 if exchange.rewritten is not None:
                     self.hide_injected_usage(
                         exchange, response.status_code, response.headers.get("content-type", "")

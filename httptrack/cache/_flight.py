@@ -30,6 +30,8 @@ the body) is withdrawn before anyone is served it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 import threading
 import time
@@ -166,10 +168,8 @@ class Flight:
         if self._async:
             waiting, self._async = self._async, []
             for loop, future in waiting:
-                try:
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
                     loop.call_soon_threadsafe(_wake, future)
-                except RuntimeError:  # that loop is closed: nobody is waiting there
-                    pass
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], rewritten: str | None) -> None:
         with self._cond:
@@ -258,11 +258,8 @@ class Flight:
         except TimeoutError:
             pass
         finally:
-            with self._cond:
-                try:
-                    self._async.remove((loop, future))
-                except ValueError:
-                    pass
+            with self._cond, contextlib.suppress(ValueError):
+                self._async.remove((loop, future))
 
 
 class FlightWait(Wait):
@@ -294,7 +291,7 @@ class LiveEntry:
     """A follower's view of a flight's 2xx, shaped as a :class:`CacheEntry` for
     ``Tracker.replay``: status and headers now, the body as it arrives."""
 
-    __slots__ = ("flight", "figures", "headers", "info", "prepared", "status")
+    __slots__ = ("figures", "flight", "headers", "info", "prepared", "status")
 
     def __init__(self, flight: Flight) -> None:
         self.flight = flight
@@ -643,5 +640,5 @@ def _forget_after_fork() -> None:
         shared.recent.clear()
 
 
-if hasattr(__import__("os"), "register_at_fork"):
-    __import__("os").register_at_fork(after_in_child=_forget_after_fork)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -231,7 +231,9 @@ class ResponseCache:
         exchange.cache_status = "MISS"
         return None
 
-    def _answer(self, exchange: Exchange, key: str, entry: CacheEntry | None, ttl: float) -> CacheEntry | None:
+    def _answer(
+        self, exchange: Exchange, key: str, entry: CacheEntry | None, ttl: float
+    ) -> CacheEntry | None:
         """``entry`` if it may answer this request now (fresh, and the loop guard allows)."""
         if entry is None:
             return None

@@ -310,7 +310,9 @@ class EntryStore:
         try:
             blob = disk.get(key, default=None, retry=False)
         except Exception as exc:  # locked by another process past the timeout, I/O error
-            _report_busy_or(exc, "cache_read", f"the response cache at {self.directory} could not be read; a miss")
+            _report_busy_or(
+                exc, "cache_read", f"the response cache at {self.directory} could not be read; a miss"
+            )
             return None
         if blob is None:
             return None
