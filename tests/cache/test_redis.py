@@ -568,3 +568,23 @@ def test_identical_requests_from_three_processes_at_once_are_sent_once(
     assert sorted(r["status"] for r in results) == ["HIT", "HIT", "MISS"]
     assert len({r["answer"] for r in results}) == 1
     assert server(redis_url).keys(_redis.LEASE_PREFIX + "*") == []  # released
+
+
+def test_another_api_key_misses_and_no_key_reaches_redis(db: Path, redis_url: str) -> None:
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(answer_handler(seen))
+    with httpx2.Client(transport=tracking(inner, db, redis_url)) as client:
+        for key in ("sk-alice-0123456789", "sk-bob-0123456789", "sk-alice-0123456789"):
+            client.post(
+                CHAT_URL,
+                json={"model": "gpt-4o-mini", "messages": QUESTION},
+                headers={"authorization": f"Bearer {key}"},
+            )
+            httptrack.flush()
+    assert len(seen) == 2  # bob's request missed alice's answer; alice's second hit hers
+    client_ = server(redis_url)
+    for name in client_.scan_iter():
+        kind = client_.type(name)
+        value = client_.get(name) if kind == b"string" else repr(client_.dump(name)).encode()
+        assert b"sk-alice" not in name + value and b"sk-bob" not in name + value, name
+    client_.close()
