@@ -64,9 +64,10 @@ ADDED_KEY = PREFIX + "added"
 #: About how many batches the stream keeps; a cursor older than its start lists every key.
 ADDED_MAXLEN = 100_000
 #: Seconds to connect, and to wait for each answer: a Redis that does not answer in this
-#: long is treated as down (the call goes to the provider).
-CONNECT_TIMEOUT = 0.25
-SOCKET_TIMEOUT = 0.25
+#: long is treated as down (the call goes to the provider). The URL's own
+#: ``?socket_timeout=…&socket_connect_timeout=…`` win (redis-py's URL options).
+CONNECT_TIMEOUT = 0.5
+SOCKET_TIMEOUT = 0.5
 #: After a failure, Redis is not tried again for this long (calls go uncached meanwhile).
 BREAKER_SECONDS = 5.0
 #: After Redis refused a write (out of memory under ``noeviction``, a read-only replica),
