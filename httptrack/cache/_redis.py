@@ -162,7 +162,12 @@ class RedisStore:
                 f"the Redis response cache at {self.shown_url} refused to store a response "
                 f"({detail}); storing pauses for {WRITE_PAUSE:.0f}s (calls are unaffected)"
             )
-        report_fault(kind, message, exc if not outage else None)
+        # Redis's own errors (down, refused, out of memory) are the environment's: the message
+        # says it all. A traceback is for anything else (a bug here).
+        ours = (
+            not outage and not type(exc).__module__.startswith("redis") and not isinstance(exc, ImportError)
+        )
+        report_fault(kind, message, exc if ours else None)
 
     def _succeeded(self) -> None:
         if self.broken is not None:
@@ -300,13 +305,13 @@ class RedisStore:
         """``SET lease:<key> <token> NX PX <ms>``: atomic across every client of the server;
         the lease expires by itself. ``True`` (nobody to wait for) while Redis is down."""
         client = self._usable()
-        if client is None:
+        if client is None or time.monotonic() < self._write_after:  # down, or refusing writes
             return True
         token = os.urandom(16)
         try:
             taken = client.set(LEASE_PREFIX + key, token, nx=True, px=max(1, int(seconds * 1000)))
-        except Exception as exc:
-            self._failed("cache_read", exc)
+        except Exception as exc:  # a lease is a write: a full Redis pauses writes, not reads
+            self._failed("cache_write", exc, writing=True)
             return True
         if taken:
             self._leases[key] = token

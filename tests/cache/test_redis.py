@@ -588,3 +588,29 @@ def test_another_api_key_misses_and_no_key_reaches_redis(db: Path, redis_url: st
         value = client_.get(name) if kind == b"string" else repr(client_.dump(name)).encode()
         assert b"sk-alice" not in name + value and b"sk-bob" not in name + value, name
     client_.close()
+
+
+def test_a_full_redis_pauses_storing_and_reads_go_on(db: Path, own_redis: RedisServer) -> None:
+    """Under ``noeviction`` a full Redis refuses writes (OOM): storing pauses (a
+    ``cache_write`` fault, no traceback), the calls succeed, what is stored is still read."""
+    url = own_redis.url
+    seen: list[Any] = []
+    inner = httpx2.MockTransport(answer_handler(seen))
+    with httpx2.Client(transport=tracking(inner, db, url)) as client:
+        assert ask(client) == ("MISS", "answer 1")
+        admin = server(url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "another"}]}
+        for _ in range(2):
+            assert (
+                client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"}).status_code == 200
+            )
+            httptrack.flush()
+        assert fault_counts().get("cache_write") == 1  # paused after the first refusal
+        store = shared_redis_store(url)
+        assert store.broken is None
+        forget_memory(url)
+        assert ask(client) == ("HIT", "answer 1")  # reads go on
+        admin.close()
+    assert len(seen) == 3
