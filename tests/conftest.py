@@ -59,11 +59,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def redis_url(redis_server: Any) -> str:
-    """The session's Redis, emptied for this test."""
+    """The session's Redis, emptied for this test. Its timeouts are longer than the default
+    half second (redis-py's URL options): on a loaded test machine a stall that long would
+    make a test's Redis "down" (tests of outages stop a server of their own)."""
     if not redis_server.ping():  # a test stopped it: bring it back
         redis_server.start()
     redis_server.flush()
-    return str(redis_server.url)
+    return f"{redis_server.url}?socket_timeout=5&socket_connect_timeout=5"
 
 
 @pytest.fixture
