@@ -209,20 +209,29 @@ class ResponseCache:
             # This request leads in this process; across processes, whoever takes the
             # storage's lease. While another process holds it, this one polls the storage
             # for that answer (and the followers of this process wait for this one).
+            polled = False
             while True:
+                if polled:  # the holder may have stored its answer (and let go) meanwhile
+                    answer = self._answer(exchange, key, store.get(key), ttl)
+                    if answer is not None:
+                        shared.settle(flight, None, entry=answer)
+                        return answer
                 if store.acquire(key, wait):
+                    if polled:  # stored and let go between that look and this lease?
+                        answer = self._answer(exchange, key, store.get(key), ttl)
+                        if answer is not None:
+                            store.release(key)
+                            shared.settle(flight, None, entry=answer)
+                            return answer
                     flight.lease = True
                     exchange.cache_flight = flight
                     exchange.cache_status = "MISS"
                     return None
-                answer = self._answer(exchange, key, store.get(key), ttl)
-                if answer is not None:
-                    shared.settle(flight, None, entry=answer)
-                    return answer
                 if time.monotonic() >= deadline:
                     shared.settle(flight, None)  # waited long enough: everyone goes
                     exchange.cache_status = "MISS"
                     return None
+                polled = True
                 yield Sleep(POLL_SECONDS)
         if mode == "replay":
             if store.broken is not None:

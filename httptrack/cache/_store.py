@@ -73,7 +73,16 @@ LEASES_FOLDER = "leases"
 CHANGES_MARGIN = 5.0
 
 _MAGIC = b"HTC\x01"
+#: The same format, its body (the chunks, joined) compressed as one zstd frame.
+_MAGIC_ZSTD = b"HTC\x02"
 _HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
+#: Bodies at least this long are stored compressed (zstd): LLM answers are JSON or SSE, which
+#: compress 3-10x; below this the saving is a few hundred bytes of a page diskcache's index
+#: holds anyway.
+COMPRESS_ABOVE = 1024
+#: zstd's level: 3 is its default (hundreds of MB/s; higher levels cost more CPU than the
+#: bytes they save are worth here).
+COMPRESS_LEVEL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +107,14 @@ class CacheEntry:
 
     @property
     def size(self) -> int:
-        return sum(map(len, self.chunks)) + sum(len(k) + len(v) for k, v in self.headers) + 256
+        """About the memory it holds (what bounds the in-process memory of entries): the
+        bytes, and what Python objects cost around them (a bytes object ~33 bytes, a dict
+        item ~100, the figures' texts such as the response text)."""
+        size = sum(map(len, self.chunks)) + 40 * len(self.chunks) + 1024
+        size += sum(len(k) + len(v) + 120 for k, v in self.headers)
+        for value in self.figures.values():
+            size += 100 + (len(value) if isinstance(value, str) else 0)
+        return size + 100 * len(self.info)
 
     def stream(self, response_class: type) -> ReplayChunks:
         """The body for a hit: the recorded chunks, as an inner stream."""
@@ -114,7 +130,32 @@ class CacheEntry:
 _encode_meta = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def encode_entry(entry: CacheEntry) -> bytes:
+_codecs = threading.local()
+
+
+def _compress(body: bytes) -> bytes:
+    compressor = getattr(_codecs, "compressor", None)
+    if compressor is None:
+        import zstandard
+
+        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
+    return compressor.compress(body)
+
+
+def _decompress(data: bytes, size: int) -> bytes:
+    decompressor = getattr(_codecs, "decompressor", None)
+    if decompressor is None:
+        import zstandard
+
+        decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
+    # The frame says its size; at most what the metadata says the chunks add up to.
+    return decompressor.decompress(data, max_output_size=size)
+
+
+def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE) -> bytes:
+    """The bytes stored for ``entry``: a head, the metadata (JSON), the body; the body as
+    one zstd frame when at least ``compress_above`` bytes long (``None``: never) and
+    smaller so."""
     meta = _encode_meta(
         {
             "status": entry.status,
@@ -127,8 +168,13 @@ def encode_entry(entry: CacheEntry) -> bytes:
         }
     ).encode("utf-8")
     body = b"".join(entry.chunks)
+    magic = _MAGIC
+    if compress_above is not None and len(body) >= compress_above:
+        packed = _compress(body)
+        if len(packed) < len(body):
+            body, magic = packed, _MAGIC_ZSTD
     crc = zlib.crc32(body, zlib.crc32(meta))
-    return b"".join((_HEAD.pack(_MAGIC, crc, len(meta)), meta, body))
+    return b"".join((_HEAD.pack(magic, crc, len(meta)), meta, body))
 
 
 def decode_entry(blob: object) -> CacheEntry:
@@ -136,7 +182,7 @@ def decode_entry(blob: object) -> CacheEntry:
     if not isinstance(blob, bytes) or len(blob) < _HEAD.size:
         raise CorruptEntry("not an httptrack cache entry")
     magic, crc, meta_len = _HEAD.unpack_from(blob)
-    if magic != _MAGIC:
+    if magic not in (_MAGIC, _MAGIC_ZSTD):
         raise CorruptEntry("not an httptrack cache entry (or written by another version)")
     view = memoryview(blob)[_HEAD.size :]
     if zlib.crc32(view) != crc:
@@ -145,7 +191,12 @@ def decode_entry(blob: object) -> CacheEntry:
         meta = json.loads(bytes(view[:meta_len]))
         sizes = meta["chunks"]
         start = _HEAD.size + meta_len
-        if sum(sizes) != len(blob) - start or any(not isinstance(n, int) or n < 0 for n in sizes):
+        if any(not isinstance(n, int) or n < 0 for n in sizes):
+            raise CorruptEntry("chunk sizes do not add up")
+        if magic == _MAGIC_ZSTD:
+            blob = _decompress(blob[start:], sum(sizes))
+            start = 0
+        if sum(sizes) != len(blob) - start:
             raise CorruptEntry("chunk sizes do not add up")
         chunks = []
         for size in sizes:
@@ -423,7 +474,7 @@ class EntryStore:
         return self.put_many([(key, entry)]) == 1
 
     def put_many(self, entries: list[tuple[str, CacheEntry]]) -> int:
-        """Store ``entries`` (on disk and in memory), how many were stored. The background
+        """Store ``entries`` (on disk), how many were stored. The background
         writer stores a batch's responses at once: one transaction per :data:`PUT_BATCH`
         entries instead of one each (a commit costs more than the write itself)."""
         if not entries or time.monotonic() < self._write_after:
@@ -441,8 +492,11 @@ class EntryStore:
             group = blobs[start : start + PUT_BATCH]
             if not self._write_group(disk, group):
                 break
-            for key, entry, _ in group:
-                self.memory.put(key, entry)
+            # Not kept in memory: most answers are never asked again, and the process's
+            # memory would fill with them (a hit reads it from the folder once, then holds
+            # it). An older copy held here is forgotten: this one replaces it.
+            for key, _, _ in group:
+                self.memory.discard(key)
             stored += len(group)
         if stored:
             self._cull(disk)

@@ -456,7 +456,7 @@ def test_four_processes_make_one_provider_call(tmp_path: Path, db: Path, cache_d
     assert all(not err for _, err in outputs), [err for _, err in outputs]
     answers = [answer for result in results for answer in result]
     assert len(answers) == 12
-    assert len(calls) == 1
+    assert len(calls) == 1, results
     assert sorted(label for label, _ in answers) == ["HIT"] * 11 + ["MISS"]
     assert len({text for _, text in answers}) == 1
     assert hits_and_misses(db) == (11, 1)
@@ -488,3 +488,70 @@ def test_a_busy_index_during_eviction_is_counted_without_a_traceback(
     assert fault_counts()["cache_busy"] == 1
     assert "cache_write" not in fault_counts()
     assert not any(record.exc_info for record in caplog.records)
+
+
+# -- compression ------------------------------------------------------------------------------
+
+
+def test_large_entries_are_stored_compressed_and_replayed_byte_for_byte(db: Path, cache_dir: Path) -> None:
+    from httptrack.cache._store import _MAGIC_ZSTD, decode_entry, shared_store
+
+    seen: list[RecordedRequest] = []
+    client = openai.OpenAI(
+        api_key="sk-test-a",
+        http_client=httpx2.Client(transport=tracking(mock_transport(httpx2, record=seen), db, cache_dir)),
+    )
+    long_question = [{"role": "user", "content": " ".join(["tell me about the weather"] * 60)}]
+    chunks = []
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=long_question, stream=True
+        )
+        chunks.append([c.model_dump() for c in raw.parse()])
+    assert chunks[0] == chunks[1] and len(seen) == 1
+    httptrack.flush()
+    store = shared_store(cache_dir)
+    disk = store._open()
+    (key,) = list(disk.iterkeys())
+    blob = disk.get(key)
+    assert blob[:4] == _MAGIC_ZSTD
+    entry = decode_entry(blob)
+    assert len(blob) * 3 < sum(map(len, entry.chunks))
+    damaged = blob[:-5] + bytes(5)
+    with pytest.raises(httptrack._errors.CorruptEntry):
+        decode_entry(damaged)
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def test_answers_only_stored_are_not_held_in_memory(db: Path, cache_dir: Path) -> None:
+    """One copy of an answer's bytes: once stored, the process keeps none (a hit reads it
+    back once); nothing is left in flight or waiting to be stored; misses are answered by
+    the membership filter without the folder."""
+    from httptrack.cache._store import shared_store
+
+    transport = tracking(mock_transport(httpx2), db, cache_dir)
+    with httpx2.Client(transport=transport) as client:
+        for n in range(50):
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{n}"}]}
+            )
+        httptrack.flush()
+        store = shared_store(cache_dir)
+        shared = shared_of(transport)
+        assert len(store.memory) == 0 and not shared.recent and not shared.flights
+        assert shared.filter is not None
+        reads = []
+        original_get = store.get
+        store.get = lambda key: reads.append(key) or original_get(key)  # type: ignore[method-assign]
+        for n in range(50, 60):
+            client.post(
+                CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{n}"}]}
+            )
+        hit = client.post(
+            CHAT_URL, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q1"}]}
+        )
+        assert hit.headers["x-httptrack-cache"] == "HIT"
+        assert len(reads) <= 2  # the hit (and at most one false positive of ten misses)
+        assert len(store.memory) == 1
