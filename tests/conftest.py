@@ -73,10 +73,9 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "calls.db"
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    """A throwaway PostgreSQL server for the session (tests/pg_server.py). Tests that need
-    it skip, saying why, when it cannot be started here; under CI=true they fail instead."""
+def _started_pg_server() -> Any:
+    """A throwaway PostgreSQL server (tests/pg_server.py), started. Tests that need one
+    skip, saying why, when it cannot be started here; under CI=true they fail instead."""
     import os
 
     from pg_server import PostgresServer, ServerUnavailable
@@ -88,6 +87,23 @@ def pg_server() -> Iterator[Any]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI needs a PostgreSQL server for these tests: {exc}")
         pytest.skip(f"no PostgreSQL server could be started: {exc}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """The session's throwaway PostgreSQL server (see _started_pg_server)."""
+    server = _started_pg_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL server of the test's own (to stop and restart)."""
+    server = _started_pg_server()
     try:
         yield server
     finally:

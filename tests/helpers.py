@@ -121,9 +121,23 @@ def check_cost(row: dict[str, Any], expected: dict[str, Any]) -> None:
     assert row["cost_usd"] == pytest.approx(price, rel=1e-12, abs=1e-15)
 
 
-def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Every ``calls`` row (oldest first), after flushing the writer."""
+def read_rows(db: Path | str, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Every ``calls`` row (oldest first), after flushing the writer. ``db`` may be a
+    ``postgresql://`` URL (the ``log_db`` fixture): rows come back as SQLite gives them."""
     assert httptrack.flush(10)
+    if isinstance(db, str):
+        from httptrack._errors import LogError
+        from httptrack.log._pgreader import open_reader
+        from httptrack.log._url import DatabaseURL
+
+        try:
+            reader = open_reader(DatabaseURL(db))
+        except LogError:  # no calls table: nothing was ever written
+            return []
+        try:
+            return [dict(r) for r in reader.execute(f"SELECT * FROM calls WHERE {where} ORDER BY id", params)]
+        finally:
+            reader.close()
     if not db.exists():
         return []
     conn = sqlite3.connect(db)
@@ -134,7 +148,7 @@ def read_rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[
         conn.close()
 
 
-def one_row(db: Path) -> dict[str, Any]:
+def one_row(db: Path | str) -> dict[str, Any]:
     rows = read_rows(db)
     assert len(rows) == 1, rows
     return rows[0]

@@ -34,6 +34,14 @@ from helpers import genai_price, one_row
 
 import httptrack
 
+
+@pytest.fixture
+def db(log_db: Path | str) -> Path | str:
+    """Every test here runs on both engines: a SQLite file, and a Postgres log (a real
+    throwaway server, tests/pg_server.py)."""
+    return log_db
+
+
 HEADERS_DELAY = 0.030  # seconds before the response (status and headers) comes back
 FIRST_CHUNK_DELAY = 0.020  # seconds more before a stream's first chunk
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -25,6 +25,14 @@ from helpers import one_row, read_rows
 import httptrack
 from httptrack._fake import FakeProviderServer, mock_transport
 
+
+@pytest.fixture
+def db(log_db: Path | str) -> Path | str:
+    """Every test here runs on both engines: a SQLite file, and a Postgres log (a real
+    throwaway server, tests/pg_server.py)."""
+    return log_db
+
+
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 

@@ -51,9 +51,21 @@ BODY_COLUMNS = ("request_headers", "request_body", "response_headers", "response
     default=None,
     help="A progress bar on standard error (default: when it is a terminal and the output is not).",
 )
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["sqlite"]),
+    default=None,
+    help="Copy the calls into a SQLite call log FILE instead (created, or added to: calls already "
+    "there are skipped), with its search index, rollups and views: `httptrack ui --db FILE` or "
+    "datasette opens it. For a local look at a shared Postgres log.",
+)
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @filter_options
 @db_option
 def export(
+    to: str | None,
+    file: Path | None,
     fmt: str,
     output: Path,
     columns: str | None,
@@ -74,10 +86,21 @@ def export(
       httptrack export > calls.jsonl
       httptrack export --format csv --since 30d --no-bodies -o last-month.csv
       httptrack export -c id,started_at,model,cost_usd --format csv --user alice
+      httptrack export --db postgresql://user:pass@host/db --since 7d --to sqlite week.db
     """
     from ..log._schema import COLUMN_NAMES
 
     filters = filters_from(options)
+    if to == "sqlite":
+        destination = file or (None if str(output) == "-" else output)
+        if destination is None:
+            raise click.UsageError(
+                "--to sqlite needs a FILE to write (httptrack export --to sqlite calls.db)"
+            )
+        _to_sqlite(db, destination, filters)
+        return
+    if file is not None:
+        raise click.UsageError(f"unexpected argument {file}: use -o FILE (or --to sqlite FILE)")
     chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else list(COLUMN_NAMES)
     unknown = [c for c in chosen if c not in COLUMN_NAMES]
     if unknown:
@@ -152,3 +175,39 @@ def _write(stream: IO[str], fmt: str, columns: list[str], rows: Iterator[dict[st
             stream.write("\n")
             written += 1
     return written
+
+
+def _to_sqlite(db: Any, destination: Path, filters: Any) -> None:
+    """Copy the matching calls into the SQLite log at ``destination`` through its own
+    backend (the writer's inserts: idempotent by id, so a second export adds only what is
+    new), then index and roll them up."""
+    from ..log._schema import COLUMN_NAMES
+    from ..log._sqlite import Store
+
+    if destination.exists() and destination.stat().st_size:
+        open_log_or_fail(destination).close()  # an existing file must be a call log already
+    with open_log_or_fail(db) as log:
+        if str(log.path) == str(destination):
+            raise click.UsageError("the destination is the log being exported")
+        store = Store(destination)
+        written = duplicates = 0
+        try:
+            store.open()
+            batch: list[tuple[Any, ...]] = []
+            for row in log.rows(newest_first=False, columns=COLUMN_NAMES, **filters):
+                batch.append(tuple(row[c] for c in COLUMN_NAMES))
+                if len(batch) == 1000:
+                    result = store.write(batch)
+                    written, duplicates = written + result.written, duplicates + result.duplicates
+                    batch = []
+            if batch:
+                result = store.write(batch)
+                written, duplicates = written + result.written, duplicates + result.duplicates
+            store.catch_up()
+            store.checkpoint()
+        except Exception as exc:
+            raise click.ClickException(f"cannot write {destination}: {exc}") from None
+        finally:
+            store.close()
+    already = f" ({duplicates:,} already there)" if duplicates else ""
+    click.echo(f"Copied {written:,} calls from {log.path} to {destination}{already}", err=True)

@@ -17,8 +17,12 @@ carry the URL's password.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import re
 import threading
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -30,8 +34,10 @@ from ._sqlite import RESERVATION_TTL, SqliteCounters, read_events, read_usage
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["LIMITS_LOCK", "PG_SCHEMA", "PostgresCounters"]
+__all__ = ["LIMITS_LOCK", "PG_SCHEMA", "RETRY_SECONDS", "PostgresCounters"]
 
+#: After a failed connection, steps fail at once (the call unlimited) for this long.
+RETRY_SECONDS = 5.0
 #: The advisory lock every step takes (a constant of httptrack's own).
 LIMITS_LOCK = 0x6874_7472_6163_6B02
 
@@ -140,13 +146,23 @@ class PostgresCounters(SqliteCounters):
         super().__init__(url.spool_folder(), reservation_ttl=reservation_ttl, readonly=readonly)
         self.url = url
         self._pg: psycopg.Connection[Any] | None = None
+        self._down_until = 0.0
+        _instances.add(self)
 
     def _pg_connection(self) -> psycopg.Connection[Any]:
         conn = self._pg
         if conn is None or conn.closed:
             from ..log._postgres import connect
 
-            conn = connect(self.url)
+            if time.monotonic() < self._down_until:
+                # The server was unreachable a moment ago: the call goes ahead unlimited
+                # at once, instead of each call waiting for a connection timeout.
+                raise RuntimeError(f"{self.url} was unreachable less than {RETRY_SECONDS:g} s ago")
+            try:
+                conn = connect(self.url)
+            except Exception:
+                self._down_until = time.monotonic() + RETRY_SECONDS
+                raise
             if not self.readonly:
                 try:
                     with conn.transaction():
@@ -209,20 +225,28 @@ class PostgresCounters(SqliteCounters):
     def _drop(self) -> None:
         conn, self._pg = self._pg, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 conn.close()
-            except Exception:  # pragma: no cover - already broken
-                _abandoned.append(conn)
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
     def _after_fork_in_child(self) -> None:
+        from ..log._postgres import detach
+
         self._lock = threading.Lock()
-        if self._pg is not None:
-            _abandoned.append(self._pg)  # the parent's session: never closed here
-            self._pg = None
+        conn, self._pg = self._pg, None
+        if conn is not None:
+            detach(conn)  # the parent's session: let go of it without ending it
 
 
-_abandoned: list[Any] = []
+_instances: weakref.WeakSet[PostgresCounters] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close the counters' connections at exit (a clean goodbye to the server)."""
+    for counters in list(_instances):
+        with contextlib.suppress(Exception):
+            counters._drop()

@@ -2,11 +2,14 @@
 
 It owns the schema, its migrations, the derived tables (search index, daily rollups), the
 inserts the writer makes (through one seam, ``LogBackend``), and every query the front-ends
-(CLI, datasette, ``open_log``) run. SQLite today.
+(CLI, datasette, ``open_log``) run. SQLite by default; Postgres for a shared log.
 
 - ``_schema``: the ``calls`` columns, their SQL types and descriptions (the one list).
 - ``_backend``: ``LogBackend``, what the writer needs from an engine (a ``Protocol``).
-- ``_open``: which backend serves a log (SQLite today; Postgres next).
+- ``_url``: ``DatabaseURL`` (a ``postgresql://`` log, printed without its password).
+- ``_open``: which backend serves a log (SQLite for a file, Postgres for a URL).
+- ``_postgres``: ``PostgresStore`` (the Postgres ``LogBackend``), its schema and migrations.
+- ``_pgreader``: reading a Postgres log with the same ``Log``; ``_pgmaintenance``: its prune.
 - ``_sqlite``: connections, migrations, ``Store`` (the SQLite ``LogBackend``: batched,
   idempotent inserts, a refused row reported alone).
 - ``_views``: reporting views, indexes and the full-text search index.

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import LogError
-from ._postgres import select_list
+from ._postgres import ISO_SQL, select_list
 from ._schema import COLUMN_NAMES
 from ._url import DatabaseURL
 
@@ -86,6 +86,7 @@ _DAY = "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 _FTS = re.compile(r"\+?rowid IN \(SELECT rowid FROM calls_fts WHERE calls_fts MATCH \?\)")
 _COLUMN = re.compile(r'calls\."(\w+)"')
 _WHERE_ALL = re.compile(r"\bWHERE 1(?=\s|$)")
+_EDGE = re.compile(r"\b(?:min|max)\(started_at\)")
 _USER = re.compile(r'(?<![\w".])user(?![\w"])')
 
 
@@ -102,6 +103,7 @@ def translate(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
         sql = sql.replace(star, f"SELECT {_ALL} FROM")
     sql = _WHERE_ALL.sub("WHERE TRUE", sql)
     sql = sql.replace("substr(started_at, 1, 10)", _DAY)
+    sql = _EDGE.sub(lambda m: ISO_SQL.format(m.group(0)), sql)
     sql = _USER.sub('"user"', sql)
     sql = sql.replace("%", "%%").replace("?", "%s")
     return sql, params

@@ -50,6 +50,7 @@ __all__ = [
     "PG_TYPES",
     "PostgresStore",
     "connect",
+    "detach",
     "migrate",
     "select_list",
     "unavailable",
@@ -302,7 +303,6 @@ class PostgresStore:
         #: The search vector and the views are computed by Postgres: nothing is ever behind.
         self.behind = 0
         self._conn: psycopg.Connection[Any] | None = None
-        self._incoming = False
 
     def open(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -315,6 +315,11 @@ class PostgresStore:
             raise unavailable(self.url, exc, "could not connect to") from None
         try:
             migrate(conn)
+            # Outside any batch's transaction: a batch rolled back must not take it along.
+            types = ", ".join(f'"{name}" {_COPY_TYPES[sqltype]}' for name, sqltype, _ in COLUMNS)
+            conn.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n integer, {types}) ON COMMIT DELETE ROWS"
+            )
         except psycopg.Error as exc:
             conn.close()
             raise unavailable(self.url, exc, "could not set up the call log in") from None
@@ -322,7 +327,6 @@ class PostgresStore:
             conn.close()
             raise
         self._conn = conn
-        self._incoming = False
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> WriteResult:
         import psycopg
@@ -346,12 +350,6 @@ class PostgresStore:
             raise unavailable(self.url, exc, "could not write to") from None
 
     def _copy(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
-        if not self._incoming:
-            types = ", ".join(f'"{name}" {_COPY_TYPES[sqltype]}' for name, sqltype, _ in COLUMNS)
-            conn.execute(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n integer, {types}) ON COMMIT DELETE ROWS"
-            )
-            self._incoming = True
         with conn.cursor() as cursor:
             with cursor.copy(f"COPY {_INCOMING} (n, {_QUOTED}) FROM STDIN") as copy:
                 for n, row in enumerate(rows):
@@ -399,13 +397,26 @@ class PostgresStore:
                 conn.close()
 
     def forget(self) -> None:
-        """After fork: the connection's socket is the parent's; never close it here (that
-        would end the parent's session)."""
+        """After fork: the connection's socket is the parent's (see ``detach``)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            _abandoned.append(conn)
+            detach(conn)
 
 
-#: Connections left behind in forked children (kept referenced: their finalizer must not
-#: send a Terminate on the parent's socket).
-_abandoned: list[Any] = []
+def detach(conn: Any) -> None:
+    """Let go of a connection inherited through ``fork()`` without ending the parent's
+    session: closing it here would send the server a Terminate on the socket the parent
+    still uses. This process's copy of the socket's descriptor is pointed at /dev/null
+    first, so the goodbye goes nowhere, and the connection is then closed quietly."""
+    import os
+
+    try:
+        fd = conn.pgconn.socket
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        conn.close()
+    except Exception:  # pragma: no cover - already closed: nothing of the parent's here
+        pass

@@ -4,16 +4,14 @@
 A ``DatabaseURL`` prints without its password (``str()``, ``repr()``, f-strings): the
 settings, the writer's fault messages, the CLI's errors and the transport's ``repr`` show
 where the log is and never the credential. Only the connection code reads ``.url``.
-Imported by ``_settings`` at ``import httptrack``: no psycopg here.
+Imported by ``_settings`` at ``import httptrack``: no psycopg here, and what parsing a URL
+needs is imported when one is given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["SCHEMES", "DatabaseURL", "LogTarget", "is_database_url", "log_target"]
 
@@ -40,6 +38,8 @@ class DatabaseURL:
     password: str | None
 
     def __init__(self, url: str) -> None:
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
         url = url.strip()
         if not is_database_url(url):
             raise ValueError(f"not a postgresql:// URL: {url.split('@')[-1]!r}")
@@ -80,15 +80,22 @@ class DatabaseURL:
 
     def scrub(self, text: str) -> str:
         """``text`` (an error message) with this URL's password masked, wherever it appears."""
+        from urllib.parse import unquote
+
         text = text.replace(self.url, self.redacted)
         if self.password:
-            text = text.replace(self.password, _MASK)
+            for form in {self.password, unquote(self.password)}:
+                text = text.replace(form, _MASK)
         return text
 
     def spool_folder(self) -> Path:
         """Where this process keeps calls not yet written to this log: a local folder (the
         spool must survive the process, not reach the server), one per server and database,
         named without the password (rotating it keeps the spool)."""
+        import hashlib
+        import re
+        from urllib.parse import urlsplit
+
         base = os.environ.get("XDG_DATA_HOME")  # as _settings.default_db_path's folder
         data = Path(base) if base else Path.home() / ".local/share"
         parts = urlsplit(self.redacted)

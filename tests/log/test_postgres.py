@@ -91,6 +91,8 @@ def test_duplicates_are_not_errors(pg_url: str) -> None:
         ]
     )
     assert result.written == 1 and [i for i, _ in result.refused] == [1]
+    # The batch a row spoiled is undone whole: the next batch is written as usual.
+    assert store.write([tuple(dict(row, id="01NEXT")[c] for c in COLUMN_NAMES)]) == (1, 0, [])
     store.close()
 
 
@@ -175,3 +177,162 @@ def test_search_finds_something(both: tuple[Path, str]) -> None:
 
 def _rounded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+
+
+# -- a server that goes away ------------------------------------------------------------------
+
+
+def test_server_stopped_mid_run_costs_no_call_and_no_row(own_pg_server: Any, caplog: Any) -> None:
+    """The server stops while the app makes calls: every call succeeds all the same, the
+    rows wait (counted as a `database` fault, never `rows_dropped`), and all of them arrive
+    once it is back. No message carries the password."""
+    from httptrack._fake import mock_transport
+    from httptrack._faults import fault_counts
+
+    url = own_pg_server.url()
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=url, cache=False)
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+
+    def ask(n: int) -> None:
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{n}"}]
+        )
+        assert reply.choices[0].message.content
+
+    for n in range(5):
+        ask(n)
+    assert httptrack.flush()
+    own_pg_server.pause()
+    for n in range(5, 25):
+        ask(n)  # the server is down: the calls go through untouched
+    assert not httptrack.flush(timeout=10)  # they wait, and flush says so
+    assert fault_counts().get("database", 0) >= 1 and not fault_counts().get("rows_dropped")
+    own_pg_server.resume()
+    for n in range(25, 30):
+        ask(n)
+    assert httptrack.flush(timeout=30)
+    with httptrack.open_log(url) as log:
+        assert sorted(c.request_body.split('"q')[1].split('"')[0] for c in log.calls()) == sorted(  # type: ignore[union-attr]
+            str(n) for n in range(30)
+        )
+    assert "127.0.0.1" in caplog.text and PASSWORD not in caplog.text
+
+
+PASSWORD = "s3cret-pw"
+
+
+def test_fork_child_leaves_the_parents_connection_alone(pg_url: str) -> None:
+    """A child forked after the parent wrote (its writer's connection and the limits'
+    connection inherited) records its own calls and exits; the parent's connections keep
+    working: every row of both arrives."""
+    import multiprocessing
+
+    from httptrack import Limit
+    from httptrack._fake import mock_transport
+
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=pg_url, cache=False, limits=[Limit(requests=1000, per="day")]
+    )
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+
+    def ask() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+    ask()
+    assert httptrack.flush()
+
+    def child() -> None:
+        ask()
+        ask()
+        assert httptrack.flush()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    ask()  # the parent's writer and counters, on their connections of before the fork
+    assert httptrack.flush()
+    with httptrack.open_log(pg_url) as log:
+        assert log.count() == 4
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT used FROM limit_counters").fetchone() == (4.0,)
+
+
+def test_calls_of_a_killed_process_are_recovered_from_its_local_spool(pg_url: str, tmp_path: Path) -> None:
+    """A process that dies (``os._exit``) before its writer wrote: its calls are in its
+    spool, a local folder for a Postgres log, and the next reader writes them in."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    program = textwrap.dedent(
+        """
+        import os, httpx2, httptrack
+        from httptrack._fake import mock_transport
+        from httptrack.record import _writer
+        _writer.Writer._write = lambda self, batch: None   # the writer never gets to them
+        client = httpx2.Client(transport=httptrack.TrackingTransport(mock_transport(httpx2), cache=False))
+        for n in range(7):
+            client.post("https://api.openai.com/v1/chat/completions",
+                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).read()
+        os._exit(0)
+        """
+    )
+    env = {**os.environ, "HTTPTRACK_DB": pg_url, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=120)
+    spools = list((Path(os.environ["XDG_DATA_HOME"]) / "httptrack" / "postgres").glob("*-spool/*.spool"))
+    assert spools, "the calls were spooled locally"
+    with httptrack.open_log(pg_url) as log:
+        assert log.count() == 7
+
+
+def test_the_sqlite_logs_views_exist_in_postgres_with_the_same_figures(both: tuple[Path, str]) -> None:
+    import sqlite3
+
+    import psycopg
+
+    from httptrack.log._views import VIEWS
+
+    sqlite_db, url = both
+    lite = sqlite3.connect(sqlite_db)
+    try:
+        with psycopg.connect(url) as pg:
+            for name in VIEWS:
+                assert pg.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0, name  # type: ignore[index]
+            for view, key in (("cost_by_model", "model"), ("cost_by_user", "user"), ("cost_per_day", "day")):
+                pg_rows = {
+                    str(k): (n, round(float(c or 0), 6))
+                    for k, n, c in pg.execute(f'SELECT "{key}", calls, cost_usd FROM {view}').fetchall()
+                }
+                lite_rows = {
+                    str(k): (n, round(float(c or 0), 6))
+                    for k, n, c in lite.execute(f'SELECT "{key}", calls, cost_usd FROM {view}').fetchall()
+                }
+                assert pg_rows == lite_rows, view
+            daily = pg.execute(
+                "SELECT day AS time, model, sum(cost_usd) FROM calls_daily GROUP BY 1, 2 ORDER BY 1"
+            ).fetchall()
+            assert daily
+    finally:
+        lite.close()
+
+
+def test_limits_with_the_server_down_let_calls_through(tmp_path: Path) -> None:
+    """Limits counted in a Postgres log whose server cannot be reached: every call goes
+    ahead (unlimited, the fault reported), and after the first failure without waiting to
+    connect again."""
+    from httptrack import Limit
+    from httptrack._faults import fault_counts
+    from httptrack._fake import mock_transport
+
+    url = "postgresql://u:hunter2pw@127.0.0.1:1/db"
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=url, cache=False, limits=[Limit(requests=1, per="day")]
+    )
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+    for _ in range(3):  # a limit of 1 request: the 2nd and 3rd would be refused if counted
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert fault_counts().get("limits", 0) >= 1
