@@ -31,6 +31,7 @@ from httptrack._fake import RecordedRequest, mock_transport
 from httptrack._faults import fault_counts
 from httptrack.cache import _redis
 from httptrack.cache._redis import ENTRY_PREFIX, GENERATION_KEY, SALT_KEY, RedisStore, shared_redis_store
+from httptrack.cache._store import decode_entry, encode_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -614,3 +615,34 @@ def test_a_full_redis_pauses_storing_and_reads_go_on(db: Path, own_redis: RedisS
         assert ask(client) == ("HIT", "answer 1")  # reads go on
         admin.close()
     assert len(seen) == 3
+
+
+def test_a_long_answer_is_stored_compressed_and_replayed_whole(db: Path, redis_url: str) -> None:
+    """Entries go to Redis in the cache's own format, zstd-compressed from 1 KiB (the
+    server's memory holds a fraction of the answer), and come back byte for byte."""
+    text = "Paris is the capital of France. " * 200
+    body = {
+        "id": "chatcmpl-long",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 14, "completion_tokens": 1400, "total_tokens": 1414},
+    }
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        return httpx2.Response(200, json=body)
+
+    with httpx2.Client(transport=tracking(httpx2.MockTransport(handler), db, redis_url)) as client:
+        first = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION}).content
+        httptrack.flush()
+        forget_memory(redis_url)
+        second = client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION})
+    assert second.headers["x-httptrack-cache"] == "HIT" and second.content == first and len(seen) == 1
+    (key,) = entry_keys(redis_url)
+    stored = server(redis_url).get(key)
+    assert stored is not None and stored.startswith(b"HTC\x02")
+    plain = encode_entry(decode_entry(stored), compress_above=None)
+    assert len(stored) < len(plain) - len(first) * 3 // 4  # the body took a fraction of its size
