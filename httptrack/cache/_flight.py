@@ -36,11 +36,13 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._faults import report_fault
+from ..log._schema import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
     from .._exchange import Exchange
-    from ._policy import ResponseCache
     from ._storage import CacheStorage
     from ._store import CacheEntry
 
@@ -48,19 +50,51 @@ __all__ = [
     "DONE",
     "FAILED",
     "LIVE",
+    "ORIGINAL_COLUMNS",
     "POLL_SECONDS",
     "RESOLVED",
     "WAITING",
     "Answer",
     "Flight",
+    "Judge",
     "LiveEntry",
     "Mirror",
     "Relay",
     "Shared",
     "Sleep",
     "Wait",
+    "figures_of",
     "shared_state",
 ]
+
+#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
+#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
+#: cost once recorded), and, when the app reads it to the end, with the same reading of the
+#: response (model, finish reason, text ...) without parsing it again.
+ORIGINAL_COLUMNS = (
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "cost_note",
+    "stream",
+    "response_model",
+    "response_id",
+    "finish_reason",
+    "response_text",
+    "parse_notes",
+    "response_bytes",
+)
+
+
+def figures_of(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
+    """What a hit takes from the row of the call that fetched it (less the loop guard's
+    note, which was about that call, not about the answer)."""
+    figures = {name: row.get(name) for name in ORIGINAL_COLUMNS}
+    note = exchange.cache_note
+    if note and figures.get("parse_notes"):
+        kept = [n for n in str(figures["parse_notes"]).split("; ") if n != note]
+        figures["parse_notes"] = "; ".join(kept) or None
+    return figures
+
 
 #: How often a request waiting for another process's answer asks the storage for it.
 POLL_SECONDS = 0.025
@@ -78,6 +112,12 @@ LIVE = "live"  #: the leader's 2xx is arriving: followers mirror its chunks
 DONE = "done"  #: the leader read its answer whole
 FAILED = "failed"  #: the leader's answer is not to be shared: followers go themselves
 RESOLVED = "resolved"  #: another process's answer was found stored (``Flight.entry``)
+
+
+class Judge(Protocol):
+    """Who judges an answer delivered but not stored yet (``ResponseCache.verify``)."""
+
+    def verify(self, exchange: Exchange) -> CacheEntry | None: ...
 
 
 class Wait:
@@ -216,7 +256,6 @@ class Flight:
         row, built once (by the writer if it got there first, else here)."""
         if self._figures is None:
             from ..record._row import build_row
-            from ._policy import figures_of
 
             built = self.built
             if built is None:
@@ -417,7 +456,7 @@ class Answer:
         self.lease = False
         self._lock = threading.Lock()
 
-    def judged(self, cache: ResponseCache) -> CacheEntry | None:
+    def judged(self, cache: Judge) -> CacheEntry | None:
         """The entry, judged now if the writer has not yet; ``None`` if not one to keep."""
         entry = self.entry
         if entry is not None or self.withdrawn:
@@ -427,8 +466,6 @@ class Answer:
                 try:
                     self.entry = cache.verify(self.exchange)
                 except Exception as exc:
-                    from .._faults import report_fault
-
                     report_fault("cache_read", "a fresh answer could not be judged; it is not served", exc)
                     return None
                 self.withdrawn = self.entry is None
@@ -451,7 +488,7 @@ class Shared:
 
     # -- lookups (the app's threads) ----------------------------------------------------------
 
-    def find(self, key: str, cache: ResponseCache, direct: bool = False) -> CacheEntry | None:
+    def find(self, key: str, cache: Judge, direct: bool = False) -> CacheEntry | None:
         """The answer for ``key``: a recent one (judged whole), else the storage's (not asked
         when the membership filter says it has none, unless ``direct``)."""
         answer = self.recent.get(key)

@@ -26,8 +26,19 @@ from .._errors import CacheMiss
 from .._faults import report_fault
 from .._redact import CREDENTIAL_IN_RESPONSE, is_secret_header, render_url
 from .._settings import Settings, SettingsError, parse_duration
-from ..log._schema import TOKEN_COLUMNS
-from ._flight import DONE, LIVE, POLL_SECONDS, RESOLVED, Answer, LiveEntry, Relay, Sleep, Wait, shared_state
+from ._flight import (
+    DONE,
+    LIVE,
+    POLL_SECONDS,
+    RESOLVED,
+    Answer,
+    LiveEntry,
+    Relay,
+    Sleep,
+    Wait,
+    figures_of,
+    shared_state,
+)
 from ._guard import WINDOW, guard
 from ._key import body_digest, request_key
 from ._storage import CacheStorage
@@ -36,24 +47,7 @@ from ._store import CacheEntry, shared_store
 if TYPE_CHECKING:
     from .._exchange import BuiltRow, Exchange
 
-__all__ = ["CacheMiss", "ResponseCache", "figures_of"]
-
-#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
-#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
-#: cost once recorded), and, when the app reads it to the end, with the same reading of the
-#: response (model, finish reason, text ...) without parsing it again.
-ORIGINAL_COLUMNS = (
-    *TOKEN_COLUMNS,
-    "cost_usd",
-    "cost_note",
-    "stream",
-    "response_model",
-    "response_id",
-    "finish_reason",
-    "response_text",
-    "parse_notes",
-    "response_bytes",
-)
+__all__ = ["CacheMiss", "ResponseCache"]
 
 
 def _directive(value: str) -> tuple[bool, bool]:
@@ -407,17 +401,6 @@ class ResponseCache:
             if stored and replacing:
                 self.store.announce_replaced()
         shared.refresh_filter(self.store, writer=True)
-
-
-def figures_of(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
-    """What a hit takes from the row of the call that fetched it (less the loop guard's
-    note, which was about that call, not about the answer)."""
-    figures = {name: row.get(name) for name in ORIGINAL_COLUMNS}
-    note = exchange.cache_note
-    if note and figures.get("parse_notes"):
-        kept = [n for n in str(figures["parse_notes"]).split("; ") if n != note]
-        figures["parse_notes"] = "; ".join(kept) or None
-    return figures
 
 
 def _yes() -> bool:
