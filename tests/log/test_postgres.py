@@ -325,8 +325,8 @@ def test_limits_with_the_server_down_let_calls_through(tmp_path: Path) -> None:
     ahead (unlimited, the fault reported), and after the first failure without waiting to
     connect again."""
     from httptrack import Limit
-    from httptrack._faults import fault_counts
     from httptrack._fake import mock_transport
+    from httptrack._faults import fault_counts
 
     url = "postgresql://u:hunter2pw@127.0.0.1:1/db"
     transport = httptrack.TrackingTransport(
