@@ -295,8 +295,10 @@ class RedisStore:
             self._failed("cache_write", exc, writing=True)
             return 0
         self._succeeded()
-        for key, entry in kept:
-            self.memory.put(key, entry)
+        # Not kept in memory as well (as the folder's store): most answers are never asked
+        # again; a hit reads one back once, then holds it. An older copy held here goes.
+        for key, _ in kept:
+            self.memory.discard(key)
         return len(kept)
 
     # -- single-flight leases (any thread) --------------------------------------------------
