@@ -143,6 +143,15 @@ class Sleep(Wait):
         await anyio.sleep(self.seconds)
 
 
+def _owner() -> tuple[int, int]:
+    """This thread, and this asyncio task if one runs here."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        task = None
+    return threading.get_ident(), id(task) if task is not None else 0
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -167,6 +176,7 @@ class Flight:
         "leader",
         "lease",
         "limit",
+        "owner",
         "rewritten",
         "state",
         "status",
@@ -189,6 +199,8 @@ class Flight:
         self.entry: CacheEntry | None = None
         #: How many requests of this process waited for this one.
         self.followers = 0
+        #: The thread and task that lead it (see ``Shared.join``).
+        self.owner: tuple[int, int] = (0, 0)
         #: The leader's row once built (by the writer, or by the first follower to end).
         self.built: Any = None
         self._figures: dict[str, Any] | None = None
@@ -500,14 +512,21 @@ class Shared:
             return None
         return self.store.get(key)
 
-    def join(self, key: str, exchange: Exchange) -> tuple[Flight, bool]:
-        """The flight for ``key`` and whether ``exchange`` leads it (a new one)."""
+    def join(self, key: str, exchange: Exchange) -> tuple[Flight | None, bool]:
+        """The flight for ``key`` and whether ``exchange`` leads it (a new one); ``None``
+        when the flight in progress was begun by this very thread or task: only its own
+        reading moves that one on (a response opened and not read yet), so waiting for it
+        would wait for itself. Such a request is sent."""
+        owner = _owner()
         with self.lock:
             flight = self.flights.get(key)
             if flight is not None:
+                if flight.owner == owner:
+                    return None, False
                 flight.followers += 1
                 return flight, False
             flight = self.flights[key] = Flight(key, exchange)
+            flight.owner = owner
             return flight, True
 
     def settle(

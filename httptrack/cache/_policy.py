@@ -186,6 +186,8 @@ class ResponseCache:
             if not single or time.monotonic() >= deadline:
                 break
             flight, leading = shared.join(key, exchange)
+            if flight is None:  # this thread or task leads it: send this one
+                break
             if not leading:
                 yield flight.waiter(deadline)
                 state = flight.state

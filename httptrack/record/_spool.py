@@ -454,6 +454,7 @@ def restore(record: tuple[Any, ...], db: LogTarget) -> Exchange:
     # Not spooled: the cache's loop-guard note, a streamed body's parts (already joined into
     # request_body when the call was spooled), the limits' reservation (it expires).
     ex.cache_note, ex.request_parts, ex.request_sent, ex.limit_ticket = None, None, 0, None
+    ex.cache_flight = None
     return ex
 
 

@@ -555,3 +555,20 @@ def test_answers_only_stored_are_not_held_in_memory(db: Path, cache_dir: Path) -
         assert hit.headers["x-httptrack-cache"] == "HIT"
         assert len(reads) <= 2  # the hit (and at most one false positive of ten misses)
         assert len(store.memory) == 1
+
+
+def test_a_thread_never_waits_for_a_response_it_has_not_read_yet(db: Path, cache_dir: Path) -> None:
+    """One thread opens a stream, then sends the identical request before reading the
+    first: waiting for the first would wait for itself. The second is sent."""
+    seen: list[RecordedRequest] = []
+    transport = tracking(mock_transport(httpx2, record=seen), db, cache_dir, cache_wait=5)
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    with httpx2.Client(transport=transport) as client:
+        first = client.send(client.build_request("POST", CHAT_URL, json=body), stream=True)
+        # (Waiting for itself would end after cache_wait in a ReadError.)
+        second = client.send(client.build_request("POST", CHAT_URL, json=body), stream=True)
+        second_body = second.read()
+        first_body = first.read()
+        first.close()
+        second.close()
+    assert first_body == second_body and len(seen) == 2
