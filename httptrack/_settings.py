@@ -122,6 +122,37 @@ def parse_cache_mode(value: object, name: str) -> CacheMode:
     raise SettingsError(f"{name}: expected one of {', '.join(CACHE_MODES)}, got {value!r}")
 
 
+#: The schemes of a shared cache URL (redis-py's: TCP, TLS, a Unix socket).
+CACHE_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def parse_cache_url(value: object, name: str) -> str:
+    """A shared cache's URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
+    (TLS) or ``unix:///path/to/redis.sock``. Checked here without importing redis-py."""
+    from urllib.parse import urlsplit
+
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port raises here, now
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in CACHE_URL_SCHEMES:
+        raise SettingsError(
+            f"{name}: expected a redis://host:6379/0 URL (or rediss://, unix://), got {_shown_url(text)!r}"
+        )
+    if scheme != "unix" and not parts.hostname:
+        raise SettingsError(f"{name}: the URL names no host, got {_shown_url(text)!r}")
+    return text
+
+
+def _shown_url(url: str) -> str:
+    from ._redact import server_url  # only with a URL: keeps `import httptrack` light
+
+    return server_url(url)
+
+
 def parse_hosts(value: object, name: str) -> dict[str, str]:
     """``host[:port]=provider`` pairs, comma separated (or a mapping)."""
     if isinstance(value, Mapping):
@@ -325,6 +356,9 @@ class Settings:
     ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (``None``:
                                                       the folder's own; 1 GiB for a new folder)
     ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs: ``chat=2h,embeddings=30d``
+    ``cache_url``       ``HTTPTRACK_CACHE_URL``       a shared cache instead of the folder:
+                                                      ``redis://host:6379/0`` (``rediss://``,
+                                                      ``unix://``; docs/scaling.md)
     ``cache_key_headers`` ``HTTPTRACK_CACHE_KEY_HEADERS`` more request headers that are part of
                                                       the cache key (a gateway's routing headers):
                                                       ``x-route,x-model-tier``
@@ -379,6 +413,7 @@ class Settings:
         "cache_max_hits",
         "cache_size_limit",
         "cache_ttl",
+        "cache_url",
         "cache_wait",
         "db",
         "detect",
@@ -412,6 +447,7 @@ class Settings:
     given: frozenset[str]
     cache_size_limit: int | None
     cache_ttl: dict[Operation, float]
+    cache_url: str | None
     cache_wait: float
     store_bodies: bool
     max_body_bytes: int
@@ -439,6 +475,7 @@ class Settings:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size_limit: int | str | None = None,
         cache_ttl: Mapping[str, float | str] | str | None = None,
+        cache_url: str | None = None,
         cache_key_headers: str | Iterable[str | bytes] | None = None,
         cache_max_hits: int | str | None = None,
         cache_wait: float | str | None = None,
@@ -494,6 +531,9 @@ class Settings:
         if value not in (None, ""):
             ttl.update(parse_ttls(value, name))
         set_(self, "cache_ttl", ttl)
+
+        value, name = pick(cache_url, "HTTPTRACK_CACHE_URL")
+        set_(self, "cache_url", parse_cache_url(value, name) if value else None)
 
         value, name = pick(cache_key_headers, "HTTPTRACK_CACHE_KEY_HEADERS")
         set_(
@@ -602,6 +642,11 @@ class Settings:
 
     def __repr__(self) -> str:
         # Not the webhook's URL: it is a secret (a Slack hook's holds its token).
+        # Nor the cache URL's password.
         hidden = ("redact", "on_alert", "alert_webhook", "given")
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in hidden)
+        shown = ", ".join(
+            f"{n}={_shown_url(self.cache_url) if n == 'cache_url' and self.cache_url else getattr(self, n)!r}"
+            for n in sorted(self.__slots__)
+            if n not in hidden
+        )
         return f"Settings({shown})"

@@ -101,7 +101,9 @@ class _Shell:
         self._tracker = Tracker(self.settings, _make_cache(self.settings))
         # Answers from test doubles (mock transports, respx) go into the cache only when the
         # app asked this transport for a cache; autoload's never do (see Tracker.respond).
-        self._tracker.caches_doubles = not self._auto and bool(self.settings.given & {"cache", "cache_dir"})
+        self._tracker.caches_doubles = not self._auto and bool(
+            self.settings.given & {"cache", "cache_dir", "cache_url"}
+        )
         self._inner = transport
         self._created: dict[_Library, Any] = {}
         self._lock = threading.Lock()

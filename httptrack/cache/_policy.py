@@ -96,7 +96,12 @@ class ResponseCache:
 
     @classmethod
     def for_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> ResponseCache:
-        """A cache for a transport with these settings (no disk access until first use)."""
+        """A cache for a transport with these settings (no disk or network access until
+        first use): in Redis when ``cache_url`` names a server, else in the cache folder."""
+        if settings.cache_url:
+            from ._redis import shared_redis_store  # redis-py only with a Redis URL
+
+            return cls(settings, shared_redis_store(settings.cache_url), clock)
         return cls(settings, shared_store(settings.cache_dir, settings.cache_size_limit), clock)
 
     # -- the app's thread -----------------------------------------------------------------
