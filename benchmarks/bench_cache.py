@@ -17,6 +17,17 @@ Measured in one run, on the same requests and the same in-memory responses:
 - **httptrack, cache off**: tracking without the cache, for reference (every call goes to
   the mock and is recorded).
 
+Then, side by side with the behaviour before them (each in the same run):
+
+- **single-flight**: rounds of 10 identical chat calls made at once from 10 threads, against
+  a provider that takes 20 ms to answer: provider calls per round and whole-process CPU per
+  call with single-flight (the default) and without it (``cache_wait=0``: every one is
+  sent, as before);
+- **compression**: realistic answers (a chat completion with a few paragraphs, a 300-token
+  OpenAI stream, Anthropic and Ollama streams, 1,536-dimension embeddings) stored as cache
+  entries, raw (as before) and compressed with zstd: bytes per entry and the CPU to encode
+  and decode one.
+
 Each scenario runs at the transport level (``client.get/post`` + read) and through the
 ``openai`` SDK (``models.list()``, ``chat.completions.create()``, and a streamed chat read to
 its end). Variants run interleaved in rounds, so drift on a busy machine hits them alike;
@@ -31,9 +42,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -258,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = measure(table, rounds, calls)
         for client in http.values():
             client.close()
+        flights = single_flight(Path(folder), 2 if args.quick else 20)
+    packed = compression(20 if args.quick else 500)
     versions = f"httpx2 {httpx2.__version__}, openai {openai.__version__}, hishel {_version('hishel')}"
     print(f"{rounds} rounds x {calls} calls per variant, interleaved.")
     print(f"Python {sys.version.split()[0]}, {versions}.\n")
@@ -266,7 +281,157 @@ def main(argv: list[str] | None = None) -> int:
     print("\nCPU time per call, whole process (the background recording included; the best round):\n")
     print(report(cpu, min))
     print("\n(x: relative to bare; hit / hishel < 1 means httptrack's hit is the faster.)")
+    print("\nSingle-flight: 10 identical calls at once (threads; the provider takes 20 ms):\n")
+    print(flights)
+    print("\nCache entries of realistic answers, raw (before) and compressed with zstd (level 3):\n")
+    print(packed)
     return 0
+
+
+# -- single-flight ---------------------------------------------------------------------------
+
+
+def single_flight(tmp: Path, rounds: int) -> str:
+    """Rounds of 10 identical calls at once, with and without single-flight (interleaved,
+    after a warm-up round each)."""
+    variants = {"single-flight (default)": None, "cache_wait=0 (before)": 0}
+    sent: dict[str, list[int]] = {label: [] for label in variants}
+    sdks = {}
+    for label, wait in variants.items():
+
+        def slow(request: httpx2.Request, sent: list[int] = sent[label]) -> httpx2.Response:
+            sent.append(1)
+            time.sleep(0.02)  # the provider thinking
+            return httpx2.Response(200, headers={"content-type": "application/json"}, content=CHAT_BODY)
+
+        options: dict[str, Any] = {} if wait is None else {"cache_wait": wait}
+        transport = httptrack.TrackingTransport(
+            httpx2.MockTransport(slow),
+            db=tmp / f"flight-{wait}.db",
+            cache_dir=tmp / f"flight-{wait}",
+            cache_max_hits=0,
+            **options,
+        )
+        sdks[label] = openai.OpenAI(
+            api_key="sk-bench", http_client=httpx2.Client(transport=transport, headers=HEADERS), max_retries=0
+        )
+    cpu = dict.fromkeys(variants, 0.0)
+    wall = dict.fromkeys(variants, 0.0)
+    for round_ in range(-1, rounds):
+        for label, sdk in sdks.items():
+            question = [{"role": "user", "content": f"{label} round {round_}"}]
+
+            def ask(sdk: openai.OpenAI = sdk, question: list[dict[str, str]] = question) -> None:
+                sdk.chat.completions.create(model="gpt-4o-mini", messages=question)
+
+            threads = [threading.Thread(target=ask) for _ in range(10)]
+            if round_ < 0:
+                sent[label].clear()
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            httptrack.flush()
+            if round_ < 0:  # warm-up
+                sent[label].clear()
+                continue
+            cpu[label] += time.process_time() - cpu_start
+            wall[label] += time.perf_counter() - wall_start
+    lines = [f"{'variant':34} {'provider calls per 10':>22} {'CPU per call':>14} {'wall per round':>15}"]
+    for label in variants:
+        lines.append(
+            f"{label:34} {len(sent[label]) / rounds:>22.1f} {cpu[label] / (rounds * 10) * 1e6:>11.0f} µs "
+            f"{wall[label] / rounds * 1000:>12.1f} ms"
+        )
+    ratio = cpu["single-flight (default)"] / cpu["cache_wait=0 (before)"]
+    lines.append(f"(whole-process CPU per call, single-flight / before: {ratio:.2f}x)")
+    return "\n".join(lines)
+
+
+# -- compression ---------------------------------------------------------------------------
+
+
+def realistic_answers() -> dict[str, tuple[bytes, ...]]:
+    """Answers as providers send them, with prose as models write it (this repository's
+    documentation), numbers as embeddings hold them."""
+    from httptrack._fake import fake_exchange
+
+    prose = (ROOT / "docs" / "cache.md").read_text().split()
+    rng = random.Random(7)
+    start = rng.randrange(len(prose) - 2000)
+    words = [f" {w}" for w in prose[start : start + 300]]
+    chat = json.loads(CHAT_BODY)
+    chat["choices"][0]["message"]["content"] = "".join(words).strip()
+    embedding = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": 0, "embedding": [rng.uniform(-0.1, 0.1) for _ in range(1536)]}
+        ],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    }
+    prompt = " ".join(prose[start : start + 40])
+
+    def fake(path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[bytes, ...]:
+        reply = fake_exchange("POST", path, "", headers, json.dumps(body).encode())
+        return tuple(reply.chunks)
+
+    return {
+        "chat completion (300 words)": (json.dumps(chat).encode(),),
+        "OpenAI stream (300 tokens)": tuple(openai_chat_stream(words)),
+        "Anthropic stream": fake(
+            "/v1/messages",
+            {
+                "model": "claude-3-5-haiku-latest",
+                "max_tokens": 500,
+                "stream": True,
+                "messages": [{"role": "user", "content": prompt}],
+            },
+            {"anthropic-version": "2023-06-01"},
+        ),
+        "Ollama stream (NDJSON)": fake(
+            "/api/chat", {"model": "llama3.2", "messages": [{"role": "user", "content": prompt}]}, {}
+        ),
+        "embeddings (1,536 floats)": (json.dumps(embedding).encode(),),
+    }
+
+
+def compression(repeat: int) -> str:
+    from httptrack.cache._store import CacheEntry, decode_entry, encode_entry
+
+    lines = [
+        f"{'answer':30} {'raw (before)':>13} {'zstd':>9} {'saved':>7} "
+        f"{'encode raw/zstd':>18} {'decode raw/zstd':>18}"
+    ]
+    total_raw = total_zstd = 0
+    for name, chunks in realistic_answers().items():
+        entry = CacheEntry(
+            200, ((b"content-type", b"application/json"),), chunks, {"input_tokens": 14}, 0.0, 3600.0, {}
+        )
+        timings = []
+        for compress_above in (None, 1024):
+            blob = encode_entry(entry, compress_above=compress_above)
+            start = time.process_time()
+            for _ in range(repeat):
+                encode_entry(entry, compress_above=compress_above)
+            encode = (time.process_time() - start) / repeat
+            start = time.process_time()
+            for _ in range(repeat):
+                decode_entry(blob)
+            decode = (time.process_time() - start) / repeat
+            timings.append((len(blob), encode, decode))
+        (raw, enc_raw, dec_raw), (packed, enc_z, dec_z) = timings
+        total_raw += raw
+        total_zstd += packed
+        lines.append(
+            f"{name:30} {raw:>11,} B {packed:>7,} B {1 - packed / raw:>6.0%} "
+            f"{enc_raw * 1e6:>7.1f}/{enc_z * 1e6:<6.1f} µs {dec_raw * 1e6:>7.1f}/{dec_z * 1e6:<6.1f} µs"
+        )
+    lines.append(
+        f"{'all of them':30} {total_raw:>11,} B {total_zstd:>7,} B {1 - total_zstd / total_raw:>6.0%}"
+    )
+    return "\n".join(lines)
 
 
 def _version(package: str) -> str:

@@ -140,6 +140,7 @@ class Exchange:
 
     __slots__ = (
         "attribution",
+        "cache_flight",
         "cache_key",
         "cache_note",
         "cache_status",
@@ -252,6 +253,8 @@ class Exchange:
         self.cache_note: str | None = None
         #: The TTL the response is to be stored with; ``None``: it is not to be stored.
         self.cache_ttl: float | None = None
+        #: The single-flight this call leads or follows (``cache._policy``), if any.
+        self.cache_flight: Any = None
         #: For a cache hit: the original call's token figures and cost (recorded as is).
         self.replayed_row: dict[str, Any] | None = None
         #: What ``Tracker.rewrite`` changed in the request on its way out (for the record),

@@ -32,6 +32,7 @@ FaultKind = Literal[
     "after_record",  # a post-record hook (storing a response in the cache) raised
     "autoload",  # install() / HTTPTRACK=1 could not track a client
     "begin",  # a request could not be tracked; it is sent untracked
+    "cache_busy",  # the cache folder's index was locked by another process; retried later
     "cache_corrupt",  # a damaged cache entry was dropped
     "cache_loop",  # the loop guard sent a request the cache answered too often (cache_max_hits)
     "cache_open",  # the cache folder cannot be used; calls go uncached

@@ -41,6 +41,7 @@ __all__ = [
     "redacted_headers",
     "render_url",
     "scrub_text",
+    "server_url",
 ]
 
 REDACTED = "[redacted]"
@@ -416,3 +417,20 @@ def render_url(scheme: str, host: str, port: int | None, path: str, query: str) 
         netloc = f"{netloc}:{port}"
     query = redact_query(query)
     return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def server_url(url: str) -> str:
+    """A server's URL (a shared cache's ``redis://``, a shared log's ``postgresql://``) as
+    shown in messages, logs and ``repr``: the password in it and any credential query
+    parameter (``?password=``) redacted, the user name kept."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(an unreadable URL)"
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}")
+    return urlunsplit(parts._replace(query=redact_query(parts.query)))

@@ -35,6 +35,8 @@ _DEFAULT_MAX_BODY = 10 * 1024 * 1024
 _DEFAULT_MAX_QUEUE = 200_000
 #: Hits per cache key per minute (per process) before the loop guard sends the request.
 _DEFAULT_CACHE_MAX_HITS = 60
+#: Seconds an identical request waits for one already in flight (single-flight).
+_DEFAULT_CACHE_WAIT = 60.0
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -118,6 +120,37 @@ def parse_cache_mode(value: object, name: str) -> CacheMode:
     if text in _FALSE:
         return "off"
     raise SettingsError(f"{name}: expected one of {', '.join(CACHE_MODES)}, got {value!r}")
+
+
+#: The schemes of a shared cache URL (redis-py's: TCP, TLS, a Unix socket).
+CACHE_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def parse_cache_url(value: object, name: str) -> str:
+    """A shared cache's URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
+    (TLS) or ``unix:///path/to/redis.sock``. Checked here without importing redis-py."""
+    from urllib.parse import urlsplit
+
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port raises here, now
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in CACHE_URL_SCHEMES:
+        raise SettingsError(
+            f"{name}: expected a redis://host:6379/0 URL (or rediss://, unix://), got {_shown_url(text)!r}"
+        )
+    if scheme != "unix" and not parts.hostname:
+        raise SettingsError(f"{name}: the URL names no host, got {_shown_url(text)!r}")
+    return text
+
+
+def _shown_url(url: str) -> str:
+    from ._redact import server_url  # only with a URL: keeps `import httptrack` light
+
+    return server_url(url)
 
 
 def parse_hosts(value: object, name: str) -> dict[str, str]:
@@ -323,12 +356,18 @@ class Settings:
     ``cache_size_limit`` ``HTTPTRACK_CACHE_SIZE``     bytes before the cache evicts (``None``:
                                                       the folder's own; 1 GiB for a new folder)
     ``cache_ttl``       ``HTTPTRACK_CACHE_TTL``       per-operation TTLs: ``chat=2h,embeddings=30d``
+    ``cache_url``       ``HTTPTRACK_CACHE_URL``       a shared cache instead of the folder:
+                                                      ``redis://host:6379/0`` (``rediss://``,
+                                                      ``unix://``; docs/scaling.md)
     ``cache_key_headers`` ``HTTPTRACK_CACHE_KEY_HEADERS`` more request headers that are part of
                                                       the cache key (a gateway's routing headers):
                                                       ``x-route,x-model-tier``
     ``cache_max_hits``  ``HTTPTRACK_CACHE_MAX_HITS``  hits one key may have per minute in one
                                                       process before the request is sent again
                                                       (a loop guard; 60; ``0``: no limit)
+    ``cache_wait``      ``HTTPTRACK_CACHE_WAIT``      single-flight: how long an identical request
+                                                      waits for the one already in flight (60s;
+                                                      ``0`` / ``off``: never waits, each is sent)
     ``store_bodies``    ``HTTPTRACK_STORE_BODIES``    keep request/response bodies
     ``max_body_bytes``  ``HTTPTRACK_MAX_BODY_BYTES``  cap per stored body (10 MiB); longer ones
                                                       are truncated
@@ -374,6 +413,8 @@ class Settings:
         "cache_max_hits",
         "cache_size_limit",
         "cache_ttl",
+        "cache_url",
+        "cache_wait",
         "db",
         "detect",
         "enabled",
@@ -406,6 +447,8 @@ class Settings:
     given: frozenset[str]
     cache_size_limit: int | None
     cache_ttl: dict[Operation, float]
+    cache_url: str | None
+    cache_wait: float
     store_bodies: bool
     max_body_bytes: int
     user: str | None
@@ -432,8 +475,10 @@ class Settings:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size_limit: int | str | None = None,
         cache_ttl: Mapping[str, float | str] | str | None = None,
+        cache_url: str | None = None,
         cache_key_headers: str | Iterable[str | bytes] | None = None,
         cache_max_hits: int | str | None = None,
+        cache_wait: float | str | None = None,
         store_bodies: bool | str | None = None,
         max_body_bytes: int | str | None = None,
         user: str | None = None,
@@ -487,6 +532,9 @@ class Settings:
             ttl.update(parse_ttls(value, name))
         set_(self, "cache_ttl", ttl)
 
+        value, name = pick(cache_url, "HTTPTRACK_CACHE_URL")
+        set_(self, "cache_url", parse_cache_url(value, name) if value else None)
+
         value, name = pick(cache_key_headers, "HTTPTRACK_CACHE_KEY_HEADERS")
         set_(
             self, "cache_key_headers", frozenset() if value in (None, "") else parse_header_names(value, name)
@@ -497,6 +545,15 @@ class Settings:
         if hits < 0:
             raise SettingsError(f"{name}: must not be negative (0: no limit), got {value!r}")
         set_(self, "cache_max_hits", hits)
+
+        value, name = pick(cache_wait, "HTTPTRACK_CACHE_WAIT")
+        if value in (None, ""):
+            wait = _DEFAULT_CACHE_WAIT
+        elif value is False or str(value).strip().lower() in _FALSE:
+            wait = 0.0
+        else:
+            wait = parse_duration(value, name)
+        set_(self, "cache_wait", wait)
 
         value, name = pick(store_bodies, "HTTPTRACK_STORE_BODIES")
         set_(self, "store_bodies", True if value in (None, "") else parse_bool(value, name))
@@ -585,6 +642,11 @@ class Settings:
 
     def __repr__(self) -> str:
         # Not the webhook's URL: it is a secret (a Slack hook's holds its token).
+        # Nor the cache URL's password.
         hidden = ("redact", "on_alert", "alert_webhook", "given")
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__) if n not in hidden)
+        shown = ", ".join(
+            f"{n}={_shown_url(self.cache_url) if n == 'cache_url' and self.cache_url else getattr(self, n)!r}"
+            for n in sorted(self.__slots__)
+            if n not in hidden
+        )
         return f"Settings({shown})"

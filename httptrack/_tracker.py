@@ -166,12 +166,28 @@ class Tracker:
     def lookup(self, exchange: Exchange) -> Any:
         """The response cache's answer for this request (replayed by :meth:`replay`), or
         ``None`` to send it. In ``replay`` mode a miss is recorded and raises
-        :class:`~httptrack.CacheMiss` (nothing is sent)."""
+        :class:`~httptrack.CacheMiss` (nothing is sent). While an identical request is in
+        flight this waits for its answer (single-flight, at most ``cache_wait``)."""
         cache = self.cache
         if cache is None:
             return None
         try:
             return cache.lookup(exchange)
+        except CacheMiss as miss:
+            if exchange.end("cache_miss", miss):
+                self.finish(exchange)
+            raise
+        except Exception as exc:
+            report_fault("cache_read", "the response cache could not be consulted; the request is sent", exc)
+            return None
+
+    async def alookup(self, exchange: Exchange) -> Any:
+        """:meth:`lookup` for async transports (a wait does not block the event loop)."""
+        cache = self.cache
+        if cache is None:
+            return None
+        try:
+            return await cache.alookup(exchange)
         except CacheMiss as miss:
             if exchange.end("cache_miss", miss):
                 self.finish(exchange)
@@ -209,7 +225,8 @@ class Tracker:
         if exchange.rewritten is not None:
             content_type = next((v for k, v in entry.headers if k.lower() == b"content-type"), b"")
             self.hide_injected_usage(exchange, entry.status, content_type.decode("latin-1"), response.headers)
-        response.stream = tee(ReplayChunks(entry.chunks), exchange, self.finish)
+        # The recorded chunks; for a follower of a call in flight, its chunks as they arrive.
+        response.stream = tee(entry.stream(response_class), exchange, self.finish)
         return response
 
     # -- limits (limits/) ------------------------------------------------------------------
@@ -314,6 +331,7 @@ class Tracker:
             ):
                 exchange.cache_ttl = None
             raw_headers = response.headers.raw
+            shared = exchange.cache_flight is not None  # identical requests wait for this one
             response.headers[CALL_ID_HEADER] = exchange.call_id
             if exchange.cache_status is not None:
                 response.headers[CACHE_HEADER] = exchange.cache_status
@@ -325,6 +343,10 @@ class Tracker:
                 )
                 content = response.content
                 exchange.add_chunk(content)
+                if shared:
+                    self.cache.responded(
+                        exchange, response.status_code, exchange.response_headers, None, content
+                    )
                 if exchange.rewritten is not None:
                     self.hide_injected_usage(
                         exchange, response.status_code, response.headers.get("content-type", "")
@@ -344,7 +366,10 @@ class Tracker:
             if exchange.rewritten is not None:
                 content_type = response.headers.get("content-type", "")
                 self.hide_injected_usage(exchange, response.status_code, content_type, response.headers)
-            response.stream = tee(response.stream, exchange, self.finish)
+            stream = response.stream
+            if shared:
+                stream = self.cache.responded(exchange, response.status_code, raw_headers, stream)
+            response.stream = tee(stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)
 
@@ -353,6 +378,8 @@ class Tracker:
         try:
             if exchange.end("transport_error", exc):
                 _join_request_body(exchange)
+                if exchange.cache_key is not None:
+                    self.cache.ended(exchange)  # identical requests waiting for it go themselves
                 self._writer.submit(exchange)
         except Exception as fault:
             report_fault("record", "a failed call could not be recorded", fault)
@@ -361,9 +388,18 @@ class Tracker:
         """The tee's end-of-stream callback (the exchange has just been marked ended)."""
         try:
             _join_request_body(exchange)
+            if exchange.cache_key is not None:
+                self._ended(exchange)
             self._writer.submit(exchange)
         except Exception as exc:
             report_fault("record", "a call could not be queued for recording", exc)
+
+    def _ended(self, exchange: Exchange) -> None:
+        """Tell the cache a call it keyed ended (read-your-writes, single-flight)."""
+        try:
+            self.cache.ended(exchange)
+        except Exception as exc:
+            report_fault("cache_write", "a fresh answer could not be shared", exc)
 
     # -- the RecordSink protocol (see _exchange): called by the writer thread ----------------
 

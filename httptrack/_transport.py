@@ -101,7 +101,9 @@ class _Shell:
         self._tracker = Tracker(self.settings, _make_cache(self.settings))
         # Answers from test doubles (mock transports, respx) go into the cache only when the
         # app asked this transport for a cache; autoload's never do (see Tracker.respond).
-        self._tracker.caches_doubles = not self._auto and bool(self.settings.given & {"cache", "cache_dir"})
+        self._tracker.caches_doubles = not self._auto and bool(
+            self.settings.given & {"cache", "cache_dir", "cache_url"}
+        )
         self._inner = transport
         self._created: dict[_Library, Any] = {}
         self._lock = threading.Lock()
@@ -227,7 +229,7 @@ class AsyncTrackingTransport(_Shell, _AsyncBase):
         if exchange is None:
             return await inner.handle_async_request(request)
         tracker.take_body(exchange, request, library.async_upload)
-        cached = tracker.lookup(exchange)
+        cached = await tracker.alookup(exchange)
         if cached is not None:
             replayed = tracker.replay(exchange, cached, library.module.Response, library.async_tee)
             if replayed is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,35 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     for store in _cache_store._stores.values():
         store.close()
     _cache_store._stores.clear()
+    redis_cache = sys.modules.get("httptrack.cache._redis")
+    if redis_cache is not None:  # only once a test used a Redis cache
+        redis_cache.close_redis_stores()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A throwaway redis-server for the session (tests/redis_server.py); skipped with the
+    reason when it cannot start, a failure under CI=true."""
+    from redis_server import RedisServer, need_redis
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except Exception as exc:
+        need_redis(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The session's Redis, emptied for this test. Its timeouts are longer than the default
+    half second (redis-py's URL options): on a loaded test machine a stall that long would
+    make a test's Redis "down" (tests of outages stop a server of their own)."""
+    if not redis_server.ping():  # a test stopped it: bring it back
+        redis_server.start()
+    redis_server.flush()
+    return f"{redis_server.url}?socket_timeout=5&socket_connect_timeout=5"
 
 
 @pytest.fixture

@@ -140,7 +140,7 @@ def start_from_environment() -> None:
             f"HTTPTRACK_DB: cannot write the call log {settings.db} ({problem}); this program runs untracked"
         )
         return
-    if settings.cache != "off":
+    if settings.cache != "off" and not settings.cache_url:  # Redis: down is no cache, not a reason
         problem = _unwritable(settings.cache_dir, folder=True)
         if problem is not None:
             boot.warn(

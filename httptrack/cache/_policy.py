@@ -19,14 +19,26 @@ always call, then store; ``replay`` serve only from the cache. Per request, the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CacheMiss
 from .._faults import report_fault
 from .._redact import CREDENTIAL_IN_RESPONSE, is_secret_header, render_url
 from .._settings import Settings, SettingsError, parse_duration
-from ..log._schema import TOKEN_COLUMNS
+from ._flight import (
+    DONE,
+    LIVE,
+    POLL_SECONDS,
+    RESOLVED,
+    Answer,
+    LiveEntry,
+    Relay,
+    Sleep,
+    Wait,
+    figures_of,
+    shared_state,
+)
 from ._guard import WINDOW, guard
 from ._key import body_digest, request_key
 from ._storage import CacheStorage
@@ -36,23 +48,6 @@ if TYPE_CHECKING:
     from .._exchange import BuiltRow, Exchange
 
 __all__ = ["CacheMiss", "ResponseCache"]
-
-#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
-#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
-#: cost once recorded), and, when the app reads it to the end, with the same reading of the
-#: response (model, finish reason, text ...) without parsing it again.
-ORIGINAL_COLUMNS = (
-    *TOKEN_COLUMNS,
-    "cost_usd",
-    "cost_note",
-    "stream",
-    "response_model",
-    "response_id",
-    "finish_reason",
-    "response_text",
-    "parse_notes",
-    "response_bytes",
-)
 
 
 def _directive(value: str) -> tuple[bool, bool]:
@@ -80,7 +75,7 @@ class ResponseCache:
     ``clock`` (default :func:`time.time`) decides expiry; tests pass their own.
     """
 
-    __slots__ = ("_replacing", "_staged", "clock", "mode", "settings", "store")
+    __slots__ = ("_replacing", "_shared", "_staged", "clock", "mode", "settings", "store")
 
     def __init__(
         self, settings: Settings, store: CacheStorage, clock: Callable[[], float] | None = None
@@ -89,22 +84,56 @@ class ResponseCache:
         self.mode = settings.cache
         self.store = store
         self.clock: Callable[[], float] = clock or time.time
-        #: Responses to store at the end of the writer's batch (:meth:`after_batch`).
-        self._staged: list[tuple[str, CacheEntry]] = []
+        #: What every transport of this process over this storage shares: calls in flight,
+        #: answers delivered but not stored yet, the membership filter (``_flight``).
+        self._shared = shared_state(store)
+        #: Responses to store at the end of the writer's batch (:meth:`after_batch`), and
+        #: the exchanges they came from.
+        self._staged: list[tuple[str, CacheEntry, Exchange]] = []
         #: Whether one of them was fetched without reading the cache (``refresh`` mode,
         #: ``no-cache``): it may replace an answer other processes hold in memory.
         self._replacing = False
 
     @classmethod
     def for_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> ResponseCache:
-        """A cache for a transport with these settings (no disk access until first use)."""
+        """A cache for a transport with these settings (no disk or network access until
+        first use): in Redis when ``cache_url`` names a server, else in the cache folder."""
+        if settings.cache_url:
+            from ._redis import shared_redis_store  # redis-py only with a Redis URL
+
+            return cls(settings, shared_redis_store(settings.cache_url), clock)
         return cls(settings, shared_store(settings.cache_dir, settings.cache_size_limit), clock)
 
     # -- the app's thread -----------------------------------------------------------------
 
-    def lookup(self, exchange: Exchange) -> CacheEntry | None:
-        """The stored response for this request, if fresh; ``None`` to send it. Sets
-        ``exchange.cache_key`` (and ``cache_ttl`` when the answer may be stored)."""
+    def lookup(self, exchange: Exchange) -> CacheEntry | LiveEntry | None:
+        """The stored response for this request, if fresh (or the live answer of the
+        identical request in flight); ``None`` to send it. Sets ``exchange.cache_key`` (and
+        ``cache_ttl`` when the answer may be stored). Waits (blocking this thread, at most
+        ``cache_wait``) while an identical request is in flight."""
+        steps = self._lookup(exchange)
+        try:
+            wait = next(steps)
+            while True:
+                wait.block()
+                wait = next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def alookup(self, exchange: Exchange) -> CacheEntry | LiveEntry | None:
+        """:meth:`lookup` for async transports: waits without blocking the event loop."""
+        steps = self._lookup(exchange)
+        try:
+            wait = next(steps)
+            while True:
+                await wait.ablock()
+                wait = next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _lookup(self, exchange: Exchange) -> Generator[Wait, None, CacheEntry | LiveEntry | None]:
+        """The lookup's steps, shared by :meth:`lookup` and :meth:`alookup`: each ``Wait`` it
+        yields is waited on (a thread blocks, a task awaits) before it goes on."""
         mode = self.mode
         read = mode in ("on", "replay")
         write = mode in ("on", "refresh")
@@ -144,32 +173,95 @@ class ResponseCache:
         exchange.cache_ttl = ttl if write and ttl > 0 else None
         if not read:  # refresh, or no-cache: send it (replay mode never gets here: it never writes)
             return None
-        entry = store.get(key)
-        # Replay mode is for offline runs and tests of recorded calls: a recording is served
-        # whatever its age (entries stay on disk past their TTL for this).
-        if mode == "replay" and entry is not None:
-            return entry
-        if entry is not None:
-            now = self.clock()
-            if entry.fresh(now, ttl):
-                limit = self.settings.cache_max_hits
-                if guard.allow(key, limit, now):
-                    return entry
-                # The loop guard (_guard): answered `limit` times within a minute; send it.
-                exchange.cache_note = (
-                    f"the cache answered this request {limit} times within {WINDOW:.0f} s "
-                    "(HTTPTRACK_CACHE_MAX_HITS): sent to the provider again"
-                )
-                report_fault(
-                    "cache_loop",
-                    f"an identical request was answered from the cache {limit} times within a minute "
-                    "(a loop?); it is sent to the provider again (HTTPTRACK_CACHE_MAX_HITS)",
-                )
+        shared = self._shared
+        wait = self.settings.cache_wait
+        # Single-flight: only a request whose answer may be stored leads others (and, in
+        # replay mode, one follows what an `on` transport of this process has in flight).
+        single = wait > 0 and (exchange.cache_ttl is not None or mode == "replay")
+        deadline = time.monotonic() + wait
+        while True:
+            answer = self._answer(exchange, key, shared.find(key, self), ttl)
+            if answer is not None:
+                return answer
+            if not single or time.monotonic() >= deadline:
+                break
+            flight, leading = shared.join(key, exchange)
+            if flight is None:  # this thread or task leads it: send this one
+                break
+            if not leading:
+                yield flight.waiter(deadline)
+                state = flight.state
+                if state in (LIVE, DONE):
+                    exchange.cache_flight = flight
+                    return flight.live()
+                if state == RESOLVED:
+                    answer = self._answer(exchange, key, flight.entry, ttl)
+                    if answer is not None:
+                        return answer
+                continue  # FAILED: look again (one of the followers leads); or past the deadline
+            if mode == "replay":
+                shared.settle(flight, None)
+                break
+            # This request leads in this process; across processes, whoever takes the
+            # storage's lease. While another process holds it, this one polls the storage
+            # for that answer (and the followers of this process wait for this one).
+            polled = False
+            while True:
+                if polled:  # the holder may have stored its answer (and let go) meanwhile
+                    answer = self._answer(exchange, key, store.get(key), ttl)
+                    if answer is not None:
+                        shared.settle(flight, None, entry=answer)
+                        return answer
+                if store.acquire(key, wait):
+                    if polled:  # stored and let go between that look and this lease?
+                        answer = self._answer(exchange, key, store.get(key), ttl)
+                        if answer is not None:
+                            store.release(key)
+                            shared.settle(flight, None, entry=answer)
+                            return answer
+                    flight.lease = True
+                    exchange.cache_flight = flight
+                    exchange.cache_status = "MISS"
+                    return None
+                if time.monotonic() >= deadline:
+                    shared.settle(flight, None)  # waited long enough: everyone goes
+                    exchange.cache_status = "MISS"
+                    return None
+                polled = True
+                yield Sleep(POLL_SECONDS)
         if mode == "replay":
             if store.broken is not None:
                 raise self.miss(exchange, f"the cache folder cannot be used ({store.broken})")
             raise self.miss(exchange, "there is no cached response")
         exchange.cache_status = "MISS"
+        return None
+
+    def _answer(
+        self, exchange: Exchange, key: str, entry: CacheEntry | None, ttl: float
+    ) -> CacheEntry | None:
+        """``entry`` if it may answer this request now (fresh, and the loop guard allows)."""
+        if entry is None:
+            return None
+        # Replay mode is for offline runs and tests of recorded calls: a recording is served
+        # whatever its age (entries stay on disk past their TTL for this).
+        if self.mode == "replay":
+            return entry
+        now = self.clock()
+        if not entry.fresh(now, ttl):
+            return None
+        limit = self.settings.cache_max_hits
+        if guard.allow(key, limit, now):
+            return entry
+        # The loop guard (_guard): answered `limit` times within a minute; send it.
+        exchange.cache_note = (
+            f"the cache answered this request {limit} times within {WINDOW:.0f} s "
+            "(HTTPTRACK_CACHE_MAX_HITS): sent to the provider again"
+        )
+        report_fault(
+            "cache_loop",
+            f"an identical request was answered from the cache {limit} times within a minute "
+            "(a loop?); it is sent to the provider again (HTTPTRACK_CACHE_MAX_HITS)",
+        )
         return None
 
     def _ttl(self, exchange: Exchange) -> float:
@@ -187,6 +279,59 @@ class ResponseCache:
         _, model = body_digest(exchange.request_body)
         return CacheMiss(exchange.method, url, model, reason)
 
+    def responded(
+        self,
+        exchange: Exchange,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        stream: Any,
+        content: bytes | None = None,
+    ) -> Any:
+        """The leader of a flight got its response: followers learn its status and headers
+        (a 2xx: they follow it chunk by chunk; anything else: they go themselves). Returns
+        the stream to hand on (one that tells the followers of each chunk as it passes);
+        ``content``: a body already read whole (a test double's)."""
+        flight = exchange.cache_flight
+        if flight is None or flight.leader is not exchange:
+            return stream
+        if exchange.cache_ttl is None or not 200 <= status < 300 or status == 206:
+            self._shared.settle(flight, None)  # not an answer to share (an error, a test double)
+            return stream
+        flight.respond(status, headers, exchange.rewritten)
+        if content is not None:
+            flight.add(content)
+        return Relay(stream, flight) if stream is not None else None
+
+    def ended(self, exchange: Exchange) -> None:
+        """A call ended, on the app's thread, before it is handed to the writer. The answer
+        of a call that may be stored becomes visible at once to every transport of this
+        process (read-your-writes), until the writer has stored it; the followers of a call
+        that ended badly go themselves; a follower gets the figures it saved."""
+        flight = exchange.cache_flight
+        if flight is not None and flight.leader is not exchange:
+            exchange.replayed_row = flight.figures()  # a follower: recorded as a hit
+            return
+        if exchange.cache_ttl is None or exchange.cached or exchange.cache_key is None:
+            if flight is not None:
+                self._shared.settle(flight, None)
+            return
+        answer = Answer(exchange) if _looks_storable(exchange) else None
+        if flight is None:
+            if answer is not None:
+                self._shared.remember(answer)
+            return
+        # The followers mirroring it got every chunk the leader did: their body ends well
+        # if the leader's answer is whole. Read to its end, it is; an SDK that stopped
+        # reading after the stream's end marker (cut short, as far as the tee knows) needs
+        # the leader's row to tell (built once, shared with the followers' rows).
+        outcome = exchange.outcome
+        if outcome == "complete" and 200 <= (exchange.status or 0) < 300:
+            self._shared.settle(flight, answer, whole=_yes)
+        elif outcome == "cut_short" and 200 <= (exchange.status or 0) < 300:
+            self._shared.settle(flight, answer, whole=lambda: _whole(flight))
+        else:
+            self._shared.settle(flight, answer)
+
     # -- the background writer ------------------------------------------------------------
 
     def after_record(self, exchange: Exchange, built: BuiltRow) -> None:
@@ -194,16 +339,30 @@ class ResponseCache:
         by :meth:`after_batch`, which the writer calls once its batch is recorded)."""
         key = exchange.cache_key
         ttl = exchange.cache_ttl
-        if key is None or ttl is None or exchange.cached or not _storable(exchange, built):
+        if key is None or ttl is None or exchange.cached:
             return
+        flight = exchange.cache_flight
+        if flight is not None:
+            flight.built = built
+        if not _storable(exchange, built):
+            self._shared.withdraw(key, exchange, self.store)
+            return
+        entry = self.entry(exchange, built)
+        self._shared.verified(key, exchange, entry)
+        self._staged.append((key, entry, exchange))
+        if exchange.cache_status is None:  # stored without being looked up (see lookup)
+            self._replacing = True
+
+    def entry(self, exchange: Exchange, built: BuiltRow) -> CacheEntry:
+        """The entry that keeps this call's answer (its chunks: the same bytes, not a copy)."""
         row = built.row
-        entry = CacheEntry(
+        return CacheEntry(
             status=exchange.status or 0,
             headers=_stored_headers(exchange.response_headers),
             chunks=tuple(exchange.chunks),
-            figures=_figures(exchange, row),
+            figures=figures_of(exchange, row),
             created=self.clock(),
-            ttl=ttl,
+            ttl=exchange.cache_ttl or 0.0,
             info={
                 "method": exchange.method,
                 "url": row.get("url"),
@@ -218,9 +377,18 @@ class ResponseCache:
                 "rewritten": exchange.rewritten,
             },
         )
-        self._staged.append((key, entry))
-        if exchange.cache_status is None:  # stored without being looked up (see lookup)
-            self._replacing = True
+
+    def verify(self, exchange: Exchange) -> CacheEntry | None:
+        """The entry for an answer delivered but not yet judged by the writer, judged now on
+        the calling thread (the writer's own rules: ``build_row`` and ``_storable``), or
+        ``None`` when it is not one to keep."""
+        from ..record._row import build_row
+
+        built = build_row(exchange)
+        flight = exchange.cache_flight
+        if flight is not None and flight.built is None:
+            flight.built = built
+        return self.entry(exchange, built) if _storable(exchange, built) else None
 
     def after_batch(self) -> None:
         """Store what :meth:`after_record` staged: one transaction for the batch. When one
@@ -228,19 +396,53 @@ class ResponseCache:
         their in-memory copies (these calls are rare: one generation bump per batch)."""
         staged, self._staged = self._staged, []
         replacing, self._replacing = self._replacing, False
-        if staged and self.store.put_many(staged) and replacing:
-            self.store.announce_replaced()
+        shared = self._shared
+        if staged:
+            stored = self.store.put_many([(key, entry) for key, entry, _ in staged])
+            shared.stored(staged, self.store, stored == len(staged))
+            if stored and replacing:
+                self.store.announce_replaced()
+        shared.refresh_filter(self.store, writer=True)
 
 
-def _figures(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
-    """What a hit takes from the row of the call that fetched it (less the loop guard's
-    note, which was about that call, not about the answer)."""
-    figures = {name: row.get(name) for name in ORIGINAL_COLUMNS}
-    note = exchange.cache_note
-    if note and figures.get("parse_notes"):
-        kept = [n for n in str(figures["parse_notes"]).split("; ") if n != note]
-        figures["parse_notes"] = "; ".join(kept) or None
-    return figures
+def _yes() -> bool:
+    return True
+
+
+def _whole(flight: Any) -> bool:
+    """Whether a flight's leader, cut short as far as its tee knows, read its answer whole
+    (the stream's end marker arrived): its row says so."""
+    from ..record._row import build_row
+
+    built = flight.built
+    if built is None:
+        built = flight.built = build_row(flight.leader)
+    return bool(built.outcome == "complete")
+
+
+def _looks_storable(exchange: Exchange) -> bool:
+    """What the app's thread can tell cheaply at the end of a call about whether its answer
+    may be stored: everything :func:`_storable` asks but what needs the body read (complete,
+    no error inside, no credential). An answer that passes is visible at once, but served
+    only once judged whole (:meth:`ResponseCache.verify` or the writer's ``after_record``)."""
+    status = exchange.status or 0
+    if not 200 <= status < 300 or status == 206 or exchange.truncated:
+        return False
+    # Cut short as far as the tee knows: an SDK stops reading once the stream's end marker
+    # came (the row then says complete); judged with the rest.
+    if exchange.outcome not in ("complete", "cut_short"):
+        return False
+    return _headers_storable(exchange.response_headers)
+
+
+def _headers_storable(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"cache-control" and b"no-store" in value.lower():
+            return False
+        if lower in (b"set-cookie", b"set-cookie2") and not _infrastructure_cookie(value):
+            return False
+    return True
 
 
 def _storable(exchange: Exchange, built: BuiltRow) -> bool:
@@ -265,13 +467,7 @@ def _storable(exchange: Exchange, built: BuiltRow) -> bool:
         return False
     if row.get(CREDENTIAL_IN_RESPONSE):
         return False
-    for name, value in exchange.response_headers:
-        lower = name.lower()
-        if lower == b"cache-control" and b"no-store" in value.lower():
-            return False
-        if lower in (b"set-cookie", b"set-cookie2") and not _infrastructure_cookie(value):
-            return False
-    return True
+    return _headers_storable(exchange.response_headers)
 
 
 #: Cookies set by the network in front of an API, not by the API: Cloudflare's bot

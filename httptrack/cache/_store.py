@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CorruptEntry
-from .._faults import report_fault
+from .._faults import FaultKind, report_fault
+from .._streams import ReplayChunks
 
 __all__ = [
     "GENERATION_FILE",
@@ -63,9 +64,25 @@ MEMORY_BYTES = 16 * 1024 * 1024
 MEMORY_ENTRY_BYTES = 1024 * 1024
 GENERATION_FILE = "httptrack.generation"
 GENERATION_CHECK_INTERVAL = 1.0
+#: SQLite page cache per connection to the index (pages of 4 KiB: 1 MiB).
+SQLITE_CACHE_PAGES = 256
+#: Single-flight leases (one folder per key being fetched, see :meth:`EntryStore.acquire`).
+LEASES_FOLDER = "leases"
+#: ``changes_since`` lists keys stored this many seconds before its cursor again: a write
+#: committed late (its ``store_time`` is when its ``set`` ran) is still seen.
+CHANGES_MARGIN = 5.0
 
 _MAGIC = b"HTC\x01"
+#: The same format, its body (the chunks, joined) compressed as one zstd frame.
+_MAGIC_ZSTD = b"HTC\x02"
 _HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
+#: Bodies at least this long are stored compressed (zstd): LLM answers are JSON or SSE, which
+#: compress 3-10x; below this the saving is a few hundred bytes of a page diskcache's index
+#: holds anyway.
+COMPRESS_ABOVE = 1024
+#: zstd's level: 3 is its default (hundreds of MB/s; higher levels cost more CPU than the
+#: bytes they save are worth here).
+COMPRESS_LEVEL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +107,18 @@ class CacheEntry:
 
     @property
     def size(self) -> int:
-        return sum(map(len, self.chunks)) + sum(len(k) + len(v) for k, v in self.headers) + 256
+        """About the memory it holds (what bounds the in-process memory of entries): the
+        bytes, and what Python objects cost around them (a bytes object ~33 bytes, a dict
+        item ~100, the figures' texts such as the response text)."""
+        size = sum(map(len, self.chunks)) + 40 * len(self.chunks) + 1024
+        size += sum(len(k) + len(v) + 120 for k, v in self.headers)
+        for value in self.figures.values():
+            size += 100 + (len(value) if isinstance(value, str) else 0)
+        return size + 100 * len(self.info)
+
+    def stream(self, response_class: type) -> ReplayChunks:
+        """The body for a hit: the recorded chunks, as an inner stream."""
+        return ReplayChunks(self.chunks)
 
     def fresh(self, now: float, ttl: float) -> bool:
         """Younger than both the TTL it was stored with and ``ttl`` (the one that applies
@@ -102,7 +130,32 @@ class CacheEntry:
 _encode_meta = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def encode_entry(entry: CacheEntry) -> bytes:
+_codecs = threading.local()
+
+
+def _compress(body: bytes) -> bytes:
+    compressor = getattr(_codecs, "compressor", None)
+    if compressor is None:
+        import zstandard
+
+        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
+    return compressor.compress(body)
+
+
+def _decompress(data: bytes, size: int) -> bytes:
+    decompressor = getattr(_codecs, "decompressor", None)
+    if decompressor is None:
+        import zstandard
+
+        decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
+    # The frame says its size; at most what the metadata says the chunks add up to.
+    return decompressor.decompress(data, max_output_size=size)
+
+
+def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE) -> bytes:
+    """The bytes stored for ``entry``: a head, the metadata (JSON), the body; the body as
+    one zstd frame when at least ``compress_above`` bytes long (``None``: never) and
+    smaller so."""
     meta = _encode_meta(
         {
             "status": entry.status,
@@ -115,8 +168,13 @@ def encode_entry(entry: CacheEntry) -> bytes:
         }
     ).encode("utf-8")
     body = b"".join(entry.chunks)
+    magic = _MAGIC
+    if compress_above is not None and len(body) >= compress_above:
+        packed = _compress(body)
+        if len(packed) < len(body):
+            body, magic = packed, _MAGIC_ZSTD
     crc = zlib.crc32(body, zlib.crc32(meta))
-    return b"".join((_HEAD.pack(_MAGIC, crc, len(meta)), meta, body))
+    return b"".join((_HEAD.pack(magic, crc, len(meta)), meta, body))
 
 
 def decode_entry(blob: object) -> CacheEntry:
@@ -124,7 +182,7 @@ def decode_entry(blob: object) -> CacheEntry:
     if not isinstance(blob, bytes) or len(blob) < _HEAD.size:
         raise CorruptEntry("not an httptrack cache entry")
     magic, crc, meta_len = _HEAD.unpack_from(blob)
-    if magic != _MAGIC:
+    if magic not in (_MAGIC, _MAGIC_ZSTD):
         raise CorruptEntry("not an httptrack cache entry (or written by another version)")
     view = memoryview(blob)[_HEAD.size :]
     if zlib.crc32(view) != crc:
@@ -133,7 +191,12 @@ def decode_entry(blob: object) -> CacheEntry:
         meta = json.loads(bytes(view[:meta_len]))
         sizes = meta["chunks"]
         start = _HEAD.size + meta_len
-        if sum(sizes) != len(blob) - start or any(not isinstance(n, int) or n < 0 for n in sizes):
+        if any(not isinstance(n, int) or n < 0 for n in sizes):
+            raise CorruptEntry("chunk sizes do not add up")
+        if magic == _MAGIC_ZSTD:
+            blob = _decompress(blob[start:], sum(sizes))
+            start = 0
+        if sum(sizes) != len(blob) - start:
             raise CorruptEntry("chunk sizes do not add up")
         chunks = []
         for size in sizes:
@@ -222,6 +285,8 @@ class EntryStore:
         self._write_after = 0.0
         self._generation: Any = _UNSET
         self._generation_due = 0.0
+        #: How long a lease lives (the policy's wait; set by every ``acquire``).
+        self._lease_seconds = 60.0
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -250,6 +315,12 @@ class EntryStore:
                     # No eviction inside every set (about four more statements each, every one
                     # a GIL release): put_many culls once per batch instead (see _cull).
                     cull_limit=0,
+                    # SQLite's page cache and memory map are per connection (diskcache opens one
+                    # per thread: the app's and the writer's): at diskcache's defaults (32 MiB
+                    # and 64 MiB) they grew the process by tens of MiB as the index grew. Reads
+                    # here are one row by key: a small cache serves them as well.
+                    sqlite_cache_size=SQLITE_CACHE_PAGES,
+                    sqlite_mmap_size=0,
                 )
                 self._salt = salt
                 self.broken = None
@@ -281,7 +352,8 @@ class EntryStore:
     def get(self, key: str) -> CacheEntry | None:
         self._check_generation()
         entry = self.memory.get(key)
-        if entry is not None:
+        # One past its TTL may have been replaced by another process meanwhile: read again.
+        if entry is not None and time.time() < entry.created + entry.ttl:
             return entry
         disk = self._open()
         if disk is None:
@@ -289,10 +361,8 @@ class EntryStore:
         try:
             blob = disk.get(key, default=None, retry=False)
         except Exception as exc:  # locked by another process past the timeout, I/O error
-            report_fault(
-                "cache_read",
-                f"the response cache at {self.directory} could not be read; treated as a miss",
-                exc,
+            _report_busy_or(
+                exc, "cache_read", f"the response cache at {self.directory} could not be read; a miss"
             )
             return None
         if blob is None:
@@ -327,6 +397,76 @@ class EntryStore:
                 self.memory.clear()
             self._generation = token
 
+    # -- single-flight leases (any thread) --------------------------------------------------
+    #
+    # A lease is an empty folder ``leases/<key>``: ``mkdir`` is atomic on every local file
+    # system (it fails if the folder exists), costs one system call, and involves neither
+    # diskcache's index nor its lock, so taking one never waits on another process's write.
+    # It expires ``seconds`` after it was made (its mtime): a holder that died blocks nobody
+    # for longer. Two processes that find the same expired lease at once may both take it
+    # (one removes it, the other's fresh one with it): at worst one more call is sent.
+
+    def _lease_path(self, key: str) -> str:
+        return os.path.join(self.directory, LEASES_FOLDER, key)
+
+    def acquire(self, key: str, seconds: float) -> bool:
+        path = self._lease_path(key)
+        self._lease_seconds = seconds
+        for _ in range(2):
+            try:
+                os.mkdir(path, 0o700)
+                return True
+            except FileExistsError:
+                if not self._expired(path, seconds):
+                    return False
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            except FileNotFoundError:  # the leases folder does not exist yet
+                try:
+                    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                except OSError:
+                    return True
+            except OSError:  # unwritable: nobody can hold it either; no waiting
+                return True
+        return False
+
+    def held(self, key: str) -> bool:
+        try:
+            made = os.stat(self._lease_path(key)).st_mtime
+        except OSError:
+            return False
+        return time.time() < made + self._lease_seconds
+
+    def release(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(self._lease_path(key))
+
+    def _expired(self, path: str, seconds: float) -> bool:
+        try:
+            return time.time() >= os.stat(path).st_mtime + seconds
+        except OSError:
+            return True  # released meanwhile: try again
+
+    # -- what is stored (a membership filter's feed) -----------------------------------------
+
+    def changes_since(self, cursor: object | None) -> tuple[list[str], object] | None:
+        """The keys stored since ``cursor`` (a ``store_time``), read from diskcache's index
+        (its documented ``Cache`` table, ``store_time`` indexed for the eviction policy)."""
+        disk = self._open()
+        if disk is None:
+            return None
+        since = -1.0 if cursor is None else float(cursor)  # type: ignore[arg-type]
+        try:
+            with _read_index(self.directory, READ_TIMEOUT) as conn:
+                rows = conn.execute(
+                    "SELECT key, store_time FROM Cache WHERE store_time >= ?", (since - CHANGES_MARGIN,)
+                ).fetchall()
+        except Exception as exc:
+            _report_busy_or(exc, "cache_read", f"the response cache at {self.directory} could not be listed")
+            return None
+        newest = max((t for _, t in rows), default=since)
+        return [key for key, _ in rows if isinstance(key, str)], max(newest, since)
+
     # -- writing (the background writer) --------------------------------------------------
 
     def put(self, key: str, entry: CacheEntry) -> bool:
@@ -334,7 +474,7 @@ class EntryStore:
         return self.put_many([(key, entry)]) == 1
 
     def put_many(self, entries: list[tuple[str, CacheEntry]]) -> int:
-        """Store ``entries`` (on disk and in memory), how many were stored. The background
+        """Store ``entries`` (on disk), how many were stored. The background
         writer stores a batch's responses at once: one transaction per :data:`PUT_BATCH`
         entries instead of one each (a commit costs more than the write itself)."""
         if not entries or time.monotonic() < self._write_after:
@@ -352,8 +492,11 @@ class EntryStore:
             group = blobs[start : start + PUT_BATCH]
             if not self._write_group(disk, group):
                 break
-            for key, entry, _ in group:
-                self.memory.put(key, entry)
+            # Not kept in memory: most answers are never asked again, and the process's
+            # memory would fill with them (a hit reads it from the folder once, then holds
+            # it). An older copy held here is forgotten: this one replaces it.
+            for key, _, _ in group:
+                self.memory.discard(key)
             stored += len(group)
         if stored:
             self._cull(disk)
@@ -366,7 +509,7 @@ class EntryStore:
         try:
             disk.cull(retry=False)
         except Exception as exc:  # locked by another process: the next batch culls
-            report_fault("cache_write", f"could not evict old entries from {self.directory}", exc)
+            _report_busy_or(exc, "cache_write", f"could not evict old entries from {self.directory}")
 
     def _write_group(self, disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> bool:
         timeout = _diskcache().Timeout
@@ -384,10 +527,10 @@ class EntryStore:
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
                     lost = "a response was" if len(group) == 1 else f"{len(group)} responses were"
+                    # Lost, so counted as a write fault; busy, not broken: no traceback.
                     report_fault(
                         "cache_write",
-                        f"the response cache at {self.directory} stayed locked; {lost} not stored",
-                        exc,
+                        f"the response cache at {self.directory} stayed locked ({exc}); {lost} not stored",
                     )
                     return False
             except Exception as exc:  # disk full, read-only, removed folder
@@ -723,6 +866,25 @@ def _keys_where(directory: Path, condition: str, value: float) -> list[Any]:
         return [key for (key,) in conn.execute(f"SELECT key FROM Cache WHERE {condition}", (value,))]
 
 
-def _read_index(directory: Path) -> contextlib.closing[sqlite3.Connection]:
+def _read_index(directory: Path, timeout: float = 5.0) -> contextlib.closing[sqlite3.Connection]:
     """diskcache's index (its documented ``Cache`` table), opened read-only."""
-    return contextlib.closing(sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=5.0))
+    return contextlib.closing(
+        sqlite3.connect(f"file:{directory / _DB_FILE}?mode=ro", uri=True, timeout=timeout)
+    )
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says the index was locked by another process (diskcache's
+    ``Timeout``, SQLite's "database is locked"): an ordinary moment under load, not damage."""
+    if type(exc).__name__ == "Timeout":
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _report_busy_or(exc: BaseException, kind: FaultKind, message: str) -> None:
+    """A busy index is counted as ``cache_busy`` (no traceback: it is retried later); any
+    other failure as ``kind``, with its traceback."""
+    if _busy(exc):
+        report_fault("cache_busy", f"{message}: the index was busy (another process); tried again later")
+    else:
+        report_fault(kind, message, exc)

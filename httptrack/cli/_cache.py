@@ -29,19 +29,51 @@ def _cache_dir_option(func: F) -> F:
     )(func)
 
 
+def _cache_url_option(func: F) -> F:
+    return click.option(
+        "--cache-url",
+        default=None,
+        metavar="URL",
+        help="A shared cache in Redis, redis://host:6379/0 (default: $HTTPTRACK_CACHE_URL).",
+    )(func)
+
+
 def _json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(func)
 
 
-def _resolve_cache_dir(cache_dir: Path | None) -> Path:
+def _resolve_cache(cache_dir: Path | None, cache_url: str | None) -> tuple[Path | None, str | None]:
+    """The cache the command is about: ``(folder, None)`` or ``(None, redis_url)``. A
+    folder named on the command line wins, then a URL (``--cache-url``, then
+    ``HTTPTRACK_CACHE_URL``), then the folder of the settings."""
     if cache_dir is not None:
-        return cache_dir.expanduser()
-    from .._settings import Settings, SettingsError
+        return cache_dir.expanduser(), None
+    from .._settings import Settings, SettingsError, parse_cache_url
 
     try:
-        return Settings().cache_dir
+        if cache_url:
+            return None, parse_cache_url(cache_url, "--cache-url")
+        settings = Settings()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+    if settings.cache_url:
+        return None, settings.cache_url
+    return settings.cache_dir, None
+
+
+def _on_redis(action: Callable[[str], Any], url: str) -> Any:
+    """``action(url)`` on the Redis cache; a server that cannot be reached is a clear error
+    naming it (without its password)."""
+    from .._redact import server_url
+
+    try:
+        return action(url)
+    except ImportError:
+        raise click.ClickException("redis-py is not installed: pip install 'httptrack[redis]'") from None
+    except Exception as exc:
+        raise click.ClickException(
+            f"could not use the Redis cache at {server_url(url)}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -62,27 +94,53 @@ def cache() -> None:
 
 @cache.command()
 @_cache_dir_option
-def path(cache_dir: Path | None) -> None:
-    """Print the path of the cache folder."""
-    click.echo(str(_resolve_cache_dir(cache_dir)))
+@_cache_url_option
+def path(cache_dir: Path | None, cache_url: str | None) -> None:
+    """Print the path of the cache folder (or the Redis URL, without its password)."""
+    folder, url = _resolve_cache(cache_dir, cache_url)
+    if url is not None:
+        from .._redact import server_url
+
+        click.echo(server_url(url))
+        return
+    click.echo(str(folder))
 
 
 @cache.command()
 @db_option
 @_cache_dir_option
+@_cache_url_option
 @_json_option
-def stats(db: Path | None, cache_dir: Path | None, as_json: bool) -> None:
-    """What the cache holds, and what it saved: entries and size on disk, and from the call
-    log the hits, the tokens they did not spend and the money they saved."""
-    from ..cache._store import cache_stats
+def stats(db: Path | None, cache_dir: Path | None, cache_url: str | None, as_json: bool) -> None:
+    """What the cache holds, and what it saved: entries and size on disk (or in Redis), and
+    from the call log the hits, the tokens they did not spend and the money they saved."""
+    folder, url = _resolve_cache(cache_dir, cache_url)
+    if url is not None:
+        from ..cache._redis import redis_cache_stats
 
-    folder = _resolve_cache_dir(cache_dir)
-    result = cache_stats(folder)
+        result = _on_redis(redis_cache_stats, url)
+    else:
+        from ..cache._store import cache_stats
+
+        assert folder is not None
+        result = cache_stats(folder)
     result.update(_savings(resolve_db(db)))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    if not result["exists"]:
+    if url is not None:
+        limit = result["size_limit"]
+        click.echo(f"Redis cache    {result['url']}")
+        click.echo(f"Entries        {result['entries']:,} (Redis expires them itself)")
+        click.echo(
+            f"Server memory  {_bytes(result['size_bytes'])}"
+            + (
+                f" of {_bytes(limit)}, evicting {result['eviction_policy']}"
+                if limit
+                else " (no maxmemory set)"
+            )
+        )
+    elif not result["exists"]:
         click.echo(f"No response cache at {folder} yet.")
     else:
         limit = result["size_limit"]
@@ -112,21 +170,33 @@ def stats(db: Path | None, cache_dir: Path | None, as_json: bool) -> None:
 
 @cache.command()
 @_cache_dir_option
+@_cache_url_option
 @_json_option
-def clear(cache_dir: Path | None, as_json: bool) -> None:
+def clear(cache_dir: Path | None, cache_url: str | None, as_json: bool) -> None:
     """Remove every cached response. Running programs stop serving theirs within a second."""
-    from ..cache._store import clear_cache
+    folder, url = _resolve_cache(cache_dir, cache_url)
+    if url is not None:
+        from .._redact import server_url
+        from ..cache._redis import clear_redis_cache
 
-    folder = _resolve_cache_dir(cache_dir)
-    removed = clear_cache(folder)
-    if as_json:
-        click.echo(json.dumps({"directory": str(folder), "removed": removed}))
+        removed = _on_redis(clear_redis_cache, url)
+        where: dict[str, str] = {"url": server_url(url)}
     else:
-        click.echo(f"Removed {removed:,} cached response{'s' if removed != 1 else ''} from {folder}.")
+        from ..cache._store import clear_cache
+
+        assert folder is not None
+        removed = clear_cache(folder)
+        where = {"directory": str(folder)}
+    if as_json:
+        click.echo(json.dumps({**where, "removed": removed}))
+    else:
+        place = next(iter(where.values()))
+        click.echo(f"Removed {removed:,} cached response{'s' if removed != 1 else ''} from {place}.")
 
 
 @cache.command()
 @_cache_dir_option
+@_cache_url_option
 @click.option(
     "--older-than",
     callback=_duration,
@@ -135,12 +205,24 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     help="Also remove entries stored longer ago than this (3600, 30m, 12h, 7d ...).",
 )
 @_json_option
-def prune(cache_dir: Path | None, older_than: float | None, as_json: bool) -> None:
+def prune(cache_dir: Path | None, cache_url: str | None, older_than: float | None, as_json: bool) -> None:
     """Remove expired responses (and, with --older-than, older ones) to free space now
-    rather than when the size limit is reached."""
+    rather than when the size limit is reached. (Redis needs none: it expires entries itself.)"""
     from ..cache._store import prune_cache
 
-    folder = _resolve_cache_dir(cache_dir)
+    folder, url = _resolve_cache(cache_dir, cache_url)
+    if url is not None:
+        from .._redact import server_url
+
+        if as_json:
+            click.echo(json.dumps({"url": server_url(url), "expired": 0, "old": 0}))
+        else:
+            click.echo(
+                f"Nothing to prune in {server_url(url)}: Redis expires entries itself "
+                "(`httptrack cache clear` removes them all)."
+            )
+        return
+    assert folder is not None
     result = prune_cache(folder, older_than=older_than)
     if as_json:
         click.echo(json.dumps({"directory": str(folder), **result}))

@@ -85,6 +85,8 @@ _ALL = select_list(COLUMN_NAMES)
 _DAY = "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 _FTS = re.compile(r"\+?rowid IN \(SELECT rowid FROM calls_fts WHERE calls_fts MATCH \?\)")
 _COLUMN = re.compile(r'calls\."(\w+)"')
+#: SQLite's compressed bodies read through ``httptrack_body()`` (log/_bodies): text in Postgres.
+_BODY = re.compile(r'httptrack_body\((calls\."\w+")\) AS "\w+"')
 _WHERE_ALL = re.compile(r"\bWHERE 1(?=\s|$)")
 _EDGE = re.compile(r"\b(?:min|max)\(started_at\)")
 _USER = re.compile(r'(?<![\w".])user(?![\w"])')
@@ -98,6 +100,7 @@ def translate(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
         index = sql[: match.start()].count("?")
         params[index] = tsquery(str(params[index]))
         sql = sql[: match.start()] + "search @@ to_tsquery('simple', ?)" + sql[match.end() :]
+    sql = _BODY.sub(r"\1", sql)
     sql = _COLUMN.sub(lambda m: select_list([m.group(1)]), sql)
     for star in ("SELECT calls.* FROM", "SELECT * FROM"):
         sql = sql.replace(star, f"SELECT {_ALL} FROM")

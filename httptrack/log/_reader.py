@@ -146,13 +146,16 @@ class Log:
         except BaseException:
             self.close()
             raise
-        register_functions(connection)  # long bodies are stored compressed: read as text
-        # Every column, in table order, the compressed ones through httptrack_body().
-        ordered = [row[1] for row in connection.execute("PRAGMA table_info(calls)")]
-        self._select_all = ", ".join(
-            f'{BODY_FUNCTION}(calls."{c}") AS "{c}"' if c in COMPRESSED_COLUMNS else f'calls."{c}"'
-            for c in ordered
-        )
+        if isinstance(connection, sqlite3.Connection):
+            register_functions(connection)  # long bodies are stored compressed: read as text
+            # Every column, in table order, the compressed ones through httptrack_body().
+            ordered = [row[1] for row in connection.execute("PRAGMA table_info(calls)")]
+            self._select_all = ", ".join(
+                f'{BODY_FUNCTION}(calls."{c}") AS "{c}"' if c in COMPRESSED_COLUMNS else f'calls."{c}"'
+                for c in ordered
+            )
+        else:  # a Postgres log (log/_pgreader): bodies are text there (TOAST compresses them)
+            self._select_all = "calls.*"
         self._searchable = (
             self._execute("SELECT 1 FROM sqlite_master WHERE name = ?", [FTS_TABLE]).fetchone() is not None
         )
@@ -273,17 +276,20 @@ class Log:
                 return
         # Plain tuples zipped with the names: a third faster than dicts of sqlite3.Row.
         cursor = self._conn.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        decoded = [n for n in JSON_COLUMNS if n in names] if decode_json else []
+        # A Postgres reader's cursor (log/_pgreader) has no description: its rows name their
+        # columns themselves.
+        description = getattr(cursor, "description", None)
+        names: list[str] | None = [d[0] for d in description] if description else None
+        decoded = [n for n in JSON_COLUMNS if names is None or n in names] if decode_json else []
         try:
             while True:
                 batch = cursor.fetchmany(500)
                 if not batch:
                     return
                 for row in batch:
-                    data = dict(zip(names, row, strict=True))
+                    data = dict(zip(names or row.keys(), row, strict=True))
                     for key in decoded:
-                        value = data[key]
+                        value = data.get(key)
                         if value.__class__ is str:
                             data[key] = _loads(value)
                     yield data

@@ -507,7 +507,7 @@ def _zstd() -> _Step:
         except ImportError:
             continue
     try:
-        import zstandard  # type: ignore[import-not-found,unused-ignore]
+        import zstandard
     except ImportError:
         raise ValueError("content-encoding zstd needs the zstandard package") from None
     return _Zstandard(zstandard)

@@ -459,6 +459,7 @@ def restore(record: tuple[Any, ...], db: LogTarget) -> Exchange:
     # app's span (a recovered call is not sent as a live span).
     ex.cache_note, ex.request_parts, ex.request_sent, ex.limit_ticket = None, None, 0, None
     ex.otel_parent = None
+    ex.cache_flight = None
     return ex
 
 

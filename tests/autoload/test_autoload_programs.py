@@ -708,3 +708,25 @@ def test_startup_hook_is_installed(hook: Hook) -> None:
     )
     assert (hook.installed_in / "httptrack.pth").read_bytes() == PTH_SOURCE.read_bytes()
     assert (hook.installed_in / "_httptrack_boot.py").read_bytes() == BOOT_SOURCE.read_bytes()
+
+
+def test_with_a_redis_cache_the_cache_folder_is_not_needed_and_programs_share_answers(
+    hook: Hook, env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    """HTTPTRACK=1 with HTTPTRACK_CACHE_URL: no warning about a cache folder it does not use,
+    and a second run of the program is answered from Redis with the first run's answers."""
+    script = program(tmp_path, PROGRAMS["ollama"])
+    (tmp_path / "a-file").write_text("not a folder")
+    env = {
+        **env,
+        "HTTPTRACK": "1",
+        "HTTPTRACK_CACHE": "on",
+        "HTTPTRACK_CACHE_DIR": str(tmp_path / "a-file" / "cache"),
+        "HTTPTRACK_CACHE_URL": redis_url,
+    }
+    first = run_python(hook, script, "sync", env=env)
+    second = run_python(hook, script, "sync", env=env)
+    assert (first.returncode, first.stderr, second.returncode, second.stderr) == (0, "", 0, "")
+    assert last_json_line(second.stdout) == last_json_line(first.stdout)
+    rows = rows_in(tmp_path / "calls.db")
+    assert [r["cached"] for r in rows] == [0, 0, 1, 1]

@@ -6,6 +6,7 @@ never on sleeps."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import gzip
 import json
@@ -1200,8 +1201,8 @@ def test_size_limit_evicts_the_oldest_stored(db: Path, cache_dir: Path) -> None:
 
     def handler(request: Any) -> Any:
         seen.append(request)
-        prompt = json.loads(request.content)["messages"][0]["content"]
-        body = chat_completion(prompt * 40_000)  # ~200 KB: a file of its own
+        # ~200 KB that does not compress (entries are stored compressed): a file of its own.
+        body = chat_completion(base64.b64encode(os.urandom(150_000)).decode())
         return httpx2.Response(200, headers={"content-type": "application/json"}, json=body)
 
     prompts = [f"p{n}" for n in range(8)]
@@ -1303,8 +1304,8 @@ def test_a_corrupted_entry_is_a_miss_and_is_dropped(db: Path, cache_dir: Path) -
 
 def test_a_damaged_entry_file_is_a_miss(db: Path, cache_dir: Path) -> None:
     big = json.dumps(
-        {"object": "list", "data": [{"id": f"model-{i}"} for i in range(3000)]}
-    ).encode()  # > 32 KiB: a file
+        {"object": "list", "data": [{"id": f"model-{os.urandom(16).hex()}"} for i in range(5000)]}
+    ).encode()  # > 32 KiB once compressed: a file
     seen: list[Any] = []
     with httpx2.Client(
         transport=tracking(httpx2.MockTransport(responder(httpx2, big, seen=seen)), db, cache_dir)
@@ -1487,9 +1488,14 @@ def test_replacing_an_answer_keeps_this_process_memory(db: Path, cache_dir: Path
     with httpx2.Client(transport=tracking(inner, db, cache_dir)) as client:
         other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
         client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
-        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        httptrack.flush()
+        hit = client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
+        assert hit.headers["x-httptrack-cache"] == "HIT"  # read from the folder: now in memory
         store = shared_store(cache_dir, 1 << 30)
-        assert len(store.memory) == 2  # its own replacement did not make it forget
+        assert len(store.memory) == 1
+        assert ask(client, {"X-Httptrack-Cache": "no-cache"}) == (None, "answer 2")
+        httptrack.flush()
+        assert len(store.memory) == 1  # its own replacement did not make it forget
         assert (cache_dir / _cache_store.GENERATION_FILE).exists()
         assert ask(client) == ("HIT", "answer 2")
 
@@ -1506,6 +1512,7 @@ def test_replacing_an_answer_right_after_another_process_cleared_still_forgets(
         other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Another question"}]}
         client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})
         httptrack.flush()
+        client.post(CHAT_URL, json=other, headers={"authorization": "Bearer sk-a"})  # a hit: in memory
         store = shared_store(cache_dir, 1 << 30)
         assert len(store.memory) == 1
         _cache_store.clear_cache(cache_dir)  # as `httptrack cache clear` in another process

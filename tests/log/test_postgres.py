@@ -112,11 +112,15 @@ def _copy_into_postgres(sqlite_db: Path, url: str) -> int:
     """Every row of a SQLite log, written into a Postgres log through its backend."""
     import sqlite3
 
+    from httptrack.log._bodies import BODY_FUNCTION, COMPRESSED_COLUMNS, register_functions
     from httptrack.log._schema import COLUMN_NAMES
 
     conn = sqlite3.connect(sqlite_db)
+    register_functions(conn)  # long bodies are stored compressed in SQLite: copied as text
     try:
-        names = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+        names = ", ".join(
+            f'{BODY_FUNCTION}("{c}")' if c in COMPRESSED_COLUMNS else f'"{c}"' for c in COLUMN_NAMES
+        )
         rows = conn.execute(f"SELECT {names} FROM calls").fetchall()
     finally:
         conn.close()
