@@ -121,6 +121,8 @@ class _Worker:
                 options["cache"] = False
             else:
                 options["cache_dir"] = self.folder / f"{self.variant}-cache"
+            if self.variant == "hit":  # the same request answered again and again, on purpose:
+                os.environ["HTTPTRACK_CACHE_MAX_HITS"] = "0"  # not a loop to break (cache/_guard)
             transport = httptrack.TrackingTransport(transport, **options)
             if not self.flushes:
                 self.flushes.append(httptrack.flush)
