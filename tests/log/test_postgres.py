@@ -340,3 +340,13 @@ def test_limits_with_the_server_down_let_calls_through(tmp_path: Path) -> None:
     for _ in range(3):  # a limit of 1 request: the 2nd and 3rd would be refused if counted
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert fault_counts().get("limits", 0) >= 1
+
+
+def test_url_hides_the_ssl_key_password_too() -> None:
+    """libpq's ``sslpassword=`` (the client key's passphrase) is a credential like
+    ``password=``: not in ``str``/``repr`` and scrubbed from messages."""
+    url = DatabaseURL("postgresql://app@db.internal/calls?sslpassword=k3y-pass&sslmode=require")
+    assert "k3y-pass" not in str(url)
+    assert "k3y-pass" not in repr(url)
+    assert "sslmode=require" in str(url)
+    assert "k3y-pass" not in url.scrub("could not read key with passphrase k3y-pass")
