@@ -236,7 +236,9 @@ class Flight:
             if self.state != LIVE:
                 return
             self.bytes += len(chunk)
-            if self.bytes > self.limit:  # too long to hold for followers: they go themselves
+            # Too long to hold for followers: those still waiting go themselves. One already
+            # mirroring it keeps getting it (failing it would break a call that is fine).
+            if self.bytes > self.limit and self._live is None:
                 self.state = FAILED
                 self.chunks = []
             else:
@@ -258,9 +260,10 @@ class Flight:
         return FlightWait(self, self.version, deadline, (WAITING,))
 
     def live(self) -> LiveEntry:
-        live = self._live
-        if live is None:
-            live = self._live = LiveEntry(self)
+        with self._cond:  # under the lock: ``add`` tells whether anyone mirrors it
+            live = self._live
+            if live is None:
+                live = self._live = LiveEntry(self)
         return live
 
     def figures(self) -> dict[str, Any] | None:

@@ -182,7 +182,8 @@ def export(
 def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise click.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--header")
+        # Not echoed: it may hold a token (``Authorization: Bearer …``, a colon for the ``=``).
+        raise click.BadParameter("expected NAME=VALUE (e.g. authorization=Bearer …)", param_hint="--header")
     return name.strip(), value.strip()
 
 

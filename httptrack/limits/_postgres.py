@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..log._url import DatabaseURL
 from ._counters import CounterState, Event
-from ._sqlite import RESERVATION_TTL, SqliteCounters, read_events, read_usage
+from ._sqlite import LOCK_TIMEOUT, RESERVATION_TTL, SqliteCounters, read_events, read_usage
 
 if TYPE_CHECKING:
     import psycopg
@@ -160,6 +160,14 @@ class PostgresCounters(SqliteCounters):
                 raise RuntimeError(f"{self.url} was unreachable less than {RETRY_SECONDS:g} s ago")
             try:
                 conn = connect(self.url)
+                # A step waits for the limits' lock at most as long as with SQLite: then the
+                # call goes ahead unlimited, the fault reported; a session that holds the
+                # lock and hangs does not hang every app's call.
+                try:
+                    conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{LOCK_TIMEOUT:g}s"])
+                except BaseException:
+                    conn.close()
+                    raise
             except Exception:
                 self._down_until = time.monotonic() + RETRY_SECONDS
                 raise

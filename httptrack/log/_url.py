@@ -18,6 +18,8 @@ __all__ = ["SCHEMES", "DatabaseURL", "LogTarget", "is_database_url", "log_target
 #: The URL schemes that name a Postgres log (libpq's own two).
 SCHEMES = ("postgresql://", "postgres://")
 _MASK = "***"
+#: The libpq query parameters that hold a credential: the password, the client key's passphrase.
+_SECRET_PARAMS = ("password", "sslpassword")
 
 
 def is_database_url(value: object) -> bool:
@@ -31,11 +33,13 @@ class DatabaseURL:
     """A ``postgresql://`` log target. Compares and hashes by its full URL; prints without
     its password (in the authority or in a ``password=`` query parameter)."""
 
-    __slots__ = ("password", "redacted", "url")
+    __slots__ = ("password", "redacted", "secrets", "url")
 
     url: str
     redacted: str
     password: str | None
+    #: Every credential in the URL (the password, an ``sslpassword=``): what :meth:`scrub` masks.
+    secrets: tuple[str, ...]
 
     def __init__(self, url: str) -> None:
         from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,9 +57,12 @@ class DatabaseURL:
         query_pairs = parse_qsl(query, keep_blank_values=True)
         if any(name == "password" for name, _ in query_pairs):
             password = password or next(value for name, value in query_pairs if name == "password")
-            query = urlencode([(n, _MASK if n == "password" else v) for n, v in query_pairs], safe="*")
+        secrets = [value for name, value in query_pairs if name in _SECRET_PARAMS and value]
+        if secrets:
+            query = urlencode([(n, _MASK if n in _SECRET_PARAMS else v) for n, v in query_pairs], safe="*")
         object.__setattr__(self, "url", url)
         object.__setattr__(self, "password", password)
+        object.__setattr__(self, "secrets", tuple({password, *secrets} - {None, ""}))
         object.__setattr__(
             self, "redacted", urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
         )
@@ -83,8 +90,8 @@ class DatabaseURL:
         from urllib.parse import unquote
 
         text = text.replace(self.url, self.redacted)
-        if self.password:
-            for form in {self.password, unquote(self.password)}:
+        for secret in self.secrets:
+            for form in {secret, unquote(secret)}:
                 text = text.replace(form, _MASK)
         return text
 

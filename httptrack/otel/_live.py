@@ -211,12 +211,40 @@ class LiveExporter:
                 self.tokens.record(value, {**attributes, "gen_ai.token.type": kind})
 
     def force_flush(self) -> None:
-        for provider in self.owned:
-            provider.force_flush(FLUSH_MILLIS)
+        _bounded(lambda: [provider.force_flush(FLUSH_MILLIS) for provider in self.owned], "flushed")
 
     def shutdown(self) -> None:
-        for provider in self.owned:
-            provider.shutdown()
+        _bounded(lambda: [provider.shutdown() for provider in self.owned], "flushed at exit")
+
+
+def _bounded(work: Callable[[], object], what: str) -> None:
+    """``work`` (the providers' flush or shutdown), waited for at most ``FLUSH_MILLIS``: an
+    exporter's own timeout and retries against a collector that never answers take 10 s per
+    signal and more, which would hold ``httptrack.flush()``, the writer and exit."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised below, on the caller's thread
+            failed.append(exc)
+
+    try:
+        thread = threading.Thread(target=run, name="httptrack-otel-flush", daemon=True)
+        thread.start()
+    except RuntimeError:  # no new threads (the interpreter is shutting down): as it is
+        work()
+        return
+    thread.join(FLUSH_MILLIS / 1000)
+    if failed:
+        raise failed[0]
+    if thread.is_alive():
+        report_fault(
+            "otel",
+            f"the OpenTelemetry collector did not take the spans and metrics within "
+            f"{FLUSH_MILLIS / 1000:g} s when {what}: httptrack goes on (what the exporters "
+            "still hold may not be sent; the calls are recorded)",
+        )
 
 
 def _endpoint_named(signal: str) -> bool:

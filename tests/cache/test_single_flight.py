@@ -572,3 +572,58 @@ def test_a_thread_never_waits_for_a_response_it_has_not_read_yet(db: Path, cache
         first.close()
         second.close()
     assert first_body == second_body and len(seen) == 2
+
+
+def test_a_follower_of_an_answer_longer_than_the_body_cap_gets_it_whole(db: Path, cache_dir: Path) -> None:
+    """A leader's 2xx longer than ``max_body_bytes`` (a big embeddings batch, images) is not
+    kept in the cache, but a follower already mirroring it still gets all of it: its body
+    does not fail because the answer outgrew what httptrack holds."""
+    big = b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,'
+    chunks = [
+        big + b'"delta":{"content":"%s"},"finish_reason":null}]}\n\n' % (b"x" * 400_000) for _ in range(4)
+    ]
+    chunks.append(
+        b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,'
+        b'"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    go, asked = threading.Event(), threading.Event()
+    seen: list[Any] = []
+    stream_type = type("Gated", (GatedStream, httpx2.SyncByteStream), {})
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        asked.set()
+        return httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=stream_type(chunks, go)
+        )
+
+    transport = tracking(httpx2.MockTransport(handler), db, cache_dir, include_usage=False, max_body_bytes=1)
+    client = httpx2.Client(transport=transport)
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    received: dict[str, list[bytes]] = {"leader": [], "follower": []}
+    errors: list[BaseException] = []
+    first = threading.Event()
+
+    def read(who: str) -> None:
+        try:
+            with client.stream("POST", CHAT_URL, json=body) as reply:
+                for chunk in reply.iter_raw():
+                    received[who].append(chunk)
+                    if who == "follower":
+                        first.set()
+        except Exception as exc:
+            errors.append(exc)
+            first.set()
+
+    leader = threading.Thread(target=read, args=("leader",))
+    leader.start()
+    assert asked.wait(10)
+    follower = threading.Thread(target=read, args=("follower",))
+    follower.start()
+    assert first.wait(10)
+    go.set()
+    leader.join(10)
+    follower.join(10)
+    assert errors == []
+    assert b"".join(received["follower"]) == b"".join(received["leader"]) == b"".join(chunks)
+    assert len(seen) == 1

@@ -340,3 +340,49 @@ def test_limits_with_the_server_down_let_calls_through(tmp_path: Path) -> None:
     for _ in range(3):  # a limit of 1 request: the 2nd and 3rd would be refused if counted
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert fault_counts().get("limits", 0) >= 1
+
+
+def test_url_hides_the_ssl_key_password_too() -> None:
+    """libpq's ``sslpassword=`` (the client key's passphrase) is a credential like
+    ``password=``: not in ``str``/``repr`` and scrubbed from messages."""
+    url = DatabaseURL("postgresql://app@db.internal/calls?sslpassword=k3y-pass&sslmode=require")
+    assert "k3y-pass" not in str(url)
+    assert "k3y-pass" not in repr(url)
+    assert "sslmode=require" in str(url)
+    assert "k3y-pass" not in url.scrub("could not read key with passphrase k3y-pass")
+
+
+def test_limits_do_not_wait_forever_on_a_lock_held_elsewhere(pg_url: str) -> None:
+    """Another session holds the limits' lock and never lets go (a process stuck in its
+    transaction): a call checked against limits waits at most the lock timeout, then goes
+    ahead (unlimited, the fault reported) instead of hanging the app."""
+    import threading
+
+    import psycopg
+
+    from httptrack import Limit
+    from httptrack._fake import mock_transport
+    from httptrack._faults import fault_counts
+    from httptrack.limits._postgres import LIMITS_LOCK
+
+    transport = httptrack.TrackingTransport(
+        mock_transport(httpx2), db=pg_url, cache=False, limits=[Limit(requests=100, per="day")]
+    )
+    client = OpenAI(api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport))
+    ask = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model="gpt-4o-mini", messages=ask)  # connected, schema made
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [LIMITS_LOCK])
+        done = threading.Event()
+
+        def call() -> None:
+            client.chat.completions.create(model="gpt-4o-mini", messages=ask)
+            done.set()
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        finished = done.wait(30)
+        holder.execute("SELECT pg_advisory_unlock(%s)", [LIMITS_LOCK])
+        caller.join(30)
+    assert finished
+    assert fault_counts().get("limits", 0) >= 1

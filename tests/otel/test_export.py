@@ -107,6 +107,19 @@ def test_backfill_to_an_endpoint_that_refuses(db: Path, receiver: Receiver) -> N
     assert "/nope/v1/traces did not accept a batch of 5 spans (0 were sent)" in result.output
 
 
+def test_a_malformed_header_is_not_echoed(db: Path) -> None:
+    """``--header "Authorization: Bearer …"`` (a colon, not ``=``) is refused without
+    printing its value: a token in the error would land in the terminal or the CI log."""
+    record_some_calls(db)
+    result = CliRunner().invoke(
+        cli,
+        ["export", "--format", "otlp", "--endpoint", "http://x", "--header", "Authorization: Bearer t0k-secret",
+         "--db", str(db)],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "NAME=VALUE" in result.output
+    assert "t0k-secret" not in result.output
+
+
 def test_endpoint_is_only_for_otlp(db: Path) -> None:
     record_some_calls(db)
     result = CliRunner().invoke(cli, ["export", "--endpoint", "http://x", "--db", str(db)])

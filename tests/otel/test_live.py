@@ -266,6 +266,35 @@ def test_an_unreachable_collector(db: Path, monkeypatch: pytest.MonkeyPatch) -> 
         _live.reset()
 
 
+def test_a_collector_that_hangs_does_not_hold_flush(db: Path, receiver: Receiver) -> None:
+    """A collector that accepts and never answers: ``httptrack.flush()`` (and so the writer,
+    and exit) waits for httptrack's own exporters at most ``FLUSH_MILLIS``, not the
+    exporters' own timeouts and retries (20 s and more)."""
+    import threading
+
+    from httptrack.otel import _live
+
+    sdk = openai.OpenAI(api_key="sk-test", http_client=client(db))
+    sdk.chat.completions.create(model="gpt-4o", messages=QUESTION)
+    assert httptrack.flush()
+    exporter = _live._get()
+    assert exporter is not None and exporter.owned
+    hung = threading.Event()
+    for provider in exporter.owned:  # as an export to a collector that never answers
+        provider.force_flush = lambda timeout_millis=0: hung.wait(60)
+    done = threading.Event()
+    flusher = threading.Thread(target=lambda: (httptrack.flush(), done.set()), daemon=True)
+    try:
+        sdk.chat.completions.create(model="gpt-4o", messages=QUESTION)
+        flusher.start()
+        returned = done.wait(_live.FLUSH_MILLIS / 1000 * 3)
+    finally:
+        hung.set()
+        flusher.join(60)
+    assert returned
+    assert len(read_rows(db)) == 2
+
+
 async def test_async_client(db: Path, receiver: Receiver) -> None:
     transport = httptrack.AsyncTrackingTransport(
         mock_transport(httpx2), db=db, settings=httptrack.Settings(otel=True)
