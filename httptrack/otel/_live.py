@@ -147,13 +147,12 @@ class LiveExporter:
         if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         # Not shut down by the SDK's own atexit (it would run before httptrack's last rows
         # are written): httptrack's exit flushes the writer first, then this (shutdown()).
-        provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+        provider = TracerProvider(resource=_resource(), shutdown_on_exit=False)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         self.owned.append(provider)
         return provider
@@ -166,10 +165,9 @@ class LiveExporter:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
 
         reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-        provider = MeterProvider(metric_readers=[reader], resource=Resource.create(), shutdown_on_exit=False)
+        provider = MeterProvider(metric_readers=[reader], resource=_resource(), shutdown_on_exit=False)
         self.owned.append(provider)
         return provider
 
@@ -245,6 +243,31 @@ def _bounded(work: Callable[[], object], what: str) -> None:
             f"{FLUSH_MILLIS / 1000:g} s when {what}: httptrack goes on (what the exporters "
             "still hold may not be sent; the calls are recorded)",
         )
+
+
+def _resource() -> Any:
+    """The SDK's resource for httptrack's own providers (``OTEL_SERVICE_NAME``,
+    ``OTEL_RESOURCE_ATTRIBUTES`` and the SDK's detectors)."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+
+    try:
+        return Resource.create()
+    except RuntimeError:
+        # At interpreter exit (a script whose calls ended just before it did, so the writer's
+        # first batch comes at exit): the SDK's detection runs in a thread pool, which can no
+        # longer be made then. What the variables say, and the SDK's own attributes.
+        from opentelemetry.sdk.version import __version__ as sdk_version
+
+        resource = Resource(
+            {
+                "telemetry.sdk.language": "python",
+                "telemetry.sdk.name": "opentelemetry",
+                "telemetry.sdk.version": sdk_version,
+            }
+        ).merge(OTELResourceDetector().detect())
+        if not resource.attributes.get(SERVICE_NAME):
+            resource = resource.merge(Resource({SERVICE_NAME: "unknown_service"}))
+        return resource
 
 
 def _endpoint_named(signal: str) -> bool:

@@ -87,3 +87,40 @@ def test_a_call_span_is_a_child_of_the_apps_span(tmp_path: Path, receiver: Recei
         "chat gpt-4o": "httptrack-writer",
         "chat gpt-4o-mini": "httptrack-writer",
     }
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import httpx2, openai
+    import httptrack
+    from httptrack._fake import mock_transport
+
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=sys.argv[1], cache=False)
+    sdk = openai.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=transport))
+    made = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    print(made.headers["x-httptrack-call-id"])
+    """
+)
+
+
+def test_a_script_that_ends_at_once_still_sends_its_span(tmp_path: Path, receiver: Receiver) -> None:
+    """A script's one call, its end right after: the writer's first batch (and httptrack's own
+    providers) come at interpreter exit, when the SDK can no longer make a thread pool."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HTTPTRACK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    env["HTTPTRACK_OTEL"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "calls.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert receiver.wait_for(lambda: len(receiver.spans) == 1), done.stderr
+    span = receiver.span_for(done.stdout.strip())
+    assert span.resource["service.name"] == "otel-test-app"  # OTEL_SERVICE_NAME, as ever
