@@ -21,7 +21,9 @@ The contract, whatever the engine:
   a key when nobody holds an unexpired one, atomically for every process sharing the
   storage; ``held(key)`` says whether someone (this process included) holds one;
   ``release(key)`` gives it up. A lease expires by itself after ``seconds``, so a holder
-  that dies (``kill -9``) blocks nobody for longer than that. Leases are not entries: they
+  that dies (``kill -9``) blocks nobody for longer than that (the folder storage's POSIX
+  record locks: another process's lease lasts until given up, but not past its holder's
+  death). Leases are not entries: they
   are never returned by ``get``, counted, evicted with entries or listed.
 - **Changes** (misses answered from memory): ``changes_since(cursor)`` lists the keys stored
   since ``cursor`` by any process, so that the policy keeps an in-memory membership filter

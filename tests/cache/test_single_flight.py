@@ -627,3 +627,51 @@ def test_a_follower_of_an_answer_longer_than_the_body_cap_gets_it_whole(db: Path
     assert errors == []
     assert b"".join(received["follower"]) == b"".join(received["leader"]) == b"".join(chunks)
     assert len(seen) == 1
+
+
+# -- the folder's leases ----------------------------------------------------------------------
+
+LEASE_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from httptrack.cache._store import EntryStore
+
+    store = EntryStore(Path(sys.argv[1]), None)
+    taken = store.acquire("k1", 60), store.acquire("k2", 60)
+    store.release("k2")
+    print(*taken, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_folder_lease_is_taken_once_across_processes_and_freed_when_its_holder_dies(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    from httptrack.cache._store import EntryStore
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LEASE_HOLDER, str(cache_dir)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().split() == ["True", "True"]
+        store = EntryStore(cache_dir, None)
+        assert store.acquire("k1", 60) is False and store.held("k1")
+        assert not store.held("k2") and store.acquire("k2", 60) is True  # given back
+        assert store.acquire("k2", 60) is False  # this process holds it now (another thread)
+        store.release("k1")  # not its lease: left to its holder
+        assert store.held("k1") and store.acquire("k1", 60) is False
+        assert store.acquire("k3", 0.001) is True
+        time.sleep(0.01)
+        assert store.acquire("k3", 60) is True  # its own lease, expired: taken again
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    assert not store.held("k1") and store.acquire("k1", 60) is True  # its holder died
+    store.release("k1")
+    store.release("k2")
+    store.release("k3")
+    assert not store.held("k2")
