@@ -75,7 +75,10 @@ GENERATION_CHECK_INTERVAL = 1.0
 SQLITE_CACHE_PAGES = 256
 #: Single-flight leases: a lock on one byte of this file per key being fetched (POSIX), or
 #: one folder per key where there are no such locks (see :meth:`EntryStore.acquire`).
-LEASES_FILE = "leases.lock"
+LEASES_FILE = "leases.{}.lock"
+#: How many such files: the kernel walks a file's locks on every lock taken, and a writer
+#: behind by thousands of answers holds thousands of leases (~5 ns each per walk).
+LEASE_FILES = 16
 LEASES_FOLDER = "leases"
 #: ``changes_since`` lists keys stored this many seconds before its cursor again: a write
 #: committed late (its ``store_time`` is when its ``set`` ran) is still seen.
@@ -411,8 +414,8 @@ class EntryStore:
 
     # -- single-flight leases (any thread) --------------------------------------------------
     #
-    # Where POSIX record locks exist, a lease is a lock on one byte of ``leases.lock`` (at an
-    # offset drawn from the key): taking one and giving it up cost one system call each
+    # Where POSIX record locks exist, a lease is a lock on one byte of ``leases.<n>.lock``
+    # (the file and the offset drawn from the key): taking one and giving it up cost one system call each
     # (~1 µs; a folder made and removed costs ~70 µs of CPU on ext4), involve neither
     # diskcache's index nor its lock, and the kernel gives a lease up when its holder dies
     # (``kill -9`` included), so it blocks nobody after that. Record locks belong to a
@@ -426,8 +429,11 @@ class EntryStore:
     # mtime): a holder that died blocks nobody for longer. Two processes that find the same
     # expired lease at once may both take it: at worst one more call is sent.
 
-    def _lease_fd(self) -> int | None:
-        path = os.path.join(self.directory, LEASES_FILE)
+    def _lease_fd(self, key: str) -> tuple[int | None, int]:
+        """The open file that holds ``key``'s lease and its offset there."""
+        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        offset = h >> 6  # the same in every process
+        path = os.path.join(self.directory, LEASES_FILE.format(h % LEASE_FILES))
         fd = _lease_files.get(path)
         if fd is None:
             with _lease_files_lock:
@@ -439,15 +445,15 @@ class EntryStore:
                         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
                         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
                     except OSError:
-                        return None
+                        return None, offset
                     _lease_files[path] = fd
-        return fd
+        return fd, offset
 
     def acquire(self, key: str, seconds: float) -> bool:
         self._lease_seconds = seconds
         if fcntl is None:
             return self._acquire_folder(key, seconds)
-        fd = self._lease_fd()
+        fd, offset = self._lease_fd(key)
         if fd is None:  # unwritable: nobody can hold it either; no waiting
             return True
         with self._lease_lock:
@@ -459,7 +465,7 @@ class EntryStore:
                 self._held[key] = now + seconds  # expired: taken over
                 return True
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _lease_offset(key))
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError as exc:
                 # Another process holds it; any other error: no locks on this file
                 # system, so nobody to wait for.
@@ -470,14 +476,13 @@ class EntryStore:
     def held(self, key: str) -> bool:
         if fcntl is None:
             return self._held_folder(key)
-        fd = self._lease_fd()
+        fd, offset = self._lease_fd(key)
         if fd is None:
             return False
         with self._lease_lock:
             until = self._held.get(key)
             if until is not None:
                 return time.monotonic() < until
-            offset = _lease_offset(key)
             try:  # free if this process can take it (given back at once)
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError as exc:
@@ -493,10 +498,10 @@ class EntryStore:
         with self._lease_lock:
             if self._held.pop(key, None) is None:
                 return  # not this process's lease: left to its holder
-            fd = _lease_files.get(os.path.join(self.directory, LEASES_FILE))
+            fd, offset = self._lease_fd(key)
             if fd is not None:
                 with contextlib.suppress(OSError):
-                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, _lease_offset(key))
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
 
     def _lease_path(self, key: str) -> str:
         return os.path.join(self.directory, LEASES_FOLDER, key)
@@ -836,14 +841,9 @@ def _key(directory: Path) -> str:
     return os.path.abspath(os.path.expanduser(directory))
 
 
-#: The open ``leases.lock`` of each cache folder (by path), never closed (see ``_lease_fd``).
+#: The open ``leases.<n>.lock`` files (by path), never closed (see ``_lease_fd``).
 _lease_files: dict[str, int] = {}
 _lease_files_lock = threading.Lock()
-
-
-def _lease_offset(key: str) -> int:
-    """Where ``key``'s lease lies in ``leases.lock``: the same in every process."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 2
 
 
 def shared_store(directory: Path, size_limit: int | None = None) -> EntryStore:
