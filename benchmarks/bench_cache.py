@@ -398,7 +398,7 @@ def realistic_answers() -> dict[str, tuple[bytes, ...]]:
 
 
 def compression(repeat: int) -> str:
-    from httptrack.cache._store import CacheEntry, decode_entry, encode_entry
+    from httptrack.cache._entry import CacheEntry, decode_entry, encode_entry
 
     lines = [
         f"{'answer':30} {'raw (before)':>13} {'zstd':>9} {'saved':>7} "

@@ -43,8 +43,8 @@ from ..log._schema import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
     from .._exchange import Exchange
+    from ._entry import CacheEntry
     from ._storage import CacheStorage
-    from ._store import CacheEntry
 
 __all__ = [
     "DONE",

@@ -26,6 +26,7 @@ from .._errors import CacheMiss
 from .._faults import report_fault
 from .._redact import CREDENTIAL_IN_RESPONSE, is_secret_header, render_url
 from .._settings import Settings, SettingsError, parse_duration
+from ._entry import CacheEntry
 from ._flight import (
     DONE,
     LIVE,
@@ -42,7 +43,7 @@ from ._flight import (
 from ._guard import WINDOW, guard
 from ._key import body_digest, request_key
 from ._storage import CacheStorage
-from ._store import CacheEntry, shared_store
+from ._store import shared_store
 
 if TYPE_CHECKING:
     from .._exchange import BuiltRow, Exchange

@@ -1,7 +1,7 @@
 """The response cache in Redis: one cache for every process, on every machine, that names
 the same server (``HTTPTRACK_CACHE_URL=redis://host:6379/0``).
 
-The same entries as the cache folder (``_store.encode_entry``: httptrack's checksummed
+The same entries as the cache folder (``_entry.encode_entry``: httptrack's checksummed
 format, never pickled), under the same keys (a keyed hash whose salt lives in Redis, made
 once by whichever process comes first), in the same modes. What Redis does itself:
 
@@ -19,7 +19,7 @@ waiting on a dead server each time), then tried again. Each failure is a trackin
 (``cache_open``, ``cache_read``, ``cache_write``), reported with the server's URL less its
 password.
 
-Like the folder, each process keeps recent entries in memory (``_store._Memory``) and
+Like the folder, each process keeps recent entries in memory (``_entry.Memory``) and
 forgets them when told: ``httptrack cache clear`` and an answer stored by ``refresh`` bump a
 generation counter in Redis, which every process reads (with the salt) at most once a second.
 
@@ -35,10 +35,9 @@ import threading
 import time
 from typing import Any
 
-from .._errors import CorruptEntry
 from .._faults import FaultKind, report_fault
 from .._redact import server_url
-from ._store import MEMORY_BYTES, MEMORY_ENTRY_BYTES, CacheEntry, _Memory, decode_entry, encode_entry
+from ._entry import MEMORY_BYTES, MEMORY_ENTRY_BYTES, CacheEntry, Memory, encode_entry, remember
 
 __all__ = [
     "BREAKER_SECONDS",
@@ -97,7 +96,7 @@ class RedisStore:
         self.url = url
         #: The URL as messages show it (no password).
         self.shown_url = server_url(url)
-        self.memory = _Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
+        self.memory = Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
         self._lock = threading.Lock()
         self._client: Any = None
         self._salt: bytes | None = None
@@ -243,14 +242,7 @@ class RedisStore:
         self._succeeded()
         if blob is None:
             return None
-        try:
-            entry = decode_entry(blob)
-        except CorruptEntry as exc:
-            report_fault("cache_corrupt", f"a damaged response cache entry was dropped ({exc})")
-            self.drop(key)
-            return None
-        self.memory.put(key, entry)
-        return entry
+        return remember(key, blob, self.memory, self.drop)
 
     def drop(self, key: str) -> None:
         self.memory.discard(key)

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._store import CacheEntry
+    from ._entry import CacheEntry
 
 __all__ = ["CacheStorage"]
 

@@ -21,16 +21,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import secrets
 import sqlite3
-import struct
 import threading
 import time
-import zlib
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +34,15 @@ try:
 except ImportError:  # pragma: no cover - Windows: leases are folders
     fcntl = None  # type: ignore[assignment]
 
-from .._errors import CorruptEntry
 from .._faults import FaultKind, report_fault
-from .._streams import ReplayChunks
+from ._entry import MEMORY_BYTES, MEMORY_ENTRY_BYTES, CacheEntry, Memory, encode_entry, remember
 
 __all__ = [
     "GENERATION_FILE",
-    "CacheEntry",
-    "CorruptEntry",
     "EntryStore",
     "bump_generation",
     "cache_stats",
     "clear_cache",
-    "decode_entry",
-    "encode_entry",
     "make_private",
     "prune_cache",
     "shared_store",
@@ -66,9 +56,6 @@ WRITE_ATTEMPTS = 20
 PUT_BATCH = 100
 #: After the folder fails to open or a write fails, wait this long before trying again.
 RETRY_AFTER = 30.0
-#: The in-process memory of recent entries: total bytes, and the largest entry kept.
-MEMORY_BYTES = 16 * 1024 * 1024
-MEMORY_ENTRY_BYTES = 1024 * 1024
 GENERATION_FILE = "httptrack.generation"
 GENERATION_CHECK_INTERVAL = 1.0
 #: SQLite page cache per connection to the index (pages of 4 KiB: 1 MiB).
@@ -84,198 +71,6 @@ LEASES_FOLDER = "leases"
 #: committed late (its ``store_time`` is when its ``set`` ran) is still seen.
 CHANGES_MARGIN = 5.0
 
-_MAGIC = b"HTC\x01"
-#: The same format, its body (the chunks, joined) compressed as one zstd frame.
-_MAGIC_ZSTD = b"HTC\x02"
-_HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
-#: Bodies at least this long are stored compressed (zstd): LLM answers are JSON or SSE, which
-#: compress 3-10x; below this the saving is a few hundred bytes of a page diskcache's index
-#: holds anyway.
-COMPRESS_ABOVE = 1024
-#: zstd's level: 3 is its default (hundreds of MB/s; higher levels cost more CPU than the
-#: bytes they save are worth here).
-COMPRESS_LEVEL = 3
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """One stored response: exactly what the inner transport gave (status, headers, body
-    chunks, still content-encoded), the figures of the call that fetched it, and when."""
-
-    status: int
-    headers: tuple[tuple[bytes, bytes], ...]
-    chunks: tuple[bytes, ...]
-    #: Token figures and cost of the original call (``calls`` column names).
-    figures: dict[str, Any]
-    #: When it was stored (the cache's clock) and for how many seconds it may be served.
-    created: float
-    ttl: float
-    #: What the request was, for messages and listings: method, url (no credentials),
-    #: model, provider, operation, call_id of the original call, stream.
-    info: dict[str, Any] = field(default_factory=dict)
-    #: The headers as a ready ``Headers`` object, per response class (httpx's or httpx2's),
-    #: so each hit copies a list instead of normalizing every header again.
-    prepared: dict[type, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def size(self) -> int:
-        """About the memory it holds (what bounds the in-process memory of entries): the
-        bytes, and what Python objects cost around them (a bytes object ~33 bytes, a dict
-        item ~100, the figures' texts such as the response text)."""
-        size = sum(map(len, self.chunks)) + 40 * len(self.chunks) + 1024
-        size += sum(len(k) + len(v) + 120 for k, v in self.headers)
-        for value in self.figures.values():
-            size += 100 + (len(value) if isinstance(value, str) else 0)
-        return size + 100 * len(self.info)
-
-    def stream(self, response_class: type) -> ReplayChunks:
-        """The body for a hit: the recorded chunks, as an inner stream."""
-        return ReplayChunks(self.chunks)
-
-    def fresh(self, now: float, ttl: float) -> bool:
-        """Younger than both the TTL it was stored with and ``ttl`` (the one that applies
-        to the request now: a shorter TTL configured later takes effect at once)."""
-        return now < self.created + min(self.ttl, ttl)
-
-
-#: json.dumps(..., separators=(",", ":")), made once (json.dumps builds an encoder per call).
-_encode_meta = json.JSONEncoder(separators=(",", ":")).encode
-
-
-_codecs = threading.local()
-
-
-def _compress(body: bytes) -> bytes:
-    compressor = getattr(_codecs, "compressor", None)
-    if compressor is None:
-        import zstandard
-
-        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
-    return compressor.compress(body)
-
-
-def _decompress(data: bytes, size: int) -> bytes:
-    decompressor = getattr(_codecs, "decompressor", None)
-    if decompressor is None:
-        import zstandard
-
-        decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
-    # The frame says its size; at most what the metadata says the chunks add up to.
-    return decompressor.decompress(data, max_output_size=size)
-
-
-def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE) -> bytes:
-    """The bytes stored for ``entry``: a head, the metadata (JSON), the body; the body as
-    one zstd frame when at least ``compress_above`` bytes long (``None``: never) and
-    smaller so."""
-    meta = _encode_meta(
-        {
-            "status": entry.status,
-            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in entry.headers],
-            "chunks": [len(c) for c in entry.chunks],
-            "figures": entry.figures,
-            "created": entry.created,
-            "ttl": entry.ttl,
-            "info": entry.info,
-        }
-    ).encode("utf-8")
-    body = b"".join(entry.chunks)
-    magic = _MAGIC
-    if compress_above is not None and len(body) >= compress_above:
-        packed = _compress(body)
-        if len(packed) < len(body):
-            body, magic = packed, _MAGIC_ZSTD
-    crc = zlib.crc32(body, zlib.crc32(meta))
-    return b"".join((_HEAD.pack(magic, crc, len(meta)), meta, body))
-
-
-def decode_entry(blob: object) -> CacheEntry:
-    """The entry in ``blob``; :class:`CorruptEntry` for anything but an intact one."""
-    if not isinstance(blob, bytes) or len(blob) < _HEAD.size:
-        raise CorruptEntry("not an httptrack cache entry")
-    magic, crc, meta_len = _HEAD.unpack_from(blob)
-    if magic not in (_MAGIC, _MAGIC_ZSTD):
-        raise CorruptEntry("not an httptrack cache entry (or written by another version)")
-    view = memoryview(blob)[_HEAD.size :]
-    if zlib.crc32(view) != crc:
-        raise CorruptEntry("checksum mismatch")
-    try:
-        meta = json.loads(bytes(view[:meta_len]))
-        sizes = meta["chunks"]
-        start = _HEAD.size + meta_len
-        if any(not isinstance(n, int) or n < 0 for n in sizes):
-            raise CorruptEntry("chunk sizes do not add up")
-        if magic == _MAGIC_ZSTD:
-            blob = _decompress(blob[start:], sum(sizes))
-            start = 0
-        if sum(sizes) != len(blob) - start:
-            raise CorruptEntry("chunk sizes do not add up")
-        chunks = []
-        for size in sizes:
-            chunks.append(blob[start : start + size])
-            start += size
-        headers = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in meta["headers"])
-        return CacheEntry(
-            status=int(meta["status"]),
-            headers=headers,
-            chunks=tuple(chunks),
-            figures=dict(meta["figures"]),
-            created=float(meta["created"]),
-            ttl=float(meta["ttl"]),
-            info=dict(meta.get("info") or {}),
-        )
-    except CorruptEntry:
-        raise
-    except Exception as exc:  # a checksum-valid blob of the wrong shape: treat alike
-        raise CorruptEntry(f"unreadable entry: {exc!r}") from None
-
-
-class _Memory:
-    """Recent entries by key, least recently used dropped first, bounded by bytes."""
-
-    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
-        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
-        self._bytes = 0
-        self.max_bytes = max_bytes
-        self.max_entry_bytes = max_entry_bytes
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> CacheEntry | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
-
-    def put(self, key: str, entry: CacheEntry) -> None:
-        size = entry.size
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.size
-            if size > self.max_entry_bytes:
-                return
-            self._entries[key] = entry
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.size
-
-    def discard(self, key: str) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.size
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 _UNSET: Any = object()
 
 
@@ -287,7 +82,7 @@ class EntryStore:
         #: The limit this process asks for (the most recently made transport that named
         #: one); ``None``: the folder's own (diskcache's default, 1 GiB, for a new folder).
         self.size_limit = size_limit
-        self.memory = _Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
+        self.memory = Memory(MEMORY_BYTES, MEMORY_ENTRY_BYTES)
         self._lock = threading.Lock()
         self._disk: Any = None
         self._salt: bytes | None = None
@@ -382,14 +177,7 @@ class EntryStore:
             return None
         if blob is None:
             return None
-        try:
-            entry = decode_entry(blob)
-        except CorruptEntry as exc:
-            report_fault("cache_corrupt", f"a damaged response cache entry was dropped ({exc})")
-            self.drop(key)
-            return None
-        self.memory.put(key, entry)
-        return entry
+        return remember(key, blob, self.memory, self.drop)
 
     def drop(self, key: str) -> None:
         self.memory.discard(key)

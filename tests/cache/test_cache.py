@@ -33,8 +33,9 @@ import httptrack
 from httptrack._fake import RecordedRequest, mock_transport
 from httptrack._faults import fault_counts
 from httptrack.cache import _store as _cache_store
+from httptrack.cache._entry import CacheEntry, CorruptEntry, decode_entry, encode_entry
 from httptrack.cache._policy import ResponseCache
-from httptrack.cache._store import CacheEntry, decode_entry, encode_entry, shared_store
+from httptrack.cache._store import shared_store
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -1541,10 +1542,10 @@ def test_entries_round_trip_and_damage_is_detected() -> None:
     for position in range(len(blob)):
         damaged = bytearray(blob)
         damaged[position] ^= 0x01
-        with pytest.raises(_cache_store.CorruptEntry):
+        with pytest.raises(CorruptEntry):
             decode_entry(bytes(damaged))
     for cut in (0, 5, 12, len(blob) - 1):
-        with pytest.raises(_cache_store.CorruptEntry):
+        with pytest.raises(CorruptEntry):
             decode_entry(blob[:cut])
 
 

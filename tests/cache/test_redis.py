@@ -30,8 +30,8 @@ import httptrack
 from httptrack._fake import RecordedRequest, mock_transport
 from httptrack._faults import fault_counts
 from httptrack.cache import _redis
+from httptrack.cache._entry import decode_entry, encode_entry
 from httptrack.cache._redis import ENTRY_PREFIX, GENERATION_KEY, SALT_KEY, RedisStore, shared_redis_store
-from httptrack.cache._store import decode_entry, encode_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -451,7 +451,7 @@ def test_cli_stats_and_clear_on_redis(db: Path, redis_url: str, monkeypatch: pyt
 
 
 def entry(answer: str, ttl: float = 3600.0) -> Any:
-    from httptrack.cache._store import CacheEntry
+    from httptrack.cache._entry import CacheEntry
 
     return CacheEntry(status=200, headers=(), chunks=(answer.encode(),), figures={}, created=0.0, ttl=ttl)
 

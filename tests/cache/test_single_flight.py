@@ -494,7 +494,8 @@ def test_a_busy_index_during_eviction_is_counted_without_a_traceback(
 
 
 def test_large_entries_are_stored_compressed_and_replayed_byte_for_byte(db: Path, cache_dir: Path) -> None:
-    from httptrack.cache._store import _MAGIC_ZSTD, decode_entry, shared_store
+    from httptrack.cache._entry import _MAGIC_ZSTD, decode_entry
+    from httptrack.cache._store import shared_store
 
     seen: list[RecordedRequest] = []
     client = openai.OpenAI(

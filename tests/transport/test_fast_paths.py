@@ -20,8 +20,9 @@ import pytest
 
 from httptrack import _exchange, _redact
 from httptrack._json import loads_bytes, loads_text
+from httptrack.cache._entry import CacheEntry
 from httptrack.cache._key import _canonical_digest
-from httptrack.cache._store import CacheEntry, EntryStore
+from httptrack.cache._store import EntryStore
 from httptrack.log import _rollup
 from httptrack.log._schema import COLUMN_NAMES
 from httptrack.log._sqlite import ROWS_PER_INSERT, _insert, connect, migrate
