@@ -68,7 +68,10 @@ DB = os.environ["DB"]
 transport = httptrack.TrackingTransport(mock_transport(httpx2), db=DB, cache=False)
 client = openai.OpenAI(api_key="sk-test-not-real", base_url="https://api.openai.com/v1",
                        http_client=httpx2.Client(transport=transport), max_retries=0)
-PAD = "lorem ipsum " * int(os.environ.get("PAD_WORDS", "1"))
+# Random words: bodies are stored compressed, and a repeated one would shrink to nothing (the
+# disk-full scenario would then never fill its disk).
+PAD_WORDS = int(os.environ.get("PAD_WORDS", "1"))
+PAD = "lorem ipsum " + " ".join(os.urandom(5).hex() for _ in range(PAD_WORDS // 2))
 
 def call(i, user=None):
     extra = {"X-Httptrack-User": user} if user else None
