@@ -52,6 +52,8 @@ _MACHINE = textwrap.dedent(
         result["statuses"].append(raw.headers.get("x-httptrack-cache"))
         return raw.parse().choices[0].message.content
 
+    print("ready", flush=True)  # then all the machines start together (the test says "go")
+    sys.stdin.readline()
     if role == "shared":
         result["answer"] = ask("What is the capital of France?")
     else:
@@ -95,14 +97,28 @@ def machine_env(tmp_path: Path, name: str, pg_url: str, redis_url: str) -> dict[
     return env
 
 
-def start(tmp_path: Path, name: str, role: str, pg_url: str, redis_url: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", _MACHINE, role, json.dumps(PRICES)],
-        env=machine_env(tmp_path, name, pg_url, redis_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start(*machines: tuple[Path, str, str, str, str]) -> list[subprocess.Popen[str]]:
+    """Start the ``machines`` (each ``tmp_path, name, role, pg_url, redis_url``) and, once
+    every one has made its client (Python and the SDK imported: seconds apart on a busy
+    machine), let them all go at once."""
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MACHINE, role, json.dumps(PRICES)],
+            env=machine_env(tmp_path, name, pg_url, redis_url),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tmp_path, name, role, pg_url, redis_url in machines
+    ]
+    for process in running:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in running:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return running
 
 
 def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -130,8 +146,8 @@ def test_three_machines_share_one_log_one_cache_one_budget(
     tmp_path: Path, pg_url: str, redis_url: str
 ) -> None:
     # One cache: A asks, B gets A's answer from Redis without sending anything.
-    first = finish(start(tmp_path, "a", "shared", pg_url, redis_url))
-    second = finish(start(tmp_path, "b", "shared", pg_url, redis_url))
+    (first,) = [finish(p) for p in start((tmp_path, "a", "shared", pg_url, redis_url))]
+    (second,) = [finish(p) for p in start((tmp_path, "b", "shared", pg_url, redis_url))]
     assert (first["statuses"], first["requests"]) == (["MISS"], 1)
     assert (second["statuses"], second["requests"]) == (["HIT"], 0)
     assert second["answer"] == first["answer"]
@@ -141,7 +157,7 @@ def test_three_machines_share_one_log_one_cache_one_budget(
     assert shared[1]["cost_usd"] == 0
 
     # One budget: the three spend at once until it is refused to each of them.
-    running = [start(tmp_path, name, name, pg_url, redis_url) for name in MACHINES]
+    running = start(*[(tmp_path, name, name, pg_url, redis_url) for name in MACHINES])
     results = [finish(process) for process in running]
     assert all(r["ok"] > 0 and r["refused"] >= 1 for r in results), results
     calls = rows(pg_url, "SELECT service, status, error_code, cost_usd, cached FROM calls")
