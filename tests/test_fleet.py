@@ -73,6 +73,9 @@ _MACHINE = textwrap.dedent(
                 break
             else:
                 result["ok"] += 1
+            if i == 0:  # each machine's first question asked, the three go on together
+                print("asked", flush=True)
+                sys.stdin.readline()
     result["requests"] = len(seen)
     result["flushed"] = httptrack.flush(60)
     print(json.dumps(result))
@@ -112,13 +115,18 @@ def start(*machines: tuple[Path, str, str, str, str]) -> list[subprocess.Popen[s
         )
         for tmp_path, name, role, pg_url, redis_url in machines
     ]
+    together(running, "ready")
+    return running
+
+
+def together(running: list[subprocess.Popen[str]], said: str) -> None:
+    """Once every machine has said ``said``, tell them all to go on."""
     for process in running:
-        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        assert process.stdout is not None and process.stdout.readline() == f"{said}\n"
     for process in running:
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
-    return running
 
 
 def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -158,6 +166,7 @@ def test_three_machines_share_one_log_one_cache_one_budget(
 
     # One budget: the three spend at once until it is refused to each of them.
     running = start(*[(tmp_path, name, name, pg_url, redis_url) for name in MACHINES])
+    together(running, "asked")  # each asked once with the budget whole: three reservations fit
     results = [finish(process) for process in running]
     assert all(r["ok"] > 0 and r["refused"] >= 1 for r in results), results
     calls = rows(pg_url, "SELECT service, status, error_code, cost_usd, cached FROM calls")
