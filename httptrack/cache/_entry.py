@@ -3,11 +3,16 @@
 format (:func:`encode_entry` / :func:`decode_entry`; never pickled, so a store someone else
 can write to cannot run code in the app), and the in-process memory of recent entries each
 storage keeps in front of itself.
+
+The cache folder stores an answer whose call's row holds its exact bytes *by reference*
+(:attr:`CacheEntry.source`, see ``_rows``): the entry keeps what the row cannot give back,
+and its body and figures are read from the row when it is read from the folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import threading
 import zlib
@@ -26,6 +31,8 @@ __all__ = [
     "CacheEntry",
     "CorruptEntry",
     "Memory",
+    "RowGone",
+    "RowUnreadable",
     "decode_entry",
     "encode_entry",
     "remember",
@@ -38,6 +45,8 @@ MEMORY_ENTRY_BYTES = 1024 * 1024
 _MAGIC = b"HTC\x01"
 #: The same format, its body (the chunks, joined) compressed as one zstd frame.
 _MAGIC_ZSTD = b"HTC\x02"
+#: The same metadata and no body: body and figures are read from the call's row (``_rows``).
+_MAGIC_ROW = b"HTC\x03"
 _HEAD = struct.Struct(">4sII")  # magic, CRC-32 of everything after the head, metadata length
 #: Bodies at least this long are stored compressed (zstd): LLM answers are JSON or SSE, which
 #: compress 3-10x; below this the saving is a few hundred bytes of a page diskcache's index
@@ -46,6 +55,16 @@ COMPRESS_ABOVE = 1024
 #: zstd's level: 3 is its default (hundreds of MB/s; higher levels cost more CPU than the
 #: bytes they save are worth here).
 COMPRESS_LEVEL = 3
+
+
+class RowGone(CorruptEntry):
+    """The call's row an entry reads its answer from is gone (pruned, its body pruned, the
+    log deleted), or no longer holds that answer: a miss, and the entry is dropped."""
+
+
+class RowUnreadable(Exception):
+    """The call log an entry reads its answer from cannot be read right now (locked, an
+    I/O error): a miss, the entry kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,10 @@ class CacheEntry:
     #: The headers as a ready ``Headers`` object, per response class (httpx's or httpx2's),
     #: so each hit copies a list instead of normalizing every header again.
     prepared: dict[type, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Where the call log holds this answer's exact bytes and figures: the log's path and
+    #: the call's id (set by the writer once the row is written; ``None``: the entry must
+    #: carry them itself). Only the cache folder stores by reference (Redis: full entries).
+    source: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -90,7 +113,25 @@ class CacheEntry:
 
 
 #: json.dumps(..., separators=(",", ":")), made once (json.dumps builds an encoder per call).
-_encode_meta = json.JSONEncoder(separators=(",", ":")).encode
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_msgspec_encode: Callable[[Any], bytes] | None = None
+
+
+def _encode_meta(meta: dict[str, Any]) -> bytes:
+    """``meta`` as JSON bytes: by msgspec (a tenth of json's time; imported on first use),
+    or json for what JSON has no number for (an infinite TTL: msgspec would write null)."""
+    global _msgspec_encode
+    if not math.isfinite(meta["ttl"]):
+        return _encode_json(meta).encode("utf-8")
+    encode = _msgspec_encode
+    if encode is None:
+        import msgspec
+
+        encode = _msgspec_encode = msgspec.json.Encoder().encode
+    try:
+        return encode(meta)
+    except Exception:  # a value msgspec will not take (a lone surrogate): json says what it can
+        return _encode_json(meta).encode("utf-8")
 
 
 _codecs = threading.local()
@@ -115,10 +156,32 @@ def _decompress(data: bytes, size: int) -> bytes:
     return decompressor.decompress(data, max_output_size=size)
 
 
-def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE) -> bytes:
+def encode_entry(
+    entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABOVE, by_reference: bool = False
+) -> bytes:
     """The bytes stored for ``entry``: a head, the metadata (JSON), the body; the body as
     one zstd frame when at least ``compress_above`` bytes long (``None``: never) and
-    smaller so."""
+    smaller so. With ``by_reference``, an entry whose call's row holds its answer
+    (:attr:`CacheEntry.source`) is stored as a head and metadata only: which row, and the
+    size and CRC-32 of the bytes it must give back."""
+    source = entry.source
+    if by_reference and source is not None:
+        crc = 0
+        for chunk in entry.chunks:
+            crc = zlib.crc32(chunk, crc)
+        sizes = [len(c) for c in entry.chunks]
+        meta = _encode_meta(
+            {
+                "status": entry.status,
+                "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in entry.headers],
+                "chunks": sizes,
+                "created": entry.created,
+                "ttl": entry.ttl,
+                "info": entry.info,
+                "row": [source[0], source[1], sum(sizes), crc],
+            }
+        )
+        return b"".join((_HEAD.pack(_MAGIC_ROW, zlib.crc32(meta), len(meta)), meta))
     meta = _encode_meta(
         {
             "status": entry.status,
@@ -129,7 +192,7 @@ def encode_entry(entry: CacheEntry, *, compress_above: int | None = COMPRESS_ABO
             "ttl": entry.ttl,
             "info": entry.info,
         }
-    ).encode("utf-8")
+    )
     body = b"".join(entry.chunks)
     magic = _MAGIC
     if compress_above is not None and len(body) >= compress_above:
@@ -145,7 +208,7 @@ def decode_entry(blob: object) -> CacheEntry:
     if not isinstance(blob, bytes) or len(blob) < _HEAD.size:
         raise CorruptEntry("not an httptrack cache entry")
     magic, crc, meta_len = _HEAD.unpack_from(blob)
-    if magic not in (_MAGIC, _MAGIC_ZSTD):
+    if magic not in (_MAGIC, _MAGIC_ZSTD, _MAGIC_ROW):
         raise CorruptEntry("not an httptrack cache entry (or written by another version)")
     view = memoryview(blob)[_HEAD.size :]
     if zlib.crc32(view) != crc:
@@ -156,6 +219,8 @@ def decode_entry(blob: object) -> CacheEntry:
         start = _HEAD.size + meta_len
         if any(not isinstance(n, int) or n < 0 for n in sizes):
             raise CorruptEntry("chunk sizes do not add up")
+        if magic == _MAGIC_ROW:
+            return _from_row(meta, sizes)
         if magic == _MAGIC_ZSTD:
             blob = _decompress(blob[start:], sum(sizes))
             start = 0
@@ -175,10 +240,38 @@ def decode_entry(blob: object) -> CacheEntry:
             ttl=float(meta["ttl"]),
             info=dict(meta.get("info") or {}),
         )
-    except CorruptEntry:
+    except (CorruptEntry, RowUnreadable):
         raise
     except Exception as exc:  # a checksum-valid blob of the wrong shape: treat alike
         raise CorruptEntry(f"unreadable entry: {exc!r}") from None
+
+
+def _from_row(meta: dict[str, Any], sizes: list[int]) -> CacheEntry:
+    """An entry stored by reference, with its body and figures read from its call's row
+    (``_rows.RowGone`` if that row no longer gives back the exact bytes)."""
+    from ._flight import ORIGINAL_COLUMNS
+    from ._rows import read_row
+
+    path, call_id, size, crc = meta["row"]
+    if sum(sizes) != size:
+        raise CorruptEntry("chunk sizes do not add up")
+    body, figures = read_row(str(path), str(call_id), ORIGINAL_COLUMNS, int(size), int(crc))
+    chunks = []
+    start = 0
+    for n in sizes:
+        chunks.append(body[start : start + n])
+        start += n
+    if len(chunks) == 1:
+        chunks[0] = body
+    return CacheEntry(
+        status=int(meta["status"]),
+        headers=tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in meta["headers"]),
+        chunks=tuple(chunks),
+        figures=figures,
+        created=float(meta["created"]),
+        ttl=float(meta["ttl"]),
+        info=dict(meta.get("info") or {}),
+    )
 
 
 class Memory:
@@ -229,9 +322,21 @@ class Memory:
 
 def remember(key: str, blob: object, memory: Memory, drop: Callable[[str], None]) -> CacheEntry | None:
     """A storage's read of ``key`` (``blob``, as stored): the entry, now also in ``memory``;
-    a damaged one is reported, dropped from the storage (``drop``) and a miss."""
+    a damaged one is reported, dropped from the storage (``drop``) and a miss. One stored
+    by reference whose row is gone (pruned) is dropped too, a miss, not a fault; one whose
+    log cannot be read right now is a miss, kept."""
     try:
         entry = decode_entry(blob)
+    except RowGone:
+        drop(key)
+        return None
+    except RowUnreadable as exc:
+        locked = "locked" in str(exc) or "busy" in str(exc)
+        report_fault(
+            "cache_busy" if locked else "cache_read",
+            f"a cached answer's call log could not be read ({exc}); a miss",
+        )
+        return None
     except CorruptEntry as exc:
         report_fault("cache_corrupt", f"a damaged response cache entry was dropped ({exc})")
         drop(key)

@@ -18,8 +18,10 @@ always call, then store; ``replay`` serve only from the cache. Per request, the
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CacheMiss
@@ -348,14 +350,17 @@ class ResponseCache:
         if not _storable(exchange, built):
             self._shared.withdraw(key, exchange, self.store)
             return
-        entry = self.entry(exchange, built)
+        entry = self.entry(exchange, built, source=_row_source(exchange, built))
         self._shared.verified(key, exchange, entry)
         self._staged.append((key, entry, exchange))
         if exchange.cache_status is None:  # stored without being looked up (see lookup)
             self._replacing = True
 
-    def entry(self, exchange: Exchange, built: BuiltRow) -> CacheEntry:
-        """The entry that keeps this call's answer (its chunks: the same bytes, not a copy)."""
+    def entry(
+        self, exchange: Exchange, built: BuiltRow, source: tuple[str, str] | None = None
+    ) -> CacheEntry:
+        """The entry that keeps this call's answer (its chunks: the same bytes, not a copy);
+        ``source``: the row that holds them too (:func:`_row_source`)."""
         row = built.row
         return CacheEntry(
             status=exchange.status or 0,
@@ -377,6 +382,7 @@ class ResponseCache:
                 # saw, so a replay must hide it again.
                 "rewritten": exchange.rewritten,
             },
+            source=source,
         )
 
     def verify(self, exchange: Exchange) -> CacheEntry | None:
@@ -404,6 +410,30 @@ class ResponseCache:
             if stored and replacing:
                 self.store.announce_replaced()
         shared.refresh_filter(self.store, writer=True)
+
+
+def _row_source(exchange: Exchange, built: BuiltRow) -> tuple[str, str] | None:
+    """``(log path, call id)`` when the call's row, written, holds this answer's exact bytes
+    and the figures a hit takes (so the cache folder keeps only the rest: one copy of the
+    bytes); ``None`` when the entry must keep them itself: a Postgres log, bodies not
+    stored, cut by the size cap, changed by redaction or a ``redact`` hook, content-encoded
+    (the row holds the decoded text), not valid UTF-8, or the row not written yet (the log
+    locked). Asked in the writer thread, after the batch's rows were handed to the log."""
+    db = exchange.settings.db
+    if not isinstance(db, Path) or exchange.cache_note:
+        return None
+    body = built.row.get("response_body")
+    if body.__class__ is not str:
+        return None
+    chunks = exchange.chunks
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if len(body) > len(data) or body.encode("utf-8", "surrogatepass") != data:
+        return None
+    from ..record._writer import writer
+
+    if not writer().logged(db):
+        return None
+    return os.path.abspath(db), exchange.call_id
 
 
 def _yes() -> bool:

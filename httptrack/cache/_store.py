@@ -56,6 +56,8 @@ WRITE_ATTEMPTS = 20
 PUT_BATCH = 100
 #: After the folder fails to open or a write fails, wait this long before trying again.
 RETRY_AFTER = 30.0
+#: The folder is brought back under its size limit at most this often (seconds).
+CULL_INTERVAL = 1.0
 GENERATION_FILE = "httptrack.generation"
 GENERATION_CHECK_INTERVAL = 1.0
 #: SQLite page cache per connection to the index (pages of 4 KiB: 1 MiB).
@@ -90,6 +92,7 @@ class EntryStore:
         self.broken: str | None = None
         self._open_after = 0.0
         self._write_after = 0.0
+        self._cull_due = 0.0
         self._generation: Any = _UNSET
         self._generation_due = 0.0
         #: How long a lease lives (the policy's wait; set by every ``acquire``).
@@ -360,18 +363,26 @@ class EntryStore:
     def put_many(self, entries: list[tuple[str, CacheEntry]]) -> int:
         """Store ``entries`` (on disk), how many were stored. The background
         writer stores a batch's responses at once: one transaction per :data:`PUT_BATCH`
-        entries instead of one each (a commit costs more than the write itself)."""
+        entries instead of one each (a commit costs more than the write itself). An entry
+        whose call's row holds its answer (``CacheEntry.source``) is stored by reference:
+        without its body and figures (one copy of the bytes, in the log; see ``_rows``)."""
         if not entries or time.monotonic() < self._write_after:
             return 0
         disk = self._open()
         if disk is None:
             return 0
         blobs = []
+        limit = disk.size_limit
         for key, entry in entries:
-            blob = encode_entry(entry)
-            if len(blob) <= disk.size_limit:
+            blob = encode_entry(entry, by_reference=True)
+            if len(blob) <= limit:
                 blobs.append((key, entry, blob))
         stored = 0
+        memory = self.memory
+        # A value of a file of its own (diskcache: 32 KiB or more) can take a folder past its
+        # limit at once: culled after this batch, whenever the last cull was.
+        if any(len(blob) >= disk.disk.min_file_size for _, _, blob in blobs):
+            self._cull_due = 0.0
         for start in range(0, len(blobs), PUT_BATCH):
             group = blobs[start : start + PUT_BATCH]
             if not self._write_group(disk, group):
@@ -379,20 +390,26 @@ class EntryStore:
             # Not kept in memory: most answers are never asked again, and the process's
             # memory would fill with them (a hit reads it from the folder once, then holds
             # it). An older copy held here is forgotten: this one replaces it.
-            for key, _, _ in group:
-                self.memory.discard(key)
+            if len(memory):
+                for key, _, _ in group:
+                    memory.discard(key)
             stored += len(group)
-        if stored:
+        if stored and time.monotonic() >= self._cull_due:
             self._cull(disk)
         return stored
 
     def _cull(self, disk: Any) -> None:
         """Drop the oldest stored entries while the folder is over its size limit (what
-        diskcache does within each ``set`` unless ``cull_limit=0``). Entries past their
-        TTL are kept (replay mode still serves them) until evicted so, or pruned."""
+        diskcache does within each ``set`` unless ``cull_limit=0``), at most once every
+        :data:`CULL_INTERVAL` unless a batch stored a value in a file of its own (the folder
+        may pass its limit by the small entries one second stores).
+        Entries past their TTL are kept (replay mode still serves them) until evicted so,
+        or pruned."""
+        self._cull_due = time.monotonic() + CULL_INTERVAL
         try:
             disk.cull(retry=False)
         except Exception as exc:  # locked by another process: the next batch culls
+            self._cull_due = 0.0
             _report_busy_or(exc, "cache_write", f"could not evict old entries from {self.directory}")
 
     def _write_group(self, disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> bool:
@@ -400,13 +417,10 @@ class EntryStore:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with disk.transact(retry=False):
-                    for key, entry, blob in group:
-                        # No diskcache expiry: it would delete the entry once its TTL is
-                        # over, and replay mode serves a recording whatever its age.
-                        # Freshness is checked on every read (CacheEntry.fresh); when the
-                        # entry expires is kept in diskcache's `tag` column, for
-                        # `httptrack cache prune` and `stats` (:data:`_EXPIRES_AT`).
-                        disk.set(key, blob, expire=None, tag=entry.created + entry.ttl, retry=False)
+                    replaced = _insert(disk, group)
+                for name in replaced:  # the files of values replaced, once committed (as ``set``)
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(disk.directory, name))
                 return True
             except timeout as exc:
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -474,6 +488,63 @@ class EntryStore:
             if self._disk is not None:
                 self._disk.close()
                 self._disk = None
+
+
+#: diskcache's ``Cache`` columns, as its ``set`` fills them for a value stored in the index.
+_COLUMNS = "key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value"
+#: Rows per INSERT statement (11 values each: within SQLite's oldest limit of 999).
+_ROWS_PER_INSERT = 64
+_upserts: dict[int, str] = {}
+
+
+def _upsert_sql(count: int) -> str:
+    sql = _upserts.get(count)
+    if sql is None:
+        values = ", ".join(["(?, 1, ?, NULL, ?, 0, ?, 0, 1, NULL, ?)"] * count)
+        sql = _upserts[count] = (
+            f"INSERT INTO Cache({_COLUMNS}) VALUES {values} ON CONFLICT(key, raw) DO UPDATE SET"
+            " store_time = excluded.store_time, expire_time = NULL, access_time = excluded.access_time,"
+            " access_count = 0, tag = excluded.tag, size = 0, mode = 1, filename = NULL, value = excluded.value"
+        )
+    return sql
+
+
+def _insert(disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> list[str]:
+    """Store ``group`` in diskcache's index, inside the caller's transaction: what its
+    ``set`` does for a key that is a ``str`` and a value that is ``bytes``, with no expiry
+    (it would delete the entry once its TTL is over, and replay mode serves a recording
+    whatever its age: freshness is checked on every read, ``CacheEntry.fresh``) and when
+    the entry expires kept in the ``tag`` column, for ``httptrack cache prune`` and
+    ``stats`` (:data:`_EXPIRES_AT`). Values under diskcache's file size go in as one
+    statement per :data:`_ROWS_PER_INSERT` (``set`` runs two statements per entry, each
+    a GIL release); larger ones go through ``set``, which writes their files. Returns the
+    files of values replaced, for the caller to remove once committed (as ``set`` does)."""
+    sql = getattr(disk, "_sql", None)
+    small = disk.disk.min_file_size
+    inline = []
+    for key, entry, blob in group:
+        if sql is None or len(blob) >= small:
+            disk.set(key, blob, expire=None, tag=entry.created + entry.ttl, retry=False)
+        else:
+            inline.append((key, entry, blob))
+    if not inline:
+        return []
+    keys = [key for key, _, _ in inline]
+    marks = ", ".join("?" * len(keys))
+    old_files = [
+        name
+        for (name,) in sql(
+            f"SELECT filename FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({marks})", keys
+        ).fetchall()
+    ]
+    now = time.time()
+    for start in range(0, len(inline), _ROWS_PER_INSERT):
+        part = inline[start : start + _ROWS_PER_INSERT]
+        values: list[Any] = []
+        for key, entry, blob in part:
+            values += (key, now, now, entry.created + entry.ttl, blob)
+        sql(_upsert_sql(len(part)), values)
+    return old_files
 
 
 def _diskcache() -> Any:

@@ -284,6 +284,12 @@ class Writer:
         """The last write to some log failed (it is locked, full, unwritable)."""
         return any(log.error is not None for log in list(self._logs.values()))
 
+    def logged(self, db: LogTarget) -> bool:
+        """Whether every row handed to the log ``db`` so far is in it (none waits): asked by
+        the response cache in ``after_record``, to store an answer by reference to its row."""
+        log = self._logs.get(db)
+        return log is not None and not log.pending and log.error is None
+
     def unwritten(self) -> int:
         """Calls submitted and not yet in their log (queued or waiting for a database)."""
         queued = sum(1 for item in list(self._queue) if not isinstance(item, _FlushMarker))

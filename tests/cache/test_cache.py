@@ -1207,7 +1207,10 @@ def test_size_limit_evicts_the_oldest_stored(db: Path, cache_dir: Path) -> None:
         return httpx2.Response(200, headers={"content-type": "application/json"}, json=body)
 
     prompts = [f"p{n}" for n in range(8)]
-    transport = tracking(httpx2.MockTransport(handler), db, cache_dir, cache_size_limit="1MiB")
+    # Bodies not in the log: the folder holds the answers themselves (not references to rows).
+    transport = tracking(
+        httpx2.MockTransport(handler), db, cache_dir, cache_size_limit="1MiB", store_bodies=False
+    )
     with httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-a"}) as client:
         for prompt in prompts:
             client.post(
@@ -1309,7 +1312,10 @@ def test_a_damaged_entry_file_is_a_miss(db: Path, cache_dir: Path) -> None:
     ).encode()  # > 32 KiB once compressed: a file
     seen: list[Any] = []
     with httpx2.Client(
-        transport=tracking(httpx2.MockTransport(responder(httpx2, big, seen=seen)), db, cache_dir)
+        # Bodies not in the log: the folder holds the answer itself (in a file of its own).
+        transport=tracking(
+            httpx2.MockTransport(responder(httpx2, big, seen=seen)), db, cache_dir, store_bodies=False
+        )
     ) as client:
         for expected in ("MISS", "HIT"):
             assert client.get("https://api.openai.com/v1/models").headers["x-httptrack-cache"] == expected
@@ -1345,7 +1351,7 @@ def test_a_full_disk_stops_storing_not_calling(
     def full(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(diskcache.Cache, "set", full)
+    monkeypatch.setattr(_cache_store, "_insert", full)  # every write into the folder's index
     seen: list[Any] = []
     with httpx2.Client(
         transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)

@@ -466,12 +466,15 @@ def test_four_processes_make_one_provider_call(tmp_path: Path, db: Path, cache_d
 
 
 def test_a_busy_index_during_eviction_is_counted_without_a_traceback(
-    db: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+    db: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import diskcache
 
     from httptrack.cache._store import shared_store
 
+    import httptrack.cache._store as cache_store
+
+    monkeypatch.setattr(cache_store, "CULL_INTERVAL", 0.0)  # every batch culls
     with httpx2.Client(transport=tracking(mock_transport(httpx2), db, cache_dir)) as client:
         client.post(CHAT_URL, json={"model": "gpt-4o-mini", "messages": QUESTION}).read()
         httptrack.flush()
@@ -500,7 +503,11 @@ def test_large_entries_are_stored_compressed_and_replayed_byte_for_byte(db: Path
     seen: list[RecordedRequest] = []
     client = openai.OpenAI(
         api_key="sk-test-a",
-        http_client=httpx2.Client(transport=tracking(mock_transport(httpx2, record=seen), db, cache_dir)),
+        # Bodies not in the log: the folder keeps the whole answer (else only a reference
+        # to the call's row, see test_answers_are_stored_once_in_the_log's tests).
+        http_client=httpx2.Client(
+            transport=tracking(mock_transport(httpx2, record=seen), db, cache_dir, store_bodies=False)
+        ),
     )
     long_question = [{"role": "user", "content": " ".join(["tell me about the weather"] * 60)}]
     chunks = []
