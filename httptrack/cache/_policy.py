@@ -356,9 +356,7 @@ class ResponseCache:
         if exchange.cache_status is None:  # stored without being looked up (see lookup)
             self._replacing = True
 
-    def entry(
-        self, exchange: Exchange, built: BuiltRow, source: tuple[str, str] | None = None
-    ) -> CacheEntry:
+    def entry(self, exchange: Exchange, built: BuiltRow, source: tuple[str, str] | None = None) -> CacheEntry:
         """The entry that keeps this call's answer (its chunks: the same bytes, not a copy);
         ``source``: the row that holds them too (:func:`_row_source`)."""
         row = built.row
@@ -429,11 +427,19 @@ def _row_source(exchange: Exchange, built: BuiltRow) -> tuple[str, str] | None:
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if len(body) > len(data) or body.encode("utf-8", "surrogatepass") != data:
         return None
-    from ..record._writer import writer
+    found = _logs.get(db)
+    if found is None:
+        from ..record._writer import writer
 
-    if not writer().logged(db):
+        found = _logs[db] = (os.path.abspath(db), writer())
+    path, log_writer = found
+    if not log_writer.logged(db):
         return None
-    return os.path.abspath(db), exchange.call_id
+    return path, exchange.call_id
+
+
+#: Per log path: its absolute path and the writer (see ``_row_source``).
+_logs: dict[Path, tuple[str, Any]] = {}
 
 
 def _yes() -> bool:

@@ -19,6 +19,7 @@ Imported only when such an entry is read (sqlite3 and zstandard stay out of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -73,7 +74,9 @@ def _connection(path: str) -> sqlite3.Connection:
     return conn
 
 
-def read_row(path: str, call_id: str, columns: tuple[str, ...], size: int, crc: int) -> tuple[bytes, dict[str, Any]]:
+def read_row(
+    path: str, call_id: str, columns: tuple[str, ...], size: int, crc: int
+) -> tuple[bytes, dict[str, Any]]:
     """The response bytes of call ``call_id`` in the log at ``path`` and its ``columns``;
     :class:`RowGone` when the row, or its body, is not there or its bytes are not the
     ``size`` bytes of CRC-32 ``crc`` the entry was stored with."""
@@ -93,10 +96,7 @@ def read_row(path: str, call_id: str, columns: tuple[str, ...], size: int, crc: 
     body = found[0]
     if body is None:
         raise RowGone("its call's body was pruned")
-    if isinstance(body, str):
-        data = body.encode("utf-8", "surrogatepass")
-    else:
-        data = _decompress(bytes(body), size)
+    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else _decompress(bytes(body), size)
     if len(data) != size or zlib.crc32(data) != crc:
         raise RowGone("its call's row no longer holds the answer it was stored with")
     return data, dict(zip(columns, found[1:], strict=True))
@@ -109,7 +109,7 @@ def _decompress(data: bytes, size: int) -> bytes:
 
         decompressor = _local.decompressor = zstandard.ZstdDecompressor()
     try:
-        return decompressor.decompress(data, max_output_size=size + 1)  # type: ignore[no-any-return]
+        return decompressor.decompress(data, max_output_size=size + 1)
     except Exception:
         return b""  # not a body of ours: the checksum says it is not the answer
 
@@ -119,7 +119,5 @@ def _forget(path: str) -> None:
     if conns is not None:
         found = conns.pop(path, None)
         if found is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 found[0].close()
-            except sqlite3.Error:
-                pass

@@ -503,8 +503,9 @@ def _upsert_sql(count: int) -> str:
         values = ", ".join(["(?, 1, ?, NULL, ?, 0, ?, 0, 1, NULL, ?)"] * count)
         sql = _upserts[count] = (
             f"INSERT INTO Cache({_COLUMNS}) VALUES {values} ON CONFLICT(key, raw) DO UPDATE SET"
-            " store_time = excluded.store_time, expire_time = NULL, access_time = excluded.access_time,"
-            " access_count = 0, tag = excluded.tag, size = 0, mode = 1, filename = NULL, value = excluded.value"
+            " store_time = excluded.store_time, expire_time = NULL,"
+            " access_time = excluded.access_time, access_count = 0, tag = excluded.tag, size = 0,"
+            " mode = 1, filename = NULL, value = excluded.value"
         )
     return sql
 
@@ -519,7 +520,7 @@ def _insert(disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> list[str]:
     statement per :data:`_ROWS_PER_INSERT` (``set`` runs two statements per entry, each
     a GIL release); larger ones go through ``set``, which writes their files. Returns the
     files of values replaced, for the caller to remove once committed (as ``set`` does)."""
-    sql = getattr(disk, "_sql", None)
+    sql: Any = getattr(disk, "_sql", None)
     small = disk.disk.min_file_size
     inline = []
     for key, entry, blob in group:

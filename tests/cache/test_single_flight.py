@@ -470,9 +470,8 @@ def test_a_busy_index_during_eviction_is_counted_without_a_traceback(
 ) -> None:
     import diskcache
 
-    from httptrack.cache._store import shared_store
-
     import httptrack.cache._store as cache_store
+    from httptrack.cache._store import shared_store
 
     monkeypatch.setattr(cache_store, "CULL_INTERVAL", 0.0)  # every batch culls
     with httpx2.Client(transport=tracking(mock_transport(httpx2), db, cache_dir)) as client:

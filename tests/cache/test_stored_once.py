@@ -53,7 +53,9 @@ def forget_memory(cache_dir: Path) -> None:
 def ask(client: openai.OpenAI, stream: bool = False) -> tuple[str, bytes]:
     """``(x-httptrack-cache, the body's bytes as the app got them)``: an event stream's
     too, read to its end."""
-    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION, stream=stream)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=QUESTION, stream=stream
+    )
     return raw.headers["x-httptrack-cache"], raw.http_response.read()
 
 
@@ -74,7 +76,14 @@ def test_an_answer_is_stored_once_and_served_from_its_row(db: Path, cache_dir: P
     httptrack.flush()
     original, hit = sorted(read_rows(db), key=lambda row: row["cached"])
     assert hit["cached"] == 1 and hit["cost_saved_usd"] == original["cost_usd"] > 0
-    for column in ("input_tokens", "output_tokens", "response_text", "finish_reason", "stream", "response_bytes"):
+    for column in (
+        "input_tokens",
+        "output_tokens",
+        "response_text",
+        "finish_reason",
+        "stream",
+        "response_bytes",
+    ):
         assert hit[column] == original[column], column
     assert not fault_counts()
 
@@ -144,7 +153,9 @@ def test_a_content_encoded_answer_keeps_its_bytes_in_the_folder(db: Path, cache_
         "object": "chat.completion",
         "created": 1,
         "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+        ],
         "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
     }
     packed = gzip.compress(json.dumps(answer).encode())
