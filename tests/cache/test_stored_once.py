@@ -273,3 +273,17 @@ def test_an_answer_whose_row_is_not_written_yet_keeps_its_bytes(
         assert ask(client) == ("HIT", body)
     assert httptrack.flush() is True
     assert len(read_rows(db)) == 2 and len(seen) == 1
+
+
+def test_the_folder_keeps_whole_answers_when_the_log_is_postgres(log_db: Any, cache_dir: Path) -> None:
+    """Only a SQLite log is read back by the folder's entries; over a Postgres log they
+    keep their bytes (and a Redis cache always does: see test_redis)."""
+    seen: list[RecordedRequest] = []
+    client = sdk(log_db, cache_dir, mock_transport(httpx2, record=seen))
+    _, body = ask(client)
+    httptrack.flush()
+    (blob,) = blobs(cache_dir)
+    assert (blob[:4] == _MAGIC_ROW) == isinstance(log_db, Path)
+    forget_memory(cache_dir)
+    assert ask(client) == ("HIT", body)
+    assert len(seen) == 1 and not fault_counts()
