@@ -24,10 +24,13 @@ from typing import Any
 from .._errors import CorruptEntry
 from .._faults import report_fault
 from .._streams import ReplayChunks
+from ..log._schema import TOKEN_COLUMNS
+from ._rows import RowGone, RowUnreadable, read_row
 
 __all__ = [
     "MEMORY_BYTES",
     "MEMORY_ENTRY_BYTES",
+    "ORIGINAL_COLUMNS",
     "CacheEntry",
     "CorruptEntry",
     "Memory",
@@ -56,15 +59,22 @@ COMPRESS_ABOVE = 1024
 #: bytes they save are worth here).
 COMPRESS_LEVEL = 3
 
-
-class RowGone(CorruptEntry):
-    """The call's row an entry reads its answer from is gone (pruned, its body pruned, the
-    log deleted), or no longer holds that answer: a miss, and the entry is dropped."""
-
-
-class RowUnreadable(Exception):
-    """The call log an entry reads its answer from cannot be read right now (locked, an
-    I/O error): a miss, the entry kept."""
+#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
+#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
+#: cost once recorded), and, when the app reads it to the end, with the same reading of the
+#: response (model, finish reason, text ...) without parsing it again.
+ORIGINAL_COLUMNS = (
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "cost_note",
+    "stream",
+    "response_model",
+    "response_id",
+    "finish_reason",
+    "response_text",
+    "parse_notes",
+    "response_bytes",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +259,6 @@ def decode_entry(blob: object) -> CacheEntry:
 def _from_row(meta: dict[str, Any], sizes: list[int]) -> CacheEntry:
     """An entry stored by reference, with its body and figures read from its call's row
     (``_rows.RowGone`` if that row no longer gives back the exact bytes)."""
-    from ._flight import ORIGINAL_COLUMNS
-    from ._rows import read_row
-
     path, call_id, size, crc = meta["row"]
     if sum(sizes) != size:
         raise CorruptEntry("chunk sizes do not add up")

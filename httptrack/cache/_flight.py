@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._faults import report_fault
-from ..log._schema import TOKEN_COLUMNS
+from ._entry import ORIGINAL_COLUMNS
 
 if TYPE_CHECKING:
     from .._exchange import Exchange
@@ -66,23 +66,6 @@ __all__ = [
     "figures_of",
     "shared_state",
 ]
-
-#: The ``calls`` columns an entry keeps from the call that fetched it. A hit is recorded with
-#: the same token figures and cost (not re-counted, not re-priced: the saving is exactly the
-#: cost once recorded), and, when the app reads it to the end, with the same reading of the
-#: response (model, finish reason, text ...) without parsing it again.
-ORIGINAL_COLUMNS = (
-    *TOKEN_COLUMNS,
-    "cost_usd",
-    "cost_note",
-    "stream",
-    "response_model",
-    "response_id",
-    "finish_reason",
-    "response_text",
-    "parse_notes",
-    "response_bytes",
-)
 
 
 def figures_of(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
-from ._entry import RowGone, RowUnreadable
+from .._errors import CorruptEntry
 
 __all__ = ["READ_TIMEOUT", "RowGone", "RowUnreadable", "read_row"]
 
@@ -35,6 +35,16 @@ __all__ = ["READ_TIMEOUT", "RowGone", "RowUnreadable", "read_row"]
 READ_TIMEOUT = 0.1
 #: SQLite's page cache per read connection (KiB): reads are one row by primary key.
 CACHE_KIB = 512
+
+
+class RowGone(CorruptEntry):
+    """The call's row an entry reads its answer from is gone (pruned, its body pruned, the
+    log deleted), or no longer holds that answer: a miss, and the entry is dropped."""
+
+
+class RowUnreadable(Exception):
+    """The call log an entry reads its answer from cannot be read right now (locked, an
+    I/O error): a miss, the entry kept."""
 
 
 _local = threading.local()
