@@ -653,35 +653,6 @@ def serve_ui(db: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("httptrack ui did not start")
 
 
-def write_through_writer(path: Path, n: int, batch: int = 100) -> float:
-    """``path`` with ``n`` generated calls written as the background writer writes them:
-    ``Store.write`` one batch per transaction (its multi-row inserts, the search index and
-    rollups brought up to date every DERIVE_ROWS calls or second), all indexes in place.
-    Returns the seconds it took."""
-    from httptrack.log._sqlite import Store
-
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    store = Store(path)
-    rows = _rows(n)
-    done = 0
-    while done < n:
-        chunk = [row for _, row in zip(range(batch), rows, strict=False)]
-        store.write(chunk)
-        done += len(chunk)
-        if done % 50_000 < batch:
-            print(f"\r  written {done:,}/{n:,} calls", end="", file=sys.stderr, flush=True)
-    store.catch_up()
-    store.close()
-    conn = connect(path)
-    conn.execute("ANALYZE")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    print(file=sys.stderr)
-    return time.perf_counter() - t0
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -699,8 +670,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--written",
         action="store_true",
-        help="generate through the writer's Store.write (batches, search index, rollups), not a bulk load",
+        help="write the calls through TrackingTransport and the background writer (benchmarks/_written.py), "
+        "not a bulk load; resumes a database that has fewer calls",
     )
+    parser.add_argument("--procs", type=int, default=2, help="with --written: processes making calls at once")
     parser.add_argument(
         "--upgrade", action="store_true", help="bring an existing database to this checkout's schema first"
     )
@@ -713,9 +686,20 @@ def main(argv: list[str] | None = None) -> None:
         args.db = Path(scratch.name) / "log.db"
     db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    if args.fresh or not db.exists():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _written import count_calls, write_through_transport
+
+    # A written log that stopped short is resumed (without --fresh).
+    resume = args.written and not args.fresh and db.exists() and count_calls(db) < args.rows
+    if args.fresh or resume or not db.exists():
         print(f"Generating {args.rows:,} calls into {db} ...", file=sys.stderr)
-        seconds = (write_through_writer if args.written else generate)(db, args.rows)
+        if args.written:
+            if not resume:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+            seconds = write_through_transport(db, args.rows, args.procs, CODE)
+        else:
+            seconds = generate(db, args.rows)
         print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
     elif args.upgrade:
         conn = connect(db)
