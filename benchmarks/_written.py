@@ -30,7 +30,6 @@ import random
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,13 +67,13 @@ class Plan:
     __slots__ = (
         "body",
         "chunks",
-        "latency",
-        "ttft",
-        "headers",
-        "status",
-        "url",
-        "stream",
         "ctype",
+        "headers",
+        "latency",
+        "status",
+        "stream",
+        "ttft",
+        "url",
     )
 
 
@@ -103,10 +102,13 @@ def _answer(plan: Plan, clock: _Clock) -> Any:
 def _pieces(text: str, n: int = 6) -> list[str]:
     words = text.split(" ")
     step = max(1, math.ceil(len(words) / n))
-    return [" ".join(words[i : i + step]) + (" " if i + step < len(words) else "") for i in range(0, len(words), step)]
+    return [
+        " ".join(words[i : i + step]) + (" " if i + step < len(words) else "")
+        for i in range(0, len(words), step)
+    ]
 
 
-def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
+def _plan_call(
     plan: Plan,
     rng: random.Random,
     bl: Any,
@@ -124,7 +126,9 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
     output_tokens = 0 if embeddings else max(1, int(rng.lognormvariate(5.5, 0.8)))
     error = rng.random() < 0.025
     latency = (
-        rng.lognormvariate(4.0, 0.5) if embeddings else rng.lognormvariate(6.0, 0.4) + output_tokens * rng.uniform(8, 25)
+        rng.lognormvariate(4.0, 0.5)
+        if embeddings
+        else rng.lognormvariate(6.0, 0.4) + output_tokens * rng.uniform(8, 25)
     )
     if error:
         latency = rng.lognormvariate(5.0, 0.6)
@@ -204,12 +208,20 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
             plan.chunks = [
                 _sse({"type": "message_start", "message": start}, "message_start"),
                 _sse(
-                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
                     "content_block_start",
                 ),
                 *(
                     _sse(
-                        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
                         "content_block_delta",
                     )
                     for piece in _pieces(text)
@@ -251,7 +263,13 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
             plan.ctype = "text/event-stream"
             pieces = _pieces(text)
             plan.chunks = [
-                _sse({"candidates": [candidate(p, i == len(pieces) - 1)], "usageMetadata": usage, "modelVersion": model})
+                _sse(
+                    {
+                        "candidates": [candidate(p, i == len(pieces) - 1)],
+                        "usageMetadata": usage,
+                        "modelVersion": model,
+                    }
+                )
                 for i, p in enumerate(pieces)
             ]
         else:
@@ -269,11 +287,15 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
         if stream:
             plan.ctype = "application/x-ndjson"
             plan.chunks = [
-                json.dumps({"model": model, "message": {"role": "assistant", "content": p}, "done": False}).encode()
+                json.dumps(
+                    {"model": model, "message": {"role": "assistant", "content": p}, "done": False}
+                ).encode()
                 + b"\n"
                 for p in _pieces(text)
             ]
-            plan.chunks.append(json.dumps({**done, "message": {"role": "assistant", "content": ""}}).encode() + b"\n")
+            plan.chunks.append(
+                json.dumps({**done, "message": {"role": "assistant", "content": ""}}).encode() + b"\n"
+            )
         else:
             plan.body = json.dumps({**done, "message": {"role": "assistant", "content": text}}).encode()
     else:  # OpenAI's format: openai, mistral, groq
@@ -293,7 +315,9 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
                 _sse({**head, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
                 for p in _pieces(text)
             ]
-            plan.chunks.append(_sse({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+            plan.chunks.append(
+                _sse({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            )
             plan.chunks.append(_sse({**head, "choices": [], "usage": usage}))
             plan.chunks.append(b"data: [DONE]\n\n")
         else:
@@ -303,7 +327,11 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
                     "object": "chat.completion",
                     "model": answer_model,
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
                     ],
                     "usage": usage,
                 }
@@ -320,6 +348,9 @@ def _plan_call(  # noqa: PLR0912, PLR0915 - one branch per provider's format
     return attribution, body
 
 
+#: The driver waits while the writer has more than QUEUE_HIGH calls queued, until QUEUE_LOW.
+QUEUE_HIGH = 5000
+QUEUE_LOW = 1000
 USERS = [f"user-{i:03d}" for i in range(300)]
 USER_CUM: list[float] = []
 
@@ -353,11 +384,19 @@ def worker(k: int, procs: int, n: int, db: Path, start: int, end: float) -> None
         turns = [{"role": "system", "content": bl._sentence(pool_rng, pool_rng.randint(10, 60))}]
         for i in range(pool_rng.choice([1, 1, 1, 3, 5])):
             turns.append(
-                {"role": "user" if i % 2 == 0 else "assistant", "content": bl._sentence(pool_rng, pool_rng.randint(8, 80))}
+                {
+                    "role": "user" if i % 2 == 0 else "assistant",
+                    "content": bl._sentence(pool_rng, pool_rng.randint(8, 80)),
+                }
             )
         turns_pool.append(turns)
-        texts.append(" ".join(bl._sentence(pool_rng, pool_rng.randint(6, 25)) for _ in range(pool_rng.randint(2, 10))))
+        texts.append(
+            " ".join(bl._sentence(pool_rng, pool_rng.randint(6, 25)) for _ in range(pool_rng.randint(2, 10)))
+        )
     times = _times(n, 7, end)
+    from httptrack.record._writer import writer as the_writer
+
+    queue = the_writer()._queue  # calls waiting for the writer
     plan = Plan()
     transport = httptrack.TrackingTransport(_answer(plan, clock), db=db, cache=False)
     client = httpx2.Client(transport=transport, headers={"authorization": "Bearer sk-bench-not-a-key"})
@@ -377,6 +416,12 @@ def worker(k: int, procs: int, n: int, db: Path, start: int, end: float) -> None
                 else:
                     client.post(plan.url, content=body, headers=headers)
             done += 1
+            # An app waits for its calls' answers; this one would outrun the writer (and
+            # past HTTPTRACK_MAX_QUEUE calls, the writer drops them): it waits while the
+            # writer is more than a few thousand calls behind.
+            if done % 100 == 0 and len(queue) > QUEUE_HIGH:
+                while len(queue) > QUEUE_LOW:
+                    time.sleep(0.02)
             if done % 10_000 == 0:
                 rate = done / (time.perf_counter() - t0)
                 print(f"worker {k}: {done:,} calls ({rate:,.0f}/s)", file=sys.stderr, flush=True)
@@ -418,6 +463,9 @@ def write_through_transport(db: Path, n: int, procs: int = 1, code: Path | None 
         for k in range(procs)
     ]
     failed = [w.args for w in workers if w.wait() != 0]
+    written = count_calls(db)
+    if not failed and written < n:
+        raise RuntimeError(f"{n - written:,} calls were not written (dropped?): see the workers' output")
     if failed:
         raise RuntimeError(f"workers failed: {failed}")
     return time.perf_counter() - t0

@@ -42,7 +42,7 @@ sys.path.insert(0, str(CODE))
 
 from httptrack._exchange import new_call_id  # noqa: E402
 from httptrack.log._schema import COLUMN_NAMES  # noqa: E402
-from httptrack.log._sqlite import connect, is_current, migrate  # noqa: E402
+from httptrack.log._sqlite import connect, migrate  # noqa: E402
 
 #: provider -> [(model, weight, $ per 1M input tokens, $ per 1M output tokens)]
 MODELS: dict[str, list[tuple[str, float, float, float]]] = {
@@ -653,6 +653,64 @@ def serve_ui(db: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("httptrack ui did not start")
 
 
+def as_schema_3(db: Path, copy: Path) -> None:
+    """``copy``: ``db`` as schema 3 left it (without m004's indexes, with the one it drops)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(copy, isolation_level=None)
+    try:
+        src.backup(dst)
+        dst.execute("BEGIN")
+        for name in ("idx_calls_cost", "idx_calls_latency_ms", "idx_calls_tokens"):
+            dst.execute(f"DROP INDEX IF EXISTS {name}")
+        dst.execute("CREATE INDEX IF NOT EXISTS idx_calls_latency ON calls (cached, latency_ms)")
+        dst.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_read_indexes'")
+        dst.execute("PRAGMA user_version = 3")
+        dst.execute("COMMIT")
+        dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        src.close()
+        dst.close()
+
+
+def bench_upgrade(db: Path) -> None:
+    """The first write of a writer of this checkout to a big log of schema 3 (a copy of
+    ``db``): how long its calls wait (the migration holds the write lock meanwhile), then
+    what building the indexes the migration left for the writer's idle time takes."""
+    from httptrack.log._sqlite import Store
+
+    copy = db.with_name(f"{db.stem}-schema3.db")
+    print(f"Copying {db} as schema 3 left it ...", file=sys.stderr)
+    as_schema_3(db, copy)
+    batch = list(_rows(100, seed=99))
+    t0 = time.perf_counter()
+    store = Store(copy)
+    store.write(batch)
+    first_write = time.perf_counter() - t0
+    store.close()
+    try:
+        from httptrack.log._indexes import build_pending, pending
+    except ImportError:  # a checkout before them (HTTPTRACK_BENCH_CODE): all built in the migration
+        steps, later = 0, 0.0
+    else:
+        conn = connect(copy)
+        try:
+            steps = len(pending(conn))
+            t0 = time.perf_counter()
+            build_pending(conn)
+            later = time.perf_counter() - t0
+        finally:
+            conn.close()
+    print(
+        f"\nUpgrading {db.name} ({db.stat().st_size / 1e6:,.0f} MB) from schema 3 ({CODE.name}):\n\n"
+        f"| {'step':<58} | {'seconds':>8} |\n|{'-' * 60}|{'-' * 9}:|\n"
+        f"| {'first write (100 calls), the migration included':<58} | {first_write:8.1f} |\n"
+        f"| {f'indexes left for an idle writer ({steps} steps)':<58} | {later:8.1f} |"
+    )
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -675,7 +733,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--procs", type=int, default=2, help="with --written: processes making calls at once")
     parser.add_argument(
-        "--upgrade", action="store_true", help="bring an existing database to this checkout's schema first"
+        "--upgrade",
+        action="store_true",
+        help="how long the writer's first write waits while it upgrades a copy of the database, "
+        "made as schema 3 left it (m004's indexes), and what building the indexes left for later takes",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -702,12 +763,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds = generate(db, args.rows)
         print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
     elif args.upgrade:
-        conn = connect(db)
-        if not is_current(conn):
-            print(f"Upgrading {db} to this schema ...", file=sys.stderr)
-            migrate(conn)
-            conn.execute("ANALYZE")
-        conn.close()
+        bench_upgrade(db)
+        return
     server = None
     try:
         if args.http:

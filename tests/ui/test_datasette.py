@@ -916,7 +916,9 @@ async def test_compressed_bodies_read_as_text_in_every_output(tmp_path: Path) ->
     for ds in (make_datasette(db), Datasette([str(db)])):
         table = await get_json(ds, "/log/calls.json?_shape=array")
         assert [(r["request_body"], r["response_body"]) for r in table] == [(request_body, response_body)]
-        everything = (await ds.client.get("/log/calls.json?_shape=array&_col=request_body&_col=response_body")).text
+        everything = (
+            await ds.client.get("/log/calls.json?_shape=array&_col=request_body&_col=response_body")
+        ).text
         no_blobs(everything)
         row = await get_json(ds, f"/log/calls/{call_id}.json?_shape=array")
         assert [(r["request_body"], r["response_body"]) for r in row] == [(request_body, response_body)]
