@@ -11,6 +11,9 @@ and the Python API calls behind them, and prints a table.
     python benchmarks/bench_log.py                 # 1,000,000 calls, reuses the generated DB
     python benchmarks/bench_log.py --rows 100000 --fresh
     python benchmarks/bench_log.py --writer        # also: what the search index and rollups cost the writer
+    python benchmarks/bench_log.py --rows 500000 --written --http   # written through TrackingTransport
+                                                   # and the writer (benchmarks/_written.py); over HTTP
+    python benchmarks/bench_log.py --db LOG --upgrade   # a schema-3 copy of LOG upgraded by a writer
 
 The database is kept (default ``benchmarks/.data/log-<rows>.db``) so reruns skip generation.
 """
