@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -326,30 +327,40 @@ def test_a_big_log_is_upgraded_at_once_and_gets_its_indexes_when_the_writer_is_i
 
 
 def test_an_index_build_gives_way_and_is_resumed(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A statement left for later is interrupted and rolled back when ``stop`` says so
+    (calls are waiting); what was built before it stays, and it is run again next time."""
     record_calls(db)
     downgrade_to_v3(db)
     writer().close_connections()
     monkeypatch.setattr(_indexes, "BUILD_NOW_BYTES", 0)
-    monkeypatch.setattr(_indexes, "_CHECK_EVERY", 1)  # (a table of 8 calls is indexed in a few steps)
     upgrade(db)
     want = pending_of(db)
     assert len(want) == len(READ_INDEXES) + 1
     conn = connect(db)
     try:
-        asked = []
-
-        def calls_wait() -> bool:
-            asked.append(1)
-            return True
-
-        assert _indexes.build_pending(conn, calls_wait) is False  # interrupted, rolled back
-        assert asked and not conn.in_transaction
-        assert pending_of(db) == want and not V4_OBJECTS & indexes_of(db)
-        conn.execute("INSERT INTO httptrack_state (key, value) VALUES ('x', 1)")  # the connection works
-        assert _indexes.build_pending(conn, lambda: False) is True
+        # After them, a statement that would run for a minute (as an index on a big log does),
+        # saying when it has started.
+        started = threading.Event()
+        conn.create_function("started", 0, lambda: started.set() or 1)
+        slow = (
+            "CREATE TABLE slow AS WITH RECURSIVE c(x) AS (SELECT started() UNION ALL "
+            "SELECT x + 1 FROM c WHERE x < 300000000) SELECT count(*) AS n FROM c"
+        )
+        conn.execute(
+            "INSERT INTO httptrack_state (key, value) VALUES (?, ?)", [_indexes.PENDING_PREFIX + "slow", slow]
+        )
+        assert _indexes.build_pending(conn, started.is_set) is False  # interrupted, rolled back
+        assert not conn.in_transaction
+        assert pending_of(db) == [_indexes.PENDING_PREFIX + "slow"]
+        names = indexes_of(db)
+        assert names >= V4_OBJECTS and "idx_calls_latency" not in names  # built before it: kept
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'slow'").fetchone() is None
+        conn.execute("UPDATE httptrack_state SET value = 'CREATE TABLE slow (n)' WHERE key LIKE '%slow'")
+        assert _indexes.build_pending(conn, lambda: False) is True  # the next time, to the end
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'slow'").fetchone() is not None
     finally:
         conn.close()
-    assert pending_of(db) == [] and indexes_of(db) >= V4_OBJECTS
+    assert pending_of(db) == []
 
 
 def test_yield_to_waits_for_calls_that_keep_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
