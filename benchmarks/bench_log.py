@@ -775,6 +775,7 @@ def bench_upgrade(db: Path) -> None:
             print(f"| {what:<58} | {seconds:8.1f} |")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(f"{copy}-spool", ignore_errors=True)  # the app's (empty) spool folder
 
 
 def main(argv: list[str] | None = None) -> None:
