@@ -224,8 +224,8 @@ def migrate(db: Path | None) -> None:
     """Bring the log to this version's schema now, new indexes included.
 
     httptrack upgrades a log by itself when it first writes to it; on a big log it leaves
-    the new indexes to build when its writer is idle (an index over millions of calls takes
-    minutes, and calls would wait for it meanwhile). This builds them at once: run it at a
+    the new indexes to build when its writer is idle (indexing millions of calls takes tens
+    of seconds or more, and calls would wait for it meanwhile). This builds them at once: run it at a
     quiet moment (writers wait while an index is built; readers do not).
     """
     from ..log._maintenance import upgrade
