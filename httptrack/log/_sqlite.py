@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import LogUnavailable
 from .._faults import FaultKind, report_fault
-from . import _views
+from . import _indexes, _views
 from ._backend import WriteResult
 from ._bodies import Compressor, register_functions
 from ._retention import SizeDebt
@@ -251,12 +251,11 @@ def _migrations() -> Any:
     @migrations(name="m004_read_indexes")
     def m004_read_indexes(db: Any) -> None:
         # The indexes the calls pages sort and page by, and those they replace (_schema).
+        # On a big log they are built later, when the writer is idle (_indexes): building
+        # them here held the write lock for minutes.
         from . import _schema
 
-        for index in _schema.DROPPED_INDEXES:
-            db.execute(f"DROP INDEX IF EXISTS {index}")
-        for index, cols in _schema.READ_INDEXES.items():
-            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
+        _indexes.add_indexes(db.conn, "calls", _schema.READ_INDEXES, drop=_schema.DROPPED_INDEXES)
 
     return migrations
 
@@ -334,6 +333,8 @@ class Store:
         self._size_debt = SizeDebt()
         self._wal_checked_at = -math.inf
         self._wal_backoff = WAL_CHECK_SECONDS
+        #: A migration left indexes to build when the writer is idle (``_indexes``).
+        self.indexes_pending = False
 
     def open(self) -> None:
         if self._conn is not None:
@@ -348,6 +349,7 @@ class Store:
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
             self._rolled_up = _views.rollups_exist(conn)
+            self.indexes_pending = bool(_indexes.pending(conn))
         except (sqlite3.Error, OSError) as exc:
             conn.close()
             raise _unavailable(exc, f"could not open {self.path}") from exc
@@ -488,6 +490,20 @@ class Store:
                 what = name.replace("_", " ")
                 report_fault(name, f"could not update the {what} (the calls are recorded)", exc)
             conn.execute(f"RELEASE {name}")
+
+    def build_indexes(self, stop: Callable[[], bool]) -> bool:
+        """Build the indexes a migration left for later (``_indexes``), giving way (the
+        build interrupted and rolled back) as soon as ``stop()`` says so. ``True`` when
+        none is left."""
+        self.open()
+        conn = self._conn
+        assert conn is not None
+        try:
+            done = _indexes.build_pending(conn, stop)
+        except sqlite3.Error as exc:  # locked by another process, say: tried again later
+            raise _unavailable(exc, f"could not build the new indexes of {self.path}") from exc
+        self.indexes_pending = not done
+        return done
 
     def forget(self) -> None:
         """Drop the connection without closing it (after fork: it belongs to the parent)."""
