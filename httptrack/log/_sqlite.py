@@ -45,7 +45,7 @@ __all__ = [
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 5000
 #: The search index and the daily rollup are brought up to date at least this often
 #: (seconds), or after this many rows, and at every flush(). The search index is fed in
@@ -66,6 +66,10 @@ WAL_LIMIT_BYTES = 16 * 1024 * 1024
 WAL_RESTART_WAIT_MS = 200
 WAL_CHECK_SECONDS = 0.5
 RETAIN_BUSY_SECONDS = 0.25
+#: The writer's page cache (KiB) and memory map (bytes). 0: SQLite's defaults (2 MB of
+#: cache, no map).
+WRITER_CACHE_KIB = 0
+WRITER_MMAP_BYTES = 0
 _NONES = (None,) * len(COLUMN_NAMES)
 #: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
 #: and every release is a chance for another thread to take the GIL, after which this one
@@ -258,6 +262,16 @@ def _migrations() -> Any:
         for index, cols in _schema.READ_INDEXES.items():
             db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
 
+    @migrations(name="m005_combo_rollup")
+    def m005_combo_rollup(db: Any) -> None:
+        # Sums per day and combination of user, service and the detail dimensions (see
+        # _rollup). On a log with calls already, only a first step of them is rolled up
+        # here: the writer does the rest a step at a time, never holding the write lock
+        # for long; readers use the table once it has nearly caught up.
+        from . import _rollup
+
+        _rollup.create_combo_rollup(db.conn)
+
     return migrations
 
 
@@ -344,10 +358,16 @@ class Store:
             raise _unavailable(exc, f"could not open {self.path}") from exc
         try:
             conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            if WRITER_CACHE_KIB:
+                conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            if WRITER_MMAP_BYTES:
+                conn.execute(f"PRAGMA mmap_size={WRITER_MMAP_BYTES}")
             migrate(conn)
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
             self._rolled_up = _views.rollups_exist(conn)
+            if self._rolled_up and self._combo_lags(conn):
+                self.behind = max(self.behind, 1)
         except (sqlite3.Error, OSError) as exc:
             conn.close()
             raise _unavailable(exc, f"could not open {self.path}") from exc
@@ -472,11 +492,10 @@ class Store:
         transaction (see _views, _rollup); a failure here must never cost the rows."""
         self.behind = 0
         self._derived_at = time.monotonic()
-        pause = self.pause
         name: FaultKind
         for wanted, name, update in (
             (self._searchable, "search_index", _views.index_new_rows),
-            (self._rolled_up, "rollup", lambda conn: _views.roll_up_new_rows(conn, pause)),
+            (self._rolled_up, "rollup", self._roll_up),
         ):
             if not wanted:
                 continue
@@ -488,6 +507,22 @@ class Store:
                 what = name.replace("_", " ")
                 report_fault(name, f"could not update the {what} (the calls are recorded)", exc)
             conn.execute(f"RELEASE {name}")
+
+    def _roll_up(self, conn: sqlite3.Connection) -> None:
+        from . import _rollup
+
+        _rollup.roll_up_new_rows(conn, self.pause, step=_rollup.COMBO_STEP)
+        if self._combo_lags(conn):
+            self.behind = max(self.behind, 1)
+
+    @staticmethod
+    def _combo_lags(conn: sqlite3.Connection) -> bool:
+        """``calls_rollup_combo`` is still catching up with calls written before it existed
+        (m005): the store says it is behind, so that the writer takes a step at each derive
+        (every DERIVE_SECONDS at least, also while no calls come)."""
+        from . import _rollup
+
+        return _rollup.combo_rollup_exists(conn) and _rollup.combo_lag(conn) > 0
 
     def forget(self) -> None:
         """Drop the connection without closing it (after fork: it belongs to the parent)."""
