@@ -50,6 +50,7 @@ from typing import Any
 
 __all__ = [
     "BOOKMARK_KEY",
+    "BUCKET_FUNCTION",
     "COMBO_BOOKMARK_KEY",
     "COMBO_COLUMNS",
     "COMBO_FILTERS",
@@ -164,6 +165,7 @@ COMBO_STEP = 10_000
 COMBO_MAX_LAG = 20_000
 #: The SQL function the combination rollup's upserts add histograms with.
 HIST_FUNCTION = "httptrack_hist_add"
+BUCKET_FUNCTION = "httptrack_latency_bucket"
 
 #: The ``calls`` columns a row contributes (``RAW_COLUMNS`` order is what ``Totals.add_call`` takes).
 RAW_COLUMNS = (
@@ -351,8 +353,14 @@ def _hist_add(a: bytes | None, b: bytes | None) -> bytes | None:
     return encode_hist(hist)
 
 
+def _bucket_or_none(ms: float | None) -> int | None:
+    return None if ms is None else _bucket(ms)
+
+
 def register_hist_function(conn: sqlite3.Connection) -> None:
+    """The SQL functions the combination rollup is kept with (on the writer's connection)."""
     conn.create_function(HIST_FUNCTION, 2, _hist_add, deterministic=True)
+    conn.create_function(BUCKET_FUNCTION, 1, _bucket_or_none, deterministic=True)
 
 
 def detail_rollups_exist(conn: sqlite3.Connection) -> bool:
@@ -449,16 +457,12 @@ def _accumulate(
     return groups, top
 
 
-#: Where the combination key's columns (``COMBO_COLUMNS`` order) are.
-_COMBO_AT = (2 + _DIM_NAMES.index("user"), 2 + _DIM_NAMES.index("service"), *_DETAIL_AT)
-
-
 def _accumulate_detail(
-    rows: Iterable[Sequence[Any]], pause: Callable[[], None] | None = None, at: tuple[int, ...] = _DETAIL_AT
+    rows: Iterable[Sequence[Any]], pause: Callable[[], None] | None = None
 ) -> dict[tuple[str, ...], Totals]:
-    """(day, *DETAIL_COLUMNS) -> Totals for these ``_SELECT_CALLS`` rows (``at``: where the
-    key's columns are; ``_COMBO_AT`` for ``COMBO_COLUMNS``)."""
+    """(day, *DETAIL_COLUMNS) -> Totals for these ``_SELECT_CALLS`` rows."""
     groups: dict[tuple[str, ...], Totals] = {}
+    at = _DETAIL_AT
     for count, row in enumerate(rows):
         if pause is not None and not count % 64:
             pause()
@@ -514,9 +518,49 @@ def _combo_upsert_sql() -> str:
 _COMBO_UPSERT = _combo_upsert_sql()
 
 
-def _merge_combo(conn: sqlite3.Connection, groups: dict[tuple[str, ...], Totals]) -> None:
+def _combo_select() -> str:
+    """The combination rollup's groups of the calls matching a condition (appended), summed
+    by SQLite: the same sums as ``contribution`` makes, and each group's latency buckets."""
+    key = ", ".join(f"coalesce(CAST(\"{c}\" AS TEXT), '')" for c in COMBO_COLUMNS)
+    timed = "latency_ms IS NOT NULL AND NOT coalesce(cached, 0)"
+    sums = [
+        "count(*)",
+        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+        "sum(CASE WHEN cached THEN 1 ELSE 0 END)",
+        "sum(input_tokens)",
+        "sum(output_tokens)",
+        "sum(total_tokens)",
+        "sum(cached_input_tokens)",
+        "sum(cost_usd)",
+        "sum(cost_saved_usd)",
+        "sum(CASE WHEN cost_usd IS NULL AND status = 'success' THEN 1 ELSE 0 END)",
+        f"sum(CASE WHEN {timed} THEN latency_ms END)",
+        f"sum(CASE WHEN {timed} THEN 1 ELSE 0 END)",
+    ]
+    assert len(sums) == len(MEASURE_NAMES)
+    return (
+        f"SELECT substr(started_at, 1, 10), {key}, {', '.join(sums)}, "
+        f"group_concat({BUCKET_FUNCTION}(latency_ms)) FILTER (WHERE {timed}) "
+        f"FROM calls WHERE {{where}} GROUP BY {', '.join(str(i) for i in range(1, len(COMBO_COLUMNS) + 2))}"
+    )
+
+
+_COMBO_SELECT = _combo_select()
+
+
+def _merge_combo(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> None:
+    """Add the calls matching ``where`` to ``calls_rollup_combo``. (Grouped by SQLite, not
+    in Python as the other rollups: its groups are many and small.)"""
     register_hist_function(conn)
-    conn.executemany(_COMBO_UPSERT, [[*key, *t.values, encode_hist(t.hist)] for key, t in groups.items()])
+    upserts = []
+    for row in conn.execute(_COMBO_SELECT.format(where=where), params):
+        buckets = row[-1]
+        hist: dict[int, int] = {}
+        if buckets:
+            for bucket in map(int, buckets.split(",")):
+                hist[bucket] = hist.get(bucket, 0) + 1
+        upserts.append((*row[:-1], encode_hist(hist)))
+    conn.executemany(_COMBO_UPSERT, upserts)
 
 
 def _merge_into(
@@ -571,9 +615,10 @@ def roll_up_new_rows(
             _merge_into(conn, _accumulate_detail(fresh, pause), _DETAIL_UPSERTS)
             _set_bookmark(conn, max(top, detail), DETAIL_BOOKMARK_KEY)
         if combo is not None and not lagging:
-            fresh = rows if combo == start else [r for r in rows if r[0] > combo]
-            _merge_combo(conn, _accumulate_detail(fresh, pause, _COMBO_AT))
+            if top > combo:
+                _merge_combo(conn, "rowid > ? AND rowid <= ?", [max(combo, start), top])
             _set_bookmark(conn, max(top, combo), COMBO_BOOKMARK_KEY)
+            combo = max(top, combo)
     if lagging:
         assert combo is not None and step is not None
         _catch_up_combo(conn, combo, step, through, pause)
@@ -586,13 +631,20 @@ def _catch_up_combo(
     """Roll the ``step`` calls after rowid ``mark`` (and any up to ``through``) into
     ``calls_rollup_combo``."""
     while True:
-        rows = conn.execute(_SELECT_CALLS + "rowid > ? ORDER BY rowid LIMIT ?", [mark, step]).fetchall()
-        if not rows:
+        if pause is not None:
+            pause()
+        last = conn.execute(
+            "SELECT max(rowid), count(*) FROM "
+            "(SELECT rowid FROM calls WHERE rowid > ? ORDER BY rowid LIMIT ?)",
+            [mark, step],
+        )
+        (top, n) = last.fetchone()
+        if not n:
             return
-        _merge_combo(conn, _accumulate_detail(rows, pause, _COMBO_AT))
-        mark = rows[-1][0]
+        _merge_combo(conn, "rowid > ? AND rowid <= ?", [mark, top])
+        mark = top
         _set_bookmark(conn, mark, COMBO_BOOKMARK_KEY)
-        if mark >= through or len(rows) < step:
+        if mark >= through or n < step:
             return
 
 
@@ -618,8 +670,7 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
         upto = detail_bookmark(conn)
         _merge_into(conn, _accumulate_detail([r for r in rows if r[0] <= upto]), _DETAIL_UPSERTS)
     if combo:
-        upto = combo_bookmark(conn)
-        _merge_combo(conn, _accumulate_detail([r for r in rows if r[0] <= upto], None, _COMBO_AT))
+        _merge_combo(conn, where, [combo_bookmark(conn), *params[1:]])
 
 
 def rebuild_rollups(conn: sqlite3.Connection, from_day: str | None = None) -> None:
