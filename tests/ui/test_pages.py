@@ -310,11 +310,15 @@ async def test_facets_too_many_to_count_are_not_tried(
 ) -> None:
     from httptrack._datasette import _facets
 
-    path = "/log/calls.json?provider=openai&service=a"  # no rollup has services by provider
+    path = "/log/calls.json?provider=openai&service__contains=a"  # no rollup has that filter
     assert len((await planned.client.get(path)).json()["facet_results"]) == 6
     monkeypatch.setattr(_facets, "FACET_MAX_ROWS", 5)
     assert (await planned.client.get(path)).json()["facet_results"] == {}  # timed out, at once
-    # The whole list's (from the rollups) and a filter the detail rollup answers are counted.
+    # A user or a service with another filter: counted from calls_rollup_combo.
+    both = (await planned.client.get("/log/calls.json?provider=openai&service=a")).json()["facet_results"]
+    assert set(both) == {"provider", "model", "user", "service", "status", "started_at"}
+    # The whole list's (from the rollups) and a filter the detail rollup answers are counted
+    # (its user and service facets from calls_rollup_combo).
     assert len((await planned.client.get("/log/calls.json")).json()["facet_results"]) == 6
     facets = (await planned.client.get("/log/calls.json?provider=openai")).json()["facet_results"]
-    assert set(facets) == {"provider", "model", "status", "started_at"}
+    assert set(facets) == {"provider", "model", "user", "service", "status", "started_at"}
