@@ -554,8 +554,14 @@ class Log:
             return
         if not latency_table:  # calls_rollup_combo: a histogram in each row
             sql = f"SELECT {plan.key_sql} AS k, latency FROM {table} WHERE {plan.where}"
+            parts: dict[Any, list[bytes]] = {}
             for key, blob in self._conn.execute(sql + " AND latency IS NOT NULL", plan.params):
-                _rollup.decode_hist(blob, totals_for(key).hist)
+                blobs = parts.get(key)
+                if blobs is None:
+                    blobs = parts[key] = []
+                blobs.append(blob)
+            for key, blobs in parts.items():  # one decoding per group: (bucket, n) pairs laid end to end
+                _rollup.decode_hist(b"".join(blobs), totals_for(key).hist)
             return
         sql = (
             f"SELECT {plan.key_sql} AS k, bucket, sum(n) FROM {latency_table} "
