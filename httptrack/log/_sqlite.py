@@ -66,10 +66,13 @@ WAL_LIMIT_BYTES = 16 * 1024 * 1024
 WAL_RESTART_WAIT_MS = 200
 WAL_CHECK_SECONDS = 0.5
 RETAIN_BUSY_SECONDS = 0.25
-#: The writer's page cache (KiB) and memory map (bytes). 0: SQLite's defaults (2 MB of
-#: cache, no map).
-WRITER_CACHE_KIB = 0
-WRITER_MMAP_BYTES = 0
+#: The writer's page cache: SQLite's default (2 MB) for a log of up to 128 MB, then 1/64th
+#: of the file's size, up to this (KiB). On a big log every index that takes rows at random
+#: places (cost, latency, tokens, session, user) needs a leaf page per row, and 2 MB no longer
+#: holds even the B-trees' inner pages: each insert read pages back from the OS (1M calls:
+#: ~120 KB read per row written with 2 MB, ~42 KB with 64 MB; bench_log.py --writer-growth).
+#: Small logs keep the small cache: the app's memory stays flat.
+WRITER_CACHE_MAX_KIB = 64 * 1024
 _NONES = (None,) * len(COLUMN_NAMES)
 #: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
 #: and every release is a chance for another thread to take the GIL, after which this one
@@ -324,6 +327,16 @@ def is_current(conn: sqlite3.Connection) -> bool:
     return all(name in present for name, _, _ in COLUMNS)
 
 
+def writer_cache_kib(path: Path) -> int:
+    """The writer's page cache for the log at ``path`` (KiB), or 0 for SQLite's default."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return 0
+    kib = min(WRITER_CACHE_MAX_KIB, size // 64 // 1024)
+    return kib if kib > 2048 else 0
+
+
 class Store:
     """One database file, as the writer thread sees it: the SQLite ``LogBackend``."""
 
@@ -358,10 +371,9 @@ class Store:
             raise _unavailable(exc, f"could not open {self.path}") from exc
         try:
             conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-            if WRITER_CACHE_KIB:
-                conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-            if WRITER_MMAP_BYTES:
-                conn.execute(f"PRAGMA mmap_size={WRITER_MMAP_BYTES}")
+            cache_kib = writer_cache_kib(self.path)
+            if cache_kib:
+                conn.execute(f"PRAGMA cache_size=-{cache_kib}")
             migrate(conn)
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)

@@ -164,3 +164,28 @@ def test_histograms_round_trip() -> None:
     both: dict[int, int] = {}
     _rollup.decode_hist(added, both)
     assert both == {-3: 2, 0: 4, 250: 14}
+
+
+def test_the_writer_s_page_cache_grows_with_a_big_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from httptrack.log import _sqlite
+
+    def sized(name: str, size: int) -> Path:
+        path = tmp_path / name
+        with path.open("wb") as f:
+            f.truncate(size)  # sparse: takes no disk
+        return path
+
+    assert _sqlite.writer_cache_kib(tmp_path / "missing.db") == 0
+    assert _sqlite.writer_cache_kib(sized("small.db", 100 << 20)) == 0  # SQLite's default 2 MB
+    assert _sqlite.writer_cache_kib(sized("mid.db", 1 << 30)) == 16 * 1024
+    assert _sqlite.writer_cache_kib(sized("big.db", 8 << 30)) == 64 * 1024
+    monkeypatch.setattr(_sqlite, "writer_cache_kib", lambda path: 4096)
+    store = Store(tmp_path / "log.db")
+    store.open()
+    try:
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA cache_size").fetchone()[0] == -4096
+    finally:
+        store.close()
