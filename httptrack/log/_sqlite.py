@@ -64,6 +64,11 @@ WAL_LIMIT_BYTES = 16 * 1024 * 1024
 #: How long a restart waits for the readers of older snapshots (the writer holds the write
 #: lock meanwhile: other writers wait, the app's calls do not), and how often it is tried.
 WAL_RESTART_WAIT_MS = 200
+#: While readers keep it from finishing (each holding its snapshot longer than the wait: a
+#: UI page, a CLI command), the wait doubles at each try up to this; only then are tries
+#: spaced out. (Readers of 0.3-0.5 s back to back let the WAL grow to 600 MB on a 1M-call
+#: log while the tries waited 200 ms and were spaced out to every 30 s.)
+WAL_RESTART_MAX_WAIT_MS = 2000
 WAL_CHECK_SECONDS = 0.5
 RETAIN_BUSY_SECONDS = 0.25
 #: The writer's page cache: SQLite's default (2 MB) for a log of up to 128 MB, then 1/64th
@@ -361,6 +366,7 @@ class Store:
         self._size_debt = SizeDebt()
         self._wal_checked_at = -math.inf
         self._wal_backoff = WAL_CHECK_SECONDS
+        self._wal_wait_ms = WAL_RESTART_WAIT_MS
 
     def open(self) -> None:
         if self._conn is not None:
@@ -431,17 +437,24 @@ class Store:
             return
         busy = 1
         try:
-            conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={self._wal_wait_ms}")
             try:
                 ((busy, _, _),) = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             finally:
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error:
             pass
-        # Busy: a reader still holds an old snapshot (a long query). Waiting for it at every
-        # check would cost the writer (and other writers, kept from the write lock) up to
-        # WAL_RESTART_WAIT_MS each time: wait longer between tries, up to half a minute.
-        self._wal_backoff = min(self._wal_backoff * 2, 30.0) if busy else WAL_CHECK_SECONDS
+        # Busy: a reader still holds an old snapshot. Wait for readers longer at the next
+        # try, up to WAL_RESTART_MAX_WAIT_MS (the writer thread sleeps meanwhile; other
+        # writers wait for the write lock); past that (a long query, an export), waiting at
+        # every check would cost the writers that much each time: wait longer between
+        # tries instead, up to half a minute.
+        if not busy:
+            self._wal_wait_ms, self._wal_backoff = WAL_RESTART_WAIT_MS, WAL_CHECK_SECONDS
+        elif self._wal_wait_ms < WAL_RESTART_MAX_WAIT_MS:
+            self._wal_wait_ms = min(self._wal_wait_ms * 2, WAL_RESTART_MAX_WAIT_MS)
+        else:
+            self._wal_backoff = min(self._wal_backoff * 2, 30.0)
         self._wal_checked_at += self._wal_backoff - WAL_CHECK_SECONDS
 
     def _retain(self, conn: sqlite3.Connection, policy: Retention) -> None:
