@@ -295,8 +295,9 @@ _EQUALS = re.compile(r'"(?P<column>provider|model|user|service|operation|status|
 def combo_count_sql(sql: str, params: dict[str, Any]) -> str | None:
     """SQL for datasette's ``count(*)`` of ``calls`` filtered by equality on columns of
     ``calls_rollup_combo`` (two facets clicked: ``?provider=openai&user=alice``), exact, from
-    it plus the calls past its bookmark. ``None``: another shape, or a value it stores
-    otherwise (``''``, which it shares with ``NULL``; ``cached`` other than ``0``/``1``)."""
+    it plus the calls past its bookmark, when a user is among them. ``None``: another shape,
+    no user, or a value it stores otherwise (``''``, which it shares with ``NULL``;
+    ``cached`` other than ``0``/``1``)."""
     count = _COUNT.fullmatch(sql)
     if count is None or not count["where"]:
         return None
@@ -313,6 +314,8 @@ def combo_count_sql(sql: str, params: dict[str, Any]) -> str | None:
         ):
             return None
     where = " and ".join(clauses)
+    if '"user" = ' not in where:  # one range of its key; else it would read the whole table
+        return None
     return (
         f"select coalesce((select sum(calls) from {_rollup.COMBO_TABLE} where {where}), 0) + "
         f"(select count(*) from calls not indexed where rowid > coalesce((select cast(value as integer) "

@@ -192,9 +192,11 @@ def test_combo_count_sql_shapes() -> None:
     sql = 'select count(*) from calls where "provider" = :p0 and "user" = :p1 '
     assert _pages.combo_count_sql(sql, {"p0": "openai", "p1": "u0"}) is not None
     assert _pages.combo_count_sql(sql, {"p0": "openai", "p1": ""}) is None  # '' is NULL's there
-    cached = 'select count(*) from calls where "cached" = :p0 '
-    assert _pages.combo_count_sql(cached, {"p0": "1"}) is not None
-    assert _pages.combo_count_sql(cached, {"p0": "01"}) is None
+    cached = 'select count(*) from calls where "cached" = :p0 and "user" = :p1 '
+    assert _pages.combo_count_sql(cached, {"p0": "1", "p1": "u0"}) is not None
+    assert _pages.combo_count_sql(cached, {"p0": "01", "p1": "u0"}) is None
+    service = 'select count(*) from calls where "service" = :p0 '  # no user: the whole table
+    assert _pages.combo_count_sql(service, {"p0": "a"}) is None
     assert _pages.combo_count_sql('select count(*) from calls where "host" = :p0 ', {"p0": "x"}) is None
     assert _pages.combo_count_sql("select count(*) from calls ", {}) is None
 
@@ -354,11 +356,14 @@ async def test_facets_too_many_to_count_are_not_tried(
     assert len((await planned.client.get(path)).json()["facet_results"]) == 6
     monkeypatch.setattr(_facets, "FACET_MAX_ROWS", 5)
     assert (await planned.client.get(path)).json()["facet_results"] == {}  # timed out, at once
-    # A user or a service with another filter: counted from calls_rollup_combo.
-    both = (await planned.client.get("/log/calls.json?provider=openai&service=a")).json()["facet_results"]
+    # A user with other filters: every facet counted from calls_rollup_combo (one range of
+    # it); a service without a user would read all of it: from the calls, not tried here.
+    both = (await planned.client.get("/log/calls.json?provider=openai&user=u0")).json()["facet_results"]
     assert set(both) == {"provider", "model", "user", "service", "status", "started_at"}
-    # The whole list's (from the rollups) and a filter the detail rollup answers are counted
-    # (its user and service facets from calls_rollup_combo).
+    assert (await planned.client.get("/log/calls.json?provider=openai&service=a")).json()[
+        "facet_results"
+    ] == {}
+    # The whole list's (from the rollups) and a filter the detail rollup answers are counted.
     assert len((await planned.client.get("/log/calls.json")).json()["facet_results"]) == 6
     facets = (await planned.client.get("/log/calls.json?provider=openai")).json()["facet_results"]
-    assert set(facets) == {"provider", "model", "user", "service", "status", "started_at"}
+    assert set(facets) == {"provider", "model", "status", "started_at"}
