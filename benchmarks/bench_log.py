@@ -523,6 +523,97 @@ def bench_writer(calls: int = 1500) -> list[tuple[str, float, float]]:
     return results
 
 
+def _rows_now(n: int, seed: int) -> list[tuple[Any, ...]]:
+    """``n`` generated calls as the writer sees them arrive: started now, one after another
+    (ids and times in order, as a live app's are), not spread over the past 90 days."""
+    at, started = COLUMN_NAMES.index("id"), COLUMN_NAMES.index("started_at")
+    now = time.time()
+    out = []
+    for i, row in enumerate(_rows(n, seed)):
+        ts = now + i * 0.002
+        values = list(row)
+        values[at] = new_call_id(ts)
+        values[started] = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        out.append(tuple(values))
+    return out
+
+
+#: A reader process for ``--readers``: a read transaction held ``hold`` seconds, again and
+#: again (the UI or the CLI in use): the WAL can never be reset while one is open.
+_READER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, isolation_level=None)
+while True:
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM (SELECT 1 FROM calls ORDER BY rowid DESC LIMIT 2000)").fetchall()
+    time.sleep(float(sys.argv[2]))
+    conn.execute("COMMIT")
+"""
+
+
+def _write_timed(path: Path, rows: list[tuple[Any, ...]], batch: int, warm: int) -> tuple[float, int]:
+    """The writer thread's CPU per row (µs) for ``rows[warm:]``, written ``batch`` per
+    transaction through ``Store.write`` after ``rows[:warm]`` (which warm its page cache, as
+    a writer that has run a while has), derived data included; and the largest WAL seen."""
+    from httptrack.log._sqlite import Store
+
+    store = Store(path)
+    for i in range(0, warm, batch):
+        store.write(rows[i : min(i + batch, warm)])
+    store.catch_up()
+    wal = Path(f"{path}-wal")
+    largest = 0
+    t0 = time.thread_time()
+    for i in range(warm, len(rows), batch):
+        store.write(rows[i : i + batch])
+        largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    store.catch_up()
+    cpu = time.thread_time() - t0
+    store.close()
+    return cpu / (len(rows) - warm) * 1e6, largest
+
+
+def bench_writer_growth(
+    big: Path, rows: int, *, batch: int = 100, warm: int = 10_000, readers: int = 0, rounds: int = 2
+) -> list[tuple[str, float, int]]:
+    """Issue 19's "writer CPU per row on a 1M-call log within 1.5x of an empty one": the
+    same generated calls written into a new log and into ``big`` (they stay there: it
+    grows by ``(warm + rows) * rounds`` calls), alternately, ``readers`` processes holding
+    read transactions on each meanwhile. (log, median µs per row, largest WAL)."""
+    import tempfile
+
+    cpu: dict[str, list[float]] = {"empty": [], "big": []}
+    wals: dict[str, int] = {"empty": 0, "big": 0}
+    with tempfile.TemporaryDirectory(prefix="httptrack-writer-") as folder:
+        for round_ in range(rounds):
+            for name in ("empty", "big"):
+                path = big if name == "big" else Path(folder) / f"empty-{round_}.db"
+                data = _rows_now(rows + (warm if name == "big" else 1_000), seed=100 + round_)
+                if name == "empty":
+                    connect(path).close()  # so readers have a file to open
+                    conn = connect(path)
+                    migrate(conn)
+                    conn.close()
+                procs = [
+                    subprocess.Popen([sys.executable, "-c", _READER, str(path), str(0.3 + 0.2 * i)])
+                    for i in range(readers)
+                ]
+                try:
+                    per_row, wal = _write_timed(path, data, batch, warm if name == "big" else 1_000)
+                finally:
+                    for proc in procs:
+                        proc.kill()
+                        proc.wait()
+                cpu[name].append(per_row)
+                wals[name] = max(wals[name], wal)
+                print(
+                    f"  round {round_ + 1}, {name:<5}: {per_row:6.0f} us CPU per row, WAL up to "
+                    f"{wal / 1e6:.1f} MB",
+                    file=sys.stderr,
+                )
+    return [(name, statistics.median(cpu[name]), wals[name]) for name in ("empty", "big")]
+
+
 #: The busiest user of every generated log (the Zipf head: about 19% of the calls).
 BUSIEST_USER = "user-000"
 
@@ -626,6 +717,22 @@ def print_issue_table(rows: int, db: Path, results: list[tuple[str, float | None
         if note and median is not None:  # export: a rate, not a time
             shown, verdict = note, "-"
         print(f"| {name:<46} | {shown:>10} | {verdict:>5} |")
+
+
+def print_writer_growth(db: Path, results: list[tuple[str, float, int]], readers: int) -> None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (calls,) = conn.execute("SELECT max(rowid) FROM calls").fetchone()
+    finally:
+        conn.close()
+    (_, empty, _), (_, big, _) = results
+    print(f"\nWriter CPU per row (Store.write, batches of 100, derived data included), {readers} readers\n")
+    print("| log | CPU per row | vs empty | largest WAL |")
+    print("|---|---:|---:|---:|")
+    for name, per_row, wal in results:
+        label = "new (empty)" if name == "empty" else f"{db.name} (~{calls:,} calls)"
+        print(f"| {label} | {per_row:.0f} us | {per_row / empty:.2f}x | {wal / 1e6:.1f} MB |")
+    print(f"\nratio {big / empty:.2f}x")
 
 
 def serve_ui(db: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -805,6 +912,16 @@ def main(argv: list[str] | None = None) -> None:
         help="how long the writer's first write waits while it upgrades a copy of the database, "
         "made as schema 3 left it (m004's indexes), and what building the indexes left for later takes",
     )
+    parser.add_argument(
+        "--writer-growth",
+        type=int,
+        metavar="ROWS",
+        help="only: the writer's CPU per row writing ROWS calls into a new log and into --db "
+        "(which keeps them), one run",
+    )
+    parser.add_argument(
+        "--readers", type=int, default=0, help="with --writer-growth: reader processes holding snapshots"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         import tempfile
@@ -814,6 +931,11 @@ def main(argv: list[str] | None = None) -> None:
         args.db = Path(scratch.name) / "log.db"
     db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
+    if args.writer_growth:
+        print_writer_growth(
+            db, bench_writer_growth(db, args.writer_growth, readers=args.readers), args.readers
+        )
+        return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _written import count_calls, write_through_transport
 

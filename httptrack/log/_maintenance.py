@@ -283,7 +283,7 @@ def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:
                 _views.rebuild_search_index(conn)
             if rolled_up:  # every call there is was rolled up: the bookmarks at the new top
                 (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()
-                for key in (_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY):
+                for key in (_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY, _rollup.COMBO_BOOKMARK_KEY):
                     conn.execute(f"UPDATE {_rollup.STATE_TABLE} SET value = ? WHERE key = ?", [top, key])
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 

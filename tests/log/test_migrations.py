@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recorded_log import V2_OBJECTS, V3_OBJECTS, V4_OBJECTS, downgrade_to_v1, record_calls, rows
+from recorded_log import (
+    V2_OBJECTS,
+    V3_OBJECTS,
+    V4_OBJECTS,
+    V5_OBJECTS,
+    downgrade_to_v1,
+    downgrade_to_v4,
+    record_calls,
+    rows,
+)
 
 import httptrack
 from httptrack.log import _indexes, _rollup, _views
@@ -56,17 +65,18 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
         assert sorted(r.id for r in log.calls(query="umbrellas")) == sorted([ids[5], ids[2]])
         assert log.stats(by="user") == stats_before
         assert log._rolled_up and log._searchable
-    assert schema_names(db) >= V2_OBJECTS | V4_OBJECTS
+    assert schema_names(db) >= V2_OBJECTS | V4_OBJECTS | V5_OBJECTS
     assert rows(db) == before
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
         assert applied == [
             "m001_create_calls",
             "m002_call_log_views",
             "m003_detail_rollup",
             "m004_read_indexes",
+            "m005_combo_rollup",
         ]
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
         assert _rollup.bookmark(conn) == conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
@@ -76,6 +86,7 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
 
 def downgrade_to_v2(db: Path) -> None:
     """Make ``db`` what schema version 2 left: no detail rollup."""
+    downgrade_to_v4(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN")

@@ -492,6 +492,22 @@ async def test_facets_read_the_rollups_only_where_they_can(varied_log: Path) -> 
         assert dict(detail_after["status"][0])[status] == dict(detail["status"][0])[status] + 1000
     assert detail_after["user"] == detail["user"] and detail_after["service"] == detail["service"]
     assert [(await get_json(ui, page))["facet_results"] for page in pages] == filtered
+    # Filtered by a user (or a service): every facet but the day's from calls_rollup_combo.
+    conn = sqlite3.connect(varied_log)
+    with conn:
+        key = '"user", day, service, provider, model, response_model, operation, status, cached'
+        conn.execute(
+            f"UPDATE calls_rollup_combo SET calls = calls + 1000 WHERE ({key}) = "
+            f"(SELECT {key} FROM calls_rollup_combo WHERE \"user\" = 'user-03' "
+            "AND provider != '' AND model != '' AND status != '' AND service != '' LIMIT 1)"
+        )
+    conn.close()
+    user_before = _counted(filtered[1])
+    user_after = _counted((await get_json(ui, pages[1]))["facet_results"])
+    for facet in ("provider", "model", "status", "user", "service", "started_at"):
+        assert sum(n for _, n in user_after[facet][0]) == sum(n for _, n in user_before[facet][0]) + 1000, (
+            facet
+        )
 
 
 async def test_facets_of_a_lagging_rollup(varied_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
