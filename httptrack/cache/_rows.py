@@ -93,7 +93,9 @@ def read_row(
     sql = f"SELECT response_body, {', '.join(columns)} FROM calls WHERE id = ?"
     try:
         conn = _connection(path)
-        found = conn.execute(sql, (call_id,)).fetchone()
+        # Run to its end (fetchall): a statement left open would hold a read snapshot of the
+        # log, and keep its WAL from being restarted.
+        rows = conn.execute(sql, (call_id,)).fetchall()
     except RowGone:
         raise
     except sqlite3.Error as exc:
@@ -101,8 +103,9 @@ def read_row(
             raise RowGone(f"the call log has no such row ({exc})") from None
         _forget(path)
         raise RowUnreadable(str(exc)) from None
-    if found is None:
+    if not rows:
         raise RowGone("its call's row was pruned")
+    found = rows[0]
     body = found[0]
     if body is None:
         raise RowGone("its call's body was pruned")
