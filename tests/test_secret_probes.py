@@ -14,6 +14,7 @@ nothing), and that the app got every byte and every error as the provider sent i
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -669,11 +670,15 @@ def test_a_cache_folder_that_already_existed_is_made_private(probe: Probe, umask
     probe.cache_dir.mkdir(mode=0o755)
     diskcache.Cache(str(probe.cache_dir)).close()  # its cache.db as diskcache makes it: 0644
     assert loose_modes(probe.cache_dir)
-    big = "word " * 20_000  # over diskcache's 32 KiB: stored in a file of its own, in folders of its own
+    # Over diskcache's 32 KiB once compressed: stored in a file of its own, in folders of its own.
+    big = base64.b64encode(os.urandom(60_000)).decode()
 
     client = openai.OpenAI(
         api_key=credential("modes"),
-        http_client=probe.client(httpx2, lambda r: json_response(httpx2, 200, chat_completion(big))),
+        # Bodies not in the log: the folder keeps the answer itself (else a reference to its row).
+        http_client=probe.client(
+            httpx2, lambda r: json_response(httpx2, 200, chat_completion(big)), store_bodies=False
+        ),
     )
     for _ in range(2):
         client.chat.completions.create(model="gpt-4o-mini", messages=CHAT)  # type: ignore[arg-type]
@@ -709,8 +714,12 @@ def test_probes_find_what_is_there(probe: Probe) -> None:
                                  json.dumps(word)[1:-1].replace("/", "\\/"), core_of("control")}  # fmt: skip
     client = openai.OpenAI(
         api_key=credential("controlkey"),
+        # A redact hook that changes the row's copy of the answer (not the word): the cache
+        # folder keeps the answer's own bytes (else it holds a reference to the row).
         http_client=probe.client(
-            httpx2, lambda r: json_response(httpx2, 200, chat_completion(f"say {word}"))
+            httpx2,
+            lambda r: json_response(httpx2, 200, chat_completion(f"say {word}")),
+            redact=lambda text: text.replace("assistant", "Assistant"),
         ),
     )
     client.chat.completions.create(model="gpt-4o-mini", messages=CHAT)  # type: ignore[arg-type]

@@ -56,8 +56,11 @@ WRITE_ATTEMPTS = 20
 PUT_BATCH = 100
 #: After the folder fails to open or a write fails, wait this long before trying again.
 RETRY_AFTER = 30.0
-#: The folder is brought back under its size limit at most this often (seconds).
+#: The folder is brought back under its size limit at most this often (seconds), unless
+#: what was stored since then is more than its limit divided by CULL_SHARE: it passes its
+#: limit by one second's entries at most, and by a twentieth of it for large answers.
 CULL_INTERVAL = 1.0
+CULL_SHARE = 20
 GENERATION_FILE = "httptrack.generation"
 GENERATION_CHECK_INTERVAL = 1.0
 #: SQLite page cache per connection to the index (pages of 4 KiB: 1 MiB).
@@ -93,6 +96,7 @@ class EntryStore:
         self._open_after = 0.0
         self._write_after = 0.0
         self._cull_due = 0.0
+        self._unculled = 0
         self._generation: Any = _UNSET
         self._generation_due = 0.0
         #: How long a lease lives (the policy's wait; set by every ``acquire``).
@@ -379,10 +383,6 @@ class EntryStore:
                 blobs.append((key, entry, blob))
         stored = 0
         memory = self.memory
-        # A value of a file of its own (diskcache: 32 KiB or more) can take a folder past its
-        # limit at once: culled after this batch, whenever the last cull was.
-        if any(len(blob) >= disk.disk.min_file_size for _, _, blob in blobs):
-            self._cull_due = 0.0
         for start in range(0, len(blobs), PUT_BATCH):
             group = blobs[start : start + PUT_BATCH]
             if not self._write_group(disk, group):
@@ -394,18 +394,19 @@ class EntryStore:
                 for key, _, _ in group:
                     memory.discard(key)
             stored += len(group)
-        if stored and time.monotonic() >= self._cull_due:
+            self._unculled += sum(len(blob) for _, _, blob in group)
+        # Eviction at most once a second, or once what was stored since the last is a
+        # twentieth of the limit (a small folder, large answers).
+        if stored and (time.monotonic() >= self._cull_due or self._unculled * CULL_SHARE > limit):
             self._cull(disk)
         return stored
 
     def _cull(self, disk: Any) -> None:
         """Drop the oldest stored entries while the folder is over its size limit (what
-        diskcache does within each ``set`` unless ``cull_limit=0``), at most once every
-        :data:`CULL_INTERVAL` unless a batch stored a value in a file of its own (the folder
-        may pass its limit by the small entries one second stores).
-        Entries past their TTL are kept (replay mode still serves them) until evicted so,
-        or pruned."""
+        diskcache does within each ``set`` unless ``cull_limit=0``). Entries past their TTL
+        are kept (replay mode still serves them) until evicted so, or pruned."""
         self._cull_due = time.monotonic() + CULL_INTERVAL
+        self._unculled = 0
         try:
             disk.cull(retry=False)
         except Exception as exc:  # locked by another process: the next batch culls
