@@ -981,3 +981,23 @@ def test_demo_names_a_ui_this_install_can_run(tmp_path: Path, monkeypatch: pytes
     )
     out = run("demo", "--db", tmp_path / "b.db").stdout
     assert "pip install 'httptrack[ui]', then httptrack ui --db" in out
+
+
+def test_export_lines_are_the_json_of_each_row() -> None:
+    """Each row one line of JSON (msgspec's encoder: quicker), the same values as json's;
+    what it cannot encode (a lone surrogate) as json.dumps writes it."""
+    from httptrack.cli._export import _json_line
+
+    line = _json_line()
+    row = {
+        "id": "01J",
+        "cost_usd": 4.9e-05,
+        "n": 2**63 - 1,
+        "text": 'é "quoted"\n',
+        "none": None,
+        "x": 0.1 + 0.2,
+    }
+    assert line(row).endswith("\n") and line(row).count("\n") == 1
+    assert json.loads(line(row)) == row
+    odd = {"text": "a\ud800b"}
+    assert line(odd) == json.dumps(odd, ensure_ascii=False) + "\n"
