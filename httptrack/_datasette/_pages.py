@@ -202,7 +202,8 @@ def page_sql(sql: str, params: dict[str, Any]) -> str | None:
             f"order by {order} limit {limit}"
         )
     if kind == "asc_null":  # the rest of the nulls, then every non-null value
-        first, first_order, tail = f"{column} is null and id > :{k}", "id", f"{column} is not null"
+        # (Ordered by the column too, all null there: the sort index gives that order.)
+        first, first_order, tail = f"{column} is null and id > :{k}", f"{column}, id", f"{column} is not null"
     elif kind == "asc":
         # No null tail: nulls sort first, so a page after a non-null value has none.
         v = match["v"]
