@@ -404,10 +404,10 @@ def planned_execute(execute: Execute, has_rollups: Callable[[], bool]) -> Execut
                     try:
                         return await execute(walk, params, truncate=truncate, custom_time_limit=SORT_WALK_MS)
                     except QueryInterrupted:
-                        other = sort_fallback(sql, None if fewest is None else fewest[0])
+                        by_filter = sort_fallback(sql, None if fewest is None else fewest[0])
                         try:
                             return await execute(
-                                other,
+                                by_filter,
                                 params,
                                 truncate=truncate,
                                 custom_time_limit=custom_time_limit,
