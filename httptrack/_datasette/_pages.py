@@ -399,23 +399,30 @@ def planned_execute(execute: Execute, has_rollups: Callable[[], bool]) -> Execut
             if walk is not None:
                 fewest = await _fewest_calls(execute, sql, values, has_rollups)
                 if fewest is not None and fewest[1] > FILTER_FIRST_MAX:
-                    sql = walk  # every filter matches too many calls to sort them: walk
+                    limit = custom_time_limit  # every filter matches too many calls to sort them
                 else:
+                    limit = SORT_WALK_MS
+                try:
+                    return await execute(
+                        walk, params, truncate=truncate, custom_time_limit=limit, log_sql_errors=False
+                    )
+                except sqlite3.OperationalError:  # a log of an earlier schema: no sort indexes
+                    pass
+                except QueryInterrupted:
+                    if limit != SORT_WALK_MS:
+                        raise
+                    by_filter = sort_fallback(sql, None if fewest is None else fewest[0])
                     try:
-                        return await execute(walk, params, truncate=truncate, custom_time_limit=SORT_WALK_MS)
-                    except QueryInterrupted:
-                        by_filter = sort_fallback(sql, None if fewest is None else fewest[0])
-                        try:
-                            return await execute(
-                                by_filter,
-                                params,
-                                truncate=truncate,
-                                custom_time_limit=custom_time_limit,
-                                page_size=page_size,
-                                log_sql_errors=log_sql_errors,
-                            )
-                        except sqlite3.OperationalError:  # an index an older or newer schema lacks
-                            pass
+                        return await execute(
+                            by_filter,
+                            params,
+                            truncate=truncate,
+                            custom_time_limit=custom_time_limit,
+                            page_size=page_size,
+                            log_sql_errors=False,
+                        )
+                    except sqlite3.OperationalError:  # an index an older or newer schema lacks
+                        pass
             other = filter_first(sql)
             if other is not None:
                 try:

@@ -394,3 +394,20 @@ async def test_a_sorted_filtered_page_walks_the_sort_index_or_else_the_filters(
                 assert any(f"USING INDEX {index} " in step for step in plan), plan
     finally:
         conn.close()
+
+
+async def test_a_sorted_filtered_page_of_a_log_without_the_sort_indexes(log_db: Path) -> None:
+    """A log of an earlier schema (before m004's sort indexes, or an index dropped since):
+    the page is still datasette's, by SQLite's own plan."""
+    conn = sqlite3.connect(log_db)
+    conn.execute("DROP INDEX idx_calls_cost")
+    conn.execute("DROP INDEX idx_calls_status")
+    conn.close()
+    ds = make_datasette(log_db)
+    for query in ("status=error&_sort_desc=cost_usd", "provider=openai&user=u0&_sort=cost_usd"):
+        where = " AND ".join(f"{k} = '{v}'" for k, v in (p.split("=") for p in query.split("&")[:-1]))
+        got = [i for page in await pages(ds, query) for i in page]
+        assert got == naive(
+            log_db,
+            f"SELECT id FROM calls WHERE {where} ORDER BY cost_usd {'DESC' if 'desc' in query else ''}, id",
+        )
