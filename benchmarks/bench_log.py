@@ -729,7 +729,11 @@ def bench_issue_table(db: Path, repeat: int, http: str | None = None) -> list[Is
 
 
 def print_issue_table(rows: int, db: Path, results: list[IssueRow], how: str) -> None:
-    print(f"\nIssue 23's table: {rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {how}, median of runs\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"\nIssue 23's table: {rows:,} calls, {db.stat().st_size / 1e6:,.0f} MB, {how}, median of runs "
+        f"(load average {load:.1f} on {os.cpu_count()} CPUs: CPU times hold under load, wall times do not)\n"
+    )
     print(f"| {'page or command':<46} | {'median':>13} | {'CPU':>8} | {'< 1 s':>5} |")
     print("|" + "-" * 48 + "|" + "-" * 14 + ":|" + "-" * 9 + ":|" + "-" * 6 + ":|")
     for name, median, note, cpu in results:
