@@ -23,7 +23,7 @@ import functools
 import json
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode
@@ -318,6 +318,20 @@ def is_credential_field(name: str) -> bool:
     return name.lower().replace("_", "").replace("-", "").endswith(_FIELD_ENDS)
 
 
+#: Field name → :func:`is_credential_field`, for the walk through every response: a plain
+#: dict is read in the loop itself, without a call.
+_fields: dict[str, bool] = {}
+
+
+def _is_field(name: str) -> bool:
+    secret = is_credential_field(name)
+    if len(_fields) >= 4096:
+        _fields.clear()
+    if name.__class__ is str:
+        _fields[name] = secret
+    return secret
+
+
 #: value → the texts it is looked for as (longest first); the same keys come with every call.
 _forms: dict[str, tuple[str, ...]] = {}
 _FORMS_MAX = 1024
@@ -411,10 +425,14 @@ class Credentials:
 
     def _walk(self, data: dict[str, Any], depth: int) -> bool:
         found = False
+        known = _fields
         for name, value in data.items():
             kind = value.__class__
             if kind is str:
-                if is_credential_field(name):
+                secret = known.get(name)
+                if secret is None:
+                    secret = _is_field(name)
+                if secret:
                     found = self.add(value, name) or found
             elif kind is dict and depth < _FIELD_DEPTH:
                 if is_credential_field(name) and value.get("value").__class__ is str:
@@ -441,14 +459,23 @@ class Credentials:
         """Whether ``data`` (a response body, UTF-8) holds any of the credentials."""
         return any(form.encode() in data for form in self.forms())
 
-    def scrub_row(self, row: dict[str, Any]) -> bool:
+    def scrub_row(
+        self, row: dict[str, Any], texts: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None
+    ) -> bool:
         """Every text of ``row`` scrubbed in place; whether one that says what the response
-        was (its body, text, headers, error) held a credential."""
+        was (its body, text, headers, error) held a credential. ``texts``: gives the values
+        of the row's text columns (``operator.itemgetter`` of their names), else every
+        string in the row is looked at."""
         forms = self.forms()
         if not self.fields:
             # Usually nothing is found: one search of all the texts at once per form (and
             # no per-column work at all), instead of one per column.
-            joined = "\x00".join([text for text in row.values() if text.__class__ is str])
+            joined = None
+            if texts is not None:
+                with contextlib.suppress(TypeError):  # a text column holding something else
+                    joined = "\x00".join(filter(None, texts(row)))  # in C: NULLs and "" left out
+            if joined is None:
+                joined = "\x00".join([text for text in row.values() if text.__class__ is str])
             if not any(form in joined for form in forms):
                 return False
         in_response = False

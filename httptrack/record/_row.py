@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 from collections import deque
@@ -20,7 +21,7 @@ from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
 from .._redact import CREDENTIAL_IN_RESPONSE, Credentials, read_headers, render_url, scrub_text
 from .._usage import Usage
 from .._vocab import Outcome, Status
-from ..log._schema import COLUMN_NAMES, TOKEN_COLUMNS
+from ..log._schema import COLUMN_NAMES, COLUMNS, TOKEN_COLUMNS
 from ..providers import Parsed, Provider, form_fields
 from ._decoders import TOO_DEEP, ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
 
@@ -135,6 +136,7 @@ class _Body:
         self.cut = ex.tail is not None
         #: The head was decoded from a Content-Encoding.
         self.decoded = False
+        self._data: bytes | None = None
         if not encoding or encoding.strip().lower() == "identity":
             return
         try:
@@ -146,6 +148,12 @@ class _Body:
             notes.append("body longer than the cap and compressed: its end could not be read")
             self.tail = []
         self._decode(ex, decoder, encoding, notes)
+
+    def data(self) -> bytes:
+        """The head as one ``bytes`` (joined once)."""
+        if self._data is None:
+            self._data = b"".join(self.head)
+        return self._data
 
     def _decode(self, ex: Exchange, decoder: ContentDecoder, encoding: str, notes: list[str]) -> None:
         limit = ex.limit
@@ -241,6 +249,10 @@ def _seen(ex: Exchange) -> dict[str, Any]:
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": _pid,
     }
+
+
+#: The values of a row's text columns (``scrub_row`` searches them all at once).
+_texts = operator.itemgetter(*[name for name, sqltype, _ in COLUMNS if sqltype == "TEXT"])
 
 
 def _properties(properties: Any) -> str:
@@ -412,7 +424,7 @@ def _build_row(ex: Exchange) -> BuiltRow:
     }
     # A response that mints credentials (an OAuth token, a new API key) holds some of its own.
     minted = body is not None and credentials.add_answer(body.json, ex.path)
-    if credentials and (credentials.scrub_row(row) or minted or _echoed(ex, body, credentials)):
+    if credentials and (credentials.scrub_row(row, _texts) or minted or _echoed(ex, body, credentials)):
         row[CREDENTIAL_IN_RESPONSE] = True
     return BuiltRow(row, parsed.complete)
 
@@ -422,7 +434,7 @@ def _echoed(ex: Exchange, body: _Body | None, credentials: Credentials) -> bool:
     store quotes a credential."""
     if ex.settings.store_bodies or body is None or ex.cache_ttl is None:
         return False
-    return credentials.found_in(b"".join(body.head))
+    return credentials.found_in(body.data())
 
 
 def request_content_type(ex: Exchange) -> str:
@@ -465,7 +477,7 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
             # The tail starts mid-event; a fresh decoder skips the broken first piece.
             _read_events(provider, parsed, fmt, body.tail)
         return whole and not body.cut
-    data = b"".join(body.head)
+    data = body.data()
     if not data:
         return False
     if not body.cut:
@@ -747,7 +759,7 @@ def _bodies(
     response_text = None
     response_cut = False
     if body is not None:
-        data = b"".join(body.head)
+        data = body.data()
         response_text, response_cut = _text_of(data, content_type, cap)
         response_cut = response_cut or body.cut
         if response_cut:

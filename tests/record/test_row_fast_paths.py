@@ -128,3 +128,58 @@ def test_read_headers_memos_stay_bounded(monkeypatch: Any) -> None:
         assert _redact.read_headers(raw)[1] == json.dumps({"x-request-id": str(n), "content-length": str(n)})
     assert len(_redact._pairs) <= _redact._PAIRS_MAX
     assert len(_redact._heads) <= _redact._HEADS_MAX
+
+
+# -- scrubbing a row ------------------------------------------------------------------------
+
+
+def test_scrub_row_by_text_columns_is_the_plain_scrub() -> None:
+    """The row's text columns searched at once (``_row._texts``) find what a search of every
+    string in the row finds: a credential in any text column, in any of its written forms."""
+    from httptrack.log._schema import COLUMNS
+    from httptrack.record import _row
+
+    texts = [name for name, sqltype, _ in COLUMNS if sqltype == "TEXT"]
+    secret = "sk-live/0123+4567"
+    forms = [
+        secret,
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+        "sk-live%2F0123%2B4567",
+        "sk-live%2F0123+4567",
+    ]
+    rng = random.Random(23)
+    for column in texts:
+        for form in forms:
+            for _ in range(3):
+                row: dict[str, Any] = dict.fromkeys(name for name, _, _ in COLUMNS)
+                for name in rng.sample(texts, 8):
+                    row[name] = rng.choice(["", "text", "[redacted]", "é\x00"])
+                row[column] = rng.choice(["{}", "before "]) + form
+                if rng.random() < 0.3:
+                    row[rng.choice(texts)] = 42  # not a text: every string is searched instead
+                plain, fast = dict(row), dict(row)
+                credentials = _redact.Credentials()
+                credentials.add(secret)
+                found = credentials.scrub_row(plain)
+                assert _redact.Credentials.scrub_row(credentials, fast, _row._texts) == found
+                assert fast == plain
+                assert secret not in str(fast.values()), (column, form)
+
+
+def test_credential_fields_are_found_by_name_as_before() -> None:
+    names = [
+        "api_key",
+        "API-Key",
+        "prompt_tokens",
+        "access_token",
+        "tokens",
+        "client_secret",
+        "value",
+        "passwd",
+    ]
+    for _ in range(2):  # the second time from the memo
+        for name in names:
+            credentials = _redact.Credentials()
+            assert credentials.add_fields({name: "long-enough-value", "nested": {name: "x" * 9}}) == (
+                _redact.is_credential_field(name)
+            )
