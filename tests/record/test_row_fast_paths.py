@@ -183,3 +183,67 @@ def test_credential_fields_are_found_by_name_as_before() -> None:
             assert credentials.add_fields({name: "long-enough-value", "nested": {name: "x" * 9}}) == (
                 _redact.is_credential_field(name)
             )
+
+
+# -- server-sent events ---------------------------------------------------------------------
+
+
+def _plain_sse(text: str) -> list[tuple[str | None, str, str | None]]:
+    """Events of an SSE body with "\\n" line ends, each line read as ``SSEDecoder._line``
+    reads it (an unterminated last line kept)."""
+    events: list[tuple[str | None, str, str | None]] = []
+    event: str | None = None
+    data: list[str] = []
+    last_id: str | None = None
+    for line in text.split("\n"):
+        if not line:
+            if data:
+                events.append((event, "\n".join(data), last_id))
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id":
+            last_id = value
+    if data:
+        events.append((event, "\n".join(data), last_id))
+    return events
+
+
+def test_sse_lines_read_inline_are_read_as_before() -> None:
+    from httptrack.record._decoders import SSEDecoder
+
+    lines = [
+        "data: x",
+        "data:y",
+        "data:",
+        "data:  two spaces",
+        "event: e",
+        "event:",
+        "id: 7",
+        ": note",
+        "",
+        "",
+        "retry: 5",
+    ]
+    rng = random.Random(29)
+    for _ in range(500):
+        text = "\n".join(rng.choice(lines) for _ in range(rng.randint(0, 30)))
+        if rng.random() < 0.5:
+            text += "\n"
+        expected = _plain_sse(text)
+        whole = SSEDecoder().decode_all([text.encode()])
+        assert [(e.event, e.data, e.id) for e in whole] == expected, text
+        decoder = SSEDecoder()  # fed in pieces: a line may end in the next one
+        data = text.encode()
+        cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, 4)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        got = [event for piece in pieces for event in decoder.feed(piece)] + decoder.close()
+        assert [(e.event, e.data, e.id) for e in got] == expected, text
