@@ -17,7 +17,7 @@ from typing import Any
 
 from .._exchange import TAIL_BYTES, BuiltRow, Exchange
 from .._faults import report_fault
-from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
+from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps, loads_text
 from .._redact import CREDENTIAL_IN_RESPONSE, Credentials, read_headers, render_url, scrub_text
 from .._usage import Usage
 from .._vocab import Outcome, Status
@@ -524,13 +524,15 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
     for item in decoder.decode_all(chunks):
         if item.__class__ is SSEEvent:
             name: str | None = item.event
+            text = item.data
+            if text in end_markers:  # the family's own end of stream (never JSON: not decoded)
+                parsed.stream_done = parsed.complete = True
+                continue
             try:
-                data: Any = loads_in_steps(item.data)
+                # (An event's data is short: decoded in C, without a call around it.)
+                data: Any = loads_text(text) if len(text) <= SCAN_IN_C_MAX else loads_in_steps(text)
             except ValueError:
-                data = item.data
-                if data in end_markers:  # the family's own end of stream, not JSON
-                    parsed.stream_done = parsed.complete = True
-                    continue
+                data = text
                 if data.strip():  # an empty data line is a keep-alive
                     whole = False
             except RecursionError:
