@@ -174,9 +174,10 @@ def header_pairs(raw: Iterable[tuple[bytes, bytes]]) -> list[HeaderPair]:
 #: The dict may be shared between calls: read it, never change it.
 HeadersRead = tuple[dict[str, str], str, bool, tuple[str, ...]]
 _NO_HEADERS: HeadersRead = ({}, "{}", False, ())
-#: tuple(raw[:-1]) → what :func:`read_headers` read of those headers. A client sends the
-#: same headers call after call but for the last, ``Content-Length`` (httpx adds it last),
-#: so all but the last are read once; the last is one pair, read from ``_pairs``.
+#: The pairs of a header list but its last (or last two) → what :func:`read_headers` read
+#: of them. A client sends the same headers call after call but for ``Content-Length``,
+#: which httpx adds last (``client.post(json=...)``: just before ``Content-Type``): all the
+#: others are read once per client; the last one or two, from ``_pairs``.
 _heads: dict[tuple[tuple[bytes, bytes], ...], HeadersRead] = {}
 _HEADS_MAX = 256
 
@@ -188,10 +189,12 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> HeadersRead:
     if not raw:
         return _NO_HEADERS
     try:
-        key = tuple(raw[:-1])
+        two = len(raw) > 1 and raw[-2][0].lower() == b"content-length"
+        key = tuple(raw[:-2] if two else raw[:-1])
         head = _heads.get(key)
         last = _pairs.get(raw[-1])
-    except TypeError:  # a pair given as a list
+        length = _pairs.get(raw[-2]) if two else None
+    except (TypeError, AttributeError):  # a pair given as a list, a name that is not bytes
         return _read_all(header_pairs(raw))
     if head is None:
         head = _read_all(header_pairs(key))
@@ -200,14 +203,22 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> HeadersRead:
         _heads[key] = head
     if last is None:
         last = _read_pair(raw[-1])
-    headers, text, repeated, carries = head
+    before, text, repeated, carries = head
     name, value, member, also = last
-    if repeated or name in headers:
+    if repeated or name in before:
         return _read_all(header_pairs(raw))
-    text = f"{text[:-1]}, {member}}}" if headers else f"{{{member}}}"
-    headers = headers.copy()
+    headers = before.copy()
+    if two:
+        if length is None:
+            length = _read_pair(raw[-2])
+        length_name, length_value, length_member, length_also = length
+        if length_name in before or length_name == name:
+            return _read_all(header_pairs(raw))
+        headers[length_name] = length_value
+        member = f"{length_member}, {member}"
+        also = length_also + also
     headers[name] = value
-    return headers, text, False, carries + also
+    return headers, f"{text[:-1]}, {member}}}" if before else f"{{{member}}}", False, carries + also
 
 
 def _read_all(pairs: list[HeaderPair]) -> HeadersRead:
