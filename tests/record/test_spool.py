@@ -392,6 +392,9 @@ def test_a_spool_emptied_and_reused_never_shows_its_old_records(tmp_path: Path, 
         (path,) = _spools(tmp_path / "calls.db")
         spool.tidy()  # every record released: the segment starts over
         assert _ids(path) == []
+        # ... and what they held is gone from the file (a body may hold a credential that
+        # only the row's redaction takes out), as from a file truncated.
+        assert b"x" * 100 not in path.read_bytes() and old[0].call_id.encode() not in path.read_bytes()
         # The same size as those it overwrites (it ends where the second one began), then
         # shorter ones.
         new = [_exchange(b"y" * 3000), _exchange(b"y")]
@@ -423,7 +426,9 @@ def test_segments_rotate_and_a_recycled_one_shows_only_its_new_records(
         for ex in calls[:-2]:
             spool.release(ex.spooled)
         spool.tidy()
-        # Released segments are gone, but one, kept (emptied) as the spare.
+        # Released segments are gone, but one, kept (emptied, zeroed) as the spare.
+        data = b"".join(path.read_bytes() for path in _spools(db))
+        assert not any(ex.call_id.encode() in data for ex in calls[:-2])
         assert sorted(i for path in _spools(db) for i in _ids(path)) == sorted(
             ex.call_id for ex in calls[-2:]
         )
