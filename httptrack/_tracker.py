@@ -31,7 +31,7 @@ from ._include_usage import usage_filter, usage_request
 from ._settings import Settings
 from ._streams import ReplayChunks
 
-__all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker"]
+__all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker", "raw_headers", "set_header"]
 
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
