@@ -120,9 +120,13 @@ class Tracker:
             if control is not None:
                 attribution = control.apply_to(attribution)
             query = url.query
+            try:
+                operation = _operations[provider, method, path]
+            except KeyError:
+                operation = _operation(provider, method, path)
             exchange = Exchange(
                 provider=provider,
-                operation=provider.operation(method, path),
+                operation=operation,
                 settings=self.settings,
                 sink=self,
                 method=method,
@@ -430,6 +434,19 @@ def _join_request_body(exchange: Exchange) -> None:
     parts = exchange.request_parts
     if parts is not None:
         exchange.request_body = b"".join(parts)
+
+
+#: (provider, method, path) → the operation it names (a provider's answer depends on those
+#: alone): asked once per endpoint instead of once per call.
+_operations: dict[tuple[Any, str, str], Any] = {}
+
+
+def _operation(provider: Any, method: str, path: str) -> Any:
+    operation = provider.operation(method, path)
+    if len(_operations) > 1024:  # paths with ids in them (/v1/responses/{id}) never repeat
+        _operations.clear()
+    _operations[provider, method, path] = operation
+    return operation
 
 
 # -- headers ---------------------------------------------------------------------------------
