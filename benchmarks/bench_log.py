@@ -11,6 +11,9 @@ and the Python API calls behind them, and prints a table.
     python benchmarks/bench_log.py                 # 1,000,000 calls, reuses the generated DB
     python benchmarks/bench_log.py --rows 100000 --fresh
     python benchmarks/bench_log.py --writer        # also: what the search index and rollups cost the writer
+    python benchmarks/bench_log.py --rows 500000 --written --http   # written through TrackingTransport
+                                                   # and the writer (benchmarks/_written.py); over HTTP
+    python benchmarks/bench_log.py --db LOG --upgrade   # a schema-3 copy of LOG upgraded by a writer
 
 The database is kept (default ``benchmarks/.data/log-<rows>.db``) so reruns skip generation.
 """
@@ -42,7 +45,7 @@ sys.path.insert(0, str(CODE))
 
 from httptrack._exchange import new_call_id  # noqa: E402
 from httptrack.log._schema import COLUMN_NAMES  # noqa: E402
-from httptrack.log._sqlite import connect, is_current, migrate  # noqa: E402
+from httptrack.log._sqlite import connect, migrate  # noqa: E402
 
 #: provider -> [(model, weight, $ per 1M input tokens, $ per 1M output tokens)]
 MODELS: dict[str, list[tuple[str, float, float, float]]] = {
@@ -520,6 +523,97 @@ def bench_writer(calls: int = 1500) -> list[tuple[str, float, float]]:
     return results
 
 
+def _rows_now(n: int, seed: int) -> list[tuple[Any, ...]]:
+    """``n`` generated calls as the writer sees them arrive: started now, one after another
+    (ids and times in order, as a live app's are), not spread over the past 90 days."""
+    at, started = COLUMN_NAMES.index("id"), COLUMN_NAMES.index("started_at")
+    now = time.time()
+    out = []
+    for i, row in enumerate(_rows(n, seed)):
+        ts = now + i * 0.002
+        values = list(row)
+        values[at] = new_call_id(ts)
+        values[started] = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        out.append(tuple(values))
+    return out
+
+
+#: A reader process for ``--readers``: a read transaction held ``hold`` seconds, again and
+#: again (the UI or the CLI in use): the WAL can never be reset while one is open.
+_READER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, isolation_level=None)
+while True:
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM (SELECT 1 FROM calls ORDER BY rowid DESC LIMIT 2000)").fetchall()
+    time.sleep(float(sys.argv[2]))
+    conn.execute("COMMIT")
+"""
+
+
+def _write_timed(path: Path, rows: list[tuple[Any, ...]], batch: int, warm: int) -> tuple[float, int]:
+    """The writer thread's CPU per row (µs) for ``rows[warm:]``, written ``batch`` per
+    transaction through ``Store.write`` after ``rows[:warm]`` (which warm its page cache, as
+    a writer that has run a while has), derived data included; and the largest WAL seen."""
+    from httptrack.log._sqlite import Store
+
+    store = Store(path)
+    for i in range(0, warm, batch):
+        store.write(rows[i : min(i + batch, warm)])
+    store.catch_up()
+    wal = Path(f"{path}-wal")
+    largest = 0
+    t0 = time.thread_time()
+    for i in range(warm, len(rows), batch):
+        store.write(rows[i : i + batch])
+        largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    store.catch_up()
+    cpu = time.thread_time() - t0
+    store.close()
+    return cpu / (len(rows) - warm) * 1e6, largest
+
+
+def bench_writer_growth(
+    big: Path, rows: int, *, batch: int = 100, warm: int = 10_000, readers: int = 0, rounds: int = 2
+) -> list[tuple[str, float, int]]:
+    """Issue 19's "writer CPU per row on a 1M-call log within 1.5x of an empty one": the
+    same generated calls written into a new log and into ``big`` (they stay there: it
+    grows by ``(warm + rows) * rounds`` calls), alternately, ``readers`` processes holding
+    read transactions on each meanwhile. (log, median µs per row, largest WAL)."""
+    import tempfile
+
+    cpu: dict[str, list[float]] = {"empty": [], "big": []}
+    wals: dict[str, int] = {"empty": 0, "big": 0}
+    with tempfile.TemporaryDirectory(prefix="httptrack-writer-") as folder:
+        for round_ in range(rounds):
+            for name in ("empty", "big"):
+                path = big if name == "big" else Path(folder) / f"empty-{round_}.db"
+                data = _rows_now(rows + (warm if name == "big" else 1_000), seed=100 + round_)
+                if name == "empty":
+                    connect(path).close()  # so readers have a file to open
+                    conn = connect(path)
+                    migrate(conn)
+                    conn.close()
+                procs = [
+                    subprocess.Popen([sys.executable, "-c", _READER, str(path), str(0.3 + 0.2 * i)])
+                    for i in range(readers)
+                ]
+                try:
+                    per_row, wal = _write_timed(path, data, batch, warm if name == "big" else 1_000)
+                finally:
+                    for proc in procs:
+                        proc.kill()
+                        proc.wait()
+                cpu[name].append(per_row)
+                wals[name] = max(wals[name], wal)
+                print(
+                    f"  round {round_ + 1}, {name:<5}: {per_row:6.0f} us CPU per row, WAL up to "
+                    f"{wal / 1e6:.1f} MB",
+                    file=sys.stderr,
+                )
+    return [(name, statistics.median(cpu[name]), wals[name]) for name in ("empty", "big")]
+
+
 #: The busiest user of every generated log (the Zipf head: about 19% of the calls).
 BUSIEST_USER = "user-000"
 
@@ -625,6 +719,22 @@ def print_issue_table(rows: int, db: Path, results: list[tuple[str, float | None
         print(f"| {name:<46} | {shown:>10} | {verdict:>5} |")
 
 
+def print_writer_growth(db: Path, results: list[tuple[str, float, int]], readers: int) -> None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (calls,) = conn.execute("SELECT max(rowid) FROM calls").fetchone()
+    finally:
+        conn.close()
+    (_, empty, _), (_, big, _) = results
+    print(f"\nWriter CPU per row (Store.write, batches of 100, derived data included), {readers} readers\n")
+    print("| log | CPU per row | vs empty | largest WAL |")
+    print("|---|---:|---:|---:|")
+    for name, per_row, wal in results:
+        label = "new (empty)" if name == "empty" else f"{db.name} (~{calls:,} calls)"
+        print(f"| {label} | {per_row:.0f} us | {per_row / empty:.2f}x | {wal / 1e6:.1f} MB |")
+    print(f"\nratio {big / empty:.2f}x")
+
+
 def serve_ui(db: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``httptrack ui`` on a free port of this machine, and its base URL, once it answers."""
     import socket
@@ -653,33 +763,126 @@ def serve_ui(db: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("httptrack ui did not start")
 
 
-def write_through_writer(path: Path, n: int, batch: int = 100) -> float:
-    """``path`` with ``n`` generated calls written as the background writer writes them:
-    ``Store.write`` one batch per transaction (its multi-row inserts, the search index and
-    rollups brought up to date every DERIVE_ROWS calls or second), all indexes in place.
-    Returns the seconds it took."""
+def as_schema_3(db: Path, copy: Path) -> None:
+    """``copy``: ``db`` as schema 3 left it (without m004's indexes, with the one it drops)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(copy, isolation_level=None)
+    try:
+        src.backup(dst)
+        dst.execute("BEGIN")
+        for name in ("idx_calls_cost", "idx_calls_latency_ms", "idx_calls_tokens"):
+            dst.execute(f"DROP INDEX IF EXISTS {name}")
+        dst.execute("CREATE INDEX IF NOT EXISTS idx_calls_latency ON calls (cached, latency_ms)")
+        dst.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_read_indexes'")
+        dst.execute("PRAGMA user_version = 3")
+        dst.execute("COMMIT")
+        dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        src.close()
+        dst.close()
+
+
+def _calls_during_an_index_build(db: Path) -> list[tuple[str, float]]:
+    """An app's calls to a big log of schema 3 through TrackingTransport: the first one's
+    flush (the migration), one made while the idle writer builds the indexes (its flush:
+    how long the build made it wait), and how long until the indexes were built."""
+    import httpx2
+
+    import httptrack
+    from httptrack.log._indexes import pending
+    from httptrack.record import _writer
+
+    answer = json.dumps(
+        {
+            "id": "chatcmpl-x",
+            "model": "gpt-4o-mini",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        }
+    ).encode()
+    transport = httptrack.TrackingTransport(
+        httpx2.MockTransport(lambda request: httpx2.Response(200, content=answer)), db=db, cache=False
+    )
+
+    client = httpx2.Client(transport=transport)  # (closing it would flush)
+    url = "https://api.openai.com/v1/chat/completions"
+
+    def call_and_flush() -> float:
+        t0 = time.perf_counter()
+        client.post(url, json={"model": "gpt-4o-mini", "messages": []})
+        assert httptrack.flush(600)
+        return time.perf_counter() - t0
+
+    def left() -> int:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return len(pending(conn))
+        finally:
+            conn.close()
+
+    first = call_and_flush()
+    time.sleep(_writer.INDEX_IDLE + 1)  # the idle writer has been building for a second
+    during = call_and_flush()
+    assert left(), "all built meanwhile: the log is too small to see a call wait for it"
+    t0 = time.perf_counter()
+    while left():
+        time.sleep(0.5)
+    built = time.perf_counter() - t0
+    client.close()
+    _writer.writer().close_connections()
+    return [
+        ("an app's first call, flushed (the migration)", first),
+        ("a call while the idle writer builds, flushed", during),
+        ("then, until the indexes are built (the writer idle)", built),
+    ]
+
+
+def bench_upgrade(db: Path) -> None:
+    """The first write of a writer of this checkout to a big log of schema 3 (a copy of
+    ``db``): how long its calls wait (the migration holds the write lock meanwhile), then
+    what building the indexes the migration left for the writer's idle time takes."""
     from httptrack.log._sqlite import Store
 
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    copy = db.with_name(f"{db.stem}-schema3.db")
+    print(f"Copying {db} as schema 3 left it ...", file=sys.stderr)
+    as_schema_3(db, copy)
+    batch = list(_rows(100, seed=99))
     t0 = time.perf_counter()
-    store = Store(path)
-    rows = _rows(n)
-    done = 0
-    while done < n:
-        chunk = [row for _, row in zip(range(batch), rows, strict=False)]
-        store.write(chunk)
-        done += len(chunk)
-        if done % 50_000 < batch:
-            print(f"\r  written {done:,}/{n:,} calls", end="", file=sys.stderr, flush=True)
-    store.catch_up()
+    store = Store(copy)
+    store.write(batch)
+    first_write = time.perf_counter() - t0
     store.close()
-    conn = connect(path)
-    conn.execute("ANALYZE")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    print(file=sys.stderr)
-    return time.perf_counter() - t0
+    try:
+        from httptrack.log._indexes import build_pending, pending
+    except ImportError:  # a checkout before them (HTTPTRACK_BENCH_CODE): all built in the migration
+        steps, later = 0, 0.0
+    else:
+        conn = connect(copy)
+        try:
+            steps = len(pending(conn))
+            t0 = time.perf_counter()
+            build_pending(conn)
+            later = time.perf_counter() - t0
+        finally:
+            conn.close()
+        if steps:  # again, as an app sees it: calls while the idle writer builds the indexes
+            as_schema_3(db, copy)
+            waits = _calls_during_an_index_build(copy)
+    print(
+        f"\nUpgrading {db.name} ({db.stat().st_size / 1e6:,.0f} MB) from schema 3 ({CODE.name}):\n\n"
+        f"| {'step':<58} | {'seconds':>8} |\n|{'-' * 60}|{'-' * 9}:|\n"
+        f"| {'first write (100 calls), the migration included':<58} | {first_write:8.1f} |\n"
+        f"| {f'indexes left for an idle writer ({steps} steps)':<58} | {later:8.1f} |"
+    )
+    if steps:
+        for what, seconds in waits:
+            print(f"| {what:<58} | {seconds:8.1f} |")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(f"{copy}-spool", ignore_errors=True)  # the app's (empty) spool folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -699,10 +902,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--written",
         action="store_true",
-        help="generate through the writer's Store.write (batches, search index, rollups), not a bulk load",
+        help="write the calls through TrackingTransport and the background writer (benchmarks/_written.py), "
+        "not a bulk load; resumes a database that has fewer calls",
+    )
+    parser.add_argument("--procs", type=int, default=2, help="with --written: processes making calls at once")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="how long the writer's first write waits while it upgrades a copy of the database, "
+        "made as schema 3 left it (m004's indexes), and what building the indexes left for later takes",
     )
     parser.add_argument(
-        "--upgrade", action="store_true", help="bring an existing database to this checkout's schema first"
+        "--writer-growth",
+        type=int,
+        metavar="ROWS",
+        help="only: the writer's CPU per row writing ROWS calls into a new log and into --db "
+        "(which keeps them), one run",
+    )
+    parser.add_argument(
+        "--readers", type=int, default=0, help="with --writer-growth: reader processes holding snapshots"
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -713,17 +931,29 @@ def main(argv: list[str] | None = None) -> None:
         args.db = Path(scratch.name) / "log.db"
     db = args.db or ROOT / "benchmarks" / ".data" / f"log-{args.rows}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    if args.fresh or not db.exists():
+    if args.writer_growth:
+        print_writer_growth(
+            db, bench_writer_growth(db, args.writer_growth, readers=args.readers), args.readers
+        )
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _written import count_calls, write_through_transport
+
+    # A written log that stopped short is resumed (without --fresh).
+    resume = args.written and not args.fresh and db.exists() and count_calls(db) < args.rows
+    if args.fresh or resume or not db.exists():
         print(f"Generating {args.rows:,} calls into {db} ...", file=sys.stderr)
-        seconds = (write_through_writer if args.written else generate)(db, args.rows)
+        if args.written:
+            if not resume:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+            seconds = write_through_transport(db, args.rows, args.procs, CODE)
+        else:
+            seconds = generate(db, args.rows)
         print(f"  {seconds:.0f} s, {db.stat().st_size / 1e6:,.0f} MB", file=sys.stderr)
     elif args.upgrade:
-        conn = connect(db)
-        if not is_current(conn):
-            print(f"Upgrading {db} to this schema ...", file=sys.stderr)
-            migrate(conn)
-            conn.execute("ANALYZE")
-        conn.close()
+        bench_upgrade(db)
+        return
     server = None
     try:
         if args.http:

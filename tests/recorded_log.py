@@ -256,6 +256,8 @@ V2_OBJECTS = {
 
 V3_OBJECTS = {"calls_rollup_detail", "calls_rollup_detail_latency"}
 V4_OBJECTS = set(READ_INDEXES)
+V5_OBJECTS = {"calls_rollup_combo"}
+ALL_OBJECTS = V2_OBJECTS | V3_OBJECTS | V4_OBJECTS | V5_OBJECTS
 
 
 def downgrade_to_v1(db: Path) -> None:
@@ -264,15 +266,30 @@ def downgrade_to_v1(db: Path) -> None:
     try:
         conn.execute("BEGIN")
         for name, kind in conn.execute(
-            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(V2_OBJECTS | V3_OBJECTS | V4_OBJECTS))})",
-            sorted(V2_OBJECTS | V3_OBJECTS | V4_OBJECTS),
+            f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(ALL_OBJECTS))})",
+            sorted(ALL_OBJECTS),
         ).fetchall():
             conn.execute(f"DROP {kind.upper()} IF EXISTS {name}")
         conn.execute(
             "DELETE FROM _sqlite_migrations WHERE name IN ('m002_call_log_views', 'm003_detail_rollup', "
-            "'m004_read_indexes')"
+            "'m004_read_indexes', 'm005_combo_rollup')"
         )
         conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def downgrade_to_v4(db: Path) -> None:
+    """Make ``db`` what schema version 4 left: no combination rollup."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for name in sorted(V5_OBJECTS):
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.execute("DELETE FROM httptrack_state WHERE key = 'rollup_combo_rowid'")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm005_combo_rollup'")
+        conn.execute("PRAGMA user_version = 4")
         conn.execute("COMMIT")
     finally:
         conn.close()

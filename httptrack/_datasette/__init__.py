@@ -41,7 +41,7 @@ from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from .._format import money, plain_number
-from ..log._bodies import COMPRESSED_COLUMNS, body_text, register_functions
+from ..log._bodies import COMPRESSED_COLUMNS, ZSTD_MAGIC, body_text, register_functions
 from ._csv import csv_decimals
 from ._facets import RollupColumnFacet, RollupDateFacet
 from ._listing import list_rows
@@ -69,10 +69,29 @@ def search_terms(text: str | None) -> str:
 
 
 @hookimpl
-def prepare_connection(conn: sqlite3.Connection) -> None:
+def prepare_connection(conn: sqlite3.Connection, database: str, datasette: Any) -> None:
     conn.create_function(FTS_QUERY_FUNCTION, 1, search_terms, deterministic=True)
     # httptrack_body(request_body): a body's text, whether it is stored compressed or not.
     register_functions(conn)
+    db = datasette.databases.get(database)
+    if db is not None and not db.is_memory and is_call_log(db.path):
+        # Every page, JSON, CSV and query of a call log shows bodies as text.
+        conn.row_factory = text_row
+
+
+def text_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> sqlite3.Row:
+    """datasette's rows (``sqlite3.Row``), with each body stored compressed (``log/_bodies``)
+    as its text: the table's pages and their JSON and CSV, a call's page and its JSON, and
+    any SQL query that selects ``request_body`` / ``response_body`` (under any name). What
+    SQL computes from a body (``length()``, ``LIKE``) sees the stored value: for the text,
+    ``httptrack_body(request_body)``."""
+    for value in values:
+        if type(value) is bytes and value.startswith(ZSTD_MAGIC):
+            values = tuple(
+                body_text(v) if type(v) is bytes and v.startswith(ZSTD_MAGIC) else v for v in values
+            )
+            break
+    return sqlite3.Row(cursor, values)
 
 
 @hookimpl

@@ -81,6 +81,10 @@ DETAIL_COLUMNS = frozenset({"model"})
 #: ``''`` is not one: the rollup stores ``NULL`` as ``''``, and ``cached`` only as ``0``/``1``).
 FILTERED_COLUMNS = frozenset({"provider", "model", "status"})
 FILTERS = _rollup.DETAIL_FILTERS
+#: The same for ``calls_rollup_combo``, which also has the user and the service: read when
+#: the page is filtered by one of them, or its facet is one of them.
+COMBO_COLUMNS = FILTERED_COLUMNS | {"user", "service"}
+COMBO_FILTERS = _rollup.COMBO_FILTERS
 #: At most this many calls past a rollup's bookmark (by rowid) for it to be read: each costs
 #: a few microseconds by rowid; datasette's facet, an index scan, ~100 ms per million calls.
 MAX_LAG = 10_000
@@ -132,11 +136,12 @@ def filtered_column_counts_sql(
     from ``calls_rollup_detail`` (``rolled_where``: the same filters over it). ``None``: it
     does not hold ``column``. The ``''`` calls are found by the column's index and then
     tested (``CROSS JOIN``: else SQLite may read every call the filter matches)."""
-    if column not in FILTERED_COLUMNS or not {_rollup.DETAIL_TABLE, _rollup.STATE_TABLE} <= tables:
+    table, key = _filtered_rollup(column, rolled_where, tables)
+    if table is None:
         return None
     col = escape_sqlite(column)
-    return f"""{_mark(_rollup.DETAIL_BOOKMARK_KEY)}select value, sum(n) as count from (
-  select {col} as value, sum(calls) as n from {_rollup.DETAIL_TABLE}
+    return f"""{_mark(key)}select value, sum(n) as count from (
+  select {col} as value, sum(calls) as n from {table}
     where {col} != '' and ({rolled_where}) group by {col}
   union all
   select calls.{col}, count(*) from (select rowid as id from calls where {col} = '') as blank
@@ -153,10 +158,11 @@ def filtered_date_counts_sql(
 ) -> str | None:
     """SQL giving ``value, count`` for a date facet over the calls matching ``where``, as
     ``filtered_column_counts_sql`` (``None``: the detail rollup cannot give it)."""
-    if column != "started_at" or not {_rollup.DETAIL_TABLE, _rollup.STATE_TABLE} <= tables:
+    table, key = _filtered_rollup(None, rolled_where, tables) if column == "started_at" else (None, "")
+    if table is None:
         return None
-    return f"""{_mark(_rollup.DETAIL_BOOKMARK_KEY)}select value, sum(n) as count from (
-  select date(day) as value, sum(calls) as n from {_rollup.DETAIL_TABLE}
+    return f"""{_mark(key)}select value, sum(n) as count from (
+  select date(day) as value, sum(calls) as n from {table}
     where {rolled_where} group by date(day)
   union all
   select date(started_at), count(*) from calls not indexed
@@ -164,6 +170,25 @@ def filtered_date_counts_sql(
 )
 where value is not null
 group by value order by count desc, value limit {limit}"""
+
+
+def _filtered_rollup(column: str | None, rolled_where: str, tables: set[str]) -> tuple[str | None, str]:
+    """The rollup (and its bookmark's key) that counts facet ``column`` (``None``: the day)
+    on a page filtered by ``rolled_where``: the detail rollup unless a user or a service is
+    involved, then ``calls_rollup_combo`` if the page is filtered by a user (one range of
+    its key: without one, each facet would read the whole table, ~0.5 s per million calls);
+    ``None`` if the one needed is not in ``tables``."""
+    if column in ("user", "service") or any(f'"{c}" =' in rolled_where for c in ("user", "service")):
+        ok = (column is None or column in COMBO_COLUMNS) and '"user" =' in rolled_where
+        if ok and {_rollup.COMBO_TABLE, _rollup.STATE_TABLE} <= tables:
+            return _rollup.COMBO_TABLE, _rollup.COMBO_BOOKMARK_KEY
+        return None, ""
+    if (column is None or column in FILTERED_COLUMNS) and {
+        _rollup.DETAIL_TABLE,
+        _rollup.STATE_TABLE,
+    } <= tables:
+        return _rollup.DETAIL_TABLE, _rollup.DETAIL_BOOKMARK_KEY
+    return None, ""
 
 
 def date_counts_sql(column: str, tables: set[str], limit: int) -> str | None:
@@ -202,9 +227,10 @@ class _FromRollups:
         )
 
     def detail_filters(self) -> tuple[str, str] | None:
-        """When the page is ``calls`` filtered by nothing but ``FILTERS`` and a day
+        """When the page is ``calls`` filtered by nothing but ``COMBO_FILTERS`` and a day
         (``?started_at__date=``): datasette's ``WHERE`` (over ``calls``, its parameters
-        ``self.params``) and the same over ``calls_rollup_detail``. Anything else added to
+        ``self.params``) and the same over ``calls_rollup_detail`` (or, with a user or a
+        service among them, ``calls_rollup_combo``: same columns, and those two). Anything else added to
         datasette's SQL (a search, ``_where``, the next page) makes it differ: ``None``."""
         if self.table != "calls" or not self.params:
             return None
@@ -220,11 +246,11 @@ class _FromRollups:
         for i, (column, lookup, value) in enumerate(filters.selections()):
             if (
                 lookup == "exact"
-                and column in FILTERS
+                and column in COMBO_FILTERS
                 and value
                 and (column != "cached" or value in ("0", "1"))
             ):
-                rolled.append(f"{escape_sqlite(column)} = :p{i}")
+                rolled.append(f'"{column}" = :p{i}')
             elif lookup == "date" and column == "started_at":
                 rolled.append(f"date(day) = :p{i}")  # the rollup's day: as in date_counts_sql
             else:
@@ -239,7 +265,7 @@ class _FromRollups:
             return set()
         if not is_call_log(getattr(self.ds.get_database(self.database), "path", None)):
             return set()
-        names = (_rollup.ROLLUP_TABLE, _rollup.DETAIL_TABLE, _rollup.STATE_TABLE)
+        names = (_rollup.ROLLUP_TABLE, _rollup.DETAIL_TABLE, _rollup.COMBO_TABLE, _rollup.STATE_TABLE)
         placeholders = ", ".join("?" * len(names))
         rows = await self.ds.execute(
             self.database,
@@ -252,11 +278,15 @@ class _FromRollups:
         mark = f"(select cast(value as integer) from {_rollup.STATE_TABLE} where key = ?)"
         bookmarks = await self.ds.execute(
             self.database,
-            f"select max(rowid), {mark}, {mark} from calls",
-            [_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY],
+            f"select max(rowid), {mark}, {mark}, {mark} from calls",
+            [_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY, _rollup.COMBO_BOOKMARK_KEY],
         )
-        top, main, detail = bookmarks.rows[0]
-        for table, bookmark in ((_rollup.ROLLUP_TABLE, main), (_rollup.DETAIL_TABLE, detail)):
+        top, main, detail, combo = bookmarks.rows[0]
+        for table, bookmark in (
+            (_rollup.ROLLUP_TABLE, main),
+            (_rollup.DETAIL_TABLE, detail),
+            (_rollup.COMBO_TABLE, combo),
+        ):
             if (top or 0) - (bookmark or 0) > MAX_LAG:
                 tables.discard(table)
         return tables

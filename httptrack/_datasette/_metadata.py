@@ -109,6 +109,7 @@ INTERNAL_TABLES = (
     _rollup.LATENCY_TABLE,
     _rollup.DETAIL_TABLE,
     _rollup.DETAIL_LATENCY_TABLE,
+    _rollup.COMBO_TABLE,
     _rollup.STATE_TABLE,
     FTS_TABLE,
     "_sqlite_migrations",

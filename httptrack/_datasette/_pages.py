@@ -56,6 +56,7 @@ __all__ = [
     "SORT_COLUMNS",
     "PageState",
     "about",
+    "combo_count_sql",
     "count_sql",
     "estimate",
     "filter_first",
@@ -287,6 +288,41 @@ def count_sql(sql: str) -> str | None:
     return None
 
 
+#: datasette's ``"column" = :pN`` filter, on a column ``calls_rollup_combo`` has.
+_EQUALS = re.compile(r'"(?P<column>provider|model|user|service|operation|status|cached)" = :(?P<p>p\d+)')
+
+
+def combo_count_sql(sql: str, params: dict[str, Any]) -> str | None:
+    """SQL for datasette's ``count(*)`` of ``calls`` filtered by equality on columns of
+    ``calls_rollup_combo`` (two facets clicked: ``?provider=openai&user=alice``), exact, from
+    it plus the calls past its bookmark, when a user is among them. ``None``: another shape,
+    no user, or a value it stores otherwise (``''``, which it shares with ``NULL``;
+    ``cached`` other than ``0``/``1``)."""
+    count = _COUNT.fullmatch(sql)
+    if count is None or not count["where"]:
+        return None
+    clauses = count["where"].split(" and ")
+    for clause in clauses:
+        equals = _EQUALS.fullmatch(clause)
+        if equals is None:
+            return None
+        value = params.get(equals["p"])
+        if (
+            not isinstance(value, str)
+            or not value
+            or (equals["column"] == "cached" and value not in ("0", "1"))
+        ):
+            return None
+    where = " and ".join(clauses)
+    if '"user" = ' not in where:  # one range of its key; else it would read the whole table
+        return None
+    return (
+        f"select coalesce((select sum(calls) from {_rollup.COMBO_TABLE} where {where}), 0) + "
+        f"(select count(*) from calls not indexed where rowid > coalesce((select cast(value as integer) "
+        f"from {_rollup.STATE_TABLE} where key = '{_rollup.COMBO_BOOKMARK_KEY}'), 0) and {where})"
+    )
+
+
 Execute = Callable[..., Awaitable[Any]]
 
 
@@ -335,6 +371,17 @@ async def _count(
         if has_rollups():
             return await execute(better, params)
         better = None  # a log of an earlier schema: datasette's count
+    combo = combo_count_sql(sql, params)
+    if combo is not None and has_rollups():
+        # Only while the combination rollup is there and (nearly) caught up with the calls.
+        lag = await execute(
+            f"select (select count(*) from sqlite_master where name = '{_rollup.COMBO_TABLE}'), "
+            "(select coalesce(max(rowid), 0) from calls) - coalesce((select cast(value as integer) "
+            f"from {_rollup.STATE_TABLE} where key = '{_rollup.COMBO_BOOKMARK_KEY}'), 0)"
+        )
+        (exists, behind) = lag.rows[0]
+        if exists and behind <= _rollup.COMBO_MAX_LAG:
+            return await execute(combo, params)
     try:
         # A search's count from the search index reads no call, but a phrase of common
         # words is costly to match everywhere: it has the same time limit.

@@ -12,7 +12,7 @@ from ._calls import calls
 from ._demo import demo
 from ._export import export
 from ._limits import limits
-from ._maintenance import prune, reindex
+from ._maintenance import migrate, prune, reindex
 from ._run import run
 from ._show import show
 from ._stats import stats
@@ -39,6 +39,7 @@ main.add_command(limits)
 main.add_command(export)
 main.add_command(prune)
 main.add_command(reindex)
+main.add_command(migrate)
 main.add_command(status)
 main.add_command(path)
 main.add_command(ui)

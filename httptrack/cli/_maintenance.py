@@ -1,4 +1,5 @@
-"""``httptrack prune`` (delete old calls, or only their bodies) and ``httptrack reindex``."""
+"""``httptrack prune`` (delete old calls, or only their bodies), ``httptrack reindex`` and
+``httptrack migrate``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import click
 from ..log._url import DatabaseURL
 from ._common import WHEN, db_option, require_call_log
 
-__all__ = ["prune", "reindex"]
+__all__ = ["migrate", "prune", "reindex"]
 
 
 @click.command()
@@ -215,3 +216,27 @@ def reindex(db: Path | None) -> None:
     else:
         n = reindex_log(target)
     click.echo(f"Rebuilt the search index and the daily totals of {n:,} calls.")
+
+
+@click.command()
+@db_option
+def migrate(db: Path | None) -> None:
+    """Bring the log to this version's schema now, new indexes included.
+
+    httptrack upgrades a log by itself when it first writes to it; on a big log it leaves
+    the new indexes to build when its writer is idle (indexing millions of calls takes tens
+    of seconds or more, and calls would wait for it meanwhile). This builds them at once: run it at a
+    quiet moment (writers wait while an index is built; readers do not).
+    """
+    from ..log._maintenance import upgrade
+
+    target = require_call_log(db)
+    if isinstance(target, DatabaseURL):
+        raise click.ClickException("migrate is for SQLite logs: a Postgres log is upgraded by its writers")
+    n, seconds = upgrade(target)
+    if n:
+        click.echo(
+            f"Up to date: built what was left of the upgrade ({n} step{'s' if n != 1 else ''}, {seconds} s)."
+        )
+    else:
+        click.echo("Up to date.")

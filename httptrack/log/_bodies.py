@@ -32,6 +32,7 @@ __all__ = [
     "BODY_FUNCTION",
     "COMPRESSED_COLUMNS",
     "COMPRESS_MIN_BYTES",
+    "ZSTD_MAGIC",
     "Compressor",
     "body_text",
     "register_functions",
@@ -45,6 +46,8 @@ COMPRESSED_COLUMNS = ("request_body", "response_body")
 COMPRESS_MIN_BYTES = 512
 #: The SQL function that gives a body's text, compressed or not.
 BODY_FUNCTION = "httptrack_body"
+#: How every zstd frame begins (a compressed body's first four bytes).
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _LEVEL = 3
 _AT = tuple(COLUMN_NAMES.index(name) for name in COMPRESSED_COLUMNS)
 # A decompressor per thread: zstandard's objects are not to be shared between threads, and

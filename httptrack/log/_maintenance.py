@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import _rollup, _views
+from ._indexes import build_pending, pending
 from ._reader import parse_when
 from ._retention import BODY_COLUMNS, HAS_BODIES, SizeDebt, drop_bodies, size_step, used_bytes
 from ._sqlite import connect, migrate, write_transaction
@@ -30,6 +31,7 @@ __all__ = [
     "log_bytes",
     "prune",
     "reindex",
+    "upgrade",
 ]
 
 _CHUNK = 20_000  # rows per transaction: keeps each write lock short
@@ -281,13 +283,29 @@ def _vacuum(conn: sqlite3.Connection, searchable: bool) -> None:
                 _views.rebuild_search_index(conn)
             if rolled_up:  # every call there is was rolled up: the bookmarks at the new top
                 (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()
-                for key in (_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY):
+                for key in (_rollup.BOOKMARK_KEY, _rollup.DETAIL_BOOKMARK_KEY, _rollup.COMBO_BOOKMARK_KEY):
                     conn.execute(f"UPDATE {_rollup.STATE_TABLE} SET value = ? WHERE key = ?", [top, key])
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def upgrade(path: str | Path) -> tuple[int, int]:
+    """Bring the log to this version's schema now, and build every index its migrations left
+    for the writer's idle time (``_indexes``): (statements run, seconds it took)."""
+    import time
+
+    started = time.monotonic()
+    conn = connect(path)
+    try:
+        migrate(conn)
+        n = len(pending(conn))
+        build_pending(conn)
+    finally:
+        conn.close()
+    return n, round(time.monotonic() - started)
 
 
 def reindex(path: str | Path) -> int:
@@ -297,6 +315,7 @@ def reindex(path: str | Path) -> int:
     conn = connect(path)
     try:
         migrate(conn)
+        build_pending(conn)
         with write_transaction(conn):
             if _views.search_index_exists(conn):
                 _views.rebuild_search_index(conn)

@@ -161,6 +161,9 @@ class Log:
         )
         self._rolled_up = _rollup.rollups_exist(self._conn)
         self._detailed = _rollup.detail_rollups_exist(self._conn)
+        self._combined = isinstance(connection, sqlite3.Connection) and _rollup.combo_rollup_exists(
+            connection
+        )
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         cursor = self._conn.cursor()
@@ -491,22 +494,20 @@ class Log:
             and dims <= _rollup.DETAIL_FILTERS
             and (group_dim is None or group_dim in _rollup.DETAIL_GROUPS)
         ):
-            for dim in sorted(dims):
-                if dim == "cached":
-                    clauses.append("cached = ?")
-                    params.append(str(int(bool(filters["cached"]))))
-                    continue
-                values = _values(filters.get(dim))  # type: ignore[arg-type]
-                marks = ", ".join("?" * len(values))
-                if dim == "model":  # as _where: asked for, or answered by
-                    clauses.append(f"(model IN ({marks}) OR response_model IN ({marks}))")
-                    params.extend([*values, *values])
-                else:
-                    clauses.append(f"{dim} IN ({marks})")
-                    params.extend(values)
+            self._detail_clauses(dims, filters, clauses, params)
             key_sql = {"day": "day", None: "NULL"}.get(by) or _rollup.DETAIL_GROUPS[by]  # type: ignore[index]
             tables = (_rollup.DETAIL_TABLE, _rollup.DETAIL_LATENCY_TABLE)
             bookmark = _rollup.detail_bookmark(self._conn)
+        elif (
+            self._combined
+            and dims <= _rollup.COMBO_FILTERS
+            and (group_dim is None or group_dim in _rollup.COMBO_GROUPS)
+            and _rollup.combo_lag(self._conn) <= _rollup.COMBO_MAX_LAG
+        ):
+            self._detail_clauses(dims, filters, clauses, params)
+            key_sql = {"day": "day", None: "NULL"}.get(by) or _rollup.COMBO_GROUPS[by]  # type: ignore[index]
+            tables = (_rollup.COMBO_TABLE, "")  # the histograms are in its rows
+            bookmark = _rollup.combo_bookmark(self._conn)
         else:
             return None
         if full_start:
@@ -518,6 +519,23 @@ class Log:
         return _RollupPlan(
             tables, " AND ".join(clauses) or "1", params, key_sql, full_start, full_end, bookmark
         )
+
+    @staticmethod
+    def _detail_clauses(dims: set[str], filters: Filters, clauses: list[str], params: list[Any]) -> None:
+        """The filters ``dims`` over the detail (or combination) rollup's columns."""
+        for dim in sorted(dims):
+            if dim == "cached":
+                clauses.append("cached = ?")
+                params.append(str(int(bool(filters["cached"]))))
+                continue
+            values = _values(filters.get(dim))  # type: ignore[arg-type]
+            marks = ", ".join("?" * len(values))
+            if dim == "model":  # as _where: asked for, or answered by
+                clauses.append(f"(model IN ({marks}) OR response_model IN ({marks}))")
+                params.extend([*values, *values])
+            else:
+                clauses.append(f'"{dim}" IN ({marks})')
+                params.extend(values)
 
     def _add_rollup(self, groups: dict[Any, Totals], plan: _RollupPlan, percentiles: bool = True) -> None:
         sums = ", ".join(f"sum({m})" for m in _rollup.MEASURE_NAMES)
@@ -533,6 +551,17 @@ class Log:
         for row in self._conn.execute(sql, plan.params):
             totals_for(row[0]).add(row[1:])
         if not percentiles:
+            return
+        if not latency_table:  # calls_rollup_combo: a histogram in each row
+            sql = f"SELECT {plan.key_sql} AS k, latency FROM {table} WHERE {plan.where}"
+            parts: dict[Any, list[bytes]] = {}
+            for key, blob in self._conn.execute(sql + " AND latency IS NOT NULL", plan.params):
+                blobs = parts.get(key)
+                if blobs is None:
+                    blobs = parts[key] = []
+                blobs.append(blob)
+            for key, blobs in parts.items():  # one decoding per group: (bucket, n) pairs laid end to end
+                _rollup.decode_hist(b"".join(blobs), totals_for(key).hist)
             return
         sql = (
             f"SELECT {plan.key_sql} AS k, bucket, sum(n) FROM {latency_table} "

@@ -181,7 +181,11 @@ def delete_calls(
         ).fetchone()
         debt.left -= size or 0
     if _rollup.rollups_exist(conn):
-        _rollup.roll_up_new_rows(conn)  # a deleted call still counts in its day's totals
+        # A deleted call still counts in its day's totals: every rollup holds it first
+        # (calls_rollup_combo, if it is still catching up, at least up to these calls).
+        last = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM calls WHERE {chosen}", params)
+        (through,) = last.fetchone()
+        _rollup.roll_up_new_rows(conn, step=_rollup.COMBO_STEP, through=through)
     if _views.search_index_exists(conn):
         _views.unindex(conn, chosen, params)
     return int(conn.execute(f"DELETE FROM calls WHERE {chosen}", params).rowcount)

@@ -16,9 +16,17 @@ A second pair of tables, ``calls_rollup_detail`` and ``calls_rollup_detail_laten
 holds the same sums per day and *combination* of the dimensions with few values: provider,
 model asked for, model that answered, operation, status and cached (a hundred or so rows a
 day). They answer the questions that combine those (``stats --provider openai --by model``,
-``stats --cached``, ``--status error --by operation``). Users and services (hundreds of
-values) are only in ``calls_rollup``: a question that combines one of them with another
-dimension reads ``calls``.
+``stats --cached``, ``--status error --by operation``).
+
+A third, ``calls_rollup_combo``, holds the sums per day and combination of the user, the
+service and the detail rollup's columns, each row with its latency histogram as a small
+blob (``(bucket, n)`` pairs): the questions that combine a user or a service with another
+dimension (``stats -u alice --by model``, ``stats --service ingest --by user``, the calls
+page filtered by user and provider). Its rows are sparse (a few per user and day on a
+million calls: about half a row per call), so histograms in a table of their own would
+cost a row per call. A log that had calls before the table existed (migration m005) is
+rolled up into it a step at a time by the writer (``COMBO_STEP`` calls per step), oldest
+first; readers use it once it is nearly caught up (``COMBO_MAX_LAG``).
 
 The writer does not roll up each batch as it writes it: it calls ``roll_up_new_rows`` (in
 a write transaction) at most once a second or every ``DERIVE_ROWS`` calls, and at every
@@ -35,11 +43,21 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import sys
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
     "BOOKMARK_KEY",
+    "BUCKET_FUNCTION",
+    "COMBO_BOOKMARK_KEY",
+    "COMBO_COLUMNS",
+    "COMBO_FILTERS",
+    "COMBO_GROUPS",
+    "COMBO_MAX_LAG",
+    "COMBO_STEP",
+    "COMBO_TABLE",
     "DETAIL_BOOKMARK_KEY",
     "DETAIL_COLUMNS",
     "DETAIL_FILTERS",
@@ -48,24 +66,33 @@ __all__ = [
     "DETAIL_TABLE",
     "DIMENSIONS",
     "GAMMA",
+    "HIST_FUNCTION",
     "LATENCY_TABLE",
     "ROLLUP_TABLE",
     "STATE_TABLE",
     "Totals",
     "bookmark",
+    "combo_bookmark",
+    "combo_lag",
+    "combo_rollup_exists",
     "contribution",
+    "create_combo_rollup",
     "create_detail_rollups",
     "create_rollups",
+    "decode_hist",
     "detail_bookmark",
     "detail_rollups_exist",
+    "encode_hist",
     "estimate_quantile",
     "next_day",
     "rebuild_rollups",
     "recompute_days",
+    "register_hist_function",
     "roll_up_new_rows",
     "rollups_exist",
 ]
 
+_BIG_ENDIAN = sys.byteorder == "big"
 #: Histogram bucket width: bucket ``b`` holds latencies in (GAMMA**(b-1), GAMMA**b] ms.
 GAMMA = 1.02
 _LOG_GAMMA = math.log(GAMMA)
@@ -119,6 +146,27 @@ DETAIL_GROUPS = {
     "operation": "nullif(operation, '')",
     "status": "nullif(status, '')",
 }
+COMBO_TABLE = "calls_rollup_combo"
+COMBO_BOOKMARK_KEY = "rollup_combo_rowid"
+#: The combination rollup's key after the day: who made the call, then the detail
+#: rollup's columns (``NULL`` stored as ``''``, ``cached`` as text, as there).
+COMBO_COLUMNS = ("user", "service", *DETAIL_COLUMNS)
+COMBO_FILTERS = frozenset({"user", "service", *DETAIL_FILTERS})
+COMBO_GROUPS = {
+    **DETAIL_GROUPS,
+    "user": "nullif(\"user\", '')",
+    "service": "nullif(service, '')",
+}
+#: Calls rolled up into ``calls_rollup_combo`` per step while it catches up with a log
+#: that had calls before it existed (about 0.2 s of the writer's time per step).
+COMBO_STEP = 10_000
+#: Readers use ``calls_rollup_combo`` while at most this many calls are past its bookmark
+#: (they read those from ``calls``); further behind, they read ``calls`` as before.
+COMBO_MAX_LAG = 20_000
+#: The SQL function the combination rollup's upserts add histograms with.
+HIST_FUNCTION = "httptrack_hist_add"
+BUCKET_FUNCTION = "httptrack_latency_bucket"
+
 #: The ``calls`` columns a row contributes (``RAW_COLUMNS`` order is what ``Totals.add_call`` takes).
 RAW_COLUMNS = (
     "status",
@@ -244,6 +292,77 @@ def create_detail_rollups(conn: sqlite3.Connection) -> None:
     roll_up_new_rows(conn)
 
 
+def create_combo_rollup(conn: sqlite3.Connection) -> None:
+    """Create ``calls_rollup_combo`` (migration m005) and roll up a first step of the calls
+    already there (the writer does the rest, a step at a time)."""
+    measures = _MEASURE_COLUMNS
+    key = ", ".join(f'"{c}" TEXT NOT NULL' for c in COMBO_COLUMNS)
+    rest = ", ".join(f'"{c}"' for c in COMBO_COLUMNS[1:])
+    # The user first: one user's rows (the question asked most) are one range.
+    conn.execute(f"""CREATE TABLE IF NOT EXISTS {COMBO_TABLE} (
+        day TEXT NOT NULL, {key}, {measures}, latency BLOB,
+        PRIMARY KEY ("user", day, {rest})) WITHOUT ROWID""")
+    roll_up_new_rows(conn, step=COMBO_STEP)
+
+
+def combo_rollup_exists(conn: sqlite3.Connection) -> bool:
+    return _all_exist(conn, COMBO_TABLE, STATE_TABLE)
+
+
+def combo_bookmark(conn: sqlite3.Connection) -> int:
+    return bookmark(conn, COMBO_BOOKMARK_KEY)
+
+
+def combo_lag(conn: sqlite3.Connection) -> int:
+    """How many calls (by rowid) are past ``calls_rollup_combo``'s bookmark."""
+    (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()
+    return max(0, int(top) - combo_bookmark(conn))
+
+
+def encode_hist(hist: dict[int, int]) -> bytes | None:
+    """A latency histogram as a blob: (bucket, n) pairs of 32-bit little-endian integers."""
+    if not hist:
+        return None
+    pairs = array("i", [x for pair in hist.items() for x in pair])
+    if _BIG_ENDIAN:
+        pairs.byteswap()
+    return pairs.tobytes()
+
+
+def decode_hist(blob: bytes | None, into: dict[int, int]) -> None:
+    """Add the histogram ``encode_hist`` made to ``into``."""
+    if not blob:
+        return
+    pairs = array("i")
+    pairs.frombytes(blob)
+    if _BIG_ENDIAN:
+        pairs.byteswap()
+    get = into.get
+    for bucket, n in zip(pairs[0::2], pairs[1::2], strict=True):
+        into[bucket] = get(bucket, 0) + n
+
+
+def _hist_add(a: bytes | None, b: bytes | None) -> bytes | None:
+    if not a:
+        return b
+    if not b:
+        return a
+    hist: dict[int, int] = {}
+    decode_hist(a, hist)
+    decode_hist(b, hist)
+    return encode_hist(hist)
+
+
+def _bucket_or_none(ms: float | None) -> int | None:
+    return None if ms is None else _bucket(ms)
+
+
+def register_hist_function(conn: sqlite3.Connection) -> None:
+    """The SQL functions the combination rollup is kept with (on the writer's connection)."""
+    conn.create_function(HIST_FUNCTION, 2, _hist_add, deterministic=True)
+    conn.create_function(BUCKET_FUNCTION, 1, _bucket_or_none, deterministic=True)
+
+
 def detail_rollups_exist(conn: sqlite3.Connection) -> bool:
     return _all_exist(conn, ROLLUP_TABLE, LATENCY_TABLE, STATE_TABLE, DETAIL_TABLE, DETAIL_LATENCY_TABLE)
 
@@ -355,19 +474,25 @@ def _accumulate_detail(
     return groups
 
 
-def _upsert_sql(table: str, latency_table: str, key: Sequence[str]) -> tuple[str, str]:
+def _additions(table: str) -> str:
+    """The ``SET`` clauses of an upsert adding the measures to ``table``'s row."""
+
     def plus(m: str) -> str:  # NULL + NULL stays NULL ("not reported"), NULL + x is x
         return (
             f"{m} = CASE WHEN excluded.{m} IS NULL THEN {table}.{m} "
             f"ELSE coalesce({table}.{m}, 0) + excluded.{m} END"
         )
 
+    return ", ".join(plus(m) for m in MEASURE_NAMES)
+
+
+def _upsert_sql(table: str, latency_table: str, key: Sequence[str]) -> tuple[str, str]:
     keys = ", ".join(key)
     columns = ", ".join((*key, *MEASURE_NAMES))
     marks = ", ".join("?" * (len(key) + len(MEASURE_NAMES)))
     measures = (
         f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({keys}) "
-        f"DO UPDATE SET {', '.join(plus(m) for m in MEASURE_NAMES)}"
+        f"DO UPDATE SET {_additions(table)}"
     )
     latency = (
         f"INSERT INTO {latency_table} ({keys}, bucket, n) VALUES ({', '.join('?' * (len(key) + 2))}) "
@@ -378,6 +503,64 @@ def _upsert_sql(table: str, latency_table: str, key: Sequence[str]) -> tuple[str
 
 _UPSERTS = _upsert_sql(ROLLUP_TABLE, LATENCY_TABLE, ("dim", "value", "day"))
 _DETAIL_UPSERTS = _upsert_sql(DETAIL_TABLE, DETAIL_LATENCY_TABLE, ("day", *DETAIL_COLUMNS))
+
+
+def _combo_upsert_sql() -> str:
+    keys = ", ".join(f'"{c}"' for c in ("day", *COMBO_COLUMNS))
+    marks = ", ".join("?" * (1 + len(COMBO_COLUMNS) + len(MEASURE_NAMES) + 1))
+    return (
+        f"INSERT INTO {COMBO_TABLE} ({keys}, {', '.join(MEASURE_NAMES)}, latency) VALUES ({marks}) "
+        f"ON CONFLICT ({keys}) DO UPDATE SET {_additions(COMBO_TABLE)}, "
+        f"latency = {HIST_FUNCTION}({COMBO_TABLE}.latency, excluded.latency)"
+    )
+
+
+_COMBO_UPSERT = _combo_upsert_sql()
+
+
+def _combo_select() -> str:
+    """The combination rollup's groups of the calls matching a condition (appended), summed
+    by SQLite: the same sums as ``contribution`` makes, and each group's latency buckets."""
+    key = ", ".join(f"coalesce(CAST(\"{c}\" AS TEXT), '')" for c in COMBO_COLUMNS)
+    timed = "latency_ms IS NOT NULL AND NOT coalesce(cached, 0)"
+    sums = [
+        "count(*)",
+        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+        "sum(CASE WHEN cached THEN 1 ELSE 0 END)",
+        "sum(input_tokens)",
+        "sum(output_tokens)",
+        "sum(total_tokens)",
+        "sum(cached_input_tokens)",
+        "sum(cost_usd)",
+        "sum(cost_saved_usd)",
+        "sum(CASE WHEN cost_usd IS NULL AND status = 'success' THEN 1 ELSE 0 END)",
+        f"sum(CASE WHEN {timed} THEN latency_ms END)",
+        f"sum(CASE WHEN {timed} THEN 1 ELSE 0 END)",
+    ]
+    assert len(sums) == len(MEASURE_NAMES)
+    return (
+        f"SELECT substr(started_at, 1, 10), {key}, {', '.join(sums)}, "
+        f"group_concat({BUCKET_FUNCTION}(latency_ms)) FILTER (WHERE {timed}) "
+        f"FROM calls WHERE {{where}} GROUP BY {', '.join(str(i) for i in range(1, len(COMBO_COLUMNS) + 2))}"
+    )
+
+
+_COMBO_SELECT = _combo_select()
+
+
+def _merge_combo(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> None:
+    """Add the calls matching ``where`` to ``calls_rollup_combo``. (Grouped by SQLite, not
+    in Python as the other rollups: its groups are many and small.)"""
+    register_hist_function(conn)
+    upserts = []
+    for row in conn.execute(_COMBO_SELECT.format(where=where), params):
+        buckets = row[-1]
+        hist: dict[int, int] = {}
+        if buckets:
+            for bucket in map(int, buckets.split(",")):
+                hist[bucket] = hist.get(bucket, 0) + 1
+        upserts.append((*row[:-1], encode_hist(hist)))
+    conn.executemany(_COMBO_UPSERT, upserts)
 
 
 def _merge_into(
@@ -393,13 +576,27 @@ def _set_bookmark(conn: sqlite3.Connection, rowid: int, key: str = BOOKMARK_KEY)
     conn.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} (key, value) VALUES (?, ?)", [key, rowid])
 
 
-def roll_up_new_rows(conn: sqlite3.Connection, pause: Callable[[], None] | None = None) -> int:
+def roll_up_new_rows(
+    conn: sqlite3.Connection,
+    pause: Callable[[], None] | None = None,
+    *,
+    step: int | None = None,
+    through: int = 0,
+) -> int:
     """Add the calls past each bookmark to the rollups (the writer calls this in a write
     transaction). Returns how many calls were new to ``calls_rollup``. ``pause`` is called
-    now and then (the writer lets the app's threads have the GIL)."""
+    now and then (the writer lets the app's threads have the GIL).
+
+    ``step``: ``calls_rollup_combo``, when it lags behind the other rollups (a log that had
+    calls before it existed), takes at most this many calls now (oldest first), and at
+    least those up to rowid ``through`` (calls about to be deleted); ``None``: all."""
     main = bookmark(conn)
     detail = detail_bookmark(conn) if detail_rollups_exist(conn) else None
+    combo = combo_bookmark(conn) if combo_rollup_exists(conn) else None
     start = main if detail is None else min(main, detail)
+    lagging = combo is not None and step is not None and combo < start
+    if combo is not None and not lagging:
+        start = min(start, combo)
     cursor = conn.execute(_SELECT_CALLS + "rowid > ? ORDER BY rowid", [start])
     total = 0
     while True:
@@ -417,7 +614,38 @@ def roll_up_new_rows(conn: sqlite3.Connection, pause: Callable[[], None] | None 
             fresh = rows if detail == start else [r for r in rows if r[0] > detail]
             _merge_into(conn, _accumulate_detail(fresh, pause), _DETAIL_UPSERTS)
             _set_bookmark(conn, max(top, detail), DETAIL_BOOKMARK_KEY)
+        if combo is not None and not lagging:
+            if top > combo:
+                _merge_combo(conn, "rowid > ? AND rowid <= ?", [max(combo, start), top])
+            _set_bookmark(conn, max(top, combo), COMBO_BOOKMARK_KEY)
+            combo = max(top, combo)
+    if lagging:
+        assert combo is not None and step is not None
+        _catch_up_combo(conn, combo, step, through, pause)
     return total
+
+
+def _catch_up_combo(
+    conn: sqlite3.Connection, mark: int, step: int, through: int, pause: Callable[[], None] | None
+) -> None:
+    """Roll the ``step`` calls after rowid ``mark`` (and any up to ``through``) into
+    ``calls_rollup_combo``."""
+    while True:
+        if pause is not None:
+            pause()
+        last = conn.execute(
+            "SELECT max(rowid), count(*) FROM "
+            "(SELECT rowid FROM calls WHERE rowid > ? ORDER BY rowid LIMIT ?)",
+            [mark, step],
+        )
+        (top, n) = last.fetchone()
+        if not n:
+            return
+        _merge_combo(conn, "rowid > ? AND rowid <= ?", [mark, top])
+        mark = top
+        _set_bookmark(conn, mark, COMBO_BOOKMARK_KEY)
+        if mark >= through or n < step:
+            return
 
 
 def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: str) -> None:
@@ -426,12 +654,14 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
     span = "day <= ?" + (" AND day >= ?" if first_day else "")
     span_params = [last_day] + ([first_day] if first_day else [])
     detail = detail_rollups_exist(conn)
+    combo = combo_rollup_exists(conn)
     tables = (ROLLUP_TABLE, LATENCY_TABLE) + ((DETAIL_TABLE, DETAIL_LATENCY_TABLE) if detail else ())
+    tables += (COMBO_TABLE,) if combo else ()
     for table in tables:
         conn.execute(f"DELETE FROM {table} WHERE {span}", span_params)
     where = "rowid <= ? AND started_at < ?" + (" AND started_at >= ?" if first_day else "")
     main = bookmark(conn)
-    top = max(main, detail_bookmark(conn)) if detail else main
+    top = max(main, detail_bookmark(conn) if detail else 0, combo_bookmark(conn) if combo else 0)
     params = [top, next_day(last_day)] + ([first_day] if first_day else [])
     rows = conn.execute(_SELECT_CALLS + where, params).fetchall()
     groups, _ = _accumulate([r for r in rows if r[0] <= main])
@@ -439,6 +669,8 @@ def recompute_days(conn: sqlite3.Connection, first_day: str | None, last_day: st
     if detail:
         upto = detail_bookmark(conn)
         _merge_into(conn, _accumulate_detail([r for r in rows if r[0] <= upto]), _DETAIL_UPSERTS)
+    if combo:
+        _merge_combo(conn, where, [combo_bookmark(conn), *params[1:]])
 
 
 def rebuild_rollups(conn: sqlite3.Connection, from_day: str | None = None) -> None:
@@ -446,12 +678,16 @@ def rebuild_rollups(conn: sqlite3.Connection, from_day: str | None = None) -> No
     ``from_day``: keep the days before it as they are (their calls were pruned); every
     call must have started on or after it."""
     detail = detail_rollups_exist(conn)
+    combo = combo_rollup_exists(conn)
     span, params = ("WHERE day >= ?", [from_day]) if from_day else ("", [])
-    for table in (ROLLUP_TABLE, LATENCY_TABLE) + ((DETAIL_TABLE, DETAIL_LATENCY_TABLE) if detail else ()):
+    tables = (ROLLUP_TABLE, LATENCY_TABLE) + ((DETAIL_TABLE, DETAIL_LATENCY_TABLE) if detail else ())
+    for table in tables + ((COMBO_TABLE,) if combo else ()):
         conn.execute(f"DELETE FROM {table} {span}", params)
     _set_bookmark(conn, 0)
     if detail:
         _set_bookmark(conn, 0, DETAIL_BOOKMARK_KEY)
+    if combo:
+        _set_bookmark(conn, 0, COMBO_BOOKMARK_KEY)
     roll_up_new_rows(conn)
 
 

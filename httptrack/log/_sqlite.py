@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import LogUnavailable
 from .._faults import FaultKind, report_fault
-from . import _views
+from . import _indexes, _views
 from ._backend import WriteResult
 from ._bodies import Compressor, register_functions
 from ._retention import SizeDebt
@@ -45,7 +45,7 @@ __all__ = [
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 5000
 #: The search index and the daily rollup are brought up to date at least this often
 #: (seconds), or after this many rows, and at every flush(). The search index is fed in
@@ -64,8 +64,20 @@ WAL_LIMIT_BYTES = 16 * 1024 * 1024
 #: How long a restart waits for the readers of older snapshots (the writer holds the write
 #: lock meanwhile: other writers wait, the app's calls do not), and how often it is tried.
 WAL_RESTART_WAIT_MS = 200
+#: While readers keep it from finishing (each holding its snapshot longer than the wait: a
+#: UI page, a CLI command), the wait doubles at each try up to this; only then are tries
+#: spaced out. (Readers of 0.3-0.5 s back to back let the WAL grow to 600 MB on a 1M-call
+#: log while the tries waited 200 ms and were spaced out to every 30 s.)
+WAL_RESTART_MAX_WAIT_MS = 2000
 WAL_CHECK_SECONDS = 0.5
 RETAIN_BUSY_SECONDS = 0.25
+#: The writer's page cache: SQLite's default (2 MB) for a log of up to 128 MB, then 1/64th
+#: of the file's size, up to this (KiB). On a big log every index that takes rows at random
+#: places (cost, latency, tokens, session, user) needs a leaf page per row, and 2 MB no longer
+#: holds even the B-trees' inner pages: each insert read pages back from the OS (1M calls:
+#: ~120 KB read per row written with 2 MB, ~42 KB with 64 MB; bench_log.py --writer-growth).
+#: Small logs keep the small cache: the app's memory stays flat.
+WRITER_CACHE_MAX_KIB = 64 * 1024
 _NONES = (None,) * len(COLUMN_NAMES)
 #: Rows per INSERT statement, at most. SQLite works on a statement with the GIL released,
 #: and every release is a chance for another thread to take the GIL, after which this one
@@ -251,12 +263,21 @@ def _migrations() -> Any:
     @migrations(name="m004_read_indexes")
     def m004_read_indexes(db: Any) -> None:
         # The indexes the calls pages sort and page by, and those they replace (_schema).
+        # On a big log they are built later, when the writer is idle (_indexes): building
+        # them here held the write lock for minutes.
         from . import _schema
 
-        for index in _schema.DROPPED_INDEXES:
-            db.execute(f"DROP INDEX IF EXISTS {index}")
-        for index, cols in _schema.READ_INDEXES.items():
-            db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON calls ({cols})")
+        _indexes.add_indexes(db.conn, "calls", _schema.READ_INDEXES, drop=_schema.DROPPED_INDEXES)
+
+    @migrations(name="m005_combo_rollup")
+    def m005_combo_rollup(db: Any) -> None:
+        # Sums per day and combination of user, service and the detail dimensions (see
+        # _rollup). On a log with calls already, only a first step of them is rolled up
+        # here: the writer does the rest a step at a time, never holding the write lock
+        # for long; readers use the table once it has nearly caught up.
+        from . import _rollup
+
+        _rollup.create_combo_rollup(db.conn)
 
     return migrations
 
@@ -310,6 +331,16 @@ def is_current(conn: sqlite3.Connection) -> bool:
     return all(name in present for name, _, _ in COLUMNS)
 
 
+def writer_cache_kib(path: Path) -> int:
+    """The writer's page cache for the log at ``path`` (KiB), or 0 for SQLite's default."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return 0
+    kib = min(WRITER_CACHE_MAX_KIB, size // 64 // 1024)
+    return kib if kib > 2048 else 0
+
+
 class Store:
     """One database file, as the writer thread sees it: the SQLite ``LogBackend``."""
 
@@ -334,6 +365,9 @@ class Store:
         self._size_debt = SizeDebt()
         self._wal_checked_at = -math.inf
         self._wal_backoff = WAL_CHECK_SECONDS
+        #: A migration left indexes to build when the writer is idle (``_indexes``).
+        self.indexes_pending = False
+        self._wal_wait_ms = WAL_RESTART_WAIT_MS
 
     def open(self) -> None:
         if self._conn is not None:
@@ -344,10 +378,16 @@ class Store:
             raise _unavailable(exc, f"could not open {self.path}") from exc
         try:
             conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            cache_kib = writer_cache_kib(self.path)
+            if cache_kib:
+                conn.execute(f"PRAGMA cache_size=-{cache_kib}")
             migrate(conn)
             self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._searchable = _views.search_index_exists(conn)
             self._rolled_up = _views.rollups_exist(conn)
+            self.indexes_pending = bool(_indexes.pending(conn))
+            if self._rolled_up and self._combo_lags(conn):
+                self.behind = max(self.behind, 1)
         except (sqlite3.Error, OSError) as exc:
             conn.close()
             raise _unavailable(exc, f"could not open {self.path}") from exc
@@ -399,17 +439,24 @@ class Store:
             return
         busy = 1
         try:
-            conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={self._wal_wait_ms}")
             try:
                 ((busy, _, _),) = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             finally:
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error:
             pass
-        # Busy: a reader still holds an old snapshot (a long query). Waiting for it at every
-        # check would cost the writer (and other writers, kept from the write lock) up to
-        # WAL_RESTART_WAIT_MS each time: wait longer between tries, up to half a minute.
-        self._wal_backoff = min(self._wal_backoff * 2, 30.0) if busy else WAL_CHECK_SECONDS
+        # Busy: a reader still holds an old snapshot. Wait for readers longer at the next
+        # try, up to WAL_RESTART_MAX_WAIT_MS (the writer thread sleeps meanwhile; other
+        # writers wait for the write lock); past that (a long query, an export), waiting at
+        # every check would cost the writers that much each time: wait longer between
+        # tries instead, up to half a minute.
+        if not busy:
+            self._wal_wait_ms, self._wal_backoff = WAL_RESTART_WAIT_MS, WAL_CHECK_SECONDS
+        elif self._wal_wait_ms < WAL_RESTART_MAX_WAIT_MS:
+            self._wal_wait_ms = min(self._wal_wait_ms * 2, WAL_RESTART_MAX_WAIT_MS)
+        else:
+            self._wal_backoff = min(self._wal_backoff * 2, 30.0)
         self._wal_checked_at += self._wal_backoff - WAL_CHECK_SECONDS
 
     def _retain(self, conn: sqlite3.Connection, policy: Retention) -> None:
@@ -472,11 +519,10 @@ class Store:
         transaction (see _views, _rollup); a failure here must never cost the rows."""
         self.behind = 0
         self._derived_at = time.monotonic()
-        pause = self.pause
         name: FaultKind
         for wanted, name, update in (
             (self._searchable, "search_index", _views.index_new_rows),
-            (self._rolled_up, "rollup", lambda conn: _views.roll_up_new_rows(conn, pause)),
+            (self._rolled_up, "rollup", self._roll_up),
         ):
             if not wanted:
                 continue
@@ -488,6 +534,36 @@ class Store:
                 what = name.replace("_", " ")
                 report_fault(name, f"could not update the {what} (the calls are recorded)", exc)
             conn.execute(f"RELEASE {name}")
+
+    def build_indexes(self, stop: Callable[[], bool]) -> bool:
+        """Build the indexes a migration left for later (``_indexes``), giving way (the
+        build interrupted and rolled back) as soon as ``stop()`` says so. ``True`` when
+        none is left."""
+        self.open()
+        conn = self._conn
+        assert conn is not None
+        try:
+            done = _indexes.build_pending(conn, stop)
+        except sqlite3.Error as exc:  # locked by another process, say: tried again later
+            raise _unavailable(exc, f"could not build the new indexes of {self.path}") from exc
+        self.indexes_pending = not done
+        return done
+
+    def _roll_up(self, conn: sqlite3.Connection) -> None:
+        from . import _rollup
+
+        _rollup.roll_up_new_rows(conn, self.pause, step=_rollup.COMBO_STEP)
+        if self._combo_lags(conn):
+            self.behind = max(self.behind, 1)
+
+    @staticmethod
+    def _combo_lags(conn: sqlite3.Connection) -> bool:
+        """``calls_rollup_combo`` is still catching up with calls written before it existed
+        (m005): the store says it is behind, so that the writer takes a step at each derive
+        (every DERIVE_SECONDS at least, also while no calls come)."""
+        from . import _rollup
+
+        return _rollup.combo_rollup_exists(conn) and _rollup.combo_lag(conn) > 0
 
     def forget(self) -> None:
         """Drop the connection without closing it (after fork: it belongs to the parent)."""

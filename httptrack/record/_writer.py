@@ -54,6 +54,11 @@ BATCH_SIZE = 1000
 BATCH_WAIT = 0.05
 WAKE_ROWS = 256
 IDLE_AFTER = 0.25
+#: A log whose migration left indexes to build (``log/_indexes``) gets them once the writer
+#: has been idle this long (seconds), and again this much longer after each time calls
+#: came meanwhile and the build gave way to them (up to INDEX_IDLE_MAX).
+INDEX_IDLE = 2.0
+INDEX_IDLE_MAX = 60.0
 #: A transaction holds at most this many bytes of rows (and at least one row).
 BATCH_BYTES = 8 * 1024 * 1024
 #: After a failed write, the next one waits this long, doubling up to RETRY_MAX seconds.
@@ -172,6 +177,10 @@ class Writer:
         #: waits for it. Re-entrant: the writer thread itself may fork (a helper process).
         self._fork_lock = threading.RLock()
         self._fork_held = False
+        #: A fork() waits for the writer (an index being built gives way at once).
+        self._fork_waiting = False
+        #: How long the writer waits, idle, before building indexes a migration left.
+        self._index_idle = INDEX_IDLE
         self._thread: threading.Thread | None = None
         self._logs: dict[LogTarget, _Log] = {}
         #: This process's spool for each log (the app's side; ``None``: could not be made).
@@ -315,7 +324,10 @@ class Writer:
                 wake.wait(timeout=BATCH_WAIT)
             elif not self._queue:  # (calls left by the last turn are not waited for)
                 waiting = any(log.pending or log.backend.behind for log in self._logs.values())
-                wake.wait(timeout=1.0 if waiting else None)
+                building = not waiting and self._indexes_pending()
+                woken = wake.wait(timeout=1.0 if waiting else self._index_idle if building else None)
+                if building and not woken and not self._queue:
+                    self._build_indexes()
             wake.clear()
             if self._queue:
                 quiet_since = None
@@ -336,6 +348,32 @@ class Writer:
                 self._drain(whole=False)
             except Exception as exc:  # pragma: no cover - a bug in httptrack: keep running
                 report_fault("writer", "the writer hit an unexpected error", exc)
+
+    def _indexes_pending(self) -> bool:
+        return any(getattr(log.backend, "indexes_pending", False) for log in self._logs.values())
+
+    def _build_indexes(self) -> None:
+        """Build what migrations left for an idle writer (``log/_indexes``): interrupted as
+        soon as calls (or a flush, or a fork) have waited ``YIELD_SECONDS`` for it."""
+        from ..log._indexes import yield_to
+
+        queue = self._queue
+        stop = yield_to(lambda: bool(queue) or self._fork_waiting)
+        for log in list(self._logs.values()):
+            backend = log.backend  # (the SQLite log's: see log/_sqlite.Store.build_indexes)
+            build = getattr(backend, "build_indexes", None)
+            if build is None or not getattr(backend, "indexes_pending", False):
+                continue
+            try:
+                with self._lock, self._fork_lock:
+                    done = bool(build(stop))
+            except LogUnavailable as exc:  # locked by another process: later
+                report_fault("database", str(exc), exc.__cause__)
+                done = False
+            # Gave way to calls: wait for a longer quiet stretch next time.
+            self._index_idle = INDEX_IDLE if done else min(self._index_idle * 2, INDEX_IDLE_MAX)
+            if not done:
+                return
 
     def _drain(self, *, whole: bool = True) -> None:
         """Process everything queued (inline at exit, or at a flush without a writer thread).
@@ -604,7 +642,11 @@ class Writer:
         # Not while the writer thread imports a module, builds a row or is inside SQLite:
         # the child would inherit a half-imported module (ImportError) or a lock nobody
         # will release (SQLite's VFS mutex: the child's first connect would hang).
-        self._fork_held = self._fork_lock.acquire(timeout=FORK_WAIT_SECONDS)
+        self._fork_waiting = True  # an index being built gives way (_build_indexes)
+        try:
+            self._fork_held = self._fork_lock.acquire(timeout=FORK_WAIT_SECONDS)
+        finally:
+            self._fork_waiting = False
 
     def _after_fork_in_parent(self) -> None:
         if self._fork_held:
@@ -682,11 +724,13 @@ def _held_bytes(exchange: Exchange) -> int:
     return len(exchange.request_body) + min(exchange.received, exchange.limit) + exchange.tail_bytes
 
 
-_BODY_COLUMNS = tuple(COLUMN_NAMES.index(c) for c in ("request_body", "response_body", "response_text"))
+_body_values = operator.itemgetter(
+    *(COLUMN_NAMES.index(c) for c in ("request_body", "response_body", "response_text"))
+)
 
 
 def _row_bytes(row: tuple[Any, ...]) -> int:
-    return 512 + sum(len(row[i]) for i in _BODY_COLUMNS if row[i])
+    return 512 + sum(map(len, filter(None, _body_values(row))))  # in C: once per row
 
 
 def _warm_up() -> None:

@@ -176,7 +176,8 @@ def test_breakdowns_match_the_rows(db: Path, ids: list[str], by: str) -> None:
         ("provider", {"provider": ["openai", "ollama"]}),
         ("model", {"provider": "openai"}),  # two dimensions: the detail rollup
         (None, {"model": "gpt-4o-mini", "since": "3d"}),
-        ("service", {"status": "error"}),  # a user or service and another: the calls
+        ("service", {"status": "error"}),  # a user or service and another: calls_rollup_combo
+        ("user", {"service": "support", "model": "gpt-4o-mini", "since": "36h"}),
         (None, {"query": "umbrellas"}),
         (None, {"cached": True}),
         (None, {"cached": False}),
@@ -210,8 +211,10 @@ def test_rollups_and_calls_give_the_same_answers(
     with httptrack.open_log(db) as log:
         plan = log._rollup_plan(by, filters)  # type: ignore[arg-type]
         involved = {k for k in filters if k not in ("since", "until")} | ({by} - {None, "day"})
-        if "query" in involved or ({"user", "service"} & involved and len(involved) > 1):
+        if "query" in involved:
             assert plan is None
+        elif {"user", "service"} & involved and len(involved) > 1:  # the combination rollup
+            assert plan is not None and plan.tables[0] == "calls_rollup_combo"
         elif len(involved) > 1 or "cached" in involved or "model" in filters:
             assert plan is not None and plan.tables[0] == "calls_rollup_detail"
         else:

@@ -6,14 +6,26 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from recorded_log import V2_OBJECTS, V3_OBJECTS, V4_OBJECTS, downgrade_to_v1, record_calls, rows
+from recorded_log import (
+    V2_OBJECTS,
+    V3_OBJECTS,
+    V4_OBJECTS,
+    V5_OBJECTS,
+    downgrade_to_v1,
+    downgrade_to_v4,
+    record_calls,
+    rows,
+)
 
 import httptrack
-from httptrack.log import _rollup, _views
+from httptrack.log import _indexes, _rollup, _views
+from httptrack.log._schema import READ_INDEXES
 from httptrack.log._sqlite import SCHEMA_VERSION, connect, migrate
 from httptrack.record._writer import writer
 
@@ -53,17 +65,18 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
         assert sorted(r.id for r in log.calls(query="umbrellas")) == sorted([ids[5], ids[2]])
         assert log.stats(by="user") == stats_before
         assert log._rolled_up and log._searchable
-    assert schema_names(db) >= V2_OBJECTS | V4_OBJECTS
+    assert schema_names(db) >= V2_OBJECTS | V4_OBJECTS | V5_OBJECTS
     assert rows(db) == before
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
         assert applied == [
             "m001_create_calls",
             "m002_call_log_views",
             "m003_detail_rollup",
             "m004_read_indexes",
+            "m005_combo_rollup",
         ]
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
         assert _rollup.bookmark(conn) == conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
@@ -73,6 +86,7 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
 
 def downgrade_to_v2(db: Path) -> None:
     """Make ``db`` what schema version 2 left: no detail rollup."""
+    downgrade_to_v4(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN")
@@ -248,3 +262,151 @@ def test_bodies_that_are_not_json_are_indexed_as_text(db: Path, body: str | None
             )
     finally:
         conn.close()
+
+
+# -- indexes a big log gets later (log/_indexes) -----------------------------------------------
+
+
+def downgrade_to_v3(db: Path) -> None:
+    """Make ``db`` what schema version 3 left: none of m004's indexes, and the one it drops."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for name in sorted(V4_OBJECTS):
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute("CREATE INDEX idx_calls_latency ON calls (cached, latency_ms)")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_read_indexes'")
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def indexes_of(db: Path) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+
+
+def pending_of(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [key for key, _ in _indexes.pending(conn)]
+    finally:
+        conn.close()
+
+
+def test_a_big_log_is_upgraded_at_once_and_gets_its_indexes_when_the_writer_is_idle(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m004's indexes take minutes to build on a big log, holding the write lock: the
+    migration records them instead, the writer writes calls at once, and builds them once
+    it is idle (then drops the index they replace)."""
+    record_calls(db)
+    downgrade_to_v3(db)
+    writer().close_connections()  # as a new process would: its first write migrates
+    monkeypatch.setattr(_indexes, "BUILD_NOW_BYTES", 0)  # every log is big
+    monkeypatch.setattr(writer(), "_index_idle", 3600.0)
+    record_calls(db)  # written at once, the indexes not built
+    assert len(rows(db)) == 16
+    names = indexes_of(db)
+    assert not V4_OBJECTS & names and "idx_calls_latency" in names
+    assert pending_of(db) == [
+        *(f"{_indexes.PENDING_PREFIX}{name}" for name in READ_INDEXES),
+        f"{_indexes.PENDING_PREFIX}drop idx_calls_latency",
+    ]
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+    with httptrack.open_log(db) as log:  # readers read meanwhile
+        assert len(list(log.calls(query="umbrellas"))) == 4
+    monkeypatch.setattr(writer(), "_index_idle", 0.01)
+    writer()._wake.set()  # (it waits for an hour of quiet, as told above)
+    for _ in range(500):
+        if not pending_of(db):
+            break
+        time.sleep(0.02)
+    names = indexes_of(db)
+    assert names >= V4_OBJECTS and "idx_calls_latency" not in names
+    assert pending_of(db) == []
+    record_calls(db)
+    assert len(rows(db)) == 24
+
+
+def test_an_index_build_gives_way_and_is_resumed(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A statement left for later is interrupted and rolled back when ``stop`` says so
+    (calls are waiting); what was built before it stays, and it is run again next time."""
+    record_calls(db)
+    downgrade_to_v3(db)
+    writer().close_connections()
+    monkeypatch.setattr(_indexes, "BUILD_NOW_BYTES", 0)
+    upgrade(db)
+    want = pending_of(db)
+    assert len(want) == len(READ_INDEXES) + 1
+    conn = connect(db)
+    try:
+        # After them, a statement that would run for a minute (as an index on a big log does),
+        # saying when it has started.
+        started = threading.Event()
+        conn.create_function("started", 0, lambda: started.set() or 1)
+        slow = (
+            "CREATE TABLE slow AS WITH RECURSIVE c(x) AS (SELECT started() UNION ALL "
+            "SELECT x + 1 FROM c WHERE x < 300000000) SELECT count(*) AS n FROM c"
+        )
+        conn.execute(
+            "INSERT INTO httptrack_state (key, value) VALUES (?, ?)", [_indexes.PENDING_PREFIX + "slow", slow]
+        )
+        assert _indexes.build_pending(conn, started.is_set) is False  # interrupted, rolled back
+        assert not conn.in_transaction
+        assert pending_of(db) == [_indexes.PENDING_PREFIX + "slow"]
+        names = indexes_of(db)
+        assert names >= V4_OBJECTS and "idx_calls_latency" not in names  # built before it: kept
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'slow'").fetchone() is None
+        conn.execute("UPDATE httptrack_state SET value = 'CREATE TABLE slow (n)' WHERE key LIKE '%slow'")
+        assert _indexes.build_pending(conn, lambda: False) is True  # the next time, to the end
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'slow'").fetchone() is not None
+    finally:
+        conn.close()
+    assert pending_of(db) == []
+
+
+def test_yield_to_waits_for_calls_that_keep_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_indexes.time, "monotonic", lambda: now[0])
+    waiting = [False]
+    stop = _indexes.yield_to(lambda: waiting[0], seconds=0.5)
+    assert not stop()
+    waiting[0] = True
+    assert not stop()
+    now[0] += 0.4
+    assert not stop()
+    waiting[0] = False  # the queue emptied: counting starts again
+    assert not stop()
+    waiting[0] = True
+    now[0] += 0.1
+    assert not stop()
+    now[0] += 0.5
+    assert stop()
+
+
+def test_httptrack_migrate_builds_what_was_left(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from httptrack.cli import main as cli
+
+    record_calls(db)
+    downgrade_to_v3(db)
+    writer().close_connections()
+    monkeypatch.setattr(_indexes, "BUILD_NOW_BYTES", 0)
+    upgrade(db)
+    assert pending_of(db)
+    result = CliRunner().invoke(cli, ["migrate", "--db", str(db)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "built what was left of the upgrade (4 steps" in result.output
+    assert pending_of(db) == [] and indexes_of(db) >= V4_OBJECTS and "idx_calls_latency" not in indexes_of(db)
+    result = CliRunner().invoke(cli, ["migrate", "--db", str(db)], catch_exceptions=False)
+    assert result.output.strip() == "Up to date."

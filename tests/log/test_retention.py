@@ -421,3 +421,42 @@ def test_the_wal_restarts_while_readers_take_turns(
         first.close()
         second.close()
         store.close()
+
+
+def test_a_restart_kept_from_finishing_waits_longer_before_it_tries_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers that each hold a snapshot longer than the restart waits (a UI page, a CLI
+    command, back to back) must not keep the WAL growing: the wait doubles at each try up
+    to WAL_RESTART_MAX_WAIT_MS while the tries stay every WAL_CHECK_SECONDS; only then are
+    the tries spaced out; a restart that finishes resets both."""
+    monkeypatch.setattr(_sqlite, "WAL_LIMIT_BYTES", 0)
+    db = tmp_path / "calls.db"
+    store = _sqlite.Store(db)
+    store.write(rows_of(1, 1000))
+    real = store._conn
+    assert real is not None
+    waits: list[int] = []
+    busy = [True]
+
+    class Conn:  # the writer's connection, with readers that never let go (while busy)
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.startswith("PRAGMA busy_timeout=") and int(sql.split("=")[1]) != _sqlite.BUSY_TIMEOUT_MS:
+                waits.append(int(sql.split("=")[1]))
+            if sql == "PRAGMA wal_checkpoint(RESTART)":
+                return real.execute("SELECT ?, 0, 0", [int(busy[0])])
+            return real.execute(sql, *args)
+
+    spacing = []
+    try:
+        for _ in range(6):
+            store._bound_wal(Conn())  # type: ignore[arg-type]
+            spacing.append(store._wal_backoff)
+        assert waits == [200, 400, 800, 1600, 2000, 2000]
+        assert spacing == [0.5, 0.5, 0.5, 0.5, 1.0, 2.0]  # seconds to the next try
+        busy[0] = False
+        store._bound_wal(Conn())  # type: ignore[arg-type]
+        store._bound_wal(Conn())  # type: ignore[arg-type]
+        assert waits[-2:] == [2000, 200]
+    finally:
+        store.close()

@@ -492,6 +492,22 @@ async def test_facets_read_the_rollups_only_where_they_can(varied_log: Path) -> 
         assert dict(detail_after["status"][0])[status] == dict(detail["status"][0])[status] + 1000
     assert detail_after["user"] == detail["user"] and detail_after["service"] == detail["service"]
     assert [(await get_json(ui, page))["facet_results"] for page in pages] == filtered
+    # Filtered by a user (or a service): every facet but the day's from calls_rollup_combo.
+    conn = sqlite3.connect(varied_log)
+    with conn:
+        key = '"user", day, service, provider, model, response_model, operation, status, cached'
+        conn.execute(
+            f"UPDATE calls_rollup_combo SET calls = calls + 1000 WHERE ({key}) = "
+            f"(SELECT {key} FROM calls_rollup_combo WHERE \"user\" = 'user-03' "
+            "AND provider != '' AND model != '' AND status != '' AND service != '' LIMIT 1)"
+        )
+    conn.close()
+    user_before = _counted(filtered[1])
+    user_after = _counted((await get_json(ui, pages[1]))["facet_results"])
+    for facet in ("provider", "model", "status", "user", "service", "started_at"):
+        assert sum(n for _, n in user_after[facet][0]) == sum(n for _, n in user_before[facet][0]) + 1000, (
+            facet
+        )
 
 
 async def test_facets_of_a_lagging_rollup(varied_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -875,3 +891,66 @@ async def test_a_call_with_a_deeply_nested_body_has_a_page(tmp_path: Path) -> No
     page = await make_datasette(db).client.get(f"/deep/calls/{response.headers['x-httptrack-call-id']}")
     assert page.status_code == 200, page.text[:300]
     assert "gpt-4o-mini" in page.text
+
+
+async def test_compressed_bodies_read_as_text_in_every_output(tmp_path: Path) -> None:
+    """Long bodies are stored as zstd frames (log/_bodies); every way datasette gives a call
+    out shows them as the text they are, never as base64 or a blob link: the table's JSON
+    and CSV, a call's JSON, custom SQL (under another name too), and plain datasette.
+    ``httptrack_body()`` gives SQL the text to compute with."""
+    import httpx2
+    import openai
+
+    from httptrack._fake import mock_transport
+
+    prompt = "Tell me about the zeppelin. " + " ".join(f"topic{i % 50} detail{i % 7}" for i in range(400))
+    db = tmp_path / "log.db"
+    transport = httptrack.TrackingTransport(mock_transport(httpx2), db=db, cache=False)
+    client = openai.OpenAI(
+        api_key="sk-test-not-real",
+        base_url="https://api.openai.com/v1",
+        http_client=httpx2.Client(transport=transport),
+        max_retries=0,
+    )
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}])
+    assert httptrack.flush(10)
+    conn = sqlite3.connect(db)
+    try:
+        ((call_id, kinds),) = conn.execute(
+            "SELECT id, typeof(request_body) || ',' || typeof(response_body) FROM calls"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert kinds == "blob,blob"  # what the outputs below must not show
+    body = rows(db)[0]
+    request_body, response_body = body["request_body"], body["response_body"]
+    assert prompt in request_body
+
+    def no_blobs(text: str) -> None:
+        assert "$base64" not in text and "Binary" not in text and ".blob" not in text
+
+    for ds in (make_datasette(db), Datasette([str(db)])):
+        table = await get_json(ds, "/log/calls.json?_shape=array")
+        assert [(r["request_body"], r["response_body"]) for r in table] == [(request_body, response_body)]
+        everything = (
+            await ds.client.get("/log/calls.json?_shape=array&_col=request_body&_col=response_body")
+        ).text
+        no_blobs(everything)
+        row = await get_json(ds, f"/log/calls/{call_id}.json?_shape=array")
+        assert [(r["request_body"], r["response_body"]) for r in row] == [(request_body, response_body)]
+        response = await ds.client.get("/log/calls.csv?_size=max")
+        assert response.status_code == 200
+        (written,) = list(csv.DictReader(io.StringIO(response.text)))
+        assert (written["request_body"], written["response_body"]) == (request_body, response_body)
+        streamed = await ds.client.get("/log/calls.csv?_stream=on")
+        (written,) = list(csv.DictReader(io.StringIO(streamed.text)))
+        assert written["request_body"] == request_body
+        query = await get_json(
+            ds,
+            "/log.json?_shape=array&sql="
+            + "select request_body as prompt, length(httptrack_body(response_body)) as n from calls",
+        )
+        assert query == [{"prompt": request_body, "n": len(response_body)}]
+        page = (await ds.client.get(f"/log/calls/{call_id}?_all_columns=1")).text
+        no_blobs(page)
+        assert "topic49 detail0" in page

@@ -159,6 +159,48 @@ async def test_counts(planned: Datasette, log_db: Path) -> None:
         )
 
 
+async def test_a_count_by_equal_facets_comes_from_the_combination_rollup(
+    planned: Datasette, log_db: Path
+) -> None:
+    async def count(query: str) -> int:
+        data = (await planned.client.get(f"/log/calls.json?_nofacet=1&{query}")).json()
+        return int(data["filtered_table_rows_count"])
+
+    query = "provider=openai&user=u0"
+    want = naive(log_db, "SELECT count(*) FROM calls WHERE provider = 'openai' AND user = 'u0'")[0]
+    assert await count(query) == want
+    conn = sqlite3.connect(log_db)
+    with conn:  # wrong on purpose: the count follows it
+        conn.execute(
+            "UPDATE calls_rollup_combo SET calls = calls + 1000 WHERE provider = 'openai' AND user = 'u0'"
+        )
+    conn.close()
+    n = naive(log_db, "SELECT count(*) FROM calls_rollup_combo WHERE provider = 'openai' AND user = 'u0'")[0]
+    assert await count(query) == want + 1000 * n
+    # Shapes it cannot count: datasette's own count, exact.
+    assert (
+        await count("provider=openai&user=")
+        == naive(log_db, "SELECT count(*) FROM calls WHERE provider = 'openai' AND user = ''")[0]
+    )
+    assert (
+        await count("provider=openai&host__contains=o")
+        == naive(log_db, "SELECT count(*) FROM calls WHERE provider = 'openai' AND host LIKE '%o%'")[0]
+    )
+
+
+def test_combo_count_sql_shapes() -> None:
+    sql = 'select count(*) from calls where "provider" = :p0 and "user" = :p1 '
+    assert _pages.combo_count_sql(sql, {"p0": "openai", "p1": "u0"}) is not None
+    assert _pages.combo_count_sql(sql, {"p0": "openai", "p1": ""}) is None  # '' is NULL's there
+    cached = 'select count(*) from calls where "cached" = :p0 and "user" = :p1 '
+    assert _pages.combo_count_sql(cached, {"p0": "1", "p1": "u0"}) is not None
+    assert _pages.combo_count_sql(cached, {"p0": "01", "p1": "u0"}) is None
+    service = 'select count(*) from calls where "service" = :p0 '  # no user: the whole table
+    assert _pages.combo_count_sql(service, {"p0": "a"}) is None
+    assert _pages.combo_count_sql('select count(*) from calls where "host" = :p0 ', {"p0": "x"}) is None
+    assert _pages.combo_count_sql("select count(*) from calls ", {}) is None
+
+
 async def test_a_count_too_slow_to_make_is_an_estimate(
     planned: Datasette, log_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,10 +352,17 @@ async def test_facets_too_many_to_count_are_not_tried(
 ) -> None:
     from httptrack._datasette import _facets
 
-    path = "/log/calls.json?provider=openai&service=a"  # no rollup has services by provider
+    path = "/log/calls.json?provider=openai&service__contains=a"  # no rollup has that filter
     assert len((await planned.client.get(path)).json()["facet_results"]) == 6
     monkeypatch.setattr(_facets, "FACET_MAX_ROWS", 5)
     assert (await planned.client.get(path)).json()["facet_results"] == {}  # timed out, at once
+    # A user with other filters: every facet counted from calls_rollup_combo (one range of
+    # it); a service without a user would read all of it: from the calls, not tried here.
+    both = (await planned.client.get("/log/calls.json?provider=openai&user=u0")).json()["facet_results"]
+    assert set(both) == {"provider", "model", "user", "service", "status", "started_at"}
+    assert (await planned.client.get("/log/calls.json?provider=openai&service=a")).json()[
+        "facet_results"
+    ] == {}
     # The whole list's (from the rollups) and a filter the detail rollup answers are counted.
     assert len((await planned.client.get("/log/calls.json")).json()["facet_results"]) == 6
     facets = (await planned.client.get("/log/calls.json?provider=openai")).json()["facet_results"]
