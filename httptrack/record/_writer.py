@@ -185,6 +185,8 @@ class Writer:
         self._logs: dict[LogTarget, _Log] = {}
         #: This process's spool for each log (the app's side; ``None``: could not be made).
         self._spools: dict[LogTarget, Spool | None] = {}
+        #: The spool the last call was appended to (a closed one is not used again).
+        self._last_spool: Spool | None = None
         self._spool_lock = threading.Lock()
         #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
@@ -203,8 +205,12 @@ class Writer:
             )
             return
         db = exchange.settings.db
-        spools = self._spools
-        spool = spools[db] if db in spools else self._open_spool(db)
+        spool = self._last_spool  # the one log of nearly every app: no hashing of its path
+        if spool is None or spool.db is not db or not spool.live:
+            spools = self._spools
+            spool = spools[db] if db in spools else self._open_spool(db)
+            if spool is not None:
+                self._last_spool = spool
         if spool is not None:
             # Before the app has the end of its response (the tee calls this before its last
             # read returns): from here on the call survives this process.
@@ -607,6 +613,7 @@ class Writer:
                     spool.tidy()
                     spool.close()
                 del self._spools[path]
+            self._last_spool = None
         finally:
             self._lock.release()
 
@@ -621,6 +628,7 @@ class Writer:
                 if spool is not None:
                     spool.discard()
             self._spools.clear()
+            self._last_spool = None
 
     def close_connections(self) -> None:
         with self._lock:
