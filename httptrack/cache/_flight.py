@@ -165,6 +165,7 @@ class Flight:
         "_cond",
         "_figures",
         "_live",
+        "_lock",
         "_sleepers",
         "built",
         "bytes",
@@ -206,16 +207,18 @@ class Flight:
         self._figures: dict[str, Any] | None = None
         self._live: LiveEntry | None = None
         self.version = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        #: Made on the lock when a thread first waits (most flights have no follower).
+        self._cond: threading.Condition | None = None
         self._sleepers = 0
         self._async: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- the leader's side ------------------------------------------------------------------
 
     def _changed(self) -> None:
-        """Wake every waiter (``_cond`` held)."""
+        """Wake every waiter (``_lock`` held)."""
         self.version += 1
-        if self._sleepers:
+        if self._sleepers and self._cond is not None:
             self._cond.notify_all()
         if self._async:
             waiting, self._async = self._async, []
@@ -224,7 +227,7 @@ class Flight:
                     loop.call_soon_threadsafe(_wake, future)
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], rewritten: str | None) -> None:
-        with self._cond:
+        with self._lock:
             if self.state != WAITING:
                 return
             self.status, self.headers, self.rewritten = status, list(headers), rewritten
@@ -232,7 +235,7 @@ class Flight:
             self._changed()
 
     def add(self, chunk: bytes) -> None:
-        with self._cond:
+        with self._lock:
             if self.state != LIVE:
                 return
             self.bytes += len(chunk)
@@ -246,7 +249,7 @@ class Flight:
             self._changed()
 
     def finish(self, state: str, entry: CacheEntry | None = None) -> None:
-        with self._cond:
+        with self._lock:
             if self.state in (DONE, FAILED, RESOLVED):
                 return
             self.state = state
@@ -260,7 +263,7 @@ class Flight:
         return FlightWait(self, self.version, deadline, (WAITING,))
 
     def live(self) -> LiveEntry:
-        with self._cond:  # under the lock: ``add`` tells whether anyone mirrors it
+        with self._lock:  # under the lock: ``add`` tells whether anyone mirrors it
             live = self._live
             if live is None:
                 live = self._live = LiveEntry(self)
@@ -280,17 +283,20 @@ class Flight:
 
     def take(self, index: int) -> tuple[bytes | None, str]:
         """The chunk at ``index`` if it has arrived (``None`` if not), and the state."""
-        with self._cond:
+        with self._lock:
             chunks = self.chunks
             return (chunks[index] if index < len(chunks) else None), self.state
 
     def wait_sync(self, seen: int, timeout: float) -> None:
-        with self._cond:
+        with self._lock:
             if self.version != seen or timeout <= 0:
                 return
+            cond = self._cond
+            if cond is None:
+                cond = self._cond = threading.Condition(self._lock)
             self._sleepers += 1
             try:
-                self._cond.wait(timeout)
+                cond.wait(timeout)
             finally:
                 self._sleepers -= 1
 
@@ -303,7 +309,7 @@ class Flight:
             await anyio.sleep(min(0.005, max(timeout, 0.0)))
             return
         future: asyncio.Future[None] = loop.create_future()
-        with self._cond:
+        with self._lock:
             if self.version != seen or timeout <= 0:
                 return
             self._async.append((loop, future))
@@ -312,7 +318,7 @@ class Flight:
         except TimeoutError:
             pass
         finally:
-            with self._cond, contextlib.suppress(ValueError):
+            with self._lock, contextlib.suppress(ValueError):
                 self._async.remove((loop, future))
 
 
@@ -499,6 +505,8 @@ class Shared:
         self.filter: bytearray | None = None
         self._cursor: object | None = None
         self._refresh_due = 0.0
+        #: Until when the filter answers a lookup (``FILTER_REFRESH`` after its last refresh).
+        self._trusted_until = 0.0
         self._refreshing = threading.Lock()
 
     # -- lookups (the app's threads) ----------------------------------------------------------
@@ -606,14 +614,14 @@ class Shared:
     # -- the membership filter ------------------------------------------------------------------
 
     def may_contain(self, key: str) -> bool:
+        """Whether the storage may hold ``key``: ``False`` only when the filter, refreshed
+        within the last :data:`FILTER_REFRESH` seconds, says it does not. Never refreshed
+        here (a query of the storage on the app's thread, handing the GIL to the writer):
+        the writer refreshes it (every ``FILTER_REFRESH / 2`` seconds while calls come);
+        past that, as before the first load, the storage is asked."""
         bits = self.filter
-        if bits is None:
+        if bits is None or time.monotonic() >= self._trusted_until:
             return True
-        if time.monotonic() >= self._refresh_due:
-            self.refresh_filter(self.store, writer=False)
-            bits = self.filter
-            if bits is None:
-                return True
         h = hash(key)
         for _ in range(3):
             index = h & _FILTER_MASK
@@ -632,16 +640,19 @@ class Shared:
             bits[index >> 3] |= 1 << (index & 7)
             h >>= _FILTER_BITS
 
-    def refresh_filter(self, store: CacheStorage, *, writer: bool) -> None:
-        """Add what other processes stored since the last time (at most once a second). The
-        first load (every key) is left to the writer thread: until then every lookup asks
-        the storage."""
-        if time.monotonic() < self._refresh_due or (self.filter is None and not writer):
+    def refresh_filter(self, store: CacheStorage, *, writer: bool = True) -> None:
+        """Add what other processes stored since the last time: by the writer thread after
+        each batch (``writer``; nothing is done on other threads), at most every
+        ``FILTER_REFRESH / 2`` seconds, so that while calls come the filter is always
+        younger than :data:`FILTER_REFRESH`. The first load reads every key; until then
+        every lookup asks the storage."""
+        now = time.monotonic()
+        if not writer or now < self._refresh_due:
             return
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            self._refresh_due = time.monotonic() + FILTER_REFRESH
+            self._refresh_due = now + FILTER_REFRESH / 2
             changes = store.changes_since(self._cursor)
             if changes is None:
                 self.filter = None  # cannot list: ask the storage every time (tried again later)
@@ -657,6 +668,8 @@ class Shared:
                     h >>= _FILTER_BITS
             self._cursor = cursor
             self.filter = bits
+            # What was stored before `now` is in it (the storage's listing began after).
+            self._trusted_until = now + FILTER_REFRESH
         except Exception:
             self.filter = None
             self._cursor = None
@@ -670,6 +683,7 @@ class Shared:
             self.recent.clear()
             self.filter = None
             self._cursor = None
+            self._refresh_due = 0.0
 
 
 _shared: dict[int, tuple[CacheStorage, Shared]] = {}
