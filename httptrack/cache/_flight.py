@@ -145,10 +145,8 @@ class Sleep(Wait):
 
 def _owner() -> tuple[int, int]:
     """This thread, and this asyncio task if one runs here."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop running in this thread
-        task = None
+    loop = asyncio._get_running_loop()  # None, not RuntimeError, outside an event loop
+    task = asyncio.current_task(loop) if loop is not None else None
     return threading.get_ident(), id(task) if task is not None else 0
 
 
@@ -463,10 +461,13 @@ class Relay:
             await aclose()
 
 
+_judging = threading.Lock()
+
+
 class Answer:
     """A call's answer, delivered to its app and not yet stored (read-your-writes)."""
 
-    __slots__ = ("_lock", "entry", "exchange", "lease", "withdrawn")
+    __slots__ = ("entry", "exchange", "lease", "withdrawn")
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
@@ -475,14 +476,13 @@ class Answer:
         self.withdrawn = False
         #: This process holds the storage's lease on the key until the answer is stored.
         self.lease = False
-        self._lock = threading.Lock()
 
     def judged(self, cache: Judge) -> CacheEntry | None:
         """The entry, judged now if the writer has not yet; ``None`` if not one to keep."""
         entry = self.entry
         if entry is not None or self.withdrawn:
             return entry
-        with self._lock:
+        with _judging:  # one lock for all (judging on a lookup's thread is rare)
             if self.entry is None and not self.withdrawn:
                 try:
                     self.entry = cache.verify(self.exchange)
@@ -704,8 +704,9 @@ def shared_state(store: CacheStorage) -> Shared:
 
 def _forget_after_fork() -> None:
     # A child has no flights (their leaders are the parent's threads) and no leases.
-    global _shared_lock
+    global _shared_lock, _judging
     _shared_lock = threading.Lock()
+    _judging = threading.Lock()
     for _, shared in _shared.values():
         shared.lock = threading.Lock()
         shared._refreshing = threading.Lock()
