@@ -98,8 +98,11 @@ def figures_of(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
 
 #: How often a request waiting for another process's answer asks the storage for it.
 POLL_SECONDS = 0.025
-#: How often the membership filter asks the storage what other processes stored (at most).
+#: How long the membership filter answers lookups after it asked the storage what other
+#: processes stored (then they ask the storage, until it is refreshed again).
 FILTER_REFRESH = 1.0
+#: How often the writer refreshes it while calls come (before it is too old to answer).
+FILTER_REFRESH_EVERY = 0.8
 #: The membership filter: 2**21 bits (256 KiB, whatever the number of keys), 3 bits per key
 #: (under 1% false positives at 100,000 keys, ~5% at 500,000: a false positive costs one
 #: lookup in the storage, nothing else).
@@ -617,7 +620,7 @@ class Shared:
         """Whether the storage may hold ``key``: ``False`` only when the filter, refreshed
         within the last :data:`FILTER_REFRESH` seconds, says it does not. Never refreshed
         here (a query of the storage on the app's thread, handing the GIL to the writer):
-        the writer refreshes it (every ``FILTER_REFRESH / 2`` seconds while calls come);
+        the writer refreshes it (every :data:`FILTER_REFRESH_EVERY` seconds while calls come);
         past that, as before the first load, the storage is asked."""
         bits = self.filter
         if bits is None or time.monotonic() >= self._trusted_until:
@@ -643,7 +646,7 @@ class Shared:
     def refresh_filter(self, store: CacheStorage, *, writer: bool = True) -> None:
         """Add what other processes stored since the last time: by the writer thread after
         each batch (``writer``; nothing is done on other threads), at most every
-        ``FILTER_REFRESH / 2`` seconds, so that while calls come the filter is always
+        :data:`FILTER_REFRESH_EVERY` seconds, so that while calls come the filter is always
         younger than :data:`FILTER_REFRESH`. The first load reads every key; until then
         every lookup asks the storage."""
         now = time.monotonic()
@@ -652,7 +655,7 @@ class Shared:
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            self._refresh_due = now + FILTER_REFRESH / 2
+            self._refresh_due = now + FILTER_REFRESH_EVERY
             changes = store.changes_since(self._cursor)
             if changes is None:
                 self.filter = None  # cannot list: ask the storage every time (tried again later)

@@ -68,8 +68,10 @@ LEASES_FILE = "leases.{}.lock"
 LEASE_FILES = 16
 LEASES_FOLDER = "leases"
 #: ``changes_since`` lists keys stored this many seconds before its cursor again: a write
-#: committed late (its ``store_time`` is when its ``set`` ran) is still seen.
-CHANGES_MARGIN = 5.0
+#: committed late (its ``store_time`` is when its ``set`` ran, inside a transaction of at
+#: most ``PUT_BATCH`` entries that already holds the index's lock) is still seen. Every
+#: key is listed again for this long at each refresh (~1 µs each, in the writer).
+CHANGES_MARGIN = 2.0
 
 _UNSET: Any = object()
 
