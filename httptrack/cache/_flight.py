@@ -102,7 +102,7 @@ POLL_SECONDS = 0.025
 #: processes stored (then they ask the storage, until it is refreshed again).
 FILTER_REFRESH = 1.0
 #: How often the writer refreshes it while calls come (before it is too old to answer).
-FILTER_REFRESH_EVERY = 0.8
+FILTER_REFRESH_EVERY = 0.5
 #: The membership filter: 2**21 bits (256 KiB, whatever the number of keys), 3 bits per key
 #: (under 1% false positives at 100,000 keys, ~5% at 500,000: a false positive costs one
 #: lookup in the storage, nothing else).
@@ -618,13 +618,18 @@ class Shared:
 
     def may_contain(self, key: str) -> bool:
         """Whether the storage may hold ``key``: ``False`` only when the filter, refreshed
-        within the last :data:`FILTER_REFRESH` seconds, says it does not. Never refreshed
-        here (a query of the storage on the app's thread, handing the GIL to the writer):
-        the writer refreshes it (every :data:`FILTER_REFRESH_EVERY` seconds while calls come);
-        past that, as before the first load, the storage is asked."""
+        within the last :data:`FILTER_REFRESH` seconds, says it does not. While calls come
+        the writer keeps it so (every :data:`FILTER_REFRESH_EVERY` seconds): a query of the
+        storage on the app's thread would hand the GIL to the busy writer. Only a filter left
+        older (the writer was idle: the first call after a pause) is refreshed here."""
         bits = self.filter
-        if bits is None or time.monotonic() >= self._trusted_until:
+        if bits is None:
             return True
+        if time.monotonic() >= self._trusted_until:
+            self.refresh_filter(self.store, writer=False)
+            bits = self.filter
+            if bits is None or time.monotonic() >= self._trusted_until:
+                return True  # being refreshed by the writer right now: ask the storage
         h = hash(key)
         for _ in range(3):
             index = h & _FILTER_MASK
@@ -645,12 +650,14 @@ class Shared:
 
     def refresh_filter(self, store: CacheStorage, *, writer: bool = True) -> None:
         """Add what other processes stored since the last time: by the writer thread after
-        each batch (``writer``; nothing is done on other threads), at most every
-        :data:`FILTER_REFRESH_EVERY` seconds, so that while calls come the filter is always
-        younger than :data:`FILTER_REFRESH`. The first load reads every key; until then
-        every lookup asks the storage."""
+        each batch, at most every :data:`FILTER_REFRESH_EVERY` seconds, so that while calls
+        come the filter is always younger than :data:`FILTER_REFRESH`; on another thread
+        (``writer=False``) only once it is older than that. The first load (every key) is
+        left to the writer; until then every lookup asks the storage."""
         now = time.monotonic()
-        if not writer or now < self._refresh_due:
+        if now < (self._refresh_due if writer else self._trusted_until) or (
+            self.filter is None and not writer
+        ):
             return
         if not self._refreshing.acquire(blocking=False):
             return
