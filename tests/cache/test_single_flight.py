@@ -628,3 +628,38 @@ def test_a_follower_of_an_answer_longer_than_the_body_cap_gets_it_whole(db: Path
     assert errors == []
     assert b"".join(received["follower"]) == b"".join(received["leader"]) == b"".join(chunks)
     assert len(seen) == 1
+
+
+def test_the_membership_filter_is_refreshed_by_the_writer_and_after_a_pause_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup never lists the storage while the writer keeps the filter fresh (that query
+    would hand the GIL to the busy writer mid-call); the writer refreshes it every
+    FILTER_REFRESH_EVERY seconds; a filter left older than FILTER_REFRESH (the writer idle)
+    is refreshed by the first lookup that finds it so."""
+    from httptrack.cache import _flight
+
+    now = [100.0]
+    monkeypatch.setattr(_flight.time, "monotonic", lambda: now[0])
+    listed: list[object] = []
+
+    class Storage:
+        def changes_since(self, cursor: object) -> tuple[list[str], object]:
+            listed.append(cursor)
+            return ([] if cursor is None else ["stored-elsewhere"]), len(listed)
+
+    shared = _flight.Shared(Storage())  # type: ignore[arg-type]
+    assert shared.may_contain("k") and listed == []  # no filter yet: the writer loads it first
+    shared.refresh_filter(shared.store)  # the writer: the first load
+    assert listed == [None] and not shared.may_contain("k")
+    now[0] += _flight.FILTER_REFRESH_EVERY / 2
+    shared.refresh_filter(shared.store)  # not due yet
+    assert not shared.may_contain("k") and listed == [None]  # the lookup lists nothing
+    now[0] += _flight.FILTER_REFRESH_EVERY / 2
+    shared.refresh_filter(shared.store)  # due: what other processes stored is added
+    assert listed == [None, 1] and shared.may_contain("stored-elsewhere")
+    now[0] += _flight.FILTER_REFRESH - 0.01
+    assert not shared.may_contain("k") and len(listed) == 2  # still fresh enough
+    now[0] += 5.0  # the writer was idle: the first lookup refreshes it, once
+    assert not shared.may_contain("k") and not shared.may_contain("k2")
+    assert listed == [None, 1, 2]
