@@ -8,6 +8,7 @@ copy the context), and never leaks between threads or concurrent tasks.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +20,7 @@ __all__ = ["CONTROL_PREFIX", "Attribution", "ControlHeaders", "attribute", "curr
 
 CONTROL_PREFIX = b"x-httptrack-"
 _PROPERTY_PREFIX = "property-"
+_name = operator.itemgetter(0)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -157,7 +159,7 @@ class ControlHeaders:
         if raw is None:
             raw = headers.raw
         # One C-level search over all names: the common case (no control header) is cheap.
-        if CONTROL_PREFIX not in b"\n".join([name for name, _ in raw]).lower():
+        if CONTROL_PREFIX not in b"\n".join(map(_name, raw)).lower():
             return None
         found = cls()
         names: set[str] = set()

@@ -64,31 +64,17 @@ def new_call_id(now: float | None = None) -> str:
     cached_ms, prefix = _last_prefix
     if cached_ms != ms:
         prefix = (
-            "".join(
-                (
-                    pairs[(ms >> 40) & 1023],
-                    pairs[(ms >> 30) & 1023],
-                    pairs[(ms >> 20) & 1023],
-                    pairs[(ms >> 10) & 1023],
-                )
-            )
-            + pairs[ms & 1023]
+            f"{pairs[(ms >> 40) & 1023]}{pairs[(ms >> 30) & 1023]}{pairs[(ms >> 20) & 1023]}"
+            f"{pairs[(ms >> 10) & 1023]}{pairs[ms & 1023]}"
         )
         _last_prefix = (ms, prefix)
-    high = (rand >> 40) & _LOW_40
+    high = rand >> 40  # (rand has 80 bits: high has 40)
     low = rand & _LOW_40
-    return "".join(
-        (
-            prefix,
-            pairs[high >> 30],
-            pairs[(high >> 20) & 1023],
-            pairs[(high >> 10) & 1023],
-            pairs[high & 1023],
-            pairs[low >> 30],
-            pairs[(low >> 20) & 1023],
-            pairs[(low >> 10) & 1023],
-            pairs[low & 1023],
-        )
+    # One f-string: no tuple to build and join.
+    return (
+        f"{prefix}{pairs[high >> 30]}{pairs[(high >> 20) & 1023]}{pairs[(high >> 10) & 1023]}"
+        f"{pairs[high & 1023]}{pairs[low >> 30]}{pairs[(low >> 20) & 1023]}"
+        f"{pairs[(low >> 10) & 1023]}{pairs[low & 1023]}"
     )
 
 

@@ -28,6 +28,9 @@ __all__ = ["usage_filter", "usage_request"]
 def usage_request(exchange: Exchange) -> tuple[bytes, str] | None:
     """The request body asking for the stream's usage, and what was added (as the
     ``parse_notes`` entry names it); ``None`` to send the request as it is."""
+    # A stream is asked for with a "stream" member (not there: most calls, one C-level search).
+    if b'"stream"' not in exchange.request_body:
+        return None
     provider = exchange.provider
     if exchange.method != "POST" or not provider.include_usage(exchange.path, exchange.query):
         return None

@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode
 
@@ -33,9 +35,11 @@ __all__ = [
     "SECRET_HEADERS",
     "SECRET_PARAMS",
     "Credentials",
+    "HeadersRead",
     "is_credential_field",
     "is_secret_header",
     "is_secret_param",
+    "read_headers",
     "redact_headers",
     "redact_query",
     "redacted_headers",
@@ -109,46 +113,133 @@ def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return redacted_headers(raw)[0]
 
 
-#: (raw name, raw value) → (lower-case name, value or ``[redacted]``, the pair as a JSON
-#: object member). Most headers repeat call after call (a client sends the same ones, a
-#: provider answers with the same ones), so each pair is decoded, checked and encoded once.
-_pairs: dict[tuple[bytes, bytes], tuple[str, str, str]] = {}
+#: A header as read for the log: (lower-case name, value or ``[redacted]``, the pair as a
+#: JSON object member, the credential values it carries). See :func:`header_pairs`.
+HeaderPair = tuple[str, str, str, tuple[str, ...]]
+#: (raw name, raw value) → its :data:`HeaderPair`. Most headers repeat call after call (a
+#: client sends the same ones, a provider answers with the same ones), so each pair is
+#: decoded, checked and encoded once.
+_pairs: dict[tuple[bytes, bytes], HeaderPair] = {}
 _PAIRS_MAX = 4096
+#: raw name → (lower-case name, secret, the name as JSON): the names repeat even where the
+#: values do not (dates, request ids, rate-limit figures).
+_names: dict[bytes, tuple[str, bool, str]] = {}
+#: ``json.dumps`` of a string, without the call into the encoder around it (the same C
+#: function does the work).
+_json_str = json.encoder.encode_basestring_ascii
+_CARRIES = operator.itemgetter(3)
 
 
-def _redacted_pair(pair: tuple[bytes, bytes]) -> tuple[str, str, str]:
-    name = pair[0].decode("latin-1").lower()
-    value = REDACTED if is_secret_header(name) else pair[1].decode("latin-1")
-    found = (name, value, f"{json.dumps(name)}: {json.dumps(value)}")
+def _read_pair(pair: tuple[bytes, bytes]) -> HeaderPair:
+    raw_name, raw_value = pair
+    named = _names.get(raw_name)
+    if named is None:
+        name = raw_name.decode("latin-1").lower()
+        named = (name, is_secret_header(name), _json_str(name))
+        if len(_names) >= _PAIRS_MAX:
+            _names.clear()
+        _names[raw_name] = named
+    name, secret, name_json = named
+    if secret:
+        value = REDACTED
+        carries = _header_credentials(name, raw_value)
+    else:
+        value = raw_value.decode("latin-1")
+        carries = ()
+    found = (name, value, f"{name_json}: {_json_str(value)}", carries)
     if len(_pairs) >= _PAIRS_MAX:  # request ids, dates ...: values that never repeat
         _pairs.clear()
     _pairs[pair] = found
     return found
 
 
-def redacted_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str, bool]:
-    """``redact_headers(raw)``, the same as JSON (exactly ``json.dumps`` of that dict), and
-    whether a name was repeated (its values are joined in the dict)."""
-    headers: dict[str, str] = {}
-    members: list[str] = []
-    repeated = False
+def header_pairs(raw: Iterable[tuple[bytes, bytes]]) -> list[HeaderPair]:
+    """Each raw header (name, value) as a :data:`HeaderPair`, in order."""
+    try:
+        return list(map(_pairs.__getitem__, raw))  # every pair seen before: in C
+    except (KeyError, TypeError):  # a new pair; a pair given as a list
+        pass
+    found = []
     memo = _pairs
     for pair in raw:
         if pair.__class__ is not tuple:
             pair = tuple(pair)  # type: ignore[assignment]
-        found = memo.get(pair)
-        if found is None:
-            found = _redacted_pair(pair)
-        name, value, member = found
-        if name in headers:
-            headers[name] = f"{headers[name]}, {value}"
-            repeated = True
-        else:
-            headers[name] = value
-        members.append(member)
-    if repeated:
-        return headers, json.dumps(headers), True
-    return headers, "{" + ", ".join(members) + "}", False
+        known = memo.get(pair)
+        found.append(_read_pair(pair) if known is None else known)
+    return found
+
+
+#: What :func:`read_headers` gives: (the headers as :func:`redact_headers` gives them, the
+#: same as JSON, whether a name was repeated, the credential values the headers carry).
+#: The dict may be shared between calls: read it, never change it.
+HeadersRead = tuple[dict[str, str], str, bool, tuple[str, ...]]
+_NO_HEADERS: HeadersRead = ({}, "{}", False, ())
+#: The pairs of a header list but its last (or last two) → what :func:`read_headers` read
+#: of them. A client sends the same headers call after call but for ``Content-Length``,
+#: which httpx adds last (``client.post(json=...)``: just before ``Content-Type``): all the
+#: others are read once per client; the last one or two, from ``_pairs``.
+_heads: dict[tuple[tuple[bytes, bytes], ...], HeadersRead] = {}
+_HEADS_MAX = 256
+
+
+def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> HeadersRead:
+    """Headers as the log keeps them (:data:`HeadersRead`): each name in lower case, each
+    secret value ``[redacted]``, the values of a repeated name joined with ``", "``; the
+    JSON is exactly ``json.dumps`` of the dict."""
+    if not raw:
+        return _NO_HEADERS
+    try:
+        two = len(raw) > 1 and raw[-2][0].lower() == b"content-length"
+        key = tuple(raw[:-2] if two else raw[:-1])
+        head = _heads.get(key)
+        last = _pairs.get(raw[-1])
+        length = _pairs.get(raw[-2]) if two else None
+    except (TypeError, AttributeError):  # a pair given as a list, a name that is not bytes
+        return _read_all(header_pairs(raw))
+    if head is None:
+        head = _read_all(header_pairs(key))
+        if len(_heads) >= _HEADS_MAX:
+            _heads.clear()
+        _heads[key] = head
+    if last is None:
+        last = _read_pair(raw[-1])
+    before, text, repeated, carries = head
+    name, value, member, also = last
+    if repeated or name in before:
+        return _read_all(header_pairs(raw))
+    headers = before.copy()
+    if two:
+        if length is None:
+            length = _read_pair(raw[-2])
+        length_name, length_value, length_member, length_also = length
+        if length_name in before or length_name == name:
+            return _read_all(header_pairs(raw))
+        headers[length_name] = length_value
+        member = f"{length_member}, {member}"
+        also = length_also + also
+    headers[name] = value
+    return headers, f"{text[:-1]}, {member}}}" if before else f"{{{member}}}", False, carries + also
+
+
+def _read_all(pairs: list[HeaderPair]) -> HeadersRead:
+    if not pairs:
+        return _NO_HEADERS
+    names, values, members, carries = zip(*pairs, strict=True)
+    headers = dict(zip(names, values, strict=True))
+    credentials = tuple(chain.from_iterable(carries))
+    if len(headers) == len(pairs):
+        return headers, "{" + ", ".join(members) + "}", False, credentials
+    headers = {}
+    for name, value in zip(names, values, strict=True):
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers, json.dumps(headers), True, credentials
+
+
+def redacted_headers(raw: Sequence[tuple[bytes, bytes]]) -> tuple[dict[str, str], str, bool]:
+    """``redact_headers(raw)``, the same as JSON (exactly ``json.dumps`` of that dict), and
+    whether a name was repeated (its values are joined in the dict)."""
+    headers, text, repeated, _ = read_headers(raw)
+    return dict(headers), text, repeated
 
 
 @functools.lru_cache(maxsize=1024)
@@ -238,9 +329,18 @@ def is_credential_field(name: str) -> bool:
     return name.lower().replace("_", "").replace("-", "").endswith(_FIELD_ENDS)
 
 
-@functools.lru_cache(maxsize=1024)
-def _is_secret_header_bytes(name: bytes) -> bool:
-    return is_secret_header(name.decode("latin-1"))
+#: Field name → :func:`is_credential_field`, for the walk through every response: a plain
+#: dict is read in the loop itself, without a call.
+_fields: dict[str, bool] = {}
+
+
+def _is_field(name: str) -> bool:
+    secret = is_credential_field(name)
+    if len(_fields) >= 4096:
+        _fields.clear()
+    if name.__class__ is str:
+        _fields[name] = secret
+    return secret
 
 
 #: value → the texts it is looked for as (longest first); the same keys come with every call.
@@ -299,24 +399,14 @@ class Credentials:
     def add_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """The values of secret headers: a token without its scheme (``Bearer``), a Basic
         password, each cookie's value."""
-        for name, raw in headers:
-            if not raw or not _is_secret_header_bytes(name):
-                continue
-            value = raw.decode("latin-1").strip()
-            if name.lower() in (b"cookie", b"cookie2", b"set-cookie"):
-                for part in value.split(";"):
-                    self.add(part.partition("=")[2])
-                continue
-            scheme, _, token = value.partition(" ")
-            if not token:
-                self.add(value)
-                continue
-            self.add(token)
-            if scheme.lower() == "basic":
-                import base64  # rare: not loaded until a Basic credential comes
+        self.add_found(chain.from_iterable(map(_CARRIES, header_pairs(headers))))
 
-                with contextlib.suppress(ValueError):  # binascii.Error, UnicodeDecodeError
-                    self.add(base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2])
+    def add_found(self, found: Iterable[str]) -> None:
+        """Credential values read already (:func:`read_headers`), as :meth:`add` keeps them."""
+        values = self.values
+        for value in found:
+            if value not in values:
+                values.append(value)
 
     def add_query(self, query: str) -> None:
         if query:
@@ -346,10 +436,14 @@ class Credentials:
 
     def _walk(self, data: dict[str, Any], depth: int) -> bool:
         found = False
+        known = _fields
         for name, value in data.items():
             kind = value.__class__
             if kind is str:
-                if is_credential_field(name):
+                secret = known.get(name)
+                if secret is None:
+                    secret = _is_field(name)
+                if secret:
                     found = self.add(value, name) or found
             elif kind is dict and depth < _FIELD_DEPTH:
                 if is_credential_field(name) and value.get("value").__class__ is str:
@@ -376,14 +470,23 @@ class Credentials:
         """Whether ``data`` (a response body, UTF-8) holds any of the credentials."""
         return any(form.encode() in data for form in self.forms())
 
-    def scrub_row(self, row: dict[str, Any]) -> bool:
+    def scrub_row(
+        self, row: dict[str, Any], texts: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None
+    ) -> bool:
         """Every text of ``row`` scrubbed in place; whether one that says what the response
-        was (its body, text, headers, error) held a credential."""
+        was (its body, text, headers, error) held a credential. ``texts``: gives the values
+        of the row's text columns (``operator.itemgetter`` of their names), else every
+        string in the row is looked at."""
         forms = self.forms()
         if not self.fields:
             # Usually nothing is found: one search of all the texts at once per form (and
             # no per-column work at all), instead of one per column.
-            joined = "\x00".join([text for text in row.values() if text.__class__ is str])
+            joined = None
+            if texts is not None:
+                with contextlib.suppress(TypeError):  # a text column holding something else
+                    joined = "\x00".join(filter(None, texts(row)))  # in C: NULLs and "" left out
+            if joined is None:
+                joined = "\x00".join([text for text in row.values() if text.__class__ is str])
             if not any(form in joined for form in forms):
                 return False
         in_response = False
@@ -395,6 +498,30 @@ class Credentials:
                     if column not in _REQUEST_COLUMNS:
                         in_response = True
         return in_response
+
+
+def _header_credentials(name: str, raw: bytes) -> tuple[str, ...]:
+    """The credentials a secret header's value carries, as :meth:`Credentials.add` keeps
+    them: a token without its scheme (``Bearer``), a Basic password, each cookie's value."""
+    found = Credentials()
+    if not raw:
+        return ()
+    value = raw.decode("latin-1").strip()
+    if name in ("cookie", "cookie2", "set-cookie"):
+        for part in value.split(";"):
+            found.add(part.partition("=")[2])
+        return tuple(found.values)
+    scheme, _, token = value.partition(" ")
+    if not token:
+        found.add(value)
+        return tuple(found.values)
+    found.add(token)
+    if scheme.lower() == "basic":
+        import base64  # rare: not loaded until a Basic credential comes
+
+        with contextlib.suppress(ValueError):  # binascii.Error, UnicodeDecodeError
+            found.add(base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2])
+    return tuple(found.values)
 
 
 def _scrub_field(text: str, name: str, value: str) -> str:

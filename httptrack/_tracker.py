@@ -20,6 +20,7 @@ call goes on as if httptrack were not there.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from ._context import ControlHeaders, current_attribution
@@ -30,11 +31,12 @@ from ._include_usage import usage_filter, usage_request
 from ._settings import Settings
 from ._streams import ReplayChunks
 
-__all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker"]
+__all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "Tracker", "raw_headers", "set_header"]
 
 CALL_ID_HEADER = "X-Httptrack-Call-Id"
 CACHE_HEADER = "X-Httptrack-Cache"
 _CACHE_HEADER_B = CACHE_HEADER.encode()
+_CALL_ID_HEADER_B = CALL_ID_HEADER.encode()
 #: ``providers.provider_for_host`` and ``provider_for_shape``, imported with the first
 #: Tracker (when a transport is made), so that ``import httptrack`` stays light.
 provider_for_host: Any = None
@@ -106,21 +108,25 @@ class Tracker:
             if provider is None and self._detect and request.method == "POST":
                 provider = provider_for_shape(url.path, host)  # an LLM API's path on any host
             headers = request.headers
-            raw = headers.raw  # a new list per access: read once (again only if headers change)
+            raw = raw_headers(headers)  # a new list: made once (again only if headers change)
             control = ControlHeaders.pop_from(headers, raw)
             if provider is None:
                 return None
             if control is not None:
-                raw = headers.raw
+                raw = raw_headers(headers)
             method = request.method
             path = url.path
             attribution = current_attribution()
             if control is not None:
                 attribution = control.apply_to(attribution)
             query = url.query
+            try:
+                operation = _operations[provider, method, path]
+            except KeyError:
+                operation = _operation(provider, method, path)
             exchange = Exchange(
                 provider=provider,
-                operation=provider.operation(method, path),
+                operation=operation,
                 settings=self.settings,
                 sink=self,
                 method=method,
@@ -330,16 +336,17 @@ class Tracker:
                 and "network_stream" not in response.extensions
             ):
                 exchange.cache_ttl = None
-            raw_headers = response.headers.raw
+            headers = response.headers
+            received = raw_headers(headers)
             shared = exchange.cache_flight is not None  # identical requests wait for this one
-            response.headers[CALL_ID_HEADER] = exchange.call_id
+            set_header(headers, _CALL_ID_HEADER_B, exchange.call_id)
             if exchange.cache_status is not None:
-                response.headers[CACHE_HEADER] = exchange.cache_status
+                set_header(headers, _CACHE_HEADER_B, exchange.cache_status)
             if response.is_stream_consumed:
                 # Built with `content=` (mock transports, test doubles): the body is already in
                 # memory, decoded, and the stream will never be read. Record it right away.
                 exchange.received_headers(
-                    response.status_code, [(k, v) for k, v in raw_headers if k.lower() != b"content-encoding"]
+                    response.status_code, [(k, v) for k, v in received if k.lower() != b"content-encoding"]
                 )
                 content = response.content
                 exchange.add_chunk(content)
@@ -362,13 +369,13 @@ class Tracker:
                 if exchange.end("complete"):
                     self.finish(exchange)
                 return
-            exchange.received_headers(response.status_code, raw_headers)
+            exchange.received_headers(response.status_code, received)
             if exchange.rewritten is not None:
                 content_type = response.headers.get("content-type", "")
                 self.hide_injected_usage(exchange, response.status_code, content_type, response.headers)
             stream = response.stream
             if shared:
-                stream = self.cache.responded(exchange, response.status_code, raw_headers, stream)
+                stream = self.cache.responded(exchange, response.status_code, received, stream)
             response.stream = tee(stream, exchange, self.finish)
         except Exception as exc:
             report_fault("respond", "a response could not be tracked", exc)
@@ -427,3 +434,66 @@ def _join_request_body(exchange: Exchange) -> None:
     parts = exchange.request_parts
     if parts is not None:
         exchange.request_body = b"".join(parts)
+
+
+#: (provider, method, path) → the operation it names (a provider's answer depends on those
+#: alone): asked once per endpoint instead of once per call.
+_operations: dict[tuple[Any, str, str], Any] = {}
+
+
+def _operation(provider: Any, method: str, path: str) -> Any:
+    operation = provider.operation(method, path)
+    if len(_operations) > 1024:  # paths with ids in them (/v1/responses/{id}) never repeat
+        _operations.clear()
+    _operations[provider, method, path] = operation
+    return operation
+
+
+# -- headers ---------------------------------------------------------------------------------
+# httpx and httpx2 keep a request's or response's headers as a list of (name, lower-case
+# name, value) triples (``Headers._list``). Where a ``Headers`` class is seen to (checked once
+# per class, by its behaviour), ``raw`` is made from it in C, and the call id is added without
+# the per-header Python loops of ``__setitem__``: on the app's thread for every call, those
+# were a fifth of httptrack's Python there. Any other class: its public API.
+
+_name_value = operator.itemgetter(0, 2)
+_lower_name = operator.itemgetter(1)
+_triples: dict[type, bool] = {}
+
+
+def _header_triples(headers: Any) -> list[tuple[bytes, bytes, bytes]] | None:
+    kind = type(headers)
+    known = _triples.get(kind)
+    if known is None:
+        known = _triples[kind] = _keeps_triples(kind)
+    return headers._list if known else None
+
+
+def _keeps_triples(kind: type) -> bool:
+    try:
+        probe = kind([("X-One", "a"), ("two", "b")])
+        triples = probe._list
+        if triples != [(b"X-One", b"x-one", b"a"), (b"two", b"two", b"b")]:
+            return False
+        if probe.raw != [(b"X-One", b"a"), (b"two", b"b")]:
+            return False
+        triples.append((b"X-Three", b"x-three", b"c"))
+        return bool(probe.get("x-three") == "c" and probe.raw[-1] == (b"X-Three", b"c"))
+    except Exception:
+        return False
+
+
+def raw_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """``headers.raw`` (a new list of (name, value) pairs)."""
+    triples = _header_triples(headers)
+    return list(map(_name_value, triples)) if triples is not None else headers.raw
+
+
+def set_header(headers: Any, name: bytes, value: str) -> None:
+    """``headers[name] = value``: the header added, or replacing any of that name."""
+    triples = _header_triples(headers)
+    lower = name.lower()
+    if triples is None or lower in map(_lower_name, triples):
+        headers[name.decode("ascii")] = value
+    else:
+        triples.append((name, lower, value.encode("ascii")))

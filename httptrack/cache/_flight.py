@@ -81,8 +81,11 @@ def figures_of(exchange: Exchange, row: dict[str, Any]) -> dict[str, Any]:
 
 #: How often a request waiting for another process's answer asks the storage for it.
 POLL_SECONDS = 0.025
-#: How often the membership filter asks the storage what other processes stored (at most).
+#: How long the membership filter answers lookups after it asked the storage what other
+#: processes stored (then they ask the storage, until it is refreshed again).
 FILTER_REFRESH = 1.0
+#: How often the writer refreshes it while calls come (before it is too old to answer).
+FILTER_REFRESH_EVERY = 0.5
 #: The membership filter: 2**21 bits (256 KiB, whatever the number of keys), 3 bits per key
 #: (under 1% false positives at 100,000 keys, ~5% at 500,000: a false positive costs one
 #: lookup in the storage, nothing else).
@@ -128,10 +131,8 @@ class Sleep(Wait):
 
 def _owner() -> tuple[int, int]:
     """This thread, and this asyncio task if one runs here."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop running in this thread
-        task = None
+    loop = asyncio._get_running_loop()  # None, not RuntimeError, outside an event loop
+    task = asyncio.current_task(loop) if loop is not None else None
     return threading.get_ident(), id(task) if task is not None else 0
 
 
@@ -148,6 +149,7 @@ class Flight:
         "_cond",
         "_figures",
         "_live",
+        "_lock",
         "_sleepers",
         "built",
         "bytes",
@@ -189,16 +191,18 @@ class Flight:
         self._figures: dict[str, Any] | None = None
         self._live: LiveEntry | None = None
         self.version = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        #: Made on the lock when a thread first waits (most flights have no follower).
+        self._cond: threading.Condition | None = None
         self._sleepers = 0
         self._async: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- the leader's side ------------------------------------------------------------------
 
     def _changed(self) -> None:
-        """Wake every waiter (``_cond`` held)."""
+        """Wake every waiter (``_lock`` held)."""
         self.version += 1
-        if self._sleepers:
+        if self._sleepers and self._cond is not None:
             self._cond.notify_all()
         if self._async:
             waiting, self._async = self._async, []
@@ -207,7 +211,7 @@ class Flight:
                     loop.call_soon_threadsafe(_wake, future)
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], rewritten: str | None) -> None:
-        with self._cond:
+        with self._lock:
             if self.state != WAITING:
                 return
             self.status, self.headers, self.rewritten = status, list(headers), rewritten
@@ -215,7 +219,7 @@ class Flight:
             self._changed()
 
     def add(self, chunk: bytes) -> None:
-        with self._cond:
+        with self._lock:
             if self.state != LIVE:
                 return
             self.bytes += len(chunk)
@@ -229,7 +233,7 @@ class Flight:
             self._changed()
 
     def finish(self, state: str, entry: CacheEntry | None = None) -> None:
-        with self._cond:
+        with self._lock:
             if self.state in (DONE, FAILED, RESOLVED):
                 return
             self.state = state
@@ -243,7 +247,7 @@ class Flight:
         return FlightWait(self, self.version, deadline, (WAITING,))
 
     def live(self) -> LiveEntry:
-        with self._cond:  # under the lock: ``add`` tells whether anyone mirrors it
+        with self._lock:  # under the lock: ``add`` tells whether anyone mirrors it
             live = self._live
             if live is None:
                 live = self._live = LiveEntry(self)
@@ -263,17 +267,20 @@ class Flight:
 
     def take(self, index: int) -> tuple[bytes | None, str]:
         """The chunk at ``index`` if it has arrived (``None`` if not), and the state."""
-        with self._cond:
+        with self._lock:
             chunks = self.chunks
             return (chunks[index] if index < len(chunks) else None), self.state
 
     def wait_sync(self, seen: int, timeout: float) -> None:
-        with self._cond:
+        with self._lock:
             if self.version != seen or timeout <= 0:
                 return
+            cond = self._cond
+            if cond is None:
+                cond = self._cond = threading.Condition(self._lock)
             self._sleepers += 1
             try:
-                self._cond.wait(timeout)
+                cond.wait(timeout)
             finally:
                 self._sleepers -= 1
 
@@ -286,7 +293,7 @@ class Flight:
             await anyio.sleep(min(0.005, max(timeout, 0.0)))
             return
         future: asyncio.Future[None] = loop.create_future()
-        with self._cond:
+        with self._lock:
             if self.version != seen or timeout <= 0:
                 return
             self._async.append((loop, future))
@@ -295,7 +302,7 @@ class Flight:
         except TimeoutError:
             pass
         finally:
-            with self._cond, contextlib.suppress(ValueError):
+            with self._lock, contextlib.suppress(ValueError):
                 self._async.remove((loop, future))
 
 
@@ -440,10 +447,13 @@ class Relay:
             await aclose()
 
 
+_judging = threading.Lock()
+
+
 class Answer:
     """A call's answer, delivered to its app and not yet stored (read-your-writes)."""
 
-    __slots__ = ("_lock", "entry", "exchange", "lease", "withdrawn")
+    __slots__ = ("entry", "exchange", "lease", "withdrawn")
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
@@ -452,14 +462,13 @@ class Answer:
         self.withdrawn = False
         #: This process holds the storage's lease on the key until the answer is stored.
         self.lease = False
-        self._lock = threading.Lock()
 
     def judged(self, cache: Judge) -> CacheEntry | None:
         """The entry, judged now if the writer has not yet; ``None`` if not one to keep."""
         entry = self.entry
         if entry is not None or self.withdrawn:
             return entry
-        with self._lock:
+        with _judging:  # one lock for all (judging on a lookup's thread is rare)
             if self.entry is None and not self.withdrawn:
                 try:
                     self.entry = cache.verify(self.exchange)
@@ -482,6 +491,8 @@ class Shared:
         self.filter: bytearray | None = None
         self._cursor: object | None = None
         self._refresh_due = 0.0
+        #: Until when the filter answers a lookup (``FILTER_REFRESH`` after its last refresh).
+        self._trusted_until = 0.0
         self._refreshing = threading.Lock()
 
     # -- lookups (the app's threads) ----------------------------------------------------------
@@ -589,14 +600,19 @@ class Shared:
     # -- the membership filter ------------------------------------------------------------------
 
     def may_contain(self, key: str) -> bool:
+        """Whether the storage may hold ``key``: ``False`` only when the filter, refreshed
+        within the last :data:`FILTER_REFRESH` seconds, says it does not. While calls come
+        the writer keeps it so (every :data:`FILTER_REFRESH_EVERY` seconds): a query of the
+        storage on the app's thread would hand the GIL to the busy writer. Only a filter left
+        older (the writer was idle: the first call after a pause) is refreshed here."""
         bits = self.filter
         if bits is None:
             return True
-        if time.monotonic() >= self._refresh_due:
+        if time.monotonic() >= self._trusted_until:
             self.refresh_filter(self.store, writer=False)
             bits = self.filter
-            if bits is None:
-                return True
+            if bits is None or time.monotonic() >= self._trusted_until:
+                return True  # being refreshed by the writer right now: ask the storage
         h = hash(key)
         for _ in range(3):
             index = h & _FILTER_MASK
@@ -615,16 +631,21 @@ class Shared:
             bits[index >> 3] |= 1 << (index & 7)
             h >>= _FILTER_BITS
 
-    def refresh_filter(self, store: CacheStorage, *, writer: bool) -> None:
-        """Add what other processes stored since the last time (at most once a second). The
-        first load (every key) is left to the writer thread: until then every lookup asks
-        the storage."""
-        if time.monotonic() < self._refresh_due or (self.filter is None and not writer):
+    def refresh_filter(self, store: CacheStorage, *, writer: bool = True) -> None:
+        """Add what other processes stored since the last time: by the writer thread after
+        each batch, at most every :data:`FILTER_REFRESH_EVERY` seconds, so that while calls
+        come the filter is always younger than :data:`FILTER_REFRESH`; on another thread
+        (``writer=False``) only once it is older than that. The first load (every key) is
+        left to the writer; until then every lookup asks the storage."""
+        now = time.monotonic()
+        if now < (self._refresh_due if writer else self._trusted_until) or (
+            self.filter is None and not writer
+        ):
             return
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            self._refresh_due = time.monotonic() + FILTER_REFRESH
+            self._refresh_due = now + FILTER_REFRESH_EVERY
             changes = store.changes_since(self._cursor)
             if changes is None:
                 self.filter = None  # cannot list: ask the storage every time (tried again later)
@@ -640,6 +661,8 @@ class Shared:
                     h >>= _FILTER_BITS
             self._cursor = cursor
             self.filter = bits
+            # What was stored before `now` is in it (the storage's listing began after).
+            self._trusted_until = now + FILTER_REFRESH
         except Exception:
             self.filter = None
             self._cursor = None
@@ -653,6 +676,7 @@ class Shared:
             self.recent.clear()
             self.filter = None
             self._cursor = None
+            self._refresh_due = 0.0
 
 
 _shared: dict[int, tuple[CacheStorage, Shared]] = {}
@@ -673,8 +697,9 @@ def shared_state(store: CacheStorage) -> Shared:
 
 def _forget_after_fork() -> None:
     # A child has no flights (their leaders are the parent's threads) and no leases.
-    global _shared_lock
+    global _shared_lock, _judging
     _shared_lock = threading.Lock()
+    _judging = threading.Lock()
     for _, shared in _shared.values():
         shared.lock = threading.Lock()
         shared._refreshing = threading.Lock()

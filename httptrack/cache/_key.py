@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -99,19 +100,99 @@ def _canonical_digest(body: bytes) -> tuple[bytes, str | None]:
     if not body:
         return hashlib.sha256(b"empty").digest(), None
     if _JSON_START.match(body):
-        try:
-            data: Any = loads_bytes(body)
-            canonical = _canonical_json(data)
-        except (ValueError, RecursionError):
-            pass  # not JSON, or nested too deeply to decode: keyed by its bytes
+        found = _fast_canonical(body)
+        if found is not None:
+            data, canonical = found
         else:
-            digest = hashlib.sha256(b"json\n")
-            digest.update(canonical.encode("utf-8", "surrogatepass"))
+            try:
+                data = loads_bytes(body)
+                canonical = _canonical_json(data).encode("utf-8", "surrogatepass")
+            except (ValueError, RecursionError):
+                data = canonical = None  # not JSON, or nested too deeply to decode: keyed by its bytes
+        if canonical is not None:
             model = data.get("model") if isinstance(data, dict) else None
-            return digest.digest(), model if isinstance(model, str) else None
-    digest = hashlib.sha256(b"raw\n")
-    digest.update(body)
-    return digest.digest(), None
+            return _sha256(b"json\n", canonical).digest(), model if isinstance(model, str) else None
+    return _sha256(b"raw\n", body).digest(), None
+
+
+#: hashlib lets go of the GIL while it hashes 2 KiB or more at once (HASHLIB_GIL_MINSIZE):
+#: on the app's thread that hands it to the writer mid-call (tens of µs of CPU, and the
+#: app's thread then waits for it back). Fed in smaller pieces, it keeps the GIL.
+_HASH_PIECE = 2047
+
+
+def _sha256(prefix: bytes, data: bytes) -> Any:
+    """SHA-256 of ``prefix + data``, on the app's thread: a short text by Python's own
+    implementation (OpenSSL's costs ~5 µs more to set up on every call there, its code
+    cold by then), a long one by OpenSSL's (4x faster per byte), in pieces."""
+    if len(data) <= _SMALL and _builtin_sha256 is not None:
+        return _builtin_sha256(prefix + data)
+    digest = hashlib.sha256(prefix)
+    _update(digest, data)
+    return digest
+
+
+#: Up to this many bytes, :func:`_sha256` uses Python's own implementation.
+_SMALL = 512
+
+
+def _python_sha256() -> Any:
+    for name in ("_sha256", "_sha2"):  # (_sha2 from Python 3.12)
+        with contextlib.suppress(ImportError, AttributeError):
+            return importlib.import_module(name).sha256
+    return None  # pragma: no cover - a Python built without it
+
+
+_builtin_sha256 = _python_sha256()
+
+
+def _update(digest: Any, data: bytes) -> None:
+    if len(data) <= _HASH_PIECE:
+        digest.update(data)
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), _HASH_PIECE):
+        digest.update(view[start : start + _HASH_PIECE])
+
+
+class _NotAsJson(Exception):
+    """A float that json and msgspec write differently (see :func:`_fast_canonical`)."""
+
+
+def _key_float(text: str) -> float:
+    # json.dumps writes a float as repr() does: exponent notation below 1e-4 and from 1e16
+    # (msgspec writes 1e-05 as 0.00001, 1e+16 as 1e16); non-finite ones as NaN/Infinity.
+    value = float(text)  # what json.loads makes of it (float() of the same text)
+    if value and not 1e-4 <= abs(value) < 1e16:
+        raise _NotAsJson
+    return value
+
+
+try:
+    from msgspec.json import Decoder as _Decoder
+    from msgspec.json import Encoder as _Encoder
+
+    _key_decode: Any = _Decoder(float_hook=_key_float).decode
+    _sorted_encode: Any = _Encoder(order="sorted").encode
+except (ImportError, TypeError):  # pragma: no cover - msgspec is a dependency (>= 0.18)
+    _key_decode = _sorted_encode = None
+
+
+def _fast_canonical(body: bytes) -> tuple[Any, bytes] | None:
+    """The decoded body and its canonical form, both made by msgspec (~10x faster than
+    json's encoder, ~50 µs instead of ~600 µs for a 40 KB conversation), or ``None``:
+    then json's own encoder makes it. Byte for byte what json makes (keys already stored
+    stay found): UTF-8 text with the same escapes, keys in code point order, integers of
+    any size, and floats written alike, which holds for every finite float from 1e-4 to
+    1e16 (repr's fixed notation; ``_key_float`` refuses the others). Anything msgspec
+    refuses (NaN, a lone surrogate, such a float) goes json's way."""
+    if _key_decode is None:
+        return None
+    try:
+        data = _key_decode(body)
+        return data, _sorted_encode(data)
+    except Exception:
+        return None
 
 
 def body_digest(body: bytes) -> tuple[bytes, str | None]:

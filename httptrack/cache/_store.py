@@ -19,7 +19,6 @@ in-process memory of recent entries in front of it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import secrets
@@ -36,6 +35,7 @@ except ImportError:  # pragma: no cover - Windows: leases are folders
 
 from .._faults import FaultKind, report_fault
 from ._entry import MEMORY_BYTES, MEMORY_ENTRY_BYTES, CacheEntry, Memory, encode_entry, remember
+from ._lease import LeaseFile, lease_file
 
 __all__ = [
     "GENERATION_FILE",
@@ -73,8 +73,10 @@ LEASES_FILE = "leases.{}.lock"
 LEASE_FILES = 16
 LEASES_FOLDER = "leases"
 #: ``changes_since`` lists keys stored this many seconds before its cursor again: a write
-#: committed late (its ``store_time`` is when its ``set`` ran) is still seen.
-CHANGES_MARGIN = 5.0
+#: committed late (its ``store_time`` is when its ``set`` ran, inside a transaction of at
+#: most ``PUT_BATCH`` entries that already holds the index's lock) is still seen. Every
+#: key is listed again for this long at each refresh (~1 µs each, in the writer).
+CHANGES_MARGIN = 2.0
 
 _UNSET: Any = object()
 
@@ -104,6 +106,8 @@ class EntryStore:
         #: The leases this process holds (key -> when each expires, monotonic clock).
         self._held: dict[str, float] = {}
         self._lease_lock = threading.Lock()
+        #: The lease files, opened on first use (``_lease.lease_file``: one per process).
+        self._lease_files: list[LeaseFile | None] = [None] * LEASE_FILES
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -209,47 +213,46 @@ class EntryStore:
 
     # -- single-flight leases (any thread) --------------------------------------------------
     #
-    # Where POSIX record locks exist, a lease is a lock on one byte of ``leases.<n>.lock``
-    # (the file and the offset drawn from the key): taking one and giving it up cost one system call each
-    # (~1 µs; a folder made and removed costs ~70 µs of CPU on ext4), involve neither
-    # diskcache's index nor its lock, and the kernel gives a lease up when its holder dies
-    # (``kill -9`` included), so it blocks nobody after that. Record locks belong to a
-    # process, not a thread: this process's own leases are kept in ``_held``, and expire
-    # ``seconds`` after they were taken (another thread of this process may then take it).
-    # Another process's lease lasts until it is given up or its holder dies; a request that
-    # finds one waits at most its ``cache_wait`` anyway, then sends its own.
+    # Where record locks exist, a lease is a lock on one byte of ``leases.<n>.lock`` (the
+    # file and the offset drawn from the key, the same in every process): taking one and
+    # giving it up cost one system call each, made without releasing the GIL where that is
+    # safe (``_lease``: a miss on the app's thread then never hands the GIL to the writer
+    # here), involve neither diskcache's index nor its lock, and the kernel gives a lease up
+    # when its holder dies (``kill -9`` included), so it blocks nobody after that. The locks
+    # belong to this process (its one open file per lease file): this process's own leases
+    # are kept in ``_held``, and expire ``seconds`` after they were taken (another thread of
+    # this process may then take it). Another process's lease lasts until it is given up or
+    # its holder dies; a request that finds one waits at most its ``cache_wait`` anyway,
+    # then sends its own.
     #
     # Elsewhere (Windows) a lease is an empty folder ``leases/<key>``: ``mkdir`` is atomic
     # (it fails if the folder exists). It expires ``seconds`` after it was made (its
     # mtime): a holder that died blocks nobody for longer. Two processes that find the same
     # expired lease at once may both take it: at worst one more call is sent.
 
-    def _lease_fd(self, key: str) -> tuple[int | None, int]:
+    def _lease_file(self, key: str) -> tuple[LeaseFile | None, int]:
         """The open file that holds ``key``'s lease and its offset there."""
-        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
-        offset = h >> 6  # the same in every process
-        path = os.path.join(self.directory, LEASES_FILE.format(h % LEASE_FILES))
-        fd = _lease_files.get(path)
-        if fd is None:
-            with _lease_files_lock:
-                fd = _lease_files.get(path)
-                if fd is None:
-                    # Kept open for the life of the process: closing any descriptor of
-                    # this file would give up every lease this process holds on it.
-                    try:
-                        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-                        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-                    except OSError:
-                        return None, offset
-                    _lease_files[path] = fd
-        return fd, offset
+        try:  # a key is a keyed hash in hex: its first 64 bits are as good as any
+            h = int(key[:16], 16)
+        except ValueError:
+            h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        index = h % LEASE_FILES
+        files = self._lease_files
+        file = files[index]
+        if file is None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                file = files[index] = lease_file(os.path.join(self.directory, LEASES_FILE.format(index)))
+            except OSError:
+                return None, 0
+        return file, h >> 6
 
     def acquire(self, key: str, seconds: float) -> bool:
         self._lease_seconds = seconds
         if fcntl is None:
             return self._acquire_folder(key, seconds)
-        fd, offset = self._lease_fd(key)
-        if fd is None:  # unwritable: nobody can hold it either; no waiting
+        file, offset = self._lease_file(key)
+        if file is None:  # unwritable: nobody can hold it either; no waiting
             return True
         with self._lease_lock:
             now = time.monotonic()
@@ -259,32 +262,27 @@ class EntryStore:
                     return False
                 self._held[key] = now + seconds  # expired: taken over
                 return True
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-            except OSError as exc:
-                # Another process holds it; any other error: no locks on this file
-                # system, so nobody to wait for.
-                return exc.errno not in (errno.EACCES, errno.EAGAIN)
-            self._held[key] = now + seconds
+            taken = file.try_lock(offset)
+            if taken is False:  # another process holds it
+                return False
+            if taken:  # (None: no locks on this file system, so nobody to wait for)
+                self._held[key] = now + seconds
             return True
 
     def held(self, key: str) -> bool:
         if fcntl is None:
             return self._held_folder(key)
-        fd, offset = self._lease_fd(key)
-        if fd is None:
+        file, offset = self._lease_file(key)
+        if file is None:
             return False
         with self._lease_lock:
             until = self._held.get(key)
             if until is not None:
                 return time.monotonic() < until
-            try:  # free if this process can take it (given back at once)
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-            except OSError as exc:
-                return exc.errno in (errno.EACCES, errno.EAGAIN)
-            with contextlib.suppress(OSError):
-                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
-            return False
+            taken = file.try_lock(offset)  # free if this process can take it (given back at once)
+            if taken:
+                file.unlock(offset)
+            return taken is False
 
     def release(self, key: str) -> None:
         if fcntl is None:
@@ -293,10 +291,9 @@ class EntryStore:
         with self._lease_lock:
             if self._held.pop(key, None) is None:
                 return  # not this process's lease: left to its holder
-            fd, offset = self._lease_fd(key)
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            file, offset = self._lease_file(key)
+            if file is not None:
+                file.unlock(offset)
 
     def _lease_path(self, key: str) -> str:
         return os.path.join(self.directory, LEASES_FOLDER, key)
@@ -702,11 +699,6 @@ def _key(directory: Path) -> str:
     return os.path.abspath(os.path.expanduser(directory))
 
 
-#: The open ``leases.<n>.lock`` files (by path), never closed (see ``_lease_fd``).
-_lease_files: dict[str, int] = {}
-_lease_files_lock = threading.Lock()
-
-
 def shared_store(directory: Path, size_limit: int | None = None) -> EntryStore:
     """The process's one :class:`EntryStore` for ``directory``. ``size_limit`` (the new
     transport's, ``None`` when it named none) replaces the folder's limit when it differs:
@@ -730,11 +722,10 @@ def _forget_after_fork() -> None:
     for store in _stores.values():
         store._lock = threading.Lock()
         store.memory._lock = threading.Lock()
-        # A child holds none of its parent's leases (record locks are not inherited).
+        # A child holds none of its parent's leases: it opens its own lease files.
         store._lease_lock = threading.Lock()
         store._held.clear()
-    global _lease_files_lock
-    _lease_files_lock = threading.Lock()
+        store._lease_files = [None] * LEASE_FILES
 
 
 if hasattr(os, "register_at_fork"):

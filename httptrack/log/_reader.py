@@ -486,7 +486,7 @@ class Log:
                 values = _values(filters.get(dim))  # type: ignore[arg-type]
                 clauses.append(f"value IN ({', '.join('?' * len(values))})")
                 params.extend(values)
-            key_sql = {"day": "day", None: "NULL"}.get(by, "nullif(value, '')")
+            key_sql = {"day": "day", None: "NULL"}.get(by, _VALUE_KEY)
             tables = (_rollup.ROLLUP_TABLE, _rollup.LATENCY_TABLE)
             bookmark = _rollup.bookmark(self._conn)
         elif (
@@ -548,8 +548,10 @@ class Log:
             return totals
 
         sql = f"SELECT {plan.key_sql} AS k, {sums} FROM {table} WHERE {plan.where} GROUP BY k"
+        keys = []
         for row in self._conn.execute(sql, plan.params):
             totals_for(row[0]).add(row[1:])
+            keys.append(row[0])
         if not percentiles:
             return
         if not latency_table:  # calls_rollup_combo: a histogram in each row
@@ -562,6 +564,20 @@ class Log:
                 blobs.append(blob)
             for key, blobs in parts.items():  # one decoding per group: (bucket, n) pairs laid end to end
                 _rollup.decode_hist(b"".join(blobs), totals_for(key).hist)
+            return
+        if plan.key_sql == _VALUE_KEY and isinstance(self._conn, sqlite3.Connection):
+            # Per value of the dimension (`--by user`): one histogram per value, each read
+            # from its own range of the primary key (dim, value, day, bucket) and summed over
+            # the days by a sort of its few thousand rows. One GROUP BY value, bucket over
+            # them all sorted every row of the dimension (1.5M for 300 users, 5M calls):
+            # 2.6x the time.
+            sql = (
+                f"SELECT bucket, sum(n) FROM {latency_table} WHERE {plan.where} AND value = ? GROUP BY bucket"
+            )
+            for key in keys:
+                hist = totals_for(key).hist
+                for bucket, n in self._conn.execute(sql, [*plan.params, "" if key is None else key]):
+                    hist[bucket] = hist.get(bucket, 0) + n
             return
         sql = (
             f"SELECT {plan.key_sql} AS k, bucket, sum(n) FROM {latency_table} "
@@ -607,6 +623,10 @@ class Log:
             "schema_version": version,
             "search_index": self._searchable,
         }
+
+
+#: A main rollup plan's group key when grouped by a dimension's value.
+_VALUE_KEY = "nullif(value, '')"
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,8 @@ class Provider:
         """``body`` with the option that makes a stream report its usage added (OpenAI's
         ``stream_options.include_usage``), or ``None`` when it needs no change (not a stream,
         usage already asked for, not a body this can edit). Asked only where
-        :meth:`include_usage` allows it. Runs on the app's thread for every such request:
-        check bytes before parsing."""
+        :meth:`include_usage` allows it, and only of a body with a ``"stream"`` member. Runs
+        on the app's thread for every such request: check bytes before parsing."""
         return None
 
     def is_usage_chunk(self, data: Any) -> bool:

@@ -649,11 +649,15 @@ class OpenAICompatible(Provider):
                     parsed.output.append(text)
 
     def _take_delta_text(self, parsed: Parsed, delta: dict[str, Any]) -> None:
+        get = delta.get
         for key in ("reasoning_content", "reasoning", "content"):
-            text = delta.get(key)
+            text = get(key)
             if isinstance(text, str) and text:
                 parsed.output.append(text)
-        for call in items(delta.get("tool_calls")):
+        calls = get("tool_calls")
+        if not calls:  # every chunk of a plain answer: nothing more to look at
+            return
+        for call in items(calls):
             function = dig(call, "function")
             if isinstance(function, dict):
                 parsed.output.append(str(function.get("name") or "") + str(function.get("arguments") or ""))

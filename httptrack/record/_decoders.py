@@ -132,8 +132,19 @@ class SSEDecoder(_WholeBody):
             # "\n" line ends only (as every provider sends them): the lines are the pieces
             # between them, the last (unterminated) one kept for the next piece.
             *lines, self._buffer = buffer.split("\n")
+            data = self._data
             for line in lines:
-                self._line(line, events)
+                # The two lines of nearly every event read here, without a call: "data: ..."
+                # and the blank line that ends the event (as _line and _dispatch read them).
+                if not line:
+                    if data:
+                        events.append(SSEEvent(self._event, "\n".join(data), self._id))
+                        data = self._data = []
+                    self._event = None
+                elif line.startswith("data: "):
+                    data.append(line[6:])
+                else:
+                    self._line(line, events)
             return events
         start = 0
         length = len(buffer)

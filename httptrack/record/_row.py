@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 from collections import deque
@@ -16,11 +17,11 @@ from typing import Any
 
 from .._exchange import TAIL_BYTES, BuiltRow, Exchange
 from .._faults import report_fault
-from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps
-from .._redact import CREDENTIAL_IN_RESPONSE, Credentials, redacted_headers, render_url, scrub_text
+from .._json import SCAN_IN_C_MAX, STEPPING_DECODER, loads_in_steps, loads_text
+from .._redact import CREDENTIAL_IN_RESPONSE, Credentials, read_headers, render_url, scrub_text
 from .._usage import Usage
 from .._vocab import Outcome, Status
-from ..log._schema import COLUMN_NAMES, TOKEN_COLUMNS
+from ..log._schema import COLUMN_NAMES, COLUMNS, TOKEN_COLUMNS
 from ..providers import Parsed, Provider, form_fields
 from ._decoders import TOO_DEEP, ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
 
@@ -135,6 +136,7 @@ class _Body:
         self.cut = ex.tail is not None
         #: The head was decoded from a Content-Encoding.
         self.decoded = False
+        self._data: bytes | None = None
         if not encoding or encoding.strip().lower() == "identity":
             return
         try:
@@ -146,6 +148,12 @@ class _Body:
             notes.append("body longer than the cap and compressed: its end could not be read")
             self.tail = []
         self._decode(ex, decoder, encoding, notes)
+
+    def data(self) -> bytes:
+        """The head as one ``bytes`` (joined once)."""
+        if self._data is None:
+            self._data = b"".join(self.head)
+        return self._data
 
     def _decode(self, ex: Exchange, decoder: ContentDecoder, encoding: str, notes: list[str]) -> None:
         limit = ex.limit
@@ -219,7 +227,8 @@ def _transport_row(ex: Exchange, exc: Exception) -> dict[str, Any]:
 
 def _seen(ex: Exchange) -> dict[str, Any]:
     """The columns read off the exchange as the transport captured it, the same in every
-    row (a parsed one and :func:`_transport_row`'s alike)."""
+    row (a parsed one and :func:`_transport_row`'s alike: :func:`_build_row` writes the
+    same expressions into its one dict, column by column)."""
     attribution = ex.attribution
     return {
         "id": ex.call_id,
@@ -235,13 +244,19 @@ def _seen(ex: Exchange) -> dict[str, Any]:
         "cache_key": ex.cache_key,
         "service": attribution.service or ex.settings.service,
         "session": attribution.session,
-        "properties": json.dumps(dict(attribution.properties), sort_keys=True)
-        if attribution.properties
-        else None,
+        "properties": _properties(attribution.properties) if attribution.properties else None,
         "request_bytes": _request_bytes(ex),
         "response_bytes": ex.received if ex.status is not None else None,
         "pid": _pid,
     }
+
+
+#: The values of a row's text columns (``scrub_row`` searches them all at once).
+_texts = operator.itemgetter(*[name for name, sqltype, _ in COLUMNS if sqltype == "TEXT"])
+
+
+def _properties(properties: Any) -> str:
+    return json.dumps(dict(properties), sort_keys=True)
 
 
 def _build_row(ex: Exchange) -> BuiltRow:
@@ -262,14 +277,14 @@ def _build_row(ex: Exchange) -> BuiltRow:
     request_json = _decode_json(ex.request_body)
     if request_json is TOO_DEEP:
         request_json = _salvage_deep(ex.request_body, settings.max_body_bytes, "request body", notes)
-    request_headers, request_headers_json, repeated = redacted_headers(ex.request_headers)
+    request_headers, request_headers_json, repeated, carried = read_headers(ex.request_headers)
     # The first Content-Type, as request_content_type() reads it (the dict joins repeats).
     request_type = request_content_type(ex) if repeated else request_headers.get("content-type", "").lower()
     if request_json is None and ex.request_body and request_type.startswith("multipart/form-data"):
         request_json = form_fields(ex.request_body, request_type) or None
     # Every credential the request carried: looked for, by value, in everything stored.
     credentials = Credentials()
-    credentials.add_headers(ex.request_headers)
+    credentials.add_found(carried)
     credentials.add_query(ex.query)
     if request_json is not None:
         credentials.add_fields(request_json)
@@ -285,7 +300,7 @@ def _build_row(ex: Exchange) -> BuiltRow:
         notes.append(ex.cache_note)
 
     if ex.status is not None:
-        response_headers, response_headers_json, _ = redacted_headers(ex.response_headers)
+        response_headers, response_headers_json, _, _ = read_headers(ex.response_headers)
     else:
         response_headers, response_headers_json = {}, None
     content_type = response_headers.get("content-type", "").lower()
@@ -331,45 +346,85 @@ def _build_row(ex: Exchange) -> BuiltRow:
     ):
         notes.append("no usage and no generated text found in the response: a shape httptrack does not know")
 
-    started = datetime.fromtimestamp(ex.started_at, UTC)
-    row = _seen(ex)
-    row.update(
-        {
-            "endpoint": ex.path if not parsed.endpoint_detail else f"{ex.path}#{parsed.endpoint_detail}",
-            "model": parsed.model,
-            "response_model": parsed.response_model,
-            "stream": int(parsed.stream),
-            "status": status,
-            "outcome": outcome,
-            "error_code": error_code,
-            "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "total_tokens": usage.total_tokens,
-            "cached_input_tokens": usage.cached_input_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "tokens_estimated": int(usage.estimated),
-            "ttft_ms": _ms(ex.t0, ex.t_first) if parsed.stream else None,
-            "user": ex.attribution.user or parsed.user or settings.user,
-            "request_id": _request_id(
-                provider.request_id_headers + parser.request_id_headers, response_headers
-            ),
-            "response_id": parsed.response_id,
-            "finish_reason": parsed.finish_reason,
-            "request_headers": request_headers_json,
-            "response_headers": response_headers_json,
-        }
-    )
     if replayed is not None:
-        _replayed_figures(row, replayed)
+        # A cache hit: the original call's token figures, as recorded then (not re-counted);
+        # nothing billed, and what the original cost is what the hit saved (not re-priced,
+        # so the saving always equals the cost once recorded).
+        tokens = tuple(map(replayed.get, TOKEN_COLUMNS))
+        note = replayed.get("cost_note")
+        cost: tuple[float | None, float | None, str | None] = (
+            0.0,
+            replayed.get("cost_usd"),
+            _FROM_CACHE + (f"; {note}" if note else ""),
+        )
     else:
-        _price(row, ex, parsed, usage, status, started)
-    _bodies(row, ex, body, parsed, content_type, request_type)
-    row["parse_notes"] = "; ".join(notes) if notes else None
+        tokens = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.total_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+            int(usage.estimated),
+        )
+        cost = _price(ex, parsed, usage, status)
+    request_body, response_body, response_text, body_truncated = _bodies(
+        ex, body, parsed, content_type, request_type
+    )
+    attribution = ex.attribution
+    # Every column, in table order (see _seen: the columns read off the exchange alone).
+    row = {
+        "id": ex.call_id,
+        "started_at": _iso(ex.started_at),
+        "provider": provider.name,
+        "host": ex.host if ex.port is None else f"{ex.host}:{ex.port}",
+        "method": ex.method,
+        "endpoint": ex.path if not parsed.endpoint_detail else f"{ex.path}#{parsed.endpoint_detail}",
+        "url": _url(ex),
+        "operation": ex.operation,
+        "model": parsed.model,
+        "response_model": parsed.response_model,
+        "stream": int(parsed.stream),
+        "status": status,
+        "outcome": outcome,
+        "http_status": ex.status,
+        "error_code": error_code,
+        "error_message": scrub_text(ex.request_headers, error_message) if error_message else None,
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
+        "total_tokens": tokens[2],
+        "cached_input_tokens": tokens[3],
+        "cache_write_tokens": tokens[4],
+        "reasoning_tokens": tokens[5],
+        "tokens_estimated": tokens[6],
+        "cost_usd": cost[0],
+        "cost_saved_usd": cost[1],
+        "cost_note": cost[2],
+        "latency_ms": _ms(ex.t0, ex.t_end),
+        "ttft_ms": _ms(ex.t0, ex.t_first) if parsed.stream else None,
+        "cached": int(ex.cached),
+        "cache_key": ex.cache_key,
+        "user": attribution.user or parsed.user or settings.user,
+        "service": attribution.service or settings.service,
+        "session": attribution.session,
+        "properties": _properties(attribution.properties) if attribution.properties else None,
+        "request_id": _request_id(provider.request_id_headers + parser.request_id_headers, response_headers),
+        "response_id": parsed.response_id,
+        "finish_reason": parsed.finish_reason,
+        "request_headers": request_headers_json,
+        "request_body": request_body,
+        "request_bytes": _request_bytes(ex),
+        "response_headers": response_headers_json,
+        "response_body": response_body,
+        "response_bytes": ex.received if ex.status is not None else None,
+        "response_text": response_text,
+        "body_truncated": body_truncated,
+        "parse_notes": "; ".join(notes) if notes else None,
+        "pid": _pid,
+    }
     # A response that mints credentials (an OAuth token, a new API key) holds some of its own.
     minted = body is not None and credentials.add_answer(body.json, ex.path)
-    if credentials and (credentials.scrub_row(row) or minted or _echoed(ex, body, credentials)):
+    if credentials and (credentials.scrub_row(row, _texts) or minted or _echoed(ex, body, credentials)):
         row[CREDENTIAL_IN_RESPONSE] = True
     return BuiltRow(row, parsed.complete)
 
@@ -379,7 +434,7 @@ def _echoed(ex: Exchange, body: _Body | None, credentials: Credentials) -> bool:
     store quotes a credential."""
     if ex.settings.store_bodies or body is None or ex.cache_ttl is None:
         return False
-    return credentials.found_in(b"".join(body.head))
+    return credentials.found_in(body.data())
 
 
 def request_content_type(ex: Exchange) -> str:
@@ -422,7 +477,7 @@ def _read_response(ex: Exchange, provider: Provider, parsed: Parsed, body: _Body
             # The tail starts mid-event; a fresh decoder skips the broken first piece.
             _read_events(provider, parsed, fmt, body.tail)
         return whole and not body.cut
-    data = b"".join(body.head)
+    data = body.data()
     if not data:
         return False
     if not body.cut:
@@ -469,13 +524,15 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
     for item in decoder.decode_all(chunks):
         if item.__class__ is SSEEvent:
             name: str | None = item.event
+            text = item.data
+            if text in end_markers:  # the family's own end of stream (never JSON: not decoded)
+                parsed.stream_done = parsed.complete = True
+                continue
             try:
-                data: Any = loads_in_steps(item.data)
+                # (An event's data is short: decoded in C, without a call around it.)
+                data: Any = loads_text(text) if len(text) <= SCAN_IN_C_MAX else loads_in_steps(text)
             except ValueError:
-                data = item.data
-                if data in end_markers:  # the family's own end of stream, not JSON
-                    parsed.stream_done = parsed.complete = True
-                    continue
+                data = text
                 if data.strip():  # an empty data line is a keep-alive
                     whole = False
             except RecursionError:
@@ -571,30 +628,28 @@ def _with_estimates(
     return estimated
 
 
-def _price(
-    row: dict[str, Any], ex: Exchange, parsed: Parsed, usage: Usage, status: Status, started: datetime
-) -> None:
-    row["cost_usd"] = None
-    row["cost_saved_usd"] = None
-    row["cost_note"] = None
+_FROM_CACHE = "served from httptrack's cache"
+#: (cost_usd, cost_saved_usd, cost_note)
+_Cost = tuple[float | None, float | None, str | None]
+_LIMITED: _Cost = (0.0, None, "not sent: refused by a limit")
+_HTTP_ERROR: _Cost = (0.0, None, "not billed: HTTP error")
+_FAILED: _Cost = (0.0, None, "not billed: the call failed")
+_NOT_BILLED: _Cost = (0.0, None, "not a billed operation")
+_NO_INPUT: _Cost = (None, None, "input tokens unknown: none reported and the prompt could not be counted")
+
+
+def _price(ex: Exchange, parsed: Parsed, usage: Usage, status: Status) -> _Cost:
+    """The cost columns: ``cost_usd``, ``cost_saved_usd``, ``cost_note``."""
     if ex.outcome == "limited":  # limits/: refused before it was sent
-        row["cost_usd"] = 0.0
-        row["cost_note"] = "not sent: refused by a limit"
-        return
+        return _LIMITED
     billed = parsed.billed
     if billed is None:
         billed = parsed.operation in ("chat", "completion", "embeddings")
     if usage.is_empty:
         if status == "error" and not parsed.stream:
-            row["cost_usd"] = 0.0
-            row["cost_note"] = (
-                "not billed: HTTP error" if (ex.status or 0) >= 400 else "not billed: the call failed"
-            )
-            return
+            return _HTTP_ERROR if (ex.status or 0) >= 400 else _FAILED
         if not billed:
-            row["cost_usd"] = 0.0
-            row["cost_note"] = "not a billed operation"
-            return
+            return _NOT_BILLED
     if (
         usage.input_tokens is None
         and usage.output_tokens is not None
@@ -602,25 +657,37 @@ def _price(
         and parsed.reported_cost_usd is None
     ):
         # Output alone would price the call as if its prompt were free: unknown instead.
-        row["cost_note"] = "input tokens unknown: none reported and the prompt could not be counted"
-        return
+        return _NO_INPUT
     if parsed.reported_cost_usd is not None and not usage.estimated:
         # The provider's own bill for the call (OpenRouter, xAI, Perplexity): exact by definition.
         if ex.cached:
-            row["cost_usd"] = 0.0
-            row["cost_saved_usd"] = parsed.reported_cost_usd
-            row["cost_note"] = "served from httptrack's cache; cost as reported by the provider"
-        else:
-            row["cost_usd"] = parsed.reported_cost_usd
-            row["cost_note"] = "as reported by the provider"
-        return
+            return 0.0, parsed.reported_cost_usd, f"{_FROM_CACHE}; cost as reported by the provider"
+        return parsed.reported_cost_usd, None, "as reported by the provider"
     price_usage = _price_usage or _load_pricing()
     overrides = ex.settings.prices or None
-
-    def priced(model: str | None) -> Any:
-        return price_usage(
-            ex.provider.name,
-            model,
+    provider = ex.provider.name
+    started = datetime.fromtimestamp(ex.started_at, UTC)
+    # The model that answered, else (no price for it) the one asked for.
+    model = parsed.response_model or parsed.model
+    result = price_usage(
+        provider,
+        model,
+        usage,
+        host=ex.host,
+        at=started,
+        overrides=overrides,
+        batch=parsed.batch,
+        tier=parsed.price_tier,
+    )
+    if (
+        result.cost_usd is None
+        and parsed.response_model
+        and parsed.model
+        and parsed.model != parsed.response_model
+    ):
+        retry = price_usage(
+            provider,
+            parsed.model,
             usage,
             host=ex.host,
             at=started,
@@ -628,25 +695,11 @@ def _price(
             batch=parsed.batch,
             tier=parsed.price_tier,
         )
-
-    # The model that answered, else (no price for it) the one asked for.
-    result = priced(parsed.response_model or parsed.model)
-    if (
-        result.cost_usd is None
-        and parsed.response_model
-        and parsed.model
-        and parsed.model != parsed.response_model
-    ):
-        retry = priced(parsed.model)
         if retry.cost_usd is not None:
             result = retry
     if ex.cached:
-        row["cost_usd"] = 0.0
-        row["cost_saved_usd"] = result.cost_usd
-        row["cost_note"] = "served from httptrack's cache" + (f"; {result.reason}" if result.reason else "")
-    else:
-        row["cost_usd"] = result.cost_usd
-        row["cost_note"] = result.reason
+        return 0.0, result.cost_usd, _FROM_CACHE + (f"; {result.reason}" if result.reason else "")
+    return result.cost_usd, None, result.reason
 
 
 #: ``pricing.price_usage``, imported on first use (genai-prices is heavy to import, and
@@ -674,18 +727,6 @@ def _take_replayed_reading(parsed: Parsed, original: dict[str, Any]) -> None:
         parsed.notes.append(original["parse_notes"])
 
 
-def _replayed_figures(row: dict[str, Any], original: dict[str, Any]) -> None:
-    """A cache hit: the original call's token figures, as recorded then (not re-counted);
-    nothing billed, and what the original cost is what the hit saved (not re-priced, so
-    the saving always equals the cost once recorded)."""
-    for name in TOKEN_COLUMNS:
-        row[name] = original.get(name)
-    note = original.get("cost_note")
-    row["cost_usd"] = 0.0
-    row["cost_saved_usd"] = original.get("cost_usd")
-    row["cost_note"] = "served from httptrack's cache" + (f"; {note}" if note else "")
-
-
 def _request_bytes(ex: Exchange) -> int:
     """The request body's size: all of it, for a streamed body kept only in part."""
     return len(ex.request_body) if ex.request_parts is None else ex.request_sent
@@ -706,17 +747,13 @@ def _text_of(data: bytes, content_type: str, cap: int) -> tuple[str, bool]:
 
 
 def _bodies(
-    row: dict[str, Any],
-    ex: Exchange,
-    body: _Body | None,
-    parsed: Parsed,
-    content_type: str,
-    request_type: str,
-) -> None:
+    ex: Exchange, body: _Body | None, parsed: Parsed, content_type: str, request_type: str
+) -> tuple[str | None, str | None, str | None, int]:
+    """The body columns: ``request_body``, ``response_body``, ``response_text``,
+    ``body_truncated``."""
     settings = ex.settings
     if not settings.store_bodies:
-        row.update(request_body=None, response_body=None, response_text=None, body_truncated=0)
-        return
+        return None, None, None, 0
     cap = settings.max_body_bytes
     request_text, request_cut = _text_of(ex.request_body, request_type, cap)
     sent = _request_bytes(ex)
@@ -724,7 +761,7 @@ def _bodies(
     response_text = None
     response_cut = False
     if body is not None:
-        data = b"".join(body.head)
+        data = body.data()
         response_text, response_cut = _text_of(data, content_type, cap)
         response_cut = response_cut or body.cut
         if response_cut:
@@ -743,7 +780,4 @@ def _bodies(
         except Exception as exc:
             report_fault("redact", "the redact hook raised; bodies of this call were not stored", exc)
             request_text = response_text = generated = "[not stored: the redact hook failed]"
-    row["request_body"] = request_text or None
-    row["response_body"] = response_text or None
-    row["response_text"] = generated
-    row["body_truncated"] = int(request_cut or response_cut)
+    return request_text or None, response_text or None, generated, int(request_cut or response_cut)

@@ -4,21 +4,34 @@ The writer thread builds and writes rows a little after each call ends; a proces
 meanwhile (``kill -9``, ``os._exit``, an unhandled ``SIGTERM``, a crash) would lose them.
 So on the app's thread, when a call ends and *before* the app gets the end of its response
 (the tee finishes the exchange before its last read returns), the raw exchange is appended
-to this process's spool file: one ``os.writev`` of a ``marshal``-ed tuple (format 4) (microseconds:
-see benchmarks/README.md), no ``fsync`` (the page cache outlives the process, not the machine: a power
-cut can still lose the last seconds, and that is the promise).
+to this process's spool: a ``marshal``-ed tuple copied into a memory-mapped file, no system
+call (one would release the GIL, and a busy writer thread would take it: tens of
+microseconds of the app's time; see benchmarks/README.md). A ``MAP_SHARED`` map writes the
+kernel's page cache, which outlives the process exactly as a ``write()`` does; nothing is
+``fsync``-ed (a power cut can still lose the last seconds, and that is the promise).
 
 Layout: a folder beside the database, ``<db>-spool/`` (0700), holding one file per process
-and segment, ``<pid>-<random>-<n>.spool`` (0600), each a run of records framed by their
-length (a record cut short by a death mid-write is ignored). The owning process holds an
-exclusive ``flock`` on each of its files for as long as it lives: the kernel drops it when
-the process ends however it ends, so "unlocked" means "its owner is gone" even after the
-pid is reused. Files are created under a temporary name, locked, then renamed, so nobody
-ever sees an owned file unlocked.
+and segment, ``<pid>-<random>-<n>.spool`` (0600). A segment is ``SEGMENT_BYTES`` allocated
+on disk when it is made (``posix_fallocate``: writing into the map can never meet a full
+disk, which would kill the app with ``SIGBUS``) and mapped. It begins with ``MAGIC``; then
+records, 8-byte aligned, each a header (its length, and the length xor ``CHECK``) and its
+bytes; a zero header ends them. An append writes the bytes, then a zero header after them,
+then its own header: whenever the process dies, the file reads as the records appended
+before, and the one being appended is left out (its header zero, or torn and failing the
+check). A full segment is succeeded by a spare the writer made ready (else a new one); a
+record bigger than a segment gets a segment of its own. On file systems that copy on write
+(btrfs, ZFS, APFS: a write into an allocated block may need a new one) and off Linux, the
+files are written with ``os.writev`` instead, in the format of earlier versions (each
+record framed by its length alone, no ``MAGIC``); the reader takes both. The owning process holds
+an exclusive ``flock`` on each of its files for as long as it lives: the kernel drops it
+when the process ends however it ends, so "unlocked" means "its owner is gone" even after
+the pid is reused. Files are created under a temporary name, locked, then renamed, so
+nobody ever sees an owned file unlocked.
 
 - The writer, once a record's row is committed (or counted as dropped), releases it; a
-  segment whose records are all released is emptied (the current one) or deleted (an
-  older one: a segment is rotated when it grows past ``ROTATE_BYTES`` while rows wait).
+  segment whose records are all released is emptied (the current one: its first header
+  zeroed, so its old records are never read again) or kept as the spare or deleted (an
+  older one).
 - :func:`recover` ingests the files of dead processes: the writer does it when it first
   opens a log (and now and then), ``open_log`` and the CLI when they open one. Rows are
   written idempotently (by call id), so two processes recovering at once, or a death
@@ -35,11 +48,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import marshal
+import mmap
 import operator
 import os
 import secrets
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -63,16 +79,41 @@ from ._row import build_row
 if TYPE_CHECKING:
     from ..log._backend import LogBackend
 
-__all__ = ["ROTATE_BYTES", "Spool", "read_records", "recover", "recover_log", "spool_folder"]
+__all__ = ["ROTATE_BYTES", "SEGMENT_BYTES", "Spool", "read_records", "recover", "recover_log", "spool_folder"]
 
 #: Format of a record (the first item of its tuple).
 VERSION = 1
-#: A segment that grows past this while rows wait for the database is closed and a new
-#: one begun, so the old one can be deleted once its rows are written.
+#: A spool file's size: preallocated and mapped, so an append is a memory copy (no system
+#: call: one would hand the GIL to the busy writer thread, tens of microseconds of the app's
+#: time). A full segment is succeeded by another (the spare the writer made ready).
+SEGMENT_BYTES = 4 * 1024 * 1024
+#: A file written with ``os.writev`` (see ``_mappable``) that grows past this while rows
+#: wait for the database is closed and another begun, so it can be deleted once written.
 ROTATE_BYTES = 8 * 1024 * 1024
+#: A mapped spool file begins with this (a file without it is in the older format: records
+#: framed by their length alone, no padding). Then come the records, 8-byte aligned, each a
+#: header (its length, and the length xor CHECK) and its marshal bytes, and a zero header.
+MAGIC = b"HTSPOOL\x02"
+_START = len(MAGIC)
+_HEADER = struct.Struct("<II")
+_HEADER_SIZE = _HEADER.size
+_NO_RECORD = bytes(_HEADER_SIZE)
+#: Every byte non-zero: a header cut short by a death while it is written (any of its bytes
+#: still zero) fails the check unless the length it holds is the whole one.
+CHECK = 0xA5A5A5A5
+MAX_RECORD = 0xFFFFFFFF
+#: After a spool file could not be made (a full disk), appends try again this often (s).
+RETRY_SECONDS = 1.0
+#: The writer keeps this many bytes ahead of the current segment's end (and the spare's
+#: first) faulted in, writable (``MADV_POPULATE_WRITE``, Linux 5.14): the page faults of a
+#: fresh or written-back page (page cache, block map, the file's times: 5-50 µs each) are
+#: then the writer's, not an append's on the app's thread.
+POPULATE_BYTES = 512 * 1024
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 _LENGTH = struct.Struct("<I")
 _REDACTED = REDACTED.encode()
 _row_values = operator.itemgetter(*COLUMN_NAMES)
+_name = operator.itemgetter(0)
 #: Rows per transaction when ingesting a spool.
 RECOVER_BATCH = 500
 #: Held by the process recovering the folder's spools; another one waits this long for it.
@@ -92,17 +133,23 @@ _secret_names: dict[bytes, bool] = {}
 
 
 def _headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The headers with credential values replaced (the pairs themselves reused)."""
-    secret = _secret_names
+    """The headers with credential values replaced (the list itself when there are none;
+    else a copy, the pairs reused). In C but for the secret ones (a request has one or two)."""
     try:
-        return [(pair[0], _REDACTED) if secret[pair[0]] else pair for pair in raw]
+        secret = list(map(_secret_names.__getitem__, map(_name, raw)))
     except KeyError:  # a name not seen before: decide once
-        if len(secret) > 4096:  # never in practice: a handful of names recur
-            secret.clear()
+        if len(_secret_names) > 4096:  # never in practice: a handful of names recur
+            _secret_names.clear()
         for name, _ in raw:
-            if name not in secret:
-                secret[name] = is_secret_header(name.decode("latin-1"))
-        return [(pair[0], _REDACTED) if secret[pair[0]] else pair for pair in raw]
+            if name not in _secret_names:
+                _secret_names[name] = is_secret_header(name.decode("latin-1"))
+        secret = list(map(_secret_names.__getitem__, map(_name, raw)))
+    if True not in secret:
+        return raw
+    safe = list(raw)
+    for index in itertools.compress(itertools.count(), secret):
+        safe[index] = (safe[index][0], _REDACTED)
+    return safe
 
 
 #: Query string → the same without credential values (queries repeat call after call).
@@ -191,10 +238,10 @@ def _record(ex: Exchange) -> bytes:
             ex.rewritten,
             _settings_record(ex.settings),
         ),
-        # Version 4 (not 2): its short ASCII strings (header names, ids, the URL parts)
-        # are written as they are instead of encoded to UTF-8: half the cost, 6% smaller.
-        # (Any version reads back with marshal.loads.)
-        4,
+        # Version 2: no back-references. Version 4 writes short ASCII strings as they are,
+        # 6% smaller, but looks every object up in a table of those written: 2.7 µs
+        # against 1.6 for a chat call's record. (Any version reads back with marshal.loads.)
+        2,
     )
     return data
 
@@ -204,153 +251,375 @@ def _joined(chunks: Iterable[bytes]) -> list[bytes]:
     return [data] if data else []
 
 
+class _Segment:
+    """One spool file of this process: its descriptor, path and (when mapped) its map."""
+
+    __slots__ = ("end", "fd", "map", "number", "outstanding", "path", "size")
+
+    def __init__(self, fd: int, path: Path, mapped: mmap.mmap | None, size: int) -> None:
+        self.fd = fd
+        self.path = path
+        #: The file's map (``None``: a file written with ``os.writev``, see ``Spool``).
+        self.map = mapped
+        #: Bytes the file holds (a mapped one: its preallocated size).
+        self.size = size
+        #: Where the next record goes (a mapped file: the zero header that ends it).
+        self.end = _START if mapped is not None else 0
+        self.number = 0
+        #: Records appended and not yet released.
+        self.outstanding = 0
+
+    def close(self, *, delete: bool) -> None:
+        if delete:
+            self.path.unlink(missing_ok=True)
+        if self.map is not None:
+            with contextlib.suppress(BufferError, ValueError):
+                self.map.close()
+        os.close(self.fd)
+
+
 class Spool:
     """This process's spool for one log. ``append`` runs on the app's threads, the rest in
     the writer thread (or at exit)."""
 
     def __init__(self, db: LogTarget) -> None:
+        self.db = db
+        #: False once closed, discarded or forgotten: appends are refused (-1).
+        self.live = True
         self.folder = spool_folder(db)
         self._lock = threading.Lock()
         self._stem = f"{os.getpid()}-{secrets.token_hex(4)}"
-        #: segment → (its fd, its path); the current one is the highest.
-        self._files: dict[int, tuple[int, Path]] = {}
-        #: segment → records appended and not yet released.
-        self._outstanding: dict[int, int] = {}
-        self._segment = 0
-        self._fd = -1
-        self._size = 0
+        #: segment number → segment, the current one among them (the highest).
+        self._segments: dict[int, _Segment] = {}
+        self._current: _Segment | None = None
+        #: A mapped segment made ready (by the writer) for the current one to rotate into.
+        self._spare: _Segment | None = None
+        self._numbers = 0
+        #: Numbers for file names: ``next()`` is atomic (the app's threads make files under
+        #: the lock, the writer its spares outside it).
+        self._files = itertools.count(1)
+        #: After a segment could not be made (a full disk): appends wait until then to try again.
+        self._retry_at = 0.0
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._begin_segment()
+        self.mapped = _mappable(self.folder)
+        #: The writer faults in what appends will write next (see ``POPULATE_BYTES``).
+        self._populate = self.mapped and hasattr(mmap.mmap, "madvise")
+        self._current = self._register(self._new_segment(SEGMENT_BYTES))
 
     def owns(self, name: str) -> bool:
         return name.startswith(self._stem + "-")
 
-    def _begin_segment(self) -> None:
-        """A new, locked, empty segment file becomes the current one (lock held, or init)."""
-        segment = self._segment + 1
-        path = self.folder / f"{self._stem}-{segment}.spool"
+    def _new_segment(self, size: int) -> _Segment:
+        """A new, locked, empty segment file: preallocated and mapped (``size`` bytes), or
+        one for ``os.writev`` (on a file system where a map is not safe: see ``_mappable``).
+        Made under a temporary name, locked, then renamed: nobody ever sees it unlocked."""
+        path = self.folder / f"{self._stem}-{next(self._files)}.spool"
         temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR if self.mapped else os.O_WRONLY | os.O_APPEND
+        fd = os.open(temporary, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        mapped = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if self.mapped:
+                # Every block allocated now: writing into the map can then never meet a full
+                # disk (which would kill the app with SIGBUS).
+                _allocate(fd, size)
+                mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                mapped[: len(MAGIC)] = MAGIC  # the rest is zero: no record yet
             os.rename(temporary, path)
         except BaseException:
+            if mapped is not None:
+                mapped.close()
             os.close(fd)
             temporary.unlink(missing_ok=True)
             raise
-        self._files[segment] = (fd, path)
-        self._outstanding[segment] = 0
-        self._segment, self._fd, self._size = segment, fd, 0
+        return _Segment(fd, path, mapped, size if mapped is not None else 0)
+
+    def _register(self, segment: _Segment) -> _Segment:
+        self._numbers += 1
+        segment.number = self._numbers
+        self._segments[segment.number] = segment
+        return segment
 
     def append(self, exchange: Exchange) -> int:
         """Write ``exchange`` to the spool; its segment, or -1 if it could not be written
-        (a full disk: the call is still recorded, just not crash-safe)."""
+        (a full disk: the call is still recorded, just not crash-safe). Releases no GIL
+        (a mapped segment: a memory copy), except to begin a segment (rarely)."""
         try:
             data = _record(exchange)
         except (ValueError, TypeError) as exc:  # a value marshal cannot write (never in practice)
             report_fault("spool", "a call could not be spooled; it is recorded all the same", exc)
             return -1
+        length = len(data)
         with self._lock:
-            fd = self._fd
-            if fd < 0:
-                return -1
-            size = len(data) + 4
+            segment = self._current
             try:
-                written = os.writev(fd, (_LENGTH.pack(len(data)), data))
-            except OSError as exc:
-                written = -1
-                error: OSError | None = exc
-            else:
-                error = None
-            if written != size:
-                # A partial record would make every later one unreadable: cut it off.
-                try:
-                    os.ftruncate(fd, self._size)
-                except OSError:
-                    self._fd = -1  # cannot repair: spool no more (this process)
+                if segment is None:
+                    segment = self._restart()
+                    if segment is None:
+                        return -1
+                if segment.map is None:
+                    return self._write(segment, data)
+                # Framing: 8-byte aligned records, each a header (its length, and the length
+                # xor CHECK) and its bytes; a zero header ends the file. The bytes first, then
+                # the zero header after them, then this record's header last: a death at any
+                # point leaves either the record whole or a zero or torn header (the check
+                # fails) where it was to be, so it is never misread, and records of a file
+                # emptied and reused are never reached.
+                start = segment.end
+                stop = start + _HEADER_SIZE + length
+                after = (stop + 7) & ~7
+                if after + _HEADER_SIZE > segment.size:
+                    if length > MAX_RECORD:
+                        raise ValueError(f"a record of {length} bytes")
+                    segment = self._rotate(after - start + _HEADER_SIZE)
+                    start = segment.end
+                    stop = start + _HEADER_SIZE + length
+                    after = (stop + 7) & ~7
+                view = segment.map
+                assert view is not None
+                view[start + _HEADER_SIZE : stop] = data
+                view[after : after + _HEADER_SIZE] = _NO_RECORD
+                _HEADER.pack_into(view, start, length, length ^ CHECK)
+                segment.end = after
+            except (OSError, ValueError) as exc:
                 report_fault(
                     "spool",
-                    f"a call could not be spooled in {self.folder} ({error or 'short write'}); "
+                    f"a call could not be spooled in {self.folder} ({exc}); "
                     "it is recorded all the same, but would not survive a crash",
-                    error,
+                    exc,
                 )
                 return -1
-            self._size += size
-            segment = self._segment
-            self._outstanding[segment] += 1
-        return segment
+            segment.outstanding += 1
+            return segment.number
+
+    def _rotate(self, needed: int) -> _Segment:
+        """The current segment is full: the spare becomes the current one (made ready by the
+        writer), else a new one (lock held). A record bigger than a segment gets a segment
+        of its own, which never becomes the current one (deleted once released)."""
+        if needed + _START > SEGMENT_BYTES:
+            size = (needed + _START + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+            return self._register(self._new_segment(size))
+        spare, self._spare = self._spare, None
+        if spare is None:
+            spare = self._new_segment(SEGMENT_BYTES)
+        self._current = self._register(spare)
+        return spare
+
+    def _restart(self) -> _Segment | None:
+        """After a segment could not be made: try again, at most once a second (lock held)."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return None
+        self._retry_at = now + RETRY_SECONDS
+        self._current = self._register(self._new_segment(SEGMENT_BYTES))
+        return self._current
+
+    def _write(self, segment: _Segment, data: bytes) -> int:
+        """Append to a segment that is not mapped: one ``os.writev``, the length first."""
+        size = len(data) + 4
+        try:
+            written = os.writev(segment.fd, (_LENGTH.pack(len(data)), data))
+        except OSError as exc:
+            written = -1
+            error: OSError | None = exc
+        else:
+            error = None
+        if written != size:
+            # A partial record would make every later one unreadable: cut it off.
+            try:
+                os.ftruncate(segment.fd, segment.end)
+            except OSError:
+                self._current = None  # cannot repair: begin another segment
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+            report_fault(
+                "spool",
+                f"a call could not be spooled in {self.folder} ({error or 'short write'}); "
+                "it is recorded all the same, but would not survive a crash",
+                error,
+            )
+            return -1
+        segment.end += size
+        segment.outstanding += 1
+        return segment.number
 
     def release(self, segment: int, count: int = 1) -> None:
         """``count`` records of ``segment`` are in the log (or counted as dropped)."""
         if segment < 0:
             return
         with self._lock:
-            left = self._outstanding.get(segment)
-            if left is not None:
-                self._outstanding[segment] = max(0, left - count)
+            found = self._segments.get(segment)
+            if found is not None:
+                found.outstanding = max(0, found.outstanding - count)
 
     def tidy(self) -> None:
-        """Delete older segments whose records are all released, empty the current one if
-        all of its are, and begin a new one if it has grown large while rows wait."""
+        """Let go of older segments whose records are all released (one is kept, emptied,
+        as the spare), empty the current one if all of its are, and make a spare ready once
+        the current one is half full. A segment not mapped is rotated when it grows large
+        while rows wait."""
+        gone: list[_Segment] = []
         with self._lock:
-            for segment in [s for s, left in self._outstanding.items() if not left and s != self._segment]:
-                fd, path = self._files.pop(segment)
-                del self._outstanding[segment]
-                path.unlink(missing_ok=True)
-                os.close(fd)
-            if self._fd < 0:
-                return
-            if self._size and not self._outstanding[self._segment]:
+            current = self._current
+            for number, segment in list(self._segments.items()):
+                if segment.outstanding or segment is current:
+                    continue
+                del self._segments[number]
+                if self._spare is None and segment.map is not None and segment.size == SEGMENT_BYTES:
+                    _empty(segment)
+                    self._spare = segment
+                else:
+                    gone.append(segment)
+            make_spare = False
+            if current is not None and not current.outstanding and current.end > _start(current):
                 try:
-                    os.ftruncate(self._fd, 0)
-                    self._size = 0
+                    if current.map is not None:
+                        _empty(current)
+                    else:
+                        os.ftruncate(current.fd, 0)
+                        current.end = 0
                 except OSError as exc:
                     report_fault("spool", f"could not empty the spool in {self.folder}", exc)
-            elif self._size > ROTATE_BYTES:
+            elif current is not None and current.map is None and current.end > ROTATE_BYTES:
                 try:
-                    self._begin_segment()
+                    self._current = self._register(self._new_segment(0))
                 except OSError as exc:
                     report_fault("spool", f"could not begin a spool file in {self.folder}", exc)
+            elif current is not None and current.map is not None:
+                make_spare = self._spare is None and current.end > current.size // 2
+        for segment in gone:
+            with contextlib.suppress(OSError):
+                segment.close(delete=True)
+        if self._populate:
+            self._fault_in(current, self._spare)
+        if make_spare:  # off the app's thread and outside the lock: the files' system calls
+            try:
+                spare: _Segment | None = self._new_segment(SEGMENT_BYTES)
+            except OSError as exc:
+                report_fault("spool", f"could not begin a spool file in {self.folder}", exc)
+                return
+            with self._lock:
+                if self._spare is None and self._current is not None:
+                    self._spare, spare = spare, None
+            if spare is not None:
+                spare.close(delete=True)
+
+    def _fault_in(self, *segments: _Segment | None) -> None:
+        """Fault in the next ``POPULATE_BYTES`` of each mapped segment (no data changes:
+        appends may go on meanwhile). Holds the GIL (about 2 µs a page not yet in), never
+        the lock."""
+        for segment in segments:
+            if segment is None or segment.map is None:
+                continue
+            start = segment.end & ~(mmap.PAGESIZE - 1)
+            length = min(POPULATE_BYTES, segment.size - start)
+            if length <= 0:
+                continue
+            try:
+                segment.map.madvise(_POPULATE_WRITE, start, length)
+            except (OSError, ValueError):  # an older kernel (or a segment closed meanwhile)
+                self._populate = False
+                return
 
     @property
     def pending(self) -> int:
         """Records appended and not yet released."""
         with self._lock:
-            return sum(self._outstanding.values())
+            return sum(segment.outstanding for segment in self._segments.values())
+
+    def _all(self) -> list[_Segment]:
+        segments = list(self._segments.values())
+        if self._spare is not None:
+            segments.append(self._spare)
+        self._segments.clear()
+        self._current = self._spare = None
+        self._retry_at = float("inf")  # closed: no more appends
+        self.live = False
+        return segments
 
     def close(self) -> bool:
         """At exit: delete the files if every record is released (else leave them for the
         next process: the lock goes with this process). ``True`` if deleted."""
         with self._lock:
-            done = not any(self._outstanding.values())
-            for fd, path in self._files.values():
-                if done:
-                    path.unlink(missing_ok=True)
-                os.close(fd)
-            self._files.clear()
-            self._outstanding.clear()
-            self._fd = -1
+            segments = self._all()
+        done = not any(segment.outstanding for segment in segments)
+        for segment in segments:
+            with contextlib.suppress(OSError):
+                segment.close(delete=not segment.outstanding)
         return done
 
     def discard(self) -> None:
         """Delete the files, whatever they hold (tests)."""
         with self._lock:
-            for fd, path in self._files.values():
-                path.unlink(missing_ok=True)
-                os.close(fd)
-            self._files.clear()
-            self._outstanding.clear()
-            self._fd = -1
+            segments = self._all()
+        for segment in segments:
+            with contextlib.suppress(OSError):
+                segment.close(delete=True)
 
     def forget(self) -> None:
-        """In a forked child: the files are the parent's. Close the inherited descriptors
-        (the parent's locks stay: a flock lives until every copy is closed)."""
-        for fd, _ in self._files.values():
+        """In a forked child: the files are the parent's. Unmap them and close the inherited
+        descriptors (the parent's locks stay: a flock lives until every copy is closed)."""
+        for segment in self._all():
             with contextlib.suppress(OSError):
-                os.close(fd)
-        self._files.clear()
-        self._outstanding.clear()
-        self._fd = -1
+                segment.close(delete=False)
+
+
+def _start(segment: _Segment) -> int:
+    return _START if segment.map is not None else 0
+
+
+def _empty(segment: _Segment) -> None:
+    """A mapped segment whose records are all released starts over, its used bytes zeroed
+    from the first header on: its old records are never read again, and what they held
+    (bodies with credentials the row's redaction took out) does not stay on disk, as a
+    file truncated by ``os.ftruncate`` would not keep it either (lock held)."""
+    view = segment.map
+    assert view is not None
+    for start in range(_START, segment.end, len(_ZEROS)):
+        stop = min(start + len(_ZEROS), segment.end)
+        view[start:stop] = _ZEROS[: stop - start]  # (a memoryview: no copy)
+    segment.end = _START
+
+
+_ZEROS = memoryview(bytes(64 * 1024))
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of disk to ``fd`` (zeros)."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        allocate(fd, 0, size)
+        return
+    zeros = bytes(min(size, 1 << 20))  # pragma: no cover - not Linux
+    for offset in range(0, size, len(zeros)):  # pragma: no cover
+        os.pwrite(fd, zeros[: size - offset], offset)
+
+
+#: File systems on which a preallocated file is written in place: a write into its map never
+#: needs a new block (copy-on-write ones, btrfs, ZFS, APFS, would, and a full disk would then
+#: kill the app with SIGBUS). Overlay: Docker's upper layer is ext4 or xfs.
+_IN_PLACE = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "overlay"})
+
+
+def _mappable(folder: Path) -> bool:
+    """Whether spool files in ``folder`` are written through a map (Linux, on a file system
+    in ``_IN_PLACE``), else with ``os.writev``."""
+    if sys.platform != "linux" or not hasattr(os, "posix_fallocate"):
+        return False
+    try:
+        target = os.path.realpath(folder)
+        best, kind = "", ""
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as file:
+            for line in file:
+                fields = line.split(" - ", 1)
+                if len(fields) != 2:
+                    continue
+                mount = fields[0].split()[4].replace("\\040", " ")
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, fields[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return kind in _IN_PLACE
 
 
 # -- reading and recovering -----------------------------------------------------------------
@@ -358,19 +627,35 @@ class Spool:
 
 def read_records(data: bytes) -> Iterator[tuple[Any, ...] | None]:
     """The records in a spool file's bytes, in order (``None`` for one that cannot be
-    read); a record cut short at the end (its process died writing it) is left out."""
+    read), up to a zero length; a record cut short at the end (its process died writing
+    it) is left out. Reads both formats: mapped files (``MAGIC``) and older ones."""
     view = memoryview(data)
-    pos, end = 0, len(data)
+    end = len(data)
+    if data[:_START] == MAGIC:
+        pos = _START
+        while pos + _HEADER_SIZE <= end:
+            length, check = _HEADER.unpack_from(view, pos)
+            stop = pos + _HEADER_SIZE + length
+            if not length or check != length ^ CHECK or stop > end:
+                return  # the end, or a record its process died committing
+            yield _loads(view[pos + _HEADER_SIZE : stop])
+            pos = (stop + 7) & ~7
+        return
+    pos = 0
     while pos + 4 <= end:
         (length,) = _LENGTH.unpack_from(view, pos)
-        if pos + 4 + length > end:
+        if not length or pos + 4 + length > end:
             return
-        try:
-            record = marshal.loads(view[pos + 4 : pos + 4 + length])
-        except (ValueError, EOFError, TypeError):
-            record = None
-        yield record if isinstance(record, tuple) and record and record[0] == VERSION else None
+        yield _loads(view[pos + 4 : pos + 4 + length])
         pos += 4 + length
+
+
+def _loads(data: memoryview) -> tuple[Any, ...] | None:
+    try:
+        record = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return record if isinstance(record, tuple) and record and record[0] == VERSION else None
 
 
 #: (db, settings record) → Settings, for recovered calls.

@@ -185,6 +185,8 @@ class Writer:
         self._logs: dict[LogTarget, _Log] = {}
         #: This process's spool for each log (the app's side; ``None``: could not be made).
         self._spools: dict[LogTarget, Spool | None] = {}
+        #: The spool the last call was appended to (a closed one is not used again).
+        self._last_spool: Spool | None = None
         self._spool_lock = threading.Lock()
         #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
@@ -203,8 +205,12 @@ class Writer:
             )
             return
         db = exchange.settings.db
-        spools = self._spools
-        spool = spools[db] if db in spools else self._open_spool(db)
+        spool = self._last_spool  # the one log of nearly every app: no hashing of its path
+        if spool is None or spool.db is not db or not spool.live:
+            spools = self._spools
+            spool = spools[db] if db in spools else self._open_spool(db)
+            if spool is not None:
+                self._last_spool = spool
         if spool is not None:
             # Before the app has the end of its response (the tee calls this before its last
             # read returns): from here on the call survives this process.
@@ -613,6 +619,7 @@ class Writer:
                     spool.tidy()
                     spool.close()
                 del self._spools[path]
+            self._last_spool = None
         finally:
             self._lock.release()
 
@@ -627,6 +634,7 @@ class Writer:
                 if spool is not None:
                     spool.discard()
             self._spools.clear()
+            self._last_spool = None
 
     def close_connections(self) -> None:
         with self._lock:
@@ -722,11 +730,13 @@ def _held_bytes(exchange: Exchange) -> int:
     return len(exchange.request_body) + min(exchange.received, exchange.limit) + exchange.tail_bytes
 
 
-_BODY_COLUMNS = tuple(COLUMN_NAMES.index(c) for c in ("request_body", "response_body", "response_text"))
+_body_values = operator.itemgetter(
+    *(COLUMN_NAMES.index(c) for c in ("request_body", "response_body", "response_text"))
+)
 
 
 def _row_bytes(row: tuple[Any, ...]) -> int:
-    return 512 + sum(len(row[i]) for i in _BODY_COLUMNS if row[i])
+    return 512 + sum(map(len, filter(None, _body_values(row))))  # in C: once per row
 
 
 def _warm_up() -> None:

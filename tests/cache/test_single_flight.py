@@ -636,49 +636,36 @@ def test_a_follower_of_an_answer_longer_than_the_body_cap_gets_it_whole(db: Path
     assert len(seen) == 1
 
 
-# -- the folder's leases ----------------------------------------------------------------------
-
-LEASE_HOLDER = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from httptrack.cache._store import EntryStore
-
-    store = EntryStore(Path(sys.argv[1]), None)
-    taken = store.acquire("k1", 60), store.acquire("k2", 60)
-    store.release("k2")
-    print(*taken, flush=True)
-    time.sleep(60)
-    """
-)
-
-
-def test_a_folder_lease_is_taken_once_across_processes_and_freed_when_its_holder_dies(
-    tmp_path: Path, cache_dir: Path
+def test_the_membership_filter_is_refreshed_by_the_writer_and_after_a_pause_only(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from httptrack.cache._store import EntryStore
+    """A lookup never lists the storage while the writer keeps the filter fresh (that query
+    would hand the GIL to the busy writer mid-call); the writer refreshes it every
+    FILTER_REFRESH_EVERY seconds; a filter left older than FILTER_REFRESH (the writer idle)
+    is refreshed by the first lookup that finds it so."""
+    from httptrack.cache import _flight
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LEASE_HOLDER, str(cache_dir)], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().split() == ["True", "True"]
-        store = EntryStore(cache_dir, None)
-        assert store.acquire("k1", 60) is False and store.held("k1")
-        assert not store.held("k2") and store.acquire("k2", 60) is True  # given back
-        assert store.acquire("k2", 60) is False  # this process holds it now (another thread)
-        store.release("k1")  # not its lease: left to its holder
-        assert store.held("k1") and store.acquire("k1", 60) is False
-        assert store.acquire("k3", 0.001) is True
-        time.sleep(0.01)
-        assert store.acquire("k3", 60) is True  # its own lease, expired: taken again
-    finally:
-        holder.kill()
-        holder.communicate(timeout=30)
-    assert not store.held("k1") and store.acquire("k1", 60) is True  # its holder died
-    store.release("k1")
-    store.release("k2")
-    store.release("k3")
-    assert not store.held("k2")
+    now = [100.0]
+    monkeypatch.setattr(_flight.time, "monotonic", lambda: now[0])
+    listed: list[object] = []
+
+    class Storage:
+        def changes_since(self, cursor: object) -> tuple[list[str], object]:
+            listed.append(cursor)
+            return ([] if cursor is None else ["stored-elsewhere"]), len(listed)
+
+    shared = _flight.Shared(Storage())  # type: ignore[arg-type]
+    assert shared.may_contain("k") and listed == []  # no filter yet: the writer loads it first
+    shared.refresh_filter(shared.store)  # the writer: the first load
+    assert listed == [None] and not shared.may_contain("k")
+    now[0] += _flight.FILTER_REFRESH_EVERY / 2
+    shared.refresh_filter(shared.store)  # not due yet
+    assert not shared.may_contain("k") and listed == [None]  # the lookup lists nothing
+    now[0] += _flight.FILTER_REFRESH_EVERY / 2
+    shared.refresh_filter(shared.store)  # due: what other processes stored is added
+    assert listed == [None, 1] and shared.may_contain("stored-elsewhere")
+    now[0] += _flight.FILTER_REFRESH - 0.01
+    assert not shared.may_contain("k") and len(listed) == 2  # still fresh enough
+    now[0] += 5.0  # the writer was idle: the first lookup refreshes it, once
+    assert not shared.may_contain("k") and not shared.may_contain("k2")
+    assert listed == [None, 1, 2]

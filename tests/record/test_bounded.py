@@ -576,7 +576,9 @@ def test_long_json_is_never_decoded_in_one_c_call(db: Path, monkeypatch: pytest.
     reply["usage"] = {"prompt_tokens": 321, "total_tokens": 321}
     body = json.dumps(reply).encode()
     prompt = {"model": "text-embedding-3-small", "input": ["word " * 100] * 1000}
-    events = [sse(chunk("x" * 300_000)), sse(chunk(None, "stop")), sse(USAGE_CHUNK), b"data: [DONE]\n\n"]
+    # (NaN: JSON only json's own C scanner reads, which shows the spy above is in place.)
+    events = [sse(chunk("x" * 300_000)), sse(chunk(None, "stop")), sse(USAGE_CHUNK), sse(b'{"n": NaN}')]
+    events.append(b"data: [DONE]\n\n")
 
     def handler(request: Any) -> Any:
         if request.url.path.endswith("/embeddings"):

@@ -23,6 +23,7 @@ from httptrack._settings import Settings
 from httptrack.log._schema import COLUMN_NAMES
 from httptrack.log._sqlite import Store
 from httptrack.providers import provider_by_name
+from httptrack.record import _spool
 from httptrack.record._row import build_row
 from httptrack.record._spool import VERSION, read_records, spool_folder
 
@@ -292,3 +293,232 @@ def test_rows_written_together_release_their_spool_records_in_one_call_per_segme
     calls.clear()
     _release(Recorder(), [])  # type: ignore[arg-type]
     assert calls == []
+
+
+# -- the framing of a spool file ------------------------------------------------------------
+
+
+def _exchange(body: bytes = b'{"model": "gpt-4o-mini"}', db: Path | None = None) -> Exchange:
+    ex = Exchange(
+        provider=provider_by_name("openai"),
+        operation="chat",
+        settings=Settings(db=db) if db is not None else Settings(),
+        sink=None,
+        method="POST",
+        scheme="https",
+        host="api.openai.com",
+        port=None,
+        path="/v1/chat/completions",
+        query="",
+        request_headers=[
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {SECRET}".encode()),
+        ],
+        request_body=body,
+        attribution=Attribution(),
+        control=None,
+    )
+    ex.received_headers(200, [(b"content-type", b"application/json")])
+    ex.add_chunk(b'{"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": 1}}')
+    ex.end("complete")
+    return ex
+
+
+def _ids(path: Path) -> list[str | None]:
+    """The call ids of the records in a spool file (``None``: one that cannot be read)."""
+    return [record[1] if record else None for record in read_records(path.read_bytes())]
+
+
+@pytest.fixture
+def mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spool files written through a map, whatever file system the tests run on."""
+    monkeypatch.setattr(_spool, "_mappable", lambda folder: True)
+
+
+def test_an_append_is_a_memory_copy_not_a_system_call(
+    tmp_path: Path, mapped: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = _spool.Spool(tmp_path / "calls.db")
+    try:
+        calls = [_exchange() for _ in range(3)]
+
+        def no_system_call(*args: object) -> None:
+            raise AssertionError("a system call on the app's thread")
+
+        for name in ("write", "writev", "pwrite", "ftruncate", "fsync"):
+            monkeypatch.setattr(os, name, no_system_call)
+        segments = [spool.append(ex) for ex in calls]
+        monkeypatch.undo()
+        (path,) = _spools(tmp_path / "calls.db")
+        assert segments == [1, 1, 1] and spool.pending == 3
+        assert path.read_bytes().startswith(_spool.MAGIC)
+        assert _ids(path) == [ex.call_id for ex in calls]
+    finally:
+        spool.discard()
+
+
+def test_a_record_its_process_died_committing_is_never_read(tmp_path: Path, mapped: None) -> None:
+    spool = _spool.Spool(tmp_path / "calls.db")
+    try:
+        first, second = _exchange(), _exchange()
+        spool.append(first)
+        (path,) = _spools(tmp_path / "calls.db")
+        at = spool._current.end  # type: ignore[union-attr]  # where the next header goes
+        whole = bytearray(path.read_bytes())
+        spool.append(second)
+        after = bytearray(path.read_bytes())
+        assert _ids(path) == [first.call_id, second.call_id]
+        # A death at any moment of the second append: its bytes written or not, its header
+        # not yet, or any part of it (each byte of the header alone, or up to each byte).
+        header = bytes(after[at : at + 8])
+        torn = [bytes(whole[:at]) + bytes(after[at + 8 :]).rjust(len(after) - at, b"\0")]
+        for cut in range(1, 8):
+            torn.append(bytes(after[:at]) + header[:cut] + bytes(8 - cut) + bytes(after[at + 8 :]))
+            single = bytearray(8)
+            single[cut] = header[cut]
+            torn.append(bytes(after[:at]) + bytes(single) + bytes(after[at + 8 :]))
+        for data in torn:
+            assert [r[1] if r else None for r in read_records(data)] == [first.call_id]
+    finally:
+        spool.discard()
+
+
+def test_a_spool_emptied_and_reused_never_shows_its_old_records(tmp_path: Path, mapped: None) -> None:
+    spool = _spool.Spool(tmp_path / "calls.db")
+    try:
+        old = [_exchange(b"x" * 3000) for _ in range(5)]
+        for ex in old:
+            spool.release(spool.append(ex))
+        (path,) = _spools(tmp_path / "calls.db")
+        spool.tidy()  # every record released: the segment starts over
+        assert _ids(path) == []
+        # ... and what they held is gone from the file (a body may hold a credential that
+        # only the row's redaction takes out), as from a file truncated.
+        assert b"x" * 100 not in path.read_bytes() and old[0].call_id.encode() not in path.read_bytes()
+        # The same size as those it overwrites (it ends where the second one began), then
+        # shorter ones.
+        new = [_exchange(b"y" * 3000), _exchange(b"y")]
+        spool.release(spool.append(new[0]))
+        assert _ids(path) == [new[0].call_id]
+        spool.tidy()
+        spool.append(new[1])
+        assert _ids(path) == [new[1].call_id]
+    finally:
+        spool.discard()
+
+
+def test_segments_rotate_and_a_recycled_one_shows_only_its_new_records(
+    tmp_path: Path, mapped: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "SEGMENT_BYTES", 16 * 1024)
+    db = tmp_path / "calls.db"
+    spool = _spool.Spool(db)
+    try:
+        calls = [_exchange(b"x" * 2000) for _ in range(20)]  # ~2.5 KB records: 6 a segment
+        segments = []
+        for ex in calls:
+            segments.append(spool.append(ex))
+            ex.spooled = segments[-1]
+            spool.tidy()  # the writer, now and then: a spare once the current is half full
+        assert segments == sorted(segments) and len(set(segments)) >= 3
+        spooled = [i for path in _spools(db) for i in _ids(path)]
+        assert sorted(spooled) == sorted(ex.call_id for ex in calls)  # every call, once
+        for ex in calls[:-2]:
+            spool.release(ex.spooled)
+        spool.tidy()
+        # Released segments are gone, but one, kept (emptied, zeroed) as the spare.
+        data = b"".join(path.read_bytes() for path in _spools(db))
+        assert not any(ex.call_id.encode() in data for ex in calls[:-2])
+        assert sorted(i for path in _spools(db) for i in _ids(path)) == sorted(
+            ex.call_id for ex in calls[-2:]
+        )
+        assert len(_spools(db)) == 2
+        more = [_exchange(b"z" * 2000) for _ in range(12)]
+        for ex in more:
+            spool.append(ex)
+        spooled = [i for path in _spools(db) for i in _ids(path)]
+        assert sorted(spooled) == sorted(ex.call_id for ex in calls[-2:] + more)
+    finally:
+        spool.discard()
+    assert _spools(db) == []
+
+
+def test_a_record_bigger_than_a_segment_gets_one_of_its_own(
+    tmp_path: Path, mapped: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "SEGMENT_BYTES", 16 * 1024)
+    db = tmp_path / "calls.db"
+    spool = _spool.Spool(db)
+    try:
+        small, big, after = _exchange(), _exchange(os.urandom(100_000)), _exchange()
+        first = spool.append(small)
+        segment = spool.append(big)
+        assert spool.append(after) == first != segment
+        by_file = {path.name: _ids(path) for path in _spools(db)}
+        assert sorted(by_file.values()) == sorted([[small.call_id, after.call_id], [big.call_id]])
+        spool.release(segment)
+        spool.tidy()
+        assert [_ids(path) for path in _spools(db)] == [[small.call_id, after.call_id]]
+    finally:
+        spool.discard()
+
+
+@pytest.mark.parametrize("format", ["mapped", "older: framed by length alone", "written, not mapped"])
+def test_a_dead_process_s_spool_is_recovered_in_either_format(
+    format: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "calls.db"
+    big = json.dumps({"model": "gpt-4o-mini", "prompt": os.urandom(35_000).hex()}).encode()
+    calls = [_exchange(db=db), _exchange(big, db=db), _exchange(db=db)]
+    folder = spool_folder(db)
+    if format == "older: framed by length alone":
+        # As the spool wrote before mapped files: each record's length, then its marshal
+        # (version 4), no padding, no end mark.
+        folder.mkdir(mode=0o700)
+        records = [marshal.dumps(marshal.loads(_spool._record(ex)), 4) for ex in calls]
+        data = b"".join(struct.pack("<I", len(r)) + r for r in records)
+        (folder / "4242-0badcafe-1.spool").write_bytes(data + struct.pack("<I", 500) + b"cut short")
+    else:
+        monkeypatch.setattr(_spool, "_mappable", lambda folder: format == "mapped")
+        monkeypatch.setattr(_spool, "SEGMENT_BYTES", 64 * 1024)
+        spool = _spool.Spool(db)
+        for ex in calls:
+            spool.append(ex)
+        assert all(path.read_bytes().startswith(_spool.MAGIC) == (format == "mapped") for path in _spools(db))
+        spool.forget()  # as if the process were gone: its files unlocked
+    with httptrack.open_log(db) as log:
+        recovered = {call.id: call for call in log.calls()}
+    assert sorted(recovered) == sorted(ex.call_id for ex in calls)
+    assert recovered[calls[1].call_id].request_body == big.decode()
+    assert _spools(db) == []
+
+
+def test_a_spool_not_mapped_is_written_with_writev_and_emptied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "_mappable", lambda folder: False)
+    db = tmp_path / "calls.db"
+    spool = _spool.Spool(db)
+    try:
+        first = _exchange()
+        spool.release(spool.append(first))
+        (path,) = _spools(db)
+        assert _ids(path) == [first.call_id]
+        spool.tidy()
+        assert path.stat().st_size == 0
+        second = _exchange()
+        spool.append(second)
+        assert _ids(path) == [second.call_id]
+    finally:
+        spool.discard()
+
+
+def test_spool_files_are_mapped_only_on_file_systems_that_write_in_place() -> None:
+    if sys.platform != "linux":
+        assert not _spool._mappable(Path.cwd())
+        return
+    with open("/proc/self/mountinfo", encoding="utf-8") as file:
+        kinds = {line.split(" - ")[0].split()[4]: line.split(" - ")[1].split()[0] for line in file}
+    assert _spool._mappable(Path("/proc/self")) is False  # proc: not a file system for data
+    if kinds.get("/dev/shm") == "tmpfs":
+        assert _spool._mappable(Path("/dev/shm/a/b")) is True

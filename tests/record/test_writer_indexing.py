@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from recorded_log import record_calls
@@ -80,3 +81,79 @@ def test_an_index_failure_never_costs_the_calls(db: Path, monkeypatch: pytest.Mo
         conn.close()
     assert _faults.fault_counts().get("search_index", 0) >= 1
     assert indexed(db) == (8, 16)  # the rollup went on
+
+
+def test_the_benchmarks_bulk_load_is_what_the_writer_makes(tmp_path: Path) -> None:
+    """bench_log's bulk load (bodies compressed, search index fed per batch, rollups and
+    indexes at the end) gives the database the writer's Store makes from the same calls:
+    schema, stored bodies, search results, rollups; and a bulk-loaded call can be unindexed
+    (a contentless index forgets only the exact text it was given)."""
+    import bench_log
+
+    from httptrack.log import _views
+
+    bulk, written = tmp_path / "bulk.db", tmp_path / "written.db"
+    bench_log.generate(bulk, 400, progress=False)
+    conn = sqlite3.connect(bulk)
+    store = _store.Store(written)
+    try:
+        # The same calls (the generator's ids are random: taken from the bulk load).
+        names = ", ".join(f'"{c}"' for c in bench_log.COLUMN_NAMES)
+        from httptrack.log._bodies import body_text
+
+        at = [bench_log.COLUMN_NAMES.index(c) for c in ("request_body", "response_body")]
+        rows = [
+            tuple(body_text(v) if i in at else v for i, v in enumerate(row))
+            for row in conn.execute(f"SELECT {names} FROM calls ORDER BY rowid")
+        ]
+        store.write(rows)
+        store.catch_up()
+    finally:
+        store.close()
+        conn.close()
+
+    def snapshot(db: Path) -> dict[str, Any]:
+        c = sqlite3.connect(db)
+        try:
+            return {
+                "schema": sorted(
+                    c.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+                ),
+                "calls": c.execute(f"SELECT {names} FROM calls ORDER BY rowid").fetchall(),
+                "rollup": c.execute("SELECT * FROM calls_rollup ORDER BY 1, 2, 3").fetchall(),
+                "detail": c.execute(
+                    "SELECT * FROM calls_rollup_detail ORDER BY 1, 2, 3, 4, 5, 6, 7"
+                ).fetchall(),
+                "latency": c.execute("SELECT * FROM calls_rollup_latency ORDER BY 1, 2, 3, 4").fetchall(),
+                "search": [
+                    c.execute(
+                        "SELECT group_concat(rowid) FROM calls_fts WHERE calls_fts MATCH ?", [w]
+                    ).fetchone()
+                    for w in (
+                        "refund",
+                        '"refund policy"',
+                        "paris NOT london",
+                        "prompt: invoice",
+                        "response: python",
+                        "temperature OR assistant",  # JSON keys and roles: not prompt text
+                    )
+                ],
+            }
+        finally:
+            c.close()
+
+    got, want = snapshot(bulk), snapshot(written)
+    assert got.keys() == want.keys()
+    for key in got:
+        assert got[key] == want[key], key
+    assert any(rowids for (rowids,) in got["search"])
+    conn = sqlite3.connect(bulk)
+    try:
+        with conn:
+            _views.unindex(conn, "rowid <= 200", [])
+        left = conn.execute(
+            "SELECT min(rowid), count(*) FROM calls_fts WHERE calls_fts MATCH 'the OR temperature'"
+        ).fetchone()
+        assert left[0] > 200 and left[1] > 0
+    finally:
+        conn.close()

@@ -93,6 +93,17 @@ def planned_path(ds: Datasette) -> Path:
             "provider = 'openai' AND user = 'u0'",
         ),
         ("status=error&_sort=cost_usd", "cost_usd", "status = 'error'"),
+        ("status=error&_sort_desc=cost_usd", "cost_usd DESC", "status = 'error'"),
+        (
+            "provider=openai&status=success&_sort_desc=total_tokens",
+            "total_tokens DESC",
+            "provider = 'openai' AND status = 'success'",
+        ),
+        (
+            "_search=refund&user=u0&_sort=latency_ms",
+            "latency_ms",
+            "user = 'u0' AND rowid IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH 'refund')",
+        ),
         (
             "_search=refund&_sort_desc=cost_usd",
             "cost_usd DESC",
@@ -367,3 +378,85 @@ async def test_facets_too_many_to_count_are_not_tried(
     assert len((await planned.client.get("/log/calls.json")).json()["facet_results"]) == 6
     facets = (await planned.client.get("/log/calls.json?provider=openai")).json()["facet_results"]
     assert set(facets) == {"provider", "model", "status", "started_at"}
+
+
+SORTED_FILTERED = [
+    ("status=error&_sort_desc=cost_usd", "cost_usd DESC", "status = 'error'", "idx_calls_status"),
+    (
+        "provider=openai&user=u0&_sort=latency_ms",
+        "latency_ms",
+        "provider = 'openai' AND user = 'u0'",
+        "idx_calls_user",
+    ),
+    (
+        "_search=refund&_sort_desc=total_tokens",
+        "total_tokens DESC",
+        "rowid IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH 'refund')",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "order", "where", "index"), SORTED_FILTERED)
+async def test_a_sorted_filtered_page_walks_the_sort_index_or_else_the_filters(
+    planned: Datasette, log_db: Path, query: str, order: str, where: str, index: str | None
+) -> None:
+    """A filtered page sorted by cost, latency or tokens first walks the sort column's
+    index (stopping at the page's end); when that is slow (matches rare along the order),
+    the filters' index finds the calls instead (of equal filters, the one with fewest calls
+    by the rollups) and they are sorted: the same rows in the same order, every page."""
+    await planned.invoke_startup()
+    db = planned.get_database("log")
+    inner = Database.execute.__get__(db)
+    walks: list[tuple[str, Any]] = []
+    fallbacks: list[tuple[str, Any]] = []
+
+    async def slow_walks(sql: str, params: Any = None, **kwargs: Any) -> Any:
+        if any(f" indexed by {name} " in sql for name in READ_INDEXES):  # as if slower than its limit
+            walks.append((sql, params))
+            raise QueryInterrupted(sqlite3.OperationalError("interrupted"), sql, params)
+        if " limit 8" in sql and (" indexed by " in sql or " not indexed where " in sql):  # a page's
+            fallbacks.append((sql, params))
+        return await inner(sql, params, **kwargs)
+
+    db.execute = _pages.planned_execute(slow_walks, lambda: True)  # type: ignore[method-assign]
+    got = [i for page in await pages(planned, query) for i in page]
+    assert got == naive(log_db, f"SELECT id FROM calls WHERE {where} ORDER BY {order}, id")
+    assert len(walks) >= 2 and len(fallbacks) == len(walks)  # a first page and a next one
+    from datasette.utils import escape_fts
+
+    conn = sqlite3.connect(log_db)
+    conn.create_function("escape_fts", 1, escape_fts)
+    conn.execute("ANALYZE")
+    try:
+        for sql, params in walks:
+            plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params or {})]
+            # The sort column's index, walked (its whole key, or a covering one for a next page's rowids).
+            assert any(
+                step.split(" (")[0].endswith(tuple(f"INDEX {name}" for name in READ_INDEXES)) for step in plan
+            ), plan
+            assert not full_scans(conn, sql, params or {}), plan
+        for n, (sql, params) in enumerate(fallbacks):
+            plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params or {})]
+            assert "SCAN calls" not in plan, plan
+            if index is not None and n == 0:  # the first page: the filter with fewest calls
+                assert any(f"USING INDEX {index} " in step for step in plan), plan
+    finally:
+        conn.close()
+
+
+async def test_a_sorted_filtered_page_of_a_log_without_the_sort_indexes(log_db: Path) -> None:
+    """A log of an earlier schema (before m004's sort indexes, or an index dropped since):
+    the page is still datasette's, by SQLite's own plan."""
+    conn = sqlite3.connect(log_db)
+    conn.execute("DROP INDEX idx_calls_cost")
+    conn.execute("DROP INDEX idx_calls_status")
+    conn.close()
+    ds = make_datasette(log_db)
+    for query in ("status=error&_sort_desc=cost_usd", "provider=openai&user=u0&_sort=cost_usd"):
+        where = " AND ".join(f"{k} = '{v}'" for k, v in (p.split("=") for p in query.split("&")[:-1]))
+        got = [i for page in await pages(ds, query) for i in page]
+        assert got == naive(
+            log_db,
+            f"SELECT id FROM calls WHERE {where} ORDER BY cost_usd {'DESC' if 'desc' in query else ''}, id",
+        )
