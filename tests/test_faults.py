@@ -252,6 +252,39 @@ def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: 
     assert writer._queued_bytes == 0
 
 
+def test_calls_wait_a_moment_for_a_writer_that_falls_behind(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that never waits (cache hits in a loop) would starve the writer of the GIL:
+    past BACKLOG_CALLS queued calls, each new call waits for the writer's next transaction,
+    at most BACKLOG_WAIT seconds; nothing is dropped, every call is answered."""
+    from httptrack.record import _writer
+
+    monkeypatch.setattr(_writer, "BACKLOG_CALLS", 5)
+    body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    transport = httptrack.TrackingTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db, cache=False
+    )
+    writer = _writer.writer()
+    dropped = writer.dropped
+    with httpx.Client(transport=transport) as client:
+        client.post(CHAT, json={"model": "gpt-4o-mini"})
+        assert httptrack.flush()
+        waits = writer.backlog_waits
+        with writer._lock:  # the writer cannot drain: the queue only grows
+            for n in range(8):
+                assert client.post(CHAT, json={"model": "gpt-4o-mini", "n": n}).text == body
+            # Calls 5 to 8 found 5, 6, 7 and 8 calls queued (theirs included): each waited.
+            assert writer.backlog_waits - waits == 4
+        assert httptrack.flush()
+        waits = writer.backlog_waits
+        for n in range(4):  # the writer keeps up: no call waits
+            client.post(CHAT, json={"model": "gpt-4o-mini", "m": n})
+        assert writer.backlog_waits == waits
+    assert writer.dropped == dropped
+    assert len(read_rows(db)) == 1 + 8 + 4
+
+
 def test_rows_waiting_for_an_unwritable_database_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -83,9 +83,13 @@ def _classify(name: bytes) -> int:
 _JSON_START = re.compile(rb"\s*[{\[]")
 #: json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False), made once.
 _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-#: Bodies up to this size have their digest remembered, up to this many bytes in all.
+#: Bodies up to this size have their digest remembered, up to this many bytes in all (each
+#: counted with what its entry costs around it: the key's bytes object, the digest, the
+#: model's text and the OrderedDict's node, ~_MEMO_ENTRY_BYTES: with short prompts that is
+#: most of the memory).
 _MEMO_BODY_BYTES = 256 * 1024
-_MEMO_TOTAL_BYTES = 8 * 1024 * 1024
+_MEMO_TOTAL_BYTES = 4 * 1024 * 1024
+_MEMO_ENTRY_BYTES = 300
 #: Oldest first. An OrderedDict, not a dict: evicting a plain dict's first key
 #: (``next(iter(d))``) walks over every slot deleted before it, so once the memo is full a
 #: process sending new prompts paid more on each call (10 µs → 90 µs per body here).
@@ -203,13 +207,13 @@ def body_digest(body: bytes) -> tuple[bytes, str | None]:
     if found is not None:
         return found
     result = _canonical_digest(body)
-    size = len(body)
+    size = len(body) + _MEMO_ENTRY_BYTES
     if size <= _MEMO_BODY_BYTES:
         with _memo_lock:
             if body not in _memo:
                 while _memo and _memo_bytes + size > _MEMO_TOTAL_BYTES:
                     oldest, _ = _memo.popitem(last=False)
-                    _memo_bytes -= len(oldest)
+                    _memo_bytes -= len(oldest) + _MEMO_ENTRY_BYTES
                 _memo[body] = result
                 _memo_bytes += size
     return result

@@ -59,6 +59,15 @@ IDLE_AFTER = 0.25
 #: came meanwhile and the build gave way to them (up to INDEX_IDLE_MAX).
 INDEX_IDLE = 2.0
 INDEX_IDLE_MAX = 60.0
+#: Back-pressure. A thread that makes calls without ever waiting (cache hits in a loop, an
+#: in-memory transport) holds the GIL nearly all the time, and the writer, which gives the
+#: GIL up at every SQLite call, gets it back only every switch interval (5 ms): it falls
+#: behind without end, and the queue's memory grows until calls are dropped. So once
+#: BACKLOG_CALLS calls wait, a new call waits for the writer to finish a transaction, at most
+#: BACKLOG_WAIT seconds (the GIL released meanwhile). An app that waits for the network
+#: never gets here: the writer runs while it waits.
+BACKLOG_CALLS = 1000
+BACKLOG_WAIT = 0.005
 #: A transaction holds at most this many bytes of rows (and at least one row).
 BATCH_BYTES = 8 * 1024 * 1024
 #: After a failed write, the next one waits this long, doubling up to RETRY_MAX seconds.
@@ -171,6 +180,10 @@ class Writer:
         self._idle = True
         #: Transactions written (with ``written``: rows per transaction, for benchmarks).
         self.transactions = 0
+        #: Set by the writer after each transaction (or batch); calls wait on it while
+        #: BACKLOG_CALLS calls are queued. ``backlog_waits``: how many did (benchmarks).
+        self._progress = threading.Event()
+        self.backlog_waits = 0
         #: One drainer at a time (the writer thread, or a flush when there is none).
         self._lock = threading.Lock()
         #: Held by the writer thread while it imports, builds a row or is inside SQLite: fork()
@@ -229,6 +242,8 @@ class Writer:
             wake = self._wake
             if not wake.is_set():  # setting an Event takes its lock and notifies
                 wake.set()
+        if len(queue) >= BACKLOG_CALLS:
+            self._wait_for_writer()
         worker = self._worker
         if worker is None:
             worker = self._worker = _multiprocessing_child()
@@ -239,6 +254,17 @@ class Writer:
             # returns: a millisecond or two per call, in processes that do batch work.
             # (Other multiprocessing children flush at their end: see _multiprocessing_child.)
             self.flush(timeout=WORKER_FLUSH_SECONDS)
+
+    def _wait_for_writer(self) -> None:
+        """Let the writer catch up (see BACKLOG_CALLS): wait for its next transaction, at
+        most BACKLOG_WAIT seconds. Not in the writer thread itself, nor without one."""
+        thread = self._thread
+        if thread is None or thread.ident == threading.get_ident() or not thread.is_alive():
+            return
+        self.backlog_waits += 1
+        progress = self._progress
+        progress.clear()
+        progress.wait(BACKLOG_WAIT)
 
     def _open_spool(self, db: LogTarget) -> Spool | None:
         """This process's spool for ``db``, made on its first call (once)."""
@@ -534,6 +560,7 @@ class Writer:
                     size += row.size
                 result = backend.write([row.values for row in rows])
                 self.transactions += 1
+                self._progress.set()
                 for _ in rows:
                     pending.popleft()
                 log.pending_bytes -= size

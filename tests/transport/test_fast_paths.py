@@ -210,14 +210,16 @@ def test_body_digest_memo_is_bounded_and_forgets_the_oldest(monkeypatch: pytest.
 
     monkeypatch.setattr(_cache_key, "_memo", OrderedDict())
     monkeypatch.setattr(_cache_key, "_memo_bytes", 0)
-    monkeypatch.setattr(_cache_key, "_MEMO_TOTAL_BYTES", 1000)
+    monkeypatch.setattr(_cache_key, "_MEMO_TOTAL_BYTES", 4000)
     bodies = [json.dumps({"model": "m", "n": i}).encode() for i in range(200)]
     for body in bodies:
         assert _cache_key.body_digest(body) == _canonical_digest(body)
     memo = _cache_key._memo
-    assert _cache_key._memo_bytes == sum(map(len, memo)) <= 1000
+    # Each body counted with what its entry costs around it (short bodies: mostly that).
+    each = _cache_key._MEMO_ENTRY_BYTES
+    assert _cache_key._memo_bytes == sum(len(body) + each for body in memo) <= 4000
     assert list(memo) == bodies[-len(memo) :]  # the newest kept, in order
-    assert len(memo) == 1000 // len(bodies[-1])
+    assert len(memo) == 4000 // (len(bodies[-1]) + each)
     # A forgotten body gets the same digest again.
     assert _cache_key.body_digest(bodies[0]) == _canonical_digest(bodies[0])
     assert next(reversed(memo)) == bodies[0]
