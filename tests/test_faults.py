@@ -229,17 +229,23 @@ def test_many_processes_writing_one_database_lose_nothing(db: Path) -> None:
     assert conn.execute("SELECT count(DISTINCT id) FROM calls").fetchone()[0] == 8000
 
 
-def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from httptrack.record import _writer
-
-    monkeypatch.setattr(_writer, "MAX_QUEUED_BYTES", 1_000_000)
+def _chat_client(db: Path) -> tuple[str, httpx.Client]:
+    """A chat answer, and a client whose calls get it through a tracking transport (cache off)."""
     body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
     transport = httptrack.TrackingTransport(
         httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db, cache=False
     )
+    return body, httpx.Client(transport=transport)
+
+
+def test_a_stuck_writer_never_grows_memory_without_limit(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from httptrack.record import _writer
+
+    monkeypatch.setattr(_writer, "MAX_QUEUED_BYTES", 1_000_000)
+    body, client = _chat_client(db)
     writer = _writer.writer()
     dropped = writer.dropped
-    with httpx.Client(transport=transport) as client:
+    with client:
         client.post(CHAT, json={"model": "gpt-4o-mini"})
         httptrack.flush()
         with writer._lock:  # the writer is stuck (a disk that does not answer)
@@ -261,13 +267,10 @@ def test_calls_wait_a_moment_for_a_writer_that_falls_behind(
     from httptrack.record import _writer
 
     monkeypatch.setattr(_writer, "BACKLOG_CALLS", 5)
-    body = json.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-    transport = httptrack.TrackingTransport(
-        httpx.MockTransport(lambda r: httpx.Response(200, text=body)), db=db, cache=False
-    )
+    body, client = _chat_client(db)
     writer = _writer.writer()
     dropped = writer.dropped
-    with httpx.Client(transport=transport) as client:
+    with client:
         client.post(CHAT, json={"model": "gpt-4o-mini"})
         assert httptrack.flush()
         waits = writer.backlog_waits
