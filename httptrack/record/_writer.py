@@ -180,7 +180,7 @@ class Writer:
         self._idle = True
         #: Transactions written (with ``written``: rows per transaction, for benchmarks).
         self.transactions = 0
-        #: Set by the writer after each transaction (or batch); calls wait on it while
+        #: Set by the writer after each transaction it commits; calls wait on it while
         #: BACKLOG_CALLS calls are queued. ``backlog_waits``: how many did (benchmarks).
         self._progress = threading.Event()
         self.backlog_waits = 0
