@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import threading
+from array import array
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,9 +200,18 @@ def _fast_canonical(body: bytes) -> tuple[Any, bytes] | None:
         return None
 
 
+#: The hashes of bodies seen recently (one slot per hash's low bits; a fixed 128 KiB): a
+#: body is memoized only the second time it comes, so an app whose every request is new
+#: (each a miss) holds none, and its memo costs no memory (its long-lived little objects
+#: also kept whole allocator arenas of the process from being given back).
+_SEEN_SLOTS = 16384
+_seen = array("q", bytes(8 * _SEEN_SLOTS))
+
+
 def body_digest(body: bytes) -> tuple[bytes, str | None]:
-    """:func:`_canonical_digest`, remembered by the exact bytes of small bodies (an exact
-    match: dict lookup compares the bytes, so there is no collision to worry about)."""
+    """:func:`_canonical_digest`, remembered by the exact bytes of small bodies seen twice
+    recently (an exact match: dict lookup compares the bytes, so there is no collision to
+    worry about; a collision of :data:`_seen`'s hashes only memoizes a body once early)."""
     global _memo_bytes
     found = _memo.get(body)
     if found is not None:
@@ -209,6 +219,11 @@ def body_digest(body: bytes) -> tuple[bytes, str | None]:
     result = _canonical_digest(body)
     size = len(body) + _MEMO_ENTRY_BYTES
     if size <= _MEMO_BODY_BYTES:
+        h = hash(body)  # computed once by the lookup above, and kept by the bytes object
+        slot = h % _SEEN_SLOTS
+        if _seen[slot] != h:
+            _seen[slot] = h  # the first time (lately): not memoized
+            return result
         with _memo_lock:
             if body not in _memo:
                 while _memo and _memo_bytes + size > _MEMO_TOTAL_BYTES:

@@ -492,6 +492,8 @@ class EntryStore:
 _COLUMNS = "key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value"
 #: Rows per INSERT statement (11 values each: within SQLite's oldest limit of 999).
 _ROWS_PER_INSERT = 64
+#: The row counts an INSERT is made of (largest first; a batch of 100 is 64 + 16 + 16 + 4).
+_INSERT_SIZES = (_ROWS_PER_INSERT, 16, 4, 1)
 _upserts: dict[int, str] = {}
 
 
@@ -537,12 +539,17 @@ def _insert(disk: Any, group: list[tuple[str, CacheEntry, bytes]]) -> list[str]:
         ).fetchall()
     ]
     now = time.time()
-    for start in range(0, len(inline), _ROWS_PER_INSERT):
-        part = inline[start : start + _ROWS_PER_INSERT]
+    start = 0
+    while start < len(inline):
+        # A few statement sizes only (each connection keeps its prepared statements: one
+        # for every size from 1 to 64 rows held ~2.4 MiB of SQLite's memory).
+        count = next(size for size in _INSERT_SIZES if size <= len(inline) - start)
+        part = inline[start : start + count]
+        start += count
         values: list[Any] = []
         for key, entry, blob in part:
             values += (key, now, now, entry.created + entry.ttl, blob)
-        sql(_upsert_sql(len(part)), values)
+        sql(_upsert_sql(count), values)
     return old_files
 
 

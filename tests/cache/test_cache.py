@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1881,3 +1882,33 @@ def test_a_gemini_stream_of_several_candidates_is_stored_once_each_has_finished(
                 reply.read()
             httptrack.flush()
     assert len(seen) == (1 if stored else 2)
+
+
+def test_a_batch_is_stored_with_a_few_statement_sizes_only(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each connection keeps every statement it prepared: an INSERT of every size from 1 to
+    # 64 rows held ~2.4 MiB of SQLite's memory in the writer. A batch is cut into a few sizes.
+    from httptrack.cache._store import EntryStore
+
+    store = EntryStore(cache_dir, None)
+    disk = store._open()
+    sizes: list[int] = []
+    real_upsert_sql = _cache_store._upsert_sql
+
+    def upsert_sql(count: int) -> str:
+        sizes.append(count)
+        return real_upsert_sql(count)
+
+    monkeypatch.setattr(_cache_store, "_upsert_sql", upsert_sql)
+    now = time.time()
+    stored = 0
+    for count in (1, 3, 37, 100, 129):
+        entries = [
+            (f"{count}-{n}", CacheEntry(200, (), (f"answer {n}".encode(),), {}, now, 60.0)) for n in range(count)
+        ]
+        stored += store.put_many(entries)
+    assert stored == 1 + 3 + 37 + 100 + 129 == len(list(disk.iterkeys()))
+    assert set(sizes) <= set(_cache_store._INSERT_SIZES) == {64, 16, 4, 1}
+    assert store.get("129-128") is not None and store.get("37-36") is not None
+    store.close()

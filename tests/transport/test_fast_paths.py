@@ -213,7 +213,8 @@ def test_body_digest_memo_is_bounded_and_forgets_the_oldest(monkeypatch: pytest.
     monkeypatch.setattr(_cache_key, "_MEMO_TOTAL_BYTES", 4000)
     bodies = [json.dumps({"model": "m", "n": i}).encode() for i in range(200)]
     for body in bodies:
-        assert _cache_key.body_digest(body) == _canonical_digest(body)
+        for _ in range(2):  # memoized the second time it comes (see the next test)
+            assert _cache_key.body_digest(body) == _canonical_digest(body)
     memo = _cache_key._memo
     # Each body counted with what its entry costs around it (short bodies: mostly that).
     each = _cache_key._MEMO_ENTRY_BYTES
@@ -222,7 +223,29 @@ def test_body_digest_memo_is_bounded_and_forgets_the_oldest(monkeypatch: pytest.
     assert len(memo) == 4000 // (len(bodies[-1]) + each)
     # A forgotten body gets the same digest again.
     assert _cache_key.body_digest(bodies[0]) == _canonical_digest(bodies[0])
+    assert _cache_key.body_digest(bodies[0]) == _canonical_digest(bodies[0])
     assert next(reversed(memo)) == bodies[0]
+
+
+def test_body_digest_memoizes_only_a_body_seen_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An app whose every request is new (each a cache miss) holds no memo: its little
+    # long-lived objects cost memory (and pinned the allocator's arenas) for nothing.
+    from array import array
+    from collections import OrderedDict
+
+    from httptrack.cache import _key as _cache_key
+
+    monkeypatch.setattr(_cache_key, "_memo", OrderedDict())
+    monkeypatch.setattr(_cache_key, "_memo_bytes", 0)
+    monkeypatch.setattr(_cache_key, "_seen", array("q", bytes(8 * _cache_key._SEEN_SLOTS)))
+    bodies = [json.dumps({"model": "m", "question": f"q {i}"}).encode() for i in range(500)]
+    for body in bodies:
+        assert _cache_key.body_digest(body) == _canonical_digest(body)
+    assert not _cache_key._memo and _cache_key._memo_bytes == 0
+    assert _cache_key.body_digest(bodies[7]) == _canonical_digest(bodies[7])  # it came again
+    assert list(_cache_key._memo) == [bodies[7]]
+    assert _cache_key.body_digest(bodies[7]) == _canonical_digest(bodies[7])  # from the memo
+    assert len(_cache_key._seen) == _cache_key._SEEN_SLOTS  # a fixed size, whatever comes
 
 
 # -- headers and times ----------------------------------------------------------------------
