@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 __all__ = ["CacheMiss", "ResponseCache"]
 
 
+#: Entries staged at most before they are stored, within one batch of the writer (a batch
+#: holds up to a thousand calls: their entries are not all kept until its end).
+STAGED_MAX = 100
+
+
 def _directive(value: str) -> tuple[bool, bool]:
     """``(read, write)`` allowed by an ``X-Httptrack-Cache`` value."""
     read = write = True
@@ -355,6 +360,8 @@ class ResponseCache:
         self._staged.append((key, entry, exchange))
         if exchange.cache_status is None:  # stored without being looked up (see lookup)
             self._replacing = True
+        if len(self._staged) >= STAGED_MAX:  # a long batch: store as it goes (bounded memory)
+            self._store_staged()
 
     def entry(self, exchange: Exchange, built: BuiltRow, source: tuple[str, str] | None = None) -> CacheEntry:
         """The entry that keeps this call's answer (its chunks: the same bytes, not a copy);
@@ -399,15 +406,17 @@ class ResponseCache:
         """Store what :meth:`after_record` staged: one transaction for the batch. When one
         was fetched to replace what the cache holds, other processes are told to forget
         their in-memory copies (these calls are rare: one generation bump per batch)."""
+        self._store_staged()
+        self._shared.refresh_filter(self.store, writer=True)
+
+    def _store_staged(self) -> None:
         staged, self._staged = self._staged, []
         replacing, self._replacing = self._replacing, False
-        shared = self._shared
         if staged:
             stored = self.store.put_many([(key, entry) for key, entry, _ in staged])
-            shared.stored(staged, self.store, stored == len(staged))
+            self._shared.stored(staged, self.store, stored == len(staged))
             if stored and replacing:
                 self.store.announce_replaced()
-        shared.refresh_filter(self.store, writer=True)
 
 
 def _row_source(exchange: Exchange, built: BuiltRow) -> tuple[str, str] | None:

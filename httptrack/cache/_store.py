@@ -72,11 +72,9 @@ LEASES_FILE = "leases.{}.lock"
 #: behind by thousands of answers holds thousands of leases (~5 ns each per walk).
 LEASE_FILES = 16
 LEASES_FOLDER = "leases"
-#: ``changes_since`` lists keys stored this many seconds before its cursor again: a write
-#: committed late (its ``store_time`` is when its ``set`` ran, inside a transaction of at
-#: most ``PUT_BATCH`` entries that already holds the index's lock) is still seen. Every
-#: key is listed again for this long at each refresh (~1 µs each, in the writer).
-CHANGES_MARGIN = 2.0
+#: ``changes_since`` lists the keys of this many rows before its cursor again (rows deleted
+#: at the end of the index let their ``rowid`` be given to new rows).
+CHANGES_ROWS = 64
 
 _UNSET: Any = object()
 
@@ -338,22 +336,40 @@ class EntryStore:
     # -- what is stored (a membership filter's feed) -----------------------------------------
 
     def changes_since(self, cursor: object | None) -> tuple[list[str], object] | None:
-        """The keys stored since ``cursor`` (a ``store_time``), read from diskcache's index
-        (its documented ``Cache`` table, ``store_time`` indexed for the eviction policy)."""
+        """The keys stored since ``cursor`` (the highest ``rowid`` listed so far), read from
+        diskcache's index (its documented ``Cache`` table) over the thread's own connection
+        to it: only the rows added since, and the last :data:`CHANGES_ROWS` before them again.
+
+        A ``rowid`` cursor misses nothing committed late: writers of an SQLite database take
+        turns, and a new row's ``rowid`` is one more than the largest at its insert, so rows
+        appear in ``rowid`` order (a key stored again keeps its row, and was listed when it
+        was first stored). Rows deleted at the end of the table let their ``rowid`` be given
+        again: the last few are listed again each time, and an index whose largest
+        ``rowid`` is below the cursor (cleared, then stored into again) is listed whole."""
         disk = self._open()
         if disk is None:
             return None
-        since = -1.0 if cursor is None else float(cursor)  # type: ignore[arg-type]
+        since = 0 if cursor is None else int(cursor)  # type: ignore[call-overload]
         try:
-            with _read_index(self.directory, READ_TIMEOUT) as conn:
-                rows = conn.execute(
-                    "SELECT key, store_time FROM Cache WHERE store_time >= ?", (since - CHANGES_MARGIN,)
+            sql: Any = getattr(disk, "_sql", None)
+            with contextlib.ExitStack() as stack:
+                if sql is None:  # pragma: no cover - a diskcache without its documented _sql
+                    sql = stack.enter_context(_read_index(self.directory, READ_TIMEOUT)).execute
+                rows = sql(
+                    "SELECT rowid, key FROM Cache WHERE rowid > ? ORDER BY rowid",
+                    (max(0, since - CHANGES_ROWS),),
                 ).fetchall()
+                newest = rows[-1][0] if rows else 0
+                if since and newest < since:
+                    (top,) = sql("SELECT MAX(rowid) FROM Cache").fetchone()
+                    if (top or 0) < since - CHANGES_ROWS:  # emptied since: list it whole
+                        rows = sql("SELECT rowid, key FROM Cache ORDER BY rowid").fetchall()
+                        newest = rows[-1][0] if rows else 0
+                        since = 0
         except Exception as exc:
             _report_busy_or(exc, "cache_read", f"the response cache at {self.directory} could not be listed")
             return None
-        newest = max((t for _, t in rows), default=since)
-        return [key for key, _ in rows if isinstance(key, str)], max(newest, since)
+        return [key for _, key in rows if isinstance(key, str)], max(newest, since)
 
     # -- writing (the background writer) --------------------------------------------------
 

@@ -1905,10 +1905,92 @@ def test_a_batch_is_stored_with_a_few_statement_sizes_only(
     stored = 0
     for count in (1, 3, 37, 100, 129):
         entries = [
-            (f"{count}-{n}", CacheEntry(200, (), (f"answer {n}".encode(),), {}, now, 60.0)) for n in range(count)
+            (f"{count}-{n}", CacheEntry(200, (), (f"answer {n}".encode(),), {}, now, 60.0))
+            for n in range(count)
         ]
         stored += store.put_many(entries)
     assert stored == 1 + 3 + 37 + 100 + 129 == len(list(disk.iterkeys()))
     assert set(sizes) <= set(_cache_store._INSERT_SIZES) == {64, 16, 4, 1}
     assert store.get("129-128") is not None and store.get("37-36") is not None
     store.close()
+
+
+def _entries(prefix: str, count: int) -> list[tuple[str, CacheEntry]]:
+    now = time.time()
+    return [
+        (f"{prefix}-{n}", CacheEntry(200, (), (f"answer {n}".encode(),), {}, now, 60.0)) for n in range(count)
+    ]
+
+
+def test_changes_since_lists_the_rows_added_since_not_every_recent_one(cache_dir: Path) -> None:
+    # The membership filter's feed: what was stored since the cursor (the last rowid listed)
+    # and the last CHANGES_ROWS rows again, not every key stored in the last seconds (each
+    # refresh relisted thousands: CPU and memory in the writer, or on the app's thread).
+    from httptrack.cache._store import CHANGES_ROWS, EntryStore
+
+    store = EntryStore(cache_dir, None)
+    assert store.put_many(_entries("a", 100)) == 100
+    listed = store.changes_since(None)
+    assert listed is not None
+    keys, cursor = listed
+    assert sorted(keys) == sorted(key for key, _ in _entries("a", 100))
+    assert store.put_many(_entries("b", 5)) == 5
+    listed = store.changes_since(cursor)
+    assert listed is not None
+    keys, cursor = listed
+    assert {f"b-{n}" for n in range(5)} <= set(keys) and len(keys) == 5 + CHANGES_ROWS
+    # The last row deleted and its rowid given again: still listed.
+    disk = store._open()
+    assert disk.delete("b-4")
+    assert store.put_many(_entries("c", 1)) == 1
+    listed = store.changes_since(cursor)
+    assert listed is not None and "c-0" in listed[0]
+    # Emptied (`httptrack cache clear`) and stored into again: rowids start over.
+    disk.clear()
+    assert store.put_many(_entries("d", 3)) == 3
+    listed = store.changes_since(listed[1])
+    assert listed is not None and sorted(listed[0]) == ["d-0", "d-1", "d-2"]
+    store.close()
+
+
+def test_a_long_batch_stores_its_answers_as_it_goes(
+    db: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's batch holds up to a thousand calls: their entries are stored every
+    # STAGED_MAX, not all kept until the batch's end.
+    from httptrack.cache import _policy
+    from httptrack.record._writer import writer
+
+    monkeypatch.setattr(_policy, "STAGED_MAX", 2)
+    sizes: list[int] = []
+    real_put_many = _cache_store.EntryStore.put_many
+
+    def put_many(self: Any, entries: list[Any]) -> int:
+        sizes.append(len(entries))
+        return int(real_put_many(self, entries))
+
+    monkeypatch.setattr(_cache_store.EntryStore, "put_many", put_many)
+    seen: list[Any] = []
+    with httpx2.Client(
+        transport=tracking(httpx2.MockTransport(counting_handler(httpx2, seen)), db, cache_dir)
+    ) as client:
+
+        def post(n: int) -> None:
+            client.post(
+                CHAT_URL, json={"model": "m", "messages": [{"role": "user", "content": f"q {n}"}]}
+            ).read()
+
+        post(0)
+        httptrack.flush()
+        sizes.clear()
+        with writer()._lock:  # the writer waits: the next five calls are one batch
+            for n in range(1, 6):
+                post(n)
+        httptrack.flush()
+        assert sizes == [2, 2, 1]
+        assert [r["cached"] for r in read_rows(db)] == [0] * 6
+        for n in range(6):  # every one stored
+            response = client.post(
+                CHAT_URL, json={"model": "m", "messages": [{"role": "user", "content": f"q {n}"}]}
+            )
+            assert response.headers["x-httptrack-cache"] == "HIT"
