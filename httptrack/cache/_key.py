@@ -30,6 +30,7 @@ import secrets
 import threading
 from array import array
 from collections import OrderedDict
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -236,25 +237,47 @@ def body_digest(body: bytes) -> tuple[bytes, str | None]:
 
 # -- keys ---------------------------------------------------------------------------------
 
+_first = itemgetter(0)
+_Layout = tuple[tuple[tuple[int, bytes], ...], tuple[tuple[int, bytes], ...]]
+#: (header names in order, the app's key headers) → where the keyed and the secret headers
+#: are, each with its ``name:`` prefix: an SDK sends the same names in the same order on
+#: every request, so each request's headers are classified once, not one by one.
+_layouts: dict[tuple[tuple[bytes, ...], Any], _Layout] = {}
 
-def request_key(salt: bytes, exchange: Exchange) -> tuple[str, str | None]:
-    """``(key, model)`` for a request: the cache key (hex keyed BLAKE2b-256) and the model the
-    body names (for messages)."""
-    digest, model = body_digest(exchange.request_body)
-    keyed: list[bytes] = []
-    secret: list[bytes] = []
-    kinds = _header_kinds
-    extra = exchange.settings.cache_key_headers  # the app's own (HTTPTRACK_CACHE_KEY_HEADERS)
-    for name, value in exchange.request_headers:
-        kind = kinds.get(name)
+
+def _layout(names: tuple[bytes, ...], extra: Any) -> _Layout:
+    keyed: list[tuple[int, bytes]] = []
+    secret: list[tuple[int, bytes]] = []
+    for index, name in enumerate(names):
+        kind = _header_kinds.get(name)
         if kind is None:
             kind = _classify(name)
         if kind == _IGNORED and extra and name.lower() in extra:
             kind = _KEYED
         if kind == _KEYED:
-            keyed.append(name.lower() + b":" + value)
+            keyed.append((index, name.lower() + b":"))
         elif kind == _SECRET:
-            secret.append(name.lower() + b":" + value)
+            secret.append((index, name.lower() + b":"))
+    layout = (tuple(keyed), tuple(secret))
+    if len(_layouts) > 1024:  # headers named by the app without end: don't grow forever
+        _layouts.clear()
+    _layouts[(names, extra)] = layout
+    return layout
+
+
+def request_key(salt: bytes, exchange: Exchange) -> tuple[str, str | None]:
+    """``(key, model)`` for a request: the cache key (hex keyed BLAKE2b-256) and the model the
+    body names (for messages)."""
+    digest, model = body_digest(exchange.request_body)
+    headers = exchange.request_headers
+    extra = exchange.settings.cache_key_headers  # the app's own (HTTPTRACK_CACHE_KEY_HEADERS)
+    names = tuple(map(_first, headers))
+    found = _layouts.get((names, extra))
+    if found is None:
+        found = _layout(names, extra)
+    keyed_at, secret_at = found
+    keyed = [prefix + headers[index][1] for index, prefix in keyed_at]
+    secret = [prefix + headers[index][1] for index, prefix in secret_at]
     if len(keyed) > 1:
         keyed.sort()
     if len(secret) > 1:

@@ -544,9 +544,19 @@ def _stored_headers(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes]
     """The response headers as received, minus cookies and anything credential-like (a
     replayed cookie would also be stale). Rate-limit headers that merely mention tokens stay."""
     kept = []
+    dropped = _dropped_headers
     for name, value in raw:
-        lower = name.decode("latin-1").lower()
-        if is_secret_header(lower) and ("ratelimit" not in lower or "cookie" in lower):
-            continue
-        kept.append((bytes(name), bytes(value)))
+        drop = dropped.get(name)
+        if drop is None:
+            lower = name.decode("latin-1").lower()
+            drop = is_secret_header(lower) and ("ratelimit" not in lower or "cookie" in lower)
+            if len(dropped) > 4096:  # names without end (a server's own): don't grow forever
+                dropped.clear()
+            dropped[bytes(name)] = drop
+        if not drop:
+            kept.append((bytes(name), bytes(value)))
     return tuple(kept)
+
+
+#: Response header name (as received) → whether :func:`_stored_headers` leaves it out.
+_dropped_headers: dict[bytes, bool] = {}

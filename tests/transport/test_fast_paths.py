@@ -227,6 +227,80 @@ def test_body_digest_memo_is_bounded_and_forgets_the_oldest(monkeypatch: pytest.
     assert next(reversed(memo)) == bodies[0]
 
 
+def _one_by_one_key(salt: bytes, exchange: Any) -> str:
+    """The cache key as made before headers were classified by layout: one by one."""
+    import hashlib
+
+    from httptrack.cache import _key as _cache_key
+
+    digest, _ = _canonical_digest(exchange.request_body)
+    keyed: list[bytes] = []
+    secret: list[bytes] = []
+    extra = exchange.settings.cache_key_headers
+    for name, value in exchange.request_headers:
+        lower = name.lower()
+        if lower in _cache_key.KEY_HEADERS or (extra and lower in extra):
+            keyed.append(lower + b":" + value)
+        elif lower not in (b"cookie", b"cookie2") and _redact.is_secret_header(lower.decode("latin-1")):
+            secret.append(lower + b":" + value)
+    port = "" if exchange.port is None else str(exchange.port)
+    url = f"{exchange.method}\n{exchange.scheme}://{exchange.host}:{port}{exchange.path}?{exchange.query}"
+    material = b"\n".join(
+        (
+            _cache_key.KEY_VERSION,
+            url.encode(),
+            b"\x00".join(sorted(keyed)),
+            b"\x00".join(sorted(secret)),
+            digest,
+        )
+    )
+    return hashlib.blake2b(material, digest_size=32, key=salt, person=b"httptrack-key").hexdigest()
+
+
+def test_request_key_is_the_same_whatever_the_headers_layout() -> None:
+    # Headers are classified once per layout (their names in order): the key must be the
+    # one classifying them one by one gives (entries stored before stay found).
+    from types import SimpleNamespace
+
+    from httptrack import Settings
+    from httptrack.cache._key import request_key
+
+    rng = random.Random(19)
+    names = [
+        b"Authorization",
+        b"accept",
+        b"Accept-Encoding",
+        b"x-api-key",
+        b"X-Route",
+        b"user-agent",
+        b"anthropic-version",
+        b"Cookie",
+        b"x-custom-key",
+        b"Idempotency-Key",
+        b"OpenAI-Organization",
+    ]
+    plain, routed = Settings(), Settings(cache_key_headers="x-route")
+    seen = set()
+    for n in range(300):
+        headers = [(rng.choice(names), f"v{rng.randrange(3)}".encode()) for _ in range(rng.randrange(8))]
+        exchange = SimpleNamespace(
+            request_body=b'{"model": "m", "n": %d}' % (n % 7),
+            request_headers=headers,
+            settings=rng.choice([plain, routed]),
+            method="POST",
+            scheme="https",
+            host="api.openai.com",
+            port=None,
+            path="/v1/chat/completions",
+            query="",
+        )
+        for _ in range(2):  # the layout classified, then found
+            key, _ = request_key(b"s" * 32, exchange)  # type: ignore[arg-type]
+            assert key == _one_by_one_key(b"s" * 32, exchange)
+        seen.add(key)
+    assert len(seen) > 100
+
+
 def test_body_digest_memoizes_only_a_body_seen_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     # An app whose every request is new (each a cache miss) holds no memo: its little
     # long-lived objects cost memory (and pinned the allocator's arenas) for nothing.
