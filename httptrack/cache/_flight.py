@@ -556,6 +556,14 @@ class Shared:
         if answer is None and flight.lease:
             flight.lease = False
             self.store.release(key)
+        if not flight.followers:
+            # Nobody follows it, and nobody can any more (it left ``flights`` above): the
+            # leader's exchange lets go of it. Else the two hold each other, a cycle only
+            # the garbage collector frees: the calls waiting for the writer, promoted to
+            # its oldest generation while they wait, kept their bodies long after.
+            leader = flight.leader
+            if leader.cache_flight is flight:
+                leader.cache_flight = None
 
     def remember(self, answer: Answer) -> None:
         key = answer.exchange.cache_key

@@ -347,9 +347,13 @@ class ResponseCache:
         by :meth:`after_batch`, which the writer calls once its batch is recorded)."""
         key = exchange.cache_key
         ttl = exchange.cache_ttl
+        flight = exchange.cache_flight
+        if flight is not None:
+            # The writer is the last to use it: let go (a leader and its flight hold each
+            # other while someone follows it; see ``Shared.settle``).
+            exchange.cache_flight = None
         if key is None or ttl is None or exchange.cached:
             return
-        flight = exchange.cache_flight
         if flight is not None:
             flight.built = built
         if not _storable(exchange, built):

@@ -669,3 +669,35 @@ def test_the_membership_filter_is_refreshed_by_the_writer_and_after_a_pause_only
     now[0] += 5.0  # the writer was idle: the first lookup refreshes it, once
     assert not shared.may_contain("k") and not shared.may_contain("k2")
     assert listed == [None, 1, 2]
+
+
+def test_a_call_that_led_a_flight_is_freed_without_the_garbage_collector(db: Path, cache_dir: Path) -> None:
+    # A leader's exchange and its flight held each other: a cycle, freed only by the garbage
+    # collector. The calls waiting for the writer were promoted to its oldest generation
+    # meanwhile, and their bodies kept the process ~10 MiB larger in a loop of new calls.
+    import gc
+
+    client = openai.OpenAI(
+        api_key="sk-test-a",
+        http_client=httpx2.Client(transport=tracking(mock_transport(httpx2), db, cache_dir)),
+    )
+    client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)  # warmed up
+    httptrack.flush()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(3):
+            question = [{"role": "user", "content": f"question {n}"}]
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=question)
+            assert raw.headers["x-httptrack-cache"] == "MISS"
+        assert hits_and_misses(db) == (0, 4)
+        gc.collect()
+        left = {type(o).__name__ for o in gc.garbage} & {"Flight", "Exchange", "Answer"}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not left
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+    assert raw.headers["x-httptrack-cache"] == "HIT"
