@@ -382,7 +382,7 @@ class Writer:
                 report_fault("writer", "the writer hit an unexpected error", exc)
 
     def _indexes_pending(self) -> bool:
-        return any(getattr(log.backend, "indexes_pending", False) for log in self._logs.values())
+        return any(log.backend.indexes_pending for log in self._logs.values())
 
     def _build_indexes(self) -> None:
         """Build what migrations left for an idle writer (``log/_indexes``): interrupted as
@@ -393,12 +393,11 @@ class Writer:
         stop = yield_to(lambda: bool(queue) or self._fork_waiting)
         for log in list(self._logs.values()):
             backend = log.backend  # (the SQLite log's: see log/_sqlite.Store.build_indexes)
-            build = getattr(backend, "build_indexes", None)
-            if build is None or not getattr(backend, "indexes_pending", False):
+            if not backend.indexes_pending:
                 continue
             try:
                 with self._lock, self._fork_lock:
-                    done = bool(build(stop))
+                    done = backend.build_indexes(stop)
             except LogUnavailable as exc:  # locked by another process: later
                 report_fault("database", str(exc), exc.__cause__)
                 done = False
