@@ -11,8 +11,8 @@ __all__ = [
     "DESCRIPTIONS",
     "DROPPED_INDEXES",
     "READ_INDEXES",
-    "WRITE_DROPPED_INDEXES",
     "TOKEN_COLUMNS",
+    "WRITE_DROPPED_INDEXES",
 ]
 
 #: (name, SQLite type, description), in table order.
