@@ -294,7 +294,7 @@ def _migrations() -> Any:
 #: Indexes for the questions people ask of the log: recent calls, per provider/model/user/
 #: service over time, errors, cache hits.
 _INDEXES = {
-    "idx_calls_started_at": "started_at",
+    "idx_calls_started_at": "started_at",  # (dropped by m006: idx_calls_usage starts with it)
     "idx_calls_provider": "provider, started_at",
     "idx_calls_model": "model, started_at",
     "idx_calls_user": "user, started_at",
