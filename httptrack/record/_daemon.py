@@ -184,8 +184,8 @@ class _Daemon:
         file of a process that is gone waits to be recovered."""
         try:
             names = set(os.listdir(self.folder))
-        except OSError:
-            return False
+        except OSError:  # the folder is gone (the log deleted): nothing to do
+            names = set()
         dead = False
         for name in list(self.feeds):
             feed = self.feeds[name]

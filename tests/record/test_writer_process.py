@@ -1,0 +1,413 @@
+"""Process mode (``HTTPTRACK_WRITER=process``): the app's calls go to its feed, a writer
+process (``record/_daemon``) builds and writes their rows. Driven through the openai SDK
+over ``httpx2.MockTransport``, in app processes of their own (killed with ``SIGKILL``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+import httptrack
+from httptrack import SettingsError
+from httptrack._context import Attribution
+from httptrack._exchange import Exchange
+from httptrack._settings import Settings
+from httptrack.providers import provider_by_name
+from httptrack.record import _spool
+from httptrack.record._spool import FEED_MAGIC, Feed, publish_written, read_feed, read_records, spool_folder
+from httptrack.record._writer import writer
+from helpers import read_rows
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="mapped spools, flock, posix_spawn")
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-proj-PROCESSMODE0123456789abcdef"
+TIMEOUT = 120
+
+#: An app in process mode. Env: DB, CALLS, and optionally PAUSE (a line on stdin to go on
+#: after the first CALLS calls, then CALLS more), NO_FLUSH, NO_EXECUTABLE (the writer
+#: process cannot be started), ECHO (the response quotes the API key). Prints "call <n>"
+#: after each call (so a test knows which calls ended), then a JSON summary.
+APP = f"""
+import json, os, sys
+import httpx2, openai, httptrack
+from httptrack.record import _writer
+if os.environ.get("NO_EXECUTABLE"):
+    sys.executable = ""
+echo = bool(os.environ.get("ECHO"))
+def handler(request):
+    body = json.loads(request.content)
+    text = "the key was " + request.headers["authorization"].split()[-1] if echo else "hi"
+    return httpx2.Response(200, headers={{"content-type": "application/json"}}, json={{
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": body["model"],
+        "choices": [{{"index": 0, "finish_reason": "stop",
+                      "message": {{"role": "assistant", "content": text}}}}],
+        "usage": {{"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}}})
+transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=os.environ["DB"],
+                                        cache=False, writer="process")
+client = openai.OpenAI(api_key="{KEY}", http_client=httpx2.Client(transport=transport),
+                       max_retries=0)
+calls = int(os.environ["CALLS"])
+done = 0
+def burst():
+    global done
+    for _ in range(calls):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+        done += 1
+        print("call", done, flush=True)
+burst()
+if os.environ.get("PAUSE"):
+    print("paused", flush=True)
+    sys.stdin.readline()
+    burst()
+flushed = None if os.environ.get("NO_FLUSH") else httptrack.flush(timeout=60)
+w = _writer.writer()
+print(json.dumps({{"flushed": flushed, "pid": os.getpid(), "thread": w._thread is not None,
+                  "feeds": sum(f is not None for f in w._feeds.values())}}), flush=True)
+"""
+
+
+def _env(db: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HTTPTRACK")}
+    path = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return {**env, "PYTHONPATH": path, "DB": str(db), **extra}
+
+
+def _app(db: Path, calls: int, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(APP)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(db, CALLS=str(calls), **extra),
+    )
+
+
+def _summary(proc: subprocess.Popen[str]) -> tuple[dict[str, object], str]:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1]), err
+
+
+def _writer_pid(db: Path) -> int | None:
+    try:
+        return int((spool_folder(db) / "writer.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[Path]:
+    """A log path; the writer processes the test started are stopped after it."""
+    db = tmp_path / "calls.db"
+    yield db
+    pid = _writer_pid(db)
+    if pid is not None and _alive(pid):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"httptrack.record._daemon" in cmdline:  # ours: never anything else
+            os.kill(pid, signal.SIGKILL)
+
+
+def _rows(db: Path) -> list[tuple[str, int, int | None, float | None, str | None]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute("SELECT id, pid, total_tokens, cost_usd, parse_notes FROM calls").fetchall()
+    except sqlite3.OperationalError:  # no table yet
+        return []
+    finally:
+        conn.close()
+
+
+def _wait_rows(db: Path, count: int) -> list[tuple[str, int, int | None, float | None, str | None]]:
+    deadline = time.monotonic() + 60
+    rows = _rows(db)
+    while len(rows) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = _rows(db)
+    return rows
+
+
+def test_rows_arrive_with_their_figures_written_by_the_writer_process(log: Path) -> None:
+    summary, _ = _summary(_app(log, 25))
+    assert summary["flushed"] is True
+    assert summary["thread"] is False  # no writer thread in the app
+    assert summary["feeds"] == 1
+    rows = _rows(log)  # read right after the app's flush(): every call is there
+    assert len(rows) == 25
+    assert len({row[0] for row in rows}) == 25
+    assert {row[1] for row in rows} == {summary["pid"]}  # the app's pid, not the writer's
+    assert {row[2] for row in rows} == {10}
+    assert all(row[3] is not None and row[3] > 0 for row in rows)
+    assert not any(row[4] and "recovered" in row[4] for row in rows)
+    pid = _writer_pid(log)
+    assert pid is not None and pid != summary["pid"] and _alive(pid)
+
+
+def test_an_app_that_exits_without_flushing_leaves_its_calls_to_the_writer_process(log: Path) -> None:
+    summary, _ = _summary(_app(log, 10, NO_FLUSH="1"))
+    rows = _wait_rows(log, 10)
+    assert len(rows) == 10
+    assert {row[1] for row in rows} == {summary["pid"]}
+    assert not any(row[4] and "recovered" in row[4] for row in rows)
+
+
+def test_two_apps_share_one_writer_process(log: Path) -> None:
+    first = _app(log, 20)
+    second = _app(log, 20)
+    one, _ = _summary(first)
+    two, _ = _summary(second)
+    assert one["flushed"] is True and two["flushed"] is True
+    rows = _rows(log)
+    assert len(rows) == 40 and len({row[0] for row in rows}) == 40
+    assert {row[1] for row in rows} == {one["pid"], two["pid"]}
+    # One writer process: the second app found the first's (or the other way round).
+    daemons = [
+        pid
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if _alive(pid)
+        and b"httptrack.record._daemon" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        and Path(f"/proc/{pid}/environ").read_bytes().find(str(log).encode()) >= 0
+    ]
+    assert daemons == [_writer_pid(log)]
+
+
+def test_an_app_killed_mid_burst_has_every_spooled_call_written_once(log: Path) -> None:
+    proc = _app(log, 100_000, NO_FLUSH="1")
+    assert proc.stdout is not None
+    ended = 0
+    for line in proc.stdout:
+        ended = int(line.split()[1])
+        if ended >= 300:
+            break
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    ended = max([ended, *(int(line.split()[1]) for line in out.splitlines() if line.startswith("call"))])
+    rows = _wait_rows(log, ended)
+    # Every call that ended is in the log, once; the one cut short may be too.
+    assert ended <= len(rows) <= ended + 1
+    assert len({row[0] for row in rows}) == len(rows)
+    deadline = time.monotonic() + 60  # its feed is gone once written
+    while any(name.endswith(".spool") for name in os.listdir(spool_folder(log))):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_writer_process_killed_mid_write_is_restarted_and_writes_each_call_once(log: Path) -> None:
+    proc = _app(log, 400, PAUSE="1")
+    assert proc.stdout is not None and proc.stdin is not None
+    killed = None
+    for line in proc.stdout:
+        if killed is None and line.startswith("call") and int(line.split()[1]) >= 150:
+            killed = _writer_pid(log)
+            if killed is not None:  # mid-burst: most likely while it writes
+                os.kill(killed, signal.SIGKILL)
+        if line.startswith("paused"):
+            break
+    assert killed is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    summary, _ = _summary(proc)
+    assert summary["flushed"] is True  # flush() started another writer process
+    restarted = _writer_pid(log)
+    assert restarted is not None and restarted != killed
+    rows = _rows(log)
+    assert len(rows) == 800
+    assert len({row[0] for row in rows}) == 800
+
+
+def test_a_writer_process_that_cannot_start_leaves_the_calls_to_the_writer_thread(log: Path) -> None:
+    summary, err = _summary(_app(log, 15, NO_EXECUTABLE="1"))
+    assert summary["flushed"] is True
+    assert summary["thread"] is True and summary["feeds"] == 0
+    assert "no writer process" in err
+    assert err.count("no writer process") == 1  # reported once
+    rows = _rows(log)
+    assert len(rows) == 15 and {row[1] for row in rows} == {summary["pid"]}
+    assert _writer_pid(log) is None
+
+
+def test_no_credential_reaches_the_log_or_the_feed(log: Path) -> None:
+    summary, _ = _summary(_app(log, 5, ECHO="1", NO_FLUSH="1"))
+    # The answer quotes the key: only the app's process can take it out, so these calls
+    # took its writer thread (and were written before it exited).
+    assert len(_wait_rows(log, 5)) == 5
+    rows = read_rows(log)
+    assert len(rows) == 5
+    for row in rows:
+        assert KEY not in json.dumps(row, default=str)
+        assert "[redacted]" in (row["response_text"] or row["response_body"] or "")
+    summary, _ = _summary(_app(log, 5))
+    assert summary["flushed"] is True and summary["thread"] is False
+    rows = read_rows(log)
+    assert len(rows) == 10
+    assert all(KEY not in json.dumps(row, default=str) for row in rows)
+    for path in spool_folder(log).iterdir():
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+# -- in this process: what takes the writer thread --------------------------------------------
+
+BODY = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hello"}}],
+    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+}
+
+
+def _client(db: Path, **options: object) -> openai.OpenAI:
+    transport = httptrack.TrackingTransport(
+        httpx2.MockTransport(lambda request: httpx2.Response(200, json=BODY)),
+        db=db,
+        cache=False,
+        writer="process",
+        **options,
+    )
+    return openai.OpenAI(api_key=KEY, http_client=httpx2.Client(transport=transport), max_retries=0)
+
+
+def _chat(client: openai.OpenAI) -> None:
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_redact_hook_takes_the_writer_thread(log: Path) -> None:
+    _chat(_client(log, redact=lambda text: text.replace("hello", "XXXXX")))
+    rows = read_rows(log)
+    assert len(rows) == 1
+    assert "XXXXX" in rows[0]["response_text"] and "hello" not in rows[0]["response_text"]
+    assert not writer()._feeds  # no feed, no writer process
+    assert _writer_pid(log) is None
+
+
+def test_limits_take_the_writer_thread(log: Path) -> None:
+    _chat(_client(log, limits="usd=100/day"))
+    rows = read_rows(log)
+    assert len(rows) == 1 and rows[0]["total_tokens"] == 10
+    assert not writer()._feeds
+    assert _writer_pid(log) is None
+
+
+def test_the_writer_setting() -> None:
+    assert Settings().writer == "thread"
+    assert Settings(writer="process").writer == "process"
+    assert Settings(writer=" Process ").writer == "process"
+    with pytest.raises(SettingsError, match="writer: expected thread or process"):
+        Settings(writer="fork")
+    os.environ["HTTPTRACK_WRITER"] = "process"
+    try:
+        assert Settings().writer == "process"
+        os.environ["HTTPTRACK_WRITER"] = "daemon"
+        with pytest.raises(SettingsError, match="HTTPTRACK_WRITER"):
+            Settings()
+    finally:
+        del os.environ["HTTPTRACK_WRITER"]
+    assert httptrack.TrackingTransport(writer="process").settings.writer == "process"
+
+
+# -- the feed ----------------------------------------------------------------------------------
+
+
+def _exchange(db: Path, body: bytes) -> Exchange:
+    ex = Exchange(
+        provider=provider_by_name("openai"),
+        operation="chat",
+        settings=Settings(db=db),
+        sink=None,
+        method="POST",
+        scheme="https",
+        host="api.openai.com",
+        port=None,
+        path="/v1/chat/completions",
+        query="",
+        request_headers=[
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {KEY}".encode()),
+        ],
+        request_body=body,
+        attribution=Attribution(),
+        control=None,
+    )
+    ex.received_headers(200, [(b"content-type", b"application/json")])
+    ex.add_chunk(json.dumps(BODY).encode())
+    ex.end("complete")
+    return ex
+
+
+def test_a_feed_is_reused_once_written_and_read_from_where_the_writer_got_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "_mappable", lambda folder: True)
+    monkeypatch.setattr(_spool, "RECYCLE_BYTES", 4096)
+    db = tmp_path / "calls.db"
+    feed = Feed.open(db)
+    assert feed is not None
+    try:
+        ex = _exchange(db, b'{"model": "gpt-4o-mini", "pad": "' + b"x" * 1500 + b'"}')
+        files = sorted(spool_folder(db).glob("*.spool"))
+        assert len(files) == 1 and files[0].read_bytes()[:8] == FEED_MAGIC
+        numbers = {feed.append(ex) for _ in range(4)}
+        assert len(numbers) == 1 and min(numbers) > 0
+        segment = feed._current
+        assert segment is not None and segment.map is not None
+        assert not feed.written()
+        generation, end, records = read_feed(segment.map)
+        assert (generation, len(records)) == (0, 4)
+        # What a dead owner left is read from where the writer process got to.
+        publish_written(segment.map, generation, end)
+        assert feed.written()
+        assert list(read_records(files[0].read_bytes())) == []
+        # Written past RECYCLE_BYTES: the next append empties the segment and reuses it.
+        feed.append(ex)
+        assert segment.generation == 1 and feed._current is segment
+        generation, _, records = read_feed(segment.map)
+        assert (generation, len(records)) == (1, 1)
+        assert len(list(read_records(files[0].read_bytes()))) == 1
+        # A stale publish (the generation before) changes nothing.
+        assert not publish_written(segment.map, 0, end)
+        assert not feed.written()
+        assert sorted(spool_folder(db).glob("*.spool")) == files
+    finally:
+        feed.discard()
+
+
+def test_a_feed_full_and_not_written_rotates_and_closes_without_losing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_spool, "_mappable", lambda folder: True)
+    monkeypatch.setattr(_spool, "SEGMENT_BYTES", 64 * 1024)
+    db = tmp_path / "calls.db"
+    feed = Feed.open(db)
+    assert feed is not None
+    ex = _exchange(db, b'{"model": "gpt-4o-mini", "pad": "' + b"x" * 4000 + b'"}')
+    for _ in range(40):
+        assert feed.append(ex) > 0
+    files = sorted(spool_folder(db).glob("*.spool"))
+    assert len(files) >= 2
+    assert feed.close() is False  # not written: left for the writer process
+    assert sum(len(list(read_records(path.read_bytes()))) for path in files) == 40
