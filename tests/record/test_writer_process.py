@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
+from helpers import read_rows
 
 import httptrack
 from httptrack import SettingsError
@@ -28,7 +29,6 @@ from httptrack.providers import provider_by_name
 from httptrack.record import _spool
 from httptrack.record._spool import FEED_MAGIC, Feed, publish_written, read_feed, read_records, spool_folder
 from httptrack.record._writer import writer
-from helpers import read_rows
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="mapped spools, flock, posix_spawn")
 
