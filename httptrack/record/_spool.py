@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import json
 import marshal
 import mmap
 import operator
@@ -63,6 +64,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .._context import Attribution
 from .._errors import LogUnavailable
@@ -749,7 +751,11 @@ def _echoes_credential(ex: Exchange, data: bytes) -> bool:
         found = Credentials()
         found.add_headers(pairs)
         found.add_query(ex.query)
-        tokens = tuple(value.encode() for value in found.values)
+        # As the row's redaction looks for them: raw, JSON-escaped and URL-encoded.
+        forms = {
+            form for value in found.values for form in (value, json.dumps(value)[1:-1], quote(value, safe=""))
+        }
+        tokens = tuple(form.encode() for form in sorted(forms))
         if len(_tokens) > 1024:
             _tokens.clear()
         _tokens[key] = tokens
