@@ -411,3 +411,42 @@ def test_a_feed_full_and_not_written_rotates_and_closes_without_losing_it(
     assert len(files) >= 2
     assert feed.close() is False  # not written: left for the writer process
     assert sum(len(list(read_records(path.read_bytes()))) for path in files) == 40
+
+
+FORK = f"""
+import json, os, sys
+import httpx2, openai, httptrack
+def handler(request):
+    return httpx2.Response(200, json={BODY!r})
+transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=os.environ["DB"],
+                                        cache=False, writer="process")
+client = openai.OpenAI(api_key="{KEY}", http_client=httpx2.Client(transport=transport), max_retries=0)
+def calls(n):
+    for _ in range(n):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+calls(3)
+child = os.fork()
+if child == 0:
+    calls(4)
+    os._exit(0 if httptrack.flush(timeout=60) else 1)
+calls(5)
+_, status = os.waitpid(child, 0)
+print(json.dumps({{"flushed": httptrack.flush(timeout=60), "child": child, "status": status, "pid": os.getpid()}}))
+"""
+
+
+def test_a_forked_child_feeds_the_writer_process_through_a_feed_of_its_own(log: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORK)],
+        capture_output=True,
+        text=True,
+        env=_env(log),
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["flushed"] is True and summary["status"] == 0
+    rows = _rows(log)
+    assert len(rows) == 12 and len({row[0] for row in rows}) == 12
+    by_pid = {pid: sum(1 for row in rows if row[1] == pid) for pid in {row[1] for row in rows}}
+    assert by_pid == {summary["pid"]: 8, summary["child"]: 4}
