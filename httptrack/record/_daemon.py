@@ -55,8 +55,10 @@ STATUS = "writer.status"
 LOG = "writer.log"
 #: The log the writer process writes (its target: a path, or a database URL).
 TARGET_ENV = "HTTPTRACK_WRITER_LOG"
-#: Seconds between looks at the feeds while calls come, and at most while none do.
-POLL_MIN = 0.01
+#: Seconds between looks at the feeds while calls come (as the writer thread's BATCH_WAIT:
+#: a transaction holds the calls of that span; a ``flush()`` wakes it at once), and at most
+#: while none do.
+POLL_MIN = 0.05
 POLL_MAX = 0.5
 #: With no live feed and nothing to write for this long (seconds), the writer process ends.
 IDLE_EXIT = 30.0
