@@ -450,3 +450,51 @@ def test_a_forked_child_feeds_the_writer_process_through_a_feed_of_its_own(log: 
     assert len(rows) == 12 and len({row[0] for row in rows}) == 12
     by_pid = {pid: sum(1 for row in rows if row[1] == pid) for pid in {row[1] for row in rows}}
     assert by_pid == {summary["pid"]: 8, summary["child"]: 4}
+
+
+LOCKED = f"""
+import json, os, sys
+import httpx2, openai, httptrack
+def handler(request):
+    return httpx2.Response(200, json={BODY!r})
+transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=os.environ["DB"],
+                                        cache=False, writer="process")
+client = openai.OpenAI(api_key="{KEY}", http_client=httpx2.Client(transport=transport), max_retries=0)
+for _ in range(5):
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+print(json.dumps({{"flushed": httptrack.flush(timeout=60)}}), flush=True)
+sys.stdin.readline()
+print(json.dumps({{"flushed": httptrack.flush(timeout=60)}}), flush=True)
+"""
+
+
+def test_a_log_the_writer_process_cannot_write_makes_flush_say_so_and_waits_in_the_feed(log: Path) -> None:
+    summary, _ = _summary(_app(log, 1))  # the log exists, with its writer process
+    assert summary["flushed"] is True
+    lock = sqlite3.connect(log, timeout=30, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(LOCKED)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(log),
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        # Not a hang, not a timeout: the writer process said why (the log is locked).
+        assert json.loads(proc.stdout.readline()) == {"flushed": False}
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline()) == {"flushed": True}
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert "did not write them within" not in err  # told why, not timed out
+    assert "locked" not in err  # the writer process's faults are its own
+    assert "locked" in (spool_folder(log) / "writer.log").read_text()
+    rows = _rows(log)
+    assert len(rows) == 6 and len({row[0] for row in rows}) == 6
