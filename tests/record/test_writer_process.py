@@ -498,3 +498,37 @@ def test_a_log_the_writer_process_cannot_write_makes_flush_say_so_and_waits_in_t
     assert "locked" in (spool_folder(log) / "writer.log").read_text()
     rows = _rows(log)
     assert len(rows) == 6 and len({row[0] for row in rows}) == 6
+
+
+POOL = f"""
+import json, os, sys
+import multiprocessing
+import httpx2, openai, httptrack
+from httptrack.record import _writer
+def handler(request):
+    return httpx2.Response(200, json={BODY!r})
+def work(n):
+    transport = httptrack.TrackingTransport(httpx2.MockTransport(handler), db=os.environ["DB"],
+                                            cache=False, writer="process")
+    client = openai.OpenAI(api_key="{KEY}", http_client=httpx2.Client(transport=transport), max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": str(n)}}])
+    return os.getpid(), _writer.writer()._thread is not None
+if __name__ == "__main__":
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # ends with terminate()
+        done = pool.map(work, range(20))
+    print(json.dumps(done))
+"""
+
+
+def test_a_pool_worker_in_process_mode_neither_waits_nor_loses_its_calls(log: Path, tmp_path: Path) -> None:
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent(POOL))
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=_env(log), timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not any(thread for _, thread in done)  # no writer thread, no flush per call
+    rows = _wait_rows(log, 20)  # the workers were terminated: their feeds are written anyway
+    assert len(rows) == 20 and len({row[0] for row in rows}) == 20
+    assert {row[1] for row in rows} == {pid for pid, _ in done}
