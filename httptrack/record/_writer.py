@@ -303,8 +303,8 @@ class Writer:
         if feed.append(exchange) < 0:
             return False  # (a credential the writer process could not take out, a full disk)
         self._fed += 1
-        if not self._fed & 4095:  # now and then: the writer process is still there
-            self._keep_daemon(db, feed)
+        if not self._fed & 4095 and not self._keep_daemon(db, feed):  # now and then: still there?
+            self._give_up_feed(db, feed)
         return True
 
     def _open_feed(self, db: LogTarget) -> Feed | None:

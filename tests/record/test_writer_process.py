@@ -532,3 +532,25 @@ def test_a_pool_worker_in_process_mode_neither_waits_nor_loses_its_calls(log: Pa
     rows = _wait_rows(log, 20)  # the workers were terminated: their feeds are written anyway
     assert len(rows) == 20 and len({row[0] for row in rows}) == 20
     assert {row[1] for row in rows} == {pid for pid, _ in done}
+
+
+def test_a_writer_process_that_keeps_dying_is_given_up_and_its_feed_written_here(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from httptrack.record import _daemon
+
+    monkeypatch.setattr(_spool, "_mappable", lambda folder: True)
+    started: list[Path] = []
+    monkeypatch.setattr(_daemon, "running", lambda folder: False)  # dies as soon as started
+    monkeypatch.setattr(_daemon, "start", lambda db: started.append(db) or 0)
+    client = _client(log)
+    for _ in range(3):
+        _chat(client)
+    assert writer()._feeds[log] is not None and writer()._thread is None
+    assert httptrack.flush(timeout=30)
+    assert len(started) == 5  # DAEMON_RESTARTS, then given up
+    assert writer()._feeds[log] is None  # this process's calls take its writer thread now
+    _chat(client)
+    rows = read_rows(log)
+    assert len(rows) == 4 and {row["pid"] for row in rows} == {os.getpid()}
+    assert not any("recovered" in (row["parse_notes"] or "") for row in rows)
