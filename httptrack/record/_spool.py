@@ -744,8 +744,13 @@ def _echoes_credential(ex: Exchange, data: bytes) -> bool:
     """Whether a credential value of the call's request is in its record (a body, a header
     or an error quoting it), or could be (a response body compressed: not looked into
     here). The writer process could not take it out: it never sees credential values."""
-    pairs = [pair for pair in ex.request_headers if _is_secret(pair[0])]
-    key = (tuple(value for _, value in pairs), ex.query)
+    raw = ex.request_headers
+    try:  # (the names are known: ``_record`` has just asked, see ``_headers``) in C
+        mask = list(map(_secret_names.__getitem__, map(_name, raw)))
+    except KeyError:
+        mask = [_is_secret(name) for name, _ in raw]
+    pairs = list(itertools.compress(raw, mask)) if True in mask else []
+    key = (tuple(map(_value, pairs)), ex.query)
     tokens = _tokens.get(key)
     if tokens is None:
         found = Credentials()
@@ -764,10 +769,16 @@ def _echoes_credential(ex: Exchange, data: bytes) -> bool:
     for token in tokens:
         if token in data:
             return True
-    for name, value in ex.response_headers:
-        if len(name) == 16 and name.lower() == b"content-encoding" and value.strip().lower() != b"identity":
-            return True
+    headers = ex.response_headers
+    if _ENCODING in map(bytes.lower, map(_name, headers)):
+        for name, value in headers:
+            if name.lower() == _ENCODING and value.strip().lower() != b"identity":
+                return True
     return False
+
+
+_value = operator.itemgetter(1)
+_ENCODING = b"content-encoding"
 
 
 def read_feed(view: mmap.mmap, *, skip: bool = False) -> tuple[int, int, list[tuple[Any, ...] | None]]:

@@ -544,13 +544,15 @@ def test_a_writer_process_that_keeps_dying_is_given_up_and_its_feed_written_here
     monkeypatch.setattr(_daemon, "running", lambda folder: False)  # dies as soon as started
     monkeypatch.setattr(_daemon, "start", lambda db: started.append(db) or 0)
     client = _client(log)
+    fed = writer()._fed
     for _ in range(3):
         _chat(client)
-    assert writer()._feeds[log] is not None and writer()._thread is None
+    assert writer()._feeds[log] is not None and writer()._fed == fed + 3
     assert httptrack.flush(timeout=30)
     assert len(started) == 5  # DAEMON_RESTARTS, then given up
     assert writer()._feeds[log] is None  # this process's calls take its writer thread now
     _chat(client)
+    assert writer()._fed == fed + 3
     rows = read_rows(log)
     assert len(rows) == 4 and {row["pid"] for row in rows} == {os.getpid()}
     assert not any("recovered" in (row["parse_notes"] or "") for row in rows)
