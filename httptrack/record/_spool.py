@@ -59,6 +59,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -771,10 +772,23 @@ def _echoes_credential(ex: Exchange, data: bytes) -> bool:
             return True
     headers = ex.response_headers
     if _ENCODING in map(bytes.lower, map(_name, headers)):
-        for name, value in headers:
-            if name.lower() == _ENCODING and value.strip().lower() != b"identity":
-                return True
+        encodings = [value.strip().lower() for name, value in headers if name.lower() == _ENCODING]
+        if encodings == [b"identity"]:
+            return False
+        if len(encodings) != 1 or encodings[0] not in _ZLIB_WBITS or ex.tail is not None:
+            return True  # (brotli, zstd, several: not looked into here)
+        try:  # a gzip or deflate body: looked into, as far as the row keeps it
+            body = zlib.decompressobj(_ZLIB_WBITS[encodings[0]]).decompress(
+                b"".join(ex.chunks), max(ex.settings.max_body_bytes, 1)
+            )
+        except zlib.error:
+            return True
+        return any(token in body for token in tokens)
     return False
+
+
+#: Content-Encoding → zlib's wbits for it (gzip or zlib headers: either).
+_ZLIB_WBITS = {b"gzip": 47, b"x-gzip": 47, b"deflate": 47}
 
 
 _value = operator.itemgetter(1)

@@ -4,6 +4,7 @@ over ``httpx2.MockTransport``, in app processes of their own (killed with ``SIGK
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -556,3 +558,50 @@ def test_a_writer_process_that_keeps_dying_is_given_up_and_its_feed_written_here
     rows = read_rows(log)
     assert len(rows) == 4 and {row["pid"] for row in rows} == {os.getpid()}
     assert not any("recovered" in (row["parse_notes"] or "") for row in rows)
+
+
+def _answer(db: Path, body: bytes, encoding: str | None) -> Exchange:
+    ex = Exchange(
+        provider=provider_by_name("openai"),
+        operation="chat",
+        settings=Settings(db=db),
+        sink=None,
+        method="POST",
+        scheme="https",
+        host="api.openai.com",
+        port=None,
+        path="/v1/chat/completions",
+        query="",
+        request_headers=[(b"Authorization", f"Bearer {KEY}".encode())],
+        request_body=b'{"model": "gpt-4o-mini"}',
+        attribution=Attribution(),
+        control=None,
+    )
+    headers = [(b"Content-Type", b"application/json")]
+    if encoding is not None:
+        headers.append((b"Content-Encoding", encoding.encode()))
+    ex.received_headers(200, headers)
+    ex.add_chunk(body)
+    ex.end("complete")
+    return ex
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "echoes"),
+    [
+        (b'{"text": "hello"}', None, False),
+        (f'{{"text": "{KEY}"}}'.encode(), None, True),
+        (b'{"text": "sk-proj-SOMEONEELSE0123456789abcdef"}', None, False),  # not its own
+        (gzip.compress(b'{"text": "hello"}'), "gzip", False),
+        (gzip.compress(f'{{"text": "your key {KEY}"}}'.encode()), "gzip", True),
+        (zlib.compress(f'{{"text": "{KEY}"}}'.encode()), "deflate", True),
+        (b"\x8b\x00 whatever brotli made", "br", True),  # not looked into here: the thread's
+        (b"not gzip at all", "gzip", True),
+    ],
+)
+def test_a_call_whose_answer_quotes_its_credential_takes_the_writer_thread(
+    tmp_path: Path, body: bytes, encoding: str | None, echoes: bool
+) -> None:
+    ex = _answer(tmp_path / "calls.db", body, encoding)
+    data = _spool._record(ex)
+    assert _spool._echoes_credential(ex, data) is echoes
