@@ -283,7 +283,7 @@ BODY = {
 }
 
 
-def _client(db: Path, **options: object) -> openai.OpenAI:
+def _client(db: Path | str, **options: object) -> openai.OpenAI:
     transport = httptrack.TrackingTransport(
         httpx2.MockTransport(lambda request: httpx2.Response(200, json=BODY)),
         db=db,
@@ -605,3 +605,22 @@ def test_a_call_whose_answer_quotes_its_credential_takes_the_writer_thread(
     ex = _answer(tmp_path / "calls.db", body, encoding)
     data = _spool._record(ex)
     assert _spool._echoes_credential(ex, data) is echoes
+
+
+def test_a_postgres_log_has_its_writer_process_too(pg_url: str) -> None:
+    from httptrack.log._url import DatabaseURL
+
+    folder = DatabaseURL(pg_url).spool_folder()
+    client = _client(pg_url)
+    for _ in range(3):
+        _chat(client)
+    assert writer()._fed and writer()._feeds
+    try:
+        rows = read_rows(pg_url)
+        assert len(rows) == 3 and {row["total_tokens"] for row in rows} == {10}
+        pid = int((folder / "writer.lock").read_text().split()[0])
+        assert _alive(pid) and pid != os.getpid()
+    finally:
+        pid = int((folder / "writer.lock").read_text().split()[0])
+        if _alive(pid) and b"httptrack.record._daemon" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
