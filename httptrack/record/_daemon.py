@@ -74,8 +74,26 @@ LOG_BYTES = 1024 * 1024
 # -- the app's side --------------------------------------------------------------------------
 
 
+#: Writer processes this process started and has not reaped yet (see ``_reap``).
+_spawned: list[int] = []
+
+
+def _reap() -> None:
+    """Collect the exit status of writer processes this one started that have ended: a
+    child that ends stays a zombie (a process table entry) until its parent waits for it."""
+    for pid in list(_spawned):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler, SIG_IGN)
+            done = pid
+        if done:
+            _spawned.remove(pid)
+
+
 def running(folder: Path) -> bool:
     """Whether a writer process holds the folder's lock (a few system calls)."""
+    if _spawned:
+        _reap()
     try:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
@@ -96,13 +114,18 @@ def start(db: LogTarget) -> int:
     executable = sys.executable
     if not executable:
         raise OSError("no Python executable (sys.executable is empty)")
+    if getattr(sys, "frozen", False):  # PyInstaller, cx_Freeze...: sys.executable is the app
+        raise OSError("the app is a frozen executable: it cannot run `python -m`")
     folder = spool_folder(db)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {name: value for name, value in os.environ.items() if name != "HTTPTRACK"}  # no autoload
     env[TARGET_ENV] = db.url if isinstance(db, DatabaseURL) else os.fspath(db)
     # The httptrack the app imported, wherever it came from (a sys.path set in code).
+    # Not when it is the interpreter's own site-packages (found anyway): ahead of the
+    # standard library there, a package named like a standard module would shadow it.
     package = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package, env.get("PYTHONPATH")]))
+    if package not in _site_folders():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package, env.get("PYTHONPATH")]))
     log = folder / LOG
     with contextlib.suppress(OSError):
         if log.stat().st_size > LOG_BYTES:
@@ -112,13 +135,26 @@ def start(db: LogTarget) -> int:
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         (os.POSIX_SPAWN_OPEN, 2, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
     ]
-    return os.posix_spawn(
+    _reap()
+    pid = os.posix_spawn(
         executable,
         [executable, "-m", "httptrack.record._daemon"],
         env,
         file_actions=actions,
         setsid=True,
     )
+    _spawned.append(pid)
+    return pid
+
+
+def _site_folders() -> set[str]:
+    """The folders this interpreter finds packages in by itself (its site-packages)."""
+    import site
+
+    folders = set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
+    with contextlib.suppress(Exception):
+        folders.add(site.getusersitepackages())
+    return {str(Path(folder).resolve()) for folder in folders}
 
 
 def wake(folder: Path) -> bool:

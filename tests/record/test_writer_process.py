@@ -48,6 +48,8 @@ import httpx2, openai, httptrack
 from httptrack.record import _writer
 if os.environ.get("NO_EXECUTABLE"):
     sys.executable = ""
+if os.environ.get("FROZEN"):
+    sys.frozen = True
 echo = bool(os.environ.get("ECHO"))
 def handler(request):
     body = json.loads(request.content)
@@ -240,8 +242,12 @@ def test_a_writer_process_killed_mid_write_is_restarted_and_writes_each_call_onc
     assert len({row[0] for row in rows}) == 800
 
 
-def test_a_writer_process_that_cannot_start_leaves_the_calls_to_the_writer_thread(log: Path) -> None:
-    summary, err = _summary(_app(log, 15, NO_EXECUTABLE="1"))
+@pytest.mark.parametrize("why", ["NO_EXECUTABLE", "FROZEN"])
+def test_a_writer_process_that_cannot_start_leaves_the_calls_to_the_writer_thread(
+    log: Path, why: str
+) -> None:
+    # FROZEN: a PyInstaller-style app, whose sys.executable is the app itself, not python.
+    summary, err = _summary(_app(log, 15, **{why: "1"}))
     assert summary["flushed"] is True
     assert summary["thread"] is True and summary["feeds"] == 0
     assert "no writer process" in err
@@ -249,6 +255,47 @@ def test_a_writer_process_that_cannot_start_leaves_the_calls_to_the_writer_threa
     rows = _rows(log)
     assert len(rows) == 15 and {row[1] for row in rows} == {summary["pid"]}
     assert _writer_pid(log) is None
+
+
+def test_a_writer_process_that_ended_is_reaped_by_the_app_that_started_it(log: Path) -> None:
+    from httptrack.record import _daemon
+
+    pid = _daemon.start(log)
+    try:
+        for _ in range(200):  # it takes the lock once its interpreter is up
+            if _daemon.running(spool_folder(log)):
+                break
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):
+            if not _alive(pid):  # a zombie now, until its parent (this process) waits for it
+                break
+            time.sleep(0.05)
+        assert Path(f"/proc/{pid}").exists()
+        assert not _daemon.running(spool_folder(log))  # ... which this does, among its checks
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_the_writer_process_finds_httptrack_without_putting_site_packages_first(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from httptrack.record import _daemon
+
+    package = str(ROOT.resolve())
+    spawned: list[dict[str, str]] = []
+    monkeypatch.setattr(os, "posix_spawn", lambda path, argv, env, **kw: spawned.append(dict(env)) or 1)
+    monkeypatch.setattr(_daemon, "_spawned", [])
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(_daemon, "_site_folders", lambda: set())
+    _daemon.start(log)  # imported from a folder of the app's own (a checkout): passed on
+    assert spawned[-1]["PYTHONPATH"].split(os.pathsep)[0] == package
+    monkeypatch.setattr(_daemon, "_site_folders", lambda: {package})
+    _daemon.start(log)  # from the interpreter's site-packages: found anyway, not put first
+    assert "PYTHONPATH" not in spawned[-1]
 
 
 def test_no_credential_reaches_the_log_or_the_feed(log: Path) -> None:
