@@ -894,7 +894,12 @@ def as_schema_3(db: Path, copy: Path) -> None:
         for name in ("idx_calls_cost", "idx_calls_latency_ms", "idx_calls_tokens"):
             dst.execute(f"DROP INDEX IF EXISTS {name}")
         dst.execute("CREATE INDEX IF NOT EXISTS idx_calls_latency ON calls (cached, latency_ms)")
-        dst.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_read_indexes'")
+        # (and the two m006 drops, which schema 3 had)
+        dst.execute("CREATE INDEX IF NOT EXISTS idx_calls_started_at ON calls (started_at)")
+        dst.execute("CREATE INDEX IF NOT EXISTS idx_calls_day ON calls (date(started_at))")
+        dst.execute(
+            "DELETE FROM _sqlite_migrations WHERE name IN ('m004_read_indexes', 'm006_fewer_write_indexes')"
+        )
         dst.execute("PRAGMA user_version = 3")
         dst.execute("COMMIT")
         dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -63,6 +63,7 @@ VARIANTS = {
     "off": "httptrack, cache off",
     "defaults": "httptrack, defaults (cache on, every call a miss)",
     "hit": "httptrack, cache hit",
+    "process": "httptrack, writer process (HTTPTRACK_WRITER=process), cache off",
     "openllmetry": "OpenLLMetry (opentelemetry-instrumentation-openai)",
     "langfuse": "Langfuse OpenAI integration",
     "litellm": "LiteLLM + a no-op callback",
@@ -74,7 +75,9 @@ PEERS = {
 }
 SCENARIOS = ("chat", "stream", "raw")
 #: Which variants run the raw httpx2 loop (the peers patch the SDK, not httpx2).
-RAW_VARIANTS = ("bare", "off", "defaults")
+RAW_VARIANTS = ("bare", "off", "defaults", "process")
+#: Variants of httptrack (the others are peers, or bare).
+TRACKED = ("off", "defaults", "hit", "process")
 STREAM_CHUNKS = 20
 
 
@@ -113,12 +116,14 @@ class _Worker:
             return httpx2.Response(200, headers=headers, stream=httpx2.ByteStream(OPENAI_CHAT_COMPLETION))
 
         transport = httpx2.MockTransport(handler)
-        if self.variant in ("off", "defaults", "hit"):
+        if self.variant in TRACKED:
             import httptrack
 
             options: dict[str, Any] = {"db": self.folder / f"{self.variant}.db"}
-            if self.variant == "off":
+            if self.variant in ("off", "process"):
                 options["cache"] = False
+                if self.variant == "process":
+                    options["writer"] = "process"
             else:
                 options["cache_dir"] = self.folder / f"{self.variant}-cache"
             if self.variant == "hit":  # the same request answered again and again, on purpose:
@@ -221,13 +226,40 @@ class _Worker:
         for flush in self.flushes:
             flush()
 
+    def writer_cpu(self) -> float:
+        """The CPU time (s) of the writer process so far (``process``: it runs beside this
+        one, see record/_daemon; single-threaded): ``se.sum_exec_runtime`` of
+        ``/proc/<pid>/sched`` (ns), else utime + stime of ``/proc/<pid>/stat`` (clock ticks,
+        10 ms: noisy over a batch); 0 for the others."""
+        if self.variant != "process":
+            return 0.0
+        try:
+            pid = int((self.folder / "process.db-spool" / "writer.lock").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        try:
+            with open(f"/proc/{pid}/sched") as sched:
+                for line in sched:
+                    if line.startswith("se.sum_exec_runtime"):
+                        return float(line.split(":")[1]) / 1000
+        except (OSError, ValueError):
+            pass
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def batch(self, scenario: str, calls: int) -> dict[str, float]:
         gc.collect()
+        writer = self.writer_cpu()
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(calls):
             self.one(scenario)
         self.flush()
-        return {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        return {"cpu": cpu, "wall": wall, "writer": max(0.0, self.writer_cpu() - writer)}
 
 
 def rss_mib() -> float:
@@ -387,6 +419,25 @@ def ratio(
     return statistics.median(m[key] / b[key] for m, b in zip(mine, base, strict=False))
 
 
+def summed_us(
+    samples: dict[tuple[str, str], list[dict[str, float]]], variant: str, scenario: str, key: str
+) -> float:
+    """A figure per call (µs) over every round (the same calls each): their mean."""
+    return statistics.fmean(s[key] for s in samples[(variant, scenario)]) * 1e6
+
+
+def summed_ratio(
+    samples: dict[tuple[str, str], list[dict[str, float]]], variant: str, scenario: str
+) -> float | None:
+    """The variant's CPU with its writer process's, over bare's, each summed over every round."""
+    mine, base = samples.get((variant, scenario)), samples.get(("bare", scenario))
+    if not mine or not base:
+        return None
+    return (
+        summed_us(samples, variant, scenario, "cpu") + summed_us(samples, variant, scenario, "writer")
+    ) / (summed_us(samples, "bare", scenario, "cpu"))
+
+
 def median_us(
     samples: dict[tuple[str, str], list[dict[str, float]]], variant: str, scenario: str, key: str
 ) -> float:
@@ -471,6 +522,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 cells.append("n/a" if cpu is None or wall is None else f"{cpu:.2f}x ({wall:.2f}x)")
             print(f"| {VARIANTS[variant]} | {cells[0]} | {cells[1]} |")
+            if variant.startswith("process"):
+                # Summed over every round (with clock ticks, 10 ms, a batch's is noisy).
+                cells = []
+                for scenario in ("chat", "stream"):
+                    total = summed_ratio(samples, variant, scenario)
+                    writer = summed_us(samples, variant, scenario, "writer")
+                    cells.append(
+                        "n/a" if total is None else f"**{total:.2f}x** (writer {writer:.0f} µs/call)"
+                    )
+                print(f"| … app + writer process (sum over rounds) | {cells[0]} | {cells[1]} |")
         print("\nRaw httpx2 client.post() loop, every row written: rate against the bare loop\n")
         print("| variant | calls per CPU-second | × bare | calls per wall-second | × bare |")
         print("|---|---:|---:|---:|---:|")
@@ -482,7 +543,16 @@ def main(argv: list[str] | None = None) -> int:
             cpu_x = 1 / (ratio(samples, variant, "raw", "cpu") or 1)
             wall_x = 1 / (ratio(samples, variant, "raw", "wall") or 1)
             label = "bare httpx2" if variant == "bare" else VARIANTS[variant]
+            if variant.startswith("process"):
+                label += ": app process alone"
             print(f"| {label} | {cpu_rate:,.0f} | {cpu_x:.2f}x | {wall_rate:,.0f} | {wall_x:.2f}x |")
+            if variant.startswith("process"):
+                total = summed_ratio(samples, variant, "raw")
+                per_call = summed_us(samples, variant, "raw", "cpu") + summed_us(
+                    samples, variant, "raw", "writer"
+                )
+                total_x = f"**{1 / total:.2f}x**" if total else "n/a"
+                print(f"| … app + writer process (sum over rounds) | {1e6 / per_call:,.0f} | {total_x} | | |")
         if not args.no_memory:
             what = f"{args.memory_calls:,} chat calls (after 200 to warm up)"
             print(f"\nMemory: RSS growth of a fresh process over {what}\n")

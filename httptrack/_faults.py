@@ -59,7 +59,7 @@ FaultKind = Literal[
     "rows_dropped",  # calls lost to the log, whatever the cause (counted beside the cause's kind)
     "search_index",  # the search index could not be updated (the calls are recorded)
     "spool",  # the crash-safe spool could not be made, written or recovered
-    "writer",  # the writer thread hit an unexpected error
+    "writer",  # the writer thread (or process) hit an unexpected error, or none could start
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ._errors import SettingsError
 from ._time import duration_seconds
@@ -22,7 +22,16 @@ from .log._url import DatabaseURL, LogTarget, log_target
 if TYPE_CHECKING:
     from .limits import Limit
 
-__all__ = ["CACHE_MODES", "OPERATIONS", "Retention", "Settings", "SettingsError", "parse_retention"]
+__all__ = [
+    "CACHE_MODES",
+    "OPERATIONS",
+    "WRITER_MODES",
+    "Retention",
+    "Settings",
+    "SettingsError",
+    "WriterMode",
+    "parse_retention",
+]
 
 _DEFAULT_TTL: dict[Operation, float] = {
     "embeddings": 7 * 86400.0,
@@ -124,6 +133,18 @@ def parse_cache_mode(value: object, name: str) -> CacheMode:
 
 #: The schemes of a shared cache URL (redis-py's: TCP, TLS, a Unix socket).
 CACHE_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+WriterMode = Literal["thread", "process"]
+WRITER_MODES: tuple[WriterMode, ...] = get_args(WriterMode)
+
+
+def parse_writer(value: object, name: str) -> WriterMode:
+    text = str(value).strip().lower()
+    for mode in WRITER_MODES:
+        if text == mode:
+            return mode
+    raise SettingsError(f"{name}: expected thread or process, got {value!r}")
 
 
 def parse_cache_url(value: object, name: str) -> str:
@@ -402,6 +423,10 @@ class Settings:
                                                       writer in small steps:
                                                       ``bodies=30d; rows=1y; size=5GB``
                                                       (docs/retention.md)
+    ``writer``          ``HTTPTRACK_WRITER``          ``thread`` (default): rows are built and
+                                                      written by a thread of the app's process;
+                                                      ``process``: by a writer process fed by
+                                                      the spool (docs/architecture.md)
     =================== ============================= ==========================================
     """
 
@@ -433,6 +458,7 @@ class Settings:
         "service",
         "store_bodies",
         "user",
+        "writer",
     )
 
     enabled: bool
@@ -465,6 +491,7 @@ class Settings:
     alert_webhook: str | None
     otel: bool
     retention: Retention | None
+    writer: WriterMode
 
     def __init__(
         self,
@@ -495,6 +522,7 @@ class Settings:
         alert_webhook: str | None = None,
         otel: bool | str | None = None,
         retention: Retention | str | None = None,
+        writer: str | None = None,
     ) -> None:
         def pick(arg: Any, env: str) -> tuple[Any, str]:
             if arg is not None:
@@ -617,6 +645,8 @@ class Settings:
         set_(self, "otel", False if value in (None, "") else parse_bool(value, name))
         value, name = pick(retention, "HTTPTRACK_RETENTION")
         set_(self, "retention", parse_retention(value, name))
+        value, name = pick(writer, "HTTPTRACK_WRITER")
+        set_(self, "writer", "thread" if value in (None, "") else parse_writer(value, name))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; use settings.replace(...)")

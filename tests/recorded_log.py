@@ -260,8 +260,23 @@ V5_OBJECTS = {"calls_rollup_combo"}
 ALL_OBJECTS = V2_OBJECTS | V3_OBJECTS | V4_OBJECTS | V5_OBJECTS
 
 
+def downgrade_to_v5(db: Path) -> None:
+    """Make ``db`` what schema version 5 left: the indexes m006 drops there."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("CREATE INDEX IF NOT EXISTS idx_calls_started_at ON calls (started_at)")
+        conn.execute("CREATE INDEX IF NOT EXISTS idx_calls_day ON calls (date(started_at))")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm006_fewer_write_indexes'")
+        conn.execute("PRAGMA user_version = 5")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def downgrade_to_v1(db: Path) -> None:
     """Make ``db`` what schema version 1 left: the ``calls`` table and its indexes only."""
+    downgrade_to_v5(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN")
@@ -282,6 +297,7 @@ def downgrade_to_v1(db: Path) -> None:
 
 def downgrade_to_v4(db: Path) -> None:
     """Make ``db`` what schema version 4 left: no combination rollup."""
+    downgrade_to_v5(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN")

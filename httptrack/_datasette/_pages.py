@@ -28,6 +28,11 @@ results are what the page shows; on millions of calls three of its shapes read e
 
 A view's count (``slowest_calls``: every call) gets the same short limit.
 
+A day (``?started_at__date=``: datasette's ``date(started_at) = :p``, in the page, its count
+and its facets) is read as the range of ``started_at`` it is (``day_ranges``), from the
+index that starts with ``started_at`` (or a filter's ``(column, started_at)``): the log has
+no index on ``date(started_at)`` (schema 6; each index costs the writer on every call).
+
 Every rewrite gives the rows datasette's SQL gives, in its order (a search's in the order
 recorded, as above; ties of a sort column in id order on the first page too, as on the
 next ones); tests compare them on a small log. The plugin installs :func:`planned_execute` on each call log's
@@ -60,6 +65,7 @@ __all__ = [
     "about",
     "combo_count_sql",
     "count_sql",
+    "day_ranges",
     "estimate",
     "filter_first",
     "page_sql",
@@ -72,8 +78,10 @@ __all__ = [
 #: Columns the calls page sorts by (a click on a column's header): each has an index that
 #: gives its order (``_schema.READ_INDEXES``). ``id`` is the primary key.
 SORT_COLUMNS = ("id", "started_at", "cost_usd", "latency_ms", "total_tokens")
-#: Sort columns with many equal values (a first page in datasette's order of ties: id).
-_TIES = frozenset({"cost_usd", "latency_ms", "total_tokens"})
+#: Sort columns with equal values (a first page in datasette's order of ties: id). Calls
+#: share a ``started_at`` when they start in the same millisecond: their order is id's
+#: (datasette's next page goes on in it), not that of the index the list walks.
+_TIES = frozenset({"started_at", "cost_usd", "latency_ms", "total_tokens"})
 #: How long an exact count may take before the page shows an estimate instead.
 COUNT_TIME_LIMIT_MS = 150
 #: How long all the facets of one page counted from the calls (not from the rollups) may
@@ -162,6 +170,26 @@ def without_next(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]
     used = {match["k"], *([match["v"]] if "v" in match.groupdict() else [])}
     kept = {k: v for k, v in params.items() if k not in used}
     return facet["head"] + (f"where {rest} " if rest else ""), kept
+
+
+#: datasette's day filter (``?started_at__date=``), ``date("started_at") = :pN``.
+_DAY = re.compile(r'(?<![\w.+])date\((?P<q>"?)started_at(?P=q)\) = :(?P<p>p\d+)')
+
+
+def day_ranges(sql: str) -> str:
+    """``sql`` with each ``date("started_at") = :p`` (datasette's day filter) as the range of
+    ``started_at`` that day is, which an index on ``started_at`` finds (an expression on
+    the column rules its indexes out). The same calls: ``started_at`` is ISO-8601 in UTC
+    (``2026-03-07T12:34:56.789Z``), so its date is its first ten characters, and a text
+    sorts between its date and the next day's; ``date(:p) = :p`` keeps out a value that is
+    no date (``2026-3-7``, ``2026-03-07T10:00``), which ``date()`` of no call equals."""
+    return _DAY.sub(
+        lambda m: (
+            f"(started_at >= :{m['p']} and started_at < date(:{m['p']}, '+1 day') "
+            f"and date(:{m['p']}) = :{m['p']})"
+        ),
+        sql,
+    )
 
 
 def page_sql(sql: str, params: dict[str, Any]) -> str | None:
@@ -426,6 +454,7 @@ def planned_execute(execute: Execute, has_rollups: Callable[[], bool]) -> Execut
         page = PAGE.get()
         if page is not None and isinstance(params, dict | None):
             values = params or {}
+            sql = day_ranges(sql)
             if sql.startswith("select count(*) from "):
                 return await _count(execute, sql, values, page, has_rollups)
             better = page_sql(sql, values)

@@ -22,7 +22,10 @@ The contract, whatever the engine:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["LogBackend", "WriteResult"]
 
@@ -46,6 +49,10 @@ class LogBackend(Protocol):
     #: Rows written since the derived data (search index, rollups) was last brought up to
     #: date; ``catch_up`` brings it to 0.
     behind: int
+    #: Indexes a migration left to be built while the writer is idle (SQLite, on a log big
+    #: enough that building them at once would hold its write lock for long; see
+    #: ``log/_indexes``). Always ``False`` where an engine builds none later.
+    indexes_pending: bool
 
     def open(self) -> None:
         """Connect and bring the schema up to date (idempotent; ``write`` calls it too).
@@ -60,6 +67,11 @@ class LogBackend(Protocol):
 
     def catch_up(self) -> None:
         """Bring the derived data up to date now. Raises ``LogUnavailable``."""
+
+    def build_indexes(self, stop: Callable[[], bool]) -> bool:
+        """Build what ``indexes_pending`` says is left, giving way (the build interrupted
+        and rolled back) as soon as ``stop()`` says so. ``True`` when none is left. Raises
+        ``LogUnavailable``."""
 
     def checkpoint(self) -> None:
         """Fold the journal into the log if no other writer is active (never waits)."""

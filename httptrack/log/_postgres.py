@@ -302,6 +302,9 @@ class PostgresStore:
         self.pause = pause
         #: The search vector and the views are computed by Postgres: nothing is ever behind.
         self.behind = 0
+        #: Postgres builds its indexes when the schema is made (``CREATE INDEX`` does not
+        #: block writers for long there): none is ever left for later.
+        self.indexes_pending = False
         self._conn: psycopg.Connection[Any] | None = None
 
     def open(self) -> None:
@@ -386,6 +389,9 @@ class PostgresStore:
 
     def catch_up(self) -> None:
         """Nothing to do: the search vector is computed as each row is inserted."""
+
+    def build_indexes(self, stop: Callable[[], bool]) -> bool:
+        return True  # none left (see ``indexes_pending``)
 
     def checkpoint(self) -> None:
         """Nothing to do: Postgres's write-ahead log is the server's business."""

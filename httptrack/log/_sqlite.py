@@ -45,7 +45,7 @@ __all__ = [
 
 #: Bumped with every migration; ``PRAGMA user_version`` holds the version a database is at,
 #: so opening an up-to-date database costs one pragma instead of the migration machinery.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 5000
 #: The search index and the daily rollup are brought up to date at least this often
 #: (seconds), or after this many rows, and at every flush(). The search index is fed in
@@ -279,13 +279,22 @@ def _migrations() -> Any:
 
         _rollup.create_combo_rollup(db.conn)
 
+    @migrations(name="m006_fewer_write_indexes")
+    def m006_fewer_write_indexes(db: Any) -> None:
+        # Two indexes other indexes answer for (_schema.WRITE_DROPPED_INDEXES): the writer
+        # stops paying for them. On a big log the drops wait for the writer's idle time
+        # too (_indexes): dropping frees every page of the index, in one transaction.
+        from . import _schema
+
+        _indexes.add_indexes(db.conn, "calls", {}, drop=_schema.WRITE_DROPPED_INDEXES)
+
     return migrations
 
 
 #: Indexes for the questions people ask of the log: recent calls, per provider/model/user/
 #: service over time, errors, cache hits.
 _INDEXES = {
-    "idx_calls_started_at": "started_at",
+    "idx_calls_started_at": "started_at",  # (dropped by m006: idx_calls_usage starts with it)
     "idx_calls_provider": "provider, started_at",
     "idx_calls_model": "model, started_at",
     "idx_calls_user": "user, started_at",

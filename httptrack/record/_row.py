@@ -668,26 +668,13 @@ def _price(ex: Exchange, parsed: Parsed, usage: Usage, status: Status) -> _Cost:
     provider = ex.provider.name
     started = datetime.fromtimestamp(ex.started_at, UTC)
     # The model that answered, else (no price for it) the one asked for.
-    model = parsed.response_model or parsed.model
-    result = price_usage(
-        provider,
-        model,
-        usage,
-        host=ex.host,
-        at=started,
-        overrides=overrides,
-        batch=parsed.batch,
-        tier=parsed.price_tier,
-    )
-    if (
-        result.cost_usd is None
-        and parsed.response_model
-        and parsed.model
-        and parsed.model != parsed.response_model
-    ):
-        retry = price_usage(
+    answered, asked = parsed.response_model, parsed.model
+    models = (answered, asked) if answered and asked and asked != answered else (answered or asked,)
+    result: Any = None
+    for model in models:
+        priced = price_usage(
             provider,
-            parsed.model,
+            model,
             usage,
             host=ex.host,
             at=started,
@@ -695,8 +682,10 @@ def _price(ex: Exchange, parsed: Parsed, usage: Usage, status: Status) -> _Cost:
             batch=parsed.batch,
             tier=parsed.price_tier,
         )
-        if retry.cost_usd is not None:
-            result = retry
+        if result is None or priced.cost_usd is not None:
+            result = priced
+        if priced.cost_usd is not None:
+            break
     if ex.cached:
         return 0.0, result.cost_usd, _FROM_CACHE + (f"; {result.reason}" if result.reason else "")
     return result.cost_usd, None, result.reason

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import json
 import marshal
 import mmap
 import operator
@@ -58,17 +59,19 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .._context import Attribution
 from .._errors import LogUnavailable
 from .._exchange import TAIL_BYTES, Exchange
 from .._faults import get_logger, report_fault
-from .._redact import REDACTED, is_secret_header, redact_query, scrub_text
+from .._redact import REDACTED, Credentials, is_secret_header, redact_query, scrub_text
 from .._settings import Settings
 from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
@@ -79,7 +82,21 @@ from ._row import build_row
 if TYPE_CHECKING:
     from ..log._backend import LogBackend
 
-__all__ = ["ROTATE_BYTES", "SEGMENT_BYTES", "Spool", "read_records", "recover", "recover_log", "spool_folder"]
+__all__ = [
+    "FEED_MAGIC",
+    "NEEDS_THREAD",
+    "ROTATE_BYTES",
+    "SEGMENT_BYTES",
+    "Feed",
+    "Spool",
+    "publish_written",
+    "read_feed",
+    "read_records",
+    "recover",
+    "recover_log",
+    "spool_folder",
+    "spooled_rows",
+]
 
 #: Format of a record (the first item of its tuple).
 VERSION = 1
@@ -114,6 +131,24 @@ _LENGTH = struct.Struct("<I")
 _REDACTED = REDACTED.encode()
 _row_values = operator.itemgetter(*COLUMN_NAMES)
 _name = operator.itemgetter(0)
+#: A feed (``Feed``, ``HTTPTRACK_WRITER=process``): a mapped segment that a writer process
+#: (``_daemon``) reads while its owner lives. After its magic, two 8-byte words: the
+#: segment's generation (the app's: bumped each time the segment is emptied and reused),
+#: and how far the writer process has written its records into the log,
+#: ``generation << 32 | offset`` (the writer process's, stored after each commit; an aligned
+#: 8-byte store). Then the records, framed as in a spool.
+FEED_MAGIC = b"HTSPOOL\x03"
+_GENERATION = _START
+_CONSUMED = _START + 8
+_FEED_START = _START + 16
+_WORD = struct.Struct("<Q")
+_OFFSET_MASK = 0xFFFFFFFF
+#: A feed segment holding this many bytes, all written by the writer process, is emptied
+#: and reused by the next append (its pages stay mapped and warm: no system call, no page
+#: fault); a full one not yet written is succeeded by another (system calls: rare).
+RECYCLE_BYTES = 256 * 1024
+#: ``Feed.append``: the call must be written by this process's writer thread.
+NEEDS_THREAD = -2
 #: Rows per transaction when ingesting a spool.
 RECOVER_BATCH = 500
 #: Held by the process recovering the folder's spools; another one waits this long for it.
@@ -254,7 +289,7 @@ def _joined(chunks: Iterable[bytes]) -> list[bytes]:
 class _Segment:
     """One spool file of this process: its descriptor, path and (when mapped) its map."""
 
-    __slots__ = ("end", "fd", "map", "number", "outstanding", "path", "size")
+    __slots__ = ("end", "fd", "generation", "map", "number", "outstanding", "path", "size")
 
     def __init__(self, fd: int, path: Path, mapped: mmap.mmap | None, size: int) -> None:
         self.fd = fd
@@ -268,6 +303,8 @@ class _Segment:
         self.number = 0
         #: Records appended and not yet released.
         self.outstanding = 0
+        #: A feed's (``Feed``): how many times it was emptied and reused.
+        self.generation = 0
 
     def close(self, *, delete: bool) -> None:
         if delete:
@@ -281,6 +318,10 @@ class _Segment:
 class Spool:
     """This process's spool for one log. ``append`` runs on the app's threads, the rest in
     the writer thread (or at exit)."""
+
+    #: What a mapped segment begins with, and where its records start.
+    _magic = MAGIC
+    _first = _START
 
     def __init__(self, db: LogTarget) -> None:
         self.db = db
@@ -325,7 +366,7 @@ class Spool:
                 # disk (which would kill the app with SIGBUS).
                 _allocate(fd, size)
                 mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-                mapped[: len(MAGIC)] = MAGIC  # the rest is zero: no record yet
+                mapped[: len(MAGIC)] = self._magic  # the rest is zero: no record yet
             os.rename(temporary, path)
         except BaseException:
             if mapped is not None:
@@ -333,7 +374,10 @@ class Spool:
             os.close(fd)
             temporary.unlink(missing_ok=True)
             raise
-        return _Segment(fd, path, mapped, size if mapped is not None else 0)
+        segment = _Segment(fd, path, mapped, size if mapped is not None else 0)
+        if mapped is not None:
+            segment.end = self._first
+        return segment
 
     def _register(self, segment: _Segment) -> _Segment:
         self._numbers += 1
@@ -563,21 +607,236 @@ class Spool:
                 segment.close(delete=False)
 
 
+class Feed(Spool):
+    """This process's spool for one log in process mode (``HTTPTRACK_WRITER=process``): no
+    writer thread releases its records; the writer process reads them while this process
+    lives and publishes in each segment how far they are in the log (see ``FEED_MAGIC``).
+    ``append`` empties and reuses a segment all written (``RECYCLE_BYTES``), else rotates
+    to another. Mapped only (:meth:`open` gives ``None`` where spools are written with
+    ``os.writev``: calls then take the writer thread)."""
+
+    _magic = FEED_MAGIC
+    _first = _FEED_START
+
+    @classmethod
+    def open(cls, db: LogTarget) -> Feed | None:
+        folder = spool_folder(db)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _mappable(folder):
+            return None
+        return cls(db)
+
+    def append(self, exchange: Exchange) -> int:
+        """Write ``exchange`` for the writer process: its segment, ``-1`` if it could not
+        be, ``NEEDS_THREAD`` if only this process can make its row (a credential of its
+        request appears in what is spooled: the spool has no credential values, so the
+        writer process could not take it out of the row). No system call but to rotate."""
+        try:
+            data = _record(exchange)
+        except (ValueError, TypeError):  # a value marshal cannot write (never in practice)
+            return -1
+        length = len(data)
+        if length > _OFFSET_MASK // 2 or _echoes_credential(exchange, data):
+            return NEEDS_THREAD
+        with self._lock:
+            segment = self._current
+            if segment is None or segment.map is None:
+                return -1
+            try:
+                start = segment.end
+                if start >= RECYCLE_BYTES and _written(segment):
+                    _reuse(segment)
+                    start = segment.end
+                stop = start + _HEADER_SIZE + length
+                after = (stop + 7) & ~7
+                if after + _HEADER_SIZE > segment.size:
+                    segment = self._next(after - start + _HEADER_SIZE)
+                    start = segment.end
+                    stop = start + _HEADER_SIZE + length
+                    after = (stop + 7) & ~7
+                view = segment.map
+                assert view is not None
+                view[start + _HEADER_SIZE : stop] = data
+                view[after : after + _HEADER_SIZE] = _NO_RECORD
+                _HEADER.pack_into(view, start, length, length ^ CHECK)
+                segment.end = after
+            except (OSError, ValueError) as exc:
+                report_fault("spool", f"a call could not be spooled in {self.folder} ({exc})", exc)
+                return -1
+            return segment.number
+
+    def _next(self, needed: int) -> _Segment:
+        """The current segment is full and not all written (lock held): reuse an older one
+        that is, else begin another; delete the other written ones. A record bigger than a
+        segment gets one of its own (never the current one)."""
+        current = self._current
+        if needed + _FEED_START > SEGMENT_BYTES:
+            size = (needed + _FEED_START + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+            return self._register(self._new_segment(size))
+        reused = None
+        for segment in list(self._segments.values()):
+            if segment is current or not _written(segment):
+                continue
+            del self._segments[segment.number]
+            if reused is None and segment.size == SEGMENT_BYTES:
+                _reuse(segment)
+                reused = segment
+            else:
+                with contextlib.suppress(OSError):
+                    segment.close(delete=True)
+        if reused is not None:
+            self._current = self._register(reused)
+        else:
+            self._current = self._register(self._new_segment(SEGMENT_BYTES))
+        return self._current
+
+    def written(self) -> bool:
+        """Whether the writer process has written every call appended so far."""
+        with self._lock:
+            return all(map(_written, self._segments.values()))
+
+    def tidy(self) -> None:
+        """(The writer thread's: a feed is the writer process's.)"""
+
+    def close(self) -> bool:
+        """At exit: delete the segments all written, leave the others (the writer process,
+        or the next process to open the log, writes them: the lock goes with this
+        process). ``True`` if all were."""
+        with self._lock:
+            segments = self._all()
+        done = True
+        for segment in segments:
+            written = _written(segment)
+            done = done and written
+            with contextlib.suppress(OSError):
+                segment.close(delete=written)
+        return done
+
+
+def _written(segment: _Segment) -> bool:
+    """Whether the writer process has written every record of a feed segment."""
+    if segment.end <= _FEED_START or segment.map is None:
+        return True
+    with contextlib.suppress(ValueError):  # (closed)
+        return bool(_WORD.unpack_from(segment.map, _CONSUMED)[0] == (segment.generation << 32) | segment.end)
+    return True
+
+
+def _reuse(segment: _Segment) -> None:
+    """Empty a feed segment all written and begin its next generation."""
+    _empty(segment, _FEED_START)
+    segment.generation = (segment.generation + 1) & 0x7FFFFFFF
+    assert segment.map is not None
+    _WORD.pack_into(segment.map, _GENERATION, segment.generation)
+
+
+def _is_secret(name: bytes) -> bool:
+    secret = _secret_names.get(name)
+    if secret is None:
+        secret = _secret_names[name] = is_secret_header(name.decode("latin-1"))
+    return secret
+
+
+#: (secret header values, query) → the credential values a call's record must not hold.
+_tokens: dict[tuple[tuple[bytes, ...], str], tuple[bytes, ...]] = {}
+
+
+def _echoes_credential(ex: Exchange, data: bytes) -> bool:
+    """Whether a credential value of the call's request is in its record (a body, a header
+    or an error quoting it), or could be (a response body compressed: not looked into
+    here). The writer process could not take it out: it never sees credential values."""
+    raw = ex.request_headers
+    try:  # (the names are known: ``_record`` has just asked, see ``_headers``) in C
+        mask = list(map(_secret_names.__getitem__, map(_name, raw)))
+    except KeyError:
+        mask = [_is_secret(name) for name, _ in raw]
+    pairs = list(itertools.compress(raw, mask)) if True in mask else []
+    key = (tuple(map(_value, pairs)), ex.query)
+    tokens = _tokens.get(key)
+    if tokens is None:
+        found = Credentials()
+        found.add_headers(pairs)
+        found.add_query(ex.query)
+        # As the row's redaction looks for them: raw, JSON-escaped and URL-encoded.
+        forms = {
+            form for value in found.values for form in (value, json.dumps(value)[1:-1], quote(value, safe=""))
+        }
+        tokens = tuple(form.encode() for form in sorted(forms))
+        if len(_tokens) > 1024:
+            _tokens.clear()
+        _tokens[key] = tokens
+    if not tokens:
+        return False
+    for token in tokens:
+        if token in data:
+            return True
+    headers = ex.response_headers
+    if _ENCODING in map(bytes.lower, map(_name, headers)):
+        encodings = [value.strip().lower() for name, value in headers if name.lower() == _ENCODING]
+        if encodings == [b"identity"]:
+            return False
+        if len(encodings) != 1 or encodings[0] not in _ZLIB_WBITS or ex.tail is not None:
+            return True  # (brotli, zstd, several: not looked into here)
+        try:  # a gzip or deflate body: looked into, as far as the row keeps it
+            body = zlib.decompressobj(_ZLIB_WBITS[encodings[0]]).decompress(
+                b"".join(ex.chunks), max(ex.settings.max_body_bytes, 1)
+            )
+        except zlib.error:
+            return True
+        return any(token in body for token in tokens)
+    return False
+
+
+#: Content-Encoding → zlib's wbits for it (gzip or zlib headers: either).
+_ZLIB_WBITS = {b"gzip": 47, b"x-gzip": 47, b"deflate": 47}
+
+
+_value = operator.itemgetter(1)
+_ENCODING = b"content-encoding"
+
+
+def read_feed(view: mmap.mmap, *, skip: bool = False) -> tuple[int, int, list[tuple[Any, ...] | None]]:
+    """The records of a live feed segment not yet in the log: (its generation, where they
+    end, the records). Stops before a record that does not read back whole (being written
+    by its live owner, as another CPU may see it): the next look takes it; ``skip``: one
+    that never did is passed over (``None``)."""
+    generation = _WORD.unpack_from(view, _GENERATION)[0]
+    end = pos = feed_position(view)
+    records: list[tuple[Any, ...] | None] = []
+    for after, payload in frames(view, pos, len(view)):
+        record = _loads(payload)
+        if record is None and not skip:
+            break
+        records.append(record)
+        end = after
+    return generation, end, records
+
+
+def publish_written(view: mmap.mmap, generation: int, end: int) -> bool:
+    """Say in a feed segment that its records up to ``end`` are in the log (unless its
+    owner emptied and reused it meanwhile: then its records are read again from its
+    first, written again, and stored once)."""
+    if _WORD.unpack_from(view, _GENERATION)[0] != generation:
+        return False
+    _WORD.pack_into(view, _CONSUMED, (generation << 32) | end)
+    return True
+
+
 def _start(segment: _Segment) -> int:
     return _START if segment.map is not None else 0
 
 
-def _empty(segment: _Segment) -> None:
+def _empty(segment: _Segment, first: int = _START) -> None:
     """A mapped segment whose records are all released starts over, its used bytes zeroed
     from the first header on: its old records are never read again, and what they held
     (bodies with credentials the row's redaction took out) does not stay on disk, as a
     file truncated by ``os.ftruncate`` would not keep it either (lock held)."""
     view = segment.map
     assert view is not None
-    for start in range(_START, segment.end, len(_ZEROS)):
+    for start in range(first, segment.end, len(_ZEROS)):
         stop = min(start + len(_ZEROS), segment.end)
         view[start:stop] = _ZEROS[: stop - start]  # (a memoryview: no copy)
-    segment.end = _START
+    segment.end = first
 
 
 _ZEROS = memoryview(bytes(64 * 1024))
@@ -631,15 +890,12 @@ def read_records(data: bytes) -> Iterator[tuple[Any, ...] | None]:
     it) is left out. Reads both formats: mapped files (``MAGIC``) and older ones."""
     view = memoryview(data)
     end = len(data)
-    if data[:_START] == MAGIC:
-        pos = _START
-        while pos + _HEADER_SIZE <= end:
-            length, check = _HEADER.unpack_from(view, pos)
-            stop = pos + _HEADER_SIZE + length
-            if not length or check != length ^ CHECK or stop > end:
-                return  # the end, or a record its process died committing
-            yield _loads(view[pos + _HEADER_SIZE : stop])
-            pos = (stop + 7) & ~7
+    magic = data[:_START]
+    if magic in (MAGIC, FEED_MAGIC):
+        # A feed's records before its consumed offset are in the log already.
+        pos = feed_position(view) if magic == FEED_MAGIC else _START
+        for _, payload in frames(view, pos, end):
+            yield _loads(payload)
         return
     pos = 0
     while pos + 4 <= end:
@@ -648,6 +904,28 @@ def read_records(data: bytes) -> Iterator[tuple[Any, ...] | None]:
             return
         yield _loads(view[pos + 4 : pos + 4 + length])
         pos += 4 + length
+
+
+def frames(view: memoryview | mmap.mmap, pos: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    """The records of a mapped segment from ``pos``: (where the next one begins, its bytes),
+    up to a zero header (or one its process died committing: the check fails)."""
+    data = view if isinstance(view, memoryview) else memoryview(view)
+    while pos + _HEADER_SIZE <= end:
+        length, check = _HEADER.unpack_from(data, pos)
+        stop = pos + _HEADER_SIZE + length
+        if not length or check != length ^ CHECK or stop > end:
+            return  # the end, or a record its process died committing
+        pos = (stop + 7) & ~7
+        yield pos, data[stop - length : stop]
+
+
+def feed_position(view: memoryview | mmap.mmap) -> int:
+    """Where a feed's records not yet in the log begin: its consumed offset, if the writer
+    process published it for the feed's present generation, else its first record."""
+    generation = _WORD.unpack_from(view, _GENERATION)[0]
+    consumed = _WORD.unpack_from(view, _CONSUMED)[0]
+    offset = consumed & _OFFSET_MASK
+    return offset if consumed >> 32 == generation and offset > _FEED_START else _FEED_START
 
 
 def _loads(data: memoryview) -> tuple[Any, ...] | None:
@@ -806,7 +1084,9 @@ def _recover(
                 continue
             with os.fdopen(os.dup(fd), "rb") as file:
                 data = file.read()
-            done, failed = _ingest(db, backend, data, name.split("-")[0])
+            # A feed's calls were handed to the writer process as they should be: no note.
+            fed = data.startswith(FEED_MAGIC)
+            done, failed = _ingest(db, backend, data, name.split("-")[0], note=not fed)
             written += done
             lost += failed
             path.unlink(missing_ok=True)
@@ -882,11 +1162,28 @@ def recover_log(db: LogTarget) -> None:
         backend.close()
 
 
-def _ingest(db: LogTarget, backend: LogBackend, data: bytes, pid: str) -> tuple[int, int]:
-    note = f"recovered from the spool of process {pid}, which ended before writing it"
+def _ingest(
+    db: LogTarget, backend: LogBackend, data: bytes, pid: str, *, note: bool = True
+) -> tuple[int, int]:
+    rows, lost = spooled_rows(db, read_records(data), pid, note=note)
+    written = 0
+    for start in range(0, len(rows), RECOVER_BATCH):
+        result = backend.write(rows[start : start + RECOVER_BATCH])
+        written += result.written
+        lost += len(result.refused)
+    return written, lost
+
+
+def spooled_rows(
+    db: LogTarget, records: Iterable[tuple[Any, ...] | None], pid: str, *, note: bool
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows (values in column order) of spooled records of process ``pid``, and how many
+    could not be read or built. ``note``: say in each row that it was recovered."""
+    text = f"recovered from the spool of process {pid}, which ended before writing it"
     rows: list[tuple[Any, ...]] = []
     lost = 0
-    for record in read_records(data):
+    owner = int(pid) if pid.isdigit() else None
+    for record in records:
         if record is None:
             lost += 1
             continue
@@ -896,13 +1193,9 @@ def _ingest(db: LogTarget, backend: LogBackend, data: bytes, pid: str) -> tuple[
             report_fault("record", "a spooled call could not be turned into a row", exc)
             lost += 1
             continue
-        row["parse_notes"] = f"{row['parse_notes']}; {note}" if row.get("parse_notes") else note
-        if pid.isdigit():
-            row["pid"] = int(pid)
+        if note:
+            row["parse_notes"] = f"{row['parse_notes']}; {text}" if row.get("parse_notes") else text
+        if owner is not None:
+            row["pid"] = owner  # the app's, not the process that builds the row
         rows.append(_row_values(row))
-    written = 0
-    for start in range(0, len(rows), RECOVER_BATCH):
-        result = backend.write(rows[start : start + RECOVER_BATCH])
-        written += result.written
-        lost += len(result.refused)
-    return written, lost
+    return rows, lost

@@ -19,13 +19,14 @@ from recorded_log import (
     V5_OBJECTS,
     downgrade_to_v1,
     downgrade_to_v4,
+    downgrade_to_v5,
     record_calls,
     rows,
 )
 
 import httptrack
 from httptrack.log import _indexes, _rollup, _views
-from httptrack.log._schema import READ_INDEXES
+from httptrack.log._schema import READ_INDEXES, WRITE_DROPPED_INDEXES
 from httptrack.log._sqlite import SCHEMA_VERSION, connect, migrate
 from httptrack.record._writer import writer
 
@@ -69,7 +70,7 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
     assert rows(db) == before
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
         assert applied == [
             "m001_create_calls",
@@ -77,6 +78,7 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
             "m003_detail_rollup",
             "m004_read_indexes",
             "m005_combo_rollup",
+            "m006_fewer_write_indexes",
         ]
         assert conn.execute("SELECT sum(calls) FROM calls_rollup WHERE dim = ''").fetchone()[0] == 8
         assert _rollup.bookmark(conn) == conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
@@ -269,6 +271,7 @@ def test_bodies_that_are_not_json_are_indexed_as_text(db: Path, body: str | None
 
 def downgrade_to_v3(db: Path) -> None:
     """Make ``db`` what schema version 3 left: none of m004's indexes, and the one it drops."""
+    downgrade_to_v5(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN")
@@ -316,6 +319,7 @@ def test_a_big_log_is_upgraded_at_once_and_gets_its_indexes_when_the_writer_is_i
     assert pending_of(db) == [
         *(f"{_indexes.PENDING_PREFIX}{name}" for name in READ_INDEXES),
         f"{_indexes.PENDING_PREFIX}drop idx_calls_latency",
+        *(f"{_indexes.PENDING_PREFIX}drop {name}" for name in WRITE_DROPPED_INDEXES),
     ]
     conn = sqlite3.connect(db)
     try:
@@ -332,6 +336,7 @@ def test_a_big_log_is_upgraded_at_once_and_gets_its_indexes_when_the_writer_is_i
         time.sleep(0.02)
     names = indexes_of(db)
     assert names >= V4_OBJECTS and "idx_calls_latency" not in names
+    assert not names & set(WRITE_DROPPED_INDEXES)
     assert pending_of(db) == []
     record_calls(db)
     assert len(rows(db)) == 24
@@ -346,7 +351,7 @@ def test_an_index_build_gives_way_and_is_resumed(db: Path, monkeypatch: pytest.M
     monkeypatch.setattr(_indexes, "BUILD_NOW_BYTES", 0)
     upgrade(db)
     want = pending_of(db)
-    assert len(want) == len(READ_INDEXES) + 1
+    assert len(want) == len(READ_INDEXES) + 1 + len(WRITE_DROPPED_INDEXES)
     conn = connect(db)
     try:
         # After them, a statement that would run for a minute (as an index on a big log does),
@@ -406,7 +411,45 @@ def test_httptrack_migrate_builds_what_was_left(db: Path, monkeypatch: pytest.Mo
     assert pending_of(db)
     result = CliRunner().invoke(cli, ["migrate", "--db", str(db)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "built what was left of the upgrade (4 steps" in result.output
+    assert "built what was left of the upgrade (6 steps" in result.output
     assert pending_of(db) == [] and indexes_of(db) >= V4_OBJECTS and "idx_calls_latency" not in indexes_of(db)
     result = CliRunner().invoke(cli, ["migrate", "--db", str(db)], catch_exceptions=False)
     assert result.output.strip() == "Up to date."
+
+
+def test_m006_drops_the_indexes_others_answer_for_and_reads_answer_the_same(db: Path) -> None:
+    """A schema-5 log (with ``idx_calls_started_at`` and ``idx_calls_day``) upgraded in
+    place: both dropped, nothing else lost, and what reads by time or by day answers the
+    same without them (through ``idx_calls_usage`` or a ``(column, started_at)`` index)."""
+    record_calls(db)
+    downgrade_to_v5(db)
+    day = rows(db)[0]["started_at"][:10]
+    questions = [
+        ("SELECT id FROM calls ORDER BY started_at DESC, id DESC LIMIT 5", []),
+        ("SELECT id FROM calls WHERE started_at >= ? ORDER BY started_at, id", [day]),
+        ("SELECT min(started_at) FROM calls", []),  # (as Log.info asks: one each)
+        ("SELECT max(started_at) FROM calls", []),
+    ]
+    conn = sqlite3.connect(db)
+    try:
+        assert {"idx_calls_started_at", "idx_calls_day"} <= indexes_of(db)
+        want = [conn.execute(sql, params).fetchall() for sql, params in questions]
+    finally:
+        conn.close()
+    writer().close_connections()
+    before = rows(db)
+    upgrade(db)
+    assert not indexes_of(db) & set(WRITE_DROPPED_INDEXES)
+    assert indexes_of(db) >= V4_OBJECTS | {"idx_calls_usage", "idx_calls_provider", "idx_calls_user"}
+    assert rows(db) == before
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert [conn.execute(sql, params).fetchall() for sql, params in questions] == want
+        for sql, params in questions:  # an index, not the table
+            plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "INDEX idx_calls_usage" in plan, plan
+    finally:
+        conn.close()
+    record_calls(db)  # and the writer writes on
+    assert len(rows(db)) == 2 * len(before)

@@ -314,7 +314,7 @@ def test_the_writer_applies_retention_in_steps(tmp_path: Path, monkeypatch: pyte
         ):
             break
     assert left[-1] == 0 and len(left) >= 5  # in steps: 10 calls took four batches or more
-    assert raw(db, "SELECT id FROM calls WHERE request_body IS NULL ORDER BY started_at") == [
+    assert raw(db, "SELECT id FROM calls WHERE request_body IS NULL ORDER BY started_at, id") == [
         (ids[10],),
         (ids[11],),
     ]

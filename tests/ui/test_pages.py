@@ -59,7 +59,7 @@ async def pages(ds: Datasette, query: str) -> list[list[str]]:
     raise AssertionError("no last page")
 
 
-@pytest.mark.parametrize("query", ["", "_sort=started_at", "provider=openai&user=u0", "status=error"])
+@pytest.mark.parametrize("query", ["_sort=id", "provider=openai&user=u0", "status=error"])
 async def test_every_page_is_datasettes(planned: Datasette, plain: Datasette, query: str) -> None:
     got = await pages(planned, query)
     assert got == await pages(await unplanned(plain), query)
@@ -74,6 +74,81 @@ async def test_every_page_is_datasettes(planned: Datasette, plain: Datasette, qu
     )
 
 
+@pytest.mark.parametrize(
+    ("query", "where", "order"),
+    [
+        ("started_at__date=2026-03-01", "date(started_at) = '2026-03-01'", "started_at DESC"),
+        ("started_at__date=2026-02-28", "date(started_at) = '2026-02-28'", "started_at DESC"),
+        (
+            "started_at__date=2026-03-01&provider=openai&_sort_desc=cost_usd",
+            "date(started_at) = '2026-03-01' AND provider = 'openai'",
+            "cost_usd DESC",
+        ),
+        (
+            "started_at__date=2026-03-01&service=a&_sort=started_at",
+            "date(started_at) = '2026-03-01' AND service = 'a'",
+            "started_at",
+        ),
+        ("started_at__date=2026-3-1", "0", "id"),  # not a date as date() writes it: no call
+        ("started_at__date=2026-03-01T03:00", "0", "id"),  # nor this
+        ("started_at__date=2026-03-02", "0", "id"),
+    ],
+)
+async def test_a_day_is_the_calls_of_that_day(
+    planned: Datasette, plain: Datasette, log_db: Path, query: str, where: str, order: str
+) -> None:
+    """``?started_at__date=`` read as a range of ``started_at``: the calls, the count and
+    the facets datasette's own ``date(started_at) = :p`` gives."""
+    got = [i for page in await pages(planned, query) for i in page]
+    assert got == naive(log_db, f"SELECT id FROM calls WHERE {where} ORDER BY {order}, id")
+    ours = (await planned.client.get(f"/log/calls.json?{query}")).json()
+    theirs = (await (await unplanned(plain)).client.get(f"/log/calls.json?{query}")).json()
+    assert ours["filtered_table_rows_count"] == theirs["filtered_table_rows_count"] == len(got)
+    assert ours["facet_results"] == theirs["facet_results"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["started_at__date=2026-03-01", "started_at__date=2026-03-01&service=a", "started_at__date=2026-02-28"],
+)
+async def test_a_day_is_a_range_of_an_index(planned: Datasette, log_db: Path, query: str) -> None:
+    """Every statement of a day's page (its rows, count, facets counted from the calls)
+    finds the day's calls as a range of an index on ``started_at``; none walks a whole
+    index or the table."""
+    await planned.invoke_startup()
+    db = planned.get_database("log")
+    seen: list[tuple[str, Any]] = []
+    inner = Database.execute.__get__(db)
+
+    async def record(sql: str, params: Any = None, **kwargs: Any) -> Any:
+        seen.append((sql, params))
+        return await inner(sql, params, **kwargs)
+
+    db.execute = _pages.planned_execute(record, lambda: True)  # type: ignore[method-assign]
+    conn = sqlite3.connect(log_db)
+    conn.execute("ANALYZE")
+    try:
+        assert (await planned.client.get(f"/log/calls.json?_size=7&{query}")).status_code == 200
+        day = [(s, p) for s, p in seen if "started_at >= :p" in s and " calls not indexed " not in s]
+        assert len(day) >= 4  # the page, its count, the user and service facets
+        for sql, params in day:
+            plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params or {})]
+            assert not [step for step in plan if step.split()[:2] == ["SCAN", "calls"]], (sql, plan)
+            if sql.startswith(("select id, ", "select count(*) ")):  # the page, its count
+                assert any("started_at>? AND started_at<?" in step for step in plan), (sql, plan)
+    finally:
+        conn.close()
+
+
+def test_day_ranges() -> None:
+    assert _pages.day_ranges('select * from calls where date("started_at") = :p0 and x = :p1') == (
+        "select * from calls where (started_at >= :p0 and started_at < date(:p0, '+1 day') "
+        "and date(:p0) = :p0) and x = :p1"
+    )
+    for other in ("group by +date(started_at)", "date(started_at) > :p0", "date(day) = :p0"):
+        assert _pages.day_ranges(other) == other
+
+
 def planned_path(ds: Datasette) -> Path:
     return Path(ds.get_database("log").path)
 
@@ -81,6 +156,10 @@ def planned_path(ds: Datasette) -> Path:
 @pytest.mark.parametrize(
     ("query", "order", "where"),
     [
+        # Newest first (the default) and oldest first: calls of the same millisecond in id
+        # order, as datasette's next page takes them (not as the index walked gives them).
+        ("", "started_at DESC", "1"),
+        ("_sort=started_at", "started_at", "1"),
         ("_sort_desc=cost_usd", "cost_usd DESC", "1"),
         ("_sort=cost_usd", "cost_usd", "1"),
         ("_sort_desc=latency_ms", "latency_ms DESC", "1"),
@@ -277,6 +356,8 @@ def full_scans(conn: sqlite3.Connection, sql: str, params: Any) -> list[str]:
 
 PAGES = [
     "",
+    "started_at__date=2026-03-01",  # a day: a range of started_at (no index on date(started_at))
+    "started_at__date=2026-03-01&service=a",
     "_sort_desc=cost_usd",
     "_sort_desc=latency_ms",
     "_sort_desc=total_tokens",
