@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 from .._errors import LogError
 from .._settings import Settings
 from .._time import parse_when
-from ..record._spool import recover_log
+from ..record._recover import recover_log
 from . import _rollup
 from ._bodies import BODY_FUNCTION, COMPRESSED_COLUMNS, register_functions
 from ._rollup import Totals

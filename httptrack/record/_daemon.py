@@ -43,7 +43,8 @@ from .._errors import LogUnavailable
 from .._faults import report_fault
 from ..log._open import open_backend
 from ..log._url import DatabaseURL, LogTarget, log_target
-from ._spool import FEED_MAGIC, RECOVER_BATCH, publish_written, read_feed, recover, spool_folder, spooled_rows
+from ._recover import RECOVER_BATCH, read_feed, recover, spooled_rows
+from ._spool import FEED_MAGIC, publish_written, spool_folder
 
 __all__ = ["LOCK", "STATUS", "TARGET_ENV", "WAKE", "main", "running", "start", "status", "wake"]
 

@@ -38,8 +38,9 @@ from ..log._backend import LogBackend
 from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
 from ..log._url import LogTarget
+from ._recover import recover
 from ._row import build_row
-from ._spool import Feed, Spool, recover
+from ._spool import Feed, Spool
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -24,8 +24,9 @@ from httptrack.log._schema import COLUMN_NAMES
 from httptrack.log._sqlite import Store
 from httptrack.providers import provider_by_name
 from httptrack.record import _spool
+from httptrack.record._recover import read_records
 from httptrack.record._row import build_row
-from httptrack.record._spool import VERSION, read_records, spool_folder
+from httptrack.record._spool import VERSION, spool_folder
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX flock and signals")
 
@@ -272,9 +273,9 @@ def test_restore_sets_every_slot_of_an_exchange() -> None:
     import re
 
     from httptrack._exchange import Exchange
-    from httptrack.record import _spool
+    from httptrack.record import _recover
 
-    source = inspect.getsource(_spool.restore)
+    source = inspect.getsource(_recover.restore)
     assigned = set(re.findall(r"\bex\.(\w+)", source))
     assert set(Exchange.__slots__) - assigned == set()
 

@@ -29,7 +29,8 @@ from httptrack._exchange import Exchange
 from httptrack._settings import Settings
 from httptrack.providers import provider_by_name
 from httptrack.record import _spool
-from httptrack.record._spool import FEED_MAGIC, Feed, publish_written, read_feed, read_records, spool_folder
+from httptrack.record._recover import read_feed, read_records
+from httptrack.record._spool import FEED_MAGIC, Feed, publish_written, spool_folder
 from httptrack.record._writer import writer
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="mapped spools, flock, posix_spawn")
