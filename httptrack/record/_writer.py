@@ -38,14 +38,13 @@ from ..log._backend import LogBackend
 from ..log._open import open_backend
 from ..log._schema import COLUMN_NAMES
 from ..log._url import LogTarget
+from ._feeds import Feeds
 from ._recover import recover
 from ._row import build_row
-from ._spool import Feed, Spool
+from ._spool import Spool
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
-    from .._settings import Retention, Settings
+    from .._settings import Retention
 
 __all__ = ["EXIT_FAILING_SECONDS", "EXIT_FLUSH_SECONDS", "Writer", "flush", "writer"]
 
@@ -206,20 +205,13 @@ class Writer:
         self._spool_lock = threading.Lock()
         #: This process is a multiprocessing.Pool worker (decided at its first call): see submit.
         self._worker: bool | None = None
-        # Process mode (HTTPTRACK_WRITER=process): this process's feed for each log (``None``:
-        # none, its calls take the writer thread), the one the last call went to, whether
-        # a Settings object's calls may go to the writer process, calls fed so far, and when
-        # writer processes were started for each log.
-        self._feeds: dict[LogTarget, Feed | None] = {}
-        self._last_feed: Feed | None = None
-        self._feedable: dict[int, tuple[Settings, bool]] = {}
-        self._fed = 0
-        self._started: dict[LogTarget, list[float]] = {}
+        #: Process mode (HTTPTRACK_WRITER=process): this process's feeds (``_feeds``).
+        self._feeds = Feeds(self._spool_lock, self._feed_given_up)
 
     # -- the app's side (cheap) -------------------------------------------------------------
 
     def submit(self, exchange: Exchange) -> None:
-        if exchange.settings.writer == "process" and self._feed(exchange):
+        if exchange.settings.writer == "process" and self._feeds.feed(exchange):
             return  # the writer process takes it from the feed
         queue = self._queue
         size = _held_bytes(exchange)
@@ -269,142 +261,12 @@ class Writer:
             # (Other multiprocessing children flush at their end: see _multiprocessing_child.)
             self.flush(timeout=WORKER_FLUSH_SECONDS)
 
-    # -- process mode -------------------------------------------------------------------------
-
-    def _feed(self, exchange: Exchange) -> bool:
-        """Process mode: append the call to this process's feed for its log, for the writer
-        process (``_daemon``); ``False`` if it must take the writer thread instead: what
-        only this process has (a ``redact`` hook, limits, OpenTelemetry spans, a response
-        to store in the cache, ...), or no feed (a file system not mapped, no writer
-        process). No system call."""
-        settings = exchange.settings
-        known = self._feedable.get(id(settings))
-        if known is None or known[0] is not settings:
-            fits = settings.redact is None and not settings.limits and not settings.otel
-            if len(self._feedable) > 64:
-                self._feedable.clear()
-            known = self._feedable[id(settings)] = (settings, fits)
-        if not known[1]:
-            return False
-        if (
-            exchange.limit_ticket is not None
-            or exchange.cache_flight is not None
-            or exchange.cache_note is not None
-            or exchange.request_parts is not None
-            or (exchange.cache_ttl is not None and exchange.cache_key is not None and not exchange.cached)
-        ):
-            return False
-        db = settings.db
-        feed = self._last_feed
-        if feed is None or feed.db is not db or not feed.live:
-            feed = self._feeds[db] if db in self._feeds else self._open_feed(db)
-            if feed is None:
-                return False
-            self._last_feed = feed
-        if feed.append(exchange) < 0:
-            return False  # (a credential the writer process could not take out, a full disk)
-        self._fed += 1
-        if not self._fed & 4095 and not self._keep_daemon(db, feed):  # now and then: still there?
-            self._give_up_feed(db, feed)
-        return True
-
-    def _open_feed(self, db: LogTarget) -> Feed | None:
-        """This process's feed for ``db``, made on its first process-mode call (once), and
-        the writer process started if none runs."""
-        with self._spool_lock:
-            if db in self._feeds:
-                return self._feeds[db]
-            feed: Feed | None = None
-            try:
-                feed = Feed.open(db)
-            except OSError as exc:
-                report_fault("spool", f"no spool beside {db} ({exc}): calls take the writer thread", exc)
-            if feed is not None and not self._keep_daemon(db, feed):
-                feed.discard()
-                feed = None
-            self._feeds[db] = feed
-        return feed
-
-    def _keep_daemon(self, db: LogTarget, feed: Feed) -> bool:
-        """Start the writer process for ``db`` if none runs; ``False`` (reported once) if it
-        cannot be, or keeps dying: this process then writes its calls itself."""
-        if _daemon().running(feed.folder):
-            return True
-        now = time.monotonic()
-        started = [at for at in self._started.get(db, []) if now - at < DAEMON_RESTART_WINDOW]
-        if len(started) >= DAEMON_RESTARTS:
-            why: BaseException | str = f"it was started {len(started)} times in {DAEMON_RESTART_WINDOW:.0f} s"
-        else:
-            try:
-                _daemon().start(db)
-            except Exception as exc:
-                why = exc
-            else:
-                self._started[db] = [*started, now]
-                return True
-        report_fault(
-            "writer",
-            f"no writer process for {db} ({why}); this process's writer thread writes its calls",
-            why if isinstance(why, BaseException) else None,
-        )
-        return False
-
-    def _give_up_feed(self, db: LogTarget, feed: Feed) -> None:
-        """The writer process cannot run: this process's calls take the writer thread from
-        now on, and what its feed holds is written by it (as a spool of a process gone)."""
-        with self._spool_lock:
-            self._feeds[db] = None
-            if self._last_feed is feed:
-                self._last_feed = None
-        feed.close()  # unlocked: recovered by the next write (below), or by the next process
+    def _feed_given_up(self, db: LogTarget) -> None:
+        """A log's writer process cannot run: this writer thread writes its calls from now
+        on, and what its feed held (recovered as a spool of a process gone)."""
         self._log(db).recovered_at = None
         if self._thread is None:
             self._start()
-
-    def _flush_feeds(self, timeout: float | None) -> tuple[str | None, bool]:
-        """Process mode: wait until the writer process has written every call this process
-        fed it (waking it, and starting it again if it is gone). (Why not, timed out)."""
-        feeds = [(db, feed) for db, feed in list(self._feeds.items()) if feed is not None and feed.live]
-        if not feeds or all(feed.written() for _, feed in feeds):
-            return None, False
-        daemon = _daemon()
-        since = time.time()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
-        checked = 0.0
-        while True:
-            waiting = [(db, feed) for db, feed in feeds if not feed.written()]
-            if not waiting:
-                return None, False
-            now = time.monotonic()
-            if now - checked >= 0.25:  # (system calls: not every turn)
-                checked = now
-                for db, feed in waiting:
-                    if not self._keep_daemon(db, feed):
-                        self._give_up_feed(db, feed)
-                        feeds.remove((db, feed))
-                        continue
-                    daemon.wake(feed.folder)
-                    reason = daemon.status(feed.folder, since)
-                    if reason is not None:
-                        return reason, False
-                if not any(feed.live for _, feed in feeds):
-                    return None, False
-            if deadline is not None and now >= deadline:
-                return f"the writer process did not write them within {timeout} s", True
-            _sleep(pause if deadline is None else max(0.0, min(pause, deadline - now)))
-            pause = min(pause * 2, 0.02)
-
-    def _close_feeds(self) -> None:
-        """At exit: nothing to wait for (the writer process writes what the feeds hold, or
-        the next process that opens the log does); delete what is written, wake it."""
-        for db, feed in list(self._feeds.items()):
-            if feed is not None:
-                written = feed.close()
-                if not written:
-                    _daemon().wake(feed.folder)
-            del self._feeds[db]
-        self._last_feed = None
 
     def _wait_for_writer(self) -> None:
         """Let the writer catch up (see BACKLOG_CALLS): wait for its next transaction, at
@@ -449,9 +311,9 @@ class Writer:
         thread = self._thread
         timed_out = False
         reason: str | None = None
-        if self._feeds:  # process mode: the writer process writes the feeds
+        if self._feeds.by_log:  # process mode: the writer process writes the feeds
             started = time.monotonic()
-            reason, timed_out = self._flush_feeds(timeout)
+            reason, timed_out = self._feeds.flush(timeout)
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - started))
             thread = self._thread  # (started if the writer process could not be)
@@ -806,7 +668,7 @@ class Writer:
                     spool.close()
                 del self._spools[path]
             self._last_spool = None
-            self._close_feeds()
+            self._feeds.close()
         finally:
             self._lock.release()
 
@@ -822,11 +684,7 @@ class Writer:
                     spool.discard()
             self._spools.clear()
             self._last_spool = None
-            for feed in self._feeds.values():
-                if feed is not None:
-                    feed.discard()
-            self._feeds.clear()
-            self._last_feed = None
+            self._feeds.discard()
 
     def close_connections(self) -> None:
         with self._lock:
@@ -859,9 +717,7 @@ class Writer:
         for spool in self._spools.values():
             if spool is not None:
                 spool.forget()
-        for feed in self._feeds.values():
-            if feed is not None:
-                feed.forget()
+        self._feeds.forget()
         dropped, written = self.dropped, self.written
         self._reset()
         self.dropped, self.written = dropped, written
@@ -893,25 +749,6 @@ def _release(spool: Spool, segments: list[int]) -> None:
 
 def _due(last: float | None, now: float) -> bool:
     return last is None or now - last >= RECOVER_EVERY
-
-
-#: Process mode: a writer process started this many times within DAEMON_RESTART_WINDOW
-#: seconds (it keeps dying) is given up on: the app's writer thread writes its calls.
-DAEMON_RESTARTS = 5
-DAEMON_RESTART_WINDOW = 60.0
-
-_daemon_module: ModuleType | None = None
-
-
-def _daemon() -> ModuleType:
-    """``record._daemon`` (the writer process's module), imported with the first
-    process-mode call."""
-    global _daemon_module
-    if _daemon_module is None:
-        from . import _daemon as module
-
-        _daemon_module = module
-    return _daemon_module
 
 
 #: How long a multiprocessing pool worker's call waits for its row to be written, at most.
@@ -997,7 +834,7 @@ def _at_exit() -> None:
         failing = _writer.failing()
         # Process mode: nothing to wait for, the feeds hold the calls (the writer process
         # writes them, or the next process that opens the log does).
-        _writer._close_feeds()
+        _writer._feeds.close()
         if not _writer.flush(timeout=EXIT_FAILING_SECONDS if failing else EXIT_FLUSH_SECONDS):
             # (Why was logged when it happened, or by flush on a timeout.)
             get_logger().debug(

@@ -80,7 +80,7 @@ if os.environ.get("PAUSE"):
 flushed = None if os.environ.get("NO_FLUSH") else httptrack.flush(timeout=60)
 w = _writer.writer()
 print(json.dumps({{"flushed": flushed, "pid": os.getpid(), "thread": w._thread is not None,
-                  "feeds": sum(f is not None for f in w._feeds.values())}}), flush=True)
+                  "feeds": sum(f is not None for f in w._feeds.by_log.values())}}), flush=True)
 """
 
 
@@ -351,7 +351,7 @@ def test_a_redact_hook_takes_the_writer_thread(log: Path) -> None:
     rows = read_rows(log)
     assert len(rows) == 1
     assert "XXXXX" in rows[0]["response_text"] and "hello" not in rows[0]["response_text"]
-    assert not writer()._feeds  # no feed, no writer process
+    assert not writer()._feeds.by_log  # no feed, no writer process
     assert _writer_pid(log) is None
 
 
@@ -359,7 +359,7 @@ def test_limits_take_the_writer_thread(log: Path) -> None:
     _chat(_client(log, limits="usd=100/day"))
     rows = read_rows(log)
     assert len(rows) == 1 and rows[0]["total_tokens"] == 10
-    assert not writer()._feeds
+    assert not writer()._feeds.by_log
     assert _writer_pid(log) is None
 
 
@@ -594,15 +594,15 @@ def test_a_writer_process_that_keeps_dying_is_given_up_and_its_feed_written_here
     monkeypatch.setattr(_daemon, "running", lambda folder: False)  # dies as soon as started
     monkeypatch.setattr(_daemon, "start", lambda db: started.append(db) or 0)
     client = _client(log)
-    fed = writer()._fed
+    fed = writer()._feeds.fed
     for _ in range(3):
         _chat(client)
-    assert writer()._feeds[log] is not None and writer()._fed == fed + 3
+    assert writer()._feeds.by_log[log] is not None and writer()._feeds.fed == fed + 3
     assert httptrack.flush(timeout=30)
     assert len(started) == 5  # DAEMON_RESTARTS, then given up
-    assert writer()._feeds[log] is None  # this process's calls take its writer thread now
+    assert writer()._feeds.by_log[log] is None  # this process's calls take its writer thread now
     _chat(client)
-    assert writer()._fed == fed + 3
+    assert writer()._feeds.fed == fed + 3
     rows = read_rows(log)
     assert len(rows) == 4 and {row["pid"] for row in rows} == {os.getpid()}
     assert not any("recovered" in (row["parse_notes"] or "") for row in rows)
@@ -662,7 +662,7 @@ def test_a_postgres_log_has_its_writer_process_too(pg_url: str) -> None:
     client = _client(pg_url)
     for _ in range(3):
         _chat(client)
-    assert writer()._fed and writer()._feeds
+    assert writer()._feeds.fed and writer()._feeds.by_log
     try:
         rows = read_rows(pg_url)
         assert len(rows) == 3 and {row["total_tokens"] for row in rows} == {10}
