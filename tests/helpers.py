@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import httpx2
@@ -16,6 +16,9 @@ import pytest
 
 import httptrack
 from httptrack.log._bodies import COMPRESSED_COLUMNS, body_text
+
+if TYPE_CHECKING:
+    from httptrack._exchange import Exchange
 
 #: The recorded real exchanges: ../shared/provider-samples beside the checkout (the source,
 #: and where new samples arrive), else the copy kept in tests/fixtures so that a plain clone
@@ -152,6 +155,33 @@ def check_cost(row: dict[str, Any], expected: dict[str, Any]) -> None:
         assert expected["model"].lower() in (row["cost_note"] or "").lower(), row["cost_note"]
         return
     assert row["cost_usd"] == pytest.approx(price, rel=1e-12, abs=1e-15)
+
+
+def make_exchange(**overrides: Any) -> Exchange:
+    """An openai chat call's Exchange as the transport makes it at the request (nothing
+    received yet), with any of its constructor's arguments overridden."""
+    from httptrack._context import Attribution
+    from httptrack._exchange import Exchange
+    from httptrack._settings import Settings
+    from httptrack.providers import provider_by_name
+
+    options: dict[str, Any] = {
+        "provider": provider_by_name("openai"),
+        "operation": "chat",
+        "settings": Settings(),
+        "sink": None,
+        "method": "POST",
+        "scheme": "https",
+        "host": "api.openai.com",
+        "port": None,
+        "path": "/v1/chat/completions",
+        "query": "",
+        "request_headers": [(b"content-type", b"application/json")],
+        "request_body": b'{"model": "gpt-4o-mini"}',
+        "attribution": Attribution(),
+        "control": None,
+    }
+    return Exchange(**{**options, **overrides})
 
 
 def read_rows(db: Path | str, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

@@ -15,14 +15,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import make_exchange
 
 import httptrack
-from httptrack._context import Attribution
 from httptrack._exchange import Exchange
 from httptrack._settings import Settings
 from httptrack.log._schema import COLUMN_NAMES
 from httptrack.log._sqlite import Store
-from httptrack.providers import provider_by_name
 from httptrack.record import _spool
 from httptrack.record._recover import read_records
 from httptrack.record._row import build_row
@@ -239,22 +238,7 @@ def test_a_locked_log_is_unavailable_not_an_sqlite_error(db: Path, monkeypatch: 
 
 
 def test_build_row_returns_what_it_learned_and_leaves_the_exchange_as_it_was() -> None:
-    ex = Exchange(
-        provider=provider_by_name("openai"),
-        operation="chat",
-        settings=Settings(),
-        sink=None,
-        method="POST",
-        scheme="https",
-        host="api.openai.com",
-        port=None,
-        path="/v1/chat/completions",
-        query="",
-        request_headers=[(b"content-type", b"application/json")],
-        request_body=b'{"model": "gpt-4o-mini", "stream": true}',
-        attribution=Attribution(),
-        control=None,
-    )
+    ex = make_exchange(request_body=b'{"model": "gpt-4o-mini", "stream": true}')
     ex.received_headers(200, [(b"content-type", b"text/event-stream")])
     ex.add_chunk(b'data: {"model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n')
     ex.add_chunk(b"data: [DONE]\n\n")
@@ -300,24 +284,13 @@ def test_rows_written_together_release_their_spool_records_in_one_call_per_segme
 
 
 def _exchange(body: bytes = b'{"model": "gpt-4o-mini"}', db: Path | None = None) -> Exchange:
-    ex = Exchange(
-        provider=provider_by_name("openai"),
-        operation="chat",
+    ex = make_exchange(
         settings=Settings(db=db) if db is not None else Settings(),
-        sink=None,
-        method="POST",
-        scheme="https",
-        host="api.openai.com",
-        port=None,
-        path="/v1/chat/completions",
-        query="",
         request_headers=[
             (b"content-type", b"application/json"),
             (b"authorization", f"Bearer {SECRET}".encode()),
         ],
         request_body=body,
-        attribution=Attribution(),
-        control=None,
     )
     ex.received_headers(200, [(b"content-type", b"application/json")])
     ex.add_chunk(b'{"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": 1}}')

@@ -20,14 +20,12 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
-from helpers import read_rows
+from helpers import make_exchange, read_rows
 
 import httptrack
 from httptrack import SettingsError
-from httptrack._context import Attribution
 from httptrack._exchange import Exchange
 from httptrack._settings import Settings
-from httptrack.providers import provider_by_name
 from httptrack.record import _spool
 from httptrack.record._recover import read_feed, read_records
 from httptrack.record._spool import FEED_MAGIC, Feed, publish_written, spool_folder
@@ -384,24 +382,13 @@ def test_the_writer_setting() -> None:
 
 
 def _exchange(db: Path, body: bytes) -> Exchange:
-    ex = Exchange(
-        provider=provider_by_name("openai"),
-        operation="chat",
+    ex = make_exchange(
         settings=Settings(db=db),
-        sink=None,
-        method="POST",
-        scheme="https",
-        host="api.openai.com",
-        port=None,
-        path="/v1/chat/completions",
-        query="",
         request_headers=[
             (b"content-type", b"application/json"),
             (b"authorization", f"Bearer {KEY}".encode()),
         ],
         request_body=body,
-        attribution=Attribution(),
-        control=None,
     )
     ex.received_headers(200, [(b"content-type", b"application/json")])
     ex.add_chunk(json.dumps(BODY).encode())
@@ -609,21 +596,8 @@ def test_a_writer_process_that_keeps_dying_is_given_up_and_its_feed_written_here
 
 
 def _answer(db: Path, body: bytes, encoding: str | None) -> Exchange:
-    ex = Exchange(
-        provider=provider_by_name("openai"),
-        operation="chat",
-        settings=Settings(db=db),
-        sink=None,
-        method="POST",
-        scheme="https",
-        host="api.openai.com",
-        port=None,
-        path="/v1/chat/completions",
-        query="",
-        request_headers=[(b"Authorization", f"Bearer {KEY}".encode())],
-        request_body=b'{"model": "gpt-4o-mini"}',
-        attribution=Attribution(),
-        control=None,
+    ex = make_exchange(
+        settings=Settings(db=db), request_headers=[(b"Authorization", f"Bearer {KEY}".encode())]
     )
     headers = [(b"Content-Type", b"application/json")]
     if encoding is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from helpers import make_exchange
+
 from httptrack import _exchange
 from httptrack._exchange import TAIL_BYTES, new_call_id
 
@@ -36,26 +38,9 @@ def test_ids_sort_in_creation_order() -> None:
 
 
 def _exchange_with_limit(limit: int) -> _exchange.Exchange:
-    from httptrack._context import Attribution
     from httptrack._settings import Settings
-    from httptrack.providers import provider_by_name
 
-    return _exchange.Exchange(
-        provider=provider_by_name("openai"),
-        operation="chat",
-        settings=Settings(max_body_bytes=limit),
-        sink=None,
-        method="POST",
-        scheme="https",
-        host="api.openai.com",
-        port=None,
-        path="/v1/chat/completions",
-        query="",
-        request_headers=[],
-        request_body=b"",
-        attribution=Attribution(),
-        control=None,
-    )
+    return make_exchange(settings=Settings(max_body_bytes=limit), request_headers=[], request_body=b"")
 
 
 def test_body_is_kept_whole_up_to_the_cap_then_only_its_tail() -> None:
