@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -385,28 +385,9 @@ class Spool:
                         return -1
                 if segment.map is None:
                     return self._write(segment, data)
-                # Framing: 8-byte aligned records, each a header (its length, and the length
-                # xor CHECK) and its bytes; a zero header ends the file. The bytes first, then
-                # the zero header after them, then this record's header last: a death at any
-                # point leaves either the record whole or a zero or torn header (the check
-                # fails) where it was to be, so it is never misread, and records of a file
-                # emptied and reused are never reached.
-                start = segment.end
-                stop = start + _HEADER_SIZE + length
-                after = (stop + 7) & ~7
-                if after + _HEADER_SIZE > segment.size:
-                    if length > MAX_RECORD:
-                        raise ValueError(f"a record of {length} bytes")
-                    segment = self._rotate(after - start + _HEADER_SIZE)
-                    start = segment.end
-                    stop = start + _HEADER_SIZE + length
-                    after = (stop + 7) & ~7
-                view = segment.map
-                assert view is not None
-                view[start + _HEADER_SIZE : stop] = data
-                view[after : after + _HEADER_SIZE] = _NO_RECORD
-                _HEADER.pack_into(view, start, length, length ^ CHECK)
-                segment.end = after
+                if length > MAX_RECORD:
+                    raise ValueError(f"a record of {length} bytes")
+                segment = _place(segment, data, self._rotate)
             except (OSError, ValueError) as exc:
                 report_fault(
                     "spool",
@@ -624,23 +605,9 @@ class Feed(Spool):
             if segment is None or segment.map is None:
                 return -1
             try:
-                start = segment.end
-                if start >= RECYCLE_BYTES and _written(segment):
+                if segment.end >= RECYCLE_BYTES and _written(segment):
                     _reuse(segment)
-                    start = segment.end
-                stop = start + _HEADER_SIZE + length
-                after = (stop + 7) & ~7
-                if after + _HEADER_SIZE > segment.size:
-                    segment = self._next(after - start + _HEADER_SIZE)
-                    start = segment.end
-                    stop = start + _HEADER_SIZE + length
-                    after = (stop + 7) & ~7
-                view = segment.map
-                assert view is not None
-                view[start + _HEADER_SIZE : stop] = data
-                view[after : after + _HEADER_SIZE] = _NO_RECORD
-                _HEADER.pack_into(view, start, length, length ^ CHECK)
-                segment.end = after
+                segment = _place(segment, data, self._next)
             except (OSError, ValueError) as exc:
                 report_fault("spool", f"a call could not be spooled in {self.folder} ({exc})", exc)
                 return -1
@@ -784,6 +751,33 @@ def publish_written(view: mmap.mmap, generation: int, end: int) -> bool:
         return False
     _WORD.pack_into(view, _CONSUMED, (generation << 32) | end)
     return True
+
+
+def _place(segment: _Segment, data: bytes, rotate: Callable[[int], _Segment]) -> _Segment:
+    """Append ``data`` to the mapped ``segment``, or, if it does not fit, to the segment
+    ``rotate(bytes needed)`` gives; the segment it went to (lock held).
+
+    Framing: 8-byte aligned records, each a header (its length, and the length xor CHECK)
+    and its bytes; a zero header ends the file. The bytes first, then the zero header after
+    them, then this record's header last: a death at any point leaves either the record
+    whole or a zero or torn header (the check fails) where it was to be, so it is never
+    misread, and records of a file emptied and reused are never reached."""
+    length = len(data)
+    start = segment.end
+    stop = start + _HEADER_SIZE + length
+    after = (stop + 7) & ~7
+    if after + _HEADER_SIZE > segment.size:
+        segment = rotate(after - start + _HEADER_SIZE)
+        start = segment.end
+        stop = start + _HEADER_SIZE + length
+        after = (stop + 7) & ~7
+    view = segment.map
+    assert view is not None
+    view[start + _HEADER_SIZE : stop] = data
+    view[after : after + _HEADER_SIZE] = _NO_RECORD
+    _HEADER.pack_into(view, start, length, length ^ CHECK)
+    segment.end = after
+    return segment
 
 
 def _start(segment: _Segment) -> int:
