@@ -9,6 +9,7 @@ field leaves a figure ``None`` (and, where useful, a note), it never raises into
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -207,6 +208,14 @@ class Provider:
     def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
         """Read one stream event: ``event`` is the SSE event name (``None`` for NDJSON and
         unnamed events); ``data`` its decoded JSON (or text when it was not JSON)."""
+
+    def sse_reader(self, parsed: Parsed) -> Callable[[Parsed, str | None, str], bool] | None:
+        """A faster reader of this response's SSE events, or ``None``: called as
+        ``read(parsed, event, data_text)``, it reads an event straight from its data's text
+        and returns ``True``, or ``False`` having read nothing (the event is then decoded in
+        full and given to :meth:`read_event`). What it reads must be exactly what
+        :meth:`read_event` would."""
+        return None
 
     def finish(self, parsed: Parsed) -> None:
         """Called once after the body or all events were read."""

@@ -27,6 +27,7 @@ on their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._vocab import Operation
@@ -82,6 +83,11 @@ class Mistral(OpenAICompatible):
                     parsed.response_model = first_str(output.get("model")) or parsed.response_model
                     if isinstance(output.get("content"), str):
                         parsed.output.append(output["content"])
+
+    def sse_reader(self, parsed: Parsed) -> Callable[[Parsed, str | None, str], bool] | None:
+        if parsed.state.get("conversations"):
+            return None
+        return self.chunk_reader(parsed)  # chat completions: read_event defers to the base's
 
     def read_event(self, parsed: Parsed, event: str | None, data: Any) -> None:
         if not parsed.state.get("conversations") or not isinstance(data, dict):

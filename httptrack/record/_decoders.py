@@ -37,6 +37,7 @@ __all__ = [
     "SSEEvent",
     "StreamDecoder",
     "decoder_for",
+    "sse_pairs",
 ]
 
 
@@ -191,6 +192,40 @@ class SSEDecoder(_WholeBody):
             events.append(SSEEvent(self._event, "\n".join(self._data), self._id))
         self._event = None
         self._data = []
+
+
+def sse_pairs(chunks: list[bytes]) -> list[tuple[str | None, str]]:
+    """``(event, data)`` of every event of a whole SSE body held as ``chunks``: what
+    ``SSEDecoder().decode_all(chunks)`` gives. A body of the plain shape every provider
+    sends (``data: ...`` lines, each after an optional ``event: ...`` line, events ended by
+    a blank line) is split at once, without a step per line; any other goes through
+    :class:`SSEDecoder`."""
+    text = b"".join(chunks).decode("utf-8", "replace").removeprefix("\ufeff")
+    if "\r" in text:
+        if text.count("\r") != text.count("\r\n"):
+            return _decoded_pairs(chunks)  # a lone "\r" line end
+        text = text.replace("\r\n", "\n")  # the same lines, whole body at once
+    blocks = text.split("\n\n")
+    last = blocks.pop().removesuffix("\n")  # an event cut short is kept, as close() keeps it
+    if last:
+        blocks.append(last)
+    pairs: list[tuple[str | None, str]] = []
+    append = pairs.append
+    for block in blocks:
+        if block.startswith("data: ") and "\n" not in block:
+            append((None, block[6:]))
+        elif block.startswith("event: "):
+            name, sep, data = block[7:].partition("\n")
+            if not sep or not data.startswith("data: ") or "\n" in data or "\n" in name:
+                return _decoded_pairs(chunks)
+            append((name, data[6:]))
+        elif block:  # (extra blank lines end no event)
+            return _decoded_pairs(chunks)
+    return pairs
+
+
+def _decoded_pairs(chunks: list[bytes]) -> list[tuple[str | None, str]]:
+    return [(event.event, event.data) for event in SSEDecoder().decode_all(chunks)]
 
 
 class NDJSONDecoder(_WholeBody):

@@ -23,7 +23,7 @@ from .._usage import Usage
 from .._vocab import Outcome, Status
 from ..log._schema import COLUMN_NAMES, COLUMNS, TOKEN_COLUMNS
 from ..providers import Parsed, Provider, form_fields
-from ._decoders import TOO_DEEP, ContentDecoder, JSONArrayDecoder, SSEEvent, decoder_for
+from ._decoders import TOO_DEEP, ContentDecoder, JSONArrayDecoder, decoder_for, sse_pairs
 
 __all__ = ["build_row", "salvage_json"]
 
@@ -515,32 +515,67 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
     data or NDJSON line) that is not JSON, as the last one is when a stream is cut off
     mid-event (but for the provider's own end marker), or a JSON array with no closing
     bracket."""
+    if fmt == "sse":
+        return _read_sse(provider, parsed, chunks)
+    errors = 0
+    whole = True
+    read_event = provider.read_event
+    decoder = decoder_for(fmt)
+    deep = False
+    for data in decoder.decode_all(chunks):
+        if data.__class__ is str:  # NDJSON: a line that is not JSON
+            whole = False
+        if data is TOO_DEEP:
+            if not deep:
+                deep = True
+                parsed.notes.append("a stream event nested too deeply to decode was skipped")
+            continue
+        try:
+            read_event(parsed, None, data)
+        except Exception as exc:
+            errors += 1
+            if errors == 1:
+                parsed.notes.append(f"parser error on a stream event: {exc!r}")
+    if decoder.__class__ is JSONArrayDecoder and not decoder.closed:
+        whole = False
+    return whole
+
+
+def _read_sse(provider: Provider, parsed: Parsed, chunks: list[bytes]) -> bool:
+    """:func:`_read_events` for an SSE body. Each event goes first to the provider's
+    :meth:`~Provider.sse_reader` where it has one (reading only what it needs from the
+    data's text), else is decoded in full for its ``read_event``."""
     errors = 0
     whole = True
     read_event = provider.read_event
     end_markers = provider.stream_end_markers
-    decoder = decoder_for(fmt)
     deep = False
-    for item in decoder.decode_all(chunks):
-        if item.__class__ is SSEEvent:
-            name: str | None = item.event
-            text = item.data
-            if text in end_markers:  # the family's own end of stream (never JSON: not decoded)
-                parsed.stream_done = parsed.complete = True
+    fast = None
+    try:
+        fast = provider.sse_reader(parsed)
+    except Exception as exc:
+        parsed.notes.append(f"parser error: {exc!r}")
+    for name, text in sse_pairs(chunks):
+        if text in end_markers:  # the family's own end of stream (never JSON: not decoded)
+            parsed.stream_done = parsed.complete = True
+            continue
+        try:
+            if fast is not None and len(text) <= SCAN_IN_C_MAX and fast(parsed, name, text):
                 continue
-            try:
-                # (An event's data is short: decoded in C, without a call around it.)
-                data: Any = loads_text(text) if len(text) <= SCAN_IN_C_MAX else loads_in_steps(text)
-            except ValueError:
-                data = text
-                if data.strip():  # an empty data line is a keep-alive
-                    whole = False
-            except RecursionError:
-                data = TOO_DEEP
-        else:
-            name, data = None, item
-            if data.__class__ is str:  # NDJSON: a line that is not JSON
+        except Exception as exc:
+            errors += 1
+            if errors == 1:
+                parsed.notes.append(f"parser error on a stream event: {exc!r}")
+            continue
+        try:
+            # (An event's data is short: decoded in C, without a call around it.)
+            data: Any = loads_text(text) if len(text) <= SCAN_IN_C_MAX else loads_in_steps(text)
+        except ValueError:
+            data = text
+            if data.strip():  # an empty data line is a keep-alive
                 whole = False
+        except RecursionError:
+            data = TOO_DEEP
         if data is TOO_DEEP:
             if not deep:
                 deep = True
@@ -552,8 +587,6 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
             errors += 1
             if errors == 1:
                 parsed.notes.append(f"parser error on a stream event: {exc!r}")
-    if decoder.__class__ is JSONArrayDecoder and not decoder.closed:
-        whole = False
     return whole
 
 
