@@ -89,7 +89,7 @@ def _exchange(
 def _both_ways(monkeypatch: pytest.MonkeyPatch, exchange: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
     """(the row read fast, the row read the general way, chunks the fast reader read)."""
     read = [0]
-    make = openai_module._chunk_reader
+    make = openai_module.chunk_reader
 
     def counting(take_usage: Any) -> Any:
         inner = make(take_usage)
@@ -102,7 +102,7 @@ def _both_ways(monkeypatch: pytest.MonkeyPatch, exchange: Any) -> tuple[dict[str
         return reader
 
     with monkeypatch.context() as patch:
-        patch.setattr(openai_module, "_chunk_reader", counting)
+        patch.setattr(openai_module, "chunk_reader", counting)
         built = build_row(exchange)
         fast = {**built.row, "complete": built.response_complete}
     with monkeypatch.context() as patch:
