@@ -517,25 +517,20 @@ def _read_events(provider: Provider, parsed: Parsed, fmt: str, chunks: list[byte
     bracket."""
     if fmt == "sse":
         return _read_sse(provider, parsed, chunks)
-    errors = 0
+    notes = _EventNotes(parsed)
     whole = True
     read_event = provider.read_event
     decoder = decoder_for(fmt)
-    deep = False
     for data in decoder.decode_all(chunks):
         if data.__class__ is str:  # NDJSON: a line that is not JSON
             whole = False
         if data is TOO_DEEP:
-            if not deep:
-                deep = True
-                parsed.notes.append("a stream event nested too deeply to decode was skipped")
+            notes.too_deep()
             continue
         try:
             read_event(parsed, None, data)
         except Exception as exc:
-            errors += 1
-            if errors == 1:
-                parsed.notes.append(f"parser error on a stream event: {exc!r}")
+            notes.failed(exc)
     if decoder.__class__ is JSONArrayDecoder and not decoder.closed:
         whole = False
     return whole
@@ -545,11 +540,10 @@ def _read_sse(provider: Provider, parsed: Parsed, chunks: list[bytes]) -> bool:
     """:func:`_read_events` for an SSE body. Each event goes first to the provider's
     :meth:`~Provider.sse_reader` where it has one (reading only what it needs from the
     data's text), else is decoded in full for its ``read_event``."""
-    errors = 0
+    notes = _EventNotes(parsed)
     whole = True
     read_event = provider.read_event
     end_markers = provider.stream_end_markers
-    deep = False
     fast = None
     try:
         fast = provider.sse_reader(parsed)
@@ -563,9 +557,7 @@ def _read_sse(provider: Provider, parsed: Parsed, chunks: list[bytes]) -> bool:
             if fast is not None and len(text) <= SCAN_IN_C_MAX and fast(parsed, name, text):
                 continue
         except Exception as exc:
-            errors += 1
-            if errors == 1:
-                parsed.notes.append(f"parser error on a stream event: {exc!r}")
+            notes.failed(exc)
             continue
         try:
             # (An event's data is short: decoded in C, without a call around it.)
@@ -577,17 +569,35 @@ def _read_sse(provider: Provider, parsed: Parsed, chunks: list[bytes]) -> bool:
         except RecursionError:
             data = TOO_DEEP
         if data is TOO_DEEP:
-            if not deep:
-                deep = True
-                parsed.notes.append("a stream event nested too deeply to decode was skipped")
+            notes.too_deep()
             continue
         try:
             read_event(parsed, name, data)
         except Exception as exc:
-            errors += 1
-            if errors == 1:
-                parsed.notes.append(f"parser error on a stream event: {exc!r}")
+            notes.failed(exc)
     return whole
+
+
+class _EventNotes:
+    """What went wrong reading a stream's events, noted on ``parsed`` once of each kind:
+    the first parser error (with its count kept), an event too deep to decode."""
+
+    __slots__ = ("deep", "errors", "parsed")
+
+    def __init__(self, parsed: Parsed) -> None:
+        self.parsed = parsed
+        self.errors = 0
+        self.deep = False
+
+    def failed(self, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            self.parsed.notes.append(f"parser error on a stream event: {exc!r}")
+
+    def too_deep(self) -> None:
+        if not self.deep:
+            self.deep = True
+            self.parsed.notes.append("a stream event nested too deeply to decode was skipped")
 
 
 def _status(ex: Exchange, outcome: Outcome, parsed: Parsed) -> tuple[Status, str | None, str | None]:
