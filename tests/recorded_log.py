@@ -10,6 +10,8 @@ import math
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,23 +134,30 @@ def record_calls(db: Path) -> list[str]:
     return ids
 
 
+@contextmanager
+def transaction(db: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to ``db`` inside one transaction, committed at the end; closed after."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def age_calls(db: Path, ages: dict[str, timedelta], *, now: datetime | None = None) -> None:
     """Move calls back in time (``started_at`` only), as if recorded that long ago, and
     roll the database up again: the transport can only record the present."""
     from httptrack.log import _rollup, _views
 
     now = now or datetime.now(UTC)
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
+    with transaction(db) as conn:
         for call_id, age in ages.items():
             when = (now - age).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             conn.execute("UPDATE calls SET started_at = ? WHERE id = ?", [when, call_id])
         _rollup.rebuild_rollups(conn)
         _views.rebuild_search_index(conn)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def rows(db: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -262,24 +271,17 @@ ALL_OBJECTS = V2_OBJECTS | V3_OBJECTS | V4_OBJECTS | V5_OBJECTS
 
 def downgrade_to_v5(db: Path) -> None:
     """Make ``db`` what schema version 5 left: the indexes m006 drops there."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
+    with transaction(db) as conn:
         conn.execute("CREATE INDEX IF NOT EXISTS idx_calls_started_at ON calls (started_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS idx_calls_day ON calls (date(started_at))")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm006_fewer_write_indexes'")
         conn.execute("PRAGMA user_version = 5")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def downgrade_to_v1(db: Path) -> None:
     """Make ``db`` what schema version 1 left: the ``calls`` table and its indexes only."""
     downgrade_to_v5(db)
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
+    with transaction(db) as conn:
         for name, kind in conn.execute(
             f"SELECT name, type FROM sqlite_master WHERE name IN ({', '.join('?' * len(ALL_OBJECTS))})",
             sorted(ALL_OBJECTS),
@@ -290,25 +292,17 @@ def downgrade_to_v1(db: Path) -> None:
             "'m004_read_indexes', 'm005_combo_rollup')"
         )
         conn.execute("PRAGMA user_version = 1")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def downgrade_to_v4(db: Path) -> None:
     """Make ``db`` what schema version 4 left: no combination rollup."""
     downgrade_to_v5(db)
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
+    with transaction(db) as conn:
         for name in sorted(V5_OBJECTS):
             conn.execute(f"DROP TABLE IF EXISTS {name}")
         conn.execute("DELETE FROM httptrack_state WHERE key = 'rollup_combo_rowid'")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm005_combo_rollup'")
         conn.execute("PRAGMA user_version = 4")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def nearest_rank(values: list[float], q: float) -> float:

@@ -22,6 +22,7 @@ from recorded_log import (
     downgrade_to_v5,
     record_calls,
     rows,
+    transaction,
 )
 
 import httptrack
@@ -89,9 +90,7 @@ def test_a_version_1_log_upgrades_in_place(db: Path) -> None:
 def downgrade_to_v2(db: Path) -> None:
     """Make ``db`` what schema version 2 left: no detail rollup."""
     downgrade_to_v4(db)
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
+    with transaction(db) as conn:
         for name in sorted(V3_OBJECTS):
             conn.execute(f"DROP TABLE {name}")
         for name in sorted(V4_OBJECTS):
@@ -100,9 +99,6 @@ def downgrade_to_v2(db: Path) -> None:
         conn.execute("DELETE FROM httptrack_state WHERE key = 'rollup_detail_rowid'")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm003_detail_rollup'")
         conn.execute("PRAGMA user_version = 2")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 QUESTIONS: list[tuple[str | None, dict[str, Any]]] = [
@@ -272,17 +268,12 @@ def test_bodies_that_are_not_json_are_indexed_as_text(db: Path, body: str | None
 def downgrade_to_v3(db: Path) -> None:
     """Make ``db`` what schema version 3 left: none of m004's indexes, and the one it drops."""
     downgrade_to_v5(db)
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
+    with transaction(db) as conn:
         for name in sorted(V4_OBJECTS):
             conn.execute(f"DROP INDEX {name}")
         conn.execute("CREATE INDEX idx_calls_latency ON calls (cached, latency_ms)")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_read_indexes'")
         conn.execute("PRAGMA user_version = 3")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 def indexes_of(db: Path) -> set[str]:
